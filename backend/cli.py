@@ -1,0 +1,303 @@
+"""``amore-proto``: AMORE's command line.
+
+Every command takes the context directory as an argument or uses the current directory.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("amore")
+
+
+def _dir(arg) -> Path:
+    return Path(arg if arg else os.getcwd()).resolve()
+
+
+# --- init / proposal ----------------------------------------------------------------------
+
+def init_context_dir(context_dir: Path, proposal: int, template: str = "generic",
+                     context_file: Path | None = None) -> Path:
+    """Create a context directory: ``runs.sqlite`` for ``proposal``, ``context.py`` from a
+    template (or a given file) and ``extracted_data/``.
+
+    Raises ``FileExistsError`` if a context file already exists, :class:`StorageError` if the
+    database belongs to another proposal, ``KeyError`` for an unknown template.
+    """
+    import context_templates
+    from .storage import RunDB
+
+    context_dir.mkdir(parents=True, exist_ok=True)
+    ctx = context_dir / "context.py"
+    src = context_file if context_file is not None else context_templates.path(template)
+    if ctx.exists():
+        raise FileExistsError(f"{ctx} already exists; not overwriting it")
+    db = RunDB.create(context_dir, proposal)
+    db.close()
+    shutil.copyfile(src, ctx)
+    (context_dir / "extracted_data").mkdir(exist_ok=True)
+    return ctx
+
+
+def cmd_init(a) -> int:
+    from .storage import StorageError
+    d = _dir(a.dir)
+    try:
+        ctx = init_context_dir(d, a.proposal, a.template, Path(a.context) if a.context else None)
+    except (FileExistsError, StorageError, KeyError) as e:
+        print(f"amore-proto init: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 1
+    print(f"Initialised {d} for proposal {a.proposal}; edit {ctx} to define variables, "
+          f"then run 'amore-proto listen {d}'")
+    return 0
+
+
+def cmd_proposal(a) -> int:
+    from .storage import RunDB, StorageError
+    d = _dir(a.dir)
+    try:
+        if a.proposal is None:
+            db = RunDB(d)
+            print(db.proposal if db.proposal is not None else "(no proposal set)")
+        else:
+            db = RunDB(d) if (d / "runs.sqlite").exists() else RunDB.create(d)
+            old = db.proposal
+            db.set_metadata("proposal", str(a.proposal))
+            print(f"Proposal set to {a.proposal}" + (f" (was {old})" if old not in (None, a.proposal) else ""))
+    except StorageError as e:
+        print(f"amore-proto proposal: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- listen -------------------------------------------------------------------------------
+
+def cmd_listen(a) -> int:
+    from .listener import Listener, setup_logging
+    from .storage import StorageError
+    d = _dir(a.dir)
+    setup_logging(d, logging.DEBUG if a.debug else logging.INFO)
+    try:
+        listener = Listener(d)
+    except (StorageError, RuntimeError) as e:
+        log.error("%s", e)
+        return 1
+    listener.run()
+    return 0
+
+
+# --- reprocess ----------------------------------------------------------------------------
+
+def parse_runs(tokens: list[str], known: list[int]) -> list[int]:
+    """Run numbers from CLI tokens: ``all``, ``5``, ``3-7``. Raises ValueError for bad tokens."""
+    runs: list[int] = []
+    for t in tokens:
+        if t == "all":
+            runs += known
+        elif "-" in t:
+            a, b = t.split("-", 1)
+            runs += list(range(int(a), int(b) + 1))
+        else:
+            runs.append(int(t))
+    return sorted(dict.fromkeys(runs))
+
+
+def cmd_reprocess(a) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from .config import load_config
+    from .listener import find_proposal_dir, setup_logging
+    from .processing import RunProcessor, WorkerPool
+    from .storage import RunDB, StorageError
+
+    d = _dir(a.dir)
+    setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
+    try:
+        db = RunDB(d)
+    except StorageError as e:
+        print(f"amore-proto reprocess: {e}", file=sys.stderr)
+        return 1
+    config = load_config(d)
+    if a.jobs:
+        config["processing"]["jobs"] = a.jobs
+    proposal = db.proposal
+    known = set(db.run_numbers())
+    pdir = find_proposal_dir(proposal, config)
+    if pdir is not None:
+        for sub in ("raw",):
+            for p in (pdir / sub).glob("r[0-9][0-9][0-9][0-9]*"):
+                if p.name[1:].isdigit():
+                    known.add(int(p.name[1:]))
+    try:
+        runs = parse_runs(a.runs, sorted(known))
+    except ValueError:
+        print(f"amore-proto reprocess: runs must be numbers, ranges (3-7) or 'all': {a.runs}",
+              file=sys.stderr)
+        return 2
+    params = {}
+    for kv in a.param or []:
+        k, _, v = kv.partition("=")
+        params[k] = _parse_param(v)
+
+    publisher = None
+    if config.broker:
+        from . import kafka as amore_kafka
+        if amore_kafka.broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
+            publisher = amore_kafka.UpdatePublisher(config, db.db_id)
+    pool = WorkerPool(d, config, min(config.jobs, max(1, len(runs))))
+    pool.start()
+    proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
+    err = proc.load_context()
+    if err:
+        print(f"Context file error:\n{err}", file=sys.stderr)
+        pool.stop()
+        return 1
+    names = None
+    if a.match:
+        names = [v.name for v in proc.variables
+                 if any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
+                        for m in a.match)]
+        if not names:
+            print(f"No variable matches {a.match}", file=sys.stderr)
+            pool.stop()
+            return 1
+    failed = []
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
+                  disable=a.quiet) as progress:
+        task = progress.add_task("runs", total=len(runs), last="")
+        with ThreadPoolExecutor(max_workers=len(pool.workers)) as ex:
+            futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
+            for fut in as_completed(futs):
+                out = fut.result()
+                if out.status != "done":
+                    failed.append(out)
+                label = f"run {out.run}: {out.status}" + (f", {out.n_errors} errors" if out.n_errors else "")
+                progress.update(task, advance=1, last=label)
+    pool.stop()
+    if publisher:
+        publisher.flush(5)
+        publisher.close()
+    dt = time.perf_counter() - t0
+    print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.1f} s")
+    for out in failed:
+        print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _parse_param(v: str):
+    import json
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+# --- show ---------------------------------------------------------------------------------
+
+def render_table(d: Path, max_rows: int | None = None):
+    """A rich Table of the run table of context directory ``d`` (newest run first)."""
+    from rich.table import Table
+
+    from .storage import RunDB
+    from .table import format_value
+
+    db = RunDB(d)
+    variables = db.get_variables()
+    runs = db.runs()[::-1]
+    if max_rows:
+        runs = runs[:max_rows]
+    values: dict[tuple[int, int], dict] = {}
+    for p, r, name, value, st, attrs in db.all_values():
+        from .storage import StoredValue
+        values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
+    t = Table(title=f"Proposal {db.proposal} — {len(db.runs())} runs", header_style="bold")
+    t.add_column("Run", justify="right", no_wrap=True)
+    t.add_column("Start", no_wrap=True)
+    t.add_column("Status", no_wrap=True)
+    for v in variables:
+        t.add_column((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""),
+                     justify="right", no_wrap=True, overflow="ellipsis", max_width=16)
+    for r in runs:
+        start = time.strftime("%H:%M:%S", time.localtime(r["start_time"])) if r["start_time"] else ""
+        vals = values.get((r["proposal"], r["run"]), {})
+        t.add_row(str(r["run"]), start, r["status"],
+                  *[format_value(vals.get(v.name)) for v in variables])
+    db.close()
+    return t
+
+
+def cmd_show(a) -> int:
+    from rich.console import Console
+    from .storage import StorageError
+    try:
+        Console().print(render_table(_dir(a.dir)))
+    except StorageError as e:
+        print(f"amore-proto show: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+    return run_demo(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amore-proto", description="AMORE: Automated Run Overview")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="create a context directory")
+    s.add_argument("dir", nargs="?")
+    s.add_argument("--proposal", type=int, required=True)
+    s.add_argument("--template", default="generic", help="context template (generic, mid, spb)")
+    s.add_argument("--context", help="use this context.py instead of a template")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("proposal", help="show or set the proposal of the database")
+    s.add_argument("proposal", nargs="?", type=int)
+    s.add_argument("--dir", "-d")
+    s.set_defaults(func=cmd_proposal)
+
+    s = sub.add_parser("listen", help="run the backend")
+    s.add_argument("dir", nargs="?")
+    s.add_argument("--debug", action="store_true")
+    s.set_defaults(func=cmd_listen)
+
+    s = sub.add_parser("reprocess", help="recompute variables for past runs")
+    s.add_argument("runs", nargs="+", help="run numbers, ranges like 3-7, or 'all'")
+    s.add_argument("--dir", "-d")
+    s.add_argument("--match", action="append", help="only variables whose name/title contains TEXT")
+    s.add_argument("--jobs", "-j", type=int, default=0)
+    s.add_argument("--param", action="append", help="NAME=VALUE for param# inputs")
+    s.add_argument("--quiet", "-q", action="store_true")
+    s.add_argument("--verbose", "-v", action="store_true")
+    s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("show", help="print the run table")
+    s.add_argument("dir", nargs="?")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("demo", help="run AMORE on a built-in demo proposal")
+    s.add_argument("dir", nargs="?", help="where to put the demo (default ./amore-demo)")
+    s.add_argument("--runs", type=int, default=8)
+    s.add_argument("--interval", type=float, default=3.0, help="seconds between runs")
+    s.add_argument("--no-gui", action="store_true", help="print the run table in the terminal")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

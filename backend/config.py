@@ -1,0 +1,174 @@
+"""AMORE configuration: defaults for European XFEL, overridable per site and per context directory.
+
+Configuration is layered, later layers win:
+
+1. built-in defaults (:data:`DEFAULTS`, the European XFEL setup);
+2. a site file, TOML, named by ``$AMORE_SITE_CONFIG`` (e.g. provided by the ``module load``
+   environment of a facility);
+3. ``DIR/amore.toml`` in the context directory;
+4. environment variables: ``AMORE_BROKER`` (``host:port``; ``none`` or empty disables Kafka),
+   ``EXTRA_DATA_DATA_ROOT`` (data root, as extra-data uses it).
+
+Nothing site-specific is hard-coded elsewhere in AMORE: hosts, topics, paths and Slurm options are
+read from a :class:`Config`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_FILE_NAME = "amore.toml"
+
+#: Built-in defaults. Keys mirror the TOML tables of ``amore.toml``.
+DEFAULTS: dict[str, Any] = {
+    "kafka": {
+        # Broker for facility events and AMORE's own update messages. None = offline.
+        "broker": None,
+        # Topics carrying the facility's run events (JSON values).
+        "event_topics": ["test.r2d2", "cal.offline-corrections"],
+        # Facility event name -> which data it makes available ("raw" or "proc").
+        "events": {
+            "migration_complete": "raw",
+            "run_corrections_complete": "proc",
+            "daq_run_complete": "raw",
+            "online_correction_complete": "proc",
+        },
+        # Consumer group; {db_id} and {proposal} are filled in.
+        "consumer_group": "amore-listener-{db_id}",
+        # Topic for AMORE's update messages; {db_id} is filled in.
+        "update_topic": "amore.db-{db_id}",
+        # Seconds to wait for the broker when starting before falling back to offline mode.
+        "connect_timeout": 5.0,
+    },
+    "data": {
+        # Root of the proposal tree (<root>/<INSTRUMENT>/<CYCLE>/p<proposal>). None = extra-data's
+        # own default / $EXTRA_DATA_DATA_ROOT.
+        "root": None,
+    },
+    "watch": {
+        # Offline mode: watch raw/ and proc/ of the proposal for new run directories.
+        # "auto" = only when no broker is configured or reachable; true/false force it.
+        "enabled": "auto",
+        # A run directory is announced once no file in it changed for this many seconds.
+        "quiet_seconds": 10.0,
+        # How often the quiet timers are checked, seconds.
+        "poll_seconds": 0.5,
+    },
+    "processing": {
+        # Worker processes evaluating the context file; 0 = number of CPUs (at most 4).
+        "jobs": 0,
+        # Python interpreter for the context file (an environment with the user's packages).
+        # None = the interpreter running AMORE.
+        "context_python": None,
+        # Seconds a run may take before its worker is killed and the run marked failed.
+        "run_timeout": 3600.0,
+        # Thumbnail size (longest side, pixels) for 2-D data and figures.
+        "thumbnail_px": 150,
+        # Number of points kept for a 1-D sparkline.
+        "sparkline_points": 100,
+    },
+    "mymdc": {
+        # The facility's metadata service (for "mymdc#..." inputs). None = not available.
+        "url": None,
+    },
+    "slurm": {
+        # Options for variables with cluster=True (not used while processing is local).
+        "partition": "upex",
+        "time": "02:00:00",
+        "extra_args": [],
+    },
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+class ConfigError(Exception):
+    """A configuration file could not be read or has an invalid value."""
+
+
+@dataclass
+class Config:
+    """Effective configuration of one context directory.
+
+    ``values`` is the merged nested dict (see :data:`DEFAULTS` for the keys).
+    """
+
+    values: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+
+    def __getitem__(self, section: str) -> dict:
+        return self.values[section]
+
+    @property
+    def broker(self) -> str | None:
+        """Kafka bootstrap address ``host:port``, or None when AMORE runs without Kafka."""
+        b = self.values["kafka"]["broker"]
+        if b is None or str(b).strip().lower() in ("", "none", "off"):
+            return None
+        return str(b).strip()
+
+    @property
+    def data_root(self) -> Path | None:
+        r = self.values["data"]["root"]
+        return Path(r) if r else None
+
+    @property
+    def jobs(self) -> int:
+        n = int(self.values["processing"]["jobs"])
+        if n <= 0:
+            n = min(os.cpu_count() or 1, 4)
+        return n
+
+    def event_kinds(self) -> dict[str, str]:
+        """Facility event name -> ``"raw"`` or ``"proc"``."""
+        return dict(self.values["kafka"]["events"])
+
+    def update_topic(self, db_id: str) -> str:
+        return self.values["kafka"]["update_topic"].format(db_id=db_id)
+
+    def consumer_group(self, db_id: str, proposal: int | None) -> str:
+        return self.values["kafka"]["consumer_group"].format(db_id=db_id, proposal=proposal)
+
+
+def load_config(context_dir: str | os.PathLike | None = None, environ=None) -> Config:
+    """Build the effective :class:`Config` for ``context_dir``.
+
+    Raises :class:`ConfigError` if a TOML file is malformed.
+    """
+    environ = os.environ if environ is None else environ
+    values = copy.deepcopy(DEFAULTS)
+    site = environ.get("AMORE_SITE_CONFIG")
+    if site:
+        _merge(values, _read_toml(Path(site)))
+    if context_dir is not None:
+        local = Path(context_dir) / CONFIG_FILE_NAME
+        if local.is_file():
+            _merge(values, _read_toml(local))
+    if "AMORE_BROKER" in environ:
+        values["kafka"]["broker"] = environ["AMORE_BROKER"]
+    if environ.get("EXTRA_DATA_DATA_ROOT") and not values["data"]["root"]:
+        values["data"]["root"] = environ["EXTRA_DATA_DATA_ROOT"]
+    return Config(values)
