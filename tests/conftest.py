@@ -1,0 +1,70 @@
+"""Shared fixtures: a temporary proposal tree with real HDF5 runs and AMORE context directories."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.kafka_broker"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+PROPOSAL = 2832
+INSTRUMENT = "MID"
+CYCLE = "202201"
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """An empty European XFEL data root (``<root>/MID/202201/p002832/raw``), with extra-data and
+    AMORE pointed at it and Kafka switched off unless a test sets ``AMORE_BROKER``."""
+    root = tmp_path / "exp"
+    (root / INSTRUMENT / CYCLE / f"p{PROPOSAL:06d}" / "raw").mkdir(parents=True)
+    sw = tmp_path / "sw"
+    sw.mkdir()
+    monkeypatch.setenv("EXTRA_DATA_DATA_ROOT", str(root))
+    monkeypatch.setenv("EXTRA_DATA_SW_ROOT", str(sw))
+    monkeypatch.setenv("AMORE_BROKER", "none")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return root
+
+
+@pytest.fixture
+def proposal_dir(data_root):
+    return data_root / INSTRUMENT / CYCLE / f"p{PROPOSAL:06d}"
+
+
+@pytest.fixture
+def write_run(proposal_dir):
+    """``write_run(run, **kw)`` writes a realistic run of proposal 2832 (backend.mockdata)."""
+    from backend.mockdata import write_run as _write
+
+    def write(run, **kw):
+        kw.setdefault("ntrains", 50)
+        return _write(proposal_dir, PROPOSAL, run, **kw)
+    return write
+
+
+@pytest.fixture
+def make_context_dir(tmp_path, data_root):
+    """``make_context_dir(code=None, template="generic", name="ctx", config="")`` creates a
+    context directory for proposal 2832 with the given context file text and amore.toml."""
+    from backend.cli import init_context_dir
+
+    def make(code=None, template="generic", name="ctx", config=""):
+        d = tmp_path / name
+        if code is not None:
+            src = tmp_path / f"{name}-context.py"
+            src.write_text(code)
+            init_context_dir(d, PROPOSAL, context_file=src)
+        else:
+            init_context_dir(d, PROPOSAL, template=template)
+        if config:
+            (d / "amore.toml").write_text(config)
+        return d
+    return make
+
+
+def amore_cmd(*args):
+    """Command line running ``amore-proto`` with this interpreter."""
+    return [sys.executable, "-m", "backend.cli", *map(str, args)]

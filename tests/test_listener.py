@@ -1,0 +1,157 @@
+"""The backend (`amore-proto listen`) as a real process: offline watcher, broken context files,
+killed workers, clean shutdown."""
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from backend.storage import RunDB
+
+from .conftest import PROPOSAL, amore_cmd
+
+FAST_WATCH = "[watch]\nquiet_seconds = 0.3\npoll_seconds = 0.1\n"
+
+
+def wait_for(pred, timeout=30, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Backend:
+    """`amore-proto listen DIR` in a subprocess."""
+
+    def __init__(self, ctx_dir):
+        self.dir = ctx_dir
+        self.log = ctx_dir / "amore.log"
+        self.proc = subprocess.Popen(amore_cmd("listen", ctx_dir), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self.log.exists() and " Ready" in self.log.read_text()
+                 or self.proc.poll() is not None, 60, what="backend ready")
+        assert self.proc.poll() is None, self.proc.stdout.read().decode()
+
+    def workers(self):
+        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                if "backend.worker" in " ".join(p.cmdline())]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                raise
+        return self.proc.returncode
+
+
+@pytest.fixture
+def backend():
+    started = []
+
+    def start(ctx_dir):
+        b = Backend(ctx_dir)
+        started.append(b)
+        return b
+    yield start
+    for b in started:
+        if b.proc.poll() is None:
+            os.killpg(b.proc.pid, signal.SIGKILL)
+
+
+def run_status(ctx, run):
+    r = RunDB(ctx).get_run(PROPOSAL, run)
+    return r and r["status"]
+
+
+def test_offline_watcher_round_trip_and_clean_shutdown(make_context_dir, write_run, backend):
+    ctx = make_context_dir(template="mid", config=FAST_WATCH)
+    (ctx / "amore-tmux.sock").write_text("")  # stands in for the tmux socket
+    b = backend(ctx)
+    first_line = b.log.read_text().splitlines()[0]
+    assert f"Running on " in first_line and f"PID {b.proc.pid}" in first_line
+    info = write_run(1, ntrains=40)
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed")
+    db = RunDB(ctx)
+    values = db.get_values(PROPOSAL, 1)
+    assert values["n_trains"].value == 40
+    assert values["sample"].value == info["sample"]
+    assert values["cam_mean"].summary_type == "thumbnail"
+    run = db.get_run(PROPOSAL, 1)
+    assert abs(run["start_time"] - info["start_time"].timestamp()) < 0.2
+    assert b.stop() == 0
+    assert not (ctx / "amore-tmux.sock").exists()
+    assert "Stopped" in b.log.read_text()
+
+
+def test_broken_context_file_records_runs_and_catches_up_when_fixed(make_context_dir, write_run,
+                                                                     backend):
+    good = textwrap.dedent("""
+        from amore.context import Variable
+
+        @Variable(title="Trains")
+        def n_trains(run):
+            return len(run.train_ids)
+    """)
+    ctx = make_context_dir(good, config=FAST_WATCH)
+    (ctx / "context.py").write_text(good.replace("return len", "return (len"))
+    b = backend(ctx)
+    assert "SyntaxError" in b.log.read_text()
+    write_run(1, ntrains=20)
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1), what="run 1 recorded")
+    wait_for(lambda: "waiting for a working context file" in
+             (RunDB(ctx).get_run(PROPOSAL, 1)["status_message"] or ""), what="run waiting")
+    assert run_status(ctx, 1) == "pending"
+    (ctx / "context.py").write_text(good)
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed after the fix")
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 20
+    assert b.proc.poll() is None
+
+
+def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_dir, write_run,
+                                                                  backend):
+    ctx = make_context_dir(textwrap.dedent("""
+        import os, time
+        from amore.context import Variable
+
+        @Variable
+        def slow(run, n: "meta#run_number"):
+            if n == 1 and os.path.exists("hang"):
+                time.sleep(600)
+            return n * 10
+    """), config=FAST_WATCH)
+    (ctx / "hang").write_text("")
+    b = backend(ctx)
+    write_run(1)
+    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    time.sleep(0.3)
+    for w in b.workers():
+        w.kill()
+    wait_for(lambda: run_status(ctx, 1) == "failed", what="run 1 failed")
+    assert "SIGKILL" in RunDB(ctx).get_run(PROPOSAL, 1)["status_message"]
+    write_run(2)
+    wait_for(lambda: run_status(ctx, 2) == "done", what="run 2 processed by a new worker")
+    assert RunDB(ctx).get_values(PROPOSAL, 2)["slow"].value == 20
+    (ctx / "hang").unlink()
+    out = subprocess.run(amore_cmd("reprocess", "1", "--dir", ctx), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert run_status(ctx, 1) == "done"
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["slow"].value == 10
+
+
+def test_pending_runs_are_resumed_at_start(make_context_dir, write_run, backend):
+    ctx = make_context_dir(template="generic", config=FAST_WATCH)
+    write_run(4, ntrains=25)
+    RunDB(ctx).ensure_run(PROPOSAL, 4)  # recorded by an earlier backend, never processed
+    backend(ctx)
+    wait_for(lambda: run_status(ctx, 4) == "done", what="run 4 resumed")
+    assert RunDB(ctx).get_values(PROPOSAL, 4)["n_trains"].value == 25
