@@ -1,0 +1,91 @@
+"""B1: reprocess 40 runs of the shared fake proposal with the shared 11-variable context file.
+
+Prints a table: ``amore-proto reprocess all`` wall time (fresh process, until every value is in
+runs.sqlite), per run, peak memory; and, measured in the same run as a baseline, the same
+variables computed by one bare Python process with extra-data and no AMORE (so AMORE's own
+overhead shows as a ratio).
+
+    python benchmarks/b1_reprocess.py [--repeats 3] [--runs 1-40] [--jobs 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+from common import (BENCH_CONTEXT, PROPOSAL, bench_env, ensure_proposal, measure, med,
+                    print_table, rng, warm_page_cache, work_dir)
+
+BARE = textwrap.dedent("""
+    import sys, time, runpy
+    t0 = time.perf_counter()
+    import extra_data
+    from backend.context import ContextFile
+    ctx = ContextFile.from_path(sys.argv[1])
+    for r in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
+        run = extra_data.open_run(%d, r, data="all")
+        res = ctx.execute(run, run_number=r, proposal=%d)
+        assert all(x.ok for x in res.values()), res
+    print(time.perf_counter() - t0)
+""" % (PROPOSAL, PROPOSAL))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runs", default="1-40")
+    ap.add_argument("--jobs", type=int, default=0)
+    a = ap.parse_args()
+    first, last = (int(x) for x in a.runs.split("-"))
+    n = last - first + 1
+    pdir = ensure_proposal(runs=a.runs)
+    warm_page_cache(pdir)
+    env = bench_env()
+    results = {"amore": [], "bare": [], "rss_tree": [], "rss_single": []}
+    for rep in range(a.repeats + 1):  # repeat 0 is an untimed warm-up
+        ctx = work_dir() / "b1" / f"ctx{rep}"
+        if ctx.exists():
+            subprocess.run(["rm", "-rf", str(ctx)], check=True)
+        subprocess.run([sys.executable, "-m", "backend.cli", "init", str(ctx), "--proposal",
+                        str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "backend.cli", "reprocess", f"{first}-{last}", "--dir",
+               str(ctx), "--quiet"] + (["--jobs", str(a.jobs)] if a.jobs else [])
+        m = measure(cmd, env=env)
+        check(ctx, n)
+        bare = measure([sys.executable, "-c", BARE, str(BENCH_CONTEXT), str(first), str(last)],
+                       env=env)
+        if rep == 0:
+            continue
+        results["amore"].append(m["wall_s"])
+        results["rss_tree"].append(m["peak_tree_rss_mb"])
+        results["rss_single"].append(m["maxrss_single_mb"])
+        results["bare"].append(bare["wall_s"])
+        print(f"repeat {rep}: amore {m['wall_s']:.2f} s, bare {bare['wall_s']:.2f} s", flush=True)
+    am, bm = med(results["amore"]), med(results["bare"])
+    print_table(f"B1: reprocess {n} runs x 300 trains, 11 variables (median of {a.repeats})",
+                ["measure", "value", "range"], [
+                    [f"`amore-proto reprocess {a.runs}` (all values in runs.sqlite)", f"**{am:.2f} s**", rng(results['amore'])],
+                    ["per run", f"{am / n:.3f} s", ""],
+                    ["baseline: same variables, one bare Python process, no AMORE", f"{bm:.2f} s", rng(results['bare'])],
+                    ["ratio AMORE / bare", f"{am / bm:.2f}", ""],
+                    ["target (issue 2)", "<= 10 s", "met" if am <= 10 else "MISSED"],
+                    ["peak RSS, whole process tree", f"{med(results['rss_tree']):.0f} MB", rng(results['rss_tree'], 0)],
+                ])
+    out = work_dir() / "b1" / "results.json"
+    out.write_text(json.dumps(results, indent=1))
+
+
+def check(ctx, n):
+    import sqlite3
+    con = sqlite3.connect(ctx / "runs.sqlite")
+    rows = con.execute("SELECT COUNT(*), SUM(summary_type = 'error') FROM run_values").fetchone()
+    ntr = con.execute("SELECT COUNT(*) FROM run_values WHERE name = 'n_trains' AND value = 300").fetchone()[0]
+    assert rows[0] == n * 11 and not rows[1] and ntr == n, (rows, ntr)
+
+
+if __name__ == "__main__":
+    main()

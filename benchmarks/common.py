@@ -1,0 +1,157 @@
+"""Helpers for AMORE's benchmark scripts: locations, the shared fake proposal, timing, memory.
+
+Locations come from the environment:
+
+``BENCH_WORK``      scratch folder (default ``$TMPDIR/amore-bench``)
+``DATA_ROOT``       fake proposal tree (default ``$BENCH_WORK/data``)
+``BENCH_SHARED``    the shared benchmark harness (default ``../shared/bench`` beside the repo)
+
+The data are made by the shared harness's ``damnit/make_fake_proposal.py`` (tool-neutral), so
+AMORE and DAMNIT are measured on the same files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared" / "bench")).resolve()
+BENCH_CONTEXT = SHARED / "damnit" / "bench_context.py"
+PROPOSAL = 2832
+
+
+def work_dir() -> Path:
+    d = Path(os.environ.get("BENCH_WORK", Path(tempfile.gettempdir(), "amore-bench")))
+    d.mkdir(parents=True, exist_ok=True)
+    return d.resolve()
+
+
+def data_root() -> Path:
+    d = Path(os.environ.get("DATA_ROOT", work_dir() / "data"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d.resolve()
+
+
+def bench_env(extra: dict | None = None) -> dict:
+    """Environment for every process a benchmark starts (data root, no user settings)."""
+    w = work_dir()
+    for sub in ("home", "mplconfig", "sw_root"):
+        (w / sub).mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.update({"EXTRA_DATA_DATA_ROOT": str(data_root()), "EXTRA_DATA_SW_ROOT": str(w / "sw_root"),
+                "HOME": str(w / "home"), "MPLCONFIGDIR": str(w / "mplconfig"), "MPLBACKEND": "Agg",
+                "AMORE_BROKER": os.environ.get("AMORE_BROKER", "none"),
+                "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"})
+    if extra:
+        env.update(extra)
+    return env
+
+
+def ensure_proposal(runs="1-40", ntrains=300, trains_per_seq=250, agipd_modules=16,
+                    instrument="MID", cycle="202201", proposal=PROPOSAL) -> Path:
+    """Generate the shared fake proposal once (keyed by its parameters); returns its directory."""
+    root = data_root()
+    params = dict(proposal=proposal, runs=runs, ntrains=ntrains, trains_per_seq=trains_per_seq,
+                  agipd_modules=agipd_modules, instrument=instrument, cycle=cycle)
+    pdir = root / instrument / cycle / f"p{proposal:06d}"
+    marker = pdir / ".bench-params.json"
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return pdir
+    if pdir.exists():
+        shutil.rmtree(pdir)
+    cmd = [sys.executable, str(SHARED / "damnit" / "make_fake_proposal.py"), str(root),
+           "--instrument", instrument, "--cycle", cycle, "--proposal", str(proposal),
+           "--runs", runs, "--ntrains", str(ntrains), "--trains-per-seq", str(trains_per_seq),
+           "--agipd-modules", str(agipd_modules)]
+    print("generating data:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=bench_env(), stdout=subprocess.DEVNULL)
+    marker.write_text(json.dumps(params))
+    return pdir
+
+
+def warm_page_cache(path: Path) -> int:
+    n = 0
+    for p in sorted(Path(path).rglob("*.h5")):
+        with open(p, "rb") as f:
+            while f.read(1 << 22):
+                pass
+        n += 1
+    return n
+
+
+class TreeRSS(threading.Thread):
+    """Samples the summed RSS (bytes) of a process and its descendants at 20 Hz."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._halt = threading.Event()
+
+    def run(self):
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._halt.is_set():
+            total = 0
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                break
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._halt.wait(self.interval)
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+def measure(cmd, env=None, cwd=None, check=True) -> dict:
+    """Run ``cmd``: wall seconds, peak RSS of its largest process (MB), peak tree RSS (MB)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sampler = TreeRSS(p.pid)
+    sampler.start()
+    out = p.communicate()[0]
+    wall = time.perf_counter() - t0
+    sampler.stop()
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}):\n{out.decode()[-3000:]}")
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": wall, "maxrss_single_mb": ru.ru_maxrss / 1024,
+            "peak_tree_rss_mb": sampler.peak / 2**20, "output": out.decode()}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs, nd=2):
+    xs = [x for x in xs if x is not None]
+    return f"[{min(xs):.{nd}f}–{max(xs):.{nd}f}]" if xs else ""
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    """Print a Markdown table (what the README's Performance section shows)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
