@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
         "update_topic": "amore.db-{db_id}",
         # Seconds to wait for the broker when starting before falling back to offline mode.
         "connect_timeout": 5.0,
+        # Seconds to wait at start-up for the consumer group to be joined.
+        "join_timeout": 30.0,
+        # Where a brand-new consumer group starts reading the event topics: "latest" (only
+        # events announced from now on) or "earliest" (everything the broker still holds).
+        "auto_offset_reset": "latest",
     },
     "data": {
         # Root of the proposal tree (<root>/<INSTRUMENT>/<CYCLE>/p<proposal>). None = extra-data's
@@ -85,6 +90,25 @@ DEFAULTS: dict[str, Any] = {
         "partition": "upex",
         "time": "02:00:00",
         "extra_args": [],
+    },
+    "backend": {
+        # How the GUI and 'amore-proto backend' run the backend (backend/manager.py): in this
+        # tmux session, on a tmux server bound to DIR/amore-tmux.sock.
+        "tmux_session": "AMORE",
+        # Shell command run in that session. None = "<the running Python> -m backend.cli listen
+        # DIR" (works inside a venv/conda environment without PATH). Otherwise a string in
+        # which {python} and {dir} are replaced (shell-quoted).
+        "command": None,
+        # tmux configuration file of that tmux server. "/dev/null" keeps personal ~/.tmux.conf
+        # settings (such as remain-on-exit) from changing how the backend is supervised;
+        # "" = tmux's usual configuration files.
+        "tmux_config": "/dev/null",
+        # Seconds to wait for a started backend to report, and for a stopped one to exit.
+        "start_timeout": 30.0,
+        "stop_timeout": 30.0,
+        # Seconds between refreshes of DIR/backend-status.json while nothing else changes. A
+        # record from another host not refreshed for 4x this (at least 2 min) counts as stale.
+        "heartbeat_seconds": 30.0,
     },
 }
 

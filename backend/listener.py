@@ -108,7 +108,11 @@ class Listener:
     def _process(self, proposal, run, data):
         if self._stop.is_set():
             return None
-        out = self.processor.process(proposal, run, data)
+        try:
+            out = self.processor.process(proposal, run, data)
+        except Exception:
+            log.exception("Processing run %d failed unexpectedly", run)
+            return None
         self.last_run = (run, time.time())
         return out
 
@@ -151,6 +155,10 @@ class Listener:
             if reachable:
                 self.publisher = amore_kafka.UpdatePublisher(self.config, self.db.db_id)
                 self.source = amore_kafka.FacilityEventSource(self.config, self.proposal, self.db.db_id)
+                # Join the consumer group before saying "Ready": events announced from then on
+                # are delivered (a new group starts at the end of the topics).
+                if not self.source.wait_ready(float(self.config["kafka"]["join_timeout"])):
+                    log.warning("Kafka consumer group not joined yet; events may be delayed")
                 threading.Thread(target=self._kafka_loop, name="kafka-events", daemon=True).start()
                 self.update_source = f"kafka {broker}"
                 log.info("Listening for run events on %s (topics %s); updates on %s", broker,
@@ -192,6 +200,12 @@ class Listener:
 
     # -- main ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> None:
+        from . import manager
+        try:  # exclusive lock + status record (backend/manager.py)
+            self._backend_session = manager.BackendSession.begin(self)
+        except manager.BackendLockedError as e:
+            log.error("%s", e)
+            raise SystemExit(1) from e
         log.info("Running on %s under user %s, PID %d", socket.getfqdn(), getpass.getuser(),
                  os.getpid())
         log.info("Context directory %s, proposal %d, %d worker(s)", self.context_dir,
@@ -209,6 +223,7 @@ class Listener:
             log.info("Ready")
             while not self._stop.wait(1.0):
                 self._check_context()
+                self._backend_session.tick()
         except Exception:
             log.exception("The backend failed")
             raise
@@ -238,6 +253,9 @@ class Listener:
         if self.publisher:
             self.publisher.flush(2)
             self.publisher.close()
+        if getattr(self, "_backend_session", None) is not None:
+            self._backend_session.close()  # status record first, so no one revives the socket
+            self._backend_session = None
         sock = self.context_dir / TMUX_SOCKET_NAME
         try:
             sock.unlink()

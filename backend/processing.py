@@ -239,6 +239,12 @@ class RunProcessor:
             self.publish("variables_changed", {"names": [v.name for v in self.variables]})
         return None
 
+    def _try_status(self, proposal, run, status, message) -> None:
+        try:
+            self.db.set_run_status(proposal, run, status, message)
+        except Exception as e:
+            log.error("Run %d: could not record status %s: %s", run, status, e)
+
     def _run_lock(self, proposal, run) -> threading.Lock:
         with self._lock:
             return self._busy.setdefault((proposal, run), threading.Lock())
@@ -265,8 +271,17 @@ class RunProcessor:
                 values = {n: StoredValue.from_json(v) for n, v in reply["values"].items()}
                 n_err = sum(v.summary_type == "error" for v in values.values())
                 msg = f"{n_err} variable(s) failed" if n_err else None
-                self.db.write_values(proposal, run, values, status="done", status_message=msg,
-                                     start_time=reply.get("start_time"))
+                if reply.get("storage_error"):
+                    msg = "; ".join(filter(None, [msg, reply["storage_error"]]))
+                    log.error("Run %d: %s", run, reply["storage_error"])
+                try:
+                    self.db.write_values(proposal, run, values, status="done",
+                                         status_message=msg, start_time=reply.get("start_time"))
+                except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
+                    log.error("Run %d: could not store values in the database: %s", run, e)
+                    self._try_status(proposal, run, "failed", f"could not store values: {e}")
+                    return RunOutcome(proposal, run, "failed", str(e),
+                                      seconds=time.perf_counter() - t0)
                 outcome = RunOutcome(proposal, run, "done", msg, sorted(values), n_err)
                 t = reply.get("timings", {})
                 log.info("Run %d: %d variables in %.2f s (open %.2f, variables %.2f, store %.2f)%s",

@@ -130,13 +130,20 @@ class Worker:
                 values[name] = StoredValue(None, "error", {"error": str(e),
                                                            "error_type": type(e).__name__})
             values[name].attributes["seconds"] = round(res.seconds, 4)
-        store_errors = write_run_file(h5_path(self.context_dir, proposal, run), to_store) if to_store else {}
+        h5_error = None
+        try:
+            store_errors = write_run_file(h5_path(self.context_dir, proposal, run), to_store) if to_store else {}
+        except OSError as e:  # e.g. a full disk: the table values are still worth keeping
+            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {e}"
+            store_errors = {}
+            for name in to_store:
+                values[name].attributes["storage_error"] = h5_error
         for name, err in store_errors.items():
             values[name] = StoredValue(None, "error", {"error": f"could not be stored: {err}",
                                                        "error_type": "StorageError"})
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
-                "start_time": start_time, "data": data,
+                "start_time": start_time, "data": data, "storage_error": h5_error,
                 "timings": {"open": t_open - t0, "variables": t_vars - t_open,
                             "store": t_end - t_vars}}
 

@@ -155,3 +155,58 @@ def test_pending_runs_are_resumed_at_start(make_context_dir, write_run, backend)
     backend(ctx)
     wait_for(lambda: run_status(ctx, 4) == "done", what="run 4 resumed")
     assert RunDB(ctx).get_values(PROPOSAL, 4)["n_trains"].value == 25
+
+
+def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, backend,
+                                                  kafka_broker, monkeypatch):
+    """A real `migration_complete` on a real broker: values in runs.sqlite well under a second
+    later, and a version-1 update message naming them."""
+    import json
+
+    from backend.config import load_config
+    from backend.kafka import UpdateConsumer
+
+    from .kafka_broker import create_topics, produce
+
+    monkeypatch.setenv("AMORE_BROKER", kafka_broker)
+    ctx = make_context_dir(template="mid", name="kctx")
+    config = load_config(ctx)
+    db_id = RunDB(ctx).db_id
+    create_topics(kafka_broker, config["kafka"]["event_topics"] + [config.update_topic(db_id)])
+    b = backend(ctx)
+    assert "Listening for run events on " + kafka_broker in b.log.read_text()
+    updates = UpdateConsumer(config, db_id)
+    topic = config["kafka"]["event_topics"][0]
+    # A run of another proposal, malformed messages, then the real event.
+    produce(kafka_broker, topic, json.dumps({"event": "migration_complete", "proposal": 1,
+                                             "run": 1}).encode())
+    produce(kafka_broker, topic, b"not json at all")
+    produce(kafka_broker, topic, json.dumps({"event": "migration_complete", "proposal": PROPOSAL,
+                                             "run": "x"}).encode())
+    write_run(1, ntrains=30)
+    time.sleep(1.0)  # the watcher is off: only the event may trigger processing
+    assert RunDB(ctx).get_run(PROPOSAL, 1) is None
+
+    def send_and_time(run):
+        t0 = time.monotonic()
+        produce(kafka_broker, topic, json.dumps({"event": "migration_complete",
+                                                 "proposal": PROPOSAL, "run": str(run)}).encode())
+        wait_for(lambda: run_status(ctx, run) == "done", 30, 0.005, f"run {run} processed")
+        return time.monotonic() - t0
+
+    send_and_time(1)
+    write_run(2, ntrains=30)
+    latency = send_and_time(2)
+    assert latency < 1.0, latency
+    assert RunDB(ctx).get_values(PROPOSAL, 2)["n_trains"].value == 30
+    got = []
+    wait_for(lambda: got.extend(updates.poll(0.2)) or any(
+        k == "run_values_updated" and d["run"] == 2 and d["names"] for k, d in got), 10,
+        what="update message")
+    msg = next(d for k, d in got if k == "run_values_updated" and d["run"] == 2 and d["names"])
+    assert msg["proposal"] == PROPOSAL and "n_trains" in msg["names"]
+    log_text = b.log.read_text()
+    assert log_text.count("not JSON") == 1 and "is not a number: 'x'" in log_text
+    assert RunDB(ctx).run_numbers() == [1, 2]
+    updates.close()
+    assert b.stop() == 0
