@@ -148,6 +148,20 @@ class Worker:
                             "store": t_end - t_vars}}
 
 
+def _release_memory() -> None:
+    """After a run: close figures, collect garbage and hand freed heap pages back to the OS
+    (glibc keeps them otherwise, and a long-lived worker's RSS would only grow)."""
+    import gc
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     context_dir = Path(argv[0]) if argv else Path.cwd()
@@ -163,7 +177,6 @@ def main(argv=None):
     # Warm up the heavy imports before the first request.
     import extra_data  # noqa: F401
     import h5py  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
     from . import results  # noqa: F401
     for line in sys.stdin:
         line = line.strip()
@@ -184,11 +197,7 @@ def main(argv=None):
         except Exception as e:
             out = {"ok": False, "kind": "error",
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        try:
-            import matplotlib.pyplot as plt
-            plt.close("all")
-        except Exception:
-            pass
+        _release_memory()
         out["id"] = req.get("id") if isinstance(req, dict) else None
         reply.write(json.dumps(out, default=str) + "\n")
         reply.flush()
