@@ -19,13 +19,12 @@ from pathlib import Path
 
 from .config import Config, load_config
 from .events import RunEvent
+from .manager import LOG_FILE_NAME, TMUX_SOCKET_NAME
 from .processing import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
 from .storage import RunDB
 
 log = logging.getLogger(__name__)
 
-TMUX_SOCKET_NAME = "amore-tmux.sock"
-LOG_FILE_NAME = "amore.log"
 
 
 def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
@@ -201,11 +200,9 @@ class Listener:
     # -- main ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> None:
         from . import manager
-        try:  # exclusive lock + status record (backend/manager.py)
-            self._backend_session = manager.BackendSession.begin(self)
-        except manager.BackendLockedError as e:
-            log.error("%s", e)
-            raise SystemExit(1) from e
+        # exclusive lock + status record; raises manager.BackendLockedError if another
+        # backend runs on this directory
+        self._backend_session = manager.BackendSession.begin(self)
         log.info("Running on %s under user %s, PID %d", socket.getfqdn(), getpass.getuser(),
                  os.getpid())
         log.info("Context directory %s, proposal %d, %d worker(s)", self.context_dir,

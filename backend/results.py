@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .manager import share_like_dir
 from .storage import StoredValue
 
 EXTRACTED_DIR = "extracted_data"
@@ -304,22 +305,13 @@ def write_run_file(path: str | os.PathLike, values: dict[str, tuple[Any, str | N
                     write_value_group(f, name, value, units)
                 except Exception as e:  # one bad result never loses the others
                     errors[name] = f"{type(e).__name__}: {e}"
-        _match_dir_permissions(tmp, path.parent)
+        share_like_dir(tmp, path.parent)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return errors
-
-
-def _match_dir_permissions(file_path, dir_path) -> None:
-    """Make a new file group-writable if its directory is (shared proposal directories)."""
-    try:
-        if os.stat(dir_path).st_mode & 0o020:
-            os.chmod(file_path, os.stat(file_path).st_mode | 0o060)
-    except OSError:
-        pass
 
 
 def read_run_value(path: str | os.PathLike, name: str):
