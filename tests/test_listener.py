@@ -210,3 +210,50 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     assert RunDB(ctx).run_numbers() == [1, 2]
     updates.close()
     assert b.stop() == 0
+
+
+def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context_dir, write_run,
+                                                                    backend):
+    ctx = make_context_dir(textwrap.dedent("""
+        import os, time
+        from amore.context import Variable
+
+        @Variable
+        def slow(run):
+            while os.path.exists("hang"):
+                time.sleep(0.05)
+            return 1
+    """), config=FAST_WATCH)
+    (ctx / "hang").write_text("")
+    b = backend(ctx)
+    write_run(1)
+    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    workers = b.workers()
+    assert workers
+    t0 = time.monotonic()
+    assert b.stop() == 0
+    assert time.monotonic() - t0 < 15
+    run = RunDB(ctx).get_run(PROPOSAL, 1)
+    assert run["status"] == "pending" and "interrupted" in run["status_message"]
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    (ctx / "hang").unlink()
+    backend(ctx)
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 resumed")
+
+
+def test_context_python_from_configuration_is_used(make_context_dir, write_run, tmp_path):
+    import stat
+    import sys
+
+    from tests.test_context import process
+
+    marker = tmp_path / "used"
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f"#!/bin/sh\ntouch {marker}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    ctx = make_context_dir(template="generic",
+                           config=f'[processing]\ncontext_python = "{wrapper}"\n')
+    write_run(1, ntrains=12)
+    out, values, err = process(ctx, 1)
+    assert marker.exists()
+    assert values["n_trains"].value == 12
