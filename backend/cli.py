@@ -211,7 +211,7 @@ def render_table(d: Path, max_rows: int | None = None):
     """A rich Table of the run table of context directory ``d`` (newest run first)."""
     from rich.table import Table
 
-    from .storage import RunDB
+    from .storage import RunDB, StoredValue
     from .table import format_value
 
     db = RunDB(d)
@@ -220,8 +220,7 @@ def render_table(d: Path, max_rows: int | None = None):
     if max_rows:
         runs = runs[:max_rows]
     values: dict[tuple[int, int], dict] = {}
-    for p, r, name, value, st, attrs in db.all_values():
-        from .storage import StoredValue
+    for p, r, name, value, st, _attrs in db.all_values():
         values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
     t = Table(title=f"Proposal {db.proposal} — {len(db.runs())} runs", header_style="bold")
     t.add_column("Run", justify="right", no_wrap=True)

@@ -27,6 +27,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_FILE_NAME = "amore.toml"
+#: extra-data's own default data root (European XFEL), used when nothing else is configured.
+DEFAULT_DATA_ROOT = "/gpfs/exfel/exp"
 
 #: Built-in defaults. Keys mirror the TOML tables of ``amore.toml``.
 DEFAULTS: dict[str, Any] = {
@@ -156,8 +158,14 @@ class Config:
 
     @property
     def data_root(self) -> Path | None:
+        """Configured root of the proposal tree, or None (extra-data's default applies)."""
         r = self.values["data"]["root"]
         return Path(r) if r else None
+
+    def effective_data_root(self) -> Path:
+        """The data root in force: configured, else ``$EXTRA_DATA_DATA_ROOT``, else
+        :data:`DEFAULT_DATA_ROOT`."""
+        return self.data_root or Path(os.environ.get("EXTRA_DATA_DATA_ROOT") or DEFAULT_DATA_ROOT)
 
     @property
     def jobs(self) -> int:

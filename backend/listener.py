@@ -45,7 +45,7 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
 
 def find_proposal_dir(proposal: int, config: Config) -> Path | None:
     """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None."""
-    root = config.data_root or Path(os.environ.get("EXTRA_DATA_DATA_ROOT", "/gpfs/exfel/exp"))
+    root = config.effective_data_root()
     matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
     return matches[0] if matches else None
 
@@ -262,4 +262,4 @@ class Listener:
         log.info("Stopped")
 
     def _busy(self) -> bool:
-        return any(lock.locked() for lock in self.processor._busy.values())
+        return self.processor.busy()

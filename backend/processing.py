@@ -245,6 +245,11 @@ class RunProcessor:
         except Exception as e:
             log.error("Run %d: could not record status %s: %s", run, status, e)
 
+    def busy(self) -> bool:
+        """True while any run is being processed."""
+        with self._lock:
+            return any(lock.locked() for lock in self._busy.values())
+
     def _run_lock(self, proposal, run) -> threading.Lock:
         with self._lock:
             return self._busy.setdefault((proposal, run), threading.Lock())

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,8 @@ def _downsample_2d(a: np.ndarray, px: int) -> np.ndarray:
     if step > 1:
         h, w = (a.shape[0] // step) * step, (a.shape[1] // step) * step
         if h and w:
-            with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-                __import__("warnings").simplefilter("ignore", RuntimeWarning)
+            with warnings.catch_warnings():  # all-NaN blocks stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
                 a = np.nanmean(a[:h, :w].reshape(h // step, step, w // step, step), axis=(1, 3))
         else:
             a = a[::step, ::step]
