@@ -164,10 +164,20 @@ def cmd_reprocess(a) -> int:
         pool.stop()
         return 1
     names = None
+    if a.var:
+        known_names = {v.name for v in proc.variables}
+        unknown = [n for n in a.var if n not in known_names]
+        if unknown:
+            print(f"No variable named {', '.join(unknown)}; the context file defines "
+                  f"{', '.join(sorted(known_names))}", file=sys.stderr)
+            pool.stop()
+            return 1
+        names = list(a.var)
     if a.match:
         names = [v.name for v in proc.variables
-                 if any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
-                        for m in a.match)]
+                 if (names is None or v.name in names)
+                 and any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
+                         for m in a.match)]
         if not names:
             print(f"No variable matches {a.match}", file=sys.stderr)
             pool.stop()
@@ -359,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", help="run numbers, ranges like 3-7, or 'all'")
     s.add_argument("--dir", "-d")
     s.add_argument("--match", action="append", help="only variables whose name/title contains TEXT")
+    s.add_argument("--var", action="append", help="only the variable NAME (exact; repeatable)")
     s.add_argument("--jobs", "-j", type=int, default=0)
     s.add_argument("--param", action="append", help="NAME=VALUE for param# inputs")
     s.add_argument("--quiet", "-q", action="store_true")

@@ -27,6 +27,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_FILE_NAME = "amore.toml"
+#: Where a proposal's context directory lives by convention, relative to the proposal directory.
+CONTEXT_SUBDIR = Path("usr") / "Shared" / "amore"
 #: extra-data's own default data root (European XFEL), used when nothing else is configured.
 DEFAULT_DATA_ROOT = "/gpfs/exfel/exp"
 

@@ -23,11 +23,12 @@ DEMO_CYCLE = "202601"
 
 def demo_paths(base: Path) -> dict[str, Path]:
     """Locations of the demo: ``base``, ``data_root``, ``proposal_dir``, ``context_dir``."""
+    from .config import CONTEXT_SUBDIR
     from .mockdata import proposal_dir
     data_root = base / "data"
     pdir = proposal_dir(data_root, DEMO_INSTRUMENT, DEMO_CYCLE, DEMO_PROPOSAL)
     return {"base": base, "data_root": data_root, "proposal_dir": pdir,
-            "context_dir": pdir / "usr" / "Shared" / "amore"}
+            "context_dir": pdir / CONTEXT_SUBDIR}
 
 
 def prepare_demo(base: Path) -> dict[str, Path]:

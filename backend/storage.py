@@ -41,11 +41,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.types import UserDefinedType
 
+from .schema import DB_FILE_NAME, SCHEMA_HEAD  # noqa: F401  (part of this module's API)
+
 log = logging.getLogger(__name__)
 
-DB_FILE_NAME = "runs.sqlite"
-#: Alembic revision this code writes; opening a database at another revision runs the migrations.
-SCHEMA_HEAD = "0001"
 BUSY_TIMEOUT_S = 30.0
 
 RUN_STATUSES = ("pending", "processing", "done", "failed")

@@ -7,17 +7,19 @@ characters, thumbnails as ``[image]``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .storage import StoredValue
+if TYPE_CHECKING:  # no SQLAlchemy import at run time: the GUI imports this module at start-up
+    from .storage import StoredValue
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def format_number(v, digits: int = 4) -> str:
-    """Readable number: integers as is, floats with ``digits`` significant digits, scientific
-    notation outside 1e-3..1e6. None means NaN."""
+    """Readable number: integers as is, floats with ``digits`` significant digits (whole numbers
+    from 1e4 to 1e6), scientific notation outside 1e-3..1e6. None means NaN."""
     if v is None:
         return "NaN"
     if isinstance(v, (bool, np.bool_)):
@@ -29,13 +31,14 @@ def format_number(v, digits: int = 4) -> str:
         return str(f)
     if f == 0:
         return "0"
+    if 1e4 <= abs(f) < 1e6:
+        return f"{f:.0f}"
     if 1e-3 <= abs(f) < 1e6:
-        s = f"{f:.{digits}g}"
-        return s
+        return f"{f:.{digits}g}"
     return f"{f:.{digits - 1}e}"
 
 
-def sparkline_values(sv: StoredValue) -> np.ndarray:
+def sparkline_values(sv: "StoredValue") -> np.ndarray:
     """The float32 points of a ``sparkline`` value."""
     return np.frombuffer(sv.value, dtype="<f4")
 
@@ -57,7 +60,7 @@ def sparkline_text(points: np.ndarray, width: int = 12) -> str:
                    for p in pts)
 
 
-def format_value(sv: StoredValue | None) -> str:
+def format_value(sv: "StoredValue | None") -> str:
     """Short text of a table value (see module docstring)."""
     if sv is None:
         return ""

@@ -1,0 +1,189 @@
+"""Painting of the run table's cells.
+
+:class:`CellDelegate` paints variable cells straight from the model's column arrays: text with
+the number formatting of :mod:`amore_gui.formatting`, sparklines drawn with ``QPainter`` from the
+float32 bytes, thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
+cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
+editable comment use the standard delegate behaviour.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from PyQt5.QtCore import QPointF, QRect, QRectF, Qt, pyqtSignal, QObject
+from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF
+from PyQt5.QtWidgets import QStyle, QStyledItemDelegate
+
+from ..table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
+                          K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE)
+from .model import ERROR_FG, SKIPPED_FG, STATUS_FG
+
+SPARK_COLOR = QColor("#2f6db5")
+SPARK_LAST = QColor("#c2410c")
+PLACEHOLDER = QColor("#e8e8e8")
+
+
+class ThumbnailCache(QObject):
+    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU).
+
+    :meth:`get` returns a ``QImage`` or None; a miss asks ``request(key, height)`` (the
+    thumbnail loader thread) once, and ``loaded`` is emitted when the image arrives.
+    """
+
+    changed = pyqtSignal(object)    # key
+
+    def __init__(self, request=None, capacity: int = 600, parent=None):
+        super().__init__(parent)
+        self.request = request
+        self.capacity = capacity
+        self._images: OrderedDict = OrderedDict()
+        self._asked: set = set()
+
+    def get(self, key, height: int):
+        img = self._images.get(key)
+        if img is not None:
+            self._images.move_to_end(key)
+            if abs(img.height() - height) <= 2 or img.height() < height:
+                return img
+        if key not in self._asked and self.request is not None:
+            self._asked.add(key)
+            self.request(key, height)
+        return img
+
+    def put(self, key, image: QImage) -> None:
+        self._asked.discard(key)
+        if image is None or image.isNull():
+            return
+        self._images[key] = image
+        self._images.move_to_end(key)
+        while len(self._images) > self.capacity:
+            self._images.popitem(last=False)
+        self.changed.emit(key)
+
+    def invalidate(self, key) -> None:
+        self._images.pop(key, None)
+        self._asked.discard(key)
+
+    def clear(self) -> None:
+        self._images.clear()
+        self._asked.clear()
+
+
+class CellDelegate(QStyledItemDelegate):
+    """Paints variable cells from the model's arrays (see module docstring)."""
+
+    PAD = 6
+
+    def __init__(self, model_getter, thumbs: ThumbnailCache, parent=None):
+        super().__init__(parent)
+        self._model = model_getter
+        self.thumbs = thumbs
+
+    def paint(self, painter: QPainter, option, index):
+        model = self._model()
+        col = index.column()
+        d = model.data_obj
+        key = d.columns[col].key
+        if key in (C_STATUS, C_COMMENT):
+            super().paint(painter, option, index)
+            return
+        row = int(model.view.order[index.row()])
+        rect = option.rect
+        selected = bool(option.state & QStyle.State_Selected)
+        if selected:
+            painter.fillRect(rect, option.palette.highlight())
+        else:
+            bg = model.cell_background(row, col)
+            if bg is not None:
+                painter.fillRect(rect, bg)
+        kind = d.cell_kind(row, col)
+        if kind == K_SPARKLINE:
+            self._paint_sparkline(painter, rect, model.sparkline(row, col), selected, option)
+            return
+        if kind == K_THUMBNAIL:
+            self._paint_thumbnail(painter, rect, (int(d.proposal[row]), int(d.run[row]), key))
+            return
+        text = d.display(row, col)
+        if not text:
+            return
+        painter.save()
+        if selected:
+            painter.setPen(option.palette.highlightedText().color())
+        elif kind == K_ERROR:
+            painter.setPen(ERROR_FG)
+        elif kind == K_SKIPPED:
+            painter.setPen(SKIPPED_FG)
+        else:
+            painter.setPen(option.palette.text().color())
+        a = d.cell_attrs(row, col)
+        font = option.font
+        if a and a.get("bold"):
+            font = type(option.font)(option.font)
+            font.setBold(True)
+        painter.setFont(font)
+        if kind == K_BOOL:
+            align = Qt.AlignHCenter | Qt.AlignVCenter
+        elif kind == K_NUMBER or col < NSTATIC:
+            align = Qt.AlignRight | Qt.AlignVCenter
+        else:
+            align = Qt.AlignLeft | Qt.AlignVCenter
+        r = rect.adjusted(self.PAD, 0, -self.PAD, 0)
+        fm = painter.fontMetrics()
+        if fm.horizontalAdvance(text) > r.width():
+            text = fm.elidedText(text, Qt.ElideRight, r.width())
+        painter.drawText(r, int(align), text)
+        painter.restore()
+
+    def _paint_sparkline(self, painter, rect: QRect, pts, selected, option):
+        if pts is None or len(pts) < 2:
+            return
+        finite = np.isfinite(pts)
+        if finite.sum() < 2:
+            return
+        lo, hi = float(np.min(pts[finite])), float(np.max(pts[finite]))
+        span = (hi - lo) or 1.0
+        r = QRectF(rect).adjusted(self.PAD, 5, -self.PAD, -5)
+        if r.width() < 8 or r.height() < 4:
+            return
+        n = len(pts)
+        xs = r.left() + np.arange(n) * (r.width() / (n - 1))
+        ys = r.bottom() - (np.where(finite, pts, lo) - lo) / span * r.height()
+        poly = QPolygonF([QPointF(x, y) for x, y in zip(xs.tolist(), ys.tolist())])
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing, True)
+        color = option.palette.highlightedText().color() if selected else SPARK_COLOR
+        pen = QPen(color, 1.3)
+        painter.setPen(pen)
+        painter.drawPolyline(poly)
+        if not selected:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(SPARK_LAST)
+            painter.drawEllipse(QPointF(xs[-1], ys[-1]), 2.0, 2.0)
+        painter.restore()
+
+    def _paint_thumbnail(self, painter, rect: QRect, key):
+        h = rect.height() - 4
+        img = self.thumbs.get(key, h)
+        if img is None:
+            r = QRect(rect.left() + self.PAD, rect.top() + 2, min(h, rect.width() - 2 * self.PAD), h)
+            painter.fillRect(r, PLACEHOLDER)
+            return
+        scale = min(h / max(1, img.height()), (rect.width() - 2 * self.PAD) / max(1, img.width()))
+        w, hh = int(img.width() * scale), int(img.height() * scale)
+        target = QRect(rect.left() + self.PAD, rect.top() + (rect.height() - hh) // 2, w, hh)
+        painter.save()
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, True)
+        painter.drawImage(target, img)
+        painter.restore()
+
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        model = self._model()
+        if model.data_obj.columns[index.column()].key == C_STATUS:
+            row = int(model.view.order[index.row()])
+            s = int(model.data_obj.status[row])
+            if s != S_DONE:
+                c = STATUS_FG.get(s)
+                if c is not None:
+                    option.palette.setColor(option.palette.Text, c)

@@ -1,0 +1,191 @@
+"""Save PNG screenshots of the AMORE GUI with demo data (offscreen Qt).
+
+    python scripts/screenshots.py OUTDIR [--demo-dir DIR] [--runs 16]
+
+Without ``--demo-dir`` a demo proposal is made first with ``amore-proto demo DIR --no-gui``
+(real mock runs processed by the real backend, no broker). A few comments, one unchecked run
+and one run marked as being processed are added to that demo database so the screenshots show
+those states. Writes:
+
+* ``main.png`` - the run table;
+* ``main-scrolled.png`` - the table scrolled to the image/sparkline columns;
+* ``plot.png`` - camera spot peak against pulse energy across runs;
+* ``histogram.png`` - histogram of the pulse energy;
+* ``inspect-image.png`` - a 2-D camera image (colour map, levels, histogram);
+* ``inspect-line.png`` - per-train pulse energy against train ID;
+* ``editor.png`` - the context-file editor after a check found an error;
+* ``reprocess.png`` - the reprocess dialog.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_demo(base: Path, runs: int) -> Path:
+    """Run ``amore-proto demo`` (no GUI, no broker) and return the context directory."""
+    sys.path.insert(0, str(REPO))
+    from backend.demo import demo_paths
+    sw = Path(tempfile.mkdtemp(prefix="amore-sw-"))
+    env = dict(os.environ, AMORE_BROKER="none", EXTRA_DATA_SW_ROOT=str(sw),
+               PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-m", "backend.cli", "demo", str(base), "--runs", str(runs),
+                    "--interval", "0.3", "--no-gui"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, timeout=900)
+    return demo_paths(base)["context_dir"]
+
+
+def decorate(ctx: Path) -> None:
+    """Comments and states that make the screenshots representative."""
+    from backend.storage import RunDB
+    db = RunDB(ctx)
+    runs = db.run_numbers()
+    notes = {runs[0]: "alignment, attenuator 50 %", runs[2]: "beam lost at the end",
+             runs[-3]: "good sample position, keep", runs[-1]: ""}
+    for r, t in notes.items():
+        if t:
+            db.set_comment(db.proposal, r, t)
+    if len(runs) > 4:
+        db.set_run_status(db.proposal, runs[-1], "processing")
+        db.set_run_status(db.proposal, runs[-4], "failed",
+                          "context worker process was killed by SIGKILL")
+    if not db.comments():
+        db.add_comment("Beamtime start: shift crew A, sample holder 2 mounted", author="mid-op")
+        db.add_comment("Detector gain switched to medium", author="mid-op")
+    db.close()
+
+
+def settle(app, seconds: float) -> None:
+    t = time.time()
+    while time.time() - t < seconds:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("outdir")
+    p.add_argument("--demo-dir", help="existing demo base directory or context directory")
+    p.add_argument("--runs", type=int, default=16)
+    a = p.parse_args(argv)
+    out = Path(a.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["AMORE_BROKER"] = "none"
+    os.environ["AMORE_GUI_NO_DIALOGS"] = "1"
+    os.environ["AMORE_GUI_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="amore-gui-cfg-")) / "gui.json")
+    sys.path.insert(0, str(REPO))
+
+    if a.demo_dir:
+        d = Path(a.demo_dir)
+        ctx = d if (d / "runs.sqlite").exists() else None
+        if ctx is None:
+            from backend.demo import demo_paths
+            ctx = demo_paths(d)["context_dir"]
+    else:
+        ctx = make_demo(Path(tempfile.mkdtemp(prefix="amore-shots-")) / "demo", a.runs)
+        decorate(ctx)
+
+    from PyQt5.QtCore import QEventLoop, QTimer
+    from amore_gui._qt.app import make_app
+    from amore_gui._qt.mainwindow import MainWindow
+
+    app = make_app([])
+    win = MainWindow(ctx, use_kafka=False)
+    win.resize(1600, 860)
+    win.show()
+    loop = QEventLoop()
+    win.fully_loaded.connect(loop.quit)
+    QTimer.singleShot(30000, loop.quit)
+    if not win.is_fully_loaded:
+        loop.exec_()
+    m = win.model
+    d = m.data_obj
+    # uncheck one run so the Status column shows both states
+    if d.nrows > 3:
+        m.set_included([(int(d.proposal[1]), int(d.run[1]))], False)
+    win.comments_dock.setVisible(False)
+    settle(app, 2.0)
+    win.grab().save(str(out / "main.png"))
+    print("saved", out / "main.png")
+
+    # scrolled to the images/sparklines
+    col = m.column_of("cam_mean")
+    if col >= 0:
+        win.comments_dock.setVisible(True)
+        settle(app, 0.5)
+        sb = win.table.horizontalScrollBar()
+        sb.setValue(sb.maximum())
+        settle(app, 1.5)
+        win.grab().save(str(out / "main-scrolled.png"))
+        print("saved", out / "main-scrolled.png")
+        win.comments_dock.setVisible(False)
+
+    plot = win.open_plot("xgm_energy", "cam_peak")
+    plot.only_checked.setChecked(False)
+    plot.resize(900, 600)
+    settle(app, 1.0)
+    plot.grab().save(str(out / "plot.png"))
+    print("saved", out / "plot.png")
+    plot.mode_hist.setChecked(True)
+    plot.bins.setValue(10)
+    settle(app, 0.8)
+    plot.grab().save(str(out / "histogram.png"))
+    print("saved", out / "histogram.png")
+    plot.close()
+
+    run_row = m.view_row_of(int(d.proposal[0]), int(d.run[d.nrows - 2]))
+    for name, fname in (("cam_mean", "inspect-image.png"), ("xgm_energy", "inspect-line.png")):
+        c = m.column_of(name)
+        if c < 0:
+            continue
+        w = win.inspect(m.index(run_row, c))
+        w.resize(860, 640)
+        t = time.time()
+        while w.kind is None and time.time() - t < 20:
+            settle(app, 0.1)
+        settle(app, 0.8)
+        w.grab().save(str(out / fname))
+        print("saved", out / fname, "kind", w.kind)
+        w.close()
+
+    ed = win.open_editor()
+    ed.resize(900, 700)
+    text = ed.editor.toPlainText()
+    ed.editor.setPlainText(text.replace("return len(run.train_ids)", "return len(run.train_ids",
+                                        1))
+    res = {}
+    ed.checked.connect(lambda r: res.setdefault("r", r))
+    ed.validate()
+    t = time.time()
+    while "r" not in res and time.time() - t < 60:
+        settle(app, 0.1)
+    settle(app, 0.5)
+    ed.grab().save(str(out / "editor.png"))
+    print("saved", out / "editor.png", res.get("r"))
+    ed.editor.document().setModified(False)
+    ed.close()
+
+    win.table.selectRow(0)
+    rp = win.open_reprocess()
+    rp.resize(520, 560)
+    settle(app, 0.5)
+    rp.grab().save(str(out / "reprocess.png"))
+    print("saved", out / "reprocess.png")
+    rp.close()
+    win.close()
+    settle(app, 0.5)         # let closed windows be deleted before the interpreter exits
+    from amore_gui._qt.plots import forget_views
+    forget_views()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

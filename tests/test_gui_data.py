@@ -1,0 +1,263 @@
+"""The GUI's plain-Python layer (no Qt): loading, sorting/filtering, watching, export, settings,
+locating, context checks, backend status - against databases filled by the real backend."""
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+
+from amore_gui import dbread
+from amore_gui.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
+                                  K_SPARKLINE, K_STRING, K_THUMBNAIL, NSTATIC, CellValue, Column,
+                                  NumberRange, OnlyIncluded, RowView, RunUpdate, TableData,
+                                  TextContains)
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa: F401
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def test_load_table_matches_database(gui_ctx):
+    from backend.storage import RunDB
+    ctx = gui_ctx["ctx"]
+    res = dbread.load_table(ctx)
+    d = res.data
+    db = RunDB(ctx)
+    assert d.nrows == len(GUI_RUNS)
+    assert res.metadata["proposal"] == str(GUI_PROPOSAL)
+    assert [c.key for c in d.columns[NSTATIC:]] == [v.name for v in db.get_variables()]
+    kinds_seen = set()
+    for r in GUI_RUNS:
+        row = d.row_of[(GUI_PROPOSAL, r)]
+        info = db.get_run(GUI_PROPOSAL, r)
+        assert d.start_time[row] == pytest.approx(info["start_time"])
+        for name, sv in db.get_values(GUI_PROPOSAL, r).items():
+            v = d.var_of(name)
+            k = int(d.kind[row, v])
+            kinds_seen.add(k)
+            assert k == {"number": K_NUMBER, "bool": K_BOOL, "string": K_STRING,
+                         "sparkline": K_SPARKLINE, "thumbnail": K_THUMBNAIL,
+                         "error": K_ERROR}.get(sv.summary_type, k), name
+            if sv.summary_type == "number":
+                assert d.num[row, v] == pytest.approx(sv.value, rel=1e-12), name
+            elif sv.summary_type in ("string", "sparkline"):
+                assert d.obj[row, v] == sv.value
+            elif sv.summary_type == "error":
+                assert d.tooltip(row, NSTATIC + v) == sv.attributes["error"]
+            elif sv.summary_type == "thumbnail":
+                assert d.obj[row, v] is None      # loaded lazily
+                con = dbread.connect(ctx)
+                assert dbread.read_thumbnail(con, GUI_PROPOSAL, r, name) == sv.value
+                con.close()
+    assert {K_NUMBER, K_BOOL, K_STRING, K_SPARKLINE, K_THUMBNAIL, K_ERROR} <= kinds_seen
+    db.close()
+    # the progressive loader gives the same table
+    it = dbread.iter_load(ctx, first=1, size=1)
+    first = next(it)
+    for ch in it:
+        ch.merge_into(first.data)
+    assert np.array_equal(first.data.kind[:d.nrows], d.kind[:d.nrows])
+    assert np.allclose(first.data.num[:d.nrows], d.num[:d.nrows], equal_nan=True)
+
+
+def test_number_formatting_is_readable(gui_ctx):
+    from amore_gui.formatting import format_number, header_text
+    assert format_number(0.1 + 0.2) == "0.3"
+    assert format_number(12345.678) == "12346"
+    assert format_number(1.23456789e-7) == "1.235e-07"
+    assert format_number(7) == "7"
+    assert header_text("XGM/Pulse energy", "µJ") == "XGM\nPulse energy [µJ]"
+    d = dbread.load_table(gui_ctx["ctx"]).data
+    row = d.row_of[(GUI_PROPOSAL, 2)]
+    text = d.display(row, d.col_of("xgm_energy"))
+    assert 1 <= len(text.replace(".", "")) <= 5, text     # no 17-digit floats
+
+
+# --- sorting and filtering ------------------------------------------------------------------
+
+def _synthetic(n=200, seed=1):
+    rng = np.random.default_rng(seed)
+    d = TableData([Column("a", "A"), Column("s", "S"), Column("b", "B")], capacity=8)
+    for r in range(1, n + 1):
+        upd = RunUpdate(1, r, {"start_time": 1e9 + r, "status": "done"})
+        a = float(rng.normal()) if r % 7 else math.nan
+        upd.values["a"] = CellValue(K_NUMBER, a)
+        upd.values["s"] = CellValue(K_STRING, obj=f"sample {rng.integers(0, 9)}")
+        upd.values["b"] = CellValue(K_NUMBER, float(r % 5))
+        d.apply_update(upd)
+    return d
+
+
+def test_rowview_sorts_filters_and_places_one_row():
+    d = _synthetic()
+    v = RowView(d)                        # newest first
+    assert list(d.run[v.order[:3]]) == [200, 199, 198]
+    ca = d.col_of("a")
+    v.set_sort("a", False)
+    vals = d.numeric(ca)[v.order]
+    finite = vals[np.isfinite(vals)]
+    assert np.all(np.diff(finite) >= 0) and np.isnan(vals[-1])      # NaN last
+    v.set_sort("a", True)
+    vals = d.numeric(ca)[v.order]
+    assert np.all(np.diff(vals[np.isfinite(vals)]) <= 0) and np.isnan(vals[-1])
+    v.set_sort("s", False)
+    texts = [d.display(r, d.col_of("s")) for r in v.order]
+    assert texts == sorted(texts, key=str.lower)
+
+    v.set_sort("a", True)
+    v.set_filters([NumberRange("b", 1, 3)])
+    assert set(d.numeric(d.col_of("b"))[v.order]) == {1.0, 2.0, 3.0}
+    # one-run updates: each result equals a full rebuild
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        row = int(rng.integers(0, d.nrows))
+        upd = RunUpdate(1, int(d.run[row]))
+        which = i % 3
+        if which == 0:
+            upd.values["a"] = CellValue(K_NUMBER, float(rng.normal() * 3))
+        elif which == 1:
+            upd.values["b"] = CellValue(K_NUMBER, float(rng.integers(0, 5)))
+        else:
+            upd.values["s"] = CellValue(K_STRING, obj="changed")
+        _, changed, new, _ = d.apply_update(upd)
+        ch = v.update_row(row, changed, new)
+        ref = RowView(d, v.sort_key, v.descending)
+        ref.set_filters(v.filters)
+        assert list(v.order) == list(ref.order), (i, ch)
+        assert all(v.pos[r] == p for p, r in enumerate(v.order))
+        if which == 2:
+            assert ch.kind in ("changed", "none")      # neither sort nor filter column
+    # a new run is inserted at its place
+    upd = RunUpdate(1, 999, {"status": "pending"})
+    upd.values["a"] = CellValue(K_NUMBER, 100.0)
+    upd.values["b"] = CellValue(K_NUMBER, 2.0)
+    row, changed, new, _ = d.apply_update(upd)
+    ch = v.update_row(row, changed, new)
+    assert new and ch.kind == "inserted" and ch.pos == 0
+
+
+def test_text_and_included_filters():
+    d = _synthetic(50)
+    d.comment[d.row_of[(1, 7)]] = "Beam lost"
+    v = RowView(d)
+    v.set_filters([TextContains(None, "beam")])
+    assert list(d.run[v.order]) == [7]
+    v.set_filters([TextContains("s", "sample 3")])
+    assert all("sample 3" in d.display(r, d.col_of("s")) for r in v.order) and len(v.order)
+    d.included[:] = True
+    d.included[d.row_of[(1, 10)]] = False
+    v.set_filters([OnlyIncluded()])
+    assert 10 not in set(d.run[v.order]) and len(v.order) == 49
+
+
+# --- watching the database ------------------------------------------------------------------
+
+def test_db_change_watcher_sees_other_writers(gui_ctx):
+    from backend.storage import RunDB, StoredValue, VariableInfo
+    ctx = gui_ctx["ctx"]
+    res = dbread.load_table(ctx)
+    w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
+                               res.comments_sig)
+    w.poll(force=True)              # catch-up of the overlap window (already known values)
+    assert not w.poll()
+    db = RunDB(ctx)
+    db.write_values(GUI_PROPOSAL, 3, {"cam_peak": StoredValue(1234.5, "number")})
+    ch = w.poll()
+    assert [(u.proposal, u.run) for u in ch.updates] == [(GUI_PROPOSAL, 3)]
+    assert ch.updates[0].values["cam_peak"].num == 1234.5
+    assert not ch.variables_changed and not ch.comments_changed
+    db.set_comment(GUI_PROPOSAL, 2, "hello")
+    ch = w.poll()
+    assert [(u.run, u.info["comment"]) for u in ch.updates] == [(2, "hello")]
+    db.add_comment("standalone")
+    assert w.poll().comments_changed
+    db.set_variables(db.get_variables() + [VariableInfo("new_var", "New")])
+    assert w.poll().variables_changed
+    db.close()
+    w.close()
+
+
+# --- export, settings, locating, checks, backend status -------------------------------------
+
+def test_export_csv_and_excel(tmp_path):
+    import pandas as pd
+    from amore_gui.export import export_table
+    d = _synthetic(10)
+    v = RowView(d)
+    cols = [d.col_of(C_RUN), d.col_of("a"), d.col_of("s")]
+    csv = export_table(tmp_path / "t.csv", d, v.order, cols)
+    df = pd.read_csv(csv)
+    assert list(df.columns) == ["Run", "A", "S"]
+    assert list(df["Run"]) == list(range(10, 0, -1))
+    xl = export_table(tmp_path / "t.xlsx", d, v.order[:4], cols)
+    df2 = pd.read_excel(xl)
+    assert list(df2["Run"]) == [10, 9, 8, 7]
+    assert df2["A"].iloc[0] == pytest.approx(d.num[d.row_of[(1, 10)], d.var_of("a")])
+
+
+def test_settings_roundtrip_and_layout(tmp_path):
+    from amore_gui.settings import Settings, apply_column_layout
+    s = Settings(tmp_path / "g.json")
+    s.for_dir(tmp_path)["columns"] = {"order": ["#run", "b", "a"], "hidden": ["a"]}
+    s.add_recent(tmp_path)
+    s.save()
+    s2 = Settings(tmp_path / "g.json")
+    assert s2.recent == [str(tmp_path.resolve())]
+    order, hidden = apply_column_layout(["#run", "a", "b", "c", "z"], s2.for_dir(tmp_path)["columns"])
+    # new columns follow their natural predecessor
+    assert order == ["#run", "b", "c", "z", "a"] and hidden == {"a"}
+    (tmp_path / "bad.json").write_text("{not json")
+    assert Settings(tmp_path / "bad.json").recent == []
+
+
+def test_locate_proposal_and_directories(gui_ctx):
+    from amore_gui.locate import LocateError, resolve
+    t = resolve(str(GUI_PROPOSAL))
+    assert t.context_dir == gui_ctx["ctx"] and t.proposal == GUI_PROPOSAL and t.exists
+    assert resolve(f"p{GUI_PROPOSAL:06d}").context_dir == gui_ctx["ctx"]
+    assert resolve(str(gui_ctx["pdir"])).context_dir == gui_ctx["ctx"]
+    t = resolve(str(gui_ctx["ctx"]))
+    assert t.proposal == GUI_PROPOSAL
+    with pytest.raises(LocateError, match="Proposal 777 not found"):
+        resolve("777")
+
+
+def test_context_check_in_subprocess(gui_ctx):
+    from amore_gui.context_check import validate
+    code = (gui_ctx["ctx"] / "context.py").read_text()
+    ok = validate(code, gui_ctx["ctx"])
+    assert ok.ok and "xgm_energy" in ok.variables
+    bad = validate(code.replace("return len(run.train_ids)", "return len(run.train_ids", 1),
+                   gui_ctx["ctx"])
+    assert not bad.ok and bad.line is not None and "context.py" in bad.error
+    line = code.splitlines()[bad.line - 1]
+    assert "train_ids" in line
+    cyc = validate("from amore.context import Variable\n@Variable\ndef a(run, b: 'var#b'):\n"
+                   "    return b\n@Variable\ndef b(run, a: 'var#a'):\n    return a\n", gui_ctx["ctx"])
+    assert not cyc.ok and "cycle" in cyc.error
+    boom = validate("import os\nx = 1\nraise RuntimeError('at import')\n", gui_ctx["ctx"])
+    assert not boom.ok and boom.line == 3
+
+
+def test_backend_status_from_log(tmp_path):
+    from amore_gui.backend_status import _from_files
+    assert _from_files(tmp_path).state == "stopped"
+    log = tmp_path / "amore.log"
+    log.write_text(f"2026-01-01 INFO backend.listener: Running on localhost under user x, "
+                   f"PID {os.getpid()}\n")
+    st = _from_files(tmp_path)
+    assert st.state == "running" and str(os.getpid()) in st.text
+    log.write_text(log.read_text() + "2026-01-01 INFO backend.listener: Stopped\n")
+    assert _from_files(tmp_path).state == "stopped"
+    (tmp_path / "backend-status.json").write_text(json.dumps(
+        {"state": "running", "host": "elsewhere.example", "pid": 1, "updated": time.time()}))
+    assert _from_files(tmp_path).state == "running"
+
+
+
+
+def test_cli_has_gui_command():
+    from backend.cli import build_parser, cmd_gui
+    a = build_parser().parse_args(["gui", "2832", "--no-kafka"])
+    assert a.func is cmd_gui and a.target == "2832" and a.no_kafka
