@@ -65,14 +65,6 @@ STATES = ("running_here", "running_elsewhere", "stopped", "stale")
 #: Longest path a Unix socket can have (``sun_path`` is 108 bytes with the final NUL).
 MAX_SOCKET_PATH = 107
 
-_BACKEND_DEFAULTS = {
-    "tmux_session": "AMORE",
-    "command": None,
-    "tmux_config": "/dev/null",
-    "start_timeout": 30.0,
-    "stop_timeout": 30.0,
-    "heartbeat_seconds": 30.0,
-}
 
 #: Environment variables handed explicitly to the backend's tmux session (a tmux server that
 #: already runs would otherwise give the session its own, older environment).
@@ -116,7 +108,8 @@ def amore_version() -> str:
 
 def _backend_config(context_dir: Path, config=None) -> dict:
     """The ``[backend]`` settings, with defaults for anything missing."""
-    values = dict(_BACKEND_DEFAULTS)
+    from .config import DEFAULTS
+    values = dict(DEFAULTS["backend"])
     try:
         if config is None:
             from .config import load_config

@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary proposal tree with real HDF5 runs and AMORE context directories."""
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,14 @@ def make_context_dir(tmp_path, data_root):
 def amore_cmd(*args):
     """Command line running ``amore-proto`` with this interpreter."""
     return [sys.executable, "-m", "backend.cli", *map(str, args)]
+
+
+def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
+    """Poll ``pred()`` until it returns something true (returned) or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

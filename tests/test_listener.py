@@ -11,19 +11,11 @@ import pytest
 
 from backend.storage import RunDB
 
-from .conftest import PROPOSAL, amore_cmd
+from .conftest import PROPOSAL, amore_cmd, wait_for
 
 FAST_WATCH = "[watch]\nquiet_seconds = 0.3\npoll_seconds = 0.1\n"
 
 
-def wait_for(pred, timeout=30, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Backend:

@@ -19,23 +19,16 @@ import pytest
 
 from backend import cli, manager
 from backend.cli import init_context_dir
+
+from .conftest import wait_for
 from backend.manager import (LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME, BackendError,
                              BackendLockedError, LogFollower, acquire_lock, backend_state, heal,
                              lock_held, log_tail, share_like_dir, start_backend, stop_backend)
 
 PROPOSAL = 2832
 
-needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
 
-def wait_for(pred, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def _kill_everything(d):
@@ -95,7 +88,6 @@ def make_ctx(tmp_path, xfel_env):
 
 # --- tmux: start, detect, stop -----------------------------------------------------------------
 
-@needs_tmux
 def test_start_detect_stop(make_ctx, xfel_env, capsys):
     from backend import mockdata as md
     import libtmux
@@ -141,7 +133,6 @@ def test_start_detect_stop(make_ctx, xfel_env, capsys):
     assert cli.main(["backend", "status", str(d)]) == 3
 
 
-@needs_tmux
 def test_sigkill_stale_then_healed(make_ctx):
     d = make_ctx()
     st = start_backend(d)
@@ -170,7 +161,6 @@ def test_sigkill_stale_then_healed(make_ctx):
     assert stop_backend(d).state == "stopped"
 
 
-@needs_tmux
 def test_sigusr1_recreates_deleted_socket(make_ctx):
     d = make_ctx()
     st = start_backend(d)
@@ -187,7 +177,6 @@ def test_sigusr1_recreates_deleted_socket(make_ctx):
     assert stop_backend(d).state == "stopped"
 
 
-@needs_tmux
 def test_two_context_directories(make_ctx):
     a, b = make_ctx("ctx-a"), make_ctx("ctx-b")
     with ThreadPoolExecutor(2) as ex:  # as a GUI would, from worker threads
@@ -202,7 +191,6 @@ def test_two_context_directories(make_ctx):
     assert stop_backend(b).state == "stopped"
 
 
-@needs_tmux
 def test_second_listener_refused(make_ctx):
     d = make_ctx()
     st = start_backend(d)
@@ -218,7 +206,6 @@ def test_second_listener_refused(make_ctx):
     assert stop_backend(d).state == "stopped"
 
 
-@needs_tmux
 def test_start_failure_shows_output(make_ctx):
     cmd = "{python} -c \\\"import sys, time; print('boom-4711'); time.sleep(0.5); sys.exit(3)\\\""
     d = make_ctx(extra_toml=f'[backend]\ncommand = "{cmd}"\n')
