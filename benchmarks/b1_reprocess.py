@@ -5,7 +5,13 @@ runs.sqlite), per run, peak memory; and, measured in the same run as a baseline,
 variables computed by one bare Python process with extra-data and no AMORE (so AMORE's own
 overhead shows as a ratio).
 
-    python benchmarks/b1_reprocess.py [--repeats 3] [--runs 1-40] [--jobs 0]
+    python benchmarks/b1_reprocess.py [--repeats 3] [--runs 1-40] [--jobs 0] [--no-warmup]
+                                      [--out FILE.json]
+
+Each repeat is preceded by nothing but a fresh ``amore-proto init``; one untimed warm-up repeat
+comes first unless ``--no-warmup``. ``--out`` writes every measurement as JSON (keys:
+``amore``/``bare`` wall seconds per repeat, ``rss_tree``/``rss_single`` MB, ``bare_rss_tree``,
+``runs``).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 from common import (BENCH_CONTEXT, PROPOSAL, bench_env, ensure_proposal, measure, med,
                     print_table, rng, warm_page_cache, work_dir)
@@ -38,14 +45,17 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", default="1-40")
     ap.add_argument("--jobs", type=int, default=0)
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up repeat")
+    ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
     first, last = (int(x) for x in a.runs.split("-"))
     n = last - first + 1
     pdir = ensure_proposal(runs=a.runs)
     warm_page_cache(pdir)
     env = bench_env()
-    results = {"amore": [], "bare": [], "rss_tree": [], "rss_single": []}
-    for rep in range(a.repeats + 1):  # repeat 0 is an untimed warm-up
+    results = {"amore": [], "bare": [], "rss_tree": [], "rss_single": [], "bare_rss_tree": [],
+               "runs": n}
+    for rep in range(int(a.no_warmup), a.repeats + 1):  # repeat 0 is an untimed warm-up
         ctx = work_dir() / "b1" / f"ctx{rep}"
         if ctx.exists():
             subprocess.run(["rm", "-rf", str(ctx)], check=True)
@@ -64,6 +74,7 @@ def main():
         results["rss_tree"].append(m["peak_tree_rss_mb"])
         results["rss_single"].append(m["maxrss_single_mb"])
         results["bare"].append(bare["wall_s"])
+        results["bare_rss_tree"].append(bare["peak_tree_rss_mb"])
         print(f"repeat {rep}: amore {m['wall_s']:.2f} s, bare {bare['wall_s']:.2f} s", flush=True)
     am, bm = med(results["amore"]), med(results["bare"])
     print_table(f"B1: reprocess {n} runs x 300 trains, 11 variables (median of {a.repeats})",
@@ -75,8 +86,9 @@ def main():
                     ["target (issue 2)", "<= 10 s", "met" if am <= 10 else "MISSED"],
                     ["peak RSS, whole process tree", f"{med(results['rss_tree']):.0f} MB", rng(results['rss_tree'], 0)],
                 ])
-    out = work_dir() / "b1" / "results.json"
-    out.write_text(json.dumps(results, indent=1))
+    out = a.out or work_dir() / "b1" / "results.json"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1))
 
 
 def check(ctx, n):

@@ -2,11 +2,16 @@
 
 Starts a tansu broker on a free loopback port, a context directory with the shared benchmark
 context file on the shared fake proposal, and ``amore-proto listen``; after one warm-up event
-publishes ``migration_complete`` for fresh runs and records, per event, the seconds until
-``n_trains`` of that run is in runs.sqlite and until the update message reaches a consumer.
+publishes ``migration_complete`` for fresh runs (the same message DAMNIT's harness sends) and
+records, per event, the seconds until ``n_trains`` of that run is in runs.sqlite and until the
+update message reaches a consumer; with ``--gui`` also until the real AMORE GUI (offscreen,
+``b3_gui_observer.py``, live updates through Kafka) has the cell in its table model.
 Baseline measured in the same run: the Kafka produce -> consume round trip on the same broker.
 
-    python benchmarks/b3_latency.py [--events 10]
+    python benchmarks/b3_latency.py [--events 10] [--gui] [--gap 0.3] [--out FILE.json]
+
+``--out`` writes every measurement as JSON (keys: ``events`` (per event: ``run``, ``db_s``,
+``msg_s``, ``gui_s``), ``median``, ``baseline_s``, ``startup_s``, ``gui_startup_s``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from common import (BENCH_CONTEXT, PROPOSAL, REPO, bench_env, ensure_proposal, med, print_table,
                     rng, warm_page_cache, work_dir)
@@ -30,6 +36,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=10)
     ap.add_argument("--gui", action="store_true", help="also time the cell in an open GUI")
+    ap.add_argument("--gap", type=float, default=0.3, help="seconds between events")
+    ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
     from tests.kafka_broker import TansuBroker, create_topics, produce, tansu_binary
     from backend.config import load_config
@@ -58,6 +66,8 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     gui = None
+    gui_log = w / "gui_events.jsonl"
+    gui_startup = None
     try:
         log = ctx / "amore.log"
         while not (log.exists() and " Ready" in log.read_text()):
@@ -65,6 +75,21 @@ def main():
             if time.monotonic() - t_start > 120:
                 raise RuntimeError("backend did not start")
         startup = time.monotonic() - t_start
+        if a.gui:
+            t_gui = time.monotonic()
+            genv = dict(env, AMORE_GUI_CONFIG=str(w / "gui-settings.json"))
+            with open(w / "gui.out", "ab") as gout:
+                gui = subprocess.Popen([sys.executable, str(Path(__file__).with_name(
+                    "b3_gui_observer.py")), str(ctx), str(gui_log)], env=genv, stdout=gout,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+            while not (gui_log.exists() and "observer_ready" in gui_log.read_text()):
+                time.sleep(0.05)
+                if gui.poll() is not None or time.monotonic() - t_gui > 120:
+                    raise RuntimeError(f"GUI observer did not start; see {w / 'gui.out'}")
+            ready = json.loads(gui_log.read_text().splitlines()[0])
+            if ready.get("mode") != "kafka":
+                raise RuntimeError(f"GUI observer not on Kafka: {ready}")
+            gui_startup = time.monotonic() - t_gui
         consumer = UpdateConsumer(config, db_id)
         arrivals: dict[int, float] = {}
         stop = threading.Event()
@@ -82,10 +107,21 @@ def main():
             return con.execute("SELECT 1 FROM run_values WHERE run = ? AND name = 'n_trains'",
                                (run,)).fetchone() is not None
 
+        def gui_time(run):
+            if not gui_log.exists():
+                return None
+            for line in gui_log.read_text().splitlines():
+                r = json.loads(line)
+                if r.get("msg_kind") == "cell" and r.get("run") == run:
+                    return r["t"]
+            return None
+
         def event(run):
+            path = pdir / "raw" / f"r{run:04d}"
+            t0w = time.time()
             t0 = time.monotonic()
             produce(address, topic, json.dumps({"event": "migration_complete", "proposal": PROPOSAL,
-                                                "run": run, "instrument": "MID",
+                                                "run": run, "path": str(path), "instrument": "MID",
                                                 "cycle": "202201"}).encode())
             while not in_db(run):
                 time.sleep(0.002)
@@ -94,17 +130,25 @@ def main():
             t_db = time.monotonic() - t0
             while run not in arrivals and time.monotonic() - t0 < 10:
                 time.sleep(0.002)
-            return t_db, arrivals.get(run, float("nan")) - t0
+            t_gui = None
+            if a.gui:
+                while (t_gui := gui_time(run)) is None and time.monotonic() - t0 < 20:
+                    time.sleep(0.005)
+            return (t_db, arrivals.get(run, float("nan")) - t0,
+                    None if t_gui is None else t_gui - t0w)
 
         event(1)  # warm-up
-        db_lat, msg_lat = [], []
+        db_lat, msg_lat, gui_lat, events = [], [], [], []
         for run in range(2, 2 + a.events):
-            t_db, t_msg = event(run)
+            time.sleep(a.gap)
+            t_db, t_msg, t_gui = event(run)
             db_lat.append(t_db)
             msg_lat.append(t_msg)
-            print(f"run {run}: in DB after {t_db:.3f} s, update message after {t_msg:.3f} s",
-                  flush=True)
-            time.sleep(0.3)
+            gui_lat.append(t_gui)
+            events.append({"run": run, "db_s": t_db, "msg_s": t_msg, "gui_s": t_gui})
+            print(f"run {run}: in DB after {t_db:.3f} s, update message after {t_msg:.3f} s"
+                  + (f", cell in GUI after {t_gui:.3f} s" if a.gui and t_gui is not None else
+                     (", GUI: not seen" if a.gui else "")), flush=True)
         # Baseline: the broker's own produce -> consume round trip
         base = []
         probe_topic = "amore-bench-probe"
@@ -124,16 +168,35 @@ def main():
         stop.set()
         th.join()
         consumer.close()
+        rows = [["event -> `n_trains` in runs.sqlite", f"**{med(db_lat):.3f} s**", rng(db_lat, 3)],
+                ["event -> update message at a consumer", f"{med(msg_lat):.3f} s", rng(msg_lat, 3)]]
+        if a.gui:
+            g = [x for x in gui_lat if x is not None]
+            rows.append(["event -> cell in the open GUI (table model)",
+                         f"**{med(g):.3f} s**" if g else "not seen", rng(g, 3)])
         print_table(f"B3: event -> value latency ({a.events} events, median)",
-                    ["milestone", "median", "range"], [
-                        ["event -> `n_trains` in runs.sqlite", f"**{med(db_lat):.3f} s**", rng(db_lat, 3)],
-                        ["event -> update message at a consumer", f"{med(msg_lat):.3f} s", rng(msg_lat, 3)],
+                    ["milestone", "median", "range"], rows + [
                         ["baseline: broker produce -> consume round trip", f"{med(base):.3f} s", rng(base, 3)],
                         ["target (issue 2): event -> database", "<= 0.5 s",
                          "met" if med(db_lat) <= 0.5 else "MISSED"],
                         ["backend start-up (not in the latency)", f"{startup:.1f} s", ""],
                     ])
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({
+                "params": vars(a), "events": events, "baseline_s": base,
+                "startup_s": startup, "gui_startup_s": gui_startup,
+                "median": {"db_s": med(db_lat), "msg_s": med(msg_lat),
+                           "gui_s": med([x for x in gui_lat if x is not None]),
+                           "baseline_s": med(base)}}, indent=1))
     finally:
+        if gui is not None and gui.poll() is None:
+            os.killpg(gui.pid, signal.SIGTERM)
+            try:
+                gui.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(gui.pid, signal.SIGKILL)
+                gui.wait()
         if listener.poll() is None:
             os.killpg(listener.pid, signal.SIGTERM)
             listener.wait(20)

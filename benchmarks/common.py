@@ -122,20 +122,23 @@ class TreeRSS(threading.Thread):
 
 
 def measure(cmd, env=None, cwd=None, check=True) -> dict:
-    """Run ``cmd``: wall seconds, peak RSS of its largest process (MB), peak tree RSS (MB)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    sampler = TreeRSS(p.pid)
-    sampler.start()
-    out = p.communicate()[0]
-    wall = time.perf_counter() - t0
-    sampler.stop()
+    """Run ``cmd``: wall seconds, peak RSS of its largest process (MB, ``wait4`` ru_maxrss of this
+    command alone), peak summed RSS of its process tree (MB, sampled at 20 Hz) and its output."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        sampler = TreeRSS(p.pid)
+        sampler.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        sampler.stop()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
     if check and p.returncode != 0:
-        raise RuntimeError(f"{cmd} failed ({p.returncode}):\n{out.decode()[-3000:]}")
-    import resource
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        raise RuntimeError(f"{cmd} failed ({p.returncode}):\n{text[-3000:]}")
     return {"wall_s": wall, "maxrss_single_mb": ru.ru_maxrss / 1024,
-            "peak_tree_rss_mb": sampler.peak / 2**20, "output": out.decode()}
+            "peak_tree_rss_mb": sampler.peak / 2**20, "output": text}
 
 
 def med(xs):

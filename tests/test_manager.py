@@ -19,11 +19,11 @@ import pytest
 
 from backend import cli, manager
 from backend.cli import init_context_dir
-
-from .conftest import wait_for
 from backend.manager import (LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME, BackendError,
                              BackendLockedError, LogFollower, acquire_lock, backend_state, heal,
                              lock_held, log_tail, share_like_dir, start_backend, stop_backend)
+
+from .conftest import wait_for
 
 PROPOSAL = 2832
 
