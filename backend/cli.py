@@ -217,8 +217,12 @@ def _parse_param(v: str):
 
 # --- show ---------------------------------------------------------------------------------
 
-def render_table(d: Path, max_rows: int | None = None):
-    """A rich Table of the run table of context directory ``d`` (newest run first)."""
+def render_table(d: Path, max_rows: int | None = None, width: int | None = None):
+    """A rich Table of the run table of context directory ``d`` (newest run first).
+
+    With ``width`` (terminal columns), only as many variable columns as fit are shown, in
+    context-file order; the caption says how many were left out.
+    """
     from rich.table import Table
 
     from .storage import RunDB, StoredValue
@@ -226,25 +230,46 @@ def render_table(d: Path, max_rows: int | None = None):
 
     db = RunDB(d)
     variables = db.get_variables()
-    runs = db.runs()[::-1]
-    if max_rows:
-        runs = runs[:max_rows]
+    all_runs = db.runs()
+    runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
     values: dict[tuple[int, int], dict] = {}
     for p, r, name, value, st, _attrs in db.all_values():
         values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
-    t = Table(title=f"Proposal {db.proposal} — {len(db.runs())} runs", header_style="bold")
-    t.add_column("Run", justify="right", no_wrap=True)
-    t.add_column("Start", no_wrap=True)
-    t.add_column("Status", no_wrap=True)
-    for v in variables:
-        t.add_column((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""),
-                     justify="right", no_wrap=True, overflow="ellipsis", max_width=16)
-    for r in runs:
-        start = time.strftime("%H:%M:%S", time.localtime(r["start_time"])) if r["start_time"] else ""
-        vals = values.get((r["proposal"], r["run"]), {})
-        t.add_row(str(r["run"]), start, r["status"],
-                  *[format_value(vals.get(v.name)) for v in variables])
     db.close()
+    fixed = [("Run", [str(r["run"]) for r in runs]),
+             ("Start", [time.strftime("%H:%M:%S", time.localtime(r["start_time"]))
+                        if r["start_time"] else "" for r in runs]),
+             ("Status", [r["status"] for r in runs])]
+    columns = []
+    for v in variables:
+        header = (v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else "")
+        cells = [format_value(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
+        columns.append((header, cells))
+    max_w = 16
+
+    def col_width(header, cells):
+        return min(max([len(header)] + [len(c) for c in cells]), max_w) + 3  # padding + border
+
+    shown = columns
+    if width:
+        used = 1 + sum(col_width(h, c) for h, c in fixed)
+        shown = []
+        for h, c in columns:
+            used += col_width(h, c)
+            if used > width:
+                break
+            shown.append((h, c))
+    hidden = len(columns) - len(shown)
+    t = Table(title=f"Proposal {all_runs[0]['proposal'] if all_runs else ''} — {len(all_runs)} runs",
+              header_style="bold",
+              caption=(f"{hidden} more variable(s) not shown: widen the terminal or open the GUI"
+                       if hidden else None))
+    for h, _ in fixed:
+        t.add_column(h, justify="right" if h == "Run" else "left", no_wrap=True)
+    for h, _ in shown:
+        t.add_column(h, justify="right", no_wrap=True, overflow="ellipsis", max_width=max_w)
+    for i in range(len(runs)):
+        t.add_row(*[c[i] for _, c in fixed], *[c[i] for _, c in shown])
     return t
 
 
@@ -252,7 +277,8 @@ def cmd_show(a) -> int:
     from rich.console import Console
     from .storage import StorageError
     try:
-        Console().print(render_table(_dir(a.dir)))
+        console = Console()
+        console.print(render_table(_dir(a.dir), width=console.width))
     except StorageError as e:
         print(f"amore-proto show: {e}", file=sys.stderr)
         return 1

@@ -126,12 +126,12 @@ def run_demo(a) -> int:
         first = _next_run(pdir)
         runs = list(range(first, first + a.runs))
         db = RunDB(ctx)
-        with Live(render_table(ctx, 20), console=console, refresh_per_second=4,
+        with Live(render_table(ctx, 20, console.width), console=console, refresh_per_second=4,
                   transient=False) as live:
             next_t = time.monotonic()
             for i, run in enumerate(runs):
                 while time.monotonic() < next_t:
-                    live.update(render_table(ctx, 20))
+                    live.update(render_table(ctx, 20, console.width))
                     time.sleep(0.25)
                 write_run(pdir, DEMO_PROPOSAL, run, ntrains=200, agipd_modules=1, proc=True)
                 if broker:
@@ -140,20 +140,23 @@ def run_demo(a) -> int:
                     _announce(broker, topics[-1], DEMO_PROPOSAL, run, "run_corrections_complete",
                               pdir)
                 next_t = time.monotonic() + a.interval
-                live.update(render_table(ctx, 20))
+                live.update(render_table(ctx, 20, console.width))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 states = {r["run"]: r["status"] for r in db.runs()}
-                live.update(render_table(ctx, 20))
+                live.update(render_table(ctx, 20, console.width))
                 if all(states.get(r) in ("done", "failed") for r in runs):
                     break
                 time.sleep(0.25)
-            live.update(render_table(ctx, 20))
+            live.update(render_table(ctx, 20, console.width))
         console.print(f"\nDone. See the table again with [bold]amore-proto show {ctx}[/bold]; "
                       f"run the backend yourself with [bold]amore-proto listen {ctx}[/bold].")
-        if gui is not None:
+        if gui is not None and gui.poll() is None:
             console.print("The GUI stays open; close its window to finish.")
             gui.wait()
+        elif gui is not None and gui.returncode != 0:
+            console.print(f"[yellow]The GUI could not start (exit code {gui.returncode}, see its "
+                          f"message above); open it later with [bold]amore-proto gui {ctx}[/bold]")
         return 0
     except KeyboardInterrupt:
         return 130

@@ -98,6 +98,8 @@ class MainWindow(QMainWindow):
         self.update_thread: UpdateThread | None = None
         self.load_thread: LoadThread | None = None
         self._applying_layout = False
+        self._layout_rows = 0  # rows present when column widths were last fitted
+        self._user_widths: set[str] = set()  # columns the user resized by hand
         self.user_hidden: set[str] = set()
         self._extra_filters: list = []
         self._tag = self.dir_settings.get("tag", "")
@@ -137,7 +139,7 @@ class MainWindow(QMainWindow):
         hh = self.table.horizontalHeader()
         hh.customContextMenuRequested.connect(self._header_menu)
         hh.sectionMoved.connect(self._layout_changed)
-        hh.sectionResized.connect(self._layout_changed)
+        hh.sectionResized.connect(self._column_resized)
         hh.sortIndicatorChanged.connect(self._layout_changed)
 
         central = QWidget(self)
@@ -367,6 +369,10 @@ class MainWindow(QMainWindow):
         for upd in updates:
             self.model.apply_run_update(upd)
         self._counts_timer.start()
+        # A table opened (nearly) empty sized its columns and rows from the headers alone: fit
+        # them again while the first runs arrive, unless the user has arranged them.
+        if self._layout_rows < 5 and not self._user_widths:
+            self._apply_layout()
 
     def _on_source(self, mode, text):
         self.update_mode = mode
@@ -404,6 +410,7 @@ class MainWindow(QMainWindow):
         """Visual order, hidden columns and widths from the settings (new columns after
         their neighbours)."""
         self._applying_layout = True
+        self._layout_rows = self.model.data_obj.nrows
         try:
             hh = self.table.horizontalHeader()
             keys = self._variable_keys()
@@ -474,6 +481,14 @@ class MainWindow(QMainWindow):
         if not self._applying_layout:
             self._save_timer.start()
 
+    def _column_resized(self, logical, _old, _new):
+        """Only widths the user set are remembered; the others follow the content."""
+        if not self._applying_layout:
+            keys = self._variable_keys()
+            if 0 <= logical < len(keys):
+                self._user_widths.add(keys[logical])
+            self._save_timer.start()
+
     def _set_row_height(self, h):
         self.table.verticalHeader().setDefaultSectionSize(h)
         self.thumbs.clear()
@@ -498,7 +513,8 @@ class MainWindow(QMainWindow):
         hh = self.table.horizontalHeader()
         order, hidden = self.column_layout()
         keys = self._variable_keys()
-        widths = {keys[i]: hh.sectionSize(i) for i in range(hh.count()) if not hh.isSectionHidden(i)}
+        widths = {keys[i]: hh.sectionSize(i) for i in range(hh.count())
+                  if not hh.isSectionHidden(i) and keys[i] in self._user_widths}
         old = self.dir_settings.get("columns", {}).get("widths", {})
         old.update(widths)
         self.dir_settings["columns"] = {"order": order, "hidden": sorted(hidden), "widths": old}
