@@ -99,7 +99,7 @@ def run(args) -> int:
         d = choose_target(settings)
     if d is None:
         return 1 if args.target else 0
-    win = MainWindow(d, settings=settings, use_kafka=not args.no_kafka)
+    win = MainWindow(d, settings=settings, use_kafka=not args.no_kafka, offer_backend=True)
     win.show()
     rc = app.exec_()
     # delete closed windows now, not in arbitrary order at interpreter exit

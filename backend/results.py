@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .manager import share_like_dir
-from .storage import StoredValue
+from .schema import StoredValue
 
 EXTRACTED_DIR = "extracted_data"
 

@@ -41,20 +41,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.types import UserDefinedType
 
-from .schema import DB_FILE_NAME, SCHEMA_HEAD  # noqa: F401  (part of this module's API)
+from .schema import (DB_FILE_NAME, RUN_STATUSES, SCHEMA_HEAD, SUMMARY_TYPES,  # noqa: F401
+                     StoredValue, VariableInfo)
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
-
-RUN_STATUSES = ("pending", "processing", "done", "failed")
-#: How ``run_values.value`` is to be read:
-#: number (int/float), bool (0/1), complex (text "a+bj"), string (text),
-#: thumbnail (PNG bytes), sparkline (float32 little-endian bytes), array (text description,
-#: no summary possible), error (NULL; message in attributes), skipped (NULL; reason in attributes).
-SUMMARY_TYPES = ("number", "bool", "complex", "string", "thumbnail", "sparkline", "array",
-                 "error", "skipped", "none")
-
 
 class AnyValue(UserDefinedType):
     """A column stored as SQLite gives it (declared BLOB: no type affinity conversion)."""
@@ -115,58 +107,6 @@ comments_table = sa.Table(
 
 class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
-
-
-@dataclass
-class StoredValue:
-    """One table cell as stored in ``run_values``.
-
-    ``value``: int, float, str, bytes or None, interpreted according to ``summary_type``.
-    ``attributes``: JSON-serialisable dict (``units``, ``error``, ``error_type``, ``shape``,
-    ``dtype``, ``bold``, ``background``, ``reason``...).
-    """
-
-    value: Any
-    summary_type: str
-    attributes: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        """JSON-safe form (bytes base64) for passing between processes."""
-        import base64
-        v = self.value
-        if isinstance(v, (bytes, bytearray, memoryview)):
-            v = {"b64": base64.b64encode(bytes(v)).decode("ascii")}
-        return {"value": v, "summary_type": self.summary_type, "attributes": self.attributes}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "StoredValue":
-        """Inverse of :meth:`to_json`. Raises ``ValueError`` for an unknown summary type."""
-        import base64
-        v = d.get("value")
-        if isinstance(v, dict) and "b64" in v:
-            v = base64.b64decode(v["b64"])
-        st = d.get("summary_type")
-        if st not in SUMMARY_TYPES:
-            raise ValueError(f"unknown summary type {st!r}")
-        return cls(v, st, dict(d.get("attributes") or {}))
-
-
-@dataclass
-class VariableInfo:
-    """A variable as defined in the context file (``variables`` table)."""
-
-    name: str
-    title: str | None = None
-    description: str | None = None
-    units: str | None = None
-    tags: list[str] = field(default_factory=list)
-    data: str = "raw"
-    summary: str | None = None
-
-    def row(self) -> dict:
-        return {"name": self.name, "title": self.title, "description": self.description,
-                "units": self.units, "tags": json.dumps(list(self.tags)), "data": self.data,
-                "summary": self.summary}
 
 
 def db_path(context_dir: str | os.PathLike) -> Path:
@@ -311,14 +251,14 @@ class RunDB:
         """Set a run's processing status (one of :data:`RUN_STATUSES`) and message."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        self.ensure_run(proposal, run)
-        vals = {"status": status, "status_message": message}
-        if start_time is not None:
-            vals["start_time"] = start_time
         with self.engine.begin() as conn:
-            conn.execute(runs_table.update()
-                         .where(runs_table.c.proposal == proposal, runs_table.c.run == run)
-                         .values(**vals))
+            conn.execute(sa.text(
+                "INSERT INTO runs(proposal, run, start_time, added_at, status, status_message) "
+                "VALUES (:p, :r, :s, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
+                "status = excluded.status, status_message = excluded.status_message, "
+                "start_time = coalesce(excluded.start_time, runs.start_time)"),
+                {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
+                 "m": message})
 
     def set_comment(self, proposal: int, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""

@@ -69,7 +69,7 @@ class Worker:
 
     def run(self, req: dict) -> dict:
         from .results import h5_path, table_value, write_run_file
-        from .storage import StoredValue
+        from .schema import StoredValue
         t0 = time.perf_counter()
         self._ensure_context()
         if self.ctx is None:
@@ -169,8 +169,7 @@ def main(argv=None):
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    import matplotlib
-    matplotlib.use("Agg")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # matplotlib itself is imported when needed
     px = int(os.environ.get("AMORE_THUMBNAIL_PX", "150"))
     npts = int(os.environ.get("AMORE_SPARKLINE_POINTS", "100"))
     worker = Worker(context_dir, px, npts)
@@ -197,10 +196,10 @@ def main(argv=None):
         except Exception as e:
             out = {"ok": False, "kind": "error",
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        _release_memory()
         out["id"] = req.get("id") if isinstance(req, dict) else None
         reply.write(json.dumps(out, default=str) + "\n")
         reply.flush()
+        _release_memory()  # after the reply: not on the run's critical path
 
 
 if __name__ == "__main__":

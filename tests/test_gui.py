@@ -463,3 +463,48 @@ def test_dialogs(qtbot, gui_ctx):
     od.recent.itemClicked.emit(od.recent.item(0))
     od.accept()
     assert od.choice == str(gui_ctx["ctx"])
+
+
+def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, monkeypatch):
+    """Real tmux: a window on a directory without a backend asks, starts it on this machine,
+    shows it running with its live log, and stops it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from PyQt5.QtWidgets import QMessageBox
+
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.settings import Settings
+    from backend import manager
+    from backend.cli import init_context_dir
+
+    short = Path(tempfile.mkdtemp(prefix="amg", dir="/tmp"))  # tmux sockets need short paths
+    ctx = short / "ctx"
+    init_context_dir(ctx, 2832, template="generic")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    w = MainWindow(ctx, offer_backend=True, settings=Settings(short / "gui.json"))
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        qtbot.waitUntil(lambda: "Backend running" in w.backend_label.text(), timeout=60000)
+        assert w.backend_state.state == "running_here"
+        assert len(asked) == 1 and "No AMORE backend is running" in asked[0]
+        assert manager.backend_state(ctx).state == "running_here"
+        assert w.act_backend_stop.isEnabled() and not w.act_backend_start.isEnabled()
+        w.show_backend_log()
+        qtbot.waitUntil(lambda: "Running on" in w.log_window.text.toPlainText(), timeout=15000)
+        w.act_backend_stop.trigger()
+        qtbot.waitUntil(lambda: "Backend stopped" in w.backend_label.text(), timeout=60000)
+        assert manager.backend_state(ctx).state == "stopped"
+        assert not (ctx / "amore-tmux.sock").exists()
+        assert w.act_backend_start.isEnabled()
+    finally:
+        w.close()
+        if manager.backend_state(ctx).state == "running_here":
+            manager.stop_backend(ctx)
+        for p in manager.find_tmux_servers(ctx):
+            p.kill()
+        shutil.rmtree(short, ignore_errors=True)

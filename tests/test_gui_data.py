@@ -240,23 +240,6 @@ def test_context_check_in_subprocess(gui_ctx):
     assert not boom.ok and boom.line == 3
 
 
-def test_backend_status_from_log(tmp_path):
-    from amore_gui.backend_status import _from_files
-    assert _from_files(tmp_path).state == "stopped"
-    log = tmp_path / "amore.log"
-    log.write_text(f"2026-01-01 INFO backend.listener: Running on localhost under user x, "
-                   f"PID {os.getpid()}\n")
-    st = _from_files(tmp_path)
-    assert st.state == "running" and str(os.getpid()) in st.text
-    log.write_text(log.read_text() + "2026-01-01 INFO backend.listener: Stopped\n")
-    assert _from_files(tmp_path).state == "stopped"
-    (tmp_path / "backend-status.json").write_text(json.dumps(
-        {"state": "running", "host": "elsewhere.example", "pid": 1, "updated": time.time()}))
-    assert _from_files(tmp_path).state == "running"
-
-
-
-
 def test_cli_has_gui_command():
     from backend.cli import build_parser, cmd_gui
     a = build_parser().parse_args(["gui", "2832", "--no-kafka"])

@@ -24,6 +24,7 @@ from .. import export as export_mod
 from ..settings import Settings, apply_column_layout
 from ..table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
                           OnlyIncluded, TextContains)
+from .backend_control import BackendController, BackendLogWindow
 from .delegates import CellDelegate, ThumbnailCache
 from .model import RunTableModel
 from .workers import LoadThread, Tasks, ThumbnailLoader, UpdateThread
@@ -77,9 +78,18 @@ class MainWindow(QMainWindow):
     fully_loaded = pyqtSignal()
 
     def __init__(self, context_dir: Path, live_updates: bool = True,
-                 settings: Settings | None = None, use_kafka: bool = True, parent=None):
+                 settings: Settings | None = None, use_kafka: bool = True,
+                 offer_backend: bool = False, parent=None):
         super().__init__(parent)
         self.context_dir = Path(context_dir).resolve()
+        #: Ask to start the backend when none runs (once per window; the app turns it on).
+        self.offer_backend = offer_backend
+        self.backend_state = None
+        self.backend = BackendController(self.context_dir, self)
+        self.backend.busy.connect(self._backend_busy)
+        self.backend.done.connect(self._backend_done)
+        self.backend.failed.connect(self._backend_failed)
+        self.log_window = None
         self.db_path = self.context_dir / "runs.sqlite"
         self.live_updates = live_updates
         self.use_kafka = use_kafka
@@ -220,6 +230,14 @@ class MainWindow(QMainWindow):
         self.act_images = act("Tall rows for images", self._toggle_row_height, None,
                               "Row height fitting thumbnails", checkable=True)
         self.act_reload = act("Reload", self.reload, "F5", "Read the whole table again")
+        self.act_backend_start = act("Start backend", lambda: self.start_backend(), None,
+                                     "Start the backend on this machine (in tmux)")
+        self.act_backend_stop = act("Stop backend", lambda: self.backend.stop(), None,
+                                    "Stop the backend running on this machine")
+        self.act_backend_restart = act("Restart backend", lambda: self.backend.restart(), None,
+                                       "Restart the backend (e.g. after updating AMORE)")
+        self.act_backend_log = act("Backend log", lambda: self.show_backend_log(), None,
+                                   "Live view of amore.log")
         self.act_quit = act("Quit", self.close, "Ctrl+Q")
 
     def _build_toolbar(self):
@@ -282,6 +300,10 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_reprocess)
         m.addAction(self.act_context)
         m.addAction(self.act_ext_editor)
+        m.addSeparator()
+        for a in (self.act_backend_start, self.act_backend_stop, self.act_backend_restart,
+                  self.act_backend_log):
+            m.addAction(a)
 
     # -- loading ---------------------------------------------------------------------------
     def start_load(self):
@@ -383,9 +405,57 @@ class MainWindow(QMainWindow):
             "No Kafka broker: the database is checked for changes twice a second")
 
     def _on_backend(self, st):
-        dot = {"running": "#107c10", "stopped": "#a4262c"}.get(st.state, "#8a8886")
-        self.backend_label.setText(f"<span style='color:{dot}'>●</span> {st.text}")
-        self.backend_label.setToolTip(st.detail)
+        first = self.backend_state is None
+        self.backend_state = st
+        if not self.backend.running:
+            self.backend_label.setText(f"<span style='color:{st.colour}'>●</span> {st.text}")
+            self.backend_label.setToolTip(st.detail)
+            self.act_backend_start.setEnabled(st.state in ("stopped", "stale"))
+            self.act_backend_stop.setEnabled(st.state == "running_here")
+            self.act_backend_restart.setEnabled(st.state == "running_here")
+        if first and self.offer_backend and st.state in ("stopped", "stale"):
+            QTimer.singleShot(0, self._offer_to_start_backend)
+
+    # -- backend control -------------------------------------------------------------------
+    def _offer_to_start_backend(self):
+        import socket
+        st = self.backend_state
+        elsewhere = st.state == "stale" and st.host and st.host.split(".")[0] != \
+            socket.gethostname().split(".")[0]
+        text = ("No AMORE backend is running for this directory, so new runs are not "
+                "processed.\n\nStart it on this machine (%s)? It keeps running when you close "
+                "the GUI." % socket.gethostname())
+        if elsewhere:
+            text = (f"The backend was last recorded on {st.host}, but has not reported for a "
+                    f"while (that machine may have rebooted).\n\nStart a new backend on this "
+                    f"machine ({socket.gethostname()}) instead?")
+        if QMessageBox.question(self, "Start the AMORE backend?", text) == QMessageBox.Yes:
+            self.start_backend(force=bool(elsewhere))
+
+    def start_backend(self, force: bool = False):
+        """Start the backend on this machine (off the GUI thread)."""
+        self.backend.start(force=force)
+
+    def show_backend_log(self):
+        """Open (or raise) the live view of ``amore.log``."""
+        if self.log_window is None:
+            self.log_window = BackendLogWindow(self.context_dir)
+        self.log_window.show()
+        self.log_window.raise_()
+
+    def _backend_busy(self, name):
+        self.backend_label.setText({"start": "Starting the backend…", "stop": "Stopping the "
+                                    "backend…", "restart": "Restarting the backend…"}[name])
+        for a in (self.act_backend_start, self.act_backend_stop, self.act_backend_restart):
+            a.setEnabled(False)
+
+    def _backend_done(self, name, status):
+        self._on_backend(status)
+        self.statusBar().showMessage(status.text, 8000)
+
+    def _backend_failed(self, name, message, status):
+        self._on_backend(status)
+        self.message(f"Could not {name} the backend:\n{message}", error=True)
 
     def _update_counts(self):
         d = self.model.data_obj

@@ -1,0 +1,100 @@
+"""Starting, stopping and watching the backend from the GUI (thin Qt layer over
+:mod:`backend.manager`).
+
+:class:`BackendController` runs the manager's blocking calls on a Python thread and reports
+back through Qt signals, so the event loop never waits for tmux or the backend.
+:class:`BackendLogWindow` shows the live tail of ``amore.log``.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PyQt5.QtCore import QObject, QTimer, pyqtSignal
+from PyQt5.QtGui import QFontDatabase
+from PyQt5.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+
+
+class BackendController(QObject):
+    """Start/stop/restart the backend of ``context_dir`` off the GUI thread.
+
+    Signals: ``busy(str)`` when an action starts (its name); then ``done(str, object)`` with
+    the action's name and the status afterwards
+    (:class:`amore_gui.backend_status.BackendStatus`), or ``failed(str, str, object)`` with the
+    action's name, the error message and the status afterwards.
+    """
+
+    busy = pyqtSignal(str)
+    done = pyqtSignal(str, object)
+    failed = pyqtSignal(str, str, object)
+
+    def __init__(self, context_dir: Path, parent=None):
+        super().__init__(parent)
+        self.context_dir = Path(context_dir)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while an action is under way."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, force: bool = False):
+        """Start the backend on this machine (``force``: clear a stale record of another host)."""
+        from backend import manager
+        self._run("start", lambda: manager.start_backend(self.context_dir, force=force))
+
+    def stop(self):
+        from backend import manager
+        self._run("stop", lambda: manager.stop_backend(self.context_dir))
+
+    def restart(self):
+        from backend import manager
+        self._run("restart", lambda: manager.restart_backend(self.context_dir))
+
+    def _run(self, name, func):
+        if self.running:
+            return
+        self.busy.emit(name)
+
+        def work():
+            from ..backend_status import backend_status
+            try:
+                func()
+            except Exception as e:  # reported to the user, never raised into Qt
+                self.failed.emit(name, str(e), backend_status(self.context_dir))
+            else:
+                self.done.emit(name, backend_status(self.context_dir))
+
+        self._thread = threading.Thread(target=work, name=f"backend-{name}", daemon=True)
+        self._thread.start()
+
+
+class BackendLogWindow(QWidget):
+    """Live tail of the backend's ``amore.log`` (new lines read twice a second)."""
+
+    def __init__(self, context_dir: Path, parent=None):
+        super().__init__(parent)
+        from backend.manager import LogFollower
+        self.setWindowTitle(f"AMORE backend log — {context_dir}")
+        self.resize(900, 500)
+        self.text = QPlainTextEdit(self)
+        self.text.setReadOnly(True)
+        self.text.setMaximumBlockCount(5000)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.text)
+        self.follower = LogFollower(context_dir, initial_lines=200)
+        self.timer = QTimer(self, interval=500, timeout=self.refresh)
+        self.timer.start()
+        self.refresh()
+
+    def refresh(self):
+        """Append the lines written since the last call."""
+        lines = self.follower.read_new()
+        if lines:
+            bar = self.text.verticalScrollBar()
+            at_end = bar.value() >= bar.maximum() - 2
+            self.text.appendPlainText("\n".join(lines))
+            if at_end:
+                bar.setValue(bar.maximum())
