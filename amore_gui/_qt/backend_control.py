@@ -1,22 +1,23 @@
 """Starting, stopping and watching the backend from the GUI (thin Qt layer over
 :mod:`backend.manager`).
 
-:class:`BackendController` runs the manager's blocking calls on a Python thread and reports
+:class:`BackendController` runs the manager's blocking calls on a worker thread and reports
 back through Qt signals, so the event loop never waits for tmux or the backend.
 :class:`BackendLogWindow` shows the live tail of ``amore.log``.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtGui import QFontDatabase
 from PyQt5.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
 
+from .workers import Tasks
+
 
 class BackendController(QObject):
-    """Start/stop/restart the backend of ``context_dir`` off the GUI thread.
+    """Start/stop/restart the backend of ``context_dir`` on a worker thread (:class:`Tasks`).
 
     Signals: ``busy(str)`` when an action starts (its name); then ``done(str, object)`` with
     the action's name and the status afterwards
@@ -31,12 +32,13 @@ class BackendController(QObject):
     def __init__(self, context_dir: Path, parent=None):
         super().__init__(parent)
         self.context_dir = Path(context_dir)
-        self._thread: threading.Thread | None = None
+        self.tasks = Tasks(self, max_threads=1)
+        self._busy = False
 
     @property
     def running(self) -> bool:
         """True while an action is under way."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._busy
 
     def start(self, force: bool = False):
         """Start the backend on this machine (``force``: clear a stale record of another host)."""
@@ -52,21 +54,32 @@ class BackendController(QObject):
         self._run("restart", lambda: manager.restart_backend(self.context_dir))
 
     def _run(self, name, func):
-        if self.running:
+        if self._busy:
             return
+        self._busy = True
         self.busy.emit(name)
 
-        def work():
+        def work():  # on the pool thread: the action, then the state it left
             from ..backend_status import backend_status
             try:
                 func()
+                error = None
             except Exception as e:  # reported to the user, never raised into Qt
-                self.failed.emit(name, str(e), backend_status(self.context_dir))
-            else:
-                self.done.emit(name, backend_status(self.context_dir))
+                error = str(e) or type(e).__name__
+            return error, backend_status(self.context_dir)
 
-        self._thread = threading.Thread(target=work, name=f"backend-{name}", daemon=True)
-        self._thread.start()
+        def finished(result, error):  # on the GUI thread
+            self._busy = False
+            message, status = result if result is not None else (error, None)
+            if status is None:
+                from ..backend_status import BackendStatus
+                status = BackendStatus("unknown", "Backend: unknown", message or "")
+            if message:
+                self.failed.emit(name, message, status)
+            else:
+                self.done.emit(name, status)
+
+        self.tasks.submit(work, callback=finished)
 
 
 class BackendLogWindow(QWidget):
