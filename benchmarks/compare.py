@@ -267,12 +267,12 @@ def extras_table(extras: dict) -> list[list]:
             "met" if locked == 0 and lost == 0 and errs == 0 else "**MISSED**"])
     if det:
         for key, label, target in (
-                ("cli", "detector-bound variable (mean of a filled AGIPD module, 300 trains, "
-                 f"{det['data_mb']:.0f} MB): `amore-proto reprocess` vs bare Python process, "
-                 "page cache warm", 1.05),
-                ("backend", "same variable in the running backend (warm worker) vs the bare "
-                 "code in a warm Python process", None),
-                ("cold", "as the first, the run's files evicted from the page cache", None)):
+                ("backend", "detector-bound variable (mean of a filled AGIPD module, 300 "
+                 f"trains, {det['data_mb']:.0f} MB) as the backend computes every run (warm "
+                 "worker) vs the bare code in a warm Python process, page cache warm", 1.05),
+                ("cli", "same variable by a one-off `amore-proto reprocess R` (includes the "
+                 "command's own Python start-up) vs a bare `python -c`", None),
+                ("cold", "as the one-off, the run's files evicted from the page cache", None)):
             d = det.get(key) or {}
             if not d.get("amore"):
                 continue
