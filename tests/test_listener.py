@@ -249,3 +249,20 @@ def test_context_python_from_configuration_is_used(make_context_dir, write_run, 
     out, values, err = process(ctx, 1)
     assert marker.exists()
     assert values["n_trains"].value == 12
+
+
+def test_unreachable_broker_falls_back_to_watching(make_context_dir, write_run, backend,
+                                                    monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AMORE_BROKER", f"127.0.0.1:{port}")
+    ctx = make_context_dir(template="generic",
+                           config=FAST_WATCH + "[kafka]\nconnect_timeout = 1.0\n")
+    b = backend(ctx)
+    assert f"Kafka broker 127.0.0.1:{port} not reachable: running offline" in b.log.read_text()
+    write_run(1, ntrains=15)
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed offline")
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 15
