@@ -80,7 +80,10 @@ def test_demo_shows_at_least_five_runs(tmp_path):
     ctx = tmp_path / "demo/data/MID/202601/p009999/usr/Shared/amore"
     db = RunDB(ctx)
     assert len(db.runs()) == 5
-    assert all(v.summary_type != "error" for v in db.get_values(9999, 3).values())
+    values = db.get_values(9999, 3)
+    assert all(v.summary_type != "error" for v in values.values())
+    assert values["agipd_frames"].value == 4  # proc variable: computed once corrected data came
+    assert values["cam_mean"].summary_type == "thumbnail"
 
 
 def test_dependencies_listed_alike_in_pyproject_and_environment_yml():
