@@ -30,6 +30,7 @@ def init_context_dir(context_dir: Path, proposal: int, template: str = "generic"
     database belongs to another proposal, ``KeyError`` for an unknown template.
     """
     import context_templates
+    from .manager import share_like_dir
     from .storage import RunDB
 
     context_dir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,9 @@ def init_context_dir(context_dir: Path, proposal: int, template: str = "generic"
     db.close()
     shutil.copyfile(src, ctx)
     (context_dir / "extracted_data").mkdir(exist_ok=True)
+    # a proposal group shares usr/Shared/amore: what we create is group-writable where it is
+    for p in (db.path, ctx, context_dir / "extracted_data"):
+        share_like_dir(p)
     return ctx
 
 

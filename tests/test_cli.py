@@ -107,3 +107,25 @@ def test_dependencies_listed_alike_in_pyproject_and_environment_yml():
             have.add(norm(dep))
     have -= {"python", "pip", "tmux"}
     assert want == have
+
+
+def test_init_in_a_group_shared_directory_makes_group_writable_files(tmp_path, data_root):
+    import os
+    import stat
+
+    shared = tmp_path / "usr" / "Shared"
+    shared.mkdir(parents=True)
+    shared.chmod(0o2770)  # group-writable, setgid: a proposal's shared folder
+    d = shared / "amore"
+    d.mkdir()
+    d.chmod(0o2770)
+    old = os.umask(0o022)
+    try:
+        out = run("init", d, "--proposal", 1234)
+    finally:
+        os.umask(old)
+    assert out.returncode == 0, out.stderr
+    for p in (d / "runs.sqlite", d / "context.py", d / "extracted_data"):
+        mode = p.stat().st_mode
+        assert mode & stat.S_IWGRP, p
+        assert not mode & stat.S_IWOTH, p
