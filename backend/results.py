@@ -285,12 +285,23 @@ def write_run_file(path: str | os.PathLike, values: dict[str, tuple[Any, str | N
     """Store results in the run's HDF5 file, replacing groups of the same names.
 
     ``values``: name -> (result, units). The file is changed on a copy which then replaces the
-    original, so a killed worker never leaves a half-written file. Returns name -> error message
-    for results that could not be stored (the others are stored).
+    original, so a killed worker never leaves a half-written file, and readers never see one.
+    Writers of the same run (the backend and a ``reprocess`` at once) take turns through an
+    ``flock`` on ``.p<P>_r<R>.h5.lock`` beside it, so neither loses the other's groups.
+    Returns name -> error message for results that could not be stored (the others are stored).
     """
-    import h5py
+    import fcntl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    with open(lock_path, "a") as lock:
+        share_like_dir(lock_path, path.parent)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        return _replace_groups(path, values)
+
+
+def _replace_groups(path: Path, values: dict[str, tuple[Any, str | None]]) -> dict[str, str]:
+    import h5py
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".h5.tmp", dir=path.parent)
     os.close(fd)
     errors = {}

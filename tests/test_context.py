@@ -236,3 +236,27 @@ def test_variable_metadata_reaches_database(make_context_dir, write_run):
     assert (var.name, var.title, var.units, var.tags, var.description) == (
         "spot", "Camera/Spot", "px", ["camera"], "Spot size.")
     assert "helper" not in values
+
+
+def test_concurrent_writers_of_one_run_file_keep_each_others_values(tmp_path):
+    """The backend and a reprocess writing the same run's HDF5 file at once lose nothing."""
+    import threading
+
+    from backend.results import write_run_file
+
+    path = tmp_path / "p1_r1.h5"
+    barrier = threading.Barrier(8)
+
+    def writer(i):
+        barrier.wait()
+        for k in range(5):
+            assert write_run_file(path, {f"w{i}_{k}": (np.full(1000, i * 10 + k), None)}) == {}
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        for k in range(5):
+            assert read_run_value(path, f"w{i}_{k}")[0] == i * 10 + k
