@@ -11,7 +11,6 @@ import getpass
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +202,7 @@ class Listener:
         # exclusive lock + status record; raises manager.BackendLockedError if another
         # backend runs on this directory
         self._backend_session = manager.BackendSession.begin(self)
-        log.info("Running on %s under user %s, PID %d", socket.getfqdn(), getpass.getuser(),
+        log.info("Running on %s under user %s, PID %d", manager.this_host(), getpass.getuser(),
                  os.getpid())
         log.info("Context directory %s, proposal %d, %d worker(s)", self.context_dir,
                  self.proposal, self.config.jobs)
