@@ -86,8 +86,14 @@ DEFAULTS: dict[str, Any] = {
         "sparkline_points": 100,
     },
     "mymdc": {
-        # The facility's metadata service (for "mymdc#..." inputs). None = not available.
+        # The facility's metadata service (for "mymdc#..." inputs; backend/mymdc.py): base URL
+        # of its API as AMORE reaches it. None = not available.
         "url": None,
+        # API key: given here, or read from token_file, sent in this HTTP header.
+        "token": None,
+        "token_file": None,
+        "header": "X-API-key",
+        "timeout": 10.0,
     },
     "slurm": {
         # Options for variables with cluster=True (not used while processing is local).

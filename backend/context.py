@@ -165,6 +165,9 @@ def _parse_inputs(func) -> list[Input]:
         if kind not in INPUT_KINDS:
             raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: unknown "
                                    f"input kind {kind!r} in {ann!r} (use one of {', '.join(INPUT_KINDS)})")
+        if kind == "mymdc" and key not in MYMDC_KEYS:
+            raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: unknown "
+                                   f"{ann!r} (use one of {', '.join('mymdc#' + k for k in MYMDC_KEYS)})")
         if kind == "meta" and key not in META_KEYS:
             raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: unknown "
                                    f"{ann!r} (use one of {', '.join('meta#' + k for k in META_KEYS)})")
@@ -379,7 +382,10 @@ class ContextFile:
                         continue
                     raise _InputFailed(f"'mymdc#{inp.key}' is not available: no metadata service "
                                        f"is configured (mymdc.url)", "MetadataUnavailable")
-                kwargs[inp.param] = mymdc(inp.key)
+                try:
+                    kwargs[inp.param] = mymdc(inp.key)
+                except Exception as e:  # the service's error, named as the input that failed
+                    raise _InputFailed(f"'mymdc#{inp.key}': {e}", "MetadataUnavailable") from None
             elif inp.is_glob:
                 kwargs[inp.param] = {n: r.value for n, r in results.items()
                                      if fnmatch.fnmatchcase(n, inp.key) and r.ok}

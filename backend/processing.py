@@ -59,6 +59,15 @@ class WorkerProcess:
         env["AMORE_SPARKLINE_POINTS"] = str(self.config["processing"]["sparkline_points"])
         if self.config.data_root:
             env["EXTRA_DATA_DATA_ROOT"] = str(self.config.data_root)
+        env.pop("AMORE_MYMDC", None)
+        try:
+            from .mymdc import MetadataError, resolve_config
+            mymdc = resolve_config(self.config["mymdc"])
+        except MetadataError as e:
+            log.error("Metadata service not available to the context file: %s", e)
+            mymdc = None
+        if mymdc is not None:  # in the worker's environment, never on its command line
+            env["AMORE_MYMDC"] = json.dumps(mymdc)
         self.proc = subprocess.Popen(
             [python, "-m", "backend.worker", str(self.context_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ str                                    ``string``
 array/DataArray with a ``summary``     ``number`` (the numpy reduction named by ``summary``)
 1-D numeric array/DataArray            ``sparkline`` (float32 little-endian, <= N points)
 2-D numeric array/DataArray            ``thumbnail`` (PNG, <= thumbnail_px per side)
-matplotlib figure                      ``thumbnail`` (PNG)
+matplotlib figure (or Axes)            ``thumbnail`` (PNG)
 other arrays, xarray Dataset           ``array`` (text such as ``"float64 (4, 5, 6)"``)
 exception / Skip                       ``error`` / ``skipped`` (NULL; message in attributes)
 =====================================  =============================================
@@ -49,6 +49,14 @@ def h5_path(context_dir: str | os.PathLike, proposal: int, run: int) -> Path:
 
 def _is_figure(v) -> bool:
     return type(v).__module__.startswith("matplotlib") and hasattr(v, "savefig")
+
+
+def _axes_to_figure(v):
+    """A matplotlib Axes returned by a variable stands for its whole figure."""
+    if type(v).__module__.startswith("matplotlib") and hasattr(v, "get_figure") \
+            and not hasattr(v, "savefig"):
+        return v.get_figure()
+    return v
 
 
 def _is_xarray(v, cls: str) -> bool:
@@ -160,6 +168,7 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
         sv.attributes = {**sv.attributes, **attrs}
         return sv
 
+    value, preview = _axes_to_figure(value), _axes_to_figure(preview)
     if summary_value is not None:
         sv = _scalar_value(summary_value)
         if sv is None:
@@ -252,6 +261,7 @@ def write_value_group(f, name: str, value: Any, units: str | None = None) -> Non
     if type(value).__name__ == "Cell" and hasattr(value, "summary_value"):
         units = value.units or units
         value = value.data
+    value = _axes_to_figure(value)
     if name in f:
         del f[name]
     grp = f.create_group(name)

@@ -41,6 +41,7 @@ class Worker:
         self.ctx = None
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
+        self.mymdc = None  # backend.mymdc.MyMdcClient when a metadata service is configured
 
     def _ensure_context(self) -> None:
         from .context import ContextFile, ContextFileError
@@ -100,9 +101,13 @@ class Worker:
                 start_time = float(ts[0].astype("datetime64[ns]").astype("int64")) / 1e9
         except Exception:
             pass
+        mymdc = None
+        if self.mymdc is not None:
+            def mymdc(key, _c=self.mymdc):
+                return _c.lookup(key, proposal, run)
         results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
                                    proposal_path=str(prop_path), names=req.get("names"),
-                                   data=data, params=req.get("params") or {}, mymdc=None)
+                                   data=data, params=req.get("params") or {}, mymdc=mymdc)
         t_vars = time.perf_counter()
         values: dict[str, StoredValue] = {}
         to_store = {}
@@ -173,6 +178,10 @@ def main(argv=None):
     px = int(os.environ.get("AMORE_THUMBNAIL_PX", "150"))
     npts = int(os.environ.get("AMORE_SPARKLINE_POINTS", "100"))
     worker = Worker(context_dir, px, npts)
+    mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
+    if mymdc_conf.get("url"):
+        from .mymdc import MyMdcClient
+        worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.mymdc.resolve_config
     # Warm up the heavy imports before the first request.
     import extra_data  # noqa: F401
     import h5py  # noqa: F401

@@ -177,6 +177,13 @@ def test_result_types_become_table_values(make_context_dir, write_run):
             return f
 
         @Variable
+        def axes(run):
+            import matplotlib.pyplot as plt
+            f, ax = plt.subplots()
+            ax.imshow([[1, 2], [3, 4]])
+            return ax
+
+        @Variable
         def unstorable(run): return object()
     """))
     write_run(1)
@@ -187,6 +194,7 @@ def test_result_types_become_table_values(make_context_dir, write_run):
     assert v["image"].summary_type == "thumbnail" and v["image"].value[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(v["image"].value) < 40_000
     assert v["fig"].summary_type == "thumbnail" and len(v["fig"].value) < 60_000
+    assert v["axes"].summary_type == "thumbnail" and v["axes"].value[:4] == b"\x89PNG"
     pts = np.frombuffer(v["trend"].value, "<f4")
     assert pts.size == 100 and pts[0] < pts[-1]
     assert v["cube"].summary_type == "array" and "(2, 3, 4)" in v["cube"].value
@@ -260,3 +268,70 @@ def test_concurrent_writers_of_one_run_file_keep_each_others_values(tmp_path):
     for i in range(8):
         for k in range(5):
             assert read_run_value(path, f"w{i}_{k}")[0] == i * 10 + k
+
+
+@pytest.fixture
+def metadata_service():
+    """A stand-in for the facility's metadata service (the one part that cannot run here): a
+    local HTTP server answering the three requests AMORE makes, checking the API key."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    replies = {
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/1": {"runs": [{"sample_id": 7,
+                                                                         "experiment_id": 3}]},
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/2": {"runs": []},
+        "/api/mymdc/samples/7": {"name": "Lysozyme crystals"},
+        "/api/mymdc/experiments/3": {"name": "Pump-probe"},
+    }
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("X-API-key")))
+            body = replies.get(self.path)
+            if body is None or self.headers.get("X-API-key") != "secret":
+                self.send_response(404 if body is None else 403)
+                self.end_headers()
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/mymdc", seen
+    server.shutdown()
+
+
+def test_mymdc_inputs_come_from_the_configured_metadata_service(make_context_dir, write_run,
+                                                                metadata_service, tmp_path):
+    url, seen = metadata_service
+    (tmp_path / "token").write_text("secret\n")
+    ctx = make_context_dir(textwrap.dedent("""
+        from damnit_ctx import Variable
+
+        @Variable(title="Sample")
+        def sample(run, name: "mymdc#sample_name"):
+            return name
+
+        @Variable(title="Run type")
+        def run_type(run, kind: "mymdc#run_type"):
+            return kind
+    """), config=f'[mymdc]\nurl = "{url}"\ntoken_file = "{tmp_path / "token"}"\n')
+    write_run(1)
+    write_run(2)
+    _, values, _ = process(ctx, 1)
+    assert values["sample"].value == "Lysozyme crystals"
+    assert values["run_type"].value == "Pump-probe"
+    assert all(key == "secret" for _, key in seen)
+    _, values, _ = process(ctx, 2)  # a run the service does not know
+    assert values["sample"].summary_type == "error"
+    assert "knows no run 2 of proposal 2832" in values["sample"].attributes["error"]
