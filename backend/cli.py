@@ -200,7 +200,7 @@ def cmd_reprocess(a) -> int:
                     failed.append(out)
                 label = f"run {out.run}: {out.status}" + (f", {out.n_errors} errors" if out.n_errors else "")
                 progress.update(task, advance=1, last=label)
-    pool.stop()
+    pool.stop(wait=False)
     if publisher:
         publisher.flush(5)
         publisher.close()

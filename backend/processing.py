@@ -143,11 +143,13 @@ class WorkerProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Ask the worker to exit; wait ``timeout`` seconds (0: do not wait), then kill it."""
         if self.proc and self.proc.poll() is None:
             try:
                 self.proc.stdin.write(b'{"op": "exit"}\n')
                 self.proc.stdin.flush()
-                self.proc.wait(timeout)
+                if timeout:
+                    self.proc.wait(timeout)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
 
@@ -188,9 +190,11 @@ class WorkerPool:
         for w in idle:
             self._idle.put(w)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """End the workers; ``wait=False`` only asks them (a command about to exit need not
+        wait for their interpreter teardown)."""
         for w in self.workers:
-            w.stop()
+            w.stop(2.0 if wait else 0)
 
 
 @dataclass

@@ -182,9 +182,11 @@ def main(argv=None):
     if mymdc_conf.get("url"):
         from .mymdc import MyMdcClient
         worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.mymdc.resolve_config
-    # Warm up the heavy imports before the first request.
+    # Warm up the heavy imports before the first request, so the first run after the backend
+    # starts is as quick as the others (extra-data imports xarray/pandas lazily on first use).
     import extra_data  # noqa: F401
     import h5py  # noqa: F401
+    import xarray  # noqa: F401
     from . import results  # noqa: F401
     for line in sys.stdin:
         line = line.strip()
