@@ -335,3 +335,16 @@ def test_mymdc_inputs_come_from_the_configured_metadata_service(make_context_dir
     _, values, _ = process(ctx, 2)  # a run the service does not know
     assert values["sample"].summary_type == "error"
     assert "knows no run 2 of proposal 2832" in values["sample"].attributes["error"]
+
+
+def test_unwritable_extracted_data_keeps_table_values_and_says_why(make_context_dir, write_run):
+    """Like a full disk: the HDF5 write fails, the table values are still stored."""
+    ctx = make_context_dir(template="generic")
+    (ctx / "extracted_data").rmdir()
+    (ctx / "extracted_data").write_text("not a directory")
+    write_run(1, ntrains=20)
+    out, values, _ = process(ctx, 1)
+    assert out.status == "done"
+    assert values["n_trains"].value == 20
+    assert "could not write" in values["n_trains"].attributes["storage_error"]
+    assert "could not write" in RunDB(ctx).get_run(PROPOSAL, 1)["status_message"]
