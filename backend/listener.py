@@ -72,6 +72,7 @@ class Listener:
         self.executor = ThreadPoolExecutor(max_workers=self.config.jobs,
                                            thread_name_prefix="run")
         self._ctx_mtime = None
+        self._ctx_reloading = threading.Event()
         self.last_run: tuple[int, float] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
@@ -125,24 +126,40 @@ class Listener:
                 n += 1
         return n
 
-    def _check_context(self) -> None:
+    def _check_context(self, wait: bool = False) -> None:
+        """(Re)load the context file if it changed. The load borrows a worker, which may be busy
+        with a long run, so the main loop does not wait for it (``wait=False``): the loop must
+        keep writing the status heartbeat."""
         mtime = self._ctx_file_mtime()
-        if mtime == self._ctx_mtime:
+        if mtime == self._ctx_mtime or self._ctx_reloading.is_set():
             return
         first = self._ctx_mtime is None
         self._ctx_mtime = mtime
-        was_broken = self.processor.context_error is not None
-        err = self.processor.load_context()
-        if err:
-            log.error("Context file is broken; runs are recorded and will be processed once "
-                      "it is fixed:\n%s", err)
+        self._ctx_reloading.set()
+        if wait:
+            self._reload_context(first)
         else:
-            log.info("Context file %s: %d variables", "loaded" if first else "reloaded",
-                     len(self.processor.variables))
-            if was_broken and not first:
-                n = self._requeue_pending(only_waiting_for_context=True)
-                if n:
-                    log.info("Context file fixed: processing %d waiting run(s)", n)
+            threading.Thread(target=self._reload_context, args=(first,), name="context-reload",
+                             daemon=True).start()
+
+    def _reload_context(self, first: bool) -> None:
+        try:
+            was_broken = self.processor.context_error is not None
+            err = self.processor.load_context()
+            if err:
+                log.error("Context file is broken; runs are recorded and will be processed once "
+                          "it is fixed:\n%s", err)
+            else:
+                log.info("Context file %s: %d variables", "loaded" if first else "reloaded",
+                         len(self.processor.variables))
+                if was_broken and not first:
+                    n = self._requeue_pending(only_waiting_for_context=True)
+                    if n:
+                        log.info("Context file fixed: processing %d waiting run(s)", n)
+        except Exception:
+            log.exception("Reloading the context file failed")
+        finally:
+            self._ctx_reloading.clear()
 
     def _start_sources(self) -> None:
         broker = self.config.broker
@@ -212,7 +229,7 @@ class Listener:
         self.pool.start()
         try:
             self._start_sources()
-            self._check_context()
+            self._check_context(wait=True)
             n = self._requeue_pending()
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)

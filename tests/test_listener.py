@@ -266,3 +266,35 @@ def test_unreachable_broker_falls_back_to_watching(make_context_dir, write_run, 
     write_run(1, ntrains=15)
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed offline")
     assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 15
+
+
+def test_main_loop_keeps_its_heartbeat_while_workers_are_busy(make_context_dir, write_run,
+                                                              backend):
+    """A context-file edit while every worker is busy with long runs must not stall the loop
+    that writes the status record other hosts rely on."""
+    import json
+
+    ctx = make_context_dir(textwrap.dedent("""
+        import os, time
+        from amore.context import Variable
+
+        @Variable
+        def slow(run):
+            while os.path.exists("hang"):
+                time.sleep(0.05)
+            return 1
+    """), config=FAST_WATCH + "[processing]\njobs = 1\n\n[backend]\nheartbeat_seconds = 0.5\n")
+    (ctx / "hang").write_text("")
+    b = backend(ctx)
+    write_run(1)
+    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    (ctx / "context.py").write_text((ctx / "context.py").read_text() + "\n# edited\n")
+    time.sleep(1.5)  # the loop has noticed the edit; the only worker is busy
+
+    def heartbeat():
+        return json.loads((ctx / "backend-status.json").read_text())["heartbeat"]
+    first = heartbeat()
+    wait_for(lambda: heartbeat() > first + 1.0, 5, what="heartbeat going on")
+    (ctx / "hang").unlink()
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed")
+    wait_for(lambda: "Context file reloaded" in b.log.read_text(), 10, what="reload")
