@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+from backend import PACKAGE_PARENT
 
 _SCRIPT = r"""
 import json, sys

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import PACKAGE_PARENT
 from .config import Config
 from .storage import RunDB, StoredValue, VariableInfo
 
 log = logging.getLogger(__name__)
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 class WorkerDied(Exception):
