@@ -64,6 +64,28 @@ def run_status(ctx, run):
     return r and r["status"]
 
 
+HANGING_CONTEXT = textwrap.dedent("""
+    import os, time
+    from amore.context import Variable
+
+    @Variable
+    def slow(run):
+        while os.path.exists("hang"):
+            time.sleep(0.05)
+        return 1
+""")
+
+
+def start_with_run_1_hanging(make_context_dir, write_run, backend, config):
+    """A backend whose run 1 is being processed and hangs until ``DIR/hang`` is removed."""
+    ctx = make_context_dir(HANGING_CONTEXT, config=config)
+    (ctx / "hang").write_text("")
+    b = backend(ctx)
+    write_run(1)
+    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    return ctx, b
+
+
 def test_offline_watcher_round_trip_and_clean_shutdown(make_context_dir, write_run, backend):
     ctx = make_context_dir(template="mid", config=FAST_WATCH)
     (ctx / "amore-tmux.sock").write_text("")  # stands in for the tmux socket
@@ -206,20 +228,7 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
 
 def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context_dir, write_run,
                                                                     backend):
-    ctx = make_context_dir(textwrap.dedent("""
-        import os, time
-        from amore.context import Variable
-
-        @Variable
-        def slow(run):
-            while os.path.exists("hang"):
-                time.sleep(0.05)
-            return 1
-    """), config=FAST_WATCH)
-    (ctx / "hang").write_text("")
-    b = backend(ctx)
-    write_run(1)
-    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    ctx, b = start_with_run_1_hanging(make_context_dir, write_run, backend, FAST_WATCH)
     workers = b.workers()
     assert workers
     t0 = time.monotonic()
@@ -274,20 +283,9 @@ def test_main_loop_keeps_its_heartbeat_while_workers_are_busy(make_context_dir, 
     that writes the status record other hosts rely on."""
     import json
 
-    ctx = make_context_dir(textwrap.dedent("""
-        import os, time
-        from amore.context import Variable
-
-        @Variable
-        def slow(run):
-            while os.path.exists("hang"):
-                time.sleep(0.05)
-            return 1
-    """), config=FAST_WATCH + "[processing]\njobs = 1\n\n[backend]\nheartbeat_seconds = 0.5\n")
-    (ctx / "hang").write_text("")
-    b = backend(ctx)
-    write_run(1)
-    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    ctx, b = start_with_run_1_hanging(
+        make_context_dir, write_run, backend,
+        FAST_WATCH + "[processing]\njobs = 1\n\n[backend]\nheartbeat_seconds = 0.5\n")
     (ctx / "context.py").write_text((ctx / "context.py").read_text() + "\n# edited\n")
     time.sleep(1.5)  # the loop has noticed the edit; the only worker is busy
 
