@@ -1,5 +1,7 @@
-"""AMORE's backend: everything that is not Qt (context files, storage, processing, event sources,
-backend management, command line)."""
+"""AMORE's backend, the service: everything that is not Qt. One sub-package per concept:
+``sources`` (where runs come from), ``processing`` (who runs the context file), ``ctxrunner``
+(where user code runs), ``store`` (where values are stored), ``notify`` (update messages out),
+``service`` (the backend process and how it is kept alive), ``testing`` (mock runs)."""
 from pathlib import Path
 
 #: Directory holding the ``backend`` package: put on ``PYTHONPATH`` of processes that run

@@ -105,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
         # How the GUI and 'amore-proto backend' run the backend (backend/manager.py): in this
         # tmux session, on a tmux server bound to DIR/amore-tmux.sock.
         "tmux_session": "AMORE",
-        # Shell command run in that session. None = "<the running Python> -m backend.cli listen
+        # Shell command run in that session. None = "<the running Python> -m amore.cli listen
         # DIR" (works inside a venv/conda environment without PATH). Otherwise a string in
         # which {python} and {dir} are replaced (shell-quoted).
         "command": None,

@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from common import (BENCH_CONTEXT, PROPOSAL, bench_env, ensure_proposal, measure, med,
@@ -30,7 +29,7 @@ BARE = textwrap.dedent("""
     import sys, time, runpy
     t0 = time.perf_counter()
     import extra_data
-    from backend.context import ContextFile
+    from backend.ctxrunner.context import ContextFile
     ctx = ContextFile.from_path(sys.argv[1])
     for r in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
         run = extra_data.open_run(%d, r, data="all")
@@ -59,10 +58,10 @@ def main():
         ctx = work_dir() / "b1" / f"ctx{rep}"
         if ctx.exists():
             subprocess.run(["rm", "-rf", str(ctx)], check=True)
-        subprocess.run([sys.executable, "-m", "backend.cli", "init", str(ctx), "--proposal",
+        subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
                         str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
-        cmd = [sys.executable, "-m", "backend.cli", "reprocess", f"{first}-{last}", "--dir",
+        cmd = [sys.executable, "-m", "amore.cli", "reprocess", f"{first}-{last}", "--dir",
                str(ctx), "--quiet"] + (["--jobs", str(a.jobs)] if a.jobs else [])
         m = measure(cmd, env=env)
         check(ctx, n)

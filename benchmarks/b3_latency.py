@@ -41,8 +41,8 @@ def main():
     a = ap.parse_args()
     from tests.kafka_broker import TansuBroker, create_topics, produce, tansu_binary
     from backend.config import load_config
-    from backend.kafka import UpdateConsumer
-    from backend.storage import RunDB
+    from backend.notify.kafka import UpdateConsumer
+    from backend.store.writer import RunDB
 
     pdir = ensure_proposal(runs="1-40")
     warm_page_cache(pdir)
@@ -54,7 +54,7 @@ def main():
     env = bench_env({"AMORE_BROKER": address})
     os.environ.update({"AMORE_BROKER": address})
     ctx = w / "ctx"
-    subprocess.run([sys.executable, "-m", "backend.cli", "init", str(ctx), "--proposal",
+    subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
                     str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     config = load_config(ctx)
@@ -62,7 +62,7 @@ def main():
     topic = config["kafka"]["event_topics"][0]
     create_topics(address, config["kafka"]["event_topics"] + [config.update_topic(db_id)])
     t_start = time.monotonic()
-    listener = subprocess.Popen([sys.executable, "-m", "backend.cli", "listen", str(ctx)], env=env,
+    listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     gui = None

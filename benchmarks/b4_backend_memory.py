@@ -32,13 +32,13 @@ sys.path.insert(0, str(REPO))
 
 def one_repeat(address, runs, pdir, w, rep) -> dict:
     from backend.config import load_config
-    from backend.storage import RunDB
+    from backend.store.writer import RunDB
     from tests.kafka_broker import create_topics, produce
 
     env = bench_env({"AMORE_BROKER": address})
     ctx = w / f"ctx{rep}"
     subprocess.run(["rm", "-rf", str(ctx)], check=True)
-    subprocess.run([sys.executable, "-m", "backend.cli", "init", str(ctx), "--proposal",
+    subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
                     str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     os.environ["AMORE_BROKER"] = address
@@ -47,7 +47,7 @@ def one_repeat(address, runs, pdir, w, rep) -> dict:
     topic = config["kafka"]["event_topics"][0]
     create_topics(address, config["kafka"]["event_topics"] + [config.update_topic(db_id)])
     t_start = time.monotonic()
-    listener = subprocess.Popen([sys.executable, "-m", "backend.cli", "listen", str(ctx)],
+    listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     sampler = TreeRSS(listener.pid)

@@ -3,7 +3,7 @@ values.
 
 A fresh context directory; 64 processes are started, import everything, open the database and
 wait at a barrier; then, released together, each writes ``--runs`` runs x ``--vars`` values through AMORE's own storage layer
-(:meth:`backend.storage.RunDB.write_values`, what every backend process uses), one transaction
+(:meth:`backend.store.writer.RunDB.write_values`, what every backend process uses), one transaction
 per run. All writers share the same runs (each writes its own variable names ``w<i>_v<j>``), so
 they collide on the same rows of ``runs`` and the same pages of ``run_values`` - the worst case.
 
@@ -36,7 +36,7 @@ def value_of(writer: int, run: int, var: int) -> float:
 
 def writer(ctx: str, index: int, runs: int, nvars: int, barrier: str = "-") -> None:
     """Child: write ``runs`` runs x ``nvars`` values; print one JSON line with the counts."""
-    from backend.storage import RunDB, StoredValue
+    from backend.store.writer import RunDB, StoredValue
 
     retries = []
 
@@ -87,7 +87,7 @@ def check(ctx: Path, writers: int, runs: int, nvars: int) -> dict:
 
 
 def fresh_db(path: Path) -> None:
-    from backend.storage import RunDB
+    from backend.store.writer import RunDB
     subprocess.run(["rm", "-rf", str(path)], check=True)
     RunDB.create(path, PROPOSAL).close()
 

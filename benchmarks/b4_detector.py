@@ -1,6 +1,6 @@
 """Extra: a detector-bound variable - AMORE's own overhead against just reading the data.
 
-One run with a *filled* AGIPD module (``backend.mockdata.write_run(..., agipd_modules=1,
+One run with a *filled* AGIPD module (``backend.testing.mockdata.write_run(..., agipd_modules=1,
 fill_detector=True, ntrains=300)``: raw + corrected, 4 frames per train, ~300 MB each) is written
 into its own proposal (default 9001) under the data root, so the shared benchmark proposal is
 untouched. The variable is the mean of the module's corrected data over all 300 trains::
@@ -61,8 +61,8 @@ WARM = textwrap.dedent(f'''\
     from pathlib import Path
     sys.path.insert(0, {str(REPO)!r})
     from backend.config import load_config
-    from backend.processing import RunProcessor, WorkerPool
-    from backend.storage import RunDB
+    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.store.writer import RunDB
     import extra_data
 
     ctx, proposal, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -96,7 +96,7 @@ WARM = textwrap.dedent(f'''\
 
 
 def ensure_run(proposal: int, pulses: int, ntrains: int = 300) -> Path:
-    from backend.mockdata import proposal_dir, write_run
+    from backend.testing.mockdata import proposal_dir, write_run
     pdir = proposal_dir(data_root(), "MID", "202201", proposal)
     params = {"run": RUN, "ntrains": ntrains, "agipd_modules": 1, "fill_detector": True,
               "pulses": pulses}
@@ -147,10 +147,10 @@ def main():
     (w / "agipd_context.py").write_text(CONTEXT)
     ctx = w / "ctx"
     env = bench_env({"AMORE_BROKER": "none"})
-    subprocess.run([sys.executable, "-m", "backend.cli", "init", str(ctx), "--proposal",
+    subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
                     str(a.proposal), "--context", str(w / "agipd_context.py")], check=True,
                    env=env, stdout=subprocess.DEVNULL)
-    cli = [sys.executable, "-m", "backend.cli", "reprocess", str(RUN), "--dir", str(ctx), "--quiet"]
+    cli = [sys.executable, "-m", "amore.cli", "reprocess", str(RUN), "--dir", str(ctx), "--quiet"]
     bare = [sys.executable, "-c", BARE, str(a.proposal)]
     warm(files)
     measure(cli, env=env)                                   # warm-ups

@@ -93,7 +93,7 @@ def convert(damnit_dir: Path, ctx: Path) -> dict:
     """Copy DAMNIT's ``runs.sqlite`` into an AMORE context directory ``ctx`` (reused while the
     source is unchanged). Returns info (cells, size)."""
     import numpy as np
-    from backend.storage import RunDB, VariableInfo
+    from backend.store.writer import RunDB, VariableInfo
 
     src = damnit_dir / "runs.sqlite"
     stamp = {"source": str(src), "mtime_ns": src.stat().st_mtime_ns,
@@ -174,8 +174,8 @@ def child(ctx: Path) -> None:
 
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.dbread import read_run_update
-    from amore_gui.settings import Settings
+    from amore_gui.components.dbread import read_run_update
+    from amore_gui.components.settings import Settings
     t_imports = time.time() - T0
 
     app = make_app([sys.argv[0]])

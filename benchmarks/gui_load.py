@@ -2,7 +2,7 @@
 by the AMORE GUI in fresh processes.
 
 The database has 5 % string columns, 10 % integer columns, one thumbnail column (real PNGs
-made by the backend's :func:`backend.results.thumbnail_png` from noisy camera-like images), one
+made by the backend's :func:`backend.ctxrunner.results.thumbnail_png` from noisy camera-like images), one
 sparkline column (100 float32 points) and the rest floats (some with units, some bold, a few
 error cells); titles are grouped like ``"Group 3/Variable 17"``. Attributes look like the
 backend's (units, shape, dtype, seconds).
@@ -43,12 +43,12 @@ PROPOSAL = 4242
 
 def build_db(context_dir: Path, nruns: int, nvars: int, seed: int = 0) -> Path:
     """Write a synthetic context directory with ``runs.sqlite`` (real schema, via
-    :class:`backend.storage.RunDB`) holding ``nruns`` x ``nvars`` values. Returns the DB path."""
+    :class:`backend.store.writer.RunDB`) holding ``nruns`` x ``nvars`` values. Returns the DB path."""
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from backend.results import thumbnail_png
-    from backend.storage import RunDB, VariableInfo
+    from backend.ctxrunner.results import thumbnail_png
+    from backend.store.writer import RunDB, VariableInfo
 
     rng = np.random.default_rng(seed)
     context_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +181,7 @@ def child(context_dir: str, spawn_t: float) -> None:
         time.sleep(0.01)
 
     # --- one run's update of all variables, applied on the GUI thread
-    from amore_gui.dbread import read_run_update
+    from amore_gui.components.dbread import read_run_update
     db = win.db_path
     times, t_model = [], []
     model = win.model
@@ -213,7 +213,7 @@ def child(context_dir: str, spawn_t: float) -> None:
     publisher = None
     if win.update_mode == "kafka":
         from backend.config import load_config
-        from backend.kafka import UpdatePublisher
+        from backend.notify.kafka import UpdatePublisher
         publisher = UpdatePublisher(load_config(Path(context_dir)), win.metadata["db_id"])
     guard = QtCore.QTimer(singleShot=True)
     guard.timeout.connect(loop.quit)

@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 def make_demo(base: Path, runs: int) -> Path:
     """Run ``amore-proto demo`` (no GUI, no broker) and return the context directory."""
     sys.path.insert(0, str(REPO))
-    from backend.demo import demo_paths
+    from amore.cli.demo import demo_paths
     sw = Path(tempfile.mkdtemp(prefix="amore-sw-"))
     env = dict(os.environ, AMORE_BROKER="none", EXTRA_DATA_SW_ROOT=str(sw),
                PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "backend.cli", "demo", str(base), "--runs", str(runs),
+    subprocess.run([sys.executable, "-m", "amore.cli", "demo", str(base), "--runs", str(runs),
                     "--interval", "0.3", "--no-gui"], env=env, check=True,
                    stdout=subprocess.DEVNULL, timeout=900)
     return demo_paths(base)["context_dir"]
@@ -44,7 +44,7 @@ def make_demo(base: Path, runs: int) -> Path:
 
 def decorate(ctx: Path) -> None:
     """Comments and states that make the screenshots representative."""
-    from backend.storage import RunDB
+    from backend.store.writer import RunDB
     db = RunDB(ctx)
     runs = db.run_numbers()
     notes = {runs[0]: "alignment, attenuator 50 %", runs[2]: "beam lost at the end",
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         d = Path(a.demo_dir)
         ctx = d if (d / "runs.sqlite").exists() else None
         if ctx is None:
-            from backend.demo import demo_paths
+            from amore.cli.demo import demo_paths
             ctx = demo_paths(d)["context_dir"]
     else:
         ctx = make_demo(Path(tempfile.mkdtemp(prefix="amore-shots-")) / "demo", a.runs)

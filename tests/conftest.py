@@ -1,5 +1,4 @@
 """Shared fixtures: a temporary proposal tree with real HDF5 runs and AMORE context directories."""
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,8 +36,8 @@ def proposal_dir(data_root):
 
 @pytest.fixture
 def write_run(proposal_dir):
-    """``write_run(run, **kw)`` writes a realistic run of proposal 2832 (backend.mockdata)."""
-    from backend.mockdata import write_run as _write
+    """``write_run(run, **kw)`` writes a realistic run of proposal 2832 (backend.testing.mockdata)."""
+    from backend.testing.mockdata import write_run as _write
 
     def write(run, **kw):
         kw.setdefault("ntrains", 50)
@@ -50,7 +49,7 @@ def write_run(proposal_dir):
 def make_context_dir(tmp_path, data_root):
     """``make_context_dir(code=None, template="generic", name="ctx", config="")`` creates a
     context directory for proposal 2832 with the given context file text and amore.toml."""
-    from backend.cli import init_context_dir
+    from backend.store.init import init_context_dir
 
     def make(code=None, template="generic", name="ctx", config=""):
         d = tmp_path / name
@@ -68,7 +67,7 @@ def make_context_dir(tmp_path, data_root):
 
 def amore_cmd(*args):
     """Command line running ``amore-proto`` with this interpreter."""
-    return [sys.executable, "-m", "backend.cli", *map(str, args)]
+    return [sys.executable, "-m", "amore.cli", *map(str, args)]
 
 
 def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):

@@ -1,8 +1,8 @@
 """Fixtures for the GUI tests: context directories filled by the real backend from real mock runs.
 
-``gui_base`` (session): a proposal tree with 4 mock runs (backend.mockdata), a context directory
+``gui_base`` (session): a proposal tree with 4 mock runs (backend.testing.mockdata), a context directory
 with the demo context file plus a variable that fails for odd runs, all runs processed by the
-real worker pool (backend.processing). ``gui_ctx`` (function): a private copy of it, with
+real worker pool (backend.processing.local). ``gui_ctx`` (function): a private copy of it, with
 extra-data and AMORE pointed at the copy's proposal tree, Kafka off and a private GUI settings
 file. ``process_runs(ctx, runs, publish=None)`` processes (new) runs with the real backend.
 """
@@ -41,8 +41,8 @@ def context_code() -> str:
 
 def make_tree(base: Path) -> dict:
     """Proposal tree + context directory (no runs processed yet)."""
-    from backend.cli import init_context_dir
-    from backend.mockdata import proposal_dir
+    from backend.store.init import init_context_dir
+    from backend.testing.mockdata import proposal_dir
     root = base / "exp"
     pdir = proposal_dir(root, "MID", "202401", GUI_PROPOSAL)
     (pdir / "raw").mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def make_tree(base: Path) -> dict:
 
 
 def write_runs(pdir: Path, runs, ntrains: int = 40) -> None:
-    from backend.mockdata import write_run
+    from backend.testing.mockdata import write_run
     for r in runs:
         write_run(pdir, GUI_PROPOSAL, r, ntrains=ntrains, seed=r)
 
@@ -63,8 +63,8 @@ def write_runs(pdir: Path, runs, ntrains: int = 40) -> None:
 def process_runs(ctx: Path, runs, publish=None, names=None) -> list:
     """Process runs with the real backend (worker pool + RunProcessor); returns outcomes."""
     from backend.config import load_config
-    from backend.processing import RunProcessor, WorkerPool
-    from backend.storage import RunDB
+    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.store.writer import RunDB
     cfg = load_config(ctx)
     pool = WorkerPool(ctx, cfg, min(2, len(runs)) or 1)
     pool.start()

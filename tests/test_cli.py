@@ -1,14 +1,11 @@
 """`amore-proto` commands as a user runs them."""
 import re
 import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 
-from backend.storage import RunDB
+from backend.store.writer import RunDB
 
-from .conftest import PROPOSAL, REPO, amore_cmd
+from tests.conftest import PROPOSAL, REPO, amore_cmd
 
 
 def run(*args, timeout=120):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from backend.config import load_config
-from backend.context import ContextFile, ContextFileError
-from backend.processing import RunProcessor, WorkerPool
-from backend.results import h5_path, read_run_value
-from backend.storage import RunDB
+from backend.ctxrunner.context import ContextFile, ContextFileError
+from backend.processing.local import RunProcessor, WorkerPool
+from backend.ctxrunner.results import h5_path, read_run_value
+from backend.store.writer import RunDB
 
-from .conftest import PROPOSAL
+from tests.conftest import PROPOSAL
 
 XGM = "SA2_XTD1_XGM/XGM/DOOCS"
 
@@ -250,7 +250,7 @@ def test_concurrent_writers_of_one_run_file_keep_each_others_values(tmp_path):
     """The backend and a reprocess writing the same run's HDF5 file at once lose nothing."""
     import threading
 
-    from backend.results import write_run_file
+    from backend.ctxrunner.results import write_run_file
 
     path = tmp_path / "p1_r1.h5"
     barrier = threading.Barrier(8)

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PyQt5.QtCore import Qt  # noqa: E402
 
-from amore_gui.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERROR, K_SPARKLINE,  # noqa: E402
+from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERROR, K_SPARKLINE,  # noqa: E402
                                   K_THUMBNAIL, NSTATIC, NumberRange)
 from tests.gui_fixtures import (GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx,  # noqa: E402,F401
                                 process_runs, write_runs)
@@ -21,7 +21,7 @@ WAIT = 15000
 def open_window(qtbot, gui_ctx):
     """``open_window(ctx=None, **kw)`` -> a loaded MainWindow (closed after the test)."""
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.settings import Settings
+    from amore_gui.components.settings import Settings
     wins = []
 
     def open_(ctx=None, wait_live=True, **kw):
@@ -168,7 +168,7 @@ def test_hide_and_reorder_columns_remembered(open_window, gui_ctx):
 
 
 def test_live_update_by_watching_the_database(open_window, gui_ctx):
-    from backend.storage import RunDB, StoredValue
+    from backend.store.writer import RunDB, StoredValue
     w = open_window()
     assert w.update_mode == "db"
     applied = []
@@ -189,7 +189,7 @@ def test_live_update_by_watching_the_database(open_window, gui_ctx):
 
 
 def test_comment_edit_seen_by_second_window(open_window, gui_ctx):
-    from backend.storage import RunDB
+    from backend.store.writer import RunDB
     a = open_window()
     b = open_window()
     m = a.model
@@ -209,8 +209,8 @@ def test_comment_edit_seen_by_second_window(open_window, gui_ctx):
 
 def test_kafka_live_updates_and_comments(open_window, gui_ctx, kafka_broker, monkeypatch):
     from backend.config import load_config
-    from backend.kafka import UpdatePublisher
-    from backend.storage import RunDB
+    from backend.notify.kafka import UpdatePublisher
+    from backend.store.writer import RunDB
     monkeypatch.setenv("AMORE_BROKER", kafka_broker)
     a = open_window()
     b = open_window()
@@ -222,7 +222,7 @@ def test_kafka_live_updates_and_comments(open_window, gui_ctx, kafka_broker, mon
     db.close()
     before = cell(a, 2, "xgm_energy")
     # reprocess run 2 with different data: rewrite run 2 with another seed, then process
-    from backend.mockdata import write_run
+    from backend.testing.mockdata import write_run
     write_run(gui_ctx["pdir"], GUI_PROPOSAL, 2, ntrains=60, seed=99)
     process_runs(gui_ctx["ctx"], [2], publish=pub.publish)
     pub.flush(5)
@@ -239,7 +239,7 @@ def test_kafka_live_updates_and_comments(open_window, gui_ctx, kafka_broker, mon
 
 
 def test_plot_window(open_window, gui_ctx):
-    from backend.storage import RunDB, StoredValue
+    from backend.store.writer import RunDB, StoredValue
     w = open_window()
     d = w.model.data_obj
     p = w.open_plot("xgm_energy", "cam_peak")
@@ -272,7 +272,7 @@ def test_plot_window(open_window, gui_ctx):
 
 
 def test_inspection_windows_show_the_runs_data(open_window, gui_ctx):
-    from backend.results import h5_path, read_run_value
+    from backend.ctxrunner.results import h5_path, read_run_value
     w = open_window()
     m = w.model
 
@@ -303,7 +303,7 @@ def test_per_train_correlation(open_window, gui_ctx):
     cw = w.open_correlation("motor_trend", "xgm_energy", runs=[(GUI_PROPOSAL, 2), (GUI_PROPOSAL, 4)])
     qtbot_wait_until(lambda: cw.result is not None)
     assert sorted(cw.result) == [(GUI_PROPOSAL, 2), (GUI_PROPOSAL, 4)]
-    from backend.results import h5_path, read_run_value
+    from backend.ctxrunner.results import h5_path, read_run_value
     tids, (x, y) = cw.result[(GUI_PROPOSAL, 4)]
     h5 = h5_path(gui_ctx["ctx"], GUI_PROPOSAL, 4)
     motor = read_run_value(h5, "motor_trend")
@@ -353,7 +353,7 @@ def test_context_editor_validates_before_saving(open_window, gui_ctx):
 
 
 def test_reprocess_from_the_gui(open_window, gui_ctx):
-    from backend.mockdata import write_run
+    from backend.testing.mockdata import write_run
     w = open_window()
     write_run(gui_ctx["pdir"], GUI_PROPOSAL, 3, ntrains=70, seed=7)
     w.jump_to_run(3)
@@ -374,7 +374,7 @@ def test_reprocess_from_the_gui(open_window, gui_ctx):
 
 
 def test_missing_context_dir_is_offered_and_created(qtbot, tmp_path, monkeypatch, gui_ctx):
-    from amore_gui import app as gui_app
+    from amore_gui._qt import launch as gui_app
     from amore_gui._qt.dialogs import CreateContextDialog
     seen = {}
 
@@ -397,7 +397,7 @@ def test_amore_proto_gui_command_starts(gui_ctx, tmp_path):
     import sys
     import time
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AMORE_GUI_CONFIG=str(tmp_path / "g.json"))
-    p = subprocess.Popen([sys.executable, "-m", "backend.cli", "gui", str(gui_ctx["ctx"])],
+    p = subprocess.Popen([sys.executable, "-m", "amore.cli", "gui", str(gui_ctx["ctx"])],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         time.sleep(4)
@@ -411,7 +411,7 @@ def test_model_signals_are_consistent(qtmodeltester):
     """Qt's model tester watches sort, filter and one-row updates that move, insert and
     remove rows."""
     from amore_gui._qt.model import RunTableModel
-    from amore_gui.table_data import K_NUMBER, CellValue, RunUpdate
+    from amore_gui.components.table_data import K_NUMBER, CellValue, RunUpdate
     from tests.test_gui_data import _synthetic
     d = _synthetic(60)
     m = RunTableModel(d)
@@ -437,9 +437,9 @@ def test_model_signals_are_consistent(qtmodeltester):
 
 
 def test_dialogs(qtbot, gui_ctx):
-    from amore_gui import dbread
+    from amore_gui.components import dbread
     from amore_gui._qt.dialogs import ColumnsDialog, FilterDialog, OpenDialog
-    from amore_gui.table_data import TextContains
+    from amore_gui.components.table_data import TextContains
     d = dbread.load_table(gui_ctx["ctx"]).data
     fd = FilterDialog(d, d.col_of("xgm_energy"))
     qtbot.addWidget(fd)
@@ -475,9 +475,9 @@ def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, 
     from PyQt5.QtWidgets import QMessageBox
 
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.settings import Settings
-    from backend import manager
-    from backend.cli import init_context_dir
+    from amore_gui.components.settings import Settings
+    from backend.service import manager
+    from backend.store.init import init_context_dir
 
     short = Path(tempfile.mkdtemp(prefix="amg", dir="/tmp"))  # tmux sockets need short paths
     ctx = short / "ctx"

@@ -1,15 +1,12 @@
 """The GUI's plain-Python layer (no Qt): loading, sorting/filtering, watching, export, settings,
 locating, context checks, backend status - against databases filled by the real backend."""
-import json
 import math
-import os
-import time
 
 import numpy as np
 import pytest
 
-from amore_gui import dbread
-from amore_gui.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
+from amore_gui.components import dbread
+from amore_gui.components.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
                                   K_SPARKLINE, K_STRING, K_THUMBNAIL, NSTATIC, CellValue, Column,
                                   NumberRange, OnlyIncluded, RowView, RunUpdate, TableData,
                                   TextContains)
@@ -19,7 +16,7 @@ from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa
 # --- loading ----------------------------------------------------------------------------------
 
 def test_load_table_matches_database(gui_ctx):
-    from backend.storage import RunDB
+    from backend.store.writer import RunDB
     ctx = gui_ctx["ctx"]
     res = dbread.load_table(ctx)
     d = res.data
@@ -62,7 +59,7 @@ def test_load_table_matches_database(gui_ctx):
 
 
 def test_number_formatting_is_readable(gui_ctx):
-    from amore_gui.formatting import format_number, header_text
+    from amore_gui.components.formatting import format_number, header_text
     assert format_number(0.1 + 0.2) == "0.3"
     assert format_number(12345.678) == "12346"
     assert format_number(1.23456789e-7) == "1.235e-07"
@@ -154,7 +151,7 @@ def test_text_and_included_filters():
 # --- watching the database ------------------------------------------------------------------
 
 def test_db_change_watcher_sees_other_writers(gui_ctx):
-    from backend.storage import RunDB, StoredValue, VariableInfo
+    from backend.store.writer import RunDB, StoredValue, VariableInfo
     ctx = gui_ctx["ctx"]
     res = dbread.load_table(ctx)
     w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
@@ -182,7 +179,7 @@ def test_db_change_watcher_sees_other_writers(gui_ctx):
 
 def test_export_csv_and_excel(tmp_path):
     import pandas as pd
-    from amore_gui.export import export_table
+    from amore_gui.components.export import export_table
     d = _synthetic(10)
     v = RowView(d)
     cols = [d.col_of(C_RUN), d.col_of("a"), d.col_of("s")]
@@ -197,7 +194,7 @@ def test_export_csv_and_excel(tmp_path):
 
 
 def test_settings_roundtrip_and_layout(tmp_path):
-    from amore_gui.settings import Settings, apply_column_layout
+    from amore_gui.components.settings import Settings, apply_column_layout
     s = Settings(tmp_path / "g.json")
     s.for_dir(tmp_path)["columns"] = {"order": ["#run", "b", "a"], "hidden": ["a"]}
     s.add_recent(tmp_path)
@@ -212,7 +209,7 @@ def test_settings_roundtrip_and_layout(tmp_path):
 
 
 def test_locate_proposal_and_directories(gui_ctx):
-    from amore_gui.locate import LocateError, resolve
+    from amore_gui.components.locate import LocateError, resolve
     t = resolve(str(GUI_PROPOSAL))
     assert t.context_dir == gui_ctx["ctx"] and t.proposal == GUI_PROPOSAL and t.exists
     assert resolve(f"p{GUI_PROPOSAL:06d}").context_dir == gui_ctx["ctx"]
@@ -224,7 +221,7 @@ def test_locate_proposal_and_directories(gui_ctx):
 
 
 def test_context_check_in_subprocess(gui_ctx):
-    from amore_gui.context_check import validate
+    from amore_gui.components.context_check import validate
     code = (gui_ctx["ctx"] / "context.py").read_text()
     ok = validate(code, gui_ctx["ctx"])
     assert ok.ok and "xgm_energy" in ok.variables
@@ -241,6 +238,7 @@ def test_context_check_in_subprocess(gui_ctx):
 
 
 def test_cli_has_gui_command():
-    from backend.cli import build_parser, cmd_gui
+    from amore.cli.gui import cmd_gui
+    from amore.cli.main import build_parser
     a = build_parser().parse_args(["gui", "2832", "--no-kafka"])
     assert a.func is cmd_gui and a.target == "2832" and a.no_kafka

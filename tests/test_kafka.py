@@ -1,4 +1,4 @@
-"""backend.kafka against a real Kafka-protocol broker (tansu, see tests/kafka_broker.py)."""
+"""The Kafka run source and update messages against a real Kafka-protocol broker (tansu, see tests/kafka_broker.py)."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,12 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from backend import kafka as bk
 from backend.config import Config
-from backend.events import RunEvent
-from backend.kafka import (FacilityEventSource, UpdateConsumer, UpdatePublisher,
-                           broker_reachable)
+from backend.kafkaclient import broker_reachable
+from backend.notify import kafka as notify_kafka
+from backend.notify.kafka import UpdateConsumer, UpdatePublisher
+from backend.sources.base import RunEvent
+from backend.sources.euxfel import FacilityEventSource
 from tests.kafka_broker import create_topics, produce
 
 PROPOSAL = 2832
@@ -134,7 +135,7 @@ def test_malformed_messages_skipped_with_one_warning_each(kafka_broker, config, 
         facility_msg(event="some_future_event", run=3),                         # unknown event
     ]
     with ready_source(config) as src:
-        caplog.set_level(logging.WARNING, logger="backend.kafka")
+        caplog.set_level(logging.WARNING, logger="backend.kafkaclient")
         offsets = [produce(kafka_broker, topics[0], v)[1] for v in bad]
         _, good_off = produce(kafka_broker, topics[0], facility_msg(run=8))
         events = poll_events(src, 1)
@@ -208,7 +209,7 @@ def test_update_round_trip(kafka_broker, caplog):
         assert json.loads(m.value()) == {"version": 1, "kind": "run_values_updated", "data": data}
 
         # Malformed messages on the update topic are skipped with a warning.
-        caplog.set_level(logging.WARNING, logger="backend.kafka")
+        caplog.set_level(logging.WARNING, logger="backend.kafkaclient")
         produce(kafka_broker, pub.topic, b'{"version": 99}')
         pub.publish("run_status_changed", {"proposal": PROPOSAL, "run": 5, "status": "done"})
         got = []
@@ -255,9 +256,9 @@ def test_no_broker_means_no_op():
 
 
 def test_publisher_survives_dead_broker(monkeypatch, caplog):
-    monkeypatch.setattr(bk, "MESSAGE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(notify_kafka, "MESSAGE_TIMEOUT_S", 0.5)
     config = make_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5)
-    caplog.set_level(logging.WARNING, logger="backend.kafka")
+    caplog.set_level(logging.WARNING, logger="backend.kafkaclient")
     t0 = time.monotonic()
     pub = UpdatePublisher(config, DB_ID)
     assert time.monotonic() - t0 < 3

@@ -9,9 +9,9 @@ import time
 import psutil
 import pytest
 
-from backend.storage import RunDB
+from backend.store.writer import RunDB
 
-from .conftest import PROPOSAL, amore_cmd, wait_for
+from tests.conftest import PROPOSAL, amore_cmd, wait_for
 
 FAST_WATCH = "[watch]\nquiet_seconds = 0.3\npoll_seconds = 0.1\n"
 
@@ -32,7 +32,7 @@ class Backend:
 
     def workers(self):
         return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "backend.worker" in " ".join(p.cmdline())]
+                if "backend.ctxrunner.worker" in " ".join(p.cmdline())]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -178,9 +178,9 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     import json
 
     from backend.config import load_config
-    from backend.kafka import UpdateConsumer
+    from backend.notify.kafka import UpdateConsumer
 
-    from .kafka_broker import create_topics, produce
+    from tests.kafka_broker import create_topics, produce
 
     monkeypatch.setenv("AMORE_BROKER", kafka_broker)
     ctx = make_context_dir(template="mid", name="kctx")

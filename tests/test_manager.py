@@ -1,4 +1,4 @@
-"""Tests of backend.manager: the backend in tmux, found, stopped and healed (real tmux).
+"""Tests of backend.service.manager: the backend in tmux, found, stopped and healed (real tmux).
 
 Every tmux server and backend started here is killed at teardown, also when a test fails.
 """
@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from backend import cli, manager
-from backend.cli import init_context_dir
-from backend.manager import (LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME, BackendError,
+from amore import cli
+from backend.service import manager
+from backend.store.init import init_context_dir
+from backend.service.manager import (LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME, BackendError,
                              BackendLockedError, LogFollower, acquire_lock, backend_state, heal,
                              lock_held, log_tail, share_like_dir, start_backend, stop_backend)
 
-from .conftest import wait_for
+from tests.conftest import wait_for
 
 PROPOSAL = 2832
 
@@ -89,7 +90,7 @@ def make_ctx(tmp_path, xfel_env):
 # --- tmux: start, detect, stop -----------------------------------------------------------------
 
 def test_start_detect_stop(make_ctx, xfel_env, capsys):
-    from backend import mockdata as md
+    from backend.testing import mockdata as md
     import libtmux
 
     d = make_ctx()
@@ -194,7 +195,7 @@ def test_two_context_directories(make_ctx):
 def test_second_listener_refused(make_ctx):
     d = make_ctx()
     st = start_backend(d)
-    r = subprocess.run([sys.executable, "-m", "backend.cli", "listen", str(d)],
+    r = subprocess.run([sys.executable, "-m", "amore.cli", "listen", str(d)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "already running" in r.stderr
@@ -289,7 +290,7 @@ def test_share_like_dir(tmp_path):
     assert not sub.stat().st_mode & 0o002
 
     # files AMORE writes there are group-writable, never world-writable
-    manager._write_json_atomic(shared / STATUS_FILE_NAME, {"a": 1})
+    manager.write_json_atomic(shared / STATUS_FILE_NAME, {"a": 1})
     acquire_lock(shared).release()
     for name in (STATUS_FILE_NAME, LOCK_FILE_NAME):
         mode = (shared / name).stat().st_mode

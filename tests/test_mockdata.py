@@ -1,4 +1,4 @@
-"""Tests of backend.mockdata: the mock runs look like European XFEL runs to extra-data."""
+"""Tests of backend.testing.mockdata: the mock runs look like European XFEL runs to extra-data."""
 import time
 from datetime import datetime, timezone
 
@@ -7,7 +7,7 @@ import pytest
 
 import extra_data as ed
 
-from backend import mockdata as md
+from backend.testing import mockdata as md
 
 PROPOSAL = 2832
 

@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 
-from backend.storage import SCHEMA_HEAD, RunDB, StorageError, StoredValue
+from backend.store.schema import SCHEMA_HEAD
+from backend.store.writer import RunDB, StorageError, StoredValue
 
 
 def test_schema_head_matches_alembic_scripts():
@@ -12,10 +13,10 @@ def test_schema_head_matches_alembic_scripts():
 
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-    import backend.storage
+    import backend.store.writer
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(backend.storage.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(backend.store.writer.__file__).parent / "migrations"))
     assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
 
 
@@ -79,3 +80,19 @@ def test_concurrent_writers_never_lock_or_lose(tmp_path, n_writers):
     assert len(rows) == n_writers * n_runs * n_vars
     assert all(value == float(run * int(name[1:])) for _, run, name, value, _, _ in rows)
     assert len(db.runs()) == n_writers * n_runs
+
+
+def test_event_log_keeps_entries_in_order_and_filters(tmp_path):
+    db = RunDB.create(tmp_path, 2832)
+    db.add_event("info", "watcher", "watching raw/")
+    i = db.add_event("warning", "kafka", "malformed message skipped", details={"topic": "t", "offset": 7})
+    db.add_event("error", "worker", "worker died", run=5, proposal=2832)
+    with pytest.raises(ValueError):
+        db.add_event("chatty", "x", "no such level")
+    assert [e["message"] for e in db.events()] == ["watching raw/", "malformed message skipped",
+                                                    "worker died"]
+    assert [e["level"] for e in db.events(level="warning")] == ["warning", "error"]
+    assert db.events(run=5)[0]["source"] == "worker"
+    assert db.events(since_id=i)[0]["message"] == "worker died"
+    assert db.events()[1]["details"] == {"topic": "t", "offset": 7}
+    assert [e["message"] for e in db.events(limit=1)] == ["worker died"]

@@ -1,5 +1,5 @@
 """Starting, stopping and watching the backend from the GUI (thin Qt layer over
-:mod:`backend.manager`).
+:mod:`backend.service.manager`).
 
 :class:`BackendController` runs the manager's blocking calls on a worker thread and reports
 back through Qt signals, so the event loop never waits for tmux or the backend.
@@ -13,7 +13,7 @@ from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtGui import QFontDatabase
 from PyQt5.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
 
-from .workers import Tasks
+from amore_gui._qt.workers import Tasks
 
 
 class BackendController(QObject):
@@ -21,7 +21,7 @@ class BackendController(QObject):
 
     Signals: ``busy(str)`` when an action starts (its name); then ``done(str, object)`` with
     the action's name and the status afterwards
-    (:class:`amore_gui.backend_status.BackendStatus`), or ``failed(str, str, object)`` with the
+    (:class:`amore_gui.components.backend_status.BackendStatus`), or ``failed(str, str, object)`` with the
     action's name, the error message and the status afterwards.
     """
 
@@ -42,15 +42,15 @@ class BackendController(QObject):
 
     def start(self, force: bool = False):
         """Start the backend on this machine (``force``: clear a stale record of another host)."""
-        from backend import manager
+        from backend.service import manager
         self._run("start", lambda: manager.start_backend(self.context_dir, force=force))
 
     def stop(self):
-        from backend import manager
+        from backend.service import manager
         self._run("stop", lambda: manager.stop_backend(self.context_dir))
 
     def restart(self):
-        from backend import manager
+        from backend.service import manager
         self._run("restart", lambda: manager.restart_backend(self.context_dir))
 
     def _run(self, name, func):
@@ -60,7 +60,7 @@ class BackendController(QObject):
         self.busy.emit(name)
 
         def work():  # on the pool thread: the action, then the state it left
-            from ..backend_status import backend_status
+            from amore_gui.components.backend_status import backend_status
             try:
                 func()
                 error = None
@@ -72,7 +72,7 @@ class BackendController(QObject):
             self._busy = False
             message, status = result if result is not None else (error, None)
             if status is None:
-                from ..backend_status import BackendStatus
+                from amore_gui.components.backend_status import BackendStatus
                 status = BackendStatus("unknown", "Backend: unknown", message or "")
             if message:
                 self.failed.emit(name, message, status)
@@ -87,7 +87,7 @@ class BackendLogWindow(QWidget):
 
     def __init__(self, context_dir: Path, parent=None):
         super().__init__(parent)
-        from backend.manager import LogFollower
+        from backend.service.manager import LogFollower
         self.setWindowTitle(f"AMORE backend log — {context_dir}")
         self.resize(900, 500)
         self.text = QPlainTextEdit(self)

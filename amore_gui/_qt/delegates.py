@@ -1,7 +1,7 @@
 """Painting of the run table's cells.
 
 :class:`CellDelegate` paints variable cells straight from the model's column arrays: text with
-the number formatting of :mod:`amore_gui.formatting`, sparklines drawn with ``QPainter`` from the
+the number formatting of :mod:`amore_gui.components.formatting`, sparklines drawn with ``QPainter`` from the
 float32 bytes, thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
 cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
 editable comment use the standard delegate behaviour.
@@ -15,9 +15,9 @@ from PyQt5.QtCore import QPointF, QRect, QRectF, Qt, pyqtSignal, QObject
 from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF
 from PyQt5.QtWidgets import QStyle, QStyledItemDelegate
 
-from ..table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
+from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE)
-from .model import ERROR_FG, SKIPPED_FG, STATUS_FG
+from amore_gui._qt.model import ERROR_FG, SKIPPED_FG, STATUS_FG
 
 SPARK_COLOR = QColor("#2f6db5")
 SPARK_LAST = QColor("#c2410c")

@@ -13,8 +13,8 @@ from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButto
                              QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
                              QWidget, QTextBrowser)
 
-from ..formatting import format_time
-from ..table_data import C_STATUS, NumberRange, TableData, TextContains
+from amore_gui.components.formatting import format_time
+from amore_gui.components.table_data import C_STATUS, NumberRange, TableData, TextContains
 
 
 class OpenDialog(QDialog):

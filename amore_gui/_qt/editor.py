@@ -1,6 +1,6 @@
 """The context-file editor: line numbers, Python highlighting, validation before saving.
 
-Validation runs :mod:`amore_gui.context_check` in a ``QProcess`` (the user's code never runs in
+Validation runs :mod:`amore_gui.components.context_check` in a ``QProcess`` (the user's code never runs in
 the GUI process); errors are shown with their line number and the line is highlighted. Saving
 writes the file atomically; the backend notices the change and reloads it.
 """
@@ -18,8 +18,8 @@ from PyQt5.QtGui import (QColor, QFont, QPainter, QSyntaxHighlighter, QTextCharF
 from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
                              QSplitter, QTextEdit, QToolBar, QWidget)
 
-from .. import context_check
-from .app import monospace_font
+from amore_gui.components import context_check
+from amore_gui._qt.app import monospace_font
 
 
 def open_in_external_editor(path: Path) -> bool:

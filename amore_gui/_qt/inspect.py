@@ -14,14 +14,14 @@ from PyQt5.QtGui import QFont, QImage, QPixmap
 from PyQt5.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVBoxLayout,
                              QWidget)
 
-from ..formatting import format_number
-from ..table_data import K_ERROR, K_SKIPPED
-from . import plots  # noqa: F401  (pyqtgraph configuration)
+from amore_gui.components.formatting import format_number
+from amore_gui.components.table_data import K_ERROR, K_SKIPPED
+from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
 
 
 def read_value(context_dir, proposal, run, name):
     """The full result of a variable for one run (plain Python, worker thread)."""
-    from backend.results import h5_path, read_run_value
+    from backend.ctxrunner.results import h5_path, read_run_value
     return read_run_value(h5_path(context_dir, proposal, run), name)
 
 

@@ -20,14 +20,14 @@ from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, Q
                              QMainWindow, QMenu, QMessageBox, QShortcut, QTableView, QToolButton,
                              QVBoxLayout, QWidget)
 
-from .. import export as export_mod
-from ..settings import Settings, apply_column_layout
-from ..table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
+from amore_gui.components import export as export_mod
+from amore_gui.components.settings import Settings, apply_column_layout
+from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
                           OnlyIncluded, TextContains)
-from .backend_control import BackendController, BackendLogWindow
-from .delegates import CellDelegate, ThumbnailCache
-from .model import RunTableModel
-from .workers import LoadThread, Tasks, ThumbnailLoader, UpdateThread
+from amore_gui._qt.backend_control import BackendController, BackendLogWindow
+from amore_gui._qt.delegates import CellDelegate, ThumbnailCache
+from amore_gui._qt.model import RunTableModel
+from amore_gui._qt.workers import LoadThread, Tasks, ThumbnailLoader, UpdateThread
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
     """The run table window of one context directory.
 
     ``live_updates``: start the live-update thread (Kafka or database watching).
-    ``settings``: a :class:`~amore_gui.settings.Settings` (default: the user's file).
+    ``settings``: a :class:`~amore_gui.components.settings.Settings` (default: the user's file).
     Signals: ``loaded`` once the table is shown (newest runs' values in), ``fully_loaded``
     when all values are in.
     """
@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_menus()
 
-        from .dialogs import CommentsPanel
+        from amore_gui._qt.dialogs import CommentsPanel
         self.comments_panel = CommentsPanel()
         self.comments_panel.add.connect(self._add_comment)
         self.comments_dock = QDockWidget("Logbook", self)
@@ -620,7 +620,7 @@ class MainWindow(QMainWindow):
 
     def columns_dialog(self):
         """Let the user show, hide and reorder columns."""
-        from .dialogs import ColumnsDialog
+        from amore_gui._qt.dialogs import ColumnsDialog
         order, hidden = self.column_layout()
         dlg = ColumnsDialog(self.model.data_obj, order, hidden, self)
         if dlg.exec_():
@@ -718,7 +718,7 @@ class MainWindow(QMainWindow):
 
     def add_filter_dialog(self, column: int | None = None):
         """Ask for a row filter (number range or text) on a column and add it."""
-        from .dialogs import FilterDialog
+        from amore_gui._qt.dialogs import FilterDialog
         dlg = FilterDialog(self.model.data_obj, column, self)
         if dlg.exec_():
             f = dlg.result_filter()
@@ -805,7 +805,7 @@ class MainWindow(QMainWindow):
     # -- comments --------------------------------------------------------------------------
     def _comment_edited(self, proposal, run, text):
         def write():
-            from backend.storage import RunDB
+            from backend.store.writer import RunDB
             db = RunDB(self.context_dir)
             try:
                 db.set_comment(proposal, run, text)
@@ -823,11 +823,11 @@ class MainWindow(QMainWindow):
         self.tasks.submit(write, callback=done)
 
     def _add_comment(self, text):
-        from .dialogs import current_user
+        from amore_gui._qt.dialogs import current_user
         user = current_user()
 
         def write():
-            from backend.storage import RunDB
+            from backend.store.writer import RunDB
             db = RunDB(self.context_dir)
             try:
                 return db.add_comment(text, author=user, proposal=self.proposal)
@@ -844,7 +844,7 @@ class MainWindow(QMainWindow):
         self.tasks.submit(write, callback=done)
 
     def _load_comments(self):
-        from .. import dbread
+        from amore_gui.components import dbread
 
         def read():
             con = dbread.connect(self.context_dir)
@@ -905,41 +905,41 @@ class MainWindow(QMainWindow):
 
     def inspect(self, idx: QModelIndex):
         """Open an inspection window for a variable cell."""
-        from .inspect import InspectWindow
+        from amore_gui._qt.inspect import InspectWindow
         p, r, key = self.model.data(idx, Qt.UserRole + 3)
         return self._keep(InspectWindow(self, p, r, key))
 
     def open_plot(self, x_key: str | None = None, y_key: str | None = None, histogram=False):
         """Open a plot of one variable against another across runs."""
-        from .plots import ScatterPlotWindow
+        from amore_gui._qt.plots import ScatterPlotWindow
         return self._keep(ScatterPlotWindow(self, x_key, y_key, histogram=histogram))
 
     def open_correlation(self, x_key=None, y_key=None, runs=None):
         """Open a per-train correlation plot for the selected runs."""
-        from .plots import CorrelationWindow
+        from amore_gui._qt.plots import CorrelationWindow
         runs = runs if runs is not None else self.selected_runs()
         return self._keep(CorrelationWindow(self, runs, x_key, y_key))
 
     def open_reprocess(self, selected: bool = False):
         """Open the reprocess dialog (selected runs preselected if any)."""
-        from .reprocess import ReprocessDialog
+        from amore_gui._qt.reprocess import ReprocessDialog
         runs = self.selected_runs()
         return self._keep(ReprocessDialog(self, runs if (selected or runs) else []))
 
     def open_editor(self):
         """Open the built-in context-file editor."""
-        from .editor import ContextEditor
+        from amore_gui._qt.editor import ContextEditor
         return self._keep(ContextEditor(self.context_dir, self))
 
     def open_external_editor(self):
         """Open context.py in $VISUAL/$EDITOR/xdg-open."""
-        from .editor import open_in_external_editor
+        from amore_gui._qt.editor import open_in_external_editor
         if not open_in_external_editor(self.context_dir / "context.py"):
             self.message("No external editor found ($VISUAL, $EDITOR or xdg-open); "
                          "use the built-in editor.")
 
     def _open_other(self):
-        from ..app import choose_target
+        from amore_gui._qt.opening import choose_target
         target = choose_target(self.settings, self)
         if target is not None:
             w = MainWindow(target, settings=self.settings, use_kafka=self.use_kafka)

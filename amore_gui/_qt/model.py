@@ -1,7 +1,7 @@
-"""The run table model: a ``QAbstractTableModel`` over :class:`~amore_gui.table_data.TableData`.
+"""The run table model: a ``QAbstractTableModel`` over :class:`~amore_gui.components.table_data.TableData`.
 
 Cells are served from the column arrays (no item object per cell). Sorting and filtering are done
-by :class:`~amore_gui.table_data.RowView` inside the model (no ``QSortFilterProxyModel``): a live
+by :class:`~amore_gui.components.table_data.RowView` inside the model (no ``QSortFilterProxyModel``): a live
 update of one run changes only that run's row and emits ``dataChanged`` for it (or one row move /
 insert / remove when it changes the order or the filter result).
 """
@@ -13,8 +13,8 @@ import numpy as np
 from PyQt5.QtCore import QAbstractTableModel, QModelIndex, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QFont
 
-from ..dbread import ValueChunk
-from ..table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
+from amore_gui.components.dbread import ValueChunk
+from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
                           S_PENDING, S_PROCESSING, RowView, RunUpdate, TableData)
 

@@ -15,8 +15,8 @@ from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                              QVBoxLayout, QWidget, QButtonGroup, QRadioButton)
 
-from ..formatting import format_number, format_time
-from ..table_data import (C_ADDED, C_RUN, C_START, C_STATUS, C_COMMENT, K_SPARKLINE, NSTATIC)
+from amore_gui.components.formatting import format_number, format_time
+from amore_gui.components.table_data import (C_ADDED, C_RUN, C_START, C_STATUS, C_COMMENT, K_SPARKLINE, NSTATIC)
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#323130",
                     imageAxisOrder="row-major")
@@ -290,7 +290,7 @@ def read_per_train(context_dir, runs, names):
     """Per-train data of variables ``names`` for ``(proposal, run)`` pairs from the runs'
     HDF5 files: returns ``(result, problems)`` with ``result[(p, r)] = (train_ids, [arrays])``
     matched on train ID, and a list of problem texts. Plain Python (runs on a worker thread)."""
-    from backend.results import h5_path, read_run_value
+    from backend.ctxrunner.results import h5_path, read_run_value
     out, problems = {}, []
     for p, r in runs:
         series = []

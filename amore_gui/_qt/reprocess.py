@@ -13,14 +13,14 @@ from PyQt5.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEd
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
 
-from ..table_data import NSTATIC
+from amore_gui.components.table_data import NSTATIC
 
 _RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
 
 
 def reprocess_argv(context_dir, runs: list[str], names: list[str] | None) -> list[str]:
     """Command line of the reprocess job (``names`` None = all variables)."""
-    argv = [sys.executable, "-m", "backend.cli", "reprocess", *runs, "--dir", str(context_dir),
+    argv = [sys.executable, "-m", "amore.cli", "reprocess", *runs, "--dir", str(context_dir),
             "--quiet", "--verbose"]
     for n in names or []:
         argv += ["--var", n]

@@ -1,9 +1,9 @@
 """Threads of the GUI: nothing here runs on the GUI thread except signal delivery.
 
-* :class:`LoadThread` - reads the table progressively (:func:`amore_gui.dbread.iter_load`).
-* :class:`UpdateThread` - live updates: the Kafka :class:`backend.kafka.UpdateConsumer` when a
-  broker is reachable, otherwise :class:`amore_gui.dbread.DbChangeWatcher` polling the database;
-  reads the changed runs from SQLite and emits :class:`~amore_gui.table_data.RunUpdate` lists.
+* :class:`LoadThread` - reads the table progressively (:func:`amore_gui.components.dbread.iter_load`).
+* :class:`UpdateThread` - live updates: the Kafka :class:`backend.notify.kafka.UpdateConsumer` when a
+  broker is reachable, otherwise :class:`amore_gui.components.dbread.DbChangeWatcher` polling the database;
+  reads the changed runs from SQLite and emits :class:`~amore_gui.components.table_data.RunUpdate` lists.
   Also checks the backend status every few seconds and publishes the GUI's own announcements
   (comment edits) when Kafka is in use.
 * :class:`ThumbnailLoader` - reads and decodes thumbnails for the cells being painted.
@@ -21,8 +21,8 @@ from pathlib import Path
 from PyQt5.QtCore import QObject, QRunnable, QThread, QThreadPool, Qt, pyqtSignal
 from PyQt5.QtGui import QImage
 
-from .. import dbread
-from ..backend_status import backend_status
+from amore_gui.components import dbread
+from amore_gui.components.backend_status import backend_status
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,9 @@ class UpdateThread(QThread):
         cfg = load_config(self.context_dir)
         if not cfg.broker or not self.db_id:
             return None, None, cfg
-        from backend import kafka
-        if not kafka.broker_reachable(cfg.broker, float(cfg["kafka"]["connect_timeout"])):
+        from backend import kafkaclient
+        from backend.notify import kafka
+        if not kafkaclient.broker_reachable(cfg.broker, float(cfg["kafka"]["connect_timeout"])):
             return None, None, cfg
         consumer = kafka.UpdateConsumer(cfg, self.db_id)
         publisher = kafka.UpdatePublisher(cfg, self.db_id)

@@ -1,0 +1,5 @@
+import sys
+
+from amore.cli.main import main
+
+sys.exit(main())

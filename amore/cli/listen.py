@@ -1,0 +1,35 @@
+"""``amore-proto listen``: the backend in the foreground."""
+from __future__ import annotations
+
+import logging
+
+from amore.cli.common import context_dir
+
+log = logging.getLogger("amore")
+
+
+def cmd_listen(a) -> int:
+    from backend.service.listener import Listener, setup_logging
+    from backend.store.writer import StorageError
+    d = context_dir(a.dir)
+    setup_logging(d, logging.DEBUG if a.debug else logging.INFO)
+    try:
+        listener = Listener(d)
+    except (StorageError, RuntimeError) as e:
+        log.error("%s", e)
+        return 1
+    from backend.service.manager import BackendLockedError
+    try:
+        listener.run()
+    except BackendLockedError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's commands to the ``amore-proto`` sub-parsers."""
+    s = sub.add_parser("listen", help="run the backend")
+    s.add_argument("dir", nargs="?")
+    s.add_argument("--debug", action="store_true")
+    s.set_defaults(func=cmd_listen)

@@ -1,0 +1,34 @@
+"""``amore-proto``: AMORE's command line. One module per command group, each with a
+``register(sub)`` that adds its sub-commands; this module only assembles them.
+
+Every command takes the context directory as an argument (or ``-d/--dir``) or uses the current
+directory.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from amore.cli import backend, demo, gui, listen, reprocess, setup, show
+
+#: Command modules, in the order ``amore-proto --help`` lists them.
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``amore-proto`` argument parser with every command module's sub-commands."""
+    p = argparse.ArgumentParser(prog="amore-proto", description="AMORE: Automated Run Overview")
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run ``amore-proto`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

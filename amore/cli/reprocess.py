@@ -1,0 +1,128 @@
+"""``amore-proto reprocess``: recompute variables of past runs."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from amore.cli.common import context_dir, parse_runs
+
+log = logging.getLogger("amore")
+
+
+def cmd_reprocess(a) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from backend.config import load_config
+    from backend.service.listener import find_proposal_dir, setup_logging
+    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.store.writer import RunDB, StorageError
+
+    d = context_dir(a.dir)
+    setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
+    try:
+        db = RunDB(d)
+    except StorageError as e:
+        print(f"amore-proto reprocess: {e}", file=sys.stderr)
+        return 1
+    config = load_config(d)
+    if a.jobs:
+        config["processing"]["jobs"] = a.jobs
+    proposal = db.proposal
+    known = set(db.run_numbers())
+    pdir = find_proposal_dir(proposal, config)
+    if pdir is not None:
+        for sub in ("raw",):
+            for p in (pdir / sub).glob("r[0-9][0-9][0-9][0-9]*"):
+                if p.name[1:].isdigit():
+                    known.add(int(p.name[1:]))
+    try:
+        runs = parse_runs(a.runs, sorted(known))
+    except ValueError:
+        print(f"amore-proto reprocess: runs must be numbers, ranges (3-7) or 'all': {a.runs}",
+              file=sys.stderr)
+        return 2
+    params = {}
+    for kv in a.param or []:
+        k, _, v = kv.partition("=")
+        params[k] = _parse_param(v)
+
+    publisher = None
+    if config.broker:
+        from backend.kafkaclient import broker_reachable
+        from backend.notify.kafka import UpdatePublisher
+        if broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
+            publisher = UpdatePublisher(config, db.db_id)
+    pool = WorkerPool(d, config, min(config.jobs, max(1, len(runs))))
+    pool.start()
+    proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
+    err = proc.load_context()
+    if err:
+        print(f"Context file error:\n{err}", file=sys.stderr)
+        pool.stop()
+        return 1
+    names = None
+    if a.var:
+        known_names = {v.name for v in proc.variables}
+        unknown = [n for n in a.var if n not in known_names]
+        if unknown:
+            print(f"No variable named {', '.join(unknown)}; the context file defines "
+                  f"{', '.join(sorted(known_names))}", file=sys.stderr)
+            pool.stop()
+            return 1
+        names = list(a.var)
+    if a.match:
+        names = [v.name for v in proc.variables
+                 if (names is None or v.name in names)
+                 and any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
+                         for m in a.match)]
+        if not names:
+            print(f"No variable matches {a.match}", file=sys.stderr)
+            pool.stop()
+            return 1
+    failed = []
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
+                  disable=a.quiet) as progress:
+        task = progress.add_task("runs", total=len(runs), last="")
+        with ThreadPoolExecutor(max_workers=len(pool.workers)) as ex:
+            futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
+            for fut in as_completed(futs):
+                out = fut.result()
+                if out.status != "done":
+                    failed.append(out)
+                label = f"run {out.run}: {out.status}" + (f", {out.n_errors} errors" if out.n_errors else "")
+                progress.update(task, advance=1, last=label)
+    pool.stop(wait=False)
+    if publisher:
+        publisher.flush(5)
+        publisher.close()
+    dt = time.perf_counter() - t0
+    print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.1f} s")
+    for out in failed:
+        print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _parse_param(v: str):
+    import json
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+def register(sub) -> None:
+    """Add this module's commands to the ``amore-proto`` sub-parsers."""
+    s = sub.add_parser("reprocess", help="recompute variables for past runs")
+    s.add_argument("runs", nargs="+", help="run numbers, ranges like 3-7, or 'all'")
+    s.add_argument("--dir", "-d")
+    s.add_argument("--match", action="append", help="only variables whose name/title contains TEXT")
+    s.add_argument("--var", action="append", help="only the variable NAME (exact; repeatable)")
+    s.add_argument("--jobs", "-j", type=int, default=0)
+    s.add_argument("--param", action="append", help="NAME=VALUE for param# inputs")
+    s.add_argument("--quiet", "-q", action="store_true")
+    s.add_argument("--verbose", "-v", action="store_true")
+    s.set_defaults(func=cmd_reprocess)

@@ -1,0 +1,53 @@
+"""``amore-proto init`` and ``amore-proto proposal``: creating a context directory and naming its proposal."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from amore.cli.common import context_dir
+from backend.store.init import init_context_dir
+
+
+def cmd_init(a) -> int:
+    from backend.store.writer import StorageError
+    d = context_dir(a.dir)
+    try:
+        ctx = init_context_dir(d, a.proposal, a.template, Path(a.context) if a.context else None)
+    except (FileExistsError, StorageError, KeyError) as e:
+        print(f"amore-proto init: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 1
+    print(f"Initialised {d} for proposal {a.proposal}; edit {ctx} to define variables, "
+          f"then run 'amore-proto listen {d}'")
+    return 0
+
+
+def cmd_proposal(a) -> int:
+    from backend.store.writer import RunDB, StorageError
+    d = context_dir(a.dir)
+    try:
+        if a.proposal is None:
+            db = RunDB(d)
+            print(db.proposal if db.proposal is not None else "(no proposal set)")
+        else:
+            db = RunDB(d) if (d / "runs.sqlite").exists() else RunDB.create(d)
+            old = db.proposal
+            db.set_metadata("proposal", str(a.proposal))
+            print(f"Proposal set to {a.proposal}" + (f" (was {old})" if old not in (None, a.proposal) else ""))
+    except StorageError as e:
+        print(f"amore-proto proposal: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's commands to the ``amore-proto`` sub-parsers."""
+    s = sub.add_parser("init", help="create a context directory")
+    s.add_argument("dir", nargs="?")
+    s.add_argument("--proposal", type=int, required=True)
+    s.add_argument("--template", default="generic", help="context template (generic, mid, spb)")
+    s.add_argument("--context", help="use this context.py instead of a template")
+    s.set_defaults(func=cmd_init)
+    s = sub.add_parser("proposal", help="show or set the proposal of the database")
+    s.add_argument("proposal", nargs="?", type=int)
+    s.add_argument("--dir", "-d")
+    s.set_defaults(func=cmd_proposal)

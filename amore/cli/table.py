@@ -1,0 +1,61 @@
+"""The run table in a terminal (``amore-proto show`` and the demo without a display), with rich."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def render_table(d: Path, max_rows: int | None = None, width: int | None = None):
+    """A rich Table of the run table of context directory ``d`` (newest run first).
+
+    With ``width`` (terminal columns), only as many variable columns as fit are shown, in
+    context-file order; the caption says how many were left out.
+    """
+    from rich.table import Table
+
+    from backend.store.writer import RunDB, StoredValue
+    from backend.formatting import format_value
+
+    db = RunDB(d)
+    variables = db.get_variables()
+    all_runs = db.runs()
+    runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
+    values: dict[tuple[int, int], dict] = {}
+    for p, r, name, value, st, _attrs in db.all_values():
+        values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
+    db.close()
+    fixed = [("Run", [str(r["run"]) for r in runs]),
+             ("Start", [time.strftime("%H:%M:%S", time.localtime(r["start_time"]))
+                        if r["start_time"] else "" for r in runs]),
+             ("Status", [r["status"] for r in runs])]
+    columns = []
+    for v in variables:
+        header = (v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else "")
+        cells = [format_value(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
+        columns.append((header, cells))
+    max_w = 16
+
+    def col_width(header, cells):
+        return min(max([len(header)] + [len(c) for c in cells]), max_w) + 3  # padding + border
+
+    shown = columns
+    if width:
+        used = 1 + sum(col_width(h, c) for h, c in fixed)
+        shown = []
+        for h, c in columns:
+            used += col_width(h, c)
+            if used > width:
+                break
+            shown.append((h, c))
+    hidden = len(columns) - len(shown)
+    t = Table(title=f"Proposal {all_runs[0]['proposal'] if all_runs else ''} — {len(all_runs)} runs",
+              header_style="bold",
+              caption=(f"{hidden} more variable(s) not shown: widen the terminal or open the GUI"
+                       if hidden else None))
+    for h, _ in fixed:
+        t.add_column(h, justify="right" if h == "Run" else "left", no_wrap=True)
+    for h, _ in shown:
+        t.add_column(h, justify="right", no_wrap=True, overflow="ellipsis", max_width=max_w)
+    for i in range(len(runs)):
+        t.add_row(*[c[i] for _, c in fixed], *[c[i] for _, c in shown])
+    return t

@@ -1,0 +1,67 @@
+"""Entry point of the GUI: ``amore-proto gui [DIR | PROPOSAL]`` (or ``python -m amore_gui._qt.launch``).
+
+* a directory: its run table (a proposal directory means its ``usr/Shared/amore``);
+* a proposal number: ``<proposal dir>/usr/Shared/amore`` found under the data root;
+* nothing: a dialog asking for a proposal number or folder, listing recent directories.
+
+A directory without ``runs.sqlite`` is offered to be created from a context template
+(:func:`backend.store.init.init_context_dir`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from amore_gui._qt.opening import choose_target, resolve_or_ask
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``python -m amore_gui._qt.launch``."""
+    p = argparse.ArgumentParser(prog="amore-proto gui", description="AMORE run table")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``amore-proto gui`` (shared with amore.cli)."""
+    p.add_argument("target", nargs="?", metavar="DIR|PROPOSAL",
+                   help="context directory or proposal number (default: ask)")
+    p.add_argument("--no-kafka", action="store_true",
+                   help="do not use Kafka for live updates (watch the database instead)")
+
+
+def run(args) -> int:
+    """Start the GUI for parsed arguments (see :func:`add_arguments`)."""
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    from amore_gui._qt.app import make_app
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.components.settings import Settings
+
+    app = make_app(sys.argv[:1])
+    settings = Settings()
+    if args.target:
+        d = resolve_or_ask(args.target, settings)
+    else:
+        d = choose_target(settings)
+    if d is None:
+        return 1 if args.target else 0
+    win = MainWindow(d, settings=settings, use_kafka=not args.no_kafka, offer_backend=True)
+    win.show()
+    rc = app.exec_()
+    # delete closed windows now, not in arbitrary order at interpreter exit
+    from PyQt5.QtCore import QCoreApplication, QEvent
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    if "amore_gui._qt.plots" in sys.modules:
+        sys.modules["amore_gui._qt.plots"].forget_views()
+    return rc
+
+
+def main(argv=None) -> int:
+    """``python -m amore_gui._qt.launch [DIR | PROPOSAL]``."""
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

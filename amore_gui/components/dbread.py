@@ -1,0 +1,499 @@
+"""Reading ``runs.sqlite`` for the GUI (plain Python + sqlite3; called off the GUI thread).
+
+* :func:`load_table` - the whole run table into a :class:`~amore_gui.components.table_data.TableData`
+  with few queries: numbers come grouped per run (``group_concat``, parsed by numpy) from two
+  threads on separate connections (SQLite runs without the GIL), everything else (strings,
+  sparklines, errors, which cells hold thumbnails) from one narrow query. Thumbnail PNGs are not
+  read here: :func:`read_thumbnail` fetches one when its cell becomes visible.
+* :func:`read_run_update` - one run's row and values (the live-update path).
+* :class:`DbChangeWatcher` - finds what other processes changed (``PRAGMA data_version``,
+  then values newer than the last seen timestamp, and a diff of the small ``runs`` table);
+  the update source when no Kafka broker is available.
+
+The schema is the one of :mod:`backend.store.writer`; writes go through :class:`backend.store.writer.RunDB`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.contextdir import DB_FILE_NAME
+from backend.store.schema import SCHEMA_HEAD
+
+from amore_gui.components.table_data import (K_BOOL, K_NUMBER, K_THUMBNAIL, KIND_CODE, Column, RunUpdate, TableData,
+                         _attrs_used, cell_from_stored)
+
+#: Alembic revision of the schema this module reads.
+EXPECTED_SCHEMA = SCHEMA_HEAD
+
+#: Seconds of overlap when asking for values newer than the last seen timestamp (a writer's
+#: timestamp is taken before its transaction commits).
+TIMESTAMP_OVERLAP = 10.0
+
+#: cheap test for attributes "bold"/"background" (both start with '"b'); bold false is
+#: filtered out in Python.
+_ATTR_COND = "instr(attributes, '\"b') > 0"
+
+
+def db_file(context_dir: str | Path) -> Path:
+    """``runs.sqlite`` of a context directory (or the file itself)."""
+    p = Path(context_dir)
+    return p if p.suffix == ".sqlite" else p / DB_FILE_NAME
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A read-only (``query_only``) connection to an existing database file.
+
+    Raises ``FileNotFoundError`` if it does not exist. Usable from any one thread at a time.
+    """
+    path = db_file(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No AMORE database at {path}")
+    con = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    con.execute("PRAGMA query_only = 1")
+    return con
+
+
+def ensure_schema(path: str | Path) -> None:
+    """Upgrade an older database through :class:`backend.store.writer.RunDB` (only if needed)."""
+    con = connect(path)
+    try:
+        rev = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:
+        rev = None
+    finally:
+        con.close()
+    if not rev or rev[0] != EXPECTED_SCHEMA:
+        from backend.store.writer import RunDB
+        RunDB(db_file(path).parent).close()
+
+
+def read_variables(con: sqlite3.Connection) -> list[Column]:
+    """Variable columns in definition order."""
+    out = []
+    for name, title, desc, units, tags in con.execute(
+            "SELECT name, title, description, units, tags FROM variables ORDER BY rowid"):
+        try:
+            tags = tuple(json.loads(tags or "[]"))
+        except ValueError:
+            tags = ()
+        out.append(Column(name, title or name, units or None, desc, tags))
+    return out
+
+
+def read_metadata(con: sqlite3.Connection) -> dict[str, str]:
+    """The metadata table (proposal, db_id...) as a dict."""
+    return dict(con.execute("SELECT key, value FROM metadata"))
+
+
+RUN_FIELDS = ("start_time", "added_at", "status", "status_message", "comment")
+
+
+def read_runs(con: sqlite3.Connection) -> dict[tuple[int, int], tuple]:
+    """``(proposal, run) -> (start_time, added_at, status, status_message, comment)``."""
+    return {(p, r): rest for p, r, *rest in con.execute(
+        "SELECT proposal, run, start_time, added_at, status, status_message, comment FROM runs "
+        "ORDER BY proposal, run")}
+
+
+def _info(t: tuple) -> dict:
+    return dict(zip(RUN_FIELDS, t))
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_table` read: the table, its metadata and the watcher's baseline."""
+
+    data: TableData
+    metadata: dict
+    runs: dict
+    variables_sig: str
+    comments_sig: tuple
+    seconds: float = 0.0
+
+
+def variables_signature(con: sqlite3.Connection) -> str:
+    """A hash of the variable definitions (to notice changes)."""
+    rows = con.execute("SELECT name, title, description, units, tags, data, summary "
+                       "FROM variables ORDER BY rowid").fetchall()
+    return hashlib.sha1(repr(rows).encode()).hexdigest()
+
+
+def comments_signature(con: sqlite3.Connection) -> tuple:
+    """(count, max id, max timestamp) of the comments (to notice changes)."""
+    return tuple(con.execute("SELECT count(*), max(id), max(timestamp) FROM comments").fetchone())
+
+
+@dataclass
+class ValueChunk:
+    """Values of a range of runs, read off the GUI thread and merged into the table with
+    :meth:`merge_into` (cheap numpy block assignments)."""
+
+    rows: np.ndarray                 # data rows, ascending
+    num: np.ndarray                  # (len(rows), nvars) float64
+    kind: np.ndarray                 # (len(rows), nvars) uint8
+    objs: list = field(default_factory=list)      # (i, v, value)
+    attrs: dict = field(default_factory=dict)     # (row, v) -> dict
+    extra: list = field(default_factory=list)     # (row, name, CellValue): names without column
+    max_timestamp: float = 0.0
+
+    def merge_into(self, data: TableData) -> list[int]:
+        """Copy the values into ``data``; returns table columns added for unknown names."""
+        nv = self.num.shape[1]
+        data.num[self.rows, :nv] = self.num
+        data.kind[self.rows, :nv] = self.kind
+        rows = self.rows
+        obj = data.obj
+        for i, v, value in self.objs:
+            obj[rows[i], v] = value
+        data.attrs.update(self.attrs)
+        added = []
+        for row, name, cell in self.extra:
+            if data.var_of(name) is None:
+                added.append(data.add_variable(Column(name, name)))
+            data.set_cell(row, data.var_of(name), cell)
+        data.max_timestamp = max(data.max_timestamp, self.max_timestamp)
+        return added
+
+
+_CHUNK_QUERY = f"""
+SELECT run,
+  group_concat(CASE WHEN summary_type = 'number' THEN name END),
+  group_concat(CASE WHEN summary_type = 'number' THEN ifnull(value, 'nan') END),
+  '[' || group_concat(CASE WHEN summary_type != 'number' OR {_ATTR_COND} THEN
+      json_array(name, summary_type,
+        CASE WHEN summary_type IN ('number', 'thumbnail') THEN NULL
+             WHEN summary_type = 'sparkline' OR typeof(value) = 'blob' THEN hex(value)
+             ELSE value END,
+        CASE WHEN summary_type IN ('error', 'skipped') OR {_ATTR_COND} THEN attributes END)
+    END) || ']'
+FROM run_values WHERE proposal = ? AND run BETWEEN ? AND ? GROUP BY proposal, run
+"""
+
+
+def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
+                proposal: int, lo: int, hi: int) -> ValueChunk:
+    """Values of runs ``lo..hi`` of one proposal in one scan, grouped per run: numbers as
+    comma-separated text (parsed by numpy), the other cells (strings, sparklines as hex,
+    errors, which cells hold thumbnails, bold/background attributes) as a JSON array."""
+    rows = np.array(sorted(row for (p, r), row in row_of.items()
+                           if p == proposal and lo <= r <= hi), np.int64)
+    local = {int(row): i for i, row in enumerate(rows)}
+    ch = ValueChunk(rows, np.full((len(rows), nvars), np.nan), np.zeros((len(rows), nvars), np.uint8))
+    num, kind = ch.num, ch.kind
+    objs, attrs_of = ch.objs, ch.attrs
+    codes = KIND_CODE
+    name_cache: dict[str, np.ndarray | None] = {}
+    con = connect(path)
+    try:
+        for run, names, values, others in con.execute(_CHUNK_QUERY, (proposal, lo, hi)):
+            row = row_of.get((proposal, run))
+            if row is None:
+                continue
+            i = local[row]
+            if names:
+                if names in name_cache:
+                    cols = name_cache[names]
+                else:
+                    idx = [var_index.get(n, -1) for n in names.split(",")]
+                    cols = None if -1 in idx else np.array(idx, np.intp)
+                    name_cache[names] = cols
+                vals = None
+                if cols is not None:
+                    try:
+                        vals = np.array(values.split(","), dtype=float)
+                    except ValueError:
+                        vals = None
+                if cols is None or vals is None or len(vals) != len(cols):
+                    _numbers_row_by_row(con, proposal, run, row, i, var_index, ch)
+                else:
+                    num[i, cols] = vals
+                    kind[i, cols] = K_NUMBER
+            if not others or others == "[]":
+                continue
+            try:
+                entries = json.loads(others)
+            except ValueError:
+                entries = _others_row_by_row(con, proposal, run)
+            for name, st, value, attrs in entries:
+                v = var_index.get(name)
+                a = _parse_attrs(attrs) if attrs is not None else None
+                if st == "sparkline" and isinstance(value, str):
+                    try:
+                        value = bytes.fromhex(value)
+                    except ValueError:
+                        value = None
+                if v is None:
+                    if st != "number":
+                        ch.extra.append((row, name, cell_from_stored(
+                            value, st, None if a is None else dict(a))))
+                    continue
+                if a:
+                    attrs_of[(row, v)] = a
+                if st == "number":          # bold/background of a number (value above)
+                    continue
+                k = codes.get(st)
+                if k is None or k == K_BOOL:
+                    cell = cell_from_stored(value, st, None)
+                    kind[i, v], num[i, v] = cell.kind, cell.num
+                    if cell.obj is not None:
+                        objs.append((i, v, cell.obj))
+                else:
+                    kind[i, v] = k
+                    if k != K_THUMBNAIL and value is not None:
+                        objs.append((i, v, value))
+    finally:
+        con.close()
+    return ch
+
+
+def _numbers_row_by_row(con, proposal, run, row, i, var_index, ch) -> None:
+    """Unusual number cells (text in a number cell, names without a column)."""
+    for name, value in con.execute(
+            "SELECT name, value FROM run_values WHERE proposal = ? AND run = ? "
+            "AND summary_type = 'number'", (proposal, run)):
+        cell = cell_from_stored(value, "number", None)
+        v = var_index.get(name)
+        if v is None:
+            ch.extra.append((row, name, cell))
+        else:
+            ch.num[i, v], ch.kind[i, v] = cell.num, K_NUMBER
+
+
+def _others_row_by_row(con, proposal, run) -> list:
+    out = []
+    for name, st, value, attrs in con.execute(
+            "SELECT name, summary_type, CASE WHEN summary_type = 'thumbnail' THEN NULL "
+            "ELSE value END, attributes FROM run_values WHERE proposal = ? AND run = ? "
+            "AND summary_type != 'number'", (proposal, run)):
+        if st == "sparkline" and isinstance(value, bytes):
+            value = value.hex()
+        out.append((name, st, value, attrs))
+    return out
+
+
+_BOLD_ONLY = {"bold": True}
+
+
+def _parse_attrs(text: str) -> dict | None:
+    """The attributes the table uses from a JSON text (fast paths for the common cases)."""
+    if '"error' not in text and '"reason"' not in text and '"background"' not in text:
+        if '"bold": true' in text or '"bold":true' in text:
+            return _BOLD_ONLY
+        return None
+    try:
+        return _attrs_used(json.loads(text))
+    except ValueError:
+        return None
+
+
+def _chunks(runs: dict, first: int, size: int) -> list[tuple[int, int, int]]:
+    """(proposal, lo, hi) run ranges, newest runs first: ``first`` runs, then ``size``."""
+    out = []
+    by_prop: dict[int, list[int]] = {}
+    for p, r in runs:
+        by_prop.setdefault(p, []).append(r)
+    for p in sorted(by_prop, reverse=True):
+        rs = sorted(by_prop[p], reverse=True)
+        i, n = 0, first
+        while i < len(rs):
+            part = rs[i:i + n]
+            out.append((p, part[-1], part[0]))
+            i += n
+            n = size
+    return out
+
+
+def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size: int = 1000):
+    """Read the run table progressively: yields a :class:`LoadResult` (all runs, variables,
+    and the values of the newest ``first`` runs), then :class:`ValueChunk` objects for the
+    older runs (``size`` runs each, read by ``threads`` threads on their own connections).
+
+    Raises ``FileNotFoundError`` if there is no database.
+    """
+    t0 = time.perf_counter()
+    t_wall = time.time()
+    path = db_file(context_dir)
+    con = connect(path)
+    try:
+        variables = read_variables(con)
+        metadata = read_metadata(con)
+        runs = read_runs(con)
+        vsig = variables_signature(con)
+        csig = comments_signature(con)
+    finally:
+        con.close()
+    data = TableData(variables, capacity=len(runs) + 64)
+    data.max_timestamp = t_wall
+    for (p, r), t in runs.items():
+        row = data.add_run(p, r)
+        data.set_info(row, _info(t))
+    var_index = {c.key: i for i, c in enumerate(variables)}
+    row_of = dict(data.row_of)
+    nvars = len(variables)
+    chunks = _chunks(runs, first, size)
+    res = LoadResult(data, metadata, runs, vsig, csig)
+    if not chunks:
+        res.seconds = time.perf_counter() - t0
+        yield res
+        return
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+        futs = [ex.submit(_load_chunk, path, var_index, row_of, nvars, *c) for c in chunks]
+        futs[0].result().merge_into(data)
+        res.seconds = time.perf_counter() - t0
+        yield res
+        for f in futs[1:]:
+            yield f.result()
+
+
+def load_table(context_dir: str | Path, threads: int = 2) -> LoadResult:
+    """Read the whole run table of a context directory (see :func:`iter_load`)."""
+    t0 = time.perf_counter()
+    it = iter_load(context_dir, threads)
+    res = next(it)
+    for chunk in it:
+        chunk.merge_into(res.data)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _value_rows_to_update(p: int, r: int, rows, info: dict | None, complete: bool) -> RunUpdate:
+    upd = RunUpdate(p, r, info, complete=complete)
+    for name, st, value, attrs, ts in rows:
+        a = None
+        if attrs:
+            try:
+                a = json.loads(attrs)
+            except ValueError:
+                a = None
+        upd.values[name] = cell_from_stored(value, st, a)
+        if ts and ts > upd.max_timestamp:
+            upd.max_timestamp = ts
+    return upd
+
+
+_VALUE_COLS = ("name, summary_type, CASE WHEN summary_type = 'thumbnail' THEN NULL ELSE value END, "
+               "attributes, timestamp")
+
+
+def read_run_update(path: str | Path, proposal: int, run: int,
+                    con: sqlite3.Connection | None = None) -> RunUpdate:
+    """One run's row and all its values as a :class:`RunUpdate` (``complete=True``).
+    ``info`` is None if the run is not in the database."""
+    own = con is None
+    con = connect(path) if own else con
+    try:
+        row = con.execute("SELECT start_time, added_at, status, status_message, comment FROM runs "
+                          "WHERE proposal = ? AND run = ?", (proposal, run)).fetchone()
+        rows = con.execute(f"SELECT {_VALUE_COLS} FROM run_values WHERE proposal = ? AND run = ?",
+                           (proposal, run)).fetchall()
+    finally:
+        if own:
+            con.close()
+    return _value_rows_to_update(proposal, run, rows, _info(row) if row else None, True)
+
+
+def read_run_info(con: sqlite3.Connection, proposal: int, run: int) -> dict | None:
+    """The runs-table fields of one run as a dict, or None."""
+    row = con.execute("SELECT start_time, added_at, status, status_message, comment FROM runs "
+                      "WHERE proposal = ? AND run = ?", (proposal, run)).fetchone()
+    return _info(row) if row else None
+
+
+def read_thumbnail(con: sqlite3.Connection, proposal: int, run: int, name: str) -> bytes | None:
+    """PNG bytes of a thumbnail cell, or None."""
+    row = con.execute("SELECT value FROM run_values WHERE proposal = ? AND run = ? AND name = ? "
+                      "AND summary_type = 'thumbnail'", (proposal, run, name)).fetchone()
+    return bytes(row[0]) if row and row[0] is not None else None
+
+
+def read_comments(con: sqlite3.Connection) -> list[dict]:
+    """Standalone comments, oldest first: dicts with id, proposal, run, timestamp, author, text."""
+    cols = ("id", "proposal", "run", "timestamp", "author", "text")
+    return [dict(zip(cols, r)) for r in con.execute(
+        "SELECT id, proposal, run, timestamp, author, text FROM comments ORDER BY timestamp, id")]
+
+
+@dataclass
+class Changes:
+    """What :meth:`DbChangeWatcher.poll` found."""
+
+    updates: list[RunUpdate] = field(default_factory=list)
+    variables_changed: bool = False
+    comments_changed: bool = False
+
+    def __bool__(self):
+        return bool(self.updates or self.variables_changed or self.comments_changed)
+
+
+class DbChangeWatcher:
+    """Finds changes other processes committed to the database since the last poll.
+
+    ``PRAGMA data_version`` says cheaply whether anything was committed; only then are values
+    with a timestamp newer than the last seen one read (with :data:`TIMESTAMP_OVERLAP` seconds
+    of overlap, de-duplicated), the ``runs`` table diffed, and the variable definitions and
+    comments compared. Use from one thread.
+    """
+
+    def __init__(self, path: str | Path, since: float = 0.0, runs: dict | None = None,
+                 variables_sig: str | None = None, comments_sig: tuple | None = None):
+        self.path = db_file(path)
+        self.con = connect(self.path)
+        self.data_version = None
+        self.last_ts = since
+        self._seen: dict[tuple, float] = {}
+        self.runs = dict(runs) if runs is not None else read_runs(self.con)
+        self.variables_sig = (variables_signature(self.con) if variables_sig is None
+                              else variables_sig)
+        self.comments_sig = comments_signature(self.con) if comments_sig is None else comments_sig
+        self.data_version = self.con.execute("PRAGMA data_version").fetchone()[0]
+
+    def poll(self, force: bool = False) -> Changes:
+        """Changes since the last call (empty if nothing was committed meanwhile)."""
+        ch = Changes()
+        dv = self.con.execute("PRAGMA data_version").fetchone()[0]
+        if dv == self.data_version and not force:
+            return ch
+        self.data_version = dv
+        vsig = variables_signature(self.con)
+        if vsig != self.variables_sig:
+            self.variables_sig = vsig
+            ch.variables_changed = True
+        csig = comments_signature(self.con)
+        if csig != self.comments_sig:
+            self.comments_sig = csig
+            ch.comments_changed = True
+        runs = read_runs(self.con)
+        changed_info = {k: t for k, t in runs.items() if self.runs.get(k) != t}
+        self.runs = runs
+        since = self.last_ts - TIMESTAMP_OVERLAP
+        rows = self.con.execute(
+            f"SELECT proposal, run, {_VALUE_COLS} FROM run_values WHERE timestamp > ?",
+            (since,)).fetchall()
+        per_run: dict[tuple[int, int], list] = {}
+        for p, r, name, st, value, attrs, ts in rows:
+            key = (p, r, name)
+            if self._seen.get(key) == ts:
+                continue
+            self._seen[key] = ts
+            per_run.setdefault((p, r), []).append((name, st, value, attrs, ts))
+            if ts > self.last_ts:
+                self.last_ts = ts
+        cutoff = self.last_ts - TIMESTAMP_OVERLAP
+        if len(self._seen) > 10000:
+            self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
+        for key in sorted(set(per_run) | set(changed_info)):
+            t = runs.get(key)
+            ch.updates.append(_value_rows_to_update(
+                key[0], key[1], per_run.get(key, ()), _info(t) if t else None, False))
+        return ch
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,74 @@
+"""Finding the context directory to open (plain Python, no Qt).
+
+``amore-proto gui 2832`` means ``<proposal dir>/usr/Shared/amore`` of proposal 2832, the
+proposal directory found under the data root (``[data] root`` in the configuration or
+``$EXTRA_DATA_DATA_ROOT``, default ``/gpfs/exfel/exp``) as extra-data finds it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.config import CONTEXT_SUBDIR
+from backend.contextdir import DB_FILE_NAME
+
+
+class LocateError(Exception):
+    """The proposal or directory cannot be found; the message says what was tried."""
+
+
+@dataclass
+class Target:
+    """What to open: ``context_dir``; ``proposal`` when known (from a proposal number or the
+    database); ``exists``: the directory has a ``runs.sqlite``."""
+
+    context_dir: Path
+    proposal: int | None = None
+
+    @property
+    def exists(self) -> bool:
+        return (self.context_dir / DB_FILE_NAME).is_file()
+
+
+def data_root() -> Path:
+    """The data root the backend uses (site configuration, then ``$EXTRA_DATA_DATA_ROOT``)."""
+    from backend.config import load_config
+    return load_config(None).effective_data_root()
+
+
+def proposal_context_dir(proposal: int) -> Path:
+    """``<proposal dir>/usr/Shared/amore``; raises :class:`LocateError` if the proposal
+    directory is not under the data root."""
+    from backend.config import load_config
+    from backend.service.listener import find_proposal_dir
+    cfg = load_config(None)
+    pdir = find_proposal_dir(int(proposal), cfg)
+    if pdir is None:
+        raise LocateError(f"Proposal {proposal} not found under {data_root()} "
+                          f"(looked for */*/p{int(proposal):06d}; set EXTRA_DATA_DATA_ROOT?)")
+    return pdir / CONTEXT_SUBDIR
+
+
+def resolve(arg: str | os.PathLike) -> Target:
+    """A proposal number (``"2832"``, ``"p2832"``, ``"p002832"``) or a directory -> :class:`Target`.
+
+    A directory that is a proposal directory (``.../p002832``) means its ``usr/Shared/amore``.
+    Raises :class:`LocateError` for an unknown proposal.
+    """
+    s = str(arg).strip()
+    num = s[1:] if s[:1] in "pP" and s[1:].isdigit() else s
+    if num.isdigit() and not Path(s).exists():
+        p = int(num)
+        return Target(proposal_context_dir(p), p)
+    d = Path(s).expanduser().resolve()
+    if d.name.startswith("p") and d.name[1:].isdigit() and (d / "raw").is_dir():
+        return Target(d / CONTEXT_SUBDIR, int(d.name[1:]))
+    proposal = None
+    if d.is_file() and d.suffix == ".sqlite":
+        d = d.parent
+    for parent in d.parents:
+        if parent.name.startswith("p") and parent.name[1:].isdigit() and \
+                d == parent / CONTEXT_SUBDIR:
+            proposal = int(parent.name[1:])
+    return Target(d, proposal)

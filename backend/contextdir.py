@@ -1,0 +1,103 @@
+"""A context directory: every path AMORE keeps for one proposal, named once.
+
+By convention a proposal's context directory is ``<proposal>/usr/Shared/amore`` (see
+:data:`backend.config.CONTEXT_SUBDIR`). It holds:
+
+=========================  ===================================================================
+``context.py``             the user's context file (variables to compute from a run)
+``amore.toml``             optional per-proposal configuration (see :mod:`backend.config`)
+``runs.sqlite``            the run table (source of truth; one writer, the backend)
+``extracted_data/``        every variable's full result per run, ``p<proposal>_r<run>.h5``
+``amore.log``              the backend's log
+``amore-tmux.sock``        while the backend runs: the tmux server it runs in
+``backend-status.json``    the backend's status record (host, PID, heartbeat)
+``.amore-backend.lock``    held (flock) by the running backend
+=========================  ===================================================================
+
+This module is pure standard library: the context-file worker (in the user's Python) uses it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTEXT_FILE_NAME = "context.py"
+CONFIG_FILE_NAME = "amore.toml"
+DB_FILE_NAME = "runs.sqlite"
+EXTRACTED_DIR_NAME = "extracted_data"
+LOG_FILE_NAME = "amore.log"
+TMUX_SOCKET_NAME = "amore-tmux.sock"
+STATUS_FILE_NAME = "backend-status.json"
+LOCK_FILE_NAME = ".amore-backend.lock"
+
+
+@dataclass(frozen=True)
+class ContextDir:
+    """The paths of one context directory.
+
+    ``ContextDir(path)`` accepts the directory (``str`` or ``os.PathLike``; ``~`` is expanded,
+    the path made absolute). Nothing is created or checked; :func:`init_context_dir` creates one.
+    """
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike):
+        object.__setattr__(self, "path", Path(path).expanduser().absolute())
+
+    @property
+    def context_file(self) -> Path:
+        """The user's ``context.py``."""
+        return self.path / CONTEXT_FILE_NAME
+
+    @property
+    def config_file(self) -> Path:
+        """``amore.toml`` (may not exist)."""
+        return self.path / CONFIG_FILE_NAME
+
+    @property
+    def db_file(self) -> Path:
+        """``runs.sqlite``."""
+        return self.path / DB_FILE_NAME
+
+    @property
+    def extracted_dir(self) -> Path:
+        """``extracted_data/``, one HDF5 file per run."""
+        return self.path / EXTRACTED_DIR_NAME
+
+    def run_file(self, proposal: int | str, run: int) -> Path:
+        """``extracted_data/p<proposal>_r<run>.h5``: every variable's full result for one run."""
+        return self.extracted_dir / f"p{proposal}_r{run}.h5"
+
+    @property
+    def log_file(self) -> Path:
+        """``amore.log``."""
+        return self.path / LOG_FILE_NAME
+
+    @property
+    def tmux_socket(self) -> Path:
+        """``amore-tmux.sock``: the tmux server the managed backend runs in."""
+        return self.path / TMUX_SOCKET_NAME
+
+    @property
+    def status_file(self) -> Path:
+        """``backend-status.json``: the running backend's status record."""
+        return self.path / STATUS_FILE_NAME
+
+    @property
+    def lock_file(self) -> Path:
+        """``.amore-backend.lock``: held by the running backend."""
+        return self.path / LOCK_FILE_NAME
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def db_file(context_dir: str | os.PathLike) -> Path:
+    """``runs.sqlite`` of a context directory, or ``context_dir`` itself when it names a
+    ``.sqlite`` file."""
+    p = Path(context_dir)
+    return p if p.suffix == ".sqlite" else ContextDir(p).db_file

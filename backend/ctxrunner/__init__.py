@@ -1,0 +1,11 @@
+"""Where user code runs: evaluating a context file on one run, in the user's Python.
+
+Everything in this package may run in a different interpreter (``processing.context_python``)
+with only numpy, h5py, extra-data and the standard library; it never imports SQLAlchemy, Kafka or
+Qt (an import-linter contract checks this). See ``README.md`` beside this file.
+
+* :mod:`.context` - ``Variable``, ``Cell``, ``Skip``: the context-file API and its evaluation.
+* :mod:`.results` - reducing results to table values, writing the run's HDF5 file.
+* :mod:`.worker` - the long-lived worker process the backend talks to over JSON lines.
+* :mod:`.mymdc` - the facility metadata service for ``mymdc#`` inputs.
+"""

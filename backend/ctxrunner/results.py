@@ -1,0 +1,378 @@
+"""Turning variable results into stored data: the per-run HDF5 file and the table values.
+
+Every result is stored whole in ``extracted_data/p<proposal>_r<run>.h5`` (one group per
+variable) and reduced to one table value (:class:`backend.store.writer.StoredValue`) for SQLite:
+
+=====================================  =============================================
+result                                 table value (``summary_type``)
+=====================================  =============================================
+bool / numpy bool                      ``bool`` (0/1)
+int, float (numpy too)                 ``number`` (NaN stored as NULL)
+complex                                ``complex`` (text such as ``"(1+2j)"``)
+str                                    ``string``
+array/DataArray with a ``summary``     ``number`` (the numpy reduction named by ``summary``)
+1-D numeric array/DataArray            ``sparkline`` (float32 little-endian, <= N points)
+2-D numeric array/DataArray            ``thumbnail`` (PNG, <= thumbnail_px per side)
+matplotlib figure (or Axes)            ``thumbnail`` (PNG)
+other arrays, xarray Dataset           ``array`` (text such as ``"float64 (4, 5, 6)"``)
+exception / Skip                       ``error`` / ``skipped`` (NULL; message in attributes)
+=====================================  =============================================
+
+The HDF5 layout is ``/<name>/data`` (dataset) with attributes ``amore_type`` (``scalar``,
+``string``, ``ndarray``, ``DataArray``, ``Dataset``, ``figure``) and ``units``; DataArrays add
+``/<name>/coords/<dim>`` datasets and a ``dims`` attribute (JSON list); Datasets store each data
+variable as a DataArray group under ``/<name>/vars/<var>``; figures store PNG bytes (uint8).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.contextdir import ContextDir
+from backend.files import share_like_dir
+from backend.vocab import StoredValue
+
+def h5_path(context_dir: str | os.PathLike, proposal: int, run: int) -> Path:
+    """``DIR/extracted_data/p<proposal>_r<run>.h5`` (:meth:`backend.contextdir.ContextDir.run_file`)."""
+    return ContextDir(context_dir).run_file(proposal, run)
+
+
+def _is_figure(v) -> bool:
+    return type(v).__module__.startswith("matplotlib") and hasattr(v, "savefig")
+
+
+def _axes_to_figure(v):
+    """A matplotlib Axes returned by a variable stands for its whole figure."""
+    if type(v).__module__.startswith("matplotlib") and hasattr(v, "get_figure") \
+            and not hasattr(v, "savefig"):
+        return v.get_figure()
+    return v
+
+
+def _is_xarray(v, cls: str) -> bool:
+    return type(v).__name__ == cls and type(v).__module__.startswith("xarray")
+
+
+def _numeric(a: np.ndarray) -> bool:
+    return a.dtype.kind in "biuf"
+
+
+def downsample_1d(a: np.ndarray, n: int) -> np.ndarray:
+    """Bucket means of a 1-D array to at most ``n`` points (float32; NaN-aware)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    if a.size <= n:
+        return a.astype(np.float32)
+    edges = np.linspace(0, a.size, n + 1).astype(int)
+    with np.errstate(invalid="ignore"):
+        sums = np.add.reduceat(np.nan_to_num(a), edges[:-1])
+        counts = np.add.reduceat(np.isfinite(a).astype(np.int64), edges[:-1])
+        out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return out.astype(np.float32)
+
+
+def _downsample_2d(a: np.ndarray, px: int) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    step = max(1, int(np.ceil(max(a.shape) / px)))
+    if step > 1:
+        h, w = (a.shape[0] // step) * step, (a.shape[1] // step) * step
+        if h and w:
+            with warnings.catch_warnings():  # all-NaN blocks stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                a = np.nanmean(a[:h, :w].reshape(h // step, step, w // step, step), axis=(1, 3))
+        else:
+            a = a[::step, ::step]
+    return a
+
+
+def thumbnail_png(a: np.ndarray, px: int = 150) -> bytes:
+    """PNG (RGB, viridis, levels at the 1st/99th percentile) of a 2-D array, longest side <= px."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    img = _downsample_2d(a, px)
+    finite = img[np.isfinite(img)]
+    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    norm = np.clip((img - lo) / (hi - lo), 0, 1)
+    rgba = colormaps["viridis"](np.nan_to_num(norm), bytes=True)
+    rgba[~np.isfinite(img)] = (255, 255, 255, 255)
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def figure_png(fig, px: int | None = None, dpi: float = 100) -> bytes:
+    """PNG of a matplotlib figure; scaled so its longest side is about ``px`` if given."""
+    if px is not None:
+        w, h = fig.get_size_inches()
+        dpi = px / max(w, h)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _scalar_value(v) -> StoredValue | None:
+    if isinstance(v, (bool, np.bool_)):
+        return StoredValue(int(bool(v)), "bool")
+    if isinstance(v, (int, np.integer)):
+        return StoredValue(int(v), "number")
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return StoredValue(None if np.isnan(f) else f, "number", {"nan": True} if np.isnan(f) else {})
+    if isinstance(v, (complex, np.complexfloating)):
+        return StoredValue(str(complex(v)), "complex")
+    if isinstance(v, str):
+        return StoredValue(v, "string")
+    if isinstance(v, bytes):
+        return StoredValue(v.decode("utf-8", "replace"), "string")
+    return None
+
+
+def table_value(value: Any, *, summary: str | None = None, units: str | None = None,
+                thumbnail_px: int = 150, sparkline_points: int = 100) -> StoredValue:
+    """The table value of a variable's result (see the module docstring).
+
+    ``value`` may be a :class:`backend.ctxrunner.context.Cell`. ``summary`` is the variable's numpy
+    reduction name. Raises ``TypeError`` for result types AMORE cannot store and ``ValueError``
+    for an unknown summary name.
+    """
+    attrs: dict[str, Any] = {}
+    preview = None
+    summary_value = None
+    if type(value).__name__ == "Cell" and hasattr(value, "summary_value"):
+        cell = value
+        value = cell.data
+        summary = cell.summary or summary
+        units = cell.units or units
+        preview, summary_value = cell.preview, cell.summary_value
+        if cell.bold is not None:
+            attrs["bold"] = bool(cell.bold)
+        if cell.background is not None:
+            bg = cell.background
+            attrs["background"] = list(bg) if isinstance(bg, (tuple, list, np.ndarray)) else str(bg)
+    if units:
+        attrs["units"] = units
+
+    def done(sv: StoredValue) -> StoredValue:
+        sv.attributes = {**sv.attributes, **attrs}
+        return sv
+
+    value, preview = _axes_to_figure(value), _axes_to_figure(preview)
+    if summary_value is not None:
+        sv = _scalar_value(summary_value)
+        if sv is None:
+            raise TypeError(f"Cell summary_value must be a number or string, "
+                            f"not {type(summary_value).__name__}")
+        return done(sv)
+    if value is None and preview is None:
+        return done(StoredValue(None, "none"))
+    sv = _scalar_value(value)
+    if sv is not None:
+        return done(sv)
+
+    target = preview if preview is not None else value
+    if _is_figure(target):
+        return done(StoredValue(figure_png(target, px=thumbnail_px * 2), "thumbnail"))
+    if _is_xarray(value, "Dataset"):
+        return done(StoredValue(f"Dataset ({', '.join(map(str, value.data_vars))})", "array"))
+
+    arr = np.asarray(getattr(target, "values", target))
+    if arr.dtype == object:
+        raise TypeError(f"cannot store a result of type {type(target).__name__} "
+                        f"with object dtype")
+    attrs["shape"] = list(np.shape(value.values if hasattr(value, "values") else value))
+    attrs["dtype"] = str(arr.dtype)
+    if summary and preview is None:
+        func = getattr(np, summary, None)
+        if func is None or not callable(func):
+            raise ValueError(f"unknown summary {summary!r} (use a numpy function name such as "
+                             f"'mean', 'nanmax', 'std')")
+        with np.errstate(all="ignore"):
+            red = func(np.asarray(getattr(value, "values", value)))
+        sv = _scalar_value(red.item() if isinstance(red, np.ndarray) and red.size == 1 else red)
+        if sv is None:
+            raise TypeError(f"summary {summary!r} gave a {type(red).__name__}, not a number")
+        return done(sv)
+    if arr.ndim == 0:
+        sv = _scalar_value(arr.item())
+        if sv is not None:
+            return done(sv)
+    if _numeric(arr) and arr.ndim == 1:
+        return done(StoredValue(downsample_1d(arr, sparkline_points).astype("<f4").tobytes(),
+                                "sparkline"))
+    if _numeric(arr) and arr.ndim == 2 and min(arr.shape) > 1:
+        return done(StoredValue(thumbnail_png(arr, thumbnail_px), "thumbnail"))
+    if _numeric(arr) and arr.ndim == 2:
+        return done(StoredValue(downsample_1d(arr.ravel(), sparkline_points).astype("<f4").tobytes(),
+                                "sparkline"))
+    return done(StoredValue(f"{arr.dtype} {tuple(arr.shape)}", "array"))
+
+
+# --- HDF5 ---------------------------------------------------------------------------------
+
+def _write_array_group(grp, value) -> None:
+    import h5py
+    if _is_xarray(value, "DataArray"):
+        grp.attrs["amore_type"] = "DataArray"
+        grp.create_dataset("data", data=np.asarray(value.values))
+        grp.attrs["dims"] = json.dumps([str(d) for d in value.dims])
+        if value.name is not None:
+            grp.attrs["name"] = str(value.name)
+        coords = grp.create_group("coords")
+        for cname, coord in value.coords.items():
+            vals = np.asarray(coord.values)
+            if vals.dtype.kind in "biufc":
+                ds = coords.create_dataset(str(cname), data=vals)
+            elif vals.dtype.kind == "M":
+                ds = coords.create_dataset(str(cname), data=vals.astype("datetime64[ns]").astype("i8"))
+                ds.attrs["datetime64"] = "ns"
+            else:
+                ds = coords.create_dataset(str(cname), data=vals.astype(str).astype(object),
+                                           dtype=h5py.string_dtype())
+            ds.attrs["dims"] = json.dumps([str(d) for d in coord.dims])
+        for k, v in value.attrs.items():
+            if isinstance(v, (int, float, str, np.number)):
+                grp.attrs[f"attr_{k}"] = v
+        return
+    arr = np.asarray(value)
+    if arr.dtype.kind in "US" or arr.dtype == object:
+        grp.attrs["amore_type"] = "string"
+        grp.create_dataset("data", data=arr.astype(str).astype(object), dtype=h5py.string_dtype())
+    else:
+        grp.attrs["amore_type"] = "ndarray" if arr.ndim else "scalar"
+        grp.create_dataset("data", data=arr)
+
+
+def write_value_group(f, name: str, value: Any, units: str | None = None) -> None:
+    """Write one result into HDF5 file/group ``f`` as ``/<name>`` (replacing an existing one).
+    Raises ``TypeError`` for results that cannot be stored."""
+    import h5py
+    if type(value).__name__ == "Cell" and hasattr(value, "summary_value"):
+        units = value.units or units
+        value = value.data
+    value = _axes_to_figure(value)
+    if name in f:
+        del f[name]
+    grp = f.create_group(name)
+    if units:
+        grp.attrs["units"] = units
+    if value is None:
+        grp.attrs["amore_type"] = "none"
+    elif _is_figure(value):
+        grp.attrs["amore_type"] = "figure"
+        grp.create_dataset("data", data=np.frombuffer(figure_png(value), dtype=np.uint8))
+    elif isinstance(value, str):
+        grp.attrs["amore_type"] = "string"
+        grp.create_dataset("data", data=value, dtype=h5py.string_dtype())
+    elif _is_xarray(value, "Dataset"):
+        grp.attrs["amore_type"] = "Dataset"
+        sub = grp.create_group("vars")
+        for vname, da in value.data_vars.items():
+            _write_array_group(sub.create_group(str(vname)), da)
+    elif isinstance(value, (complex, np.complexfloating)):
+        grp.attrs["amore_type"] = "scalar"
+        grp.create_dataset("data", data=np.complex128(value))
+    else:
+        arr = np.asarray(getattr(value, "values", value))
+        if arr.dtype == object and not _is_xarray(value, "DataArray"):
+            del f[name]
+            raise TypeError(f"cannot store a result of type {type(value).__name__}")
+        _write_array_group(grp, value)
+
+
+def write_run_file(path: str | os.PathLike, values: dict[str, tuple[Any, str | None]]) -> dict[str, str]:
+    """Store results in the run's HDF5 file, replacing groups of the same names.
+
+    ``values``: name -> (result, units). The file is changed on a copy which then replaces the
+    original, so a killed worker never leaves a half-written file, and readers never see one.
+    Writers of the same run (the backend and a ``reprocess`` at once) take turns through an
+    ``flock`` on ``.p<P>_r<R>.h5.lock`` beside it, so neither loses the other's groups.
+    Returns name -> error message for results that could not be stored (the others are stored).
+    """
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    with open(lock_path, "a") as lock:
+        share_like_dir(lock_path, path.parent)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        return _replace_groups(path, values)
+
+
+def _replace_groups(path: Path, values: dict[str, tuple[Any, str | None]]) -> dict[str, str]:
+    import h5py
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".h5.tmp", dir=path.parent)
+    os.close(fd)
+    errors = {}
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+            mode = "r+"
+        else:
+            mode = "w"
+        with h5py.File(tmp, mode) as f:
+            for name, (value, units) in values.items():
+                try:
+                    write_value_group(f, name, value, units)
+                except Exception as e:  # one bad result never loses the others
+                    errors[name] = f"{type(e).__name__}: {e}"
+        share_like_dir(tmp, path.parent)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return errors
+
+
+def read_run_value(path: str | os.PathLike, name: str):
+    """Read one variable back from a run's HDF5 file.
+
+    Returns a numpy array / scalar / str, an ``xarray.DataArray`` (``amore_type`` DataArray),
+    a dict of DataArrays (Dataset), or PNG ``bytes`` (figure). Raises ``KeyError`` if the
+    variable is not in the file, ``FileNotFoundError`` if the file does not exist.
+    """
+    import h5py
+    with h5py.File(path, "r") as f:
+        grp = f[name]
+        return _read_group(grp)
+
+
+def _read_group(grp):
+    t = grp.attrs.get("amore_type", "ndarray")
+    if t == "none":
+        return None
+    if t == "figure":
+        return grp["data"][()].tobytes()
+    if t == "string":
+        v = grp["data"][()]
+        if isinstance(v, bytes):
+            return v.decode()
+        if isinstance(v, np.ndarray):
+            return v.astype(str)
+        return v
+    if t == "Dataset":
+        return {k: _read_group(g) for k, g in grp["vars"].items()}
+    if t == "DataArray":
+        import xarray as xr
+        dims = json.loads(grp.attrs["dims"])
+        coords = {}
+        for cname, ds in grp.get("coords", {}).items():
+            vals = ds[()]
+            if ds.attrs.get("datetime64"):
+                vals = vals.astype("datetime64[ns]")
+            elif vals.dtype == object:
+                vals = vals.astype(str)
+            coords[cname] = (json.loads(ds.attrs["dims"]), vals)
+        return xr.DataArray(grp["data"][()], dims=dims, coords=coords,
+                            name=grp.attrs.get("name"))
+    return grp["data"][()]

@@ -1,0 +1,217 @@
+"""The context-file worker: a separate process that evaluates ``context.py`` on runs.
+
+Started by :class:`backend.processing.local.WorkerPool` as ``<context_python> -m backend.ctxrunner.worker DIR``.
+It stays alive between runs (imports and the context file are loaded once), so a run costs the
+variables' own time plus opening its files, not a Python start-up.
+
+Protocol: one JSON object per line. Requests arrive on stdin; replies go to the original stdout,
+which is reserved for them (anything user code prints goes to stderr, which the pool logs).
+Nothing is pickled.
+
+Requests and replies:
+
+``{"op": "load"}``
+    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float}`` or
+    ``{"ok": false, "kind": "context", "error": str}``.
+``{"op": "run", "proposal": int, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
+"params": {}}``
+    -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
+    "timings": {...}}`` or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
+``{"op": "exit"}``
+    ends the process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+class Worker:
+    """Holds the loaded context file of one context directory and processes requests."""
+
+    def __init__(self, context_dir: Path, thumbnail_px: int = 150, sparkline_points: int = 100):
+        self.context_dir = Path(context_dir)
+        self.ctx_path = self.context_dir / "context.py"
+        self.thumbnail_px = thumbnail_px
+        self.sparkline_points = sparkline_points
+        self.ctx = None
+        self.ctx_error: str | None = None
+        self.ctx_mtime: float | None = None
+        self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
+
+    def _ensure_context(self) -> None:
+        from backend.ctxrunner.context import ContextFile, ContextFileError
+        try:
+            mtime = self.ctx_path.stat().st_mtime
+        except FileNotFoundError:
+            self.ctx, self.ctx_error, self.ctx_mtime = None, f"No context file at {self.ctx_path}", None
+            return
+        if mtime == self.ctx_mtime:
+            return
+        self.ctx_mtime = mtime
+        try:
+            self.ctx = ContextFile.from_path(self.ctx_path)
+            self.ctx_error = None
+        except ContextFileError as e:
+            self.ctx, self.ctx_error = None, str(e)
+
+    def load(self, req: dict) -> dict:
+        self._ensure_context()
+        if self.ctx is None:
+            return {"ok": False, "kind": "context", "error": self.ctx_error}
+        variables = [{"name": v.name, "title": v.title, "description": v.description,
+                      "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
+                     for v in self.ctx.variables.values() if not v.transient]
+        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime}
+
+    def run(self, req: dict) -> dict:
+        from backend.ctxrunner.results import h5_path, table_value, write_run_file
+        from backend.vocab import StoredValue
+        t0 = time.perf_counter()
+        self._ensure_context()
+        if self.ctx is None:
+            return {"ok": False, "kind": "context", "error": self.ctx_error}
+        proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
+        import extra_data
+        from extra_data.read_machinery import find_proposal
+        try:
+            run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
+        except FileNotFoundError as e:
+            return {"ok": False, "kind": "missing_run", "error": f"Run {run} of proposal {proposal} "
+                                                                 f"not found: {e}"}
+        except Exception as e:
+            return {"ok": False, "kind": "missing_run",
+                    "error": f"Cannot open run {run} of proposal {proposal}: {type(e).__name__}: {e}"}
+        t_open = time.perf_counter()
+        try:
+            prop_path = find_proposal(f"p{proposal:06d}")
+        except Exception:
+            prop_path = ""
+        has_proc = bool(prop_path) and (Path(prop_path) / "proc" / f"r{run:04d}").is_dir()
+        if data == "all" and not has_proc:
+            data = "raw"  # proc variables wait for their data
+        start_time = None
+        try:
+            ts = run_dc.train_timestamps()
+            if len(ts) and not __import__("numpy").isnat(ts[0]):
+                start_time = float(ts[0].astype("datetime64[ns]").astype("int64")) / 1e9
+        except Exception:
+            pass
+        mymdc = None
+        if self.mymdc is not None:
+            def mymdc(key, _c=self.mymdc):
+                return _c.lookup(key, proposal, run)
+        results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
+                                   proposal_path=str(prop_path), names=req.get("names"),
+                                   data=data, params=req.get("params") or {}, mymdc=mymdc)
+        t_vars = time.perf_counter()
+        values: dict[str, StoredValue] = {}
+        to_store = {}
+        for name, res in results.items():
+            var = self.ctx.variables[name]
+            if var.transient:
+                continue
+            if res.skipped is not None:
+                values[name] = StoredValue(None, "skipped", {"reason": res.skipped})
+                continue
+            if not res.ok:
+                attrs = {"error": res.error, "error_type": res.error_type}
+                if res.line:
+                    attrs["line"] = res.line
+                if res.traceback:
+                    attrs["traceback"] = res.traceback[-4000:]
+                values[name] = StoredValue(None, "error", attrs)
+                continue
+            try:
+                values[name] = table_value(res.value, summary=var.summary, units=var.units,
+                                           thumbnail_px=self.thumbnail_px,
+                                           sparkline_points=self.sparkline_points)
+                to_store[name] = (res.value, var.units)
+            except Exception as e:
+                values[name] = StoredValue(None, "error", {"error": str(e),
+                                                           "error_type": type(e).__name__})
+            values[name].attributes["seconds"] = round(res.seconds, 4)
+        h5_error = None
+        try:
+            store_errors = write_run_file(h5_path(self.context_dir, proposal, run), to_store) if to_store else {}
+        except OSError as e:  # e.g. a full disk: the table values are still worth keeping
+            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {e}"
+            store_errors = {}
+            for name in to_store:
+                values[name].attributes["storage_error"] = h5_error
+        for name, err in store_errors.items():
+            values[name] = StoredValue(None, "error", {"error": f"could not be stored: {err}",
+                                                       "error_type": "StorageError"})
+        t_end = time.perf_counter()
+        return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
+                "start_time": start_time, "data": data, "storage_error": h5_error,
+                "timings": {"open": t_open - t0, "variables": t_vars - t_open,
+                            "store": t_end - t_vars}}
+
+
+def _release_memory() -> None:
+    """After a run: close figures, collect garbage and hand freed heap pages back to the OS
+    (glibc keeps them otherwise, and a long-lived worker's RSS would only grow)."""
+    import gc
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    context_dir = Path(argv[0]) if argv else Path.cwd()
+    # Reserve the real stdout for protocol replies; user prints go to stderr.
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    os.environ.setdefault("MPLBACKEND", "Agg")  # matplotlib itself is imported when needed
+    px = int(os.environ.get("AMORE_THUMBNAIL_PX", "150"))
+    npts = int(os.environ.get("AMORE_SPARKLINE_POINTS", "100"))
+    worker = Worker(context_dir, px, npts)
+    mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
+    if mymdc_conf.get("url"):
+        from backend.ctxrunner.mymdc import MyMdcClient
+        worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.ctxrunner.mymdc.resolve_config
+    # Warm up the heavy imports before the first request, so the first run after the backend
+    # starts is as quick as the others (extra-data imports xarray/pandas lazily on first use).
+    import extra_data  # noqa: F401
+    import h5py  # noqa: F401
+    import xarray  # noqa: F401
+    from backend.ctxrunner import results  # noqa: F401
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        req = {}
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "exit":
+                break
+            elif op == "load":
+                out = worker.load(req)
+            elif op == "run":
+                out = worker.run(req)
+            else:
+                out = {"ok": False, "kind": "error", "error": f"unknown op {op!r}"}
+        except Exception as e:
+            out = {"ok": False, "kind": "error",
+                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        out["id"] = req.get("id") if isinstance(req, dict) else None
+        reply.write(json.dumps(out, default=str) + "\n")
+        reply.flush()
+        _release_memory()  # after the reply: not on the run's critical path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""AMORE's update messages over Kafka: the backend publishes, GUIs (and tests) consume.
+
+Messages carry names only, never values (readers take values from the database); their format
+is :mod:`backend.notify.messages`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import (OFFSET_END, Consumer, KafkaError,
+                             KafkaException, Producer, TopicPartition)
+from confluent_kafka.admin import AdminClient
+
+from backend.config import Config
+from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, MESSAGE_TIMEOUT_S, Throttle, common_settings, ensure_topic)
+from backend.notify.messages import make_update_message, parse_update_message
+from backend.vocab import MalformedEvent
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# AMORE's update messages
+
+class UpdatePublisher:
+    """Sends AMORE's update messages (:func:`~backend.sources.base.make_update_message`) to
+    ``config.update_topic(db_id)``.
+
+    The topic is created (1 partition) if missing; the constructor waits for that at most
+    ``config["kafka"]["connect_timeout"]`` seconds and never raises for broker problems.
+    Messages are sent without lingering (they leave within milliseconds). If ``config.broker``
+    is None the publisher is disabled (:attr:`enabled` False) and every method is a no-op.
+
+    Delivery failures (broker down for more than :data:`MESSAGE_TIMEOUT_S`, ...) are logged and
+    counted in :attr:`failed`, never raised: the listener keeps running without a broker.
+    Thread-safe.
+    """
+
+    def __init__(self, config: Config, db_id: str):
+        self.topic: str = config.update_topic(db_id)
+        # One key for all messages: one partition, so readers see them in order even if a site
+        # created the topic with several partitions.
+        self._key = db_id.encode()
+        self.delivered = 0   #: messages acknowledged by the broker
+        self.failed = 0      #: messages given up (delivery failure, full queue, ...)
+        self._throttle = Throttle()
+        self._producer = None
+        broker = config.broker
+        if broker is None:
+            return
+        timeout = float(config["kafka"].get("connect_timeout", 5.0))
+        settings = common_settings(broker, "update publisher", f"amore-publisher-{db_id}")
+        self._producer = Producer({
+            **settings,
+            "linger.ms": 0,
+            "acks": 1,
+            "allow.auto.create.topics": False,
+            "message.timeout.ms": int(MESSAGE_TIMEOUT_S * 1000),
+            "queue.buffering.max.messages": 10000,
+        })
+        admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
+        ensure_topic(admin, self.topic, timeout)
+
+    @property
+    def enabled(self) -> bool:
+        """False when no broker is configured (or after :meth:`close`)."""
+        return self._producer is not None
+
+    def _on_delivery(self, err, msg):
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        ok, suppressed = self._throttle(err.code())
+        log.log(logging.WARNING if ok else logging.DEBUG,
+                "Update message to %s not delivered: %s%s", self.topic, err.str(),
+                f" ({suppressed} more since last report)" if suppressed else "")
+
+    def publish(self, kind: str, data: dict) -> bool:
+        """Queue the update message ``kind``/``data`` (JSON-serialisable; names, not values)
+        for sending. Returns True if queued (delivery happens in the background), False if the
+        publisher is disabled or the message could not be queued (logged). Never raises."""
+        if self._producer is None:
+            return False
+        try:
+            value = make_update_message(kind, data)
+        except (TypeError, ValueError):
+            log.exception("Update message %r cannot be serialised; not sent", kind)
+            self.failed += 1
+            return False
+        try:
+            self._producer.produce(self.topic, value, key=self._key,
+                                   on_delivery=self._on_delivery)
+        except BufferError:
+            self._producer.poll(0)
+            self.failed += 1
+            ok, _ = self._throttle("queue full")
+            log.log(logging.WARNING if ok else logging.DEBUG,
+                    "Update message queue full (broker unreachable?); dropping %r", kind)
+            return False
+        except KafkaException as e:
+            self.failed += 1
+            log.warning("Update message %r not sent: %s", kind, e)
+            return False
+        finally:
+            # Serve delivery reports and logs of earlier messages.
+            self._producer.poll(0)
+        return True
+
+    def flush(self, timeout: float = 5.0) -> int:
+        """Wait up to ``timeout`` seconds for queued messages to be delivered. Returns the number
+        still queued (0 = all sent, or disabled)."""
+        if self._producer is None:
+            return 0
+        return self._producer.flush(max(float(timeout), 0.0))
+
+    def close(self, timeout: float = 2.0):
+        """Flush (at most ``timeout`` seconds), drop what the broker did not take (logged), and
+        release the connection. Idempotent."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        left = producer.flush(max(float(timeout), 0.0))
+        if left:
+            log.warning("Dropping %d update message(s) the broker did not take", left)
+            producer.purge()
+            producer.poll(0)
+        close = getattr(producer, "close", None)   # confluent-kafka >= 2.x
+        if close is not None:
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class UpdateConsumer:
+    """Reads AMORE's update messages of one database (for GUIs and tests).
+
+    Uses ``assign()`` on all partitions of ``config.update_topic(db_id)`` (creating the topic if
+    missing), no consumer group, starting at the current end: only messages published after the
+    constructor returns are seen. Everything runs in the calling thread (a GUI calls
+    :meth:`poll` from a worker thread). If ``config.broker`` is None it is disabled
+    (:attr:`enabled` False; :meth:`poll` just sleeps ``timeout`` and returns ``[]``).
+
+    The constructor waits for the broker at most ``config["kafka"]["connect_timeout"]``
+    seconds; if the broker is unreachable it still returns and starts at the end of
+    partition 0 once the broker is back. Never raises for broker problems.
+    """
+
+    def __init__(self, config: Config, db_id: str):
+        self.topic: str = config.update_topic(db_id)
+        self._consumer = None
+        broker = config.broker
+        if broker is None:
+            return
+        timeout = float(config["kafka"].get("connect_timeout", 5.0))
+        settings = common_settings(broker, "update consumer", f"amore-gui-{db_id}")
+        self._consumer = Consumer({
+            **settings,
+            # Required by librdkafka, never used: no subscribe(), no commits.
+            "group.id": f"amore-updates-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "latest",
+            "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+            "enable.partition.eof": False,
+        })
+        admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
+        ensure_topic(admin, self.topic, timeout)
+        self._consumer.assign(self._start_positions(timeout))
+
+    def _start_positions(self, timeout: float) -> list[TopicPartition]:
+        """Current end of every partition, resolved now (so nothing published after the
+        constructor is missed); "end" resolved later by librdkafka if the broker is away."""
+        try:
+            md = self._consumer.list_topics(topic=self.topic, timeout=max(timeout, 0.001))
+            parts = sorted(md.topics[self.topic].partitions) or [0]
+        except (KafkaException, KeyError) as e:
+            log.warning("Update topic %s: no metadata (%s); starting at its end later",
+                        self.topic, e)
+            parts = [0]
+        out = []
+        for p in parts:
+            tp = TopicPartition(self.topic, p)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=max(timeout, 0.001))
+                tp.offset = high
+            except KafkaException:
+                tp.offset = OFFSET_END
+            out.append(tp)
+        return out
+
+    @property
+    def enabled(self) -> bool:
+        """False when no broker is configured (or after :meth:`close`)."""
+        return self._consumer is not None
+
+    def poll(self, timeout: float) -> list[tuple[str, dict]]:
+        """Wait up to ``timeout`` seconds for update messages; return ``[(kind, data), ...]``
+        (possibly empty) as soon as there is at least one, with all others already received.
+        Malformed messages are logged at WARNING and skipped. Never raises for broker
+        problems."""
+        if self._consumer is None:
+            time.sleep(max(float(timeout), 0.0))
+            return []
+        deadline = time.monotonic() + max(float(timeout), 0.0)
+        out: list[tuple[str, dict]] = []
+        while True:
+            m = self._consumer.poll(max(deadline - time.monotonic(), 0.0))
+            msgs = [m] if m is not None else []
+            if msgs:
+                msgs.extend(self._consumer.consume(MAX_BATCH, 0))
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.debug("Update consumer: %s", err.str())
+                    continue
+                try:
+                    out.append(parse_update_message(m.value()))
+                except MalformedEvent as e:
+                    log.warning("Skipping malformed update message on %s [%d] at offset %d: %s",
+                                m.topic(), m.partition(), m.offset(), e)
+            if out or time.monotonic() >= deadline:
+                return out
+
+    def close(self):
+        """Release the connection. Idempotent."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as e:
+                log.debug("Closing the update consumer: %s", e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,330 @@
+"""Processing runs: a pool of context-file worker processes and the code path every run takes.
+
+:class:`WorkerPool` keeps ``jobs`` long-lived worker processes (:mod:`backend.ctxrunner.worker`), each
+with the context file loaded; a crashed or killed worker is replaced and its run marked failed.
+:class:`RunProcessor` is the single path from "run R has data D" to values in the database and
+an update message; the listener (Kafka or watcher events) and ``amore-proto reprocess`` both use
+it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from backend import PACKAGE_PARENT
+from backend.config import Config
+from backend.store.writer import RunDB, StoredValue, VariableInfo
+
+log = logging.getLogger(__name__)
+
+
+
+class WorkerDied(Exception):
+    """The worker process exited or was killed while handling a request."""
+
+
+class WorkerProcess:
+    """One context-file worker process (started lazily, restarted after a crash)."""
+
+    def __init__(self, context_dir: Path, config: Config, index: int = 0):
+        self.context_dir = Path(context_dir)
+        self.config = config
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self._next_id = 0
+        self._buf = b""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        python = self.config["processing"]["context_python"] or sys.executable
+        env = dict(os.environ)
+        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"]
+                                              if env.get("PYTHONPATH") else "")
+        env["MPLBACKEND"] = "Agg"
+        env["AMORE_THUMBNAIL_PX"] = str(self.config["processing"]["thumbnail_px"])
+        env["AMORE_SPARKLINE_POINTS"] = str(self.config["processing"]["sparkline_points"])
+        if self.config.data_root:
+            env["EXTRA_DATA_DATA_ROOT"] = str(self.config.data_root)
+        env.pop("AMORE_MYMDC", None)
+        try:
+            from backend.ctxrunner.mymdc import MetadataError, resolve_config
+            mymdc = resolve_config(self.config["mymdc"])
+        except MetadataError as e:
+            log.error("Metadata service not available to the context file: %s", e)
+            mymdc = None
+        if mymdc is not None:  # in the worker's environment, never on its command line
+            env["AMORE_MYMDC"] = json.dumps(mymdc)
+        self.proc = subprocess.Popen(
+            [python, "-m", "backend.ctxrunner.worker", str(self.context_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=str(self.context_dir), env=env, start_new_session=True)
+        self._buf = b""
+        wlog = logging.getLogger(f"amore.worker{self.index}")
+        threading.Thread(target=self._pump_stderr, args=(self.proc, wlog),
+                         name=f"worker{self.index}-stderr", daemon=True).start()
+        log.debug("Started context worker %d (PID %d, %s)", self.index, self.proc.pid, python)
+
+    @staticmethod
+    def _pump_stderr(proc, wlog):
+        for line in iter(proc.stderr.readline, b""):
+            wlog.info("%s", line.decode("utf-8", "replace").rstrip())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def request(self, req: dict, timeout: float | None = None) -> dict:
+        """Send one request and wait for its reply.
+
+        Raises :class:`WorkerDied` if the process exits (e.g. killed by a signal) or does not
+        answer within ``timeout`` seconds (it is then killed).
+        """
+        if not self.alive():
+            self.start()
+        self._next_id += 1
+        req = dict(req, id=self._next_id)
+        try:
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerDied(self._death_reason()) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if wait is not None and wait == 0.0:
+                    self.kill()
+                    raise WorkerDied(f"no answer within {timeout:.0f} s; worker killed")
+                if not sel.select(wait):
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise WorkerDied(self._death_reason())
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        reply = json.loads(line)
+        return reply
+
+    def _death_reason(self) -> str:
+        try:
+            rc = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.returncode
+        if rc is not None and rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = str(-rc)
+            return f"context worker process was killed by {name}"
+        return f"context worker process exited with code {rc}"
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the worker to exit; wait ``timeout`` seconds (0: do not wait), then kill it."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"op": "exit"}\n')
+                self.proc.stdin.flush()
+                if timeout:
+                    self.proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+
+
+class WorkerPool:
+    """``n`` worker processes shared by threads; :meth:`request` borrows an idle one."""
+
+    def __init__(self, context_dir: Path, config: Config, n: int):
+        self.workers = [WorkerProcess(context_dir, config, i) for i in range(n)]
+        self._idle: queue.Queue[WorkerProcess] = queue.Queue()
+        for w in self.workers:
+            self._idle.put(w)
+
+    def start(self) -> None:
+        """Start every worker now (their imports then overlap with other start-up work)."""
+        for w in self.workers:
+            if not w.alive():
+                w.start()
+
+    def request(self, req: dict, timeout: float | None = None) -> dict:
+        w = self._idle.get()
+        try:
+            return w.request(req, timeout)
+        finally:
+            self._idle.put(w)
+
+    def kill_busy(self) -> None:
+        """Kill workers that are handling a request (used when abandoning work at shutdown)."""
+        idle = set()
+        while True:
+            try:
+                idle.add(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for w in self.workers:
+            if w not in idle:
+                w.kill()
+        for w in idle:
+            self._idle.put(w)
+
+    def stop(self, wait: bool = True) -> None:
+        """End the workers; ``wait=False`` only asks them (a command about to exit need not
+        wait for their interpreter teardown)."""
+        for w in self.workers:
+            w.stop(2.0 if wait else 0)
+
+
+@dataclass
+class RunOutcome:
+    """Result of processing one run: ``status`` ``done`` or ``failed``, or ``waiting`` when the
+    context file is broken (the run stays pending), with value names written."""
+
+    proposal: int
+    run: int
+    status: str
+    message: str | None = None
+    names: list[str] = field(default_factory=list)
+    n_errors: int = 0
+    seconds: float = 0.0
+
+
+CONTEXT_WAIT_PREFIX = "waiting for a working context file"
+
+
+class RunProcessor:
+    """Processes runs of one context directory: worker request, database write, update message.
+
+    ``publish(kind, data)`` is called after every database write (a no-op without Kafka).
+    Thread-safe; the same run is never processed twice at once (requests for a run that is in
+    flight are merged and done after it).
+    """
+
+    def __init__(self, context_dir: Path, config: Config, db: RunDB, pool: WorkerPool,
+                 publish: Callable[[str, dict], None] | None = None):
+        self.context_dir = Path(context_dir)
+        self.config = config
+        self.db = db
+        self.pool = pool
+        self.publish = publish or (lambda kind, data: None)
+        self._lock = threading.Lock()
+        self._busy: dict[tuple[int, int], threading.Lock] = {}
+        self.context_error: str | None = None
+        self.variables: list[VariableInfo] = []
+        #: Set when the backend shuts down: runs whose worker is killed stay pending.
+        self.stopping = False
+
+    def load_context(self) -> str | None:
+        """(Re)load the context file in a worker; store its variables. Returns the error text
+        for a broken file, else None."""
+        try:
+            reply = self.pool.request({"op": "load"}, timeout=120)
+        except WorkerDied as e:
+            reply = {"ok": False, "error": f"context file could not be loaded: {e}"}
+        if not reply.get("ok"):
+            self.context_error = reply.get("error", "unknown error")
+            return self.context_error
+        self.context_error = None
+        self.variables = [VariableInfo(**v) for v in reply["variables"]]
+        if self.db.set_variables(self.variables):
+            self.publish("variables_changed", {"names": [v.name for v in self.variables]})
+        return None
+
+    def _try_status(self, proposal, run, status, message) -> None:
+        try:
+            self.db.set_run_status(proposal, run, status, message)
+        except Exception as e:
+            log.error("Run %d: could not record status %s: %s", run, status, e)
+
+    def busy(self) -> bool:
+        """True while any run is being processed."""
+        with self._lock:
+            return any(lock.locked() for lock in self._busy.values())
+
+    def _run_lock(self, proposal, run) -> threading.Lock:
+        with self._lock:
+            return self._busy.setdefault((proposal, run), threading.Lock())
+
+    def process(self, proposal: int, run: int, data: str = "all", names=None,
+                params: dict | None = None) -> RunOutcome:
+        """Compute variables of one run and store them; never raises for bad data or user code.
+
+        ``data``: ``"raw"`` (raw variables), ``"proc"`` (proc variables) or ``"all"``.
+        """
+        t0 = time.perf_counter()
+        with self._run_lock(proposal, run):
+            self.db.set_run_status(proposal, run, "processing")
+            self.publish("run_status_changed", {"proposal": proposal, "run": run,
+                                                "status": "processing"})
+            timeout = float(self.config["processing"]["run_timeout"])
+            req = {"op": "run", "proposal": proposal, "run": run, "data": data,
+                   "names": list(names) if names else None, "params": params or {}}
+            try:
+                reply = self.pool.request(req, timeout=timeout)
+            except WorkerDied as e:
+                reply = {"ok": False, "kind": "died", "error": str(e)}
+            if reply.get("ok"):
+                values = {n: StoredValue.from_json(v) for n, v in reply["values"].items()}
+                n_err = sum(v.summary_type == "error" for v in values.values())
+                msg = f"{n_err} variable(s) failed" if n_err else None
+                if reply.get("storage_error"):
+                    msg = "; ".join(filter(None, [msg, reply["storage_error"]]))
+                    log.error("Run %d: %s", run, reply["storage_error"])
+                try:
+                    self.db.write_values(proposal, run, values, status="done",
+                                         status_message=msg, start_time=reply.get("start_time"))
+                except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
+                    log.error("Run %d: could not store values in the database: %s", run, e)
+                    self._try_status(proposal, run, "failed", f"could not store values: {e}")
+                    return RunOutcome(proposal, run, "failed", str(e),
+                                      seconds=time.perf_counter() - t0)
+                outcome = RunOutcome(proposal, run, "done", msg, sorted(values), n_err)
+                t = reply.get("timings", {})
+                log.info("Run %d: %d variables in %.2f s (open %.2f, variables %.2f, store %.2f)%s",
+                         run, len(values), time.perf_counter() - t0, t.get("open", 0),
+                         t.get("variables", 0), t.get("store", 0),
+                         f"; {n_err} failed" if n_err else "")
+            elif reply.get("kind") == "context":
+                self.context_error = reply.get("error")
+                msg = f"{CONTEXT_WAIT_PREFIX}: {reply.get('error')}"
+                self.db.set_run_status(proposal, run, "pending", msg)
+                outcome = RunOutcome(proposal, run, "waiting", msg)
+                log.error("Run %d recorded, not processed: context file is broken:\n%s",
+                          run, reply.get("error"))
+            elif reply.get("kind") == "died" and self.stopping:
+                msg = "interrupted by backend shutdown; processed at next start"
+                self.db.set_run_status(proposal, run, "pending", msg)
+                outcome = RunOutcome(proposal, run, "waiting", msg)
+                log.warning("Run %d abandoned at shutdown", run)
+            else:
+                msg = reply.get("error", "unknown error")
+                self.db.set_run_status(proposal, run, "failed", msg)
+                outcome = RunOutcome(proposal, run, "failed", msg)
+                log.error("Run %d failed: %s", run, msg)
+            outcome.seconds = time.perf_counter() - t0
+            self.publish("run_values_updated", {"proposal": proposal, "run": run,
+                                                "names": outcome.names,
+                                                "status": outcome.status})
+            return outcome

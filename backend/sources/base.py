@@ -1,0 +1,58 @@
+"""Run events and the one interface every run source implements.
+
+A run source (European XFEL's Kafka events, :mod:`backend.sources.euxfel`; a watched raw/ tree,
+:mod:`backend.sources.directory`; other facilities' sources) turns whatever its facility says into
+:class:`RunEvent` records and hands them to the listener through :class:`RunSource`. Everything
+after that (recording the run, computing its variables, storing, announcing) is one code path.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from backend.vocab import MalformedEvent  # noqa: F401  (sources raise it)
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Data of one run became available.
+
+    ``data`` is ``"raw"`` (raw data migrated/written) or ``"proc"`` (corrected data ready).
+    ``source`` says where the event came from (``"kafka:<topic>[<partition>]@<offset>"``,
+    ``"watcher"``, ``"cli"``...). ``timestamp``: Unix seconds (Kafka record time or now).
+    """
+
+    proposal: int
+    run: int
+    data: str = "raw"
+    source: str = ""
+    timestamp: float = field(default_factory=time.time)
+    event: str = ""
+
+
+#: ``on_event(event, token)``: called by a source, from its own thread, for every run event.
+#: ``token`` is opaque; the listener passes it to :meth:`RunSource.ack` once the run is recorded.
+EventCallback = Callable[[RunEvent, Any], None]
+
+
+@runtime_checkable
+class RunSource(Protocol):
+    """Where runs come from. The listener drives every source the same way:
+
+    1. :meth:`start` with a callback; the source calls ``on_event(event, token)`` from its own
+       thread for each run it learns of (it must not raise out of its thread when the callback
+       raises: log it and go on);
+    2. :meth:`ack` with the token once the run is recorded in the database. A source that can
+       deliver again (Kafka) keeps an unacknowledged event for a later delivery; others ignore it;
+    3. :meth:`stop` on shutdown (idempotent): no callbacks after it returns.
+
+    ``name`` says where runs come from, for logs and the GUI ("kafka localhost:9092", "watcher").
+    """
+
+    name: str
+
+    def start(self, on_event: EventCallback) -> None: ...
+
+    def ack(self, token: Any) -> None: ...
+
+    def stop(self) -> None: ...

@@ -1,0 +1,382 @@
+"""Storage of run values: ``runs.sqlite`` in the context directory, through SQLAlchemy.
+
+The database is the source of truth; messages only carry names. The schema is versioned with
+Alembic (``backend/migrations``); opening a database upgrades it to the current revision.
+
+Tables (long/narrow):
+
+``metadata``
+    key/value text pairs: ``proposal`` (int as text), ``db_id`` (32 hex chars, random at creation).
+``runs``
+    one row per (proposal, run): ``start_time`` (Unix seconds, UTC, from the first train
+    timestamp), ``added_at`` (Unix seconds, when AMORE first heard of the run), ``status``
+    (one of :data:`RUN_STATUSES`), ``status_message``, ``comment`` (the editable run comment).
+``run_values``
+    one row per (proposal, run, variable name): ``value`` (SQLite integer, real, text or blob,
+    stored without type conversion), ``summary_type`` (one of :data:`SUMMARY_TYPES`, tells how to
+    read ``value``), ``attributes`` (JSON text: units, error type/message, shape, dtype, ...),
+    ``timestamp`` (Unix seconds of the write).
+``variables``
+    the context file's variables: name, title, description, units, tags (JSON list), data
+    (``raw``/``proc``), summary.
+``comments``
+    standalone timestamped comments (``run`` may be NULL).
+
+Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
+workers may write at once without ``database is locked`` errors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
+                                  run_values_table, runs_table, variables_table)
+from backend.contextdir import DB_FILE_NAME
+from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
+                           StoredValue, VariableInfo)
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0
+
+class StorageError(Exception):
+    """The database cannot be used (wrong proposal, missing, unreadable)."""
+
+
+def db_path(context_dir: str | os.PathLike) -> Path:
+    """Path of ``runs.sqlite`` for a context directory (or the file itself if given)."""
+    p = Path(context_dir)
+    return p if p.suffix == ".sqlite" else p / DB_FILE_NAME
+
+
+def make_engine(path: str | os.PathLike) -> sa.Engine:
+    """SQLAlchemy engine for an SQLite file: WAL, 30 s busy timeout, ``BEGIN IMMEDIATE`` for
+    transactions that may write (``BEGIN`` for connections with execution option
+    ``readonly=True``)."""
+    engine = sa.create_engine(f"sqlite:///{Path(path)}",
+                              connect_args={"timeout": BUSY_TIMEOUT_S,
+                                            "check_same_thread": False},
+                              poolclass=sa.pool.NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get("readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _current_revision(path: Path) -> str | None:
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    try:
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        con.close()
+
+
+def upgrade_schema(path: str | os.PathLike) -> None:
+    """Run the Alembic migrations on the SQLite file at ``path`` up to the head revision."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{Path(path)}")
+    command.upgrade(cfg, "head")
+
+
+class RunDB:
+    """Access to ``runs.sqlite`` of one context directory.
+
+    ``RunDB(dir)`` opens an existing database (upgrading its schema); ``RunDB.create(dir, proposal)``
+    makes one. Raises :class:`StorageError` if the file does not exist.
+    All methods are safe to call from several processes at once.
+    """
+
+    def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
+        self.path = db_path(context_dir)
+        if not _create and not self.path.is_file():
+            raise StorageError(f"No AMORE database at {self.path} "
+                               f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
+        if _current_revision(self.path) != SCHEMA_HEAD:
+            upgrade_schema(self.path)
+        self.engine = make_engine(self.path)
+
+    @classmethod
+    def create(cls, context_dir: str | os.PathLike, proposal: int | None = None) -> "RunDB":
+        """Create (or open) the database and give it a ``db_id``; set ``proposal`` if given.
+
+        Raises :class:`StorageError` if the database belongs to another proposal.
+        """
+        path = db_path(context_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = cls(context_dir, _create=True)
+        with db.engine.begin() as conn:
+            existing = dict(conn.execute(sa.select(metadata_table.c.key, metadata_table.c.value)).all())
+            if "db_id" not in existing:
+                conn.execute(metadata_table.insert().values(key="db_id", value=uuid.uuid4().hex))
+            old = existing.get("proposal")
+            if proposal is not None and old is not None and int(old) != int(proposal):
+                raise StorageError(f"{path} belongs to proposal {old}, not {proposal}")
+        if proposal is not None:
+            db.set_metadata("proposal", str(int(proposal)))
+        return db
+
+    # --- metadata -------------------------------------------------------------------------
+    def get_metadata(self, key: str, default: str | None = None) -> str | None:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            v = conn.execute(sa.select(metadata_table.c.value)
+                             .where(metadata_table.c.key == key)).scalar()
+        return default if v is None else v
+
+    def set_metadata(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO metadata(key, value) VALUES (:k, :v) "
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+                         {"k": key, "v": value})
+
+    @property
+    def db_id(self) -> str:
+        """Random id of this database (32 hex chars), used to name its update topic."""
+        return self.get_metadata("db_id")
+
+    @property
+    def proposal(self) -> int | None:
+        """Proposal number the database belongs to, or None if not set."""
+        p = self.get_metadata("proposal")
+        return int(p) if p is not None else None
+
+    # --- runs -----------------------------------------------------------------------------
+    def ensure_run(self, proposal: int, run: int, start_time: float | None = None,
+                   added_at: float | None = None) -> bool:
+        """Record a run if it is new (status ``pending``); set its start time if given.
+
+        Returns True if the run was new.
+        """
+        now = time.time() if added_at is None else added_at
+        with self.engine.begin() as conn:
+            res = conn.execute(sa.text(
+                "INSERT INTO runs(proposal, run, start_time, added_at, status) "
+                "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
+                {"p": proposal, "r": run, "s": start_time, "a": now})
+            new = res.rowcount > 0
+            if not new and start_time is not None:
+                conn.execute(runs_table.update()
+                             .where(runs_table.c.proposal == proposal, runs_table.c.run == run)
+                             .values(start_time=start_time))
+        return new
+
+    def set_run_status(self, proposal: int, run: int, status: str,
+                       message: str | None = None, start_time: float | None = None) -> None:
+        """Set a run's processing status (one of :data:`RUN_STATUSES`) and message."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO runs(proposal, run, start_time, added_at, status, status_message) "
+                "VALUES (:p, :r, :s, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
+                "status = excluded.status, status_message = excluded.status_message, "
+                "start_time = coalesce(excluded.start_time, runs.start_time)"),
+                {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
+                 "m": message})
+
+    def set_comment(self, proposal: int, run: int, text: str | None) -> None:
+        """Set the editable comment of a run (None or empty clears it)."""
+        self.ensure_run(proposal, run)
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.update()
+                         .where(runs_table.c.proposal == proposal, runs_table.c.run == run)
+                         .values(comment=text or None))
+
+    def runs(self) -> list[dict]:
+        """All runs as dicts (keys as the ``runs`` columns), ordered by proposal and run."""
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(runs_table).order_by(runs_table.c.proposal,
+                                                                 runs_table.c.run)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def run_numbers(self) -> list[int]:
+        return [r["run"] for r in self.runs()]
+
+    def get_run(self, proposal: int, run: int) -> dict | None:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            r = conn.execute(sa.select(runs_table).where(runs_table.c.proposal == proposal,
+                                                         runs_table.c.run == run)).mappings().first()
+        return dict(r) if r else None
+
+    # --- values ---------------------------------------------------------------------------
+    def write_values(self, proposal: int, run: int, values: dict[str, StoredValue],
+                     status: str | None = None, status_message: str | None = None,
+                     start_time: float | None = None, delete_missing: Iterable[str] = ()) -> None:
+        """Store the values of one run in one short transaction.
+
+        ``values`` maps variable name to :class:`StoredValue`; existing values are replaced.
+        Names in ``delete_missing`` that are not in ``values`` are removed (variables that no
+        longer exist). ``status``/``status_message``/``start_time`` update the run row too.
+        """
+        now = time.time()
+        rows = [{"p": proposal, "r": run, "n": name, "v": _db_value(sv.value),
+                 "st": sv.summary_type, "a": json.dumps(sv.attributes, default=str) if sv.attributes else None,
+                 "t": now} for name, sv in values.items()]
+        gone = [n for n in delete_missing if n not in values]
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(
+                        "INSERT INTO runs(proposal, run, start_time, added_at, status) "
+                        "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
+                        {"p": proposal, "r": run, "s": start_time, "a": now})
+                    if rows:
+                        conn.execute(sa.text(
+                            "INSERT INTO run_values(proposal, run, name, value, summary_type, attributes, timestamp) "
+                            "VALUES (:p, :r, :n, :v, :st, :a, :t) "
+                            "ON CONFLICT(proposal, run, name) DO UPDATE SET value = excluded.value, "
+                            "summary_type = excluded.summary_type, attributes = excluded.attributes, "
+                            "timestamp = excluded.timestamp"), rows)
+                    if gone:
+                        conn.execute(run_values_table.delete().where(
+                            run_values_table.c.proposal == proposal, run_values_table.c.run == run,
+                            run_values_table.c.name.in_(gone)))
+                    upd = {}
+                    if status is not None:
+                        upd["status"] = status
+                        upd["status_message"] = status_message
+                    if start_time is not None:
+                        upd["start_time"] = start_time
+                    if upd:
+                        conn.execute(runs_table.update().where(
+                            runs_table.c.proposal == proposal, runs_table.c.run == run).values(**upd))
+                return
+            except sa.exc.OperationalError as e:  # pragma: no cover - only under extreme load
+                if "locked" not in str(e) or attempt == 4:
+                    raise
+                log.warning("Database busy, retrying write of run %d (%s)", run, e)
+                time.sleep(0.2 * (attempt + 1))
+
+    def get_values(self, proposal: int, run: int,
+                   names: Iterable[str] | None = None) -> dict[str, StoredValue]:
+        """Stored values of one run: name -> :class:`StoredValue` (only ``names`` if given)."""
+        q = sa.select(run_values_table).where(run_values_table.c.proposal == proposal,
+                                              run_values_table.c.run == run)
+        if names is not None:
+            q = q.where(run_values_table.c.name.in_(list(names)))
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(q).mappings().all()
+        return {r["name"]: StoredValue(r["value"], r["summary_type"],
+                                       json.loads(r["attributes"]) if r["attributes"] else {})
+                for r in rows}
+
+    def all_values(self) -> list[tuple]:
+        """Every stored value as ``(proposal, run, name, value, summary_type, attributes_json)``."""
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(
+                "SELECT proposal, run, name, value, summary_type, attributes FROM run_values")]
+
+    # --- variables ------------------------------------------------------------------------
+    def set_variables(self, variables: Iterable[VariableInfo]) -> bool:
+        """Replace the stored variable definitions; returns True if anything changed."""
+        new = {v.name: v.row() for v in variables}
+        with self.engine.begin() as conn:
+            old = {r["name"]: dict(r) for r in conn.execute(sa.select(variables_table)).mappings()}
+            if old == new:
+                return False
+            conn.execute(variables_table.delete())
+            if new:
+                conn.execute(variables_table.insert(), list(new.values()))
+        return True
+
+    def get_variables(self) -> list[VariableInfo]:
+        """Variable definitions in the order the context file defines them."""
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(variables_table).order_by(sa.text("rowid"))).mappings().all()
+        return [VariableInfo(name=r["name"], title=r["title"], description=r["description"],
+                             units=r["units"], tags=json.loads(r["tags"] or "[]"),
+                             data=r["data"] or "raw", summary=r["summary"]) for r in rows]
+
+    # --- comments -------------------------------------------------------------------------
+    def add_comment(self, text: str, author: str | None = None, timestamp: float | None = None,
+                    proposal: int | None = None, run: int | None = None) -> int:
+        """Add a standalone timestamped comment; returns its id."""
+        with self.engine.begin() as conn:
+            res = conn.execute(comments_table.insert().values(
+                text=text, author=author, timestamp=time.time() if timestamp is None else timestamp,
+                proposal=proposal, run=run))
+            return res.inserted_primary_key[0]
+
+    def comments(self) -> list[dict]:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return [dict(r) for r in conn.execute(
+                sa.select(comments_table).order_by(comments_table.c.timestamp)).mappings()]
+
+    # --- event log --------------------------------------------------------------------------
+    def add_event(self, level: EventLevel | str, source: str, message: str, *,
+                  run: int | None = None, proposal: int | None = None,
+                  details: dict | None = None, timestamp: float | None = None) -> int:
+        """Append an entry to the event log; returns its id.
+
+        ``level``: an :class:`~backend.vocab.EventLevel` (or its value); ``source``: which part
+        of AMORE reports it (``"kafka"``, ``"watcher"``, ``"context"``, ``"worker"``, ...);
+        ``message``: one line for people; ``details``: JSON-serialisable dict (topic, offset,
+        traceback...). Raises ``ValueError`` for an unknown level.
+        """
+        level = EventLevel(level).value
+        with self.engine.begin() as conn:
+            res = conn.execute(events_table.insert().values(
+                timestamp=time.time() if timestamp is None else timestamp, level=level,
+                source=source, proposal=proposal, run=run, message=message,
+                details=json.dumps(details, default=str) if details else None))
+            return res.inserted_primary_key[0]
+
+    def events(self, *, level: EventLevel | str | None = None, run: int | None = None,
+               since_id: int = 0, limit: int | None = None) -> list[dict]:
+        """Entries of the event log, oldest first: dicts with ``id``, ``timestamp``, ``level``,
+        ``source``, ``proposal``, ``run``, ``message`` and ``details`` (a dict or None).
+        ``level`` keeps entries at that level or above; ``since_id`` those with a larger id;
+        ``limit`` the newest N of them."""
+        order = [EventLevel.INFO.value, EventLevel.WARNING.value, EventLevel.ERROR.value]
+        q = sa.select(events_table).where(events_table.c.id > since_id)
+        if level is not None:
+            q = q.where(events_table.c.level.in_(order[order.index(EventLevel(level).value):]))
+        if run is not None:
+            q = q.where(events_table.c.run == run)
+        q = q.order_by(events_table.c.id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["details"] = json.loads(r["details"]) if r["details"] else None
+        return rows[::-1]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _db_value(v):
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    return v
