@@ -1,12 +1,8 @@
-"""Kafka connections of AMORE: facility run events in, AMORE's own update messages out.
+"""Kafka client plumbing shared by the run sources (:mod:`backend.sources.euxfel`) and the update
+messages (:mod:`backend.notify.kafka`): librdkafka settings, a quick broker reachability check,
+topic creation, throttled logging of broker errors.
 
-* :func:`broker_reachable` - quick start-up check deciding between online and offline mode.
-* :class:`FacilityEventSource` - consumes the facility's run announcements (FACILITY.md section 2;
-  topics and event names from ``config["kafka"]``) and turns them into :class:`~backend.sources.base.RunEvent`
-  records, with explicit acknowledgement so that a restart never loses an announced run.
-* :class:`UpdatePublisher` - the backend tells GUIs "run X has new values" (names only, never
-  values; readers take values from the database).
-* :class:`UpdateConsumer` - the GUI side (and tests) of those update messages.
+* :func:`broker_reachable` - start-up check deciding between online and offline mode.
 
 Broker problems never raise out of the publisher and never spam the log: librdkafka's own log
 lines go to the ``backend.kafkaclient.librdkafka`` logger (DEBUG, the first of each kind per minute at

@@ -1,4 +1,4 @@
-"""European XFEL's run announcements: the facility's Kafka events (FACILITY.md section 2).
+"""European XFEL's run announcements: the facility's Kafka events (docs/facility.md, section 2).
 
 :func:`parse_facility_message` turns one message value into a :class:`~backend.sources.base.RunEvent`;
 :class:`FacilityEventSource` consumes the configured topics and implements the
@@ -40,7 +40,7 @@ def _as_int(msg: dict, key: str) -> int:
 
 def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str], *,
                            source: str = "", timestamp: float | None = None) -> RunEvent:
-    """Turn a facility Kafka message value (JSON, FACILITY.md section 2) into a :class:`RunEvent`.
+    """Turn a facility Kafka message value (JSON, docs/facility.md section 2) into a :class:`RunEvent`.
 
     ``event_kinds`` maps event names to ``"raw"``/``"proc"`` (configuration
     ``kafka.events``). Unknown events count as malformed for AMORE, so they are logged once.
