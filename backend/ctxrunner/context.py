@@ -35,6 +35,7 @@ and by notebooks; the listener and GUI never execute user code.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -394,14 +395,14 @@ def _group_variables(cls) -> dict[str, Variable]:
     return out
 
 
-def _missing_input(group, path: str) -> Variable:
-    """Stand-in for a ``self#`` input whose nested group is None: a transient variable that
-    skips, so the dependent variable gets its default or is skipped, naming the path."""
+def _missing_input(group, attr: str, path: str) -> Variable:
+    """Stand-in for the ``self#path`` input of ``group`` when its attribute ``attr`` is None
+    (an optional nested group not given): a transient variable named like the missing one
+    that skips, so the dependent variable gets its default or is skipped, saying why."""
     def missing(run):
-        raise Skip(f"{group.name}.{path} is not set (None)")
+        raise Skip(f"{group.name}.{attr} is None")
     var = Variable(transient=True)(missing)
-    var.name = f"{group.name}.__missing__.{re.sub(r'[^A-Za-z0-9_.]', '_', path)}"
-    var.title = var.name
+    var.name = var.title = f"{group.name}.{path}"
     return var
 
 
@@ -415,7 +416,7 @@ def _resolve_self(group, path: str) -> tuple[str, Variable | None]:
             raise GroupError(f"Group {group.name!r} has no attribute {target!r} "
                              f"(input 'self#{path}')") from None
         if sub is None:
-            return "", _missing_input(group, path)
+            return "", _missing_input(group, target, path)
         if not is_group_instance(sub):
             raise GroupError(f"Attribute {target!r} of group {group.name!r} is a "
                              f"{type(sub).__name__}, not a group (input 'self#{path}')")
@@ -428,7 +429,7 @@ def _resolve_self(group, path: str) -> tuple[str, Variable | None]:
         raise GroupError(f"Group {group.name!r} has no variable {target!r} "
                          f"(input 'self#{target}')") from None
     if ref is None:
-        return "", _missing_input(group, target)
+        return "", _missing_input(group, target, target)
     if not isinstance(ref, (_GroupBoundVariable, Variable)):
         raise GroupError(f"Attribute {target!r} of group {group.name!r} is a "
                          f"{type(ref).__name__}, but a self# input must name a variable")
@@ -558,8 +559,52 @@ def install_compat_modules() -> None:
         else:
             pkg = types.ModuleType(parent)
             pkg.__path__ = []
+            pkg.__amore_compat_stub__ = True
             setattr(pkg, attr, this)
             sys.modules[parent] = pkg
+
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def compat_modules():
+    """Install the compatibility modules (:func:`install_compat_modules`) for the duration of a
+    ``with`` block and put back what was there before, so that a notebook that also uses the
+    real DAMNIT keeps its own ``damnit.context`` / ``damnit_ctx`` outside it. The context-file
+    worker installs them for good instead (it runs context files only)."""
+    names = set(COMPAT_MODULES) | {n.rpartition(".")[0] for n in COMPAT_MODULES if "." in n}
+    saved = {n: sys.modules.get(n, _ABSENT) for n in names}
+    parent_attrs = {}
+    for n in COMPAT_MODULES:
+        parent, _, attr = n.rpartition(".")
+        if parent and saved.get(parent, _ABSENT) is not _ABSENT:
+            parent_attrs[n] = getattr(saved[parent], attr, _ABSENT)
+    meta_path = list(sys.meta_path)
+    this = sys.modules[__name__]
+    install_compat_modules()
+    try:
+        yield
+    finally:
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not isinstance(f, _AttachContextModule) or f in meta_path]
+        for n in COMPAT_MODULES:  # child attributes on parent packages
+            parent, _, attr = n.rpartition(".")
+            mod = sys.modules.get(parent) if parent else None
+            if mod is not None and getattr(mod, attr, None) is this:
+                old = parent_attrs.get(n, _ABSENT)
+                if old is _ABSENT:
+                    delattr(mod, attr)
+                else:
+                    setattr(mod, attr, old)
+        for n, old in saved.items():
+            cur = sys.modules.get(n, _ABSENT)
+            ours = cur is this or getattr(cur, "__amore_compat_stub__", False)
+            if old is _ABSENT:
+                if ours:
+                    del sys.modules[n]
+            elif cur is not old and ours:
+                sys.modules[n] = old
 
 
 def _user_frame(tb, filename: str):
@@ -595,7 +640,11 @@ class ContextFile:
 
     @classmethod
     def from_str(cls, code: str, path: str = "<context>") -> "ContextFile":
-        install_compat_modules()
+        with compat_modules():
+            return cls._from_str(code, path)
+
+    @classmethod
+    def _from_str(cls, code: str, path: str) -> "ContextFile":
         try:
             compiled = compile(code, path, "exec", dont_inherit=True)
         except SyntaxError as e:
@@ -717,6 +766,10 @@ class ContextFile:
         results: dict[str, VariableResult] = {}
         prop_path = Path(proposal_path) if proposal_path else proposal_path_of(run_data)
         meta = {"run_number": run_number, "proposal": proposal, "proposal_path": prop_path}
+        with compat_modules():  # for imports inside variables' functions
+            return self._execute(run_data, names, data, params, mymdc, results, meta)
+
+    def _execute(self, run_data, names, data, params, mymdc, results, meta):
         for name in self.select(data, names):
             var = self.variables[name]
             t0 = time.perf_counter()
@@ -765,12 +818,12 @@ class ContextFile:
                 except Exception as e:  # the service's error, named as the input that failed
                     raise _InputFailed(f"'mymdc#{inp.key}': {e}", "MetadataUnavailable") from None
             elif inp.is_glob:
-                kwargs[inp.param] = {n: r.value for n, r in results.items()
+                kwargs[inp.param] = {n: _data_of(r.value) for n, r in results.items()
                                      if fnmatch.fnmatchcase(n, inp.key) and r.ok}
             else:
                 dep = results.get(inp.key)
                 if dep is not None and dep.ok:
-                    kwargs[inp.param] = dep.value
+                    kwargs[inp.param] = _data_of(dep.value)
                 elif inp.default is not inspect.Parameter.empty:
                     kwargs[inp.param] = inp.default
                 elif dep is None:
@@ -797,6 +850,11 @@ def proposal_path_of(run_data) -> Path | None:
         return None
     parts = Path(sorted(files)[0]).parts
     return Path(*parts[:-3]) if len(parts) > 3 else None
+
+
+def _data_of(value):
+    """What a dependent variable receives: the data of a :class:`Cell` (as in DAMNIT)."""
+    return value.data if isinstance(value, Cell) else value
 
 
 class _InputFailed(Exception):
