@@ -180,6 +180,29 @@ def test_pipeline_evaluates_a_context_file_from_a_notebook(tmp_path, write_run, 
     assert res["beamline.xgm.energy"].shape == (10,)
     assert (res.proposal, res.run_number) == (PROPOSAL, 5)
 
+    # DAMNIT's spelling, with variables and groups defined in the notebook itself
+    from amore.context import Group, Variable
+
+    @Group
+    class Counter:
+        factor: int = 1
+
+        @Variable(title="Trains")
+        def trains(self, run):
+            return len(run.train_ids) * self.factor
+
+        @Variable(title="Twice")
+        def twice(self, run, n: "self#trains"):
+            return 2 * n
+
+    @Variable
+    def pulses_seen(run, c: "var#double.twice"):
+        return c + 1
+
+    res = Pipeline(PROPOSAL, 5).add({"double": Counter(factor=2)}, pulses_seen).execute()
+    assert (res["double.trains"], res["double.twice"], res["pulses_seen"]) == (60, 120, 121)
+    assert res.cells["double.trains"].data == 60
+
     with pytest.raises(ValueError, match="proposal"):
         Pipeline.from_path(f).evaluate(5)
     with pytest.raises(FileNotFoundError):
