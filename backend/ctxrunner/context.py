@@ -129,7 +129,9 @@ class Variable:
     of an array), ``data`` (``"raw"`` or ``"proc"``: which data must be ready; default raw),
     ``cluster`` (heavy variable; processed like the others when processing is local),
     ``tags`` (str or list of str, for filtering columns), ``transient`` (result only used as an
-    input, not stored), ``units`` (str shown in the column header).
+    input, not stored), ``units`` (str shown in the column header). ``data`` may also be a
+    :class:`RunData`. In a :func:`Group` class the function takes ``self``, then the run, and
+    may use ``"self#..."`` inputs.
     """
 
     def __init__(self, title=None, description=None, summary=None, data=None, cluster=False,
