@@ -21,7 +21,10 @@ def test_context_api_imports_without_a_worker():
     """``import amore.context`` works in a plain Python (a notebook, an IDE, a linter), without
     SQLAlchemy, Kafka or Qt being imported."""
     code = ("import sys, amore.context as c; "
-            "assert c.Variable and c.Cell and c.Skip; "
+            "names = ('Variable', 'Cell', 'Skip', 'Group', 'RunData', 'Pipeline'); "
+            "missing = [n for n in names if n not in c.__all__ or not hasattr(c, n)]; "
+            "assert not missing, missing; "
+            "assert c.RunData.PROC == 'proc' and callable(c.Pipeline.from_path); "
             "bad = [m for m in ('sqlalchemy', 'confluent_kafka', 'PyQt5') if m in sys.modules]; "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)

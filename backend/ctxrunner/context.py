@@ -2,12 +2,13 @@
 
 New context files import from here::
 
-    from amore.context import Variable, Cell, Skip
+    from amore.context import Variable, Cell, Skip, Group
 
-(``amore.context`` is this module, provided while the file is evaluated). Files written for DAMNIT (``from damnit_ctx import ...``, ``from damnit.context import ...``)
-or for the 2022 AMORE prototype (``from amore_mid_prototype.context import ...``) run unchanged:
-:func:`install_compat_modules` makes those module names point here while a context file is
-evaluated.
+(``amore.context`` re-exports this module and is importable anywhere AMORE is installed.)
+Files written for DAMNIT (``from damnit_ctx import ...``, ``from damnit.context import ...``,
+DAMNIT 0.4.0 included) or for the 2022 AMORE prototype (``from amore_mid_prototype.context
+import ...``) run unchanged: :func:`install_compat_modules` makes those module names point here
+while a context file is evaluated, even where the real ``damnit`` package is installed too.
 
 A variable is a function of the run (an extra-data ``DataCollection``) decorated with
 :class:`Variable`. Further arguments declare inputs by string annotation:
@@ -15,40 +16,67 @@ A variable is a function of the run (an extra-data ``DataCollection``) decorated
 ``"var#name"``
     result of another variable (its default is used if that variable has no result);
     ``"var#prefix_*"`` gives a dict ``{name: result}`` of all matching variables.
+``"self#name"``, ``"self#sub.name"``
+    inside a :func:`Group` class: a variable of the same group instance (or of a nested group).
 ``"meta#run_number"``, ``"meta#proposal"``, ``"meta#proposal_path"``
-    the run number (int), proposal number (int) and proposal directory (str).
+    the run number (int), proposal number (int) and proposal directory (``pathlib.Path``, as
+    DAMNIT gives it; ``None`` if it cannot be found).
 ``"mymdc#sample_name"``, ``"mymdc#run_type"``
     the facility metadata service (only where configured; otherwise the variable fails with
     a "not available" error).
 ``"param#name"``
     values given at execution time (``amore-proto reprocess --param name=value``).
 
-This module is imported by the context-file worker process only (it runs user code); the
-listener and GUI never execute user code.
+Groups (:func:`Group`) are reusable sets of variables; each instance in the context file
+contributes variables named ``<group>.<var>`` titled ``<group title>/<var title>``.
+:class:`Pipeline` evaluates a context file's variables on one run in the current Python process
+(a notebook). This module is imported by the context-file worker process (it runs user code)
+and by notebooks; the listener and GUI never execute user code.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+import enum
 import fnmatch
+import importlib.abc
+import importlib.util
 import inspect
 import logging
+import re
 import sys
 import time
 import traceback
 import types
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
-#: Module names that context files import the API from.
 #: Module names that older context files import the API from; aliased to this module while a
 #: context file is evaluated (``amore.context`` is a real module re-exporting this one).
 COMPAT_MODULES = ("damnit_ctx", "damnit.context", "amore_mid_prototype.context")
 
+#: Name of the module a context file is executed as (``__name__`` inside it).
+CONTEXT_MODULE_NAME = "amore_context_file"
+
 INPUT_KINDS = ("var", "meta", "mymdc", "param")
+GROUP_INPUT_KINDS = INPUT_KINDS + ("self",)
 META_KEYS = ("run_number", "proposal", "proposal_path")
 MYMDC_KEYS = ("sample_name", "run_type")
+
+
+class RunData(str, enum.Enum):
+    """Which data of a run a variable needs: ``Variable(data=RunData.PROC)`` is the same as
+    ``Variable(data="proc")``. ``ALL`` selects every variable (``Pipeline.select``).
+    Members compare equal to their strings (``RunData.RAW == "raw"``)."""
+
+    RAW = "raw"
+    PROC = "proc"
+    ALL = "all"
 
 
 class Skip(Exception):
@@ -101,12 +129,15 @@ class Variable:
     of an array), ``data`` (``"raw"`` or ``"proc"``: which data must be ready; default raw),
     ``cluster`` (heavy variable; processed like the others when processing is local),
     ``tags`` (str or list of str, for filtering columns), ``transient`` (result only used as an
-    input, not stored), ``units`` (str shown in the column header).
+    input, not stored), ``units`` (str shown in the column header). ``data`` may also be a
+    :class:`RunData`. In a :func:`Group` class the function takes ``self``, then the run, and
+    may use ``"self#..."`` inputs.
     """
 
     def __init__(self, title=None, description=None, summary=None, data=None, cluster=False,
                  tags=None, transient=False, units=None):
         self.func: Callable | None = None
+        self._in_class = False  # defined in a class body (a Group): first argument is self
         if callable(title) and description is None and summary is None and data is None:
             func, title = title, None
         else:
@@ -114,6 +145,8 @@ class Variable:
         self.title = title
         self.description = description
         self.summary = summary
+        if isinstance(data, RunData):
+            data = data.value
         if data not in (None, "raw", "proc"):
             raise ValueError(f"Variable data must be 'raw' or 'proc', not {data!r}")
         self.data = data or "raw"
@@ -138,7 +171,14 @@ class Variable:
             self.title = self.name
         if self.description is None and func.__doc__:
             self.description = inspect.cleandoc(func.__doc__)
-        self.inputs = _parse_inputs(func)
+        self._in_class = _defined_in_class_body(func)
+        self.inputs = _parse_inputs(func, in_group=self._in_class)
+        return self
+
+    def __get__(self, instance, owner):
+        # ``group_instance.var`` (e.g. while wiring nested groups) names the instance's variable
+        if instance is not None and is_group_instance(instance):
+            return _GroupBoundVariable(instance, self)
         return self
 
     def var_dependencies(self) -> list[str]:
@@ -149,13 +189,26 @@ class Variable:
         return f"<Variable {self.name} ({self.data})>"
 
 
-def _parse_inputs(func) -> list[Input]:
+def _defined_in_class_body(func) -> bool:
+    """True for a function written in a class body (``Cls.f``), not at module level and not
+    inside another function (``f.<locals>.g``)."""
+    qual = getattr(func, "__qualname__", "") or ""
+    parts = qual.split(".")
+    return len(parts) > 1 and parts[-2] != "<locals>"
+
+
+def _parse_inputs(func, in_group: bool = False) -> list[Input]:
     sig = inspect.signature(func)
     params = list(sig.parameters.values())
-    if not params:
-        raise ContextFileError(f"Variable {func.__name__!r} must take the run as first argument")
+    first = 2 if in_group else 1  # (self,) run
+    if len(params) < first:
+        raise ContextFileError(
+            f"Variable {func.__name__!r} must take "
+            + ("self and the run as first arguments (it is defined in a class)" if in_group
+               else "the run as first argument"))
+    kinds = GROUP_INPUT_KINDS if in_group else INPUT_KINDS
     inputs = []
-    for p in params[1:]:
+    for p in params[first:]:
         ann = p.annotation
         if not isinstance(ann, str) or "#" not in ann:
             if p.default is not inspect.Parameter.empty:
@@ -164,9 +217,12 @@ def _parse_inputs(func) -> list[Input]:
                 f"Argument {p.name!r} of variable {func.__name__!r} needs an annotation such as "
                 f"\"var#name\", \"meta#run_number\", \"mymdc#sample_name\" or \"param#name\"")
         kind, key = ann.split("#", 1)
-        if kind not in INPUT_KINDS:
+        if kind == "self" and not in_group:
+            raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: "
+                                   f"{ann!r} inputs only work in variables of a @Group class")
+        if kind not in kinds:
             raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: unknown "
-                                   f"input kind {kind!r} in {ann!r} (use one of {', '.join(INPUT_KINDS)})")
+                                   f"input kind {kind!r} in {ann!r} (use one of {', '.join(kinds)})")
         if kind == "mymdc" and key not in MYMDC_KEYS:
             raise ContextFileError(f"Argument {p.name!r} of variable {func.__name__!r}: unknown "
                                    f"{ann!r} (use one of {', '.join('mymdc#' + k for k in MYMDC_KEYS)})")
@@ -181,21 +237,376 @@ class ContextFileError(Exception):
     """The context file cannot be used. The message names file and line where known."""
 
 
+class GroupError(ContextFileError):
+    """A :func:`Group` is defined or used wrongly (reserved field names, a ``self#`` input naming
+    no variable, two instances with one name, ...). The context file cannot be used."""
+
+
+# -- groups ----------------------------------------------------------------------------------
+_GROUP_FIELDS = {"name": None, "title": None, "tags": None, "sep": "/"}
+
+
+def _normalize_tags(tags) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    return tuple(tags)
+
+
+def is_group_instance(obj) -> bool:
+    """True if ``obj`` is an instance of a class decorated with :func:`Group`."""
+    return getattr(type(obj), "__amore_group__", False) is True
+
+
+def Group(_cls=None, *, tags: Iterable[str] | str | None = None):
+    """Class decorator: a reusable group of variables, as in DAMNIT 0.4.0.
+
+    ::
+
+        @Group(tags="xgm")
+        class XGMGroup:
+            source: str                      # a field, given when the group is instantiated
+
+            @Variable(title="Energy", units="uJ", summary="mean")
+            def energy(self, run):
+                return run[self.source, "data.intensityTD"].ndarray()[:, :4].mean(axis=1)
+
+            @Variable(title="Relative")
+            def relative(self, run, e: "self#energy"):
+                return e / e.mean()
+
+        xgm = XGMGroup(source="SA2_XTD1_XGM/XGM/DOOCS:output", title="XGM")
+
+    gives the variables ``xgm.energy`` (title ``"XGM/Energy"``, tags ``["xgm"]``) and
+    ``xgm.relative``. Variables of a group take ``self`` and the run, then inputs; ``"self#name"``
+    is another variable of the same instance and ``"self#sub.name"`` one of a nested group
+    instance held in field ``sub`` (if that field is ``None``, the input is skipped: its default
+    is used, or the variable is skipped).
+
+    The class becomes a keyword-only dataclass with four reserved fields, given at instantiation:
+    ``name`` (default: the name the instance is assigned to in the context file; a nested group
+    gets ``<parent>.<field>``), ``title`` (default: the name with ``.`` replaced by ``sep``),
+    ``tags`` (merged into each variable's tags; default: ``tags`` of the decorator, inherited
+    from a parent Group class) and ``sep`` (default ``"/"``, between group and variable titles).
+    A subclass of a Group class must be decorated with ``@Group`` too.
+
+    Raises :class:`GroupError` if the class defines a reserved field.
+    """
+    def wrap(cls):
+        own_ann = dict(cls.__dict__.get("__annotations__", {}))
+        conflicts = sorted(set(_GROUP_FIELDS) & (set(own_ann) | set(cls.__dict__)))
+        if conflicts:
+            raise GroupError(f"Group class {cls.__name__!r} cannot define the reserved "
+                             f"field(s) {', '.join(conflicts)} (set them when instantiating it)")
+        group_tags = tags
+        if group_tags is None:
+            for base in cls.__mro__[1:]:
+                if "__amore_group_tags__" in base.__dict__:
+                    group_tags = base.__dict__["__amore_group_tags__"]
+                    break
+        group_tags = _normalize_tags(group_tags)
+        cls.__amore_group__ = True
+        cls.__amore_group_tags__ = group_tags
+        own_ann.update({"name": str | None, "title": str | None,
+                        "tags": Iterable[str] | str | None, "sep": str})
+        cls.__annotations__ = own_ann
+        cls.name = dataclasses.field(default=None, kw_only=True)
+        cls.title = dataclasses.field(default=None, kw_only=True)
+        cls.tags = dataclasses.field(default=group_tags, kw_only=True)
+        cls.sep = dataclasses.field(default="/", kw_only=True)
+        user_post_init = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self):
+            self.tags = _normalize_tags(self.tags)
+            if self.name is not None and (not isinstance(self.name, str) or not self.name):
+                raise GroupError(f"Group {type(self).__name__!r}: name must be a non-empty "
+                                 f"string, not {self.name!r}")
+            if user_post_init is not None:
+                user_post_init(self)
+
+        cls.__post_init__ = __post_init__
+        return dataclasses.dataclass(cls, kw_only=True)
+
+    if _cls is None:
+        return wrap
+    return wrap(_cls)
+
+
+class _GroupBoundVariable:
+    """``group_instance.var``: the variable of that instance (its ``name`` is
+    ``<group>.<var>`` once the group is named). Not itself collected as a variable."""
+
+    def __init__(self, group, var: Variable):
+        self._group = group
+        self._var = var
+
+    @property
+    def name(self) -> str:
+        return f"{self._group.name}.{self._var.name}"
+
+    def __getattr__(self, attr):
+        return getattr(self._var, attr)
+
+    def __repr__(self):
+        return f"<Variable {self.name} of group {type(self._group).__name__}>"
+
+
+def _assign_group_names(namespace: dict) -> None:
+    """Name unnamed group instances after the name they are assigned to (``beam = Beam()`` ->
+    ``beam``); nested instances after their path (``beam.xgm``), the shortest path winning.
+    Raises GroupError for an instance reachable under two equally short names."""
+    candidates: dict[int, tuple[Any, int, set]] = {}
+    pending: deque = deque()
+
+    def record(group, path, depth):
+        entry = candidates.get(id(group))
+        if entry is None or depth < entry[1]:
+            candidates[id(group)] = (group, depth, {path})
+            pending.append((group, path, depth))
+        elif depth == entry[1]:
+            entry[2].add(path)
+
+    for key, value in namespace.items():
+        if not key.startswith("__") and is_group_instance(value):
+            record(value, value.name or key, 0)
+    while pending:
+        group, path, depth = pending.popleft()
+        if candidates[id(group)][1] != depth:
+            continue
+        for attr, value in vars(group).items():
+            if is_group_instance(value):
+                record(value, f"{group.name or path}.{attr}", depth + 1)
+    for group, _, names in candidates.values():
+        if group.name is None:
+            if len(names) > 1:
+                raise GroupError(f"Group instance of {type(group).__name__!r} is assigned to "
+                                 f"several names {sorted(names)}; give it name=...")
+            group.name = next(iter(names))
+        if group.title is None:
+            group.title = group.name.replace(".", group.sep)
+
+
+def _group_variables(cls) -> dict[str, Variable]:
+    """Variables defined in a Group class and its bases (a subclass overrides by name)."""
+    out: dict[str, Variable] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in klass.__dict__.items():
+            if isinstance(value, Variable) and value.func is not None:
+                out[attr] = value
+    return out
+
+
+def _missing_input(group, attr: str, path: str) -> Variable:
+    """Stand-in for the ``self#path`` input of ``group`` when its attribute ``attr`` is None
+    (an optional nested group not given): a transient variable named like the missing one
+    that skips, so the dependent variable gets its default or is skipped, saying why."""
+    def missing(run):
+        raise Skip(f"{group.name}.{attr} is None")
+    var = Variable(transient=True)(missing)
+    var.name = var.title = f"{group.name}.{path}"
+    return var
+
+
+def _resolve_self(group, path: str) -> tuple[str, Variable | None]:
+    """``self#path`` of ``group`` -> (variable name, placeholder variable or None)."""
+    target, _, rest = path.partition(".")
+    if rest:
+        try:
+            sub = getattr(group, target)
+        except AttributeError:
+            raise GroupError(f"Group {group.name!r} has no attribute {target!r} "
+                             f"(input 'self#{path}')") from None
+        if sub is None:
+            return "", _missing_input(group, target, path)
+        if not is_group_instance(sub):
+            raise GroupError(f"Attribute {target!r} of group {group.name!r} is a "
+                             f"{type(sub).__name__}, not a group (input 'self#{path}')")
+        return _resolve_self(sub, rest)
+    if any(c in target for c in "*?["):
+        return f"{group.name}.{target}", None
+    try:
+        ref = getattr(group, target)
+    except AttributeError:
+        raise GroupError(f"Group {group.name!r} has no variable {target!r} "
+                         f"(input 'self#{target}')") from None
+    if ref is None:
+        return "", _missing_input(group, target, target)
+    if not isinstance(ref, (_GroupBoundVariable, Variable)):
+        raise GroupError(f"Attribute {target!r} of group {group.name!r} is a "
+                         f"{type(ref).__name__}, but a self# input must name a variable")
+    return ref.name, None
+
+
+def _expand_group(group) -> dict[str, Variable]:
+    """The variables of one group instance: named ``<group>.<var>``, titled
+    ``<group title><sep><var title>``, tagged with the union of group and variable tags, bound
+    to the instance, ``self#`` inputs rewritten to ``var#`` inputs."""
+    out: dict[str, Variable] = {}
+    for var_def in _group_variables(type(group)).values():
+        var = copy.copy(var_def)
+        var.func = var_def.func.__get__(group, type(group))
+        var._in_class = False
+        var.name = f"{group.name}.{var_def.name}"
+        var.title = f"{group.title}{group.sep}{var_def.title}"
+        var.tags = sorted(set(group.tags) | set(var_def.tags))
+        inputs = []
+        for inp in var_def.inputs:
+            if inp.kind == "self":
+                key, placeholder = _resolve_self(group, inp.key)
+                if placeholder is not None:
+                    out[placeholder.name] = placeholder
+                    key = placeholder.name
+                inp = Input(inp.param, "var", key, inp.default)
+            inputs.append(inp)
+        var.inputs = inputs
+        out[var.name] = var
+    return out
+
+
+def _collect_variables(namespace: dict, path: str) -> dict[str, Variable]:
+    """Variables of an executed context file's namespace, in definition order: module-level
+    :class:`Variable` objects and the variables of every group instance (nested ones after
+    their parent). Raises GroupError for duplicate names."""
+    _assign_group_names(namespace)
+    variables: dict[str, Variable] = {}
+    group_names: dict[str, int] = {}
+    seen: set[int] = set()
+
+    def add(name, var, origin):
+        if name in variables and variables[name] is not var:
+            raise GroupError(f"{path}: duplicate variable name {name!r} ({origin})")
+        variables[name] = var
+
+    def add_group(group):
+        if id(group) in seen:
+            return
+        seen.add(id(group))
+        if group_names.setdefault(group.name, id(group)) != id(group):
+            raise GroupError(f"{path}: group name {group.name!r} is used by several group "
+                             f"instances")
+        for name, var in _expand_group(group).items():
+            add(name, var, f"from group {group.name!r}")
+        for value in vars(group).values():
+            if is_group_instance(value):
+                add_group(value)
+
+    for key, value in namespace.items():
+        if isinstance(value, Variable) and value.name is not None and not value._in_class:
+            add(value.name, value, "defined twice")
+        elif not key.startswith("__") and is_group_instance(value):
+            add_group(value)
+    return variables
+
+
+class _AttachContextModule(importlib.abc.MetaPathFinder):
+    """When the real ``damnit`` package is installed and gets imported after a context file was
+    loaded (``euxfel-extra`` imports it), give it ``damnit.context`` = AMORE's API as an
+    attribute too, so ``import damnit.context; damnit.context.Variable`` keeps working."""
+
+    def __init__(self, parent: str, attr: str, module):
+        self.parent, self.attr, self.module = parent, attr, module
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.parent:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                loader, attr, module = spec.loader, self.attr, self.module
+
+                class _Loader(importlib.abc.Loader):
+                    def create_module(self, spec):
+                        return loader.create_module(spec)
+
+                    def exec_module(self, mod):
+                        loader.exec_module(mod)
+                        setattr(mod, attr, module)
+
+                    def __getattr__(self, name):  # resources etc. from the real loader
+                        return getattr(loader, name)
+                spec.loader = _Loader()
+                return spec
+        return None
+
+
 def install_compat_modules() -> None:
-    """Make ``damnit_ctx``, ``damnit.context``, ``amore_mid_prototype.context`` and
-    ``amore.context`` import from this module (in this process only)."""
+    """Make ``damnit_ctx``, ``damnit.context`` and ``amore_mid_prototype.context`` import from
+    this module (in this process only).
+
+    Where the real ``damnit`` package is installed (``euxfel-extra`` depends on it), context
+    files still get AMORE's API: ``sys.modules["damnit.context"]`` is this module whether or not
+    the real ``damnit`` package is imported before or after; the real package itself stays
+    importable (``from damnit import Damnit`` works).
+    """
     this = sys.modules[__name__]
     for name in COMPAT_MODULES:
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            parent = ".".join(parts[:i])
-            if parent not in sys.modules:
-                pkg = types.ModuleType(parent)
-                pkg.__path__ = []
-                sys.modules[parent] = pkg
         sys.modules[name] = this
-        if len(parts) > 1:
-            setattr(sys.modules[".".join(parts[:-1])], parts[-1], this)
+        parent, _, attr = name.rpartition(".")
+        if not parent:
+            continue
+        if parent in sys.modules:
+            setattr(sys.modules[parent], attr, this)
+            continue
+        try:
+            real = importlib.util.find_spec(parent) is not None
+        except (ImportError, ValueError):
+            real = False
+        if real:  # attach ourselves when the real package is imported, not before
+            if not any(isinstance(f, _AttachContextModule) and f.parent == parent
+                       for f in sys.meta_path):
+                sys.meta_path.insert(0, _AttachContextModule(parent, attr, this))
+        else:
+            pkg = types.ModuleType(parent)
+            pkg.__path__ = []
+            pkg.__amore_compat_stub__ = True
+            setattr(pkg, attr, this)
+            sys.modules[parent] = pkg
+
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def compat_modules():
+    """Install the compatibility modules (:func:`install_compat_modules`) for the duration of a
+    ``with`` block and put back what was there before, so that a notebook that also uses the
+    real DAMNIT keeps its own ``damnit.context`` / ``damnit_ctx`` outside it. The context-file
+    worker installs them for good instead (it runs context files only)."""
+    names = set(COMPAT_MODULES) | {n.rpartition(".")[0] for n in COMPAT_MODULES if "." in n}
+    saved = {n: sys.modules.get(n, _ABSENT) for n in names}
+    parent_attrs = {}
+    for n in COMPAT_MODULES:
+        parent, _, attr = n.rpartition(".")
+        if parent and saved.get(parent, _ABSENT) is not _ABSENT:
+            parent_attrs[n] = getattr(saved[parent], attr, _ABSENT)
+    meta_path = list(sys.meta_path)
+    this = sys.modules[__name__]
+    install_compat_modules()
+    try:
+        yield
+    finally:
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not isinstance(f, _AttachContextModule) or f in meta_path]
+        for n in COMPAT_MODULES:  # child attributes on parent packages
+            parent, _, attr = n.rpartition(".")
+            mod = sys.modules.get(parent) if parent else None
+            if mod is not None and getattr(mod, attr, None) is this:
+                old = parent_attrs.get(n, _ABSENT)
+                if old is _ABSENT:
+                    delattr(mod, attr)
+                else:
+                    setattr(mod, attr, old)
+        for n, old in saved.items():
+            cur = sys.modules.get(n, _ABSENT)
+            ours = cur is this or getattr(cur, "__amore_compat_stub__", False)
+            if old is _ABSENT:
+                if ours:
+                    del sys.modules[n]
+            elif cur is not old and ours:
+                sys.modules[n] = old
 
 
 def _user_frame(tb, filename: str):
@@ -231,13 +642,22 @@ class ContextFile:
 
     @classmethod
     def from_str(cls, code: str, path: str = "<context>") -> "ContextFile":
-        install_compat_modules()
+        with compat_modules():
+            return cls._from_str(code, path)
+
+    @classmethod
+    def _from_str(cls, code: str, path: str) -> "ContextFile":
         try:
             compiled = compile(code, path, "exec", dont_inherit=True)
         except SyntaxError as e:
             raise ContextFileError(f"{e.filename}, line {e.lineno}: SyntaxError: {e.msg}"
                                    + (f"\n    {e.text.rstrip()}" if e.text else "")) from None
-        ns: dict[str, Any] = {"__file__": path, "__name__": "context"}
+        # A real module (registered under CONTEXT_MODULE_NAME), so that what needs the module
+        # of a class defined in the file (dataclasses, hence @Group; pickle) finds it.
+        module = types.ModuleType(CONTEXT_MODULE_NAME)
+        module.__file__ = path
+        sys.modules[CONTEXT_MODULE_NAME] = module
+        ns: dict[str, Any] = module.__dict__
         sys.path.insert(0, str(Path(path).parent))
         try:
             exec(compiled, ns)
@@ -254,10 +674,13 @@ class ContextFile:
                 sys.path.remove(str(Path(path).parent))
             except ValueError:
                 pass
-        variables = {}
-        for value in ns.values():
-            if isinstance(value, Variable) and value.name is not None:
-                variables[value.name] = value
+        return cls.from_namespace(ns, path)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict, path: str = "<context>") -> "ContextFile":
+        """The variables among ``namespace`` values (module-level :class:`Variable` objects and
+        :func:`Group` instances, in order), checked; raises :class:`ContextFileError`."""
+        variables = _collect_variables(namespace, path)
         ctx = cls(variables, path)
         ctx.check()
         return ctx
@@ -328,19 +751,27 @@ class ContextFile:
         return self.closure(chosen)
 
     # -- execution ---------------------------------------------------------------------
-    def execute(self, run_data, *, run_number: int, proposal: int, proposal_path: str = "",
-                names=None, data: str = "all", params: dict | None = None,
+    def execute(self, run_data, *, run_number: int, proposal: int,
+                proposal_path: str | Path | None = None, names=None, data: str = "all",
+                params: dict | None = None,
                 mymdc: Callable[[str], Any] | None = None) -> dict[str, "VariableResult"]:
         """Compute variables on one run, in dependency order; never raises for user errors.
 
-        ``run_data``: extra-data ``DataCollection``. ``mymdc``: callable taking a key such as
-        ``"sample_name"`` (None: metadata service not available). Returns name ->
-        :class:`VariableResult`; a failing variable gets its exception, its dependents an
-        error naming the chain, and the other variables are unaffected.
+        ``run_data``: extra-data ``DataCollection``. ``proposal_path``: the proposal directory,
+        given to ``meta#proposal_path`` as a ``pathlib.Path`` (if empty: found from the run's
+        files, else None). ``mymdc``: callable taking a key such as ``"sample_name"`` (None:
+        metadata service not available). Returns name -> :class:`VariableResult`; a failing
+        variable gets its exception, its dependents an error naming the chain, and the other
+        variables are unaffected.
         """
         params = params or {}
         results: dict[str, VariableResult] = {}
-        meta = {"run_number": run_number, "proposal": proposal, "proposal_path": proposal_path}
+        prop_path = Path(proposal_path) if proposal_path else proposal_path_of(run_data)
+        meta = {"run_number": run_number, "proposal": proposal, "proposal_path": prop_path}
+        with compat_modules():  # for imports inside variables' functions
+            return self._execute(run_data, names, data, params, mymdc, results, meta)
+
+    def _execute(self, run_data, names, data, params, mymdc, results, meta):
         for name in self.select(data, names):
             var = self.variables[name]
             t0 = time.perf_counter()
@@ -389,12 +820,12 @@ class ContextFile:
                 except Exception as e:  # the service's error, named as the input that failed
                     raise _InputFailed(f"'mymdc#{inp.key}': {e}", "MetadataUnavailable") from None
             elif inp.is_glob:
-                kwargs[inp.param] = {n: r.value for n, r in results.items()
+                kwargs[inp.param] = {n: _data_of(r.value) for n, r in results.items()
                                      if fnmatch.fnmatchcase(n, inp.key) and r.ok}
             else:
                 dep = results.get(inp.key)
                 if dep is not None and dep.ok:
-                    kwargs[inp.param] = dep.value
+                    kwargs[inp.param] = _data_of(dep.value)
                 elif inp.default is not inspect.Parameter.empty:
                     kwargs[inp.param] = inp.default
                 elif dep is None:
@@ -407,6 +838,25 @@ class ContextFile:
                     raise _InputFailed(f"{' needs '.join(chain)}, which {root}",
                                        dep.error_type or "Skipped", chain, root)
         return kwargs
+
+
+def proposal_path_of(run_data) -> Path | None:
+    """The proposal directory of an extra-data run, from its files' paths
+    (``<proposal>/raw/r0001/RAW-....h5`` -> ``<proposal>``), as DAMNIT finds it; None if the
+    run has no files (or is not a DataCollection)."""
+    try:
+        files = [f.filename for f in run_data.files]
+    except Exception:
+        return None
+    if not files:
+        return None
+    parts = Path(sorted(files)[0]).parts
+    return Path(*parts[:-3]) if len(parts) > 3 else None
+
+
+def _data_of(value):
+    """What a dependent variable receives: the data of a :class:`Cell` (as in DAMNIT)."""
+    return value.data if isinstance(value, Cell) else value
 
 
 class _InputFailed(Exception):
@@ -436,3 +886,288 @@ class VariableResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.skipped is None
+
+
+# -- evaluating from a notebook --------------------------------------------------------------
+class VariableError(RuntimeError):
+    """Raised by ``results[name]`` for a variable that failed or was skipped on the run; the
+    message is the variable's error (or skip reason)."""
+
+
+class Results:
+    """What :meth:`Pipeline.evaluate` computed on one run.
+
+    ``results[name]`` is the value the variable returned (for a :class:`Cell`, its ``data``):
+    a number, string, ``numpy`` array, ``xarray`` object, figure, ... exactly as the function
+    returned it, not reduced. It raises ``KeyError`` for a name that was not evaluated and
+    :class:`VariableError` (message = the error or skip reason) for a variable that failed or
+    was skipped.
+
+    Attributes: ``values`` (name -> value of every variable that produced one, transient ones
+    excluded), ``cells`` (name -> :class:`Cell`, as DAMNIT's ``Results.cells``), ``errors``
+    (name -> :class:`VariableError` of failed variables), ``skipped`` (name -> reason),
+    ``outcomes`` (name -> :class:`VariableResult`, transient variables included), ``proposal``,
+    ``run_number``.
+    """
+
+    def __init__(self, outcomes: dict[str, VariableResult], ctx: ContextFile, proposal, run_number):
+        self.outcomes = outcomes
+        self.proposal = proposal
+        self.run_number = run_number
+        self._ctx = ctx
+        visible = {n: r for n, r in outcomes.items()
+                   if n in ctx.variables and not ctx.variables[n].transient}
+        self.values = {n: (r.value.data if isinstance(r.value, Cell) else r.value)
+                       for n, r in visible.items() if r.ok}
+        self.cells = {n: (r.value if isinstance(r.value, Cell) else Cell(r.value))
+                      for n, r in visible.items() if r.ok}
+        self.errors = {n: VariableError(_describe_failure(r)) for n, r in visible.items()
+                       if r.error is not None}
+        self.skipped = {n: r.skipped for n, r in visible.items() if r.skipped is not None}
+
+    def __getitem__(self, name: str):
+        if name in self.values:
+            return self.values[name]
+        if name in self.errors:
+            raise self.errors[name]
+        if name in self.skipped:
+            raise VariableError(f"{name} was skipped: {self.skipped[name]}")
+        raise KeyError(f"Variable {name!r} was not evaluated on run {self.run_number} "
+                       f"(evaluated: {', '.join(self) or 'none'})")
+
+    def __iter__(self):
+        return iter([n for n in self.outcomes if n in self.values or n in self.errors
+                     or n in self.skipped])
+
+    def __len__(self):
+        return len(list(iter(self)))
+
+    def __contains__(self, name):
+        return name in self.values or name in self.errors or name in self.skipped
+
+    def summary(self, name: str):
+        """The value the run table shows for ``name`` (a number, string, or PNG/sparkline
+        bytes), reduced as the backend does; raises like ``results[name]``."""
+        from backend.ctxrunner.results import table_value
+        var = self._ctx.variables.get(name)
+        value = self.outcomes[name].value if name in self.values else self[name]
+        return table_value(value, summary=var.summary, units=var.units).value
+
+    def __repr__(self):
+        lines = [f"<Results of proposal {self.proposal} run {self.run_number}: "
+                 f"{len(self.values)} values, {len(self.errors)} errors, "
+                 f"{len(self.skipped)} skipped>"]
+        for name in self:
+            if name in self.values:
+                v = self.values[name]
+                desc = (f"{type(v).__name__} {getattr(v, 'shape', '')}".strip()
+                        if hasattr(v, "shape") and getattr(v, "ndim", 0) else repr(v))
+            elif name in self.errors:
+                desc = f"error: {self.errors[name]}"
+            else:
+                desc = f"skipped: {self.skipped[name]}"
+            lines.append(f"  {name}: {desc[:100]}")
+        return "\n".join(lines)
+
+
+def _describe_failure(r: VariableResult) -> str:
+    where = f" (line {r.line})" if r.line else ""
+    return f"{r.name}: {r.error_type}: {r.error}{where}"
+
+
+class Pipeline:
+    """Evaluate a context file's variables on one run, in this Python process (a notebook).
+
+    ::
+
+        from amore.context import Pipeline
+
+        pipe = Pipeline.from_path("/gpfs/.../usr/Shared/amore/context.py")
+        res = pipe.evaluate(12, proposal=2832)        # opens run 12 with extra_data.open_run
+        res["xgm_intensity"]                          # the value, as the function returned it
+        res.errors                                    # {name: VariableError} of failed ones
+
+        run = extra_data.open_run(2832, 12).select_trains(np.s_[:100])
+        pipe.select(variables=["xgm_intensity"]).evaluate(run)   # any DataCollection
+
+    Nothing is stored: results stay in the returned :class:`Results`. Variables run in
+    dependency order; a failing variable gets its error and the others go on, as in the
+    backend. DAMNIT 0.4.0's spelling also works: ``Pipeline(proposal, run_number)``,
+    ``Pipeline.from_context_file(path)``, ``Pipeline.from_str(code)``, ``.add(variables or
+    group instances)``, ``.select(variables=..., match=..., run_data=...)``,
+    ``.execute(data=..., param_values=...)``, ``.results``, ``.vars``.
+    """
+
+    def __init__(self, proposal: int | None = None, run_number: int | None = None, *,
+                 name: str | None = None, data: Any = None, run_data: RunData | str | None = None,
+                 param_values: dict | None = None, context: ContextFile | None = None):
+        self.proposal = proposal
+        self.run_number = run_number
+        self.name = name
+        self.data = data
+        self.run_data = RunData(run_data or RunData.ALL)
+        self.param_values = dict(param_values or {})
+        self._context = context
+        self._last: Results | None = None
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_path(cls, path: str | Path, **kw) -> "Pipeline":
+        """Load a context file (raises :class:`ContextFileError` naming file and line)."""
+        return cls(context=ContextFile.from_path(path), **kw)
+
+    from_context_file = from_path
+
+    @classmethod
+    def from_str(cls, code: str, *, path: str = "<string>", **kw) -> "Pipeline":
+        """Load context-file code given as a string."""
+        return cls(context=ContextFile.from_str(code, path), **kw)
+
+    def add(self, *items) -> "Pipeline":
+        """Add :class:`Variable` objects and :func:`Group` instances (or dicts name -> group,
+        or lists of them) to this pipeline; returns it. Unnamed groups in a dict take the key
+        as name. Raises TypeError for other objects, :class:`GroupError` for duplicate names."""
+        ns: dict[str, Any] = {}
+        if self._context is not None:
+            ns.update({f"__v{i}": v for i, v in enumerate(self._context.variables.values())})
+
+        def put(item, key=None):
+            if isinstance(item, Variable):
+                ns[f"__v{len(ns)}"] = item
+            elif is_group_instance(item):
+                ns[key or item.name or f"__g{len(ns)}"] = item
+                if item.name is None and key is None:
+                    raise GroupError(f"Group instance of {type(item).__name__!r} has no name; "
+                                     f"give it name=... or add it as {{name: group}}")
+            elif isinstance(item, dict):
+                for k, v in item.items():
+                    put(v, k)
+            elif isinstance(item, (list, tuple)):
+                for v in item:
+                    put(v)
+            else:
+                raise TypeError(f"Pipeline.add takes Variables and Group instances, "
+                                f"not {type(item).__name__}")
+
+        for item in items:
+            put(item)
+        # Variables from a previous context are already expanded: keep them as they are.
+        self._context = ContextFile.from_namespace(
+            {k: v for k, v in ns.items()}, self._context.path if self._context else "<pipeline>")
+        self._last = None
+        return self
+
+    @property
+    def context(self) -> ContextFile:
+        if self._context is None:
+            self._context = ContextFile({}, "<pipeline>")
+        return self._context
+
+    @property
+    def variables(self) -> dict[str, Variable]:
+        """Name -> :class:`Variable` of every variable in this pipeline."""
+        return dict(self.context.variables)
+
+    vars = variables
+
+    def select(self, *, variables: Iterable[str] = (), match: Iterable[str] = (),
+               run_data: RunData | str | None = None) -> "Pipeline":
+        """A new pipeline with a subset of the variables (plus what they depend on):
+        ``variables`` exact names, ``match`` substrings of titles (case-insensitive),
+        ``run_data`` ``"raw"``/``"proc"`` for the variables needing that data. Raises KeyError
+        for an unknown name in ``variables``."""
+        ctx = self.context
+        unknown = [n for n in variables if n not in ctx.variables]
+        if unknown:
+            raise KeyError(f"No variable {', '.join(map(repr, unknown))} in {ctx.path}")
+        rd = RunData(run_data or RunData.ALL).value
+        chosen = [n for n, v in ctx.variables.items()
+                  if (rd == "all" or v.data == rd)
+                  and (not variables or n in variables)
+                  and (not match or any(m.lower() in (v.title or n).lower() for m in match))]
+        keep = ctx.closure(chosen)
+        sub = ContextFile({n: ctx.variables[n] for n in keep}, ctx.path)
+        sub.check()
+        new = copy.copy(self)
+        new._context, new._last = sub, None
+        return new
+
+    # -- running --------------------------------------------------------------------------
+    def evaluate(self, run=None, *, proposal: int | None = None, variables: Iterable[str] | None = None,
+                 params: dict | None = None, run_data: RunData | str | None = None,
+                 mymdc: Callable[[str], Any] | None = None) -> Results:
+        """Compute the variables on one run and return :class:`Results` (nothing is stored).
+
+        ``run``: a run number (int; opened with ``extra_data.open_run(proposal, run)``, which
+        needs ``proposal`` here or in the constructor) or an extra-data ``DataCollection``
+        (used as is, e.g. a selection of trains; proposal and run number come from its
+        metadata unless given). None: the constructor's ``data`` or ``run_number``.
+        ``variables``: names to compute (with their dependencies; default all). ``params``:
+        values for ``param#`` inputs (added to ``param_values``). ``run_data``: ``"raw"`` to
+        compute only raw-data variables; with ``"all"`` (default) proc-data variables are left
+        out when the run has no proc data. ``mymdc``: callable key -> value for ``mymdc#``
+        inputs (default: those variables fail with "not available").
+
+        Raises ValueError if no run is given or a run number comes without proposal,
+        FileNotFoundError (from extra-data) if the run does not exist, KeyError for an unknown
+        name in ``variables``. Errors inside variables are not raised: see ``Results.errors``.
+        """
+        if run is None:
+            run = self.data if self.data is not None else self.run_number
+        if run is None:
+            raise ValueError("Pipeline.evaluate needs a run: a run number or an extra-data "
+                             "DataCollection")
+        if variables is not None:
+            unknown = [n for n in variables if n not in self.context.variables]
+            if unknown:
+                raise KeyError(f"No variable {', '.join(map(repr, unknown))} in {self.context.path}")
+        rd = RunData(run_data or self.run_data).value
+        proposal = proposal if proposal is not None else self.proposal
+        prop_path = None
+        if isinstance(run, (int, str)) and not isinstance(run, bool):
+            run_number = int(run)
+            if proposal is None:
+                raise ValueError(f"Pipeline.evaluate({run_number}) needs proposal=... "
+                                 f"(or a DataCollection instead of a run number)")
+            import extra_data
+            from extra_data.read_machinery import find_proposal
+            try:
+                prop_path = Path(find_proposal(f"p{int(proposal):06d}"))
+            except Exception:
+                prop_path = None
+            has_proc = prop_path is not None and (prop_path / "proc" / f"r{run_number:04d}").is_dir()
+            if rd == "all" and not has_proc:
+                rd = "raw"
+            run_dc = extra_data.open_run(int(proposal), run_number,
+                                         data="raw" if rd == "raw" else "all")
+        else:
+            run_dc = run
+            meta = {}
+            try:
+                meta = run_dc.run_metadata()
+            except Exception:
+                pass
+            run_number = self.run_number if self.run_number is not None else meta.get("runNumber")
+            if proposal is None:
+                proposal = meta.get("proposalNumber")
+        all_params = dict(self.param_values)
+        all_params.update(params or {})
+        outcomes = self.context.execute(
+            run_dc, run_number=run_number, proposal=proposal, proposal_path=prop_path,
+            names=list(variables) if variables is not None else None, data=rd,
+            params=all_params, mymdc=mymdc)
+        self._last = Results(outcomes, self.context, proposal, run_number)
+        return self._last
+
+    def execute(self, *, data=None, param_values: dict | None = None) -> Results:
+        """DAMNIT's spelling of :meth:`evaluate`: runs on ``data`` (or the constructor's
+        ``data``, or ``run_number``)."""
+        return self.evaluate(data, params=param_values)
+
+    @property
+    def results(self) -> Results | None:
+        """The :class:`Results` of the last evaluation, or None."""
+        return self._last
+
+    def __repr__(self):
+        return f"<Pipeline {self.context.path}: {len(self.context.variables)} variables>"

@@ -22,6 +22,9 @@ The HDF5 layout is ``/<name>/data`` (dataset) with attributes ``amore_type`` (``
 ``string``, ``ndarray``, ``DataArray``, ``Dataset``, ``figure``) and ``units``; DataArrays add
 ``/<name>/coords/<dim>`` datasets and a ``dims`` attribute (JSON list); Datasets store each data
 variable as a DataArray group under ``/<name>/vars/<var>``; figures store PNG bytes (uint8).
+
+Units shown with a table value: the :class:`Cell`'s, else the variable's, else the ``units``
+attribute of a returned DataArray (as DAMNIT does).
 """
 from __future__ import annotations
 
@@ -159,6 +162,10 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
         if cell.background is not None:
             bg = cell.background
             attrs["background"] = list(bg) if isinstance(bg, (tuple, list, np.ndarray)) else str(bg)
+    if not units and type(value).__name__ == "DataArray":
+        da_units = getattr(value, "attrs", {}).get("units")
+        if isinstance(da_units, str) and da_units:
+            units = da_units  # as DAMNIT does, when neither the Cell nor the Variable gives units
     if units:
         attrs["units"] = units
 

@@ -177,6 +177,10 @@ def main(argv=None):
     os.environ.setdefault("MPLBACKEND", "Agg")  # matplotlib itself is imported when needed
     px = int(os.environ.get("AMORE_THUMBNAIL_PX", "150"))
     npts = int(os.environ.get("AMORE_SPARKLINE_POINTS", "100"))
+    # This process runs context files only: damnit_ctx, damnit.context, ... are AMORE's for good
+    # (also for imports inside variables' functions, even if the real DAMNIT is installed).
+    from backend.ctxrunner.context import install_compat_modules
+    install_compat_modules()
     worker = Worker(context_dir, px, npts)
     mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
     if mymdc_conf.get("url"):

@@ -60,6 +60,7 @@ import h5py
 import numpy as np
 
 from extra_data.tests.mockdata import write_file
+from extra_data.tests.mockdata.base import DeviceBase
 from extra_data.tests.mockdata.basler_camera import BaslerCamera
 from extra_data.tests.mockdata.detectors import AGIPDModule
 from extra_data.tests.mockdata.motor import Motor
@@ -68,6 +69,7 @@ from extra_data.tests.mockdata.xgm import XGM
 __all__ = [
     'XGM_SRC', 'MOTOR_SRC', 'CAM_SRC', 'CAM_DEVICE', 'AGIPD_SRC', 'AGIPD_DEVICE',
     'XGM_OUTPUT_SRC', 'XGM_FLUX_KEY', 'MOTOR_POS_KEY', 'CAM_IMAGE_KEY', 'AGIPD_IMAGE_KEY',
+    'TIMESERVER_DEVICE', 'TIMESERVER_SRC', 'BUNCH_PATTERN_KEY',
     'FORMAT_VERSION', 'TRAIN_RATE_HZ', 'REFERENCE_TIME', 'REFERENCE_TRAIN',
     'agipd_source', 'train_id_at', 'time_of_train', 'parse_runs',
     'proposal_dir', 'write_run', 'make_proposal', 'main',
@@ -81,7 +83,8 @@ __all__ = [
 #: Key :data:`XGM_FLUX_KEY`: float32 per train, mean pulse energy in μJ.
 XGM_SRC = 'SA2_XTD1_XGM/XGM/DOOCS'
 #: Pulse-resolved XGM data (``data.intensityTD``, float32 (trains, 1000), μJ;
-#: the first ``pulses`` entries of each train are filled, the rest are 0).
+#: the first ``pulses`` entries of each train are filled, the rest hold 1.0, the fill value
+#: real XGMs write, by which tools such as ``extra.components.XGM`` count the pulses).
 XGM_OUTPUT_SRC = XGM_SRC + ':output'
 #: Key of the train-averaged pulse energy (μJ) in :data:`XGM_SRC`.
 XGM_FLUX_KEY = 'pulseEnergy.photonFlux'
@@ -113,6 +116,20 @@ AGIPD_DEVICE = 'MID_DET_AGIPD1M-1/DET/{mod}CH0'
 AGIPD_SRC = AGIPD_DEVICE + ':xtdf'
 #: Key of the AGIPD images.
 AGIPD_IMAGE_KEY = 'image.data'
+
+#: Karabo device name of the SASE2 timeserver (optional, ``write_run(timeserver=True)``).
+TIMESERVER_DEVICE = 'SA2_BR_UTC/TSYS/TIMESERVER'
+#: Timeserver bunch pattern output (instrument source, in its own aggregator file DA02).  Key
+#: :data:`BUNCH_PATTERN_KEY`: uint32 (trains, 2700), one entry per bunch slot; the *pulses*
+#: X-ray pulses of a train go to SASE2 (destination bits ``2 << 18``, the T5D dump) every 4th
+#: slot from slot 1000, with a bunch charge code of 0.25 nC.
+TIMESERVER_SRC = TIMESERVER_DEVICE + ':outputBunchPattern'
+#: Key of the bunch pattern table in :data:`TIMESERVER_SRC`.
+BUNCH_PATTERN_KEY = 'data.bunchPatternTable'
+_BUNCH_SLOTS = 2700
+_SASE2_DESTINATION = 2 << 18
+_CHARGE_025NC = 8
+_FIRST_PULSE_SLOT, _PULSE_SPACING = 1000, 4
 
 #: File format version written into all files.
 FORMAT_VERSION = '1.2'
@@ -393,6 +410,25 @@ def _agipd_template(n: int, frames: int, raw: bool) -> _Template:
     return _template_from_bytes(data, dev)
 
 
+class _TimeServer(DeviceBase):
+    # extra-data's mock machinery has no timeserver: just its bunch pattern output
+    output_channels = ('outputBunchPattern/data',)
+    instrument_keys = [('bunchPatternTable', 'u4', (_BUNCH_SLOTS,))]
+
+
+@functools.lru_cache(maxsize=16)
+def _timeserver_template(n: int) -> _Template:
+    data = _build('RAW-R0000-DA02-S00000.h5', [_TimeServer(TIMESERVER_DEVICE)], n)
+    return _template_from_bytes(data)
+
+
+def _bunch_pattern(n: int, pulses: int) -> np.ndarray:
+    table = np.zeros((n, _BUNCH_SLOTS), 'u4')
+    slots = _FIRST_PULSE_SLOT + _PULSE_SPACING * np.arange(pulses)
+    table[:, slots] = _SASE2_DESTINATION | _CHARGE_025NC
+    return table
+
+
 def _get_template(factory, *args) -> _Template:
     with _template_lock:   # build each template once even with several threads
         return factory(*args)
@@ -538,7 +574,7 @@ def _fill_da01(f, rng, v: _RunValues, sl: slice, ts_ns, run_start_ns, pulses, ca
     put(XGM_SRC, 'beamPosition/iyPos', v.iypos[sl].astype('f4'), v.iypos[i_start])
     f[f'RUN/{XGM_SRC}/state/value'][0] = b'ON'
     if pulses:
-        td = np.zeros((n, 1000), 'f4')
+        td = np.ones((n, 1000), 'f4')   # 1.0: the XGM's fill value for slots without a pulse
         td[:, :pulses] = v.pulse_e[sl]
         f[f'INSTRUMENT/{XGM_OUTPUT_SRC}/data/intensityTD'][:n] = td
 
@@ -667,7 +703,8 @@ def write_run(proposal_dir, proposal: int, run: int, *, ntrains: int = 100,
               trains_per_seq: int = 250, agipd_modules: int = 0,
               fill_detector: bool = False, proc: bool = True,
               cam_shape=(64, 64), start_time=None, first_train=None,
-              sample=None, run_type=None, seed=None, pulses: int = 4) -> dict:
+              sample=None, run_type=None, seed=None, pulses: int = 4,
+              timeserver: bool = False) -> dict:
     """Write one complete run into *proposal_dir* (``.../p<proposal:06d>``).
 
     Parameters: *ntrains* trains in all, split into sequence files of at most
@@ -676,7 +713,10 @@ def write_run(proposal_dir, proposal: int, run: int, *, ntrains: int = 100,
     zeros and the files stay ~150 kB); *proc* also writes corrected AGIPD data
     (only when *agipd_modules* > 0); *cam_shape* camera (height, width);
     *seed* varies the random values; *pulses* pulses per train (XGM
-    pulse-resolved entries and AGIPD frames per train).
+    pulse-resolved entries and AGIPD frames per train); *timeserver* also
+    writes ``RAW-R<run:04d>-DA02-S<seq:05d>.h5`` with the SASE2 timeserver's
+    bunch pattern (:data:`TIMESERVER_SRC`), which pulse-pattern tools such as
+    ``extra.components.XrayPulses`` read.
 
     Files: ``raw/r<run:04d>/RAW-R<run:04d>-DA01-S<seq:05d>.h5`` holding
     :data:`XGM_SRC` (+ :data:`XGM_OUTPUT_SRC`), :data:`MOTOR_SRC` and
@@ -695,7 +735,7 @@ def write_run(proposal_dir, proposal: int, run: int, *, ntrains: int = 100,
     * XGM ``pulseEnergy.photonFlux``: float32 per train, μJ, mean ~640-960 μJ
       depending on the run, ~8 % fluctuations; ``data.intensityTD`` of the
       ``:output`` source: float32 (trains, 1000), the first *pulses* entries
-      are the pulse energies in μJ.
+      are the pulse energies in μJ, the others 1.0 (the XGM's fill value).
     * Motor ``actualPosition`` / ``targetPosition``: float64 per train, a step
       scan over 2 mm (up to 11 steps); ``get_run_value`` gives the start.
     * Camera ``data.image.pixels``: uint16 (trains, *cam_shape*) counts;
@@ -802,6 +842,15 @@ def write_run(proposal_dir, proposal: int, run: int, *, ntrains: int = 100,
                 _write_metadata(f, seq=seq, ts_ns=ts, **meta)
                 _fill_da01(f, rng, values, sl, ts, int(ts_all[0]), pulses, cam_shape)
             files.append(raw_dir / name)
+
+            if timeserver:
+                name = _raw_name(run, seq, 'DA02')
+                tpl = _get_template(_timeserver_template, n)
+                with _instantiate(tpl, stage_raw / name, first, n) as f:
+                    _write_metadata(f, seq=seq, ts_ns=ts, **meta)
+                    f[f'INSTRUMENT/{TIMESERVER_SRC}/data/bunchPatternTable'][:n] = \
+                        _bunch_pattern(n, pulses)
+                files.append(raw_dir / name)
 
             for mod in range(agipd_modules):
                 dev = AGIPD_DEVICE.format(mod=mod)
