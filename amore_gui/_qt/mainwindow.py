@@ -562,7 +562,10 @@ class MainWindow(QMainWindow):
                 self.session.column_resized_by_user(keys[logical])
 
     def _set_row_height(self, h):
-        self.table.verticalHeader().setDefaultSectionSize(h)
+        vh = self.table.verticalHeader()
+        if vh.defaultSectionSize() == h:
+            return          # unchanged: repaint nothing (live updates refit the layout)
+        vh.setDefaultSectionSize(h)
         self.thumbs.clear()
         self.table.viewport().update()
 
