@@ -78,9 +78,10 @@ def test_windows_and_dialogs_show_and_paint_on_x11(gui_ctx, display, tmp_path):
 def test_main_window_at_scale_factor_2(gui_ctx, display, tmp_path):
     res = run_driver(gui_ctx["ctx"], tmp_path / "shots2", x11_env(display, QT_SCALE_FACTOR="2"),
                      "--only", "main")
-    info = res["windows"]["main"]
-    assert_painted("main@2x", info)
-    assert info["width"] == 2 * info["logical_width"]     # every pixel drawn at double size
+    for name in ("main", "main_scrolled"):
+        info = res["windows"][name]
+        assert_painted(name + "@2x", info)
+        assert info["width"] == 2 * info["logical_width"]     # every pixel drawn at double size
 
 
 def pyqt_without_libxcb_icccm(tmp_path) -> Path:
