@@ -293,7 +293,11 @@ class Listener:
         work = find_pending(self.db, self.config, self.proposal, self.proposal_dir)
         if work:
             log.info("Catching up: %s", work.describe())
+        from backend.service.integrity import snapshot_event
         for run in work.unknown:
+            snapshot_event(self.db, RunEvent(self.proposal, run, "raw", source="catch-up",
+                                             event="found_on_disk",
+                                             location=str(self.proposal_dir / "raw" / f"r{run:04d}")))
             self.db.ensure_run(self.proposal, run)
         futs = [self.submit(self.proposal, run, "all") for run in work.to_process]
         if self.integrity is not None:
