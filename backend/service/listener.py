@@ -91,10 +91,11 @@ class Listener:
             return None
 
     def report(self, level: str, message: str, details: dict | None = None,
-               source: str = "backend", run: int | None = None) -> None:
-        """Append to the event log (and the log file); never raises."""
-        log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
-                "%s", message)
+               source: str = "backend", run: int | None = None, log_it: bool = True) -> None:
+        """Append to the event log (and, with ``log_it``, the log file); never raises."""
+        if log_it:
+            log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
+                    "%s", message)
         try:
             self.db.add_event(level, source, message, run=run, proposal=self.proposal,
                               details=details)
@@ -177,7 +178,8 @@ class Listener:
                           "it is fixed:\n%s", err)
                 if not was_broken:
                     self.report("error", "Context file is broken; runs are recorded and "
-                                "processed once it is fixed", {"error": err}, source="context")
+                                "processed once it is fixed", {"error": err}, source="context",
+                                log_it=False)
             else:
                 if was_broken:
                     self.report("info", "Context file fixed", source="context")
@@ -240,7 +242,7 @@ class Listener:
         name = getattr(source, "name", "source")
         try:
             source.report = lambda level, message, details=None: self.report(
-                level, message, details, source=name.split()[0])
+                level, message, details, source=name.split()[0], log_it=False)
         except AttributeError:
             pass
         source.start(on_event)
