@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterable
 
 ALGORITHMS = ("blake2b", "sha256", "sha512")
-BLOCK = 4 << 20  # bytes read at a time
+BLOCK = 1 << 20  # bytes read at a time
+_local = threading.local()
 
 #: Files in run directories that are not data: extra-data's cache, written on first open.
 DEFAULT_EXCLUDE = ("karabo_data_map.json", ".*")
@@ -36,7 +37,9 @@ def file_digest(path: str | os.PathLike, algorithm: str = "blake2b",
     """Hex digest of a file's content. ``pause()``, if given, is called between blocks (the
     backend uses it to wait while runs are processed). Raises OSError for an unreadable file."""
     h = new_hash(algorithm)
-    buf = bytearray(BLOCK)
+    buf = getattr(_local, "buf", None)
+    if buf is None:  # one buffer per thread: allocating (zeroing) it per file costs as much as
+        buf = _local.buf = bytearray(BLOCK)  # hashing a small file
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while True:

@@ -226,8 +226,61 @@ class _FileIndex:
 
 
 def _read_euxfel_index(path: Path) -> _FileIndex:
-    """The INDEX of one European XFEL HDF5 file. Raises OSError/KeyError/ValueError when the
-    file cannot be read."""
+    """The INDEX of one European XFEL HDF5 file (file format >= 1.0 through h5py's low-level
+    API, ~3x quicker than the high-level one; otherwise :func:`_read_euxfel_index_h5py`).
+    An instrument source's trains with data are those of its ``image`` or ``data`` index group
+    when it has one (the group carrying its data), else of any of its groups.
+    Raises OSError/KeyError/ValueError when the file cannot be read."""
+    try:
+        return _read_euxfel_index_fast(path)
+    except Exception:
+        return _read_euxfel_index_h5py(path)
+
+
+def _read_euxfel_index_fast(path: Path) -> _FileIndex:
+    from h5py import h5d, h5f, h5s
+
+    fid = h5f.open(str(path).encode(), h5f.ACC_RDONLY)
+    try:
+        def read(name: str) -> np.ndarray:
+            ds = h5d.open(fid, name.encode())
+            arr = np.empty(ds.shape, dtype=ds.dtype)
+            ds.read(h5s.ALL, h5s.ALL, arr)
+            return arr
+
+        tid = read("INDEX/trainId").astype(np.int64)
+        valid = tid != 0
+        wanted: dict[str, tuple[str, list[str]]] = {}
+        for sid in read("METADATA/dataSources/dataSourceId"):
+            if not sid:
+                continue
+            sid = sid.decode() if isinstance(sid, bytes) else str(sid)
+            cat, _, h5src = sid.partition("/")
+            if cat == "CONTROL":
+                wanted[h5src] = ("control", [f"INDEX/{h5src}/count"])
+            elif cat == "INSTRUMENT":
+                dev, _, chan_grp = h5src.partition(":")
+                chan, _, group = chan_grp.partition("/")
+                name = f"{dev}:{chan}"
+                wanted.setdefault(name, ("instrument", []))[1].append(
+                    f"INDEX/{name}/{group}/count")
+        sources: dict[str, tuple[str, np.ndarray]] = {}
+        for name, (kind, paths) in wanted.items():
+            # the index group that carries a source's data speaks for it (a detector's
+            # "image", an output channel's "data"); otherwise any group with data counts
+            main = [p for p in paths if p.endswith(("/image/count", "/data/count"))]
+            has = np.zeros(tid.size, bool)
+            for idx in main[:1] or paths:
+                counts = read(idx)
+                has[:counts.size] |= counts[:tid.size] > 0
+            sources[name] = (kind, has)
+    finally:
+        fid.close()
+    return _FileIndex(path, tid[valid], {n: (k, h[valid]) for n, (k, h) in sources.items()})
+
+
+def _read_euxfel_index_h5py(path: Path) -> _FileIndex:
+    """:func:`_read_euxfel_index` through h5py's high-level API (any file format version)."""
     import h5py
     with h5py.File(path, "r") as f:
         tid = f["INDEX/trainId"][:].astype(np.int64)
