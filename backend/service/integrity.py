@@ -98,7 +98,9 @@ def data_check(db: RunDB, config: Config, proposal: int, run: int, proposal_dir:
     rep = check_euxfel_run(raw, rules, int(config["check"].get("max_gaps", 5)))
     if store and not is_closed(db):
         text = describe(rep)
-        TrustStore(db).set_cell(proposal, run, DATA_CHECK, rep["summary"], rep["ok"], text, rep)
+        # the full report only for runs with a problem: the GUI loads every cell's attributes
+        TrustStore(db).set_cell(proposal, run, DATA_CHECK, rep["summary"], rep["ok"], text,
+                                None if rep["ok"] else rep)
         if not rep["ok"]:
             db.add_event("warning", "check", f"Run {run}: {rep['summary']}", run=run,
                          proposal=proposal, details={"report": text})

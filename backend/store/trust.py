@@ -42,8 +42,9 @@ def is_closed(db: RunDB) -> bool:
 def set_closed(db: RunDB, closed: bool, who: str = "") -> None:
     """Close (``True``) or reopen the table; the change is recorded in the event log."""
     db.set_metadata(CLOSED_KEY, f"{time.time():.3f}" if closed else "0")
-    db.add_event("info", "cli", ("Proposal closed: the table is read-only" if closed
-                                 else "Proposal reopened") + (f" by {who}" if who else ""))
+    by = f" by {who}" if who else ""
+    db.add_event("info", "cli", f"Proposal closed{by}: the table is read-only" if closed
+                 else f"Proposal reopened{by}")
 
 
 def closed_since(db: RunDB) -> float | None:
