@@ -151,6 +151,8 @@ def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_di
         w.kill()
     wait_for(lambda: run_status(ctx, 1) == "failed", what="run 1 failed")
     assert "SIGKILL" in RunDB(ctx).get_run(PROPOSAL, 1)["status_message"]
+    died = [e for e in RunDB(ctx).events(level="error") if e["source"] == "worker"]
+    assert died and died[0]["run"] == 1 and "SIGKILL" in died[0]["message"]  # in the event log
     write_run(2)
     wait_for(lambda: run_status(ctx, 2) == "done", what="run 2 processed by a new worker")
     assert RunDB(ctx).get_values(PROPOSAL, 2)["slow"].value == 20

@@ -241,6 +241,7 @@ class IntegrityWorker:
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._defer_deadline = 0.0
         self._thread = threading.Thread(target=self._loop, name="integrity", daemon=True)
         self._thread.start()
 
@@ -254,8 +255,9 @@ class IntegrityWorker:
         self._q.put(key)
 
     def _pause(self) -> None:
-        deadline = time.monotonic() + self.max_defer
-        while self.busy() and not self._stop.is_set() and time.monotonic() < deadline:
+        # wait while runs are processed, for at most max_defer seconds per run's work in all
+        while (self.busy() and not self._stop.is_set()
+               and time.monotonic() < self._defer_deadline):
             time.sleep(0.05)
 
     def _loop(self) -> None:
@@ -270,6 +272,7 @@ class IntegrityWorker:
                 continue
             with self._lock:
                 self._queued.discard(key)
+            self._defer_deadline = time.monotonic() + self.max_defer
             try:
                 do_run_work(self.db, self.config, self.proposal_dir, *key, pause=self._pause)
             except ProposalClosed:
