@@ -137,6 +137,27 @@ def test_swissfel_pulse_id_check(tmp_path):
     assert rep["summary"] == "2 sources incomplete"
 
 
+def test_swissfel_run_directory(tmp_path):
+    """The current SwissFEL layout: meta/acq<NNNN>.json requests, data/acq<NNNN>.*.h5 files."""
+    from backend.integrity.datacheck import check_swissfel_run
+    run = tmp_path / "run0001-test"
+    (run / "meta").mkdir(parents=True)
+    (run / "data").mkdir()
+    for n, lost in ((10, []), (11, [18940427000])):
+        req = {"pgroup": "p21528", "rate_multiplicator": 1, "run_number": 1,
+               "start_pulseid": 18940426916, "stop_pulseid": 18940427116,
+               "channels_list": ["SAROP31-PBPS149:YPOS"], "pv_list": ["SARFE10-OAPU044:MOTOR_X"],
+               "acquisition_number": n}
+        (run / "meta" / f"acq{n:04d}.json").write_text(json.dumps(req))
+        pids = np.setdiff1d(np.arange(18940426916, 18940427117), lost)
+        _write_swissfel(run / "data" / f"acq{n:04d}.BSDATA.h5", {"SAROP31-PBPS149:YPOS": pids})
+        _write_swissfel(run / "data" / f"acq{n:04d}.PVDATA.h5", {"SARFE10-OAPU044:MOTOR_X": [1]})
+    rep = check_swissfel_run(run)
+    assert rep["incomplete"] == ["acq0011:SAROP31-PBPS149:YPOS"]
+    assert rep["sources"]["acq0011:SAROP31-PBPS149:YPOS"]["gaps"] == [[18940427000, 18940427000]]
+    assert rep["summary"] == "1 source incomplete" and rep["files"]["checked"] == 2
+
+
 def test_checksums_after_processing_and_verify_finds_a_changed_file(make_context_dir, write_run):
     ctx = make_context_dir(N_TRAINS)
     info = write_run(1, ntrains=30, agipd_modules=1)
@@ -282,3 +303,19 @@ def test_malformed_messages_and_snapshots_from_kafka(make_context_dir, write_run
     assert snaps[0]["data"] == msg and snaps[0]["location"].startswith(f"{topic}[0]@")
     info = json.loads(cli("run-info", "1", "-d", ctx, "--json").stdout)
     assert info["announcements"][0]["data"]["extra"] == {"beamtime": True}
+
+
+def test_a_sources_own_metadata_is_kept_as_the_run_snapshot(make_context_dir):
+    """Other facilities' sources hand over the run's metadata with the event."""
+    from backend.service.integrity import snapshot_event
+    from backend.sources.base import RunEvent
+    ctx = make_context_dir(N_TRAINS)
+    db = RunDB(ctx)
+    request = {"pgroup": "p21528", "start_pulseid": 1, "stop_pulseid": 9, "rate_multiplicator": 2}
+    snapshot_event(db, RunEvent(PROPOSAL, 5, source="swissfel", event="acquisition",
+                                location="/sf/x/raw/run0005/meta/acq0001.json",
+                                message=json.dumps(request), metadata=request))
+    snaps = TrustStore(db).snapshots(PROPOSAL, 5)
+    assert [(s["kind"], s["data"]) for s in snaps] == [("event", request), ("metadata", request)]
+    out = cli("run-info", "5", "-d", ctx)
+    assert out.returncode == 0 and "pgroup: p21528" in out.stdout and "swissfel" in out.stdout

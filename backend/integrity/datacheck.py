@@ -465,3 +465,43 @@ def check_swissfel_acquisition(request: dict, data_files: Iterable[str | Path],
            "last": int(expected[-1]) if expected.size else None,
            "count": int(expected.size), "rate_multiplicator": rate}
     return _report("swissfel", ids, stats, skipped, unreadable, nfiles)
+
+
+_ACQ = re.compile(r"^acq(\d+)\.json$")
+
+
+def check_swissfel_run(run_dir: str | Path, rules: CheckRules | None = None,
+                       max_gaps: int = MAX_GAPS, skip_suffixes=("PVDATA",)) -> dict:
+    """Check every acquisition of a SwissFEL run directory in the current layout
+    (``raw/run<NNNN>[-tag]/{meta/acq<NNNN>.json, data/acq<NNNN>.<SUFFIX>.h5}``): each request
+    against that acquisition's data files, except those whose suffix is in ``skip_suffixes``
+    (EPICS PVs are archived at their own times, not per pulse). One report as
+    :func:`check_swissfel_acquisition`; with several acquisitions the source names are
+    prefixed ``acq<NNNN>:`` and ``ids`` are those of the first. Raises ``FileNotFoundError``
+    when the directory has no ``meta/acq*.json``."""
+    import json
+    run_dir = Path(run_dir)
+    metas = sorted((int(m.group(1)), p) for p in (run_dir / "meta").glob("acq*.json")
+                   if (m := _ACQ.match(p.name)))
+    if not metas:
+        raise FileNotFoundError(f"no meta/acq*.json in {run_dir}")
+    reports = []
+    for n, meta in metas:
+        request = json.loads(meta.read_text())
+        files = [p for p in sorted((run_dir / "data").glob(f"acq{n:04d}.*.h5"))
+                 if p.name.split(".")[-2] not in skip_suffixes]
+        reports.append((n, check_swissfel_acquisition(request, files, rules, max_gaps)))
+    if len(reports) == 1:
+        return reports[0][1]
+    merged = {"version": 1, "facility": "swissfel", "ids": reports[0][1]["ids"],
+              "files": {"checked": 0, "unreadable": []}, "sources": {}, "skipped": [],
+              "incomplete": []}
+    for n, rep in reports:
+        merged["files"]["checked"] += rep["files"]["checked"]
+        merged["files"]["unreadable"] += rep["files"]["unreadable"]
+        merged["sources"].update({f"acq{n:04d}:{s}": v for s, v in rep["sources"].items()})
+        merged["skipped"] += [f"acq{n:04d}:{s}" for s in rep["skipped"]]
+        merged["incomplete"] += [f"acq{n:04d}:{s}" for s in rep["incomplete"]]
+    merged["ok"] = not merged["incomplete"] and not merged["files"]["unreadable"]
+    merged["summary"] = summarize(merged)
+    return merged

@@ -318,5 +318,9 @@ def snapshot_event(db: RunDB, ev) -> None:
     if msg is None:
         msg = json.dumps({"event": ev.event, "proposal": ev.proposal, "run": ev.run,
                           "data": ev.data, "path": ev.location or None})
-    TrustStore(db).add_snapshot(ev.proposal, ev.run, "event", ev.source or "unknown", msg,
-                                location=ev.location or ev.source, received_at=time.time())
+    trust = TrustStore(db)
+    trust.add_snapshot(ev.proposal, ev.run, "event", ev.source or "unknown", msg,
+                       location=ev.location or ev.source, received_at=time.time())
+    if getattr(ev, "metadata", None):
+        trust.add_snapshot(ev.proposal, ev.run, "metadata", ev.source or "unknown", ev.metadata,
+                           location=ev.location or ev.source)

@@ -24,7 +24,10 @@ class RunEvent:
     (``"<topic>[<partition>]@<offset>"``, a file or directory path...). ``message``: the
     announcement itself as the facility sent it (JSON text, unknown fields included), or None
     when the source has no message (a watched directory). Both are stored append-only as the
-    run's snapshot (``amore-proto run-info``).
+    run's snapshot (``amore-proto run-info``). ``metadata``: the run's metadata when the source
+    has it (e.g. a SwissFEL acquisition request, an ESS file's ``/entry`` fields; JSON-
+    serialisable), stored as the run's metadata snapshot; None at European XFEL, where it is read
+    from the run's files.
     """
 
     proposal: int
@@ -35,6 +38,7 @@ class RunEvent:
     event: str = ""
     location: str = ""
     message: str | None = None
+    metadata: dict | None = field(default=None, compare=False, hash=False)
 
 
 #: ``report(level, message, details)``: how a source tells people about a problem they should see
