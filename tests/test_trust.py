@@ -319,3 +319,46 @@ def test_a_sources_own_metadata_is_kept_as_the_run_snapshot(make_context_dir):
     assert [(s["kind"], s["data"]) for s in snaps] == [("event", request), ("metadata", request)]
     out = cli("run-info", "5", "-d", ctx)
     assert out.returncode == 0 and "pgroup: p21528" in out.stdout and "swissfel" in out.stdout
+
+
+def test_lost_and_restored_broker_in_the_event_log(make_context_dir, monkeypatch, tmp_path):
+    """A broker of its own, stopped and started again on the same address."""
+    from tests.kafka_broker import TansuBroker, _answers, create_topics, tansu_binary
+
+    binary = tansu_binary()
+    assert binary, "no tansu binary"
+    broker = TansuBroker(binary, tmp_path / "tansu.log")
+    address = broker.start()
+
+    def restart():
+        url = f"tcp://{address}"
+        broker.proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: _answers(address, 0.5), 30, what="broker back")
+
+    monkeypatch.setenv("AMORE_BROKER", address)
+    ctx = make_context_dir(N_TRAINS, name="bctx")
+    from backend.config import load_config
+    config = load_config(ctx)
+    create_topics(address, config["kafka"]["event_topics"])
+    proc = subprocess.Popen(amore_cmd("listen", ctx), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: (ctx / "amore.log").exists() and " Ready" in (ctx / "amore.log").read_text(),
+                 60, what="backend ready")
+        broker.stop()
+
+        def messages():
+            return [e["message"] for e in RunDB(ctx).events()]
+        wait_for(lambda: any("Lost the connection to Kafka broker" in m for m in messages()), 60,
+                 what="disconnection in the event log")
+        restart()
+        wait_for(lambda: any("is reachable again" in m for m in messages()), 60,
+                 what="reconnection in the event log")
+        assert sum("Lost the connection" in m for m in messages()) == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        broker.stop()

@@ -158,8 +158,18 @@ class FacilityEventSource:
         #: (:data:`backend.sources.base.ProblemCallback`)
         self.report = None
 
+        settings = common_settings(broker, "event consumer", f"amore-listener-{db_id}")
+        log_error = settings["error_cb"]
+
+        def on_error(err: KafkaError) -> None:
+            log_error(err)
+            if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                self._lost(err.str())
+
+        settings["error_cb"] = on_error
+        self._next_probe = 0.0
         self._consumer = Consumer({
-            **common_settings(broker, "event consumer", f"amore-listener-{db_id}"),
+            **settings,
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -277,6 +287,7 @@ class FacilityEventSource:
             events.extend(self._handle(msgs))
             if events or time.monotonic() >= deadline:
                 break
+        self._probe()
         self._retry_commits()
         return events
 
@@ -304,10 +315,7 @@ class FacilityEventSource:
                                          {"topic": topic, "partition": part, "offset": off,
                                           "reason": str(e), "value": _preview(m.value())})
                     ev = None
-                if self._down:
-                    self._down = False
-                    self._report_problem("info", f"Kafka broker {self.broker} is reachable again",
-                                         {"broker": self.broker})
+
                 pending = self._pending.setdefault(key, {})
                 if ev is not None and ev.proposal == self.proposal:
                     pending[off] = False
@@ -323,6 +331,29 @@ class FacilityEventSource:
                 self._commit(advances, asynchronous=True)
         return events
 
+    def _lost(self, why: str) -> None:
+        """The connection to the broker is gone: say so once (the event log)."""
+        if not self._down:
+            self._down = True
+            self._next_probe = time.monotonic() + 2.0
+            self._report_problem("warning", f"Lost the connection to Kafka broker {self.broker}: "
+                                 f"{why}", {"broker": self.broker, "error": why})
+
+    def _probe(self) -> None:
+        """While the broker is gone, ask for its metadata every few seconds; say once when it
+        answers again."""
+        if not self._down or time.monotonic() < self._next_probe:
+            return
+        self._next_probe = time.monotonic() + 3.0
+        try:
+            md = self._consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            return
+        if md.brokers:
+            self._down = False
+            self._report_problem("info", f"Kafka broker {self.broker} is reachable again",
+                                 {"broker": self.broker})
+
     def _report_problem(self, level: str, message: str, details: dict) -> None:
         """Tell people (the listener's event log, via :attr:`report`); never raises."""
         report = getattr(self, "report", None)
@@ -337,10 +368,8 @@ class FacilityEventSource:
         topic = msg.topic()
         if err.code() == KafkaError._PARTITION_EOF:
             return
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT) and not self._down:
-            self._down = True
-            self._report_problem("warning", f"Lost the connection to Kafka broker {self.broker}: "
-                                 f"{err.str()}", {"broker": self.broker, "error": err.str()})
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._lost(err.str())
         if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             if topic not in self._unknown_topics_logged:
                 self._unknown_topics_logged.add(topic)
