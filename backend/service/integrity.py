@@ -216,7 +216,8 @@ def find_pending(db: RunDB, config: Config, proposal: int,
     summed = trust.runs_with_checksums(proposal, check_algorithm(config))
     processed = {run for run, r in runs.items() if r["status"] in ("done", "failed")}
     work.no_check = sorted((processed & on_disk) - checked - set(work.to_process))
-    work.no_checksums = sorted((processed & on_disk) - summed - set(work.to_process))
+    if config["check"].get("checksums", True):
+        work.no_checksums = sorted((processed & on_disk) - summed - set(work.to_process))
     return work
 
 
