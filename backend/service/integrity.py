@@ -213,7 +213,8 @@ def find_pending(db: RunDB, config: Config, proposal: int,
                 work.died.append(run)
     trust = TrustStore(db)
     checked = trust.runs_with_cell(proposal, DATA_CHECK)
-    summed = trust.runs_with_checksums(proposal, check_algorithm(config))
+    summed = (trust.runs_with_checksums(proposal, check_algorithm(config))
+              | trust.runs_verified(proposal))
     processed = {run for run, r in runs.items() if r["status"] in ("done", "failed")}
     work.no_check = sorted((processed & on_disk) - checked - set(work.to_process))
     if config["check"].get("checksums", True):

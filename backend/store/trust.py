@@ -131,6 +131,12 @@ class TrustStore:
             return {r for (r,) in conn.execute(sa.select(t.c.run).distinct().where(
                 t.c.proposal == proposal, t.c.algorithm == algorithm))}
 
+    def runs_verified(self, proposal: int) -> set[int]:
+        """Runs whose files were checksummed or verified at least once (even with no files)."""
+        t = run_verifications_table
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return {r for (r,) in conn.execute(sa.select(t.c.run).where(t.c.proposal == proposal))}
+
     def record_verification(self, proposal: int, run: int, algorithm: str, comparison) -> None:
         """Record when a run was last verified and what was found (replaces the previous)."""
         details = {"changed": comparison.changed, "missing": comparison.missing,
