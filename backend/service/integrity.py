@@ -206,8 +206,7 @@ def find_pending(db: RunDB, config: Config, proposal: int,
     for run, r in sorted(runs.items()):
         msg = r["status_message"] or ""
         if r["status"] in ("pending", "processing"):
-            if run in on_disk:
-                work.unfinished.append(run)
+            work.unfinished.append(run)     # without data it fails once, with a reason
         elif r["status"] == "failed" and any(m in msg for m in DIED_MARKERS):
             if died_events.get(run, 0) <= MAX_DIED_RETRIES and run in on_disk:
                 work.died.append(run)
