@@ -128,6 +128,8 @@ def test_broken_context_file_records_runs_and_catches_up_when_fixed(make_context
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed after the fix")
     assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 20
     assert b.proc.poll() is None
+    msgs = [(e["level"], e["message"]) for e in RunDB(ctx).events() if e["source"] == "context"]
+    assert msgs[0][0] == "error" and "broken" in msgs[0][1] and msgs[-1] == ("info", "Context file fixed")
 
 
 def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_dir, write_run,

@@ -362,3 +362,30 @@ def test_lost_and_restored_broker_in_the_event_log(make_context_dir, monkeypatch
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         broker.stop()
+
+
+def test_checks_and_checksums_run_at_low_priority_after_processing(make_context_dir, write_run,
+                                                                   proposal_dir):
+    """The background thread is nice 19 and waits while a run is being processed."""
+    from backend.config import load_config
+    from backend.service.integrity import IntegrityWorker
+    ctx = make_context_dir(N_TRAINS)
+    write_run(1, ntrains=20)
+    db = RunDB(ctx)
+    db.set_run_status(PROPOSAL, 1, "done")
+    busy = {"now": True}
+    w = IntegrityWorker(db, load_config(ctx), proposal_dir, busy=lambda: busy["now"],
+                        max_defer=30)
+    try:
+        wait_for(lambda: w._thread.native_id is not None
+                 and os.getpriority(os.PRIO_PROCESS, w._thread.native_id) == 19,
+                 10, what="nice 19")
+        w.submit(PROPOSAL, 1)
+        wait_for(lambda: DATA_CHECK in db.get_values(PROPOSAL, 1), 30, what="data check")
+        time.sleep(0.5)                    # checksums wait while a run is being processed
+        assert FILES_CHECK not in db.get_values(PROPOSAL, 1)
+        busy["now"] = False
+        assert w.wait_idle(30)
+        assert db.get_values(PROPOSAL, 1)[FILES_CHECK].value.startswith("OK")
+    finally:
+        w.stop()
