@@ -95,6 +95,22 @@ DEFAULTS: dict[str, Any] = {
         "header": "X-API-key",
         "timeout": 10.0,
     },
+    "check": {
+        # Data consistency check of every run ("Data check" column, 'amore-proto check').
+        # Sources not checked (glob patterns, e.g. "*/CAM/*:daqOutput").
+        "skip": [],
+        # Sources that legitimately record less often: pattern = fraction of the run's trains
+        # they must have (first match wins; default 1.0), e.g. {"*MOTOR*" = 0.5}.
+        "expected_fraction": {},
+        # How many gaps of missing trains a report lists per source.
+        "max_gaps": 5,
+        # Checksums of every file of a run (raw and proc) after its variables are stored.
+        "checksums": True,
+        # blake2b (as b2sum), sha256 or sha512.
+        "checksum_algorithm": "blake2b",
+        # File names (glob) in run directories that are not data and may change.
+        "checksum_exclude": ["karabo_data_map.json", ".*"],
+    },
     "slurm": {
         # Options for variables with cluster=True (not used while processing is local).
         "partition": "upex",

@@ -128,6 +128,8 @@ def test_broken_context_file_records_runs_and_catches_up_when_fixed(make_context
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed after the fix")
     assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 20
     assert b.proc.poll() is None
+    msgs = [(e["level"], e["message"]) for e in RunDB(ctx).events() if e["source"] == "context"]
+    assert msgs[0][0] == "error" and "broken" in msgs[0][1] and msgs[-1] == ("info", "Context file fixed")
 
 
 def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_dir, write_run,
@@ -151,6 +153,8 @@ def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_di
         w.kill()
     wait_for(lambda: run_status(ctx, 1) == "failed", what="run 1 failed")
     assert "SIGKILL" in RunDB(ctx).get_run(PROPOSAL, 1)["status_message"]
+    died = [e for e in RunDB(ctx).events(level="error") if e["source"] == "worker"]
+    assert died and died[0]["run"] == 1 and "SIGKILL" in died[0]["message"]  # in the event log
     write_run(2)
     wait_for(lambda: run_status(ctx, 2) == "done", what="run 2 processed by a new worker")
     assert RunDB(ctx).get_values(PROPOSAL, 2)["slow"].value == 20

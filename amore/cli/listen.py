@@ -20,6 +20,8 @@ def cmd_listen(a) -> int:
         return 1
     from backend.service.manager import BackendLockedError
     try:
+        if a.once:
+            return listener.run_once()
         listener.run()
     except BackendLockedError as e:
         log.error("%s", e)
@@ -32,4 +34,7 @@ def register(sub) -> None:
     s = sub.add_parser("listen", help="run the backend")
     s.add_argument("dir", nargs="?")
     s.add_argument("--debug", action="store_true")
+    s.add_argument("--once", action="store_true",
+                   help="do all pending work (runs on disk not in the table, unfinished runs, "
+                        "runs whose worker died, missing checks and checksums), then exit")
     s.set_defaults(func=cmd_listen)

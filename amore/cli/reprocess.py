@@ -26,6 +26,12 @@ def cmd_reprocess(a) -> int:
     except StorageError as e:
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
+    from backend.store.trust import closed_since, is_closed
+    if is_closed(db):
+        print(f"amore-proto reprocess: proposal {db.proposal} was closed "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(closed_since(db)))}; its table "
+              f"is read-only. Run 'amore-proto reopen' first to change values.", file=sys.stderr)
+        return 1
     config = load_config(d)
     if a.jobs:
         config["processing"]["jobs"] = a.jobs

@@ -239,6 +239,8 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.source_label)
         self.backend_label = QLabel("Backend: …")
         sb.addPermanentWidget(self.backend_label)
+        from amore_gui._qt.eventlog import EventLogController
+        self.event_log = EventLogController(self)
         self.resize(1280, 800)
         geo = self.settings.values.get("geometry")
         if geo:

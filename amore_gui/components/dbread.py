@@ -28,7 +28,7 @@ from backend.contextdir import DB_FILE_NAME
 from backend.store.schema import SCHEMA_HEAD
 
 from amore_gui.components.table_data import (K_BOOL, K_NUMBER, K_THUMBNAIL, KIND_CODE, Column, RunUpdate, TableData,
-                         _attrs_used, cell_from_stored)
+                         _attrs_used, builtin_column, cell_from_stored)
 
 #: Alembic revision of the schema this module reads.
 EXPECTED_SCHEMA = SCHEMA_HEAD
@@ -39,7 +39,7 @@ TIMESTAMP_OVERLAP = 10.0
 
 #: cheap test for attributes "bold"/"background" (both start with '"b'); bold false is
 #: filtered out in Python.
-_ATTR_COND = "instr(attributes, '\"b') > 0"
+_ATTR_COND = "(instr(attributes, '\"b') > 0 OR instr(attributes, '\"tooltip\"') > 0)"
 
 
 def db_file(context_dir: str | Path) -> Path:
@@ -157,7 +157,7 @@ class ValueChunk:
         added = []
         for row, name, cell in self.extra:
             if data.var_of(name) is None:
-                added.append(data.add_variable(Column(name, name)))
+                added.append(data.add_variable(builtin_column(name)))
             data.set_cell(row, data.var_of(name), cell)
         data.max_timestamp = max(data.max_timestamp, self.max_timestamp)
         return added

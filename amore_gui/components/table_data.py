@@ -71,6 +71,22 @@ STATIC_COLUMNS = (
 NSTATIC = len(STATIC_COLUMNS)
 
 
+#: Cells the backend computes for every run without user code (``run_values`` names that are
+#: not Python identifiers): key -> (title, description).
+BUILTIN_COLUMNS = {
+    "amore.data_check": ("Data check", "Are all sources' data complete? (hover for details; "
+                                       "amore-proto check RUN)"),
+    "amore.files": ("Files", "File checksums of the run: OK, or files changed/missing/new "
+                             "since they were taken (amore-proto verify RUN)"),
+}
+
+
+def builtin_column(name: str) -> "Column":
+    """The column for a value name without a variable: a built-in check, or the name itself."""
+    title, desc = BUILTIN_COLUMNS.get(name, (name, None))
+    return Column(name, title, description=desc)
+
+
 @dataclass
 class CellValue:
     """A stored value as the table holds it: ``kind`` code, numeric value (NaN if none),
@@ -104,7 +120,7 @@ def _attrs_used(attrs: dict | None) -> dict | None:
     """Keep the attributes the table shows (error/reason/bold/background)."""
     if not attrs:
         return None
-    out = {k: attrs[k] for k in ("error", "error_type", "reason", "bold", "background")
+    out = {k: attrs[k] for k in ("error", "error_type", "reason", "bold", "background", "tooltip")
            if k in attrs and attrs[k] not in (None, False)}
     return out or None
 
@@ -290,7 +306,7 @@ class TableData:
             if v is None:
                 if name.startswith("#"):
                     continue
-                added.append(self.add_variable(Column(name, name)))
+                added.append(self.add_variable(builtin_column(name)))
                 v = self.nvars - 1
             if self.set_cell(row, v, cell):
                 changed.add(NSTATIC + v)
@@ -372,6 +388,8 @@ class TableData:
             return a.get("error") or "error"
         if k == K_SKIPPED:
             return "Skipped: " + (a.get("reason") or a.get("error") or "not applicable")
+        if a.get("tooltip"):
+            return a["tooltip"]
         if k in (K_STRING, K_ARRAY) and self.obj[row, v] is not None:
             s = str(self.obj[row, v])
             return s if len(s) > 30 else None

@@ -274,6 +274,10 @@ class RunProcessor:
         ``data``: ``"raw"`` (raw variables), ``"proc"`` (proc variables) or ``"all"``.
         """
         t0 = time.perf_counter()
+        from backend.store.trust import is_closed
+        if is_closed(self.db):
+            return RunOutcome(proposal, run, "closed",
+                              "the proposal is closed (amore-proto reopen to change values)")
         with self._run_lock(proposal, run):
             self.db.set_run_status(proposal, run, "processing")
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
@@ -323,6 +327,12 @@ class RunProcessor:
                 self.db.set_run_status(proposal, run, "failed", msg)
                 outcome = RunOutcome(proposal, run, "failed", msg)
                 log.error("Run %d failed: %s", run, msg)
+                if reply.get("kind") == "died":
+                    try:
+                        self.db.add_event("error", "worker", f"Run {run}: {msg}", run=run,
+                                          proposal=proposal, details={"data": data})
+                    except Exception as e:
+                        log.error("Could not record the event: %s", e)
             outcome.seconds = time.perf_counter() - t0
             self.publish("run_values_updated", {"proposal": proposal, "run": run,
                                                 "names": outcome.names,

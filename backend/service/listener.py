@@ -74,6 +74,10 @@ class Listener:
         self._ctx_mtime = None
         self._ctx_reloading = threading.Event()
         self.last_run: tuple[int, float] | None = None
+        #: the proposal's data directory (None if not found under the data root)
+        self.proposal_dir = find_proposal_dir(self.proposal, self.config)
+        #: background checks/checksums of processed runs (started by run() / run_once())
+        self.integrity = None
 
     # -- plumbing ----------------------------------------------------------------------
     def _publish(self, kind: str, data: dict) -> None:
@@ -86,9 +90,30 @@ class Listener:
         except FileNotFoundError:
             return None
 
+    def report(self, level: str, message: str, details: dict | None = None,
+               source: str = "backend", run: int | None = None, log_it: bool = True) -> None:
+        """Append to the event log (and, with ``log_it``, the log file); never raises."""
+        if log_it:
+            log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
+                    "%s", message)
+        try:
+            self.db.add_event(level, source, message, run=run, proposal=self.proposal,
+                              details=details)
+        except Exception as e:
+            log.error("Could not write the event log: %s", e)
+
     def handle_event(self, ev: RunEvent) -> None:
-        """Record the run of ``ev`` and queue its processing. Called by the event sources."""
+        """Record the run of ``ev`` (and the announcement itself, append-only) and queue its
+        processing. Called by the event sources."""
         if ev.proposal != self.proposal:
+            return
+        from backend.service.integrity import snapshot_event
+        from backend.store.trust import is_closed
+        snapshot_event(self.db, ev)
+        if is_closed(self.db):
+            self.report("info", f"Run {ev.run} announced ({ev.event or ev.data}) while the "
+                        f"proposal is closed: recorded, not processed", source="closed",
+                        run=ev.run, details={"location": ev.location})
             return
         new = self.db.ensure_run(ev.proposal, ev.run)
         log.info("Run %d: %s data ready (%s%s)", ev.run, ev.data, ev.event or "event",
@@ -113,6 +138,8 @@ class Listener:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
         self.last_run = (run, time.time())
+        if out is not None and out.status in ("done", "failed") and self.integrity is not None:
+            self.integrity.submit(proposal, run)
         return out
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
@@ -149,7 +176,13 @@ class Listener:
             if err:
                 log.error("Context file is broken; runs are recorded and will be processed once "
                           "it is fixed:\n%s", err)
+                if not was_broken:
+                    self.report("error", "Context file is broken; runs are recorded and "
+                                "processed once it is fixed", {"error": err}, source="context",
+                                log_it=False)
             else:
+                if was_broken:
+                    self.report("info", "Context file fixed", source="context")
                 log.info("Context file %s: %d variables", "loaded" if first else "reloaded",
                          len(self.processor.variables))
                 if was_broken and not first:
@@ -206,6 +239,12 @@ class Listener:
             self.handle_event(ev)
             source.ack(token)
 
+        name = getattr(source, "name", "source")
+        try:
+            source.report = lambda level, message, details=None: self.report(
+                level, message, details, source=name.split()[0], log_it=False)
+        except AttributeError:
+            pass
         source.start(on_event)
         self.sources.append(source)
 
@@ -223,12 +262,11 @@ class Listener:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self._stop.set())
         self.pool.start()
+        self._start_integrity()
         try:
             self._start_sources()
             self._check_context(wait=True)
-            n = self._requeue_pending()
-            if n:
-                log.info("Resuming %d run(s) recorded but not processed", n)
+            self.catch_up()
             log.info("Ready")
             while not self._stop.wait(1.0):
                 self._check_context()
@@ -238,6 +276,61 @@ class Listener:
             raise
         finally:
             self.shutdown()
+
+    def _start_integrity(self) -> None:
+        from backend.service.integrity import IntegrityWorker
+        self.integrity = IntegrityWorker(self.db, self.config, self.proposal_dir,
+                                         busy=self.processor.busy)
+
+    def catch_up(self):
+        """Derive all pending work from the database and the file system
+        (:func:`backend.service.integrity.find_pending`) and queue it: runs on disk the database
+        does not know, runs left pending/processing, runs whose worker died, processed runs
+        without data check or checksums. Returns the :class:`PendingWork` and the futures."""
+        from backend.service.integrity import find_pending
+        from backend.store.trust import is_closed
+        if is_closed(self.db):
+            log.info("The proposal is closed: nothing is processed")
+            return None, []
+        work = find_pending(self.db, self.config, self.proposal, self.proposal_dir)
+        if work:
+            log.info("Catching up: %s", work.describe())
+        from backend.service.integrity import snapshot_event
+        for run in work.unknown:
+            snapshot_event(self.db, RunEvent(self.proposal, run, "raw", source="catch-up",
+                                             event="found_on_disk",
+                                             location=str(self.proposal_dir / "raw" / f"r{run:04d}")))
+            self.db.ensure_run(self.proposal, run)
+        futs = [self.submit(self.proposal, run, "all") for run in work.to_process]
+        if self.integrity is not None:
+            for run in sorted(set(work.no_check) | set(work.no_checksums)):
+                self.integrity.submit(self.proposal, run, checks=run in work.no_check,
+                                      sums=run in work.no_checksums)
+        return work, [f for f in futs if f is not None]
+
+    def run_once(self) -> int:
+        """``amore-proto listen --once``: catch up on all pending work, do it, return 0.
+        Starts no worker when there is nothing to process."""
+        from backend.service import manager
+        self._backend_session = manager.BackendSession.begin(self)
+        self._start_integrity()
+        try:
+            from backend.service.integrity import find_pending
+            from backend.store.trust import is_closed
+            if not is_closed(self.db) and find_pending(self.db, self.config, self.proposal,
+                                                       self.proposal_dir).to_process:
+                self.pool.start()
+                self._check_context(wait=True)
+            work, futs = self.catch_up()
+            if work is None or not work:
+                log.info("Nothing to do")
+            for f in futs:
+                f.result()
+            self.integrity.wait_idle()
+            log.info("Caught up: %s", work.describe() if work is not None else "closed")
+            return 0
+        finally:
+            self.shutdown(grace=0.0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,6 +352,8 @@ class Listener:
             time.sleep(0.05)
         self.pool.kill_busy()
         self.executor.shutdown(wait=True)
+        if self.integrity is not None:
+            self.integrity.stop()
         self.pool.stop()
         if self.publisher:
             self.publisher.flush(2)

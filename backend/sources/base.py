@@ -20,6 +20,14 @@ class RunEvent:
     ``data`` is ``"raw"`` (raw data migrated/written) or ``"proc"`` (corrected data ready).
     ``source`` says where the event came from (``"kafka:<topic>[<partition>]@<offset>"``,
     ``"watcher"``, ``"cli"``...). ``timestamp``: Unix seconds (Kafka record time or now).
+    ``location``: where the announcement is, for people and the run's snapshot
+    (``"<topic>[<partition>]@<offset>"``, a file or directory path...). ``message``: the
+    announcement itself as the facility sent it (JSON text, unknown fields included), or None
+    when the source has no message (a watched directory). Both are stored append-only as the
+    run's snapshot (``amore-proto run-info``). ``metadata``: the run's metadata when the source
+    has it (e.g. a SwissFEL acquisition request, an ESS file's ``/entry`` fields; JSON-
+    serialisable), stored as the run's metadata snapshot; None at European XFEL, where it is read
+    from the run's files.
     """
 
     proposal: int
@@ -28,7 +36,16 @@ class RunEvent:
     source: str = ""
     timestamp: float = field(default_factory=time.time)
     event: str = ""
+    location: str = ""
+    message: str | None = None
+    metadata: dict | None = field(default=None, compare=False, hash=False)
 
+
+#: ``report(level, message, details)``: how a source tells people about a problem they should see
+#: (a malformed message, a lost connection, and when it came back); the listener sets a source's
+#: ``report`` attribute to a function writing the event log. ``level``: ``"info"``,
+#: ``"warning"`` or ``"error"``; ``details``: JSON-serialisable dict (topic, offset, reason...).
+ProblemCallback = Callable[[str, str, dict], None]
 
 #: ``on_event(event, token)``: called by a source, from its own thread, for every run event.
 #: ``token`` is opaque; the listener passes it to :meth:`RunSource.ack` once the run is recorded.

@@ -104,7 +104,9 @@ class RunDirectoryWatcher:
                 for k in ready:
                     del self._last_change[k]
             for run, kind in sorted(ready):
-                ev = RunEvent(self.proposal, run, kind, source="watcher", event=f"{kind}_dir_quiet")
+                path = self.proposal_dir / kind / f"r{run:04d}"
+                ev = RunEvent(self.proposal, run, kind, source="watcher", event=f"{kind}_dir_quiet",
+                              location=str(path))
                 try:
                     self.callback(ev, None)
                 except Exception:

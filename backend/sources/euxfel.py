@@ -39,7 +39,8 @@ def _as_int(msg: dict, key: str) -> int:
 
 
 def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str], *,
-                           source: str = "", timestamp: float | None = None) -> RunEvent:
+                           source: str = "", timestamp: float | None = None,
+                           location: str = "") -> RunEvent:
     """Turn a facility Kafka message value (JSON, docs/facility.md section 2) into a :class:`RunEvent`.
 
     ``event_kinds`` maps event names to ``"raw"``/``"proc"`` (configuration
@@ -65,9 +66,20 @@ def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str],
     run = _as_int(msg, "run")
     if proposal <= 0 or run <= 0:
         raise MalformedEvent(f"proposal and run must be positive, got {proposal}, {run}")
+    text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else str(raw)
     return RunEvent(proposal=proposal, run=run, data=event_kinds[ev], source=source,
-                    timestamp=time.time() if timestamp is None else timestamp, event=ev)
+                    timestamp=time.time() if timestamp is None else timestamp, event=ev,
+                    location=location, message=text)
 
+
+
+def _preview(value, limit: int = 2000) -> str | None:
+    """The start of a message value as text, for the event log."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = value[:limit].decode("utf-8", "replace")
+    return str(value)[:limit]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,9 +152,24 @@ class FacilityEventSource:
         self._closed = False
         self._unknown_topics_logged: set[str] = set()
         self._msg_errors = Throttle()
+        self.broker = broker
+        self._down = False
+        #: set by the listener: ``report(level, message, details)`` for the event log
+        #: (:data:`backend.sources.base.ProblemCallback`)
+        self.report = None
 
+        settings = common_settings(broker, "event consumer", f"amore-listener-{db_id}")
+        log_error = settings["error_cb"]
+
+        def on_error(err: KafkaError) -> None:
+            log_error(err)
+            if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                self._lost(err.str())
+
+        settings["error_cb"] = on_error
+        self._next_probe = 0.0
         self._consumer = Consumer({
-            **common_settings(broker, "event consumer", f"amore-listener-{db_id}"),
+            **settings,
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -260,6 +287,7 @@ class FacilityEventSource:
             events.extend(self._handle(msgs))
             if events or time.monotonic() >= deadline:
                 break
+        self._probe()
         self._retry_commits()
         return events
 
@@ -277,11 +305,17 @@ class FacilityEventSource:
                 source = f"kafka:{topic}[{part}]@{off}"
                 try:
                     ev = parse_facility_message(m.value(), self._kinds, source=source,
-                                                timestamp=record_time(m))
+                                                timestamp=record_time(m),
+                                                location=f"{topic}[{part}]@{off}")
                 except MalformedEvent as e:
                     log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s",
                                 topic, part, off, e)
+                    self._report_problem("warning", f"Malformed message on {topic} [{part}] at "
+                                         f"offset {off} skipped: {e}",
+                                         {"topic": topic, "partition": part, "offset": off,
+                                          "reason": str(e), "value": _preview(m.value())})
                     ev = None
+
                 pending = self._pending.setdefault(key, {})
                 if ev is not None and ev.proposal == self.proposal:
                     pending[off] = False
@@ -297,10 +331,45 @@ class FacilityEventSource:
                 self._commit(advances, asynchronous=True)
         return events
 
+    def _lost(self, why: str) -> None:
+        """The connection to the broker is gone: say so once (the event log)."""
+        if not self._down:
+            self._down = True
+            self._next_probe = time.monotonic() + 2.0
+            self._report_problem("warning", f"Lost the connection to Kafka broker {self.broker}: "
+                                 f"{why}", {"broker": self.broker, "error": why})
+
+    def _probe(self) -> None:
+        """While the broker is gone, ask for its metadata every few seconds; say once when it
+        answers again."""
+        if not self._down or time.monotonic() < self._next_probe:
+            return
+        self._next_probe = time.monotonic() + 3.0
+        try:
+            md = self._consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            return
+        if md.brokers:
+            self._down = False
+            self._report_problem("info", f"Kafka broker {self.broker} is reachable again",
+                                 {"broker": self.broker})
+
+    def _report_problem(self, level: str, message: str, details: dict) -> None:
+        """Tell people (the listener's event log, via :attr:`report`); never raises."""
+        report = getattr(self, "report", None)
+        if report is None:
+            return
+        try:
+            report(level, message, details)
+        except Exception:
+            log.exception("Could not report %r", message)
+
     def _message_error(self, msg, err: KafkaError):
         topic = msg.topic()
         if err.code() == KafkaError._PARTITION_EOF:
             return
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._lost(err.str())
         if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             if topic not in self._unknown_topics_logged:
                 self._unknown_topics_logged.add(topic)
@@ -390,7 +459,7 @@ class FacilityEventSource:
     # -- RunSource interface -------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"kafka {self.config.broker}"
+        return f"kafka {self.broker}"
 
     def start(self, on_event) -> None:
         """Poll in a thread of its own and call ``on_event(event, token)`` for every run event;

@@ -24,6 +24,18 @@ Tables (long/narrow):
     ``source`` (which part of AMORE: ``kafka``, ``watcher``, ``context``, ``worker``...),
     ``proposal``/``run`` (may be NULL), ``message`` (one line for people), ``details`` (JSON text:
     topic, offset, traceback, ...).
+``run_snapshots``
+    append-only (SQLite triggers refuse UPDATE and DELETE): every message that announced a run
+    (``kind`` ``"event"``) and the run's metadata as read from its data (``kind``
+    ``"metadata"``): ``received_at`` (Unix seconds), ``source`` (``kafka``, ``watcher``, ...),
+    ``location`` (``topic[partition]@offset`` or a file path), ``message`` (JSON text, verbatim,
+    unknown fields included).
+``file_checksums``
+    one row per file of a run (raw and proc) and algorithm: ``path`` (absolute), ``size``
+    (bytes), ``mtime`` (Unix seconds), ``digest`` (hex), ``computed_at`` (Unix seconds).
+``run_verifications``
+    the last ``amore-proto verify`` (or backend checksum pass) of each run: ``verified_at``,
+    ``algorithm``, ``changed``/``missing``/``new`` (counts) and ``details`` (JSON: the paths).
 """
 from __future__ import annotations
 
@@ -32,7 +44,7 @@ from sqlalchemy.types import UserDefinedType
 
 #: Alembic revision this code writes and reads; a database at another revision is migrated
 #: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0005"
 
 
 class AnyValue(UserDefinedType):
@@ -101,3 +113,38 @@ events_table = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("details", sa.Text),
 )
+
+run_snapshots_table = sa.Table(
+    "run_snapshots", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("proposal", sa.Integer, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("location", sa.Text),
+    sa.Column("message", sa.Text, nullable=False),
+)
+file_checksums_table = sa.Table(
+    "file_checksums", metadata_obj,
+    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("run", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("algorithm", sa.Text, primary_key=True),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False),
+    sa.Column("computed_at", sa.Float, nullable=False),
+)
+run_verifications_table = sa.Table(
+    "run_verifications", metadata_obj,
+    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("run", sa.Integer, primary_key=True),
+    sa.Column("verified_at", sa.Float, nullable=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("changed", sa.Integer, nullable=False),
+    sa.Column("missing", sa.Integer, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("details", sa.Text),
+)
+

@@ -73,6 +73,7 @@ __all__ = [
     'FORMAT_VERSION', 'TRAIN_RATE_HZ', 'REFERENCE_TIME', 'REFERENCE_TRAIN',
     'agipd_source', 'train_id_at', 'time_of_train', 'parse_runs',
     'proposal_dir', 'write_run', 'make_proposal', 'main',
+    'drop_trains', 'duplicate_train', 'truncate_file',
 ]
 
 # --------------------------------------------------------------------------
@@ -925,6 +926,51 @@ def make_proposal(root, proposal: int, runs, *, instrument: str = 'MID',
             kw_i.pop('first_train', None)
         write_run(pdir, proposal, run, **kw_i)
     return pdir
+
+
+# --------------------------------------------------------------------------
+# Damaged runs (for the data consistency check)
+# --------------------------------------------------------------------------
+
+def _index_count_paths(f, source: str) -> list[str]:
+    """INDEX count datasets of *source* (control: one; instrument: one per group)."""
+    base = f'INDEX/{source}'
+    if 'count' in f[base]:
+        return [f'{base}/count']
+    return [f'{base}/{g}/count' for g in f[base] if 'count' in f[f'{base}/{g}']]
+
+
+def drop_trains(path, source: str, train_ids) -> int:
+    """Make *source* in the file *path* lose its data for *train_ids* (their INDEX count is
+    set to 0; the data stays in the file, as when a device did not send).  Returns how many
+    trains were dropped."""
+    with h5py.File(path, 'r+') as f:
+        tids = f['INDEX/trainId'][:]
+        hit = np.isin(tids, np.asarray(list(train_ids), dtype=tids.dtype)) & (tids != 0)
+        for ds in _index_count_paths(f, source):
+            c = f[ds][:]
+            c[hit[:c.size]] = 0
+            f[ds][:] = c
+    return int(hit.sum())
+
+
+def duplicate_train(path, index: int = 1) -> int:
+    """Overwrite ``INDEX/trainId[index]`` of the file *path* with the train ID before it, as a
+    DAQ that recorded one train twice; returns the duplicated train ID."""
+    with h5py.File(path, 'r+') as f:
+        tids = f['INDEX/trainId']
+        tids[index] = tids[index - 1]
+        return int(tids[index])
+
+
+def truncate_file(path, keep: float = 0.5) -> int:
+    """Cut the file *path* to the fraction *keep* of its size (a copy that was interrupted);
+    returns the new size in bytes."""
+    size = os.path.getsize(path)
+    new = max(int(size * keep), 1)
+    with open(path, 'r+b') as f:
+        f.truncate(new)
+    return new
 
 
 # --------------------------------------------------------------------------
