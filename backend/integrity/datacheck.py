@@ -377,7 +377,7 @@ def check_euxfel_run(run_dir: str | Path, rules: CheckRules | None = None,
 
 
 # ---------------------------------------------------------------------------------------------
-# SwissFEL (seed 002, FACILITY.md section 6)
+# SwissFEL (seed 002, docs/facility.md section 6)
 
 def swissfel_expected_pulse_ids(start_pulseid: int, stop_pulseid: int,
                                 rate_multiplicator: int = 1) -> np.ndarray:
