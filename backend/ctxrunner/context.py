@@ -44,7 +44,6 @@ import importlib.abc
 import importlib.util
 import inspect
 import logging
-import re
 import sys
 import time
 import traceback
