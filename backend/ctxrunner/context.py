@@ -16,7 +16,9 @@ A variable is a function of the run (an extra-data ``DataCollection``) decorated
     result of another variable (its default is used if that variable has no result);
     ``"var#prefix_*"`` gives a dict ``{name: result}`` of all matching variables.
 ``"meta#run_number"``, ``"meta#proposal"``, ``"meta#proposal_path"``
-    the run number (int), proposal number (int) and proposal directory (str).
+    the run number (int), proposal (int, or str such as ``"mx2532"`` at ESRF) and proposal
+    directory (str). Other facilities add what they know of the run (``meta#metadata``,
+    ``meta#run_name``, ``meta#start_time``..., see :mod:`backend.ctxrunner.facilities`).
 ``"mymdc#sample_name"``, ``"mymdc#run_type"``
     the facility metadata service (only where configured; otherwise the variable fails with
     a "not available" error).
@@ -47,7 +49,11 @@ log = logging.getLogger(__name__)
 COMPAT_MODULES = ("damnit_ctx", "damnit.context", "amore_mid_prototype.context")
 
 INPUT_KINDS = ("var", "meta", "mymdc", "param")
-META_KEYS = ("run_number", "proposal", "proposal_path")
+#: ``meta#`` keys: the first three everywhere, the others where the facility knows them
+#: (:data:`backend.ctxrunner.facilities.FACILITY_META_KEYS`).
+META_KEYS = ("run_number", "proposal", "proposal_path", "run_name", "instrument", "start_time",
+             "stop_time", "file_name", "job_id", "metadata", "tag", "sample", "data_dir",
+             "pgroup", "beamline")
 MYMDC_KEYS = ("sample_name", "run_type")
 
 
@@ -328,19 +334,22 @@ class ContextFile:
         return self.closure(chosen)
 
     # -- execution ---------------------------------------------------------------------
-    def execute(self, run_data, *, run_number: int, proposal: int, proposal_path: str = "",
+    def execute(self, run_data, *, run_number: int, proposal: int | str, proposal_path: str = "",
                 names=None, data: str = "all", params: dict | None = None,
-                mymdc: Callable[[str], Any] | None = None) -> dict[str, "VariableResult"]:
+                mymdc: Callable[[str], Any] | None = None,
+                meta: dict | None = None) -> dict[str, "VariableResult"]:
         """Compute variables on one run, in dependency order; never raises for user errors.
 
-        ``run_data``: extra-data ``DataCollection``. ``mymdc``: callable taking a key such as
+        ``run_data``: extra-data ``DataCollection`` at European XFEL, the facility's run object
+        elsewhere. ``meta``: further ``meta#`` values (the facility's). ``mymdc``: callable taking a key such as
         ``"sample_name"`` (None: metadata service not available). Returns name ->
         :class:`VariableResult`; a failing variable gets its exception, its dependents an
         error naming the chain, and the other variables are unaffected.
         """
         params = params or {}
         results: dict[str, VariableResult] = {}
-        meta = {"run_number": run_number, "proposal": proposal, "proposal_path": proposal_path}
+        meta = {**(meta or {}), "run_number": run_number, "proposal": proposal,
+                "proposal_path": proposal_path or (meta or {}).get("proposal_path", "")}
         for name in self.select(data, names):
             var = self.variables[name]
             t0 = time.perf_counter()
@@ -369,7 +378,13 @@ class ContextFile:
         kwargs = {}
         for inp in var.inputs:
             if inp.kind == "meta":
-                kwargs[inp.param] = meta[inp.key]
+                if inp.key in meta:
+                    kwargs[inp.param] = meta[inp.key]
+                elif inp.default is not inspect.Parameter.empty:
+                    kwargs[inp.param] = inp.default
+                else:
+                    raise _InputFailed(f"'meta#{inp.key}' is not known for this run (the "
+                                       f"facility does not provide it)", "MetadataUnavailable")
             elif inp.kind == "param":
                 if inp.key in params:
                     kwargs[inp.param] = params[inp.key]

@@ -13,6 +13,11 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from backend.vocab import MalformedEvent  # noqa: F401  (sources raise it)
 
+#: ``on_problem(level, message, details)``: how a source reports input it skipped (a malformed
+#: message or file) so that it reaches the event log (``RunDB.add_event``); ``level`` is
+#: ``"info"``, ``"warning"`` or ``"error"``, ``details`` a JSON-serialisable dict (offset, path...).
+ProblemCallback = Callable[[str, str, dict], None]
+
 @dataclass(frozen=True)
 class RunEvent:
     """Data of one run became available.
@@ -20,14 +25,27 @@ class RunEvent:
     ``data`` is ``"raw"`` (raw data migrated/written) or ``"proc"`` (corrected data ready).
     ``source`` says where the event came from (``"kafka:<topic>[<partition>]@<offset>"``,
     ``"watcher"``, ``"cli"``...). ``timestamp``: Unix seconds (Kafka record time or now).
+
+    Other facilities' runs (ESS, ESRF, SwissFEL) also carry ``key``, the facility's identity of
+    the run (ESS job id, path of a metadata.json or request JSON), and ``info``, what the source
+    knows of it (JSON-serialisable: files, the facility's metadata, times as Unix seconds),
+    recorded in the database's ``source_runs``; ``run`` may then be None (ESRF: a number is
+    synthesised when the run is first recorded). ``state``: ``"ready"`` (compute it),
+    ``"running"`` (record it, compute later: ESS ``pl72``) or ``"failed"`` (``message`` says why:
+    ESS ``wrdn`` with ``error_encountered``). ``proposal``: int (European XFEL, ESS) or str
+    (ESRF ``mx2532``, SwissFEL ``p18493``).
     """
 
-    proposal: int
-    run: int
+    proposal: int | str
+    run: int | None
     data: str = "raw"
     source: str = ""
     timestamp: float = field(default_factory=time.time)
     event: str = ""
+    key: str | None = None
+    info: dict = field(default_factory=dict)
+    state: str = "ready"
+    message: str | None = None
 
 
 #: ``on_event(event, token)``: called by a source, from its own thread, for every run event.
