@@ -265,14 +265,14 @@ def test_esrf_metadata_json_runs(tmp_path, backend):  # noqa: F811
         reported = f"{beamline_root}/RAW_DATA/{sample}/{coll}"
         return fd.write_esrf_collection(session, sample, coll, reported_dir=reported, **kw)
     # written in the "wrong" order: the earlier collection must become run 1
-    collect("lyso", "run_02_datacollection", start=now - 100, n_files=3)
-    collect("lyso", "run_01_datacollection", start=now - 300, n_files=2)
+    collect("lyso", "run_02_MXPressE/run_02_01_datacollection", start=now - 100, n_files=3)
+    collect("lyso", "run_01_MXPressE/run_01_01_datacollection", start=now - 300, n_files=2)
     b = backend(ctx)
     wait_for(lambda: _status(ctx, proposal, 2) == "done", 30, what="runs 1 and 2")
     wait_for(lambda: _status(ctx, proposal, 1) == "done", 30, what="run 1")
     db = RunDB(ctx)
     v1, v2 = db.get_values(proposal, 1), db.get_values(proposal, 2)
-    assert v1["where"].value == "lyso/run_01_datacollection" and v1["n_files"].value == 2
+    assert v1["where"].value == "lyso/run_01_MXPressE" and v1["n_files"].value == 2
     assert v2["n_files"].value == 3
     assert v1["MX_exposureTime"].value == 0.01 and v1["MX_exposureTime"].attributes["units"] == "s"
     assert v1["MX_numberOfImages"].value == 900
@@ -283,14 +283,14 @@ def test_esrf_metadata_json_runs(tmp_path, backend):  # noqa: F811
     bad = session / "RAW_DATA" / "lyso" / "broken" / "metadata.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{ not json")
-    collect("thaum", "ssx_01", dated=False, overrides={"MX_numberOfImages": "lots"})
+    collect("thaum", "ssx_01/ssx_01_001", dated=False, overrides={"MX_numberOfImages": "lots"})
     wait_for(lambda: _status(ctx, proposal, 3) == "done", 30, what="run 3")
     v3 = db.get_values(proposal, 3)
     assert v3["MX_numberOfImages"].summary_type == "error"
     assert v3["MX_numberOfImages"].attributes["error"] == \
         "MX_numberOfImages: expected integer, found 'lots' (str)"
     assert v3["where"].value == "thaum/ssx_01"
-    ssx_files = list((session / "RAW_DATA" / "thaum" / "ssx_01").glob("*.h5"))
+    ssx_files = list((session / "RAW_DATA" / "thaum" / "ssx_01" / "ssx_01_001").glob("*.h5"))
     assert db.get_run(proposal, 3)["start_time"] == pytest.approx(
         min(p.stat().st_mtime for p in ssx_files), abs=0.01)
     wait_for(lambda: any(str(bad) in e["message"] for e in db.events(level="warning")), 10,
@@ -299,7 +299,7 @@ def test_esrf_metadata_json_runs(tmp_path, backend):  # noqa: F811
     before = {r["key"]: r["run"] for r in db.source_runs("esrf")}
     stamps = {n: v.attributes.get("seconds") for n, v in db.get_values(proposal, 1).items()}
     # restart with one more collection: old runs keep their numbers and values, the new one is 4
-    collect("thaum", "ssx_02", dated=False)
+    collect("thaum", "ssx_02/ssx_02_001", dated=False)
     b = backend(ctx)
     wait_for(lambda: _status(ctx, proposal, 4) == "done", 30, what="run 4 after restart")
     after = {r["key"]: r["run"] for r in db.source_runs("esrf")}

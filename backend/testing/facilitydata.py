@@ -125,7 +125,8 @@ def write_esrf_collection(session_dir: str | Path, sample: str, collection: str,
                           start: float | None = None, n_images: int = 900,
                           exposure: float = 0.01, n_files: int = 2, overrides: dict | None = None
                           ) -> Path:
-    """Write ``<session_dir>/RAW_DATA/<sample>/<collection>/`` with data files and the
+    """Write ``<session_dir>/RAW_DATA/<sample>/<collection>/`` (``collection`` may have
+    several levels, e.g. ``run_01_MXPressE/run_01_05_datacollection``) with data files and the
     ``metadata.json`` MXCuBE writes there; returns the metadata.json path.
 
     ``reported_dir``: the ``MX_directory`` written into the file (as the beamline sees it, for
@@ -137,7 +138,7 @@ def write_esrf_collection(session_dir: str | Path, sample: str, collection: str,
     d.mkdir(parents=True, exist_ok=True)
     start = time.time() - 120 if start is None else start
     for i in range(n_files):
-        f = d / f"{collection}_{i + 1:05d}.h5"
+        f = d / f"{d.name}_{i + 1:05d}.h5"
         f.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     md = {
         "MX_beamShape": "ELLIPTICAL",
