@@ -335,7 +335,7 @@ def test_swissfel_requests_in_both_layouts(tmp_path, backend):  # noqa: F811
     ctx = _init(tmp_path, "ctx", "swissfel", pgroup, toml, files={"context.py": SF_CONTEXT})
     fd.write_swissfel_request(root, 1, pgroup=pgroup, n_channels=2)
     fd.write_swissfel_request(root, 2, pgroup=pgroup, n_channels=3, rate_multiplicator=2)
-    fd.write_swissfel_request(root, 1, pgroup="p99999")         # someone else's: ignored
+    fd.write_swissfel_request(root, 7, pgroup="p99999")         # another pgroup: ignored
     b = backend(ctx)
     wait_for(lambda: _status(ctx, pgroup, 2) == "done", 30, what="runs 1, 2")
     wait_for(lambda: _status(ctx, pgroup, 1) == "done", 30, what="run 1")
