@@ -359,3 +359,33 @@ def test_swissfel_requests_in_both_layouts(tmp_path, backend):  # noqa: F811
              what="run 4 updated by its second acquisition")
     assert db.run_numbers() == [1, 2, 4]
     assert b.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# amore-proto init --facility
+
+@pytest.mark.parametrize("facility,proposal", [("ess", "999999"), ("esrf", "mx2532"),
+                                               ("swissfel", "p18493"), ("euxfel", "2832")])
+def test_init_writes_amore_toml_and_template_per_facility(tmp_path, facility, proposal):
+    import subprocess
+
+    from backend.config import load_config
+    from backend.ctxrunner.context import ContextFile
+    from tests.conftest import amore_cmd
+    d = tmp_path / facility
+    out = subprocess.run(amore_cmd("init", d, "--facility", facility, "--proposal", proposal,
+                                   "--root", tmp_path / "data"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(d)
+    assert cfg.facility == facility
+    if facility in ("esrf", "swissfel"):
+        assert cfg[facility]["root"] == str(tmp_path / "data")
+    if facility == "ess":
+        assert cfg["ess"]["topics"] == ["ymir_filewriter"]
+        assert cfg["ess"]["run_number_pattern"] == r"_(\d+)\.(?:hdf|nxs|h5)$"
+    assert RunDB(d).proposal == (int(proposal) if proposal.isdigit() else proposal)
+    ctx = ContextFile.from_path(d / "context.py")
+    assert ctx.variables      # the facility's template loads
+    import context_templates
+    expected = context_templates.path("generic" if facility == "euxfel" else facility)
+    assert (d / "context.py").read_text() == expected.read_text()
