@@ -389,3 +389,31 @@ def test_init_writes_amore_toml_and_template_per_facility(tmp_path, facility, pr
     import context_templates
     expected = context_templates.path("generic" if facility == "euxfel" else facility)
     assert (d / "context.py").read_text() == expected.read_text()
+
+
+def test_ess_file_still_held_by_the_writer_is_retried(tmp_path):
+    """A NeXus file the writer still holds (HDF5 file lock) is opened once the writer lets go;
+    without retries the run says why it could not be opened."""
+    import subprocess
+    import sys
+
+    from backend.ctxrunner.facilities import RunNotReady, open_ess_file
+    path = fd.write_ess_nexus(tmp_path / "ymir_999999_00000001.hdf", proposal=999999, counter=1,
+                              job_id="j")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import h5py, sys, time\n"
+        f"f = h5py.File({str(path)!r}, 'a')\n"
+        "print('held', flush=True)\n"
+        "time.sleep(1.5)\n"
+        "f.close()\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunNotReady, match="cannot open .*ymir_999999_00000001.hdf"):
+            open_ess_file(path, retries=0)
+        t0 = time.monotonic()
+        f = open_ess_file(path, retries=20, delay=0.2)
+        assert time.monotonic() - t0 > 0.3
+        assert f["/entry/title"][()] == b"alignment scan"
+        f.close()
+    finally:
+        holder.wait(10)
