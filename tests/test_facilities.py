@@ -64,6 +64,13 @@ def test_database_at_0003_is_upgraded_and_identifiers_work(tmp_path):
     assert esrf.register_source_run("esrf", keys[1], "mx2532", {"i": 1}) == (2, False, False)
     assert esrf.register_source_run("esrf", keys[1], "mx2532", {"i": 9}) == (2, False, True)
     assert [r["proposal"] for r in esrf.runs()] == ["mx2532"] * 3
+    # ESS: a start message delivered again after the run finished does not revive it
+    ess = RunDB.create(tmp_path / "ess", 999999)
+    assert ess.register_source_run("ess", "job", 999999, {"a": 1}, "running", 5) == (5, True, True)
+    assert ess.get_run(999999, 5)["status"] == "running"
+    assert ess.register_source_run("ess", "job", 999999, {"b": 2}, "ready", 5) == (5, False, True)
+    assert ess.register_source_run("ess", "job", 999999, {"a": 1}, "running", 5) == (5, False, False)
+    assert ess.source_run(999999, 5)["state"] == "ready"
     assert esrf.source_run("mx2532", 2)["info"] == {"i": 9}
     with pytest.raises(Exception, match="belongs to proposal mx2532"):
         RunDB.create(tmp_path / "esrf", "mx9999")
@@ -417,3 +424,16 @@ def test_ess_file_still_held_by_the_writer_is_retried(tmp_path):
         f.close()
     finally:
         holder.wait(10)
+
+
+def test_euxfel_online_topics_follow_the_proposals_instrument(make_context_dir):
+    from backend.service.listener import Listener
+    off = Listener(make_context_dir(name="off"))
+    assert off.euxfel_topics() == ["test.r2d2", "cal.offline-corrections"]
+    on = Listener(make_context_dir(name="on", config="[euxfel]\nonline = true\n"))
+    assert on.euxfel_topics() == ["test.r2d2", "cal.offline-corrections",
+                                  "test.euxfel.mid.daq", "test.euxfel.mid.cal"]
+    custom = Listener(make_context_dir(name="custom", config=(
+        '[euxfel]\nonline = true\ninstrument = "SPB"\nonline_topics = ["{instrument}-online"]\n'
+        '[kafka]\nevent_topics = []\n')))
+    assert custom.euxfel_topics() == ["spb-online"]

@@ -163,9 +163,8 @@ class EssMessageParser:
         path = known.get("file") or self._path(msg.file_name)
         info = {**known, "file": path, "file_name": PurePosixPath(msg.file_name).name,
                 "job_id": msg.job_id}
-        wmeta = self._json(msg.metadata, "wrdn metadata") if msg.metadata else {}
-        if wmeta and not info.get("metadata"):
-            info["metadata"] = wmeta
+        if msg.metadata:  # what the writer says of the closed file; never replaces pl72's
+            info["file_metadata"] = self._json(msg.metadata, "wrdn metadata")
         if info.get("stop_time") is None:
             info["stop_time"] = ts
         proposal = self.proposal(info.get("metadata") or {}, path)

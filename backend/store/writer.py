@@ -250,7 +250,8 @@ class RunDB:
 
         The run row is created too (status ``pending``, or ``running`` for state ``running``).
         Returns ``(run, new, changed)``: ``new`` if the key was not known, ``changed`` if its
-        info or state changed. Raises ``ValueError`` if ``run`` is given and the key was
+        info or state changed. A ``running`` state never replaces ``ready``/``failed`` (a start
+        message delivered again after the run finished changes nothing). Raises ``ValueError`` if ``run`` is given and the key was
         recorded with another run number.
         """
         proposal = normalize_proposal(proposal)
@@ -265,6 +266,8 @@ class RunDB:
                         if run is not None and run != row["run"]:
                             raise ValueError(f"{source} run {key!r} was recorded as run "
                                              f"{row['run']}, not {run}")
+                        if state == "running" and row["state"] in ("ready", "failed"):
+                            return row["run"], False, False  # a late/redelivered start message
                         old = json.loads(row["info"]) if row["info"] else {}
                         merged = {**old, **info}
                         changed = merged != old or state != row["state"]
