@@ -437,3 +437,18 @@ def test_euxfel_online_topics_follow_the_proposals_instrument(make_context_dir):
         '[euxfel]\nonline = true\ninstrument = "SPB"\nonline_topics = ["{instrument}-online"]\n'
         '[kafka]\nevent_topics = []\n')))
     assert custom.euxfel_topics() == ["spb-online"]
+
+
+@pytest.mark.parametrize("facility", ["esrf", "swissfel"])
+def test_demo_plays_the_facility(tmp_path, facility):
+    import subprocess
+
+    from tests.conftest import amore_cmd
+    out = subprocess.run(amore_cmd("demo", tmp_path, "--facility", facility, "--runs", "2",
+                                   "--interval", "0.5", "--no-gui"),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ctx = next((tmp_path / facility).rglob("runs.sqlite")).parent
+    db = RunDB(ctx)
+    assert [r["status"] for r in db.runs()] == ["done", "done"]
+    assert db.proposal == {"esrf": "mx2532", "swissfel": "p18493"}[facility]
