@@ -32,7 +32,10 @@ class _Handler(FileSystemEventHandler):
             if p:
                 path = Path(p if isinstance(p, str) else p.decode())
                 if not event.is_directory and self.source.wanted(path):
-                    self.source.touched(path)
+                    # closed after writing, or renamed into place: complete, read it now
+                    self.source.touched(path, settled=event.event_type in ("closed", "moved")
+                                        and path == Path(getattr(event, "dest_path", None)
+                                                         or event.src_path))
 
 
 class JsonFileSource:
@@ -81,9 +84,11 @@ class JsonFileSource:
         return (ev.info.get("start_time") or 0.0, ev.key or "")
 
     # -- machinery -----------------------------------------------------------------------------
-    def touched(self, path: Path) -> None:
+    def touched(self, path: Path, settled: bool = False) -> None:
+        """``path`` changed; read it once quiet for ``quiet_seconds`` (at once if ``settled``:
+        its writer closed it or it was renamed into place)."""
         with self._lock:
-            self._touched[path] = time.monotonic()
+            self._touched[path] = float("-inf") if settled else time.monotonic()
 
     def rescan_soon(self) -> None:
         self._rescan_now.set()
