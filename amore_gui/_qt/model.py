@@ -61,7 +61,7 @@ class RunTableModel(QAbstractTableModel):
     """
 
     runApplied = pyqtSignal(object)
-    commentEdited = pyqtSignal(int, int, str)
+    commentEdited = pyqtSignal(object, int, str)
     includedChanged = pyqtSignal()
 
     def __init__(self, data: TableData | None = None, parent=None):
@@ -144,7 +144,7 @@ class RunTableModel(QAbstractTableModel):
         """(proposal, run) shown at a view row."""
         r = self.data_row(view_row)
         d = self.data_obj
-        return int(d.proposal[r]), int(d.run[r])
+        return _plain(d.proposal[r]), int(d.run[r])
 
     def view_row_of(self, proposal: int, run: int) -> int:
         """View row of a run, -1 if unknown or filtered out."""
@@ -221,7 +221,7 @@ class RunTableModel(QAbstractTableModel):
                 return d.obj[row, v] if k not in (K_NUMBER, K_BOOL) else float(d.num[row, v])
             return d.value(row, col)
         if role == KeyRole:
-            return int(d.proposal[row]), int(d.run[row]), d.columns[col].key
+            return _plain(d.proposal[row]), int(d.run[row]), d.columns[col].key
         return None
 
     def cell_background(self, row: int, col: int) -> QColor | None:
@@ -293,7 +293,7 @@ class RunTableModel(QAbstractTableModel):
                 return False
             d.comment[row] = text or None
             self._refresh_row(row, {col})
-            self.commentEdited.emit(int(d.proposal[row]), int(d.run[row]), text)
+            self.commentEdited.emit(_plain(d.proposal[row]), int(d.run[row]), text)
             return True
         if col == self._status_col and role == Qt.CheckStateRole:
             d.included[row] = (value == Qt.Checked or value == 2 or value is True)
@@ -422,3 +422,8 @@ class RunTableModel(QAbstractTableModel):
         """True if a cell holds a finite number."""
         x = self.data_obj.numeric_at(row, col)
         return not math.isnan(x)
+
+
+def _plain(proposal):
+    """int for numeric proposals, str for identifiers such as 'mx2532'."""
+    return proposal if isinstance(proposal, str) else int(proposal)
