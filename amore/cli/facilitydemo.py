@@ -162,12 +162,27 @@ class _Player:
             self._send(fd.ess_finished_writing(job_id=job, file_name=name))
 
 
+def _wait_ready(log_path: Path, proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Wait until the backend logs "Ready" (False if it exits or ``timeout`` s pass)."""
+    deadline = time.monotonic() + timeout
+    start = log_path.stat().st_size if log_path.exists() else 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if log_path.exists():
+            with open(log_path, "rb") as f:
+                f.seek(start)
+                if b" Ready" in f.read():
+                    return True
+        time.sleep(0.2)
+    return False
+
+
 def run_facility_demo(a) -> int:
     """``amore-proto demo --facility F``: see the module docstring. Returns the exit status."""
     from rich.console import Console
     from rich.live import Live
 
-    from amore.cli.demo import _wait_ready
     from amore.cli.table import render_table
     from backend.store.writer import RunDB
 
