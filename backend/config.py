@@ -77,12 +77,18 @@ DEFAULTS: dict[str, Any] = {
         "rescan_seconds": 30.0,
         # A metadata.json is read once it has not changed for this many seconds.
         "quiet_seconds": 0.5,
+        # Where 'amore-proto gui mx2532' looks (site configuration): the context directory of a
+        # proposal is <visitor_root>/<proposal>/<beamline>/<session>/PROCESSED_DATA/amore.
+        "visitor_root": "/data/visitor",
     },
     "swissfel": {
         # The pgroup directory, e.g. /sf/alvra/data/p18493 (raw/run_info/ and raw/run*/meta below).
         "root": "",
         "rescan_seconds": 30.0,
         "quiet_seconds": 0.5,
+        # Where 'amore-proto gui p18493' looks (site configuration): the context directory of a
+        # pgroup is <data_root>/<beamline>/data/<pgroup>/res/amore.
+        "data_root": "/sf",
     },
     # Metadata columns without Python: [columns.NAME] with "key" (a metadata key; "a.b" for
     # nested keys) or "hdf5" (a dataset path in the run's NeXus/HDF5 file), "type" (number,

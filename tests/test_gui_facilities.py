@@ -72,3 +72,26 @@ def test_gui_opens_each_facilitys_context_dir(qtbot, tmp_path, facility, proposa
         assert m.data(m.index(m.view_row_of(proposal, 11466), m.column_of("title"))) == "scan 11466"
     w.grab().save(str(tmp_path.parent / f"gui-{facility}.png"))
     w.close()
+
+
+def test_gui_finds_a_context_dir_by_proposal_at_esrf_and_swissfel(tmp_path, monkeypatch):
+    from amore_gui.components.locate import LocateError, resolve
+    from backend.store.init import init_context_dir
+    visitor, sf = tmp_path / "visitor", tmp_path / "sf"
+    old = visitor / "mx2532" / "id29" / "20240131" / "PROCESSED_DATA" / "amore"
+    new = visitor / "mx2532" / "id29" / "20240201" / "PROCESSED_DATA" / "amore"
+    for d in (old, new):
+        init_context_dir(d, "mx2532", facility="esrf")
+    pg = sf / "alvra" / "data" / "p18493" / "res" / "amore"
+    init_context_dir(pg, "p18493", facility="swissfel")
+    site = tmp_path / "site.toml"
+    site.write_text(f'facility = "esrf"\n[esrf]\nvisitor_root = "{visitor}"\n')
+    monkeypatch.setenv("AMORE_SITE_CONFIG", str(site))
+    t = resolve("mx2532")
+    assert (t.context_dir, t.proposal, t.exists) == (new, "mx2532", True)
+    with pytest.raises(LocateError, match="No AMORE context directory for mx9999"):
+        resolve("mx9999")
+    site.write_text(f'facility = "swissfel"\n[swissfel]\ndata_root = "{sf}"\n')
+    t = resolve("p18493")
+    assert (t.context_dir, t.proposal) == (pg, "p18493")
+    assert resolve(str(pg)).context_dir == pg     # a directory is still a directory
