@@ -220,15 +220,22 @@ def test_ess_file_writer_runs_through_the_real_broker(tmp_path, backend, kafka_b
     assert any(e["source"] == "ess" and e["details"]["offset"] == bad_offset
                and "malformed" in e["message"] for e in events), events
     assert b.stop() == 0
-    # restart: the same wrdn again (a redelivery) changes nothing, no run is lost or added
+    # a run written while the backend is down is not lost; after the restart the same
+    # wrdn again (a redelivery) changes nothing, and no run is added twice
     done_at = RunDB(ctx).get_values(proposal, 13947)["title"]
+    name4 = fd.ess_file_name("coda_estia", proposal, 13950)
+    fd.write_ess_nexus(raw / name4, proposal=proposal, counter=13950, job_id="job-4")
+    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-4", filename=name4,
+                                                  proposal=proposal, start=start))
+    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-4", file_name=name4))
     b = backend(ctx)
+    wait_for(lambda: _status(ctx, proposal, 13950) == "done", 30, what="run sent while down")
     produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-1", file_name=name))
     time.sleep(1.5)
     db = RunDB(ctx)
-    assert db.run_numbers() == [13947, 13948, 13949]
+    assert db.run_numbers() == [13947, 13948, 13949, 13950]
     assert db.get_values(proposal, 13947)["title"] == done_at
-    assert [r["status"] for r in db.runs()] == ["done", "failed", "done"]
+    assert [r["status"] for r in db.runs()] == ["done", "failed", "done", "done"]
     assert b.stop() == 0
 
 

@@ -165,7 +165,7 @@ class EssMessageParser:
                 "job_id": msg.job_id}
         if msg.metadata:  # what the writer says of the closed file; never replaces pl72's
             info["file_metadata"] = self._json(msg.metadata, "wrdn metadata")
-        if info.get("stop_time") is None:
+        if known and info.get("stop_time") is None:  # no 6s4t: the file closed now
             info["stop_time"] = ts
         proposal = self.proposal(info.get("metadata") or {}, path)
         if proposal is None:
