@@ -142,6 +142,13 @@ def test_ess_parser_uses_streaming_data_types():
     ev = p.parse(fd.ess_finished_writing(job_id="J2", file_name="ymir_1234_00000005.hdf",
                                          error="disk full"))
     assert (ev.proposal, ev.run, ev.state) == (1234, 5, "failed") and "disk full" in ev.message
+    # no number in the file name: the run name gives it; neither: reported
+    ev = p.parse(fd.ess_run_start(job_id="J3", filename="ymir/latest.nxs", proposal=999999,
+                                  start=1.0, run_name="42"))
+    assert (ev.proposal, ev.run) == (999999, 42)
+    with pytest.raises(MalformedEvent, match="no run number in file name 'latest.nxs'"):
+        p.parse(fd.ess_run_start(job_id="J4", filename="latest.nxs", proposal=999999, start=1.0,
+                                 run_name="tuesday"))
     with pytest.raises(MalformedEvent, match="unknown message schema 'f144'"):
         p.parse(serialise_f144("temp", 1.0, 0))
     with pytest.raises(MalformedEvent):
