@@ -95,3 +95,56 @@ def test_gui_finds_a_context_dir_by_proposal_at_esrf_and_swissfel(tmp_path, monk
     t = resolve("p18493")
     assert (t.context_dir, t.proposal) == (pg, "p18493")
     assert resolve(str(pg)).context_dir == pg     # a directory is still a directory
+
+
+def test_inspect_plots_one_d_data_against_time_or_pulse_id(qtbot, tmp_path):
+    """Where there are no trains (ESS NXlogs, SwissFEL channels), 1-D results are drawn
+    against their time (seconds from the first point) or pulse ID."""
+    import numpy as np
+
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.components.settings import Settings
+    from backend.ctxrunner.results import h5_path, read_run_value
+    from backend.store.init import init_context_dir
+    src = tmp_path / "ctx.py"
+    src.write_text('''
+import h5py, numpy as np, xarray as xr
+from amore.context import Variable
+
+@Variable(title="Temperature", units="K")
+def temperature(run):
+    log = run["/entry/instrument/cryostat/temperature"]
+    t = log["time"][::2].astype("datetime64[ns]")      # every other sample: 2 s apart
+    return xr.DataArray(log["value"][::2], dims=["time"], coords={"time": t})
+
+@Variable(title="Intensity")
+def intensity(run):
+    pid = np.arange(11884948775, 11884948785)
+    return xr.DataArray(np.linspace(0, 1, 10), dims=["pulse_id"], coords={"pulse_id": pid})
+''')
+    raw = tmp_path / "raw"
+    ctx = tmp_path / "ctx"
+    init_context_dir(ctx, 999999, facility="ess", context_file=src)
+    name = fd.ess_file_name("ymir", 999999, 7)
+    fd.write_ess_nexus(raw / name, proposal=999999, counter=7, job_id="j7",
+                       temperatures=[290, 291, 293, 296])
+    RunDB(ctx).register_source_run("ess", "j7", 999999, {"file": str(raw / name)}, run=7)
+    out = subprocess.run(amore_cmd("reprocess", "all", "-d", ctx), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    w = MainWindow(ctx, settings=Settings(tmp_path / "settings.json"), live_updates=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.is_fully_loaded, timeout=15000)
+    m = w.model
+    for key, xs, label in (("temperature", [0, 2], "time [s since "),
+                           ("intensity", np.arange(11884948775, 11884948785), "Pulse ID")):
+        iw = w.inspect(m.index(m.view_row_of(999999, 7), m.column_of(key)))
+        qtbot.waitUntil(lambda: iw.kind is not None, timeout=15000)
+        assert iw.kind == "line"
+        item = iw.plot_widget.getPlotItem().listDataItems()[0]
+        assert np.allclose(item.xData, xs)
+        assert np.allclose(item.yData, read_run_value(h5_path(ctx, 999999, 7), key).values)
+        assert iw.plot_widget.getPlotItem().getAxis("bottom").labelText.startswith(label)
+        iw.close()
+    w.close()
