@@ -20,7 +20,37 @@ class EventLevel(str, Enum):
     ERROR = "error"
 
 
-RUN_STATUSES = ("pending", "processing", "done", "failed")
+#: ``running``: the facility says the run is still being taken (ESS between ``pl72`` and ``wrdn``);
+#: it is computed once its data is complete.
+RUN_STATUSES = ("pending", "processing", "done", "failed", "running")
+
+#: The facilities AMORE knows (``facility`` in ``amore.toml``).
+FACILITIES = ("euxfel", "ess", "esrf", "swissfel")
+
+
+def normalize_proposal(proposal: "int | str") -> "int | str":
+    """A proposal identifier in the one form AMORE stores and compares.
+
+    European XFEL and ESS proposals are numbers (``2832``; ``"2832"`` and ``" 002832 "`` give the
+    int ``2832``); ESRF (``"mx2532"``) and SwissFEL (``"p18493"``) proposals are identifiers and
+    stay ``str`` (stripped). SQLite's INTEGER affinity stores the former as integers and the
+    latter as text in the same column. Raises ``ValueError`` for ``bool``, empty strings,
+    negative numbers and other types.
+    """
+    if isinstance(proposal, bool):
+        raise ValueError(f"not a proposal: {proposal!r}")
+    if isinstance(proposal, int):
+        if proposal < 0:
+            raise ValueError(f"not a proposal: {proposal!r}")
+        return proposal
+    if isinstance(proposal, str):
+        s = proposal.strip()
+        if s.isdigit() and s.isascii():
+            return int(s)
+        if not s or any(c.isspace() for c in s):
+            raise ValueError(f"not a proposal: {proposal!r}")
+        return s
+    raise ValueError(f"not a proposal: {proposal!r}")
 #: How ``run_values.value`` is to be read:
 #: number (int/float), bool (0/1), complex (text "a+bj"), string (text),
 #: thumbnail (PNG bytes), sparkline (float32 little-endian bytes), array (text description,

@@ -1,6 +1,8 @@
 """Starting ``context.py`` files for ``amore-proto init --template NAME``.
 
 Each ``<name>.py`` here is a template; :func:`available` lists them and :func:`path` finds one.
+``facilities/<facility>.py`` are the templates ``amore-proto init --facility`` uses for ESS, ESRF
+and SwissFEL (:func:`facility_templates`); ``path`` finds them by name too.
 """
 from pathlib import Path
 
@@ -12,9 +14,16 @@ def available() -> list[str]:
     return sorted(p.stem for p in _HERE.glob("*.py") if not p.name.startswith("_"))
 
 
+def facility_templates() -> list[str]:
+    """Templates of other facilities (``ess``, ``esrf``, ``swissfel``), sorted."""
+    return sorted(p.stem for p in (_HERE / "facilities").glob("*.py")
+                  if not p.name.startswith("_"))
+
+
 def path(name: str) -> Path:
     """Path of template ``name``; raises ``KeyError`` naming the available ones if unknown."""
-    p = _HERE / f"{name}.py"
-    if not p.is_file() or name.startswith("_"):
-        raise KeyError(f"no context template {name!r}; available: {', '.join(available())}")
-    return p
+    for p in (_HERE / f"{name}.py", _HERE / "facilities" / f"{name}.py"):
+        if p.is_file() and not name.startswith("_") and "/" not in name:
+            return p
+    raise KeyError(f"no context template {name!r}; available: {', '.join(available())} "
+                   f"(facilities: {', '.join(facility_templates())})")

@@ -182,6 +182,9 @@ def _display_available() -> bool:
 
 
 def cmd_demo(a) -> int:
+    if getattr(a, "facility", "euxfel") != "euxfel":
+        from amore.cli.facilitydemo import run_facility_demo
+        return run_facility_demo(a)
     return run_demo(a)
 
 
@@ -192,4 +195,6 @@ def register(sub) -> None:
     s.add_argument("--runs", type=int, default=8)
     s.add_argument("--interval", type=float, default=3.0, help="seconds between runs")
     s.add_argument("--no-gui", action="store_true", help="print the run table in the terminal")
+    s.add_argument("--facility", choices=("euxfel", "ess", "esrf", "swissfel"), default="euxfel",
+                   help="play this facility's runs (amore/cli/facilitydemo.py)")
     s.set_defaults(func=cmd_demo)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from amore.cli.common import context_dir
+from backend.vocab import FACILITIES, normalize_proposal
 from backend.store.init import init_context_dir
 
 
@@ -12,11 +13,13 @@ def cmd_init(a) -> int:
     from backend.store.writer import StorageError
     d = context_dir(a.dir)
     try:
-        ctx = init_context_dir(d, a.proposal, a.template, Path(a.context) if a.context else None)
-    except (FileExistsError, StorageError, KeyError) as e:
+        ctx = init_context_dir(d, a.proposal, a.template, Path(a.context) if a.context else None,
+                               facility=a.facility, root=a.root)
+    except (FileExistsError, StorageError, KeyError, ValueError) as e:
         print(f"amore-proto init: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
-    print(f"Initialised {d} for proposal {a.proposal}; edit {ctx} to define variables, "
+    extra = f" ({a.facility}; settings in {d / 'amore.toml'})" if a.facility else ""
+    print(f"Initialised {d} for proposal {a.proposal}{extra}; edit {ctx} to define variables, "
           f"then run 'amore-proto listen {d}'")
     return 0
 
@@ -31,7 +34,7 @@ def cmd_proposal(a) -> int:
         else:
             db = RunDB(d) if (d / "runs.sqlite").exists() else RunDB.create(d)
             old = db.proposal
-            db.set_metadata("proposal", str(a.proposal))
+            db.set_metadata("proposal", str(normalize_proposal(a.proposal)))
             print(f"Proposal set to {a.proposal}" + (f" (was {old})" if old not in (None, a.proposal) else ""))
     except StorageError as e:
         print(f"amore-proto proposal: {e}", file=sys.stderr)
@@ -39,15 +42,28 @@ def cmd_proposal(a) -> int:
     return 0
 
 
+def _proposal(text: str):
+    import argparse
+    try:
+        return normalize_proposal(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
     s = sub.add_parser("init", help="create a context directory")
     s.add_argument("dir", nargs="?")
-    s.add_argument("--proposal", type=int, required=True)
-    s.add_argument("--template", default="generic", help="context template (generic, mid, spb)")
+    s.add_argument("--proposal", type=_proposal, required=True,
+                   help="proposal: a number (2832) or an identifier (mx2532, p18493)")
+    s.add_argument("--facility", choices=FACILITIES,
+                   help="write amore.toml for this facility (and use its context template)")
+    s.add_argument("--root", help="ESRF beamtime folder / SwissFEL pgroup directory for amore.toml")
+    s.add_argument("--template", default=None,
+                   help="context template (generic, mid, spb, ess, esrf, swissfel)")
     s.add_argument("--context", help="use this context.py instead of a template")
     s.set_defaults(func=cmd_init)
     s = sub.add_parser("proposal", help="show or set the proposal of the database")
-    s.add_argument("proposal", nargs="?", type=int)
+    s.add_argument("proposal", nargs="?", type=_proposal)
     s.add_argument("--dir", "-d")
     s.set_defaults(func=cmd_proposal)

@@ -25,6 +25,19 @@ def read_value(context_dir, proposal, run, name):
     return read_run_value(h5_path(context_dir, proposal, run), name)
 
 
+def axis_values(x: np.ndarray, dim: str) -> tuple[np.ndarray, str]:
+    """x values and label for 1-D data along ``dim`` where there are no trains: times
+    (datetime64, e.g. an ESS NXlog) become seconds since the first point; SwissFEL pulse IDs
+    (``pulse_id``/``pulseId``) keep their integers."""
+    if x.dtype.kind == "M" and len(x):
+        first = x[0]
+        secs = (x - first) / np.timedelta64(1, "s")
+        return secs.astype(float), f"{dim} [s since {np.datetime_as_string(first, unit='s')}]"
+    if dim.replace("_", "").lower() == "pulseid":
+        return x, "Pulse ID"
+    return x, dim
+
+
 class InspectWindow(QWidget):
     """Shows one variable of one run (see module docstring). :attr:`kind` says what is shown
     (``line``, ``image``, ``stack``, ``figure``, ``text``, ``error``, ``tabs``) and
@@ -124,9 +137,9 @@ class InspectWindow(QWidget):
                 if "trainId" in v.coords:
                     x, xlabel = np.asarray(v.coords["trainId"].values), "Train ID"
                 elif dim in v.coords:
-                    x, xlabel = np.asarray(v.coords[dim].values), str(dim)
+                    x, xlabel = axis_values(np.asarray(v.coords[dim].values), str(dim))
             pw = pg.PlotWidget(axisItems={"bottom": plots.IntAxis(orientation="bottom")}
-                               if xlabel == "Train ID" else None)
+                               if xlabel in ("Train ID", "Pulse ID") else None)
             pw.showGrid(x=True, y=True, alpha=0.15)
             pw.plot(x.astype(float) if x.dtype.kind in "iuf" else np.arange(len(arr)),
                     arr.astype(float), pen=pg.mkPen("#2f6db5", width=1.5))

@@ -14,6 +14,7 @@ import numpy as np
 from PyQt5.QtCore import QAbstractTableModel, QModelIndex, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QFont
 
+from backend.vocab import normalize_proposal
 from amore_gui.components.dbread import ValueChunk
 from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
@@ -60,7 +61,7 @@ class RunTableModel(QAbstractTableModel):
     """
 
     runApplied = pyqtSignal(object)
-    commentEdited = pyqtSignal(int, int, str)
+    commentEdited = pyqtSignal(object, int, str)
     includedChanged = pyqtSignal()
 
     def __init__(self, data: TableData | None = None, parent=None):
@@ -143,11 +144,11 @@ class RunTableModel(QAbstractTableModel):
         """(proposal, run) shown at a view row."""
         r = self.data_row(view_row)
         d = self.data_obj
-        return int(d.proposal[r]), int(d.run[r])
+        return _plain(d.proposal[r]), int(d.run[r])
 
     def view_row_of(self, proposal: int, run: int) -> int:
         """View row of a run, -1 if unknown or filtered out."""
-        r = self.data_obj.row_of.get((int(proposal), int(run)))
+        r = self.data_obj.row_of.get((normalize_proposal(proposal), int(run)))
         if r is None or r >= len(self.view.pos):
             return -1
         return int(self.view.pos[r])
@@ -220,7 +221,7 @@ class RunTableModel(QAbstractTableModel):
                 return d.obj[row, v] if k not in (K_NUMBER, K_BOOL) else float(d.num[row, v])
             return d.value(row, col)
         if role == KeyRole:
-            return int(d.proposal[row]), int(d.run[row]), d.columns[col].key
+            return _plain(d.proposal[row]), int(d.run[row]), d.columns[col].key
         return None
 
     def cell_background(self, row: int, col: int) -> QColor | None:
@@ -292,7 +293,7 @@ class RunTableModel(QAbstractTableModel):
                 return False
             d.comment[row] = text or None
             self._refresh_row(row, {col})
-            self.commentEdited.emit(int(d.proposal[row]), int(d.run[row]), text)
+            self.commentEdited.emit(_plain(d.proposal[row]), int(d.run[row]), text)
             return True
         if col == self._status_col and role == Qt.CheckStateRole:
             d.included[row] = (value == Qt.Checked or value == 2 or value is True)
@@ -421,3 +422,8 @@ class RunTableModel(QAbstractTableModel):
         """True if a cell holds a finite number."""
         x = self.data_obj.numeric_at(row, col)
         return not math.isnan(x)
+
+
+def _plain(proposal):
+    """int for numeric proposals, str for identifiers such as 'mx2532'."""
+    return proposal if isinstance(proposal, str) else int(proposal)

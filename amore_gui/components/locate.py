@@ -24,7 +24,7 @@ class Target:
     database); ``exists``: the directory has a ``runs.sqlite``."""
 
     context_dir: Path
-    proposal: int | None = None
+    proposal: int | str | None = None
 
     @property
     def exists(self) -> bool:
@@ -50,6 +50,35 @@ def proposal_context_dir(proposal: int) -> Path:
     return pdir / CONTEXT_SUBDIR
 
 
+def facility_context_dir(proposal: str) -> Target | None:
+    """Where the site's facility (``facility`` in the site configuration) keeps the context
+    directory of ``proposal``, by convention: ESRF ``<esrf.visitor_root>/<proposal>/<beamline>/
+    <session>/PROCESSED_DATA/amore`` (the newest session with a database), SwissFEL
+    ``<swissfel.data_root>/<beamline>/data/<pgroup>/res/amore``. None at European XFEL and ESS
+    (numbers: the proposal directory convention applies) or when nothing matches."""
+    from backend.config import load_config
+    from backend.vocab import normalize_proposal
+    try:
+        cfg = load_config(None)
+        facility = cfg.facility
+        proposal = normalize_proposal(proposal)
+    except Exception:
+        return None
+    if facility == "esrf":
+        pattern = (Path(cfg["esrf"]["visitor_root"]), f"{proposal}/*/*/PROCESSED_DATA/amore")
+    elif facility == "swissfel":
+        pattern = (Path(cfg["swissfel"]["data_root"]), f"*/data/{proposal}/res/amore")
+    else:
+        return None
+    root, glob = pattern
+    found = sorted((p for p in root.glob(glob) if (p / DB_FILE_NAME).is_file()),
+                   key=lambda p: str(p))
+    if not found:
+        raise LocateError(f"No AMORE context directory for {proposal} under {root} "
+                          f"(looked for {glob})")
+    return Target(found[-1], proposal)
+
+
 def resolve(arg: str | os.PathLike) -> Target:
     """A proposal number (``"2832"``, ``"p2832"``, ``"p002832"``) or a directory -> :class:`Target`.
 
@@ -57,6 +86,9 @@ def resolve(arg: str | os.PathLike) -> Target:
     Raises :class:`LocateError` for an unknown proposal.
     """
     s = str(arg).strip()
+    found = facility_context_dir(s) if not Path(s).exists() else None
+    if found is not None:
+        return found
     num = s[1:] if s[:1] in "pP" and s[1:].isdigit() else s
     if num.isdigit() and not Path(s).exists():
         p = int(num)

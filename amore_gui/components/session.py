@@ -34,16 +34,19 @@ Events (arguments in brackets):
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from backend.vocab import normalize_proposal
 from amore_gui.components.events import EventGroup
 from amore_gui.components.settings import Settings, apply_column_layout
-from amore_gui.components.table_data import (C_RUN, S_FAILED, S_PROCESSING, Column, OnlyIncluded,
-                                             TableData, TextContains)
+from amore_gui.components.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
+                                             S_PROCESSING, Column, OnlyIncluded, TableData,
+                                             TextContains)
 from backend.contextdir import ContextDir
 
 #: ``runner(fn, callback)``: call ``fn()`` (possibly on another thread), then
@@ -96,7 +99,7 @@ class Session:
         self.is_fully_loaded = False
         self.load_seconds = 0.0
         self.metadata: dict = {}
-        self.proposal: int | None = None
+        self.proposal: int | str | None = None
         # filters
         self.search_text = ""
         self.only_checked = False
@@ -119,17 +122,36 @@ class Session:
     @property
     def title(self) -> str:
         """Window title: proposal (if known) and directory."""
-        return (f"AMORE — p{self.proposal} — {self.context_dir}" if self.proposal
-                else f"AMORE — {self.context_dir}")
+        if self.proposal is None:
+            return f"AMORE — {self.context_dir}"
+        v = self.vocabulary
+        label = v.proposal_text(self.proposal)
+        if v.facility != "euxfel":
+            label = f"{v.proposal} {label}"
+        return f"AMORE — {label} — {self.context_dir}"
+
+    @property
+    def vocabulary(self):
+        """The facility's words (:class:`amore_gui.components.vocabulary.Vocabulary`)."""
+        if getattr(self, "_vocabulary", None) is None:
+            from amore_gui.components.vocabulary import vocabulary_for
+            self._vocabulary = vocabulary_for(self.context_dir)
+        return self._vocabulary
 
     def table_loaded(self, metadata: dict, data: TableData, seconds: float) -> None:
         """The first part of the table was read: keep the metadata (``proposal`` key, any
         type convertible to int) and uncheck the runs remembered as unchecked in ``data``."""
         self.metadata = dict(metadata)
         try:
-            self.proposal = int(metadata.get("proposal"))
+            self.proposal = normalize_proposal(metadata.get("proposal"))
         except (TypeError, ValueError):
             self.proposal = None
+        # the facility's words in the fixed headers (ESRF "Collection", SwissFEL "pgroup")
+        v = self.vocabulary
+        words = {C_RUN: v.run, C_PROPOSAL: v.proposal}
+        for i, c in enumerate(data.columns[:NSTATIC]):
+            if c.key in words and c.title != words[c.key]:
+                data.columns[i] = dataclasses.replace(c, title=words[c.key])
         for key in self.excluded_runs():
             row = data.row_of.get(key)
             if row is not None:
@@ -152,7 +174,7 @@ class Session:
         out = set()
         for k in self.dir_settings.get("excluded", []):
             try:
-                out.add((int(k[0]), int(k[1])))
+                out.add((normalize_proposal(k[0]), int(k[1])))
             except (TypeError, ValueError, IndexError):
                 continue
         return out
@@ -323,7 +345,7 @@ class Session:
         self.dir_settings["columns"] = {"order": list(order), "hidden": sorted(self.user_hidden),
                                         "widths": old}
         self.dir_settings["sort"] = [sort_key, bool(descending)]
-        self.dir_settings["excluded"] = [[int(data.proposal[r]), int(data.run[r])]
+        self.dir_settings["excluded"] = [[_plain(data.proposal[r]), int(data.run[r])]
                                          for r in np.flatnonzero(~data.included[:data.nrows])]
         self.dir_settings["tag"] = self.tag
         self.save()
@@ -448,3 +470,8 @@ class Session:
             return dbread.read_comments(con)
         finally:
             con.close()
+
+
+def _plain(proposal):
+    """A proposal as JSON keeps it: int for numbers (numpy ints too), str for identifiers."""
+    return int(proposal) if not isinstance(proposal, str) else proposal

@@ -18,7 +18,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from backend.vocab import normalize_proposal
 from amore_gui.components.formatting import format_number, format_time, format_time_short, header_text
+
+def _num(proposal) -> float:
+    """A proposal as a number for sorting/plotting (NaN for identifiers such as 'mx2532')."""
+    return float(proposal) if isinstance(proposal, (int, np.integer)) else math.nan
+
 
 # Value kinds (codes in TableData.kind); names as in backend.store.writer.SUMMARY_TYPES.
 K_MISSING, K_NUMBER, K_BOOL, K_STRING, K_COMPLEX, K_THUMBNAIL, K_SPARKLINE, K_ARRAY, \
@@ -31,7 +37,7 @@ NUMERIC_KINDS = (K_NUMBER, K_BOOL)
 #: kinds whose value is in TableData.obj
 OBJECT_KINDS = (K_STRING, K_COMPLEX, K_SPARKLINE, K_ARRAY)
 
-RUN_STATUSES = ("pending", "processing", "done", "failed")
+RUN_STATUSES = ("pending", "processing", "done", "failed", "running")
 STATUS_CODE = {s: i for i, s in enumerate(RUN_STATUSES)}
 S_PENDING, S_PROCESSING, S_DONE, S_FAILED = range(4)
 
@@ -157,7 +163,8 @@ class TableData:
         nv = len(self.columns) - NSTATIC
         cap = max(int(capacity), 16)
         self.nrows = 0
-        self.proposal = np.zeros(cap, np.int64)
+        # object: European XFEL/ESS proposals are ints, ESRF/SwissFEL ones str ('mx2532')
+        self.proposal = np.zeros(cap, object)
         self.run = np.zeros(cap, np.int64)
         self.start_time = np.full(cap, np.nan)
         self.added_at = np.full(cap, np.nan)
@@ -237,7 +244,7 @@ class TableData:
 
     def add_run(self, proposal: int, run: int) -> int:
         """Row of a run, appending an empty row (status pending) if it is new."""
-        key = (int(proposal), int(run))
+        key = (normalize_proposal(proposal), int(run))
         row = self.row_of.get(key)
         if row is not None:
             return row
@@ -339,7 +346,7 @@ class TableData:
             if key == C_RUN:
                 return str(int(self.run[row]))
             if key == C_PROPOSAL:
-                return str(int(self.proposal[row]))
+                return str(self.proposal[row])
             if key == C_START:
                 return format_time_short(float(self.start_time[row]))
             if key == C_ADDED:
@@ -403,7 +410,7 @@ class TableData:
             if key == C_RUN:
                 return self.run[:n].astype(float)
             if key == C_PROPOSAL:
-                return self.proposal[:n].astype(float)
+                return np.array([_num(p) for p in self.proposal[:n]], float)
             if key == C_START:
                 return self.start_time[:n].copy()
             if key == C_ADDED:
@@ -423,7 +430,7 @@ class TableData:
             if key == C_RUN:
                 return float(self.run[row])
             if key == C_PROPOSAL:
-                return float(self.proposal[row])
+                return _num(self.proposal[row])
             if key == C_START:
                 return float(self.start_time[row])
             if key == C_ADDED:
@@ -455,7 +462,7 @@ class TableData:
             if key == C_RUN:
                 return int(self.run[row])
             if key == C_PROPOSAL:
-                return int(self.proposal[row])
+                return self.proposal[row]
             if key == C_START:
                 return format_time(float(self.start_time[row])) or None
             if key == C_ADDED:

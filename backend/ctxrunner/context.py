@@ -19,8 +19,10 @@ A variable is a function of the run (an extra-data ``DataCollection``) decorated
 ``"self#name"``, ``"self#sub.name"``
     inside a :func:`Group` class: a variable of the same group instance (or of a nested group).
 ``"meta#run_number"``, ``"meta#proposal"``, ``"meta#proposal_path"``
-    the run number (int), proposal number (int) and proposal directory (``pathlib.Path``, as
-    DAMNIT gives it; ``None`` if it cannot be found).
+    the run number (int), proposal (int, or str such as ``"mx2532"`` at ESRF) and proposal
+    directory (``pathlib.Path``, as DAMNIT gives it; ``None`` if it cannot be found). Other
+    facilities add what they know of the run (``meta#metadata``, ``meta#run_name``,
+    ``meta#start_time``..., see :mod:`backend.ctxrunner.facilities`).
 ``"mymdc#sample_name"``, ``"mymdc#run_type"``
     the facility metadata service (only where configured; otherwise the variable fails with
     a "not available" error).
@@ -64,7 +66,11 @@ CONTEXT_MODULE_NAME = "amore_context_file"
 
 INPUT_KINDS = ("var", "meta", "mymdc", "param")
 GROUP_INPUT_KINDS = INPUT_KINDS + ("self",)
-META_KEYS = ("run_number", "proposal", "proposal_path")
+#: ``meta#`` keys: the first three everywhere, the others where the facility knows them
+#: (:data:`backend.ctxrunner.facilities.FACILITY_META_KEYS`).
+META_KEYS = ("run_number", "proposal", "proposal_path", "run_name", "instrument", "start_time",
+             "stop_time", "file_name", "job_id", "metadata", "tag", "sample", "data_dir",
+             "pgroup", "beamline")
 MYMDC_KEYS = ("sample_name", "run_type")
 
 
@@ -750,23 +756,27 @@ class ContextFile:
         return self.closure(chosen)
 
     # -- execution ---------------------------------------------------------------------
-    def execute(self, run_data, *, run_number: int, proposal: int,
+    def execute(self, run_data, *, run_number: int, proposal: int | str,
                 proposal_path: str | Path | None = None, names=None, data: str = "all",
-                params: dict | None = None,
-                mymdc: Callable[[str], Any] | None = None) -> dict[str, "VariableResult"]:
+                params: dict | None = None, mymdc: Callable[[str], Any] | None = None,
+                meta: dict | None = None) -> dict[str, "VariableResult"]:
         """Compute variables on one run, in dependency order; never raises for user errors.
 
-        ``run_data``: extra-data ``DataCollection``. ``proposal_path``: the proposal directory,
-        given to ``meta#proposal_path`` as a ``pathlib.Path`` (if empty: found from the run's
-        files, else None). ``mymdc``: callable taking a key such as ``"sample_name"`` (None:
-        metadata service not available). Returns name -> :class:`VariableResult`; a failing
-        variable gets its exception, its dependents an error naming the chain, and the other
-        variables are unaffected.
+        ``run_data``: extra-data ``DataCollection`` at European XFEL, the facility's run object
+        elsewhere (:mod:`backend.ctxrunner.facilities`). ``proposal_path``: the proposal
+        directory, given to ``meta#proposal_path`` as a ``pathlib.Path`` (if empty: the
+        facility's ``meta["proposal_path"]``, else found from the run's files, else None).
+        ``meta``: further ``meta#`` values (the facility's). ``mymdc``: callable taking a key
+        such as ``"sample_name"`` (None: metadata service not available). Returns name ->
+        :class:`VariableResult`; a failing variable gets its exception, its dependents an error
+        naming the chain, and the other variables are unaffected.
         """
         params = params or {}
         results: dict[str, VariableResult] = {}
-        prop_path = Path(proposal_path) if proposal_path else proposal_path_of(run_data)
-        meta = {"run_number": run_number, "proposal": proposal, "proposal_path": prop_path}
+        meta = dict(meta or {})
+        prop_path = proposal_path or meta.get("proposal_path")
+        prop_path = Path(prop_path) if prop_path else proposal_path_of(run_data)
+        meta.update({"run_number": run_number, "proposal": proposal, "proposal_path": prop_path})
         with compat_modules():  # for imports inside variables' functions
             return self._execute(run_data, names, data, params, mymdc, results, meta)
 
@@ -799,7 +809,13 @@ class ContextFile:
         kwargs = {}
         for inp in var.inputs:
             if inp.kind == "meta":
-                kwargs[inp.param] = meta[inp.key]
+                if inp.key in meta:
+                    kwargs[inp.param] = meta[inp.key]
+                elif inp.default is not inspect.Parameter.empty:
+                    kwargs[inp.param] = inp.default
+                else:
+                    raise _InputFailed(f"'meta#{inp.key}' is not known for this run (the "
+                                       f"facility does not provide it)", "MetadataUnavailable")
             elif inp.kind == "param":
                 if inp.key in params:
                     kwargs[inp.param] = params[inp.key]

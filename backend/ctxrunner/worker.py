@@ -13,8 +13,11 @@ Requests and replies:
 ``{"op": "load"}``
     -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float}`` or
     ``{"ok": false, "kind": "context", "error": str}``.
-``{"op": "run", "proposal": int, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
-"params": {}}``
+``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
+"params": {}, "facility_run": {...}|null}``
+    (``facility_run``: what the run source recorded for runs of other facilities, see
+    :mod:`backend.ctxrunner.facilities`; the facility itself and the metadata columns come from
+    ``$AMORE_FACILITY``, JSON written by the backend)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
     "timings": {...}}`` or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
 ``{"op": "exit"}``
@@ -42,6 +45,30 @@ class Worker:
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
+        #: ``$AMORE_FACILITY``: {"facility", "columns", "attributo_config", "options"}
+        self.facility_conf: dict = {}
+        self.columns: list = []
+
+    @property
+    def facility(self) -> str:
+        return self.facility_conf.get("facility") or "euxfel"
+
+    def _load_columns(self) -> str | None:
+        """Parse the metadata column specs; returns an error text or None."""
+        from backend.ctxrunner.facilities import column_specs, read_attributo_config
+        conf = self.facility_conf
+        try:
+            attributi = None
+            ac = conf.get("attributo_config")
+            if ac:
+                path = Path(ac) if Path(ac).is_absolute() else self.context_dir / ac
+                if path.exists() or conf.get("attributo_config_required"):
+                    attributi = read_attributo_config(path)
+            self.columns = column_specs(conf.get("columns") or {}, attributi)
+        except ValueError as e:
+            self.columns = []
+            return f"metadata columns: {e}"
+        return None
 
     def _ensure_context(self) -> None:
         from backend.ctxrunner.context import ContextFile, ContextFileError
@@ -58,23 +85,66 @@ class Worker:
             self.ctx_error = None
         except ContextFileError as e:
             self.ctx, self.ctx_error = None, str(e)
+            return
+        col_error = self._load_columns()
+        if col_error:
+            self.ctx, self.ctx_error = None, col_error
 
     def load(self, req: dict) -> dict:
         self._ensure_context()
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
-        variables = [{"name": v.name, "title": v.title, "description": v.description,
-                      "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
-                     for v in self.ctx.variables.values() if not v.transient]
+        variables = [{"name": c.name, "title": c.title or c.name,
+                      "description": f"from {c.source()} ({c.type})", "units": c.units,
+                      "tags": ["metadata"], "data": "raw", "summary": None}
+                     for c in self.columns if c.name not in self.ctx.variables]
+        variables += [{"name": v.name, "title": v.title, "description": v.description,
+                       "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
+                      for v in self.ctx.variables.values() if not v.transient]
         return {"ok": True, "variables": variables, "mtime": self.ctx_mtime}
 
     def run(self, req: dict) -> dict:
-        from backend.ctxrunner.results import h5_path, table_value, write_run_file
-        from backend.vocab import StoredValue
         t0 = time.perf_counter()
         self._ensure_context()
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
+        if self.facility != "euxfel":
+            return self._run_facility(req, t0)
+        return self._run_euxfel(req, t0)
+
+    def _run_facility(self, req: dict, t0: float) -> dict:
+        """A run of ESS, ESRF or SwissFEL: the facility's run object and meta# (from the
+        ``facility_run`` the backend recorded), metadata columns, then the variables."""
+        from backend.ctxrunner.facilities import RunNotReady, compute_columns, open_run
+        from backend.vocab import normalize_proposal
+        proposal, run, data = normalize_proposal(req["proposal"]), int(req["run"]), req.get("data", "all")
+        info = req.get("facility_run")
+        if not info:
+            return {"ok": False, "kind": "missing_run",
+                    "error": f"Run {run} of proposal {proposal}: the {self.facility} run source "
+                             f"recorded nothing for it"}
+        try:
+            obj, meta, start_time = open_run(self.facility, info, proposal, run,
+                                             self.facility_conf.get("options"))
+        except RunNotReady as e:
+            return {"ok": False, "kind": "missing_run", "error": str(e)}
+        t_open = time.perf_counter()
+        try:
+            where = {"esrf": "metadata.json", "swissfel": "the request JSON",
+                     "ess": "the pl72 metadata"}.get(self.facility, "metadata")
+            h5 = obj if self.facility == "ess" else None
+            columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
+                                      meta.get("metadata") or {}, h5, where)
+            results = self.ctx.execute(obj, run_number=run, proposal=proposal,
+                                       proposal_path=str(info.get("proposal_path", "")),
+                                       names=req.get("names"), data=data,
+                                       params=req.get("params") or {}, meta=meta)
+        finally:
+            if self.facility == "ess":
+                obj.close()
+        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns)
+
+    def _run_euxfel(self, req: dict, t0: float) -> dict:
         proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
         import extra_data
         from extra_data.read_machinery import find_proposal
@@ -108,8 +178,24 @@ class Worker:
         results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
                                    proposal_path=str(prop_path), names=req.get("names"),
                                    data=data, params=req.get("params") or {}, mymdc=mymdc)
+        columns = {}
+        if self.columns:
+            from backend.ctxrunner.facilities import compute_columns
+            try:
+                md = run_dc.run_metadata()
+            except Exception:
+                md = {}
+            columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
+                                      md, None, "the run's metadata")
+        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns)
+
+    def _finish(self, results, proposal, run, data, start_time, t0, t_open, columns) -> dict:
+        """Table values of the variables' results (plus metadata ``columns``), the run's
+        HDF5 file, the reply."""
+        from backend.ctxrunner.results import h5_path, table_value, write_run_file
+        from backend.vocab import StoredValue
         t_vars = time.perf_counter()
-        values: dict[str, StoredValue] = {}
+        values: dict[str, StoredValue] = dict(columns)
         to_store = {}
         for name, res in results.items():
             var = self.ctx.variables[name]
@@ -182,6 +268,7 @@ def main(argv=None):
     from backend.ctxrunner.context import install_compat_modules
     install_compat_modules()
     worker = Worker(context_dir, px, npts)
+    worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
     mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient

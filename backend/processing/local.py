@@ -30,6 +30,21 @@ log = logging.getLogger(__name__)
 
 
 
+def facility_settings(config: Config) -> dict:
+    """What the context-file worker needs to know of the facility (``$AMORE_FACILITY``, JSON):
+    ``facility``, ``columns`` (``[columns]`` of amore.toml), ``attributo_config`` (ESRF: path
+    of AMARCORD's mapping file, relative to the context directory), ``options`` (ESS: file open
+    retries)."""
+    facility = config.facility
+    out = {"facility": facility, "columns": config.values.get("columns") or {},
+           "attributo_config": "", "options": {}}
+    if facility == "esrf":
+        out["attributo_config"] = config["esrf"].get("attributo_config") or ""
+    if facility == "ess":
+        out["options"] = {k: config["ess"][k] for k in ("open_retries", "open_retry_seconds")}
+    return out
+
+
 class WorkerDied(Exception):
     """The worker process exited or was killed while handling a request."""
 
@@ -60,6 +75,7 @@ class WorkerProcess:
         if self.config.data_root:
             env["EXTRA_DATA_DATA_ROOT"] = str(self.config.data_root)
         env.pop("AMORE_MYMDC", None)
+        env["AMORE_FACILITY"] = json.dumps(facility_settings(self.config))
         try:
             from backend.ctxrunner.mymdc import MetadataError, resolve_config
             mymdc = resolve_config(self.config["mymdc"])
@@ -202,7 +218,7 @@ class RunOutcome:
     """Result of processing one run: ``status`` ``done`` or ``failed``, or ``waiting`` when the
     context file is broken (the run stays pending), with value names written."""
 
-    proposal: int
+    proposal: int | str
     run: int
     status: str
     message: str | None = None
@@ -267,7 +283,7 @@ class RunProcessor:
         with self._lock:
             return self._busy.setdefault((proposal, run), threading.Lock())
 
-    def process(self, proposal: int, run: int, data: str = "all", names=None,
+    def process(self, proposal: int | str, run: int, data: str = "all", names=None,
                 params: dict | None = None) -> RunOutcome:
         """Compute variables of one run and store them; never raises for bad data or user code.
 
@@ -285,6 +301,9 @@ class RunProcessor:
             timeout = float(self.config["processing"]["run_timeout"])
             req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                    "names": list(names) if names else None, "params": params or {}}
+            if self.config.facility != "euxfel":
+                rec = self.db.source_run(proposal, run)
+                req["facility_run"] = rec["info"] if rec else None
             try:
                 reply = self.pool.request(req, timeout=timeout)
             except WorkerDied as e:

@@ -8,6 +8,7 @@ database's update topic.
 from __future__ import annotations
 
 import getpass
+from dataclasses import replace
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from backend.sources.base import RunEvent
 from backend.contextdir import CONTEXT_FILE_NAME, LOG_FILE_NAME, TMUX_SOCKET_NAME
 from backend.processing.local import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
 from backend.store.writer import RunDB
+from backend.vocab import normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,11 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
         root.addHandler(fh)
 
 
-def find_proposal_dir(proposal: int, config: Config) -> Path | None:
-    """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None."""
+def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
+    """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None (also for
+    proposals that are not numbers: European XFEL's layout has numbers only)."""
+    if not isinstance(proposal, int):
+        return None
     root = config.effective_data_root()
     matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
     return matches[0] if matches else None
@@ -58,6 +63,7 @@ class Listener:
         self.config = config or load_config(self.context_dir)
         self.db = RunDB(self.context_dir)
         self.proposal = self.db.proposal
+        self.facility = self.config.facility
         if self.proposal is None:
             raise RuntimeError(f"{self.context_dir}: the database has no proposal; "
                                f"set it with 'amore-proto proposal N'")
@@ -102,18 +108,72 @@ class Listener:
         except Exception as e:
             log.error("Could not write the event log: %s", e)
 
+    def reporter(self, source: str):
+        """A :data:`backend.sources.base.ProblemCallback` writing to the event log as ``source``
+        (what a run source tells people: a malformed message, a lost connection...)."""
+        def on_problem(level: str, message: str, details: dict | None = None) -> None:
+            self.report(level, message, details, source=source, log_it=False)
+        return on_problem
+
+    def _handle_keyed(self, ev: RunEvent) -> None:
+        """An event of another facility's run (``ev.key`` set): record it in ``source_runs``
+        (deduped by key; ESRF numbers synthesised there), then per ``ev.state``: ``running``
+        shows the run, ``failed`` marks it failed, ``ready`` computes it. An event that changes
+        nothing already recorded (a rescan, a redelivered message) does nothing."""
+        from backend.service.integrity import snapshot_event
+        start = ev.info.get("start_time") if isinstance(ev.info, dict) else None
+        run, new, changed = self.db.register_source_run(
+            self.facility, ev.key, ev.proposal, ev.info, state=ev.state, run=ev.run,
+            start_time=start)
+        if not changed:
+            log.debug("Run %s: %s already recorded (%s)", run, ev.key, ev.event)
+            return
+        snapshot_event(self.db, replace(ev, run=run))
+        log.info("Run %d: %s (%s%s)", run, ev.state, ev.event or "event",
+                 f", {ev.source}" if ev.source else "")
+        if ev.state == "running":
+            self.db.set_run_status(ev.proposal, run, "running", None, start_time=start)
+            self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
+                                                 "status": "running"})
+            return
+        if ev.state == "failed":
+            self.db.set_run_status(ev.proposal, run, "failed", ev.error, start_time=start)
+            self.report("error", f"run {run}: {ev.error}", {"key": ev.key, "source": ev.source},
+                        source=self.facility, run=run)
+            self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
+                                                 "status": "failed"})
+            return
+        if self._closed_notice(ev, run):
+            return
+        if new:
+            self._publish("run_values_updated", {"proposal": ev.proposal, "run": run,
+                                                 "names": [], "status": "pending"})
+        self.submit(ev.proposal, run, ev.data)
+
+    def _closed_notice(self, ev: RunEvent, run) -> bool:
+        """True (and an event log entry) when the proposal is closed: runs are recorded, not
+        processed."""
+        from backend.store.trust import is_closed
+        if not is_closed(self.db):
+            return False
+        self.report("info", f"Run {run} announced ({ev.event or ev.data}) while the "
+                    f"proposal is closed: recorded, not processed", source="closed",
+                    run=run, details={"location": ev.location})
+        return True
+
     def handle_event(self, ev: RunEvent) -> None:
         """Record the run of ``ev`` (and the announcement itself, append-only) and queue its
         processing. Called by the event sources."""
-        if ev.proposal != self.proposal:
+        try:
+            if normalize_proposal(ev.proposal) != self.proposal:
+                return
+        except ValueError:
             return
+        if ev.key is not None:
+            return self._handle_keyed(ev)
         from backend.service.integrity import snapshot_event
-        from backend.store.trust import is_closed
         snapshot_event(self.db, ev)
-        if is_closed(self.db):
-            self.report("info", f"Run {ev.run} announced ({ev.event or ev.data}) while the "
-                        f"proposal is closed: recorded, not processed", source="closed",
-                        run=ev.run, details={"location": ev.location})
+        if self._closed_notice(ev, ev.run):
             return
         new = self.db.ensure_run(ev.proposal, ev.run)
         log.info("Run %d: %s data ready (%s%s)", ev.run, ev.data, ev.event or "event",
@@ -123,7 +183,7 @@ class Listener:
                                                  "names": [], "status": "pending"})
         self.submit(ev.proposal, ev.run, ev.data)
 
-    def submit(self, proposal: int, run: int, data: str):
+    def submit(self, proposal: int | str, run: int, data: str):
         if self._stop.is_set():
             return None
         fut = self.executor.submit(self._process, proposal, run, data)
@@ -195,6 +255,86 @@ class Listener:
             self._ctx_reloading.clear()
 
     def _start_sources(self) -> None:
+        if self.facility == "ess":
+            return self._start_ess()
+        if self.facility == "esrf":
+            from backend.sources.esrf import EsrfMetadataSource
+            c = self.config["esrf"]
+            root = c.get("root") or ""
+            if not root:
+                log.error("facility = \"esrf\" needs [esrf] root (the beamtime folder) in amore.toml")
+                return
+            self.add_source(EsrfMetadataSource(
+                root, self.proposal, c.get("path_prefix", ""), c.get("path_prefix_replacement", ""),
+                quiet_seconds=c["quiet_seconds"], rescan_seconds=c["rescan_seconds"],
+                on_problem=self.reporter("esrf")))
+            self.update_source = "esrf metadata.json"
+            return self._start_publisher()
+        if self.facility == "swissfel":
+            from backend.sources.swissfel import SwissfelRequestSource
+            c = self.config["swissfel"]
+            if not c.get("root"):
+                log.error("facility = \"swissfel\" needs [swissfel] root (the pgroup directory)")
+                return
+            self.add_source(SwissfelRequestSource(
+                c["root"], self.proposal, quiet_seconds=c["quiet_seconds"],
+                rescan_seconds=c["rescan_seconds"], on_problem=self.reporter("swissfel")))
+            self.update_source = "swissfel run_info"
+            return self._start_publisher()
+        return self._start_euxfel()
+
+    def _start_publisher(self) -> None:
+        """AMORE's update messages on Kafka, where a broker is configured and reachable."""
+        broker = self.config.broker
+        if not broker:
+            return
+        from backend.kafkaclient import broker_reachable
+        from backend.notify.kafka import UpdatePublisher
+        if broker_reachable(broker, float(self.config["kafka"]["connect_timeout"])):
+            self.publisher = UpdatePublisher(self.config, self.db.db_id)
+        else:
+            log.warning("Kafka broker %s not reachable: no update messages", broker)
+
+    def _start_ess(self) -> None:
+        broker = self.config.broker
+        if not broker:
+            log.error("facility = \"ess\" needs a Kafka broker ([kafka] broker / AMORE_BROKER)")
+            return
+        from backend.kafkaclient import broker_reachable
+        from backend.notify.kafka import UpdatePublisher
+        from backend.sources.ess import EssFileWriterSource
+        if not broker_reachable(broker, float(self.config["kafka"]["connect_timeout"])):
+            log.error("Kafka broker %s not reachable: no ESS runs until it is (restart)", broker)
+            return
+        self.publisher = UpdatePublisher(self.config, self.db.db_id)
+        source = EssFileWriterSource(self.config, self.proposal, self.db.db_id,
+                                     on_problem=self.reporter("ess"))
+        if not source.wait_ready(float(self.config["kafka"]["join_timeout"])):
+            log.warning("Kafka consumer group not joined yet; events may be delayed")
+        self.add_source(source)
+        self.update_source = f"kafka {broker}"
+        log.info("Listening for ESS file writer messages on %s (topics %s)", broker,
+                 ", ".join(source.topics))
+
+    def euxfel_topics(self) -> list[str]:
+        """European XFEL event topics: ``kafka.event_topics``, plus, with ``euxfel.online``,
+        the online topics of the proposal's instrument (``euxfel.online_topics`` with
+        ``{instrument}`` from ``euxfel.instrument`` or the proposal directory's instrument)."""
+        topics = list(self.config["kafka"]["event_topics"])
+        eu = self.config["euxfel"]
+        if eu.get("online"):
+            inst = eu.get("instrument")
+            if not inst:
+                pdir = find_proposal_dir(self.proposal, self.config)
+                inst = pdir.parent.parent.name if pdir is not None else None
+            if inst:
+                topics += [t.format(instrument=str(inst).lower()) for t in eu["online_topics"]]
+            else:
+                log.error("euxfel.online: instrument of proposal %s unknown; set euxfel.instrument",
+                          self.proposal)
+        return list(dict.fromkeys(topics))
+
+    def _start_euxfel(self) -> None:
         broker = self.config.broker
         reachable = False
         if broker:
@@ -204,7 +344,9 @@ class Listener:
             reachable = broker_reachable(broker, float(self.config["kafka"]["connect_timeout"]))
             if reachable:
                 self.publisher = UpdatePublisher(self.config, self.db.db_id)
-                source = FacilityEventSource(self.config, self.proposal, self.db.db_id)
+                source = FacilityEventSource(self.config, self.proposal, self.db.db_id,
+                                             topics=self.euxfel_topics(),
+                                             on_problem=self.reporter("kafka"))
                 # Join the consumer group before saying "Ready": events announced from then on
                 # are delivered (a new group starts at the end of the topics).
                 if not source.wait_ready(float(self.config["kafka"]["join_timeout"])):
@@ -212,7 +354,7 @@ class Listener:
                 self.add_source(source)
                 self.update_source = f"kafka {broker}"
                 log.info("Listening for run events on %s (topics %s); updates on %s", broker,
-                         ", ".join(self.config["kafka"]["event_topics"]),
+                         ", ".join(source.topics),
                          self.config.update_topic(self.db.db_id))
             else:
                 log.warning("Kafka broker %s not reachable: running offline", broker)
@@ -220,7 +362,7 @@ class Listener:
         if watch is True or (watch == "auto" and not reachable):
             pdir = find_proposal_dir(self.proposal, self.config)
             if pdir is None:
-                log.error("Proposal %d not found under the data root; cannot watch for runs",
+                log.error("Proposal %s not found under the data root; cannot watch for runs",
                           self.proposal)
             else:
                 from backend.sources.directory import RunDirectoryWatcher
@@ -239,12 +381,11 @@ class Listener:
             self.handle_event(ev)
             source.ack(token)
 
-        name = getattr(source, "name", "source")
-        try:
-            source.report = lambda level, message, details=None: self.report(
-                level, message, details, source=name.split()[0], log_it=False)
-        except AttributeError:
-            pass
+        if getattr(source, "on_problem", None) is None:
+            try:
+                source.on_problem = self.reporter(getattr(source, "name", "source").split()[0])
+            except AttributeError:
+                pass
         source.start(on_event)
         self.sources.append(source)
 
@@ -256,8 +397,8 @@ class Listener:
         self._backend_session = manager.BackendSession.begin(self)
         log.info("Running on %s under user %s, PID %d", manager.this_host(), getpass.getuser(),
                  os.getpid())
-        log.info("Context directory %s, proposal %d, %d worker(s)", self.context_dir,
-                 self.proposal, self.config.jobs)
+        log.info("Context directory %s, %s proposal %s, %d worker(s)", self.context_dir,
+                 self.facility, self.proposal, self.config.jobs)
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self._stop.set())

@@ -13,6 +13,14 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from backend.vocab import MalformedEvent  # noqa: F401  (sources raise it)
 
+#: ``on_problem(level, message, details)``: how a source tells people what they should see in
+#: the event log (``RunDB.add_event``): input it skipped (a malformed message or file), a lost
+#: connection and when it came back. A source takes it as its ``on_problem`` attribute (the
+#: listener sets it when the source has none); ``level`` is ``"info"``, ``"warning"`` or
+#: ``"error"``, ``details`` a JSON-serialisable dict (topic, offset, path, reason...).
+ProblemCallback = Callable[[str, str, dict], None]
+
+
 @dataclass(frozen=True)
 class RunEvent:
     """Data of one run became available.
@@ -28,10 +36,19 @@ class RunEvent:
     has it (e.g. a SwissFEL acquisition request, an ESS file's ``/entry`` fields; JSON-
     serialisable), stored as the run's metadata snapshot; None at European XFEL, where it is read
     from the run's files.
+
+    Other facilities' runs (ESS, ESRF, SwissFEL) also carry ``key``, the facility's identity of
+    the run (ESS job id, path of a metadata.json or request JSON), and ``info``, what the source
+    knows of it (JSON-serialisable: files, the facility's metadata, times as Unix seconds),
+    recorded in the database's ``source_runs``; ``run`` may then be None (ESRF: a number is
+    synthesised when the run is first recorded). ``state``: ``"ready"`` (compute it),
+    ``"running"`` (record it, compute later: ESS ``pl72``) or ``"failed"`` (``error`` says why:
+    ESS ``wrdn`` with ``error_encountered``). ``proposal``: int (European XFEL, ESS) or str
+    (ESRF ``mx2532``, SwissFEL ``p18493``).
     """
 
-    proposal: int
-    run: int
+    proposal: int | str
+    run: int | None
     data: str = "raw"
     source: str = ""
     timestamp: float = field(default_factory=time.time)
@@ -39,13 +56,11 @@ class RunEvent:
     location: str = ""
     message: str | None = None
     metadata: dict | None = field(default=None, compare=False, hash=False)
+    key: str | None = None
+    info: dict = field(default_factory=dict, compare=False, hash=False)
+    state: str = "ready"
+    error: str | None = None
 
-
-#: ``report(level, message, details)``: how a source tells people about a problem they should see
-#: (a malformed message, a lost connection, and when it came back); the listener sets a source's
-#: ``report`` attribute to a function writing the event log. ``level``: ``"info"``,
-#: ``"warning"`` or ``"error"``; ``details``: JSON-serialisable dict (topic, offset, reason...).
-ProblemCallback = Callable[[str, str, dict], None]
 
 #: ``on_event(event, token)``: called by a source, from its own thread, for every run event.
 #: ``token`` is opaque; the listener passes it to :meth:`RunSource.ack` once the run is recorded.

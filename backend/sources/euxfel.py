@@ -20,6 +20,7 @@ from backend.config import Config, ConfigError
 from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, OFFSET_RESET_ALIASES,
                                  SESSION_TIMEOUT_MS, Throttle, common_settings, record_time)
 from backend.sources.base import MalformedEvent, RunEvent
+from backend.vocab import normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,20 @@ class FacilityEventSource:
     another thread.
     """
 
-    def __init__(self, config: Config, proposal: int, db_id: str):
+    #: which kind of source this is, in the event log
+    source_name = "kafka"
+
+    def __init__(self, config: Config, proposal: int | str, db_id: str,
+                 topics: list[str] | None = None, on_problem=None):
         broker = config.broker
         if broker is None:
             raise ValueError("no Kafka broker configured (kafka.broker / $AMORE_BROKER)")
         kafka = config["kafka"]
-        self.topics: list[str] = list(kafka["event_topics"])
+        self.config = config
+        #: :data:`backend.sources.base.ProblemCallback` for what people should see in the event
+        #: log: skipped messages, a lost or restored broker (or None; the listener sets it)
+        self.on_problem = on_problem
+        self.topics: list[str] = list(kafka["event_topics"] if topics is None else topics)
         if not self.topics:
             raise ValueError("no facility event topics configured (kafka.event_topics)")
         reset = str(kafka.get("auto_offset_reset", "latest")).strip().lower()
@@ -135,7 +144,7 @@ class FacilityEventSource:
             raise ConfigError(f"kafka.auto_offset_reset must be 'latest' or 'earliest', "
                               f"not {kafka.get('auto_offset_reset')!r}")
         self.auto_offset_reset: str = OFFSET_RESET_ALIASES[reset]
-        self.proposal = int(proposal)
+        self.proposal = normalize_proposal(proposal)
         self.db_id = db_id
         self.group_id: str = config.consumer_group(db_id, self.proposal)
         self._kinds = config.event_kinds()
@@ -154,9 +163,6 @@ class FacilityEventSource:
         self._msg_errors = Throttle()
         self.broker = broker
         self._down = False
-        #: set by the listener: ``report(level, message, details)`` for the event log
-        #: (:data:`backend.sources.base.ProblemCallback`)
-        self.report = None
 
         settings = common_settings(broker, "event consumer", f"amore-listener-{db_id}")
         log_error = settings["error_cb"]
@@ -304,9 +310,7 @@ class FacilityEventSource:
                 key = (topic, part)
                 source = f"kafka:{topic}[{part}]@{off}"
                 try:
-                    ev = parse_facility_message(m.value(), self._kinds, source=source,
-                                                timestamp=record_time(m),
-                                                location=f"{topic}[{part}]@{off}")
+                    ev = self._parse(m.value(), source, record_time(m), f"{topic}[{part}]@{off}")
                 except MalformedEvent as e:
                     log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s",
                                 topic, part, off, e)
@@ -322,7 +326,7 @@ class FacilityEventSource:
                     events.append((ev, _AckToken(topic, part, off)))
                 else:
                     if ev is not None:
-                        log.debug("Ignoring %s for proposal %d (%s)", ev.event, ev.proposal, source)
+                        log.debug("Ignoring %s for proposal %s (%s)", ev.event, ev.proposal, source)
                     pending[off] = True
                     touched.add(key)
             advances = {key: pos for key in touched
@@ -355,14 +359,20 @@ class FacilityEventSource:
                                  {"broker": self.broker})
 
     def _report_problem(self, level: str, message: str, details: dict) -> None:
-        """Tell people (the listener's event log, via :attr:`report`); never raises."""
-        report = getattr(self, "report", None)
-        if report is None:
+        """Tell people through :attr:`on_problem` (the listener's event log); never raises."""
+        if self.on_problem is None:
             return
         try:
-            report(level, message, details)
+            self.on_problem(level, message, details)
         except Exception:
             log.exception("Could not report %r", message)
+
+    def _parse(self, value: bytes | None, source: str, timestamp: float,
+               location: str = "") -> RunEvent | None:
+        """One message value -> a RunEvent (None: nothing for AMORE). Raises MalformedEvent.
+        ``location`` (``topic[partition]@offset``) goes into the event for the run's snapshot."""
+        return parse_facility_message(value, self._kinds, source=source, timestamp=timestamp,
+                                      location=location)
 
     def _message_error(self, msg, err: KafkaError):
         topic = msg.topic()

@@ -11,15 +11,53 @@ from backend.files import share_like_dir
 from backend.store.writer import RunDB
 
 
-def init_context_dir(context_dir: str | os.PathLike, proposal: int, template: str = "generic",
-                     context_file: Path | None = None) -> Path:
+def _toml_str(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def facility_toml(facility: str, proposal, root: str | None = None) -> str:
+    """The ``amore.toml`` that ``amore-proto init --facility F`` writes: the facility and its
+    settings (see :data:`backend.config.DEFAULTS`), with placeholders the user edits. ``root``:
+    the ESRF beamtime folder / SwissFEL pgroup directory."""
+    lines = ["# AMORE settings of this context directory (see README: Facilities)",
+             f"facility = {_toml_str(facility)}", ""]
+    if facility == "ess":
+        lines += ["[kafka]", "# broker = \"host:9092\"    # or AMORE_BROKER", "",
+                  "[ess]", 'topics = ["ymir_filewriter"]',
+                  "run_number_pattern = '_(\\d+)\\.(?:hdf|nxs|h5)$'",
+                  "# file_root = \"\"   # directory relative file names are under", "",
+                  "# [columns.temperature]", '# hdf5 = "/entry/sample/temperature"',
+                  '# type = "number"', '# reduce = "mean"']
+    elif facility == "esrf":
+        lines += ["[esrf]", f"root = {_toml_str(root or f'/data/visitor/{proposal}')}",
+                  'attributo_config = "attributo-config.json"', 'path_prefix = ""',
+                  'path_prefix_replacement = ""']
+    elif facility == "swissfel":
+        lines += ["[swissfel]", f"root = {_toml_str(root or f'/sf/BEAMLINE/data/{proposal}')}",
+                  "", "# [columns.rate]", '# key = "rate_multiplicator"', '# type = "integer"']
+    else:
+        lines += ["[euxfel]", "online = false   # also the online cluster's per-instrument topics"]
+    return "\n".join(lines) + "\n"
+
+
+def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, template: str | None = None,
+                     context_file: Path | None = None, facility: str | None = None,
+                     root: str | None = None) -> Path:
     """Create a context directory: ``runs.sqlite`` for ``proposal``, ``context.py`` from a
-    template of :mod:`context_templates` (or a given file) and ``extracted_data/``.
+    template of :mod:`context_templates` (or a given file) and ``extracted_data/``. With
+    ``facility`` (``euxfel``, ``ess``, ``esrf``, ``swissfel``) also ``amore.toml`` for it (kept if
+    one exists) and, unless a template is named, that facility's template (``generic`` at
+    European XFEL).
 
     Returns the path of the new ``context.py``. Raises ``FileExistsError`` if a context file
     already exists, :class:`backend.store.writer.StorageError` if the database belongs to another
-    proposal, ``KeyError`` for an unknown template.
+    proposal, ``KeyError`` for an unknown template or facility.
     """
+    from backend.vocab import FACILITIES
+    if facility is not None and facility not in FACILITIES:
+        raise KeyError(f"unknown facility {facility!r}; one of {', '.join(FACILITIES)}")
+    if template is None:
+        template = facility if facility not in (None, "euxfel") else "generic"
     cd = ContextDir(context_dir)
     cd.path.mkdir(parents=True, exist_ok=True)
     ctx = cd.context_file
@@ -30,7 +68,13 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int, template: st
     db.close()
     shutil.copyfile(src, ctx)
     cd.extracted_dir.mkdir(exist_ok=True)
+    made = [db.path, ctx, cd.extracted_dir]
+    if facility is not None:
+        toml = cd.path / "amore.toml"
+        if not toml.exists():
+            toml.write_text(facility_toml(facility, proposal, root))
+            made.append(toml)
     # a proposal group shares usr/Shared/amore: what we create is group-writable where it is
-    for p in (db.path, ctx, cd.extracted_dir):
+    for p in made:
         share_like_dir(p)
     return ctx

@@ -19,6 +19,18 @@ Tables (long/narrow):
     (``raw``/``proc``), summary.
 ``comments``
     standalone timestamped comments (``run`` may be NULL).
+``source_runs``
+    runs as other facilities name them (revision 0004): ``source`` (``ess``, ``esrf``,
+    ``swissfel``) and ``key`` (ESS job id, path of an ESRF ``metadata.json`` or a SwissFEL request
+    JSON) -> ``proposal``/``run``; ``info`` (JSON text: what the run source knows of the run: files,
+    the facility's metadata), ``state`` (``running``, ``ready``, ``failed``), ``updated`` (Unix
+    seconds). ESRF run numbers are assigned here, once, in order of discovery.
+
+Proposal columns hold the proposal as :func:`backend.vocab.normalize_proposal` gives it: an integer
+(European XFEL ``2832``, ESS) or text (ESRF ``mx2532``, SwissFEL ``p18493``). They are declared
+INTEGER, whose SQLite affinity stores numbers as integers and identifiers as text, so comparisons
+with either kind of parameter work and existing databases need no rewrite.
+
 ``events``
     the event log: ``timestamp`` (Unix seconds), ``level`` (a :class:`backend.vocab.EventLevel`),
     ``source`` (which part of AMORE: ``kafka``, ``watcher``, ``context``, ``worker``...),
@@ -56,6 +68,16 @@ class AnyValue(UserDefinedType):
         return "BLOB"
 
 
+class ProposalId(UserDefinedType):
+    """A proposal column: declared INTEGER (SQLite integer affinity); holds integers (European
+    XFEL, ESS) and text identifiers (ESRF ``mx2532``, SwissFEL ``p18493``) side by side."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw):
+        return "INTEGER"
+
+
 metadata_obj = sa.MetaData()
 
 metadata_table = sa.Table(
@@ -65,7 +87,7 @@ metadata_table = sa.Table(
 )
 runs_table = sa.Table(
     "runs", metadata_obj,
-    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("proposal", ProposalId, primary_key=True),
     sa.Column("run", sa.Integer, primary_key=True),
     sa.Column("start_time", sa.Float),
     sa.Column("added_at", sa.Float),
@@ -75,7 +97,7 @@ runs_table = sa.Table(
 )
 run_values_table = sa.Table(
     "run_values", metadata_obj,
-    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("proposal", ProposalId, primary_key=True),
     sa.Column("run", sa.Integer, primary_key=True),
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("value", AnyValue),
@@ -96,7 +118,7 @@ variables_table = sa.Table(
 comments_table = sa.Table(
     "comments", metadata_obj,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("proposal", sa.Integer),
+    sa.Column("proposal", ProposalId),
     sa.Column("run", sa.Integer),
     sa.Column("timestamp", sa.Float, nullable=False),
     sa.Column("author", sa.Text),
@@ -108,7 +130,7 @@ events_table = sa.Table(
     sa.Column("timestamp", sa.Float, nullable=False),
     sa.Column("level", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
-    sa.Column("proposal", sa.Integer),
+    sa.Column("proposal", ProposalId),
     sa.Column("run", sa.Integer),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("details", sa.Text),
@@ -117,7 +139,7 @@ events_table = sa.Table(
 run_snapshots_table = sa.Table(
     "run_snapshots", metadata_obj,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("proposal", sa.Integer, nullable=False),
+    sa.Column("proposal", ProposalId, nullable=False),
     sa.Column("run", sa.Integer, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
@@ -127,7 +149,7 @@ run_snapshots_table = sa.Table(
 )
 file_checksums_table = sa.Table(
     "file_checksums", metadata_obj,
-    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("proposal", ProposalId, primary_key=True),
     sa.Column("run", sa.Integer, primary_key=True),
     sa.Column("path", sa.Text, primary_key=True),
     sa.Column("algorithm", sa.Text, primary_key=True),
@@ -138,7 +160,7 @@ file_checksums_table = sa.Table(
 )
 run_verifications_table = sa.Table(
     "run_verifications", metadata_obj,
-    sa.Column("proposal", sa.Integer, primary_key=True),
+    sa.Column("proposal", ProposalId, primary_key=True),
     sa.Column("run", sa.Integer, primary_key=True),
     sa.Column("verified_at", sa.Float, nullable=False),
     sa.Column("algorithm", sa.Text, nullable=False),
@@ -148,3 +170,14 @@ run_verifications_table = sa.Table(
     sa.Column("details", sa.Text),
 )
 
+source_runs_table = sa.Table(
+    "source_runs", metadata_obj,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("proposal", ProposalId, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("info", sa.Text),
+    sa.Column("state", sa.Text),
+    sa.Column("updated", sa.Float),
+    sa.UniqueConstraint("source", "proposal", "run", name="uq_source_runs_run"),
+)

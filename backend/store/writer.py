@@ -40,10 +40,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
-                                  run_values_table, runs_table, variables_table)
+                                  run_values_table, runs_table, source_runs_table,
+                                  variables_table)
 from backend.contextdir import DB_FILE_NAME
 from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
-                           StoredValue, VariableInfo)
+                           StoredValue, VariableInfo, normalize_proposal)
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,16 @@ class RunDB:
         self.engine = make_engine(self.path)
 
     @classmethod
-    def create(cls, context_dir: str | os.PathLike, proposal: int | None = None) -> "RunDB":
-        """Create (or open) the database and give it a ``db_id``; set ``proposal`` if given.
+    def create(cls, context_dir: str | os.PathLike, proposal: int | str | None = None) -> "RunDB":
+        """Create (or open) the database and give it a ``db_id``; set ``proposal`` if given
+        (a number such as ``2832`` or an identifier such as ``"mx2532"``, see
+        :func:`backend.vocab.normalize_proposal`).
 
-        Raises :class:`StorageError` if the database belongs to another proposal.
+        Raises :class:`StorageError` if the database belongs to another proposal, ``ValueError``
+        for something that is no proposal.
         """
+        if proposal is not None:
+            proposal = normalize_proposal(proposal)
         path = db_path(context_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(context_dir, _create=True)
@@ -140,10 +146,10 @@ class RunDB:
             if "db_id" not in existing:
                 conn.execute(metadata_table.insert().values(key="db_id", value=uuid.uuid4().hex))
             old = existing.get("proposal")
-            if proposal is not None and old is not None and int(old) != int(proposal):
+            if proposal is not None and old is not None and normalize_proposal(old) != proposal:
                 raise StorageError(f"{path} belongs to proposal {old}, not {proposal}")
         if proposal is not None:
-            db.set_metadata("proposal", str(int(proposal)))
+            db.set_metadata("proposal", str(proposal))
         return db
 
     # --- metadata -------------------------------------------------------------------------
@@ -165,13 +171,14 @@ class RunDB:
         return self.get_metadata("db_id")
 
     @property
-    def proposal(self) -> int | None:
-        """Proposal number the database belongs to, or None if not set."""
+    def proposal(self) -> int | str | None:
+        """Proposal the database belongs to (int for numeric proposals, else the identifier
+        such as ``"mx2532"``), or None if not set."""
         p = self.get_metadata("proposal")
-        return int(p) if p is not None else None
+        return normalize_proposal(p) if p is not None else None
 
     # --- runs -----------------------------------------------------------------------------
-    def ensure_run(self, proposal: int, run: int, start_time: float | None = None,
+    def ensure_run(self, proposal: int | str, run: int, start_time: float | None = None,
                    added_at: float | None = None) -> bool:
         """Record a run if it is new (status ``pending``); set its start time if given.
 
@@ -190,7 +197,7 @@ class RunDB:
                              .values(start_time=start_time))
         return new
 
-    def set_run_status(self, proposal: int, run: int, status: str,
+    def set_run_status(self, proposal: int | str, run: int, status: str,
                        message: str | None = None, start_time: float | None = None) -> None:
         """Set a run's processing status (one of :data:`RUN_STATUSES`) and message."""
         if status not in RUN_STATUSES:
@@ -204,7 +211,7 @@ class RunDB:
                 {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
                  "m": message})
 
-    def set_comment(self, proposal: int, run: int, text: str | None) -> None:
+    def set_comment(self, proposal: int | str, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
         self.ensure_run(proposal, run)
         with self.engine.begin() as conn:
@@ -222,14 +229,105 @@ class RunDB:
     def run_numbers(self) -> list[int]:
         return [r["run"] for r in self.runs()]
 
-    def get_run(self, proposal: int, run: int) -> dict | None:
+    def get_run(self, proposal: int | str, run: int) -> dict | None:
         with self.engine.connect().execution_options(readonly=True) as conn:
             r = conn.execute(sa.select(runs_table).where(runs_table.c.proposal == proposal,
                                                          runs_table.c.run == run)).mappings().first()
         return dict(r) if r else None
 
+    # --- runs from other facilities ----------------------------------------------------------
+    def register_source_run(self, source: str, key: str, proposal: int | str, info: dict,
+                            state: str = "ready", run: int | None = None,
+                            start_time: float | None = None) -> tuple[int, bool, bool]:
+        """Record (or update) a run as a facility names it, in one transaction.
+
+        ``source``: ``"ess"``, ``"esrf"``, ``"swissfel"``; ``key``: the facility's identity of the
+        run (ESS job id, path of an ESRF metadata.json, a SwissFEL request JSON); ``info``: what
+        the source knows (JSON-serialisable; merged into what was recorded before, new keys
+        win); ``state``: ``running``/``ready``/``failed``. ``run``: the facility's run number;
+        None synthesises one: the next number after every run of the proposal, assigned
+        atomically (``BEGIN IMMEDIATE``), so the same key keeps its number across restarts.
+
+        The run row is created too (status ``pending``, or ``running`` for state ``running``).
+        Returns ``(run, new, changed)``: ``new`` if the key was not known, ``changed`` if its
+        info or state changed. A ``running`` state never replaces ``ready``/``failed`` (a start
+        message delivered again after the run finished changes nothing). Raises ``ValueError`` if ``run`` is given and the key was
+        recorded with another run number.
+        """
+        proposal = normalize_proposal(proposal)
+        now = time.time()
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    row = conn.execute(sa.select(source_runs_table).where(
+                        source_runs_table.c.source == source,
+                        source_runs_table.c.key == key)).mappings().first()
+                    if row is not None:
+                        if run is not None and run != row["run"]:
+                            raise ValueError(f"{source} run {key!r} was recorded as run "
+                                             f"{row['run']}, not {run}")
+                        if state == "running" and row["state"] in ("ready", "failed"):
+                            return row["run"], False, False  # a late/redelivered start message
+                        old = json.loads(row["info"]) if row["info"] else {}
+                        merged = {**old, **info}
+                        changed = merged != old or state != row["state"]
+                        if changed:
+                            conn.execute(source_runs_table.update().where(
+                                source_runs_table.c.source == source,
+                                source_runs_table.c.key == key).values(
+                                    info=json.dumps(merged, default=str), state=state,
+                                    updated=now))
+                        return row["run"], False, changed
+                    if run is None:
+                        top = conn.execute(sa.text(
+                            "SELECT max(r) FROM (SELECT max(run) AS r FROM runs WHERE proposal = :p "
+                            "UNION ALL SELECT max(run) FROM source_runs WHERE proposal = :p)"),
+                            {"p": proposal}).scalar()
+                        run = int(top or 0) + 1
+                    conn.execute(source_runs_table.insert().values(
+                        source=source, key=key, proposal=proposal, run=run,
+                        info=json.dumps(info, default=str), state=state, updated=now))
+                    conn.execute(sa.text(
+                        "INSERT INTO runs(proposal, run, start_time, added_at, status) "
+                        "VALUES (:p, :r, :s, :a, :st) ON CONFLICT(proposal, run) DO UPDATE SET "
+                        "start_time = coalesce(runs.start_time, excluded.start_time)"),
+                        {"p": proposal, "r": run, "s": start_time, "a": now,
+                         "st": "running" if state == "running" else "pending"})
+                    return run, True, True
+            except sa.exc.OperationalError as e:  # pragma: no cover - only under extreme load
+                if "locked" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def source_run(self, proposal: int | str, run: int) -> dict | None:
+        """What a run source recorded for a run (latest update first when several keys map to
+        it): dict with ``source``, ``key``, ``info`` (dict), ``state``, ``updated``; None for
+        runs no facility source recorded (European XFEL)."""
+        proposal = normalize_proposal(proposal)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            r = conn.execute(sa.select(source_runs_table).where(
+                source_runs_table.c.proposal == proposal, source_runs_table.c.run == run)
+                .order_by(source_runs_table.c.updated.desc())).mappings().first()
+        if r is None:
+            return None
+        out = dict(r)
+        out["info"] = json.loads(out["info"]) if out["info"] else {}
+        return out
+
+    def source_runs(self, source: str | None = None) -> list[dict]:
+        """Every recorded facility run (see :meth:`source_run`), ordered by run number."""
+        q = sa.select(source_runs_table).order_by(source_runs_table.c.run)
+        if source is not None:
+            q = q.where(source_runs_table.c.source == source)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        return rows
+
     # --- values ---------------------------------------------------------------------------
-    def write_values(self, proposal: int, run: int, values: dict[str, StoredValue],
+    def write_values(self, proposal: int | str, run: int, values: dict[str, StoredValue],
                      status: str | None = None, status_message: str | None = None,
                      start_time: float | None = None, delete_missing: Iterable[str] = ()) -> None:
         """Store the values of one run in one short transaction.
@@ -277,7 +375,7 @@ class RunDB:
                 log.warning("Database busy, retrying write of run %d (%s)", run, e)
                 time.sleep(0.2 * (attempt + 1))
 
-    def get_values(self, proposal: int, run: int,
+    def get_values(self, proposal: int | str, run: int,
                    names: Iterable[str] | None = None) -> dict[str, StoredValue]:
         """Stored values of one run: name -> :class:`StoredValue` (only ``names`` if given)."""
         q = sa.select(run_values_table).where(run_values_table.c.proposal == proposal,
@@ -319,7 +417,7 @@ class RunDB:
 
     # --- comments -------------------------------------------------------------------------
     def add_comment(self, text: str, author: str | None = None, timestamp: float | None = None,
-                    proposal: int | None = None, run: int | None = None) -> int:
+                    proposal: int | str | None = None, run: int | None = None) -> int:
         """Add a standalone timestamped comment; returns its id."""
         with self.engine.begin() as conn:
             res = conn.execute(comments_table.insert().values(
@@ -334,7 +432,7 @@ class RunDB:
 
     # --- event log --------------------------------------------------------------------------
     def add_event(self, level: EventLevel | str, source: str, message: str, *,
-                  run: int | None = None, proposal: int | None = None,
+                  run: int | None = None, proposal: int | str | None = None,
                   details: dict | None = None, timestamp: float | None = None) -> int:
         """Append an entry to the event log; returns its id.
 

@@ -1,0 +1,1 @@
+"""Context templates of other facilities (ESS, ESRF, SwissFEL), for ``amore-proto init --facility``."""
