@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.config import Config, load_config
 from backend.sources.base import RunEvent
+from backend.locate import find_proposal_dir
 from backend.contextdir import CONTEXT_FILE_NAME, LOG_FILE_NAME, TMUX_SOCKET_NAME
 from backend.processing.local import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
 from backend.store.writer import RunDB
@@ -40,13 +41,6 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
         fh = logging.FileHandler(Path(context_dir) / LOG_FILE_NAME)
         fh.setFormatter(fmt)
         root.addHandler(fh)
-
-
-def find_proposal_dir(proposal: int, config: Config) -> Path | None:
-    """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None."""
-    root = config.effective_data_root()
-    matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
-    return matches[0] if matches else None
 
 
 class Listener:

@@ -99,6 +99,8 @@ ALL_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.summary_type, _valu
 #: (proposal, run, name) -> (value, summary_type, attributes) of one cell
 VALUE_SQL = _sql(sa.select(V.value, V.summary_type, V.attributes)
                  .where(V.proposal == _p("p"), V.run == _p("r"), V.name == _p("n")))
+#: (name,) -> (1,) if any run has a value of that name, else (0,)
+NAME_HAS_VALUES_SQL = _sql(sa.select(sa.exists().where(V.name == _p("n"))))
 #: (proposal, run, name) -> (PNG bytes,) of a thumbnail cell
 THUMBNAIL_SQL = _sql(sa.select(V.value).where(V.proposal == _p("p"), V.run == _p("r"),
                                               V.name == _p("n"),
