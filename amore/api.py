@@ -28,7 +28,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from backend.contextdir import ContextDir
 from backend.locate import LocateError, resolve
 from backend.store import reader as sql
 from backend.vocab import SummaryType
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["open", "AmoreDB", "RunVariables", "VariableData", "AmoreKeyError", "LocateError"]
 
@@ -106,7 +109,7 @@ def _table_value(value: Any, summary_type: str) -> Any:
     return _decode_summary(value, summary_type)
 
 
-def _column(values: list) -> "pandas.Series":  # noqa: F821
+def _column(values: list) -> "pandas.Series":
     """A table column: numeric dtype if every value is a number (None -> NaN), else object."""
     import pandas as pd
     present = [v for v in values if v is not None]
@@ -209,7 +212,7 @@ class AmoreDB:
             rows.append(d)
         return rows
 
-    def variables(self) -> "pandas.DataFrame":  # noqa: F821
+    def variables(self) -> "pandas.DataFrame":
         """The context file's variables, in definition order: a ``pandas.DataFrame`` with
         columns ``name`` (str), ``title`` (str; the name if no title was given), ``units``
         (str or None), ``tags`` (list of str) and ``description`` (str or None: the
@@ -220,7 +223,7 @@ class AmoreDB:
         cols = ["name", "title", "units", "tags", "description"]
         return pd.DataFrame([[r[c] for c in cols] for r in rows], columns=cols, dtype=object)
 
-    def comments(self) -> "pandas.DataFrame":  # noqa: F821
+    def comments(self) -> "pandas.DataFrame":
         """The standalone timestamped comments (the GUI's comment log), oldest first: a
         ``pandas.DataFrame`` with columns ``timestamp`` (``datetime64[ns, UTC]``), ``proposal``
         and ``run`` (may be missing: a comment about no particular run), ``author`` and
@@ -234,7 +237,7 @@ class AmoreDB:
         df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
         return df
 
-    def table(self, with_titles: bool = False) -> "pandas.DataFrame":  # noqa: F821
+    def table(self, with_titles: bool = False) -> "pandas.DataFrame":
         """The run table as a ``pandas.DataFrame``, one row per run (ordered by proposal and
         run; a default ``RangeIndex``).
 

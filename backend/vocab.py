@@ -28,6 +28,7 @@ class RunStatus(str, Enum):
     PROCESSING = "processing"  #: a worker is evaluating the context file on it
     DONE = "done"              #: every variable evaluated (some may hold error cells)
     FAILED = "failed"          #: the run could not be processed (message in ``status_message``)
+    WAITING = "waiting"        #: recorded, waiting for a working context file (error in the message)
 
 
 class SummaryType(str, Enum):
@@ -47,7 +48,7 @@ class SummaryType(str, Enum):
 
 class BackendState(str, Enum):
     """State of a context directory's backend, as classified by
-    :func:`backend.service.manager.backend_state`."""
+    :func:`backend.service.manager.backend_state` (its ``state`` field holds the ``.value``)."""
 
     RUNNING_HERE = "running_here"            #: alive on this machine
     RUNNING_ELSEWHERE = "running_elsewhere"  #: alive on another host (seen through its heartbeat)

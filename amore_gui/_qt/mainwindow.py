@@ -20,6 +20,8 @@ from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, Q
                              QMainWindow, QMenu, QMessageBox, QShortcut, QTableView, QToolButton,
                              QVBoxLayout, QWidget)
 
+from backend.contextdir import ContextDir
+
 from amore_gui.components import export as export_mod
 from amore_gui.components.settings import Settings, apply_column_layout
 from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
@@ -90,7 +92,7 @@ class MainWindow(QMainWindow):
         self.backend.done.connect(self._backend_done)
         self.backend.failed.connect(self._backend_failed)
         self.log_window = None
-        self.db_path = self.context_dir / "runs.sqlite"
+        self.db_file = ContextDir(self.context_dir).db_file
         self.live_updates = live_updates
         self.use_kafka = use_kafka
         self.settings = settings or Settings()
@@ -369,7 +371,7 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, msg):
         self.model.loading = False
         self.counts_label.setText(f"Could not read the database: {msg}")
-        self.message(f"Could not read {self.db_path}:\n{msg}", error=True)
+        self.message(f"Could not read {self.db_file}:\n{msg}", error=True)
 
     def _start_updates(self, res):
         self.update_thread = UpdateThread(
@@ -934,7 +936,7 @@ class MainWindow(QMainWindow):
     def open_external_editor(self):
         """Open context.py in $VISUAL/$EDITOR/xdg-open."""
         from amore_gui._qt.editor import open_in_external_editor
-        if not open_in_external_editor(self.context_dir / "context.py"):
+        if not open_in_external_editor(ContextDir(self.context_dir).context_file):
             self.message("No external editor found ($VISUAL, $EDITOR or xdg-open); "
                          "use the built-in editor.")
 

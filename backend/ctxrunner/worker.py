@@ -29,13 +29,15 @@ import time
 import traceback
 from pathlib import Path
 
+from backend.contextdir import ContextDir
+
 
 class Worker:
     """Holds the loaded context file of one context directory and processes requests."""
 
     def __init__(self, context_dir: Path, thumbnail_px: int = 150, sparkline_points: int = 100):
         self.context_dir = Path(context_dir)
-        self.ctx_path = self.context_dir / "context.py"
+        self.ctx_path = ContextDir(self.context_dir).context_file
         self.thumbnail_px = thumbnail_px
         self.sparkline_points = sparkline_points
         self.ctx = None

@@ -19,8 +19,9 @@ from pathlib import Path
 from backend.config import Config, load_config
 from backend.sources.base import RunEvent
 from backend.locate import find_proposal_dir
-from backend.contextdir import CONTEXT_FILE_NAME, LOG_FILE_NAME, TMUX_SOCKET_NAME
-from backend.processing.local import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
+from backend.contextdir import ContextDir
+from backend.processing.local import RunProcessor, WorkerPool
+from backend.vocab import RunStatus
 from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
     sh.setFormatter(fmt)
     root.addHandler(sh)
     if context_dir is not None:
-        fh = logging.FileHandler(Path(context_dir) / LOG_FILE_NAME)
+        fh = logging.FileHandler(ContextDir(context_dir).log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
 
@@ -76,7 +77,7 @@ class Listener:
 
     def _ctx_file_mtime(self):
         try:
-            return (self.context_dir / CONTEXT_FILE_NAME).stat().st_mtime
+            return ContextDir(self.context_dir).context_file.stat().st_mtime
         except FileNotFoundError:
             return None
 
@@ -89,7 +90,7 @@ class Listener:
                  f", {ev.source}" if ev.source else "")
         if new:
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
-                                                 "names": [], "status": "pending"})
+                                                 "names": [], "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, ev.run, ev.data)
 
     def submit(self, proposal: int, run: int, data: str):
@@ -110,12 +111,17 @@ class Listener:
         return out
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
+        """Queue the unfinished runs (``pending``, ``processing``, ``waiting``), or only those
+        waiting for a working context file; returns how many."""
+        if only_waiting_for_context:
+            todo = (RunStatus.WAITING,)
+        else:
+            todo = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)
         n = 0
         for r in self.db.runs():
             if r["proposal"] != self.proposal:
                 continue
-            waiting = (r["status_message"] or "").startswith(CONTEXT_WAIT_PREFIX)
-            if r["status"] in ("pending", "processing") and (waiting or not only_waiting_for_context):
+            if r["status"] in todo:
                 self.submit(r["proposal"], r["run"], "all")
                 n += 1
         return n
@@ -205,11 +211,12 @@ class Listener:
 
     # -- main ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> None:
-        from backend.service import manager
-        # exclusive lock + status record; raises manager.BackendLockedError if another
+        from backend.service.session import BackendSession
+        from backend.service.status import this_host
+        # exclusive lock + status record; raises BackendLockedError if another
         # backend runs on this directory
-        self._backend_session = manager.BackendSession.begin(self)
-        log.info("Running on %s under user %s, PID %d", manager.this_host(), getpass.getuser(),
+        self._backend_session = BackendSession.begin(self)
+        log.info("Running on %s under user %s, PID %d", this_host(), getpass.getuser(),
                  os.getpid())
         log.info("Context directory %s, proposal %d, %d worker(s)", self.context_dir,
                  self.proposal, self.config.jobs)
@@ -260,7 +267,7 @@ class Listener:
         if getattr(self, "_backend_session", None) is not None:
             self._backend_session.close()  # status record first, so no one revives the socket
             self._backend_session = None
-        sock = self.context_dir / TMUX_SOCKET_NAME
+        sock = ContextDir(self.context_dir).tmux_socket
         try:
             sock.unlink()
             log.info("Removed %s", sock)

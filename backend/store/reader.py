@@ -23,7 +23,7 @@ from backend.store.schema import (SCHEMA_HEAD, comments_table, metadata_table, r
 from backend.vocab import SummaryType
 
 __all__ = ["connect", "schema_revision", "SCHEMA_HEAD", "RUN_FIELDS", "VARIABLE_FIELDS",
-           "COMMENT_FIELDS", "db_file"]
+           "COMMENT_FIELDS"]
 
 _DIALECT = _sqlite.dialect(paramstyle="qmark")
 

@@ -38,25 +38,58 @@ from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, variables_table)
-from backend.contextdir import DB_FILE_NAME
+from backend.contextdir import db_file
 from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
-                           StoredValue, VariableInfo)
+                           RunStatus, StoredValue, VariableInfo)
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
 
+def _new_run():
+    """Record a run (status ``pending``) unless it exists. Parameters: proposal, run,
+    start_time, added_at."""
+    ins = sqlite_insert(runs_table).values(
+        proposal=sa.bindparam("proposal"), run=sa.bindparam("run"),
+        start_time=sa.bindparam("start_time"), added_at=sa.bindparam("added_at"),
+        status=RunStatus.PENDING.value)
+    return ins.on_conflict_do_nothing(index_elements=[runs_table.c.proposal, runs_table.c.run])
+
+
+def _run_status():
+    """Set a run's status and message (recording the run if new; a start time only if given).
+    Parameters: proposal, run, start_time, added_at, status, status_message."""
+    c = runs_table.c
+    ins = sqlite_insert(runs_table).values(
+        proposal=sa.bindparam("proposal"), run=sa.bindparam("run"),
+        start_time=sa.bindparam("start_time"), added_at=sa.bindparam("added_at"),
+        status=sa.bindparam("status"), status_message=sa.bindparam("status_message"))
+    return ins.on_conflict_do_update(
+        index_elements=[c.proposal, c.run],
+        set_={"status": ins.excluded.status, "status_message": ins.excluded.status_message,
+              "start_time": sa.func.coalesce(ins.excluded.start_time, c.start_time)})
+
+
+def _upsert_value():
+    """Store one value, replacing an existing one. Parameters: the ``run_values`` columns."""
+    c = run_values_table.c
+    ins = sqlite_insert(run_values_table)
+    return ins.on_conflict_do_update(
+        index_elements=[c.proposal, c.run, c.name],
+        set_={n: ins.excluded[n] for n in ("value", "summary_type", "attributes", "timestamp")})
+
+
+_NEW_RUN = _new_run()
+_RUN_STATUS = _run_status()
+_UPSERT_VALUE = _upsert_value()
+
+
 class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
-
-
-def db_path(context_dir: str | os.PathLike) -> Path:
-    """Path of ``runs.sqlite`` for a context directory (or the file itself if given)."""
-    p = Path(context_dir)
-    return p if p.suffix == ".sqlite" else p / DB_FILE_NAME
 
 
 def make_engine(path: str | os.PathLike) -> sa.Engine:
@@ -118,7 +151,7 @@ class RunDB:
     """
 
     def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
-        self.path = db_path(context_dir)
+        self.path = db_file(context_dir)
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
@@ -132,7 +165,7 @@ class RunDB:
 
         Raises :class:`StorageError` if the database belongs to another proposal.
         """
-        path = db_path(context_dir)
+        path = db_file(context_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(context_dir, _create=True)
         with db.engine.begin() as conn:
@@ -155,9 +188,9 @@ class RunDB:
 
     def set_metadata(self, key: str, value: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO metadata(key, value) VALUES (:k, :v) "
-                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
-                         {"k": key, "v": value})
+            ins = sqlite_insert(metadata_table).values(key=key, value=value)
+            conn.execute(ins.on_conflict_do_update(index_elements=[metadata_table.c.key],
+                                                   set_={"value": ins.excluded.value}))
 
     @property
     def db_id(self) -> str:
@@ -179,10 +212,8 @@ class RunDB:
         """
         now = time.time() if added_at is None else added_at
         with self.engine.begin() as conn:
-            res = conn.execute(sa.text(
-                "INSERT INTO runs(proposal, run, start_time, added_at, status) "
-                "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                {"p": proposal, "r": run, "s": start_time, "a": now})
+            res = conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
+                                          "start_time": start_time, "added_at": now})
             new = res.rowcount > 0
             if not new and start_time is not None:
                 conn.execute(runs_table.update()
@@ -196,13 +227,9 @@ class RunDB:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         with self.engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO runs(proposal, run, start_time, added_at, status, status_message) "
-                "VALUES (:p, :r, :s, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
-                "status = excluded.status, status_message = excluded.status_message, "
-                "start_time = coalesce(excluded.start_time, runs.start_time)"),
-                {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
-                 "m": message})
+            conn.execute(_RUN_STATUS, {"proposal": proposal, "run": run, "start_time": start_time,
+                                       "added_at": time.time(), "status": RunStatus(status).value,
+                                       "status_message": message})
 
     def set_comment(self, proposal: int, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
@@ -239,24 +266,18 @@ class RunDB:
         longer exist). ``status``/``status_message``/``start_time`` update the run row too.
         """
         now = time.time()
-        rows = [{"p": proposal, "r": run, "n": name, "v": _db_value(sv.value),
-                 "st": sv.summary_type, "a": json.dumps(sv.attributes, default=str) if sv.attributes else None,
-                 "t": now} for name, sv in values.items()]
+        rows = [{"proposal": proposal, "run": run, "name": name, "value": _db_value(sv.value),
+                 "summary_type": sv.summary_type,
+                 "attributes": json.dumps(sv.attributes, default=str) if sv.attributes else None,
+                 "timestamp": now} for name, sv in values.items()]
         gone = [n for n in delete_missing if n not in values]
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(
-                        "INSERT INTO runs(proposal, run, start_time, added_at, status) "
-                        "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                        {"p": proposal, "r": run, "s": start_time, "a": now})
+                    conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
+                                            "start_time": start_time, "added_at": now})
                     if rows:
-                        conn.execute(sa.text(
-                            "INSERT INTO run_values(proposal, run, name, value, summary_type, attributes, timestamp) "
-                            "VALUES (:p, :r, :n, :v, :st, :a, :t) "
-                            "ON CONFLICT(proposal, run, name) DO UPDATE SET value = excluded.value, "
-                            "summary_type = excluded.summary_type, attributes = excluded.attributes, "
-                            "timestamp = excluded.timestamp"), rows)
+                        conn.execute(_UPSERT_VALUE, rows)
                     if gone:
                         conn.execute(run_values_table.delete().where(
                             run_values_table.c.proposal == proposal, run_values_table.c.run == run,
@@ -293,8 +314,9 @@ class RunDB:
     def all_values(self) -> list[tuple]:
         """Every stored value as ``(proposal, run, name, value, summary_type, attributes_json)``."""
         with self.engine.connect().execution_options(readonly=True) as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(
-                "SELECT proposal, run, name, value, summary_type, attributes FROM run_values")]
+            c = run_values_table.c
+            return [tuple(r) for r in conn.execute(sa.select(
+                c.proposal, c.run, c.name, c.value, c.summary_type, c.attributes))]
 
     # --- variables ------------------------------------------------------------------------
     def set_variables(self, variables: Iterable[VariableInfo]) -> bool:
