@@ -27,6 +27,7 @@ import math
 import os
 import sqlite3
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -107,18 +108,6 @@ def _table_value(value: Any, summary_type: str) -> Any:
     if summary_type == SummaryType.SPARKLINE:
         return SPARKLINE_PLACEHOLDER
     return _decode_summary(value, summary_type)
-
-
-def _column(values: list) -> "pandas.Series":
-    """A table column: numeric dtype if every value is a number (None -> NaN), else object."""
-    import pandas as pd
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, (int, float, np.integer, np.floating))
-                       and not isinstance(v, (bool, np.bool_)) for v in present):
-        if len(present) == len(values) and all(isinstance(v, (int, np.integer)) for v in values):
-            return pd.Series(values, dtype=np.int64)
-        return pd.Series([np.nan if v is None else v for v in values], dtype=np.float64)
-    return pd.Series(values, dtype=object)
 
 
 def _loads(text: str | None, default):
@@ -258,31 +247,65 @@ class AmoreDB:
         """
         import pandas as pd
         with self._snapshot() as con:
-            runs = list(con.execute(sql.RUNS_SQL))
+            runs = con.execute(sql.RUNS_SQL).fetchall()
             variables = self._variable_rows(con)
-            values = con.execute(sql.ALL_VALUES_SQL).fetchall()
+            value_names = {n for (n,) in con.execute(sql.VALUE_NAMES_SQL)}
+            numbers = con.execute(sql.NUMBER_VALUES_SQL).fetchall()
+            others = con.execute(sql.OTHER_VALUES_SQL).fetchall()
+        nrun = len(runs)
         row_of = {(p, r): i for i, (p, r, *_) in enumerate(runs)}
         names = [v["name"] for v in variables]
-        known = set(names)
-        extra = sorted({name for _p, _r, name, *_ in values} - known - set(FIXED_COLUMNS))
-        names += extra
-        cols: dict[str, list] = {n: [None] * len(runs) for n in names}
-        for p, r, name, st, value, _attrs in values:
-            i = row_of.get((p, r))
-            col = cols.get(name)
-            if i is not None and col is not None:
-                col[i] = _table_value(value, st)
-        data = {
-            "proposal": np.array([p for p, *_ in runs], dtype=np.int64),
-            "run": np.array([r for _p, r, *_ in runs], dtype=np.int64),
+        names += sorted(value_names - set(names) - set(FIXED_COLUMNS))
+        col_of = {n: j for j, n in enumerate(names)}
+        # numbers: one float64 block, filled in one numpy assignment
+        num = np.full((nrun, len(names)), np.nan)
+        has_num = np.zeros((nrun, len(names)), bool)
+        all_int = np.ones(len(names), bool)
+        if numbers:
+            n = len(numbers)
+            ps, rs, ns, vs = zip(*numbers)
+            ii = np.fromiter(map(row_of.get, zip(ps, rs), repeat(-1)), np.intp, n)
+            jj = np.fromiter(map(col_of.get, ns, repeat(-1)), np.intp, n)
+            try:
+                vals = np.array(vs, np.float64)      # NULL (a NaN result) -> NaN
+            except (TypeError, ValueError):          # text in a number cell
+                vals = np.array([_decode_summary(v, SummaryType.NUMBER) for v in vs], np.float64)
+            ok = (ii >= 0) & (jj >= 0)
+            num[ii[ok], jj[ok]] = vals[ok]
+            has_num[ii[ok], jj[ok]] = True
+            not_int = np.fromiter((type(v) is not int for v in vs), bool, n) & ok
+            all_int[np.unique(jj[not_int])] = False
+        # everything else, decoded one by one (strings, flags, errors, pictures: fewer cells)
+        objs: dict[int, dict[int, Any]] = {}
+        for p, r, name, st, value in others:
+            i, j = row_of.get((p, r)), col_of.get(name)
+            if i is None or j is None:
+                continue
+            v = _table_value(value, st)
+            if v is not None:
+                objs.setdefault(j, {})[i] = v
+        data: dict[str, Any] = {
+            "proposal": np.array([t[0] for t in runs], dtype=np.int64),
+            "run": np.array([t[1] for t in runs], dtype=np.int64),
             "start_time": pd.to_datetime(pd.Series([t[2] for t in runs], dtype="float64"),
-                                         unit="s", utc=True),
-            "comment": [t[6] for t in runs],
+                                         unit="s", utc=True).astype("datetime64[ns, UTC]"),
+            "comment": pd.Series([t[6] for t in runs], dtype=object),
         }
+        for j, n in enumerate(names):
+            if j not in objs:
+                if all_int[j] and has_num[:, j].all() and nrun:
+                    data[n] = num[:, j].astype(np.int64)
+                else:
+                    data[n] = num[:, j]
+                continue
+            col = [None] * nrun
+            for i in np.flatnonzero(has_num[:, j]):
+                v = num[i, j]
+                col[i] = int(v) if all_int[j] else float(v)
+            for i, v in objs[j].items():
+                col[i] = v
+            data[n] = pd.Series(col, dtype=object)
         df = pd.DataFrame(data)
-        df["comment"] = pd.Series(data["comment"], dtype=object)
-        for n in names:
-            df[n] = _column(cols[n])
         if with_titles:
             title = {v["name"]: v["title"] for v in variables}
             titles = [title.get(n, n) for n in names]

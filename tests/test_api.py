@@ -76,6 +76,7 @@ def test_table_matches_database(gui_ctx):
     assert {"number", "bool", "string", "sparkline", "thumbnail", "error"} <= seen
     # numbers make float columns; the flaky variable is NaN where it failed (odd runs)
     assert df["flaky"].dtype == np.float64
+    assert df["n_trains"].dtype == np.int64 and (df["n_trains"] == 40).all()
     assert math.isnan(df["flaky"][0]) and df["flaky"][1] == pytest.approx(3.0)
     # named by title
     dt = db.table(with_titles=True)
@@ -138,6 +139,25 @@ def test_read_whole_values(gui_ctx):
     trend = db[2, "xgm_trend"].summary()
     assert trend.dtype == np.float32 and trend.ndim == 1 and len(trend) > 1
     assert db[2].keys()[0] == "n_trains" and "flaky" in db[2].keys()
+
+
+def test_values_without_a_variable_definition(gui_ctx):
+    """Values of a variable no longer in the context file still show (after the defined ones);
+    a column mixing numbers and text keeps both."""
+    from backend.vocab import StoredValue
+    ctx = gui_ctx["ctx"]
+    rdb = _rundb(ctx)
+    rdb.write_values(GUI_PROPOSAL, 1, {"old_var": StoredValue(2.5, "number")})
+    rdb.write_values(GUI_PROPOSAL, 3, {"old_var": StoredValue("n/a", "string")})
+    names = [v.name for v in rdb.get_variables()]
+    rdb.close()
+    db = amore.api.open(ctx)
+    df = db.table()
+    assert list(df.columns)[-1] == "old_var" and list(df.columns)[4:-1] == names
+    assert df["old_var"].tolist() == [2.5, None, "n/a", None]
+    v = db[1, "old_var"]
+    assert v.summary() == 2.5 and v.title == "old_var"
+    assert db.table(with_titles=True).columns[-1] == "old_var"
 
 
 def test_clear_key_errors(gui_ctx):

@@ -93,9 +93,14 @@ _value_cols = [V.name, V.summary_type, _value_no_thumb, V.attributes, V.timestam
 RUN_VALUES_SQL = _sql(sa.select(*_value_cols).where(V.proposal == _p("p"), V.run == _p("r")))
 #: (since,) -> (proposal, run, name, summary_type, value/NULL, attributes, timestamp)
 VALUES_SINCE_SQL = _sql(sa.select(V.proposal, V.run, *_value_cols).where(V.timestamp > _p("t")))
-#: () -> (proposal, run, name, summary_type, value/NULL, attributes), every value
-ALL_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.summary_type, _value_no_thumb,
-                                V.attributes).order_by(V.proposal, V.run))
+#: () -> (proposal, run, name, value) of every number cell
+NUMBER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.value)
+                         .where(V.summary_type == _st(SummaryType.NUMBER)))
+#: () -> (proposal, run, name, summary_type, value or NULL for thumbnails) of every other cell
+OTHER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.summary_type, _value_no_thumb)
+                        .where(V.summary_type != _st(SummaryType.NUMBER)))
+#: () -> (name,) of every name that has a value
+VALUE_NAMES_SQL = _sql(sa.select(V.name).distinct())
 #: (proposal, run, name) -> (value, summary_type, attributes) of one cell
 VALUE_SQL = _sql(sa.select(V.value, V.summary_type, V.attributes)
                  .where(V.proposal == _p("p"), V.run == _p("r"), V.name == _p("n")))
