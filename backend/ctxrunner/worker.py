@@ -72,7 +72,7 @@ class Worker:
 
     def run(self, req: dict) -> dict:
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
-        from backend.vocab import StoredValue
+        from backend.vocab import StoredValue, SummaryType
         t0 = time.perf_counter()
         self._ensure_context()
         if self.ctx is None:
@@ -118,7 +118,7 @@ class Worker:
             if var.transient:
                 continue
             if res.skipped is not None:
-                values[name] = StoredValue(None, "skipped", {"reason": res.skipped})
+                values[name] = StoredValue(None, SummaryType.SKIPPED.value, {"reason": res.skipped})
                 continue
             if not res.ok:
                 attrs = {"error": res.error, "error_type": res.error_type}
@@ -126,7 +126,7 @@ class Worker:
                     attrs["line"] = res.line
                 if res.traceback:
                     attrs["traceback"] = res.traceback[-4000:]
-                values[name] = StoredValue(None, "error", attrs)
+                values[name] = StoredValue(None, SummaryType.ERROR.value, attrs)
                 continue
             try:
                 values[name] = table_value(res.value, summary=var.summary, units=var.units,
@@ -134,7 +134,7 @@ class Worker:
                                            sparkline_points=self.sparkline_points)
                 to_store[name] = (res.value, var.units)
             except Exception as e:
-                values[name] = StoredValue(None, "error", {"error": str(e),
+                values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": str(e),
                                                            "error_type": type(e).__name__})
             values[name].attributes["seconds"] = round(res.seconds, 4)
         h5_error = None
@@ -146,7 +146,7 @@ class Worker:
             for name in to_store:
                 values[name].attributes["storage_error"] = h5_error
         for name, err in store_errors.items():
-            values[name] = StoredValue(None, "error", {"error": f"could not be stored: {err}",
+            values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": f"could not be stored: {err}",
                                                        "error_type": "StorageError"})
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
