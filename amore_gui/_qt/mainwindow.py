@@ -25,7 +25,7 @@ from backend.contextdir import ContextDir
 from amore_gui.components import export as export_mod
 from amore_gui.components.settings import Settings, apply_column_layout
 from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
-                          OnlyIncluded, TextContains)
+                          S_FAILED, S_PROCESSING, S_WAITING, OnlyIncluded, TextContains)
 from amore_gui._qt.backend_control import BackendController, BackendLogWindow
 from amore_gui._qt.delegates import CellDelegate, ThumbnailCache
 from amore_gui._qt.model import RunTableModel
@@ -464,12 +464,15 @@ class MainWindow(QMainWindow):
         n, shown = d.nrows, self.model.rowCount()
         txt = f"{n} runs" + (f", {shown} shown" if shown != n else "")
         txt += f" · {d.nvars} variables"
-        busy = int(np.count_nonzero(np.isin(d.status[:n], (1,))))
-        failed = int(np.count_nonzero(d.status[:n] == 3))
+        busy = int(np.count_nonzero(d.status[:n] == S_PROCESSING))
+        failed = int(np.count_nonzero(d.status[:n] == S_FAILED))
+        waiting = int(np.count_nonzero(d.status[:n] == S_WAITING))
         if busy:
             txt += f" · {busy} processing"
         if failed:
             txt += f" · {failed} failed"
+        if waiting:
+            txt += f" · {waiting} waiting for a working context file"
         if not self.is_fully_loaded and self.is_loaded:
             txt += " · loading older runs…"
         self.counts_label.setText(txt)
