@@ -1,29 +1,14 @@
 """Storage of run values: ``runs.sqlite`` in the context directory, through SQLAlchemy.
 
-The database is the source of truth; messages only carry names. The schema is versioned with
-Alembic (``backend/migrations``); opening a database upgrades it to the current revision.
-
-Tables (long/narrow):
-
-``metadata``
-    key/value text pairs: ``proposal`` (int as text), ``db_id`` (32 hex chars, random at creation).
-``runs``
-    one row per (proposal, run): ``start_time`` (Unix seconds, UTC, from the first train
-    timestamp), ``added_at`` (Unix seconds, when AMORE first heard of the run), ``status``
-    (one of :data:`RUN_STATUSES`), ``status_message``, ``comment`` (the editable run comment).
-``run_values``
-    one row per (proposal, run, variable name): ``value`` (SQLite integer, real, text or blob,
-    stored without type conversion), ``summary_type`` (one of :data:`SUMMARY_TYPES`, tells how to
-    read ``value``), ``attributes`` (JSON text: units, error type/message, shape, dtype, ...),
-    ``timestamp`` (Unix seconds of the write).
-``variables``
-    the context file's variables: name, title, description, units, tags (JSON list), data
-    (``raw``/``proc``), summary.
-``comments``
-    standalone timestamped comments (``run`` may be NULL).
+The database is the source of truth; messages only carry names. Its tables are defined once,
+in :mod:`backend.store.schema` (described there); this module writes them with statements
+built from those tables, and :mod:`backend.store.reader` reads them. The schema is versioned
+with Alembic (``backend/store/migrations``); opening a database upgrades it to the current
+revision.
 
 Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
-workers may write at once without ``database is locked`` errors.
+workers may write at once without ``database is locked`` errors. :class:`RunDB` is used only by
+the backend (the database's one writer) and by commands acting for it (init, comments).
 """
 from __future__ import annotations
 
@@ -40,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from backend.store.reader import schema_revision
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, variables_table)
 from backend.contextdir import db_file
@@ -121,12 +107,10 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
 
 
 def _current_revision(path: Path) -> str | None:
+    """The Alembic revision of the database file (None for a new or empty file)."""
     con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
     try:
-        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-        return row[0] if row else None
-    except sqlite3.OperationalError:
-        return None
+        return schema_revision(con)
     finally:
         con.close()
 
