@@ -8,7 +8,8 @@ revision.
 
 Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
 workers may write at once without ``database is locked`` errors. :class:`RunDB` is used only by
-the backend (the database's one writer) and by commands acting for it (init, comments).
+the backend (the database's one writer), and for what people edit (comments, from the GUI
+or the command line).
 """
 from __future__ import annotations
 
