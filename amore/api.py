@@ -223,7 +223,8 @@ class AmoreDB:
             rows = [dict(zip(sql.COMMENT_FIELDS, r)) for r in con.execute(sql.COMMENTS_SQL)]
         cols = ["timestamp", "proposal", "run", "author", "text"]
         df = pd.DataFrame([[r[c] for c in cols] for r in rows], columns=cols, dtype=object)
-        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
+        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s",
+                                         utc=True).astype("datetime64[ns, UTC]")
         return df
 
     def table(self, with_titles: bool = False) -> "pandas.DataFrame":
