@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from backend.contextdir import ContextDir
+from backend.vocab import RunStatus
 
 DEMO_PROPOSAL = 9999
 DEMO_INSTRUMENT = "MID"
@@ -148,7 +149,7 @@ def run_demo(a) -> int:
             while time.monotonic() < deadline:
                 states = {r["run"]: r["status"] for r in db.runs()}
                 live.update(render_table(ctx, 20, console.width))
-                if all(states.get(r) in ("done", "failed") for r in runs):
+                if all(states.get(r) in (RunStatus.DONE, RunStatus.FAILED) for r in runs):
                     break
                 time.sleep(0.25)
             live.update(render_table(ctx, 20, console.width))
