@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend import PACKAGE_PARENT
 from backend.contextdir import TMUX_SOCKET_NAME
 from backend.service.status import BackendError, backend_settings, context_paths, is_own_process
 
@@ -165,6 +166,5 @@ def session_environment() -> dict[str, str]:
         from importlib.metadata import distribution
         distribution("amore")
     except Exception:
-        root = str(Path(__file__).resolve().parents[2])   # the directory holding backend/
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     return env
