@@ -326,3 +326,23 @@ def test_log_tail_and_follower(tmp_path):
     assert lf.read_new() == ["partial"]
     logf.write_text("fresh\n")  # truncated / rotated
     assert lf.read_new() == ["fresh"]
+
+
+def test_session_environment_puts_the_checkout_on_pythonpath(monkeypatch):
+    """Run from a source checkout that is not installed, the backend's tmux session still finds
+    the ``backend`` package (the directory holding it goes first on PYTHONPATH)."""
+    import importlib.metadata
+    from pathlib import Path
+
+    from backend.service.tmux import session_environment
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = session_environment()
+    first, *rest = env["PYTHONPATH"].split(os.pathsep)
+    assert (Path(first) / "backend" / "__init__.py").is_file()
+    assert (Path(first) / "amore" / "cli" / "main.py").is_file()
+    assert rest == ["/elsewhere"]
