@@ -221,3 +221,29 @@ def test_read_only_and_safe_while_the_backend_writes(gui_ctx):
     assert set(seen) <= {float(i) for i in written}, (seen, written[-1])
     assert seen == sorted(seen)
     assert db[4, "flaky"].summary() == float(written[-1])
+
+
+def test_proposal_identifiers_of_other_facilities(tmp_path):
+    """ESRF/SwissFEL proposals are identifiers ("mx2532"): the read API keeps them as str,
+    the table's proposal column holds them, db[proposal, run, name] finds the cell."""
+    from backend.store.writer import RunDB
+    from backend.vocab import RunStatus, StoredValue, VariableInfo
+    ctx = tmp_path / "amore"
+    rdb = RunDB.create(ctx, "mx2532")
+    rdb.set_variables([VariableInfo("energy", title="Energy", units="keV")])
+    rdb.write_values("mx2532", 3, {"energy": StoredValue(12.4, "number", {"units": "keV"})},
+                     status=RunStatus.DONE.value)
+    rdb.ensure_run("mx2532", 4)
+    rdb.set_run_status("mx2532", 4, RunStatus.RUNNING.value, None)
+    db = amore.api.open(ctx)
+    assert db.proposal == "mx2532"
+    assert db.runs() == [3, 4]
+    df = db.table()
+    assert df["proposal"].tolist() == ["mx2532", "mx2532"]
+    assert df["run"].tolist() == [3, 4]
+    assert df["energy"][0] == 12.4 and math.isnan(df["energy"][1])
+    assert db[3, "energy"].summary() == 12.4
+    assert db["mx2532", 3, "energy"].summary() == 12.4
+    assert db[" mx2532 ", 3, "energy"].proposal == "mx2532"
+    with pytest.raises(amore.api.AmoreKeyError, match="Run 3 of proposal mx2533"):
+        db["mx2533", 3, "energy"]
