@@ -1,7 +1,12 @@
 """AMORE's backend, the service: everything that is not Qt. One sub-package per concept:
 ``sources`` (where runs come from), ``processing`` (who runs the context file), ``ctxrunner``
 (where user code runs), ``store`` (where values are stored), ``notify`` (update messages out),
-``service`` (the backend process and how it is kept alive), ``testing`` (mock runs)."""
+``service`` (the backend process and how it is kept alive), ``integrity`` (data checks and
+checksums of raw files), ``testing`` (mock runs).
+Beside them: ``vocab`` (statuses, summary types, backend states: the vocabulary, defined once),
+``contextdir`` (every path inside a context directory), ``config`` (layered configuration),
+``locate`` (proposal number or path -> context directory), ``files``, ``formatting``,
+``kafkaclient``."""
 from pathlib import Path
 
 #: Directory holding the ``backend`` package: put on ``PYTHONPATH`` of processes that run

@@ -26,9 +26,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from backend.contextdir import ContextDir
 from backend.vocab import FACILITIES
 
-CONFIG_FILE_NAME = "amore.toml"
 #: Where a proposal's context directory lives by convention, relative to the proposal directory.
 CONTEXT_SUBDIR = Path("usr") / "Shared" / "amore"
 #: extra-data's own default data root (European XFEL), used when nothing else is configured.
@@ -179,7 +179,7 @@ DEFAULTS: dict[str, Any] = {
         "extra_args": [],
     },
     "backend": {
-        # How the GUI and 'amore-proto backend' run the backend (backend/manager.py): in this
+        # How the GUI and 'amore-proto backend' run the backend (backend/service/manager.py): in this
         # tmux session, on a tmux server bound to DIR/amore-tmux.sock.
         "tmux_session": "AMORE",
         # Shell command run in that session. None = "<the running Python> -m amore.cli listen
@@ -291,7 +291,7 @@ def load_config(context_dir: str | os.PathLike | None = None, environ=None) -> C
     if site:
         _merge(values, _read_toml(Path(site)))
     if context_dir is not None:
-        local = Path(context_dir) / CONFIG_FILE_NAME
+        local = ContextDir(context_dir).config_file
         if local.is_file():
             _merge(values, _read_toml(local))
     if "AMORE_BROKER" in environ:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from backend.vocab import SummaryType
+
 if TYPE_CHECKING:
     from backend.vocab import StoredValue
 
@@ -65,18 +67,18 @@ def format_value(sv: "StoredValue | None") -> str:
     if sv is None:
         return ""
     t = sv.summary_type
-    if t == "number":
+    if t == SummaryType.NUMBER:
         return format_number(sv.value)
-    if t == "bool":
+    if t == SummaryType.BOOL:
         return "✓" if sv.value else "✗"
-    if t in ("string", "complex", "array"):
+    if t in (SummaryType.STRING, SummaryType.COMPLEX, SummaryType.ARRAY):
         return str(sv.value)
-    if t == "sparkline":
+    if t == SummaryType.SPARKLINE:
         return sparkline_text(sparkline_values(sv), 8)
-    if t == "thumbnail":
+    if t == SummaryType.THUMBNAIL:
         return "▦ image"
-    if t == "error":
+    if t == SummaryType.ERROR:
         return f"error: {sv.attributes.get('error_type', '')}"
-    if t == "skipped":
+    if t == SummaryType.SKIPPED:
         return "–"
     return ""

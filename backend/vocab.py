@@ -20,9 +20,51 @@ class EventLevel(str, Enum):
     ERROR = "error"
 
 
-#: ``running``: the facility says the run is still being taken (ESS between ``pl72`` and ``wrdn``);
-#: it is computed once its data is complete.
-RUN_STATUSES = ("pending", "processing", "done", "failed", "running")
+class RunStatus(str, Enum):
+    """Processing status of a run (``runs.status``). Compare with strings freely
+    (``RunStatus.DONE == "done"``); use ``.value`` when formatting."""
+
+    PENDING = "pending"        #: known, not processed yet
+    PROCESSING = "processing"  #: a worker is evaluating the context file on it
+    DONE = "done"              #: every variable evaluated (some may hold error cells)
+    FAILED = "failed"          #: the run could not be processed (message in ``status_message``)
+    WAITING = "waiting"        #: recorded, waiting for a working context file (error in the message)
+    #: the facility says the run is still being taken (ESS between ``pl72`` and ``wrdn``);
+    #: it is computed once its data is complete
+    RUNNING = "running"
+
+
+class SummaryType(str, Enum):
+    """How ``run_values.value`` is to be read (``run_values.summary_type``)."""
+
+    NUMBER = "number"          #: int or float (NULL for NaN)
+    BOOL = "bool"              #: 0/1
+    COMPLEX = "complex"        #: text such as ``"(1+2j)"``
+    STRING = "string"          #: text
+    THUMBNAIL = "thumbnail"    #: PNG bytes
+    SPARKLINE = "sparkline"    #: float32 little-endian bytes
+    ARRAY = "array"            #: text description (``"float64 (4, 5, 6)"``), no summary possible
+    ERROR = "error"            #: NULL; message in attributes (``error``, ``error_type``)
+    SKIPPED = "skipped"        #: NULL; reason in attributes (``reason``)
+    NONE = "none"              #: the variable returned None
+
+
+class BackendState(str, Enum):
+    """State of a context directory's backend, as classified by
+    :func:`backend.service.manager.backend_state` (its ``state`` field holds the ``.value``)."""
+
+    RUNNING_HERE = "running_here"            #: alive on this machine
+    RUNNING_ELSEWHERE = "running_elsewhere"  #: alive on another host (seen through its heartbeat)
+    STOPPED = "stopped"                      #: not running, nothing left behind
+    STALE = "stale"                          #: not running, left-overs (socket, record) to heal
+    UNKNOWN = "unknown"                      #: cannot be told (the reason is given with it)
+
+
+#: Every run status value, in display order.
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+#: Every summary type value.
+SUMMARY_TYPES = tuple(s.value for s in SummaryType)
+
 
 #: The facilities AMORE knows (``facility`` in ``amore.toml``).
 FACILITIES = ("euxfel", "ess", "esrf", "swissfel")
@@ -51,12 +93,6 @@ def normalize_proposal(proposal: "int | str") -> "int | str":
             raise ValueError(f"not a proposal: {proposal!r}")
         return s
     raise ValueError(f"not a proposal: {proposal!r}")
-#: How ``run_values.value`` is to be read:
-#: number (int/float), bool (0/1), complex (text "a+bj"), string (text),
-#: thumbnail (PNG bytes), sparkline (float32 little-endian bytes), array (text description,
-#: no summary possible), error (NULL; message in attributes), skipped (NULL; reason in attributes).
-SUMMARY_TYPES = ("number", "bool", "complex", "string", "thumbnail", "sparkline", "array",
-                 "error", "skipped", "none")
 
 
 @dataclass

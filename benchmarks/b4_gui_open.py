@@ -202,7 +202,7 @@ def child(ctx: Path) -> None:
     nrows, ncols = model.rowCount(), model.columnCount()
 
     # --- incremental updates, the same changes as DAMNIT's b2_gui_probe.py ----------------------
-    db = win.db_path
+    db = win.db_file
     con = sqlite3.connect(db, timeout=30)
     proposal = int(con.execute("SELECT value FROM metadata WHERE key = 'proposal'").fetchone()[0])
     runs = [r for (r,) in con.execute("SELECT run FROM runs ORDER BY run")]

@@ -182,7 +182,7 @@ def child(context_dir: str, spawn_t: float) -> None:
 
     # --- one run's update of all variables, applied on the GUI thread
     from amore_gui.components.dbread import read_run_update
-    db = win.db_path
+    db = win.db_file
     times, t_model = [], []
     model = win.model
     for k, run in enumerate((17, 2500, 4990, 4999, 5000)):

@@ -56,6 +56,9 @@ def decorate(ctx: Path) -> None:
         db.set_run_status(db.proposal, runs[-1], "processing")
         db.set_run_status(db.proposal, runs[-4], "failed",
                           "context worker process was killed by SIGKILL")
+    if len(runs) > 6:
+        db.set_run_status(db.proposal, runs[-6], "waiting",
+                          "waiting for a working context file: SyntaxError in context.py, line 12")
     if not db.comments():
         db.add_comment("Beamtime start: shift crew A, sample holder 2 mounted", author="mid-op")
         db.add_comment("Detector gain switched to medium", author="mid-op")

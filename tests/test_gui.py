@@ -477,6 +477,7 @@ def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, 
     from amore_gui._qt.mainwindow import MainWindow
     from amore_gui.components.settings import Settings
     from backend.service import manager
+    from backend.service.tmux import find_tmux_servers
     from backend.store.init import init_context_dir
 
     short = Path(tempfile.mkdtemp(prefix="amg", dir="/tmp"))  # tmux sockets need short paths
@@ -505,6 +506,6 @@ def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, 
         w.close()
         if manager.backend_state(ctx).state == "running_here":
             manager.stop_backend(ctx)
-        for p in manager.find_tmux_servers(ctx):
+        for p in find_tmux_servers(ctx):
             p.kill()
         shutil.rmtree(short, ignore_errors=True)

@@ -209,7 +209,7 @@ def test_settings_roundtrip_and_layout(tmp_path):
 
 
 def test_locate_proposal_and_directories(gui_ctx):
-    from amore_gui.components.locate import LocateError, resolve
+    from backend.locate import LocateError, resolve
     t = resolve(str(GUI_PROPOSAL))
     assert t.context_dir == gui_ctx["ctx"] and t.proposal == GUI_PROPOSAL and t.exists
     assert resolve(f"p{GUI_PROPOSAL:06d}").context_dir == gui_ctx["ctx"]

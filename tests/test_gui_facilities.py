@@ -75,7 +75,7 @@ def test_gui_opens_each_facilitys_context_dir(qtbot, tmp_path, facility, proposa
 
 
 def test_gui_finds_a_context_dir_by_proposal_at_esrf_and_swissfel(tmp_path, monkeypatch):
-    from amore_gui.components.locate import LocateError, resolve
+    from backend.locate import LocateError, resolve
     from backend.store.init import init_context_dir
     visitor, sf = tmp_path / "visitor", tmp_path / "sf"
     old = visitor / "mx2532" / "id29" / "20240131" / "PROCESSED_DATA" / "amore"

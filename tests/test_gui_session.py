@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from amore_gui.components import dbread
-from amore_gui.components.backend_status import BackendStatus
+from amore_gui.components.backend_status import BackendIndicator
 from amore_gui.components.session import Session
 from amore_gui.components.settings import Settings
 from amore_gui.components.table_data import (C_RUN, NumberRange, OnlyIncluded, RowView,
@@ -144,7 +144,7 @@ def test_live_source_and_backend_state(gui_ctx):
     s.set_live_ready()
     assert s.live_ready and "live_ready" in rec.names()
     assert s.backend_actions() == {"start": False, "stop": False, "restart": False}
-    stopped = BackendStatus("stopped", "Backend: stopped")
+    stopped = BackendIndicator("stopped", "Backend: stopped")
     s.set_backend_state(stopped)
     assert rec.last("backend") == (stopped, True)
     text, force = rec.last("offer_backend")
@@ -153,12 +153,12 @@ def test_live_source_and_backend_state(gui_ctx):
     s.set_backend_busy("start")
     assert s.backend_actions() == {"start": False, "stop": False, "restart": False}
     assert s.busy_text("start") == "Starting the backend…"
-    running = BackendStatus("running_here", "Backend: running", host="here")
+    running = BackendIndicator("running_here", "Backend: running", host="here")
     s.set_backend_state(running)
     assert rec.last("backend") == (running, False)
     assert rec.names().count("offer_backend") == 1         # offered once only
     assert s.backend_actions() == {"start": False, "stop": True, "restart": True}
-    text, force = s.offer_text(BackendStatus("stale", "Backend: stale", host="gone.example"))
+    text, force = s.offer_text(BackendIndicator("stale", "Backend: stale", host="gone.example"))
     assert "gone.example" in text and force is True
 
 

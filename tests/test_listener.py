@@ -123,7 +123,7 @@ def test_broken_context_file_records_runs_and_catches_up_when_fixed(make_context
     wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1), what="run 1 recorded")
     wait_for(lambda: "waiting for a working context file" in
              (RunDB(ctx).get_run(PROPOSAL, 1)["status_message"] or ""), what="run waiting")
-    assert run_status(ctx, 1) == "pending"
+    assert run_status(ctx, 1) == "waiting"
     (ctx / "context.py").write_text(good)
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed after the fix")
     assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 20

@@ -18,11 +18,14 @@ import psutil
 import pytest
 
 from amore import cli
-from backend.service import manager
+from backend.contextdir import LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME
+from backend.files import share_like_dir, write_json_atomic
+from backend.service.lock import acquire_lock, lock_held
+from backend.service.manager import (LogFollower, backend_state, heal, log_tail, start_backend,
+                                     stop_backend)
+from backend.service.status import BackendError, BackendLockedError, this_host
+from backend.service.tmux import attach_command, find_tmux_servers
 from backend.store.init import init_context_dir
-from backend.service.manager import (LOCK_FILE_NAME, STATUS_FILE_NAME, TMUX_SOCKET_NAME, BackendError,
-                             BackendLockedError, LogFollower, acquire_lock, backend_state, heal,
-                             lock_held, log_tail, share_like_dir, start_backend, stop_backend)
 
 from tests.conftest import wait_for
 
@@ -37,7 +40,7 @@ def _kill_everything(d):
     sock = d / TMUX_SOCKET_NAME
     if shutil.which("tmux") and os.path.exists(sock):
         subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True, timeout=5)
-    procs = manager.find_tmux_servers(d)
+    procs = find_tmux_servers(d)
     for p in psutil.process_iter(["cmdline"]):
         try:
             if p.pid != os.getpid() and str(d) in " ".join(p.info["cmdline"] or []):
@@ -99,7 +102,7 @@ def test_start_detect_stop(make_ctx, xfel_env, capsys):
     st = start_backend(d)  # the call the GUI makes (from a worker thread)
     assert st.state == "running_here", st
     assert st.in_tmux and st.controllable
-    assert st.host == manager.this_host()
+    assert st.host == this_host()
     assert st.user and st.version and st.started
     assert "listen" in " ".join(psutil.Process(st.pid).cmdline())
     assert libtmux.Server(socket_path=str(d / TMUX_SOCKET_NAME)).has_session("AMORE")
@@ -121,7 +124,7 @@ def test_start_detect_stop(make_ctx, xfel_env, capsys):
     assert "up " in out
 
     assert any("Running on" in line for line in log_tail(d, 50))
-    argv = manager.attach_command(d)
+    argv = attach_command(d)
     assert argv[:3] == ["tmux", "-S", str(d / TMUX_SOCKET_NAME)] and argv[-1] == "=AMORE"
     assert start_backend(d).pid == st.pid  # already running: nothing new started
 
@@ -142,7 +145,7 @@ def test_sigkill_stale_then_healed(make_ctx):
     # tmux closes the session and exits, but its socket and the record stay behind
     stale = wait_for(lambda: (s := backend_state(d)).state == "stale" and s)
     assert "killed or crashed" in stale.message
-    wait_for(lambda: not manager.find_tmux_servers(d))
+    wait_for(lambda: not find_tmux_servers(d))
     assert (d / TMUX_SOCKET_NAME).exists() and (d / STATUS_FILE_NAME).exists()
 
     healed = heal(d)
@@ -155,7 +158,7 @@ def test_sigkill_stale_then_healed(make_ctx):
     # the whole tmux server killed too: start_backend heals by itself
     os.kill(st2.tmux_pid, signal.SIGKILL)
     os.kill(st2.pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(st2.pid) and not manager.find_tmux_servers(d))
+    wait_for(lambda: not psutil.pid_exists(st2.pid) and not find_tmux_servers(d))
     assert backend_state(d).state == "stale"
     st3 = start_backend(d)
     assert st3.state == "running_here" and st3.pid not in (st.pid, st2.pid)
@@ -290,7 +293,7 @@ def test_share_like_dir(tmp_path):
     assert not sub.stat().st_mode & 0o002
 
     # files AMORE writes there are group-writable, never world-writable
-    manager.write_json_atomic(shared / STATUS_FILE_NAME, {"a": 1})
+    write_json_atomic(shared / STATUS_FILE_NAME, {"a": 1})
     acquire_lock(shared).release()
     for name in (STATUS_FILE_NAME, LOCK_FILE_NAME):
         mode = (shared / name).stat().st_mode
@@ -323,3 +326,23 @@ def test_log_tail_and_follower(tmp_path):
     assert lf.read_new() == ["partial"]
     logf.write_text("fresh\n")  # truncated / rotated
     assert lf.read_new() == ["fresh"]
+
+
+def test_session_environment_puts_the_checkout_on_pythonpath(monkeypatch):
+    """Run from a source checkout that is not installed, the backend's tmux session still finds
+    the ``backend`` package (the directory holding it goes first on PYTHONPATH)."""
+    import importlib.metadata
+    from pathlib import Path
+
+    from backend.service.tmux import session_environment
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = session_environment()
+    first, *rest = env["PYTHONPATH"].split(os.pathsep)
+    assert (Path(first) / "backend" / "__init__.py").is_file()
+    assert (Path(first) / "amore" / "cli" / "main.py").is_file()
+    assert rest == ["/elsewhere"]

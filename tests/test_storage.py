@@ -96,3 +96,47 @@ def test_event_log_keeps_entries_in_order_and_filters(tmp_path):
     assert db.events(since_id=i)[0]["message"] == "worker died"
     assert db.events()[1]["details"] == {"topic": "t", "offset": 7}
     assert [e["message"] for e in db.events(limit=1)] == ["worker died"]
+
+
+def test_reader_reads_what_the_writer_wrote(tmp_path):
+    """The fast reader's SQL (built from the schema tables) runs against a database made by
+    the writer and finds what was written, and its connections cannot write."""
+    from backend.store import reader
+    from backend.vocab import VariableInfo
+    db = RunDB.create(tmp_path, 1234)
+    db.set_variables([VariableInfo("a", title="A", units="mm", tags=["x"]), VariableInfo("b")])
+    db.write_values(1234, 7, {"a": StoredValue(1.5, "number", {"units": "mm"}),
+                              "b": StoredValue(b"\x89PNG", "thumbnail")},
+                    status="done", start_time=1700000000.0)
+    db.set_run_status(1234, 8, "waiting", "waiting for a working context file: SyntaxError")
+    db.set_comment(1234, 7, "good")
+    db.add_comment("note", author="me", timestamp=5.0, proposal=1234, run=7)
+    db.close()
+    con = reader.connect(tmp_path, uri_readonly=True)
+    assert reader.schema_revision(con) == SCHEMA_HEAD
+    assert dict(con.execute(reader.METADATA_SQL))["proposal"] == "1234"
+    assert [r[:4] for r in con.execute(reader.VARIABLES_SQL)] == [("a", "A", None, "mm"),
+                                                                  ("b", None, None, None)]
+    runs = {(p, r): dict(zip(reader.RUN_FIELDS, rest)) for p, r, *rest in con.execute(reader.RUNS_SQL)}
+    assert runs[(1234, 7)]["status"] == "done" and runs[(1234, 7)]["comment"] == "good"
+    assert runs[(1234, 7)]["start_time"] == 1700000000.0
+    assert runs[(1234, 8)]["status"] == "waiting"
+    assert con.execute(reader.RUN_INFO_SQL, (1234, 8)).fetchone()[2] == "waiting"
+    vals = {r[0]: r for r in con.execute(reader.RUN_VALUES_SQL, (1234, 7))}
+    assert vals["a"][1:3] == ("number", 1.5) and vals["b"][1:3] == ("thumbnail", None)
+    assert con.execute(reader.THUMBNAIL_SQL, (1234, 7, "b")).fetchone()[0] == b"\x89PNG"
+    assert con.execute(reader.VALUE_SQL, (1234, 7, "a")).fetchone()[:2] == (1.5, "number")
+    assert con.execute(reader.NUMBER_VALUES_SQL).fetchall() == [(1234, 7, "a", 1.5)]
+    assert con.execute(reader.OTHER_VALUES_SQL).fetchall() == [(1234, 7, "b", "thumbnail", None)]
+    assert con.execute(reader.NAME_HAS_VALUES_SQL, ("a",)).fetchone()[0] == 1
+    assert con.execute(reader.NAME_HAS_VALUES_SQL, ("zz",)).fetchone()[0] == 0
+    assert len(con.execute(reader.VALUES_SINCE_SQL, (0.0,)).fetchall()) == 2
+    chunk = con.execute(reader.CHUNK_SQL, (1234, 1, 10)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in chunk] == [(7, "a", "1.5")]
+    assert '"b","thumbnail",null' in chunk[0][3].replace(" ", "")
+    comments = [dict(zip(reader.COMMENT_FIELDS, r)) for r in con.execute(reader.COMMENTS_SQL)]
+    assert comments[0]["text"] == "note" and comments[0]["run"] == 7
+    assert con.execute(reader.COMMENTS_SIGNATURE_SQL).fetchone()[:2] == (1, comments[0]["id"])
+    with pytest.raises(sqlite3.OperationalError):
+        con.execute("UPDATE runs SET comment = 'x'")
+    con.close()

@@ -40,7 +40,8 @@ def cmd_backend(a) -> int:
                       f"{st.summary()}. {st.message}".strip(), file=sys.stderr)
                 return 1
             print("Attaching to the backend's tmux session; detach with Ctrl-B d", file=sys.stderr)
-            cmd = manager.attach_command(d)
+            from backend.service.tmux import attach_command
+            cmd = attach_command(d)
             os.execvp(cmd[0], cmd)
         if a.action in ("stop", "restart"):
             st = manager.stop_backend(d, timeout=a.timeout)
@@ -55,7 +56,7 @@ def cmd_backend(a) -> int:
 
 
 def _print_backend_state(st) -> None:
-    from backend.service.manager import _fmt_duration, _fmt_time
+    from backend.service.status import format_duration, format_time
     where = {"running_here": f"running on this host ({st.host})",
              "running_elsewhere": f"running on {st.host}",
              "stopped": "stopped", "stale": "not running (stale)"}[st.state]
@@ -65,11 +66,11 @@ def _print_backend_state(st) -> None:
             print(f"  Host:           {st.host}")
             print(f"  PID:            {st.pid} (user {st.user})")
         if st.started:
-            up = f" (up {_fmt_duration(st.uptime)})" if st.uptime is not None else ""
-            print(f"  Started:        {_fmt_time(st.started)}{up}")
+            up = f" (up {format_duration(st.uptime)})" if st.uptime is not None else ""
+            print(f"  Started:        {format_time(st.started)}{up}")
         if st.version:
             print(f"  Version:        {st.version}")
-        last = (f"run {st.last_run} at {_fmt_time(st.last_run_time)}"
+        last = (f"run {st.last_run} at {format_time(st.last_run_time)}"
                 if st.last_run is not None else "none yet")
         print(f"  Last run:       {last}")
         print(f"  Update source:  {st.update_source or 'unknown'}")

@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from backend.contextdir import ContextDir
+from backend.vocab import RunStatus
+
 DEMO_PROPOSAL = 9999
 DEMO_INSTRUMENT = "MID"
 DEMO_CYCLE = "202601"
@@ -40,9 +43,10 @@ def prepare_demo(base: Path) -> dict[str, Path]:
     ctx = paths["context_dir"]
     (paths["proposal_dir"] / "raw").mkdir(parents=True, exist_ok=True)
     (base / "sw").mkdir(parents=True, exist_ok=True)
-    if not (ctx / "context.py").exists():
+    paths_in = ContextDir(ctx)
+    if not paths_in.context_file.exists():
         init_context_dir(ctx, DEMO_PROPOSAL, context_file=context_templates.path("demo"))
-    toml = ctx / "amore.toml"
+    toml = paths_in.config_file
     if not toml.exists():
         toml.write_text(f'# Demo settings: runs are announced 1 s after their files are written\n'
                         f'[data]\nroot = "{paths["data_root"]}"\n\n'
@@ -125,8 +129,8 @@ def run_demo(a) -> int:
                                 start_new_session=True)
     try:
         with console.status("Starting the backend..."):
-            if not _wait_ready(ctx / "amore.log", listener):
-                console.print(f"[red]The backend did not start; see {ctx / 'amore.log'}")
+            if not _wait_ready(ContextDir(ctx).log_file, listener):
+                console.print(f"[red]The backend did not start; see {ContextDir(ctx).log_file}")
                 return 1
         first = _next_run(pdir)
         runs = list(range(first, first + a.runs))
@@ -150,7 +154,7 @@ def run_demo(a) -> int:
             while time.monotonic() < deadline:
                 states = {r["run"]: r["status"] for r in db.runs()}
                 live.update(render_table(ctx, 20, console.width))
-                if all(states.get(r) in ("done", "failed") for r in runs):
+                if all(states.get(r) in (RunStatus.DONE, RunStatus.FAILED) for r in runs):
                     break
                 time.sleep(0.25)
             live.update(render_table(ctx, 20, console.width))

@@ -18,7 +18,7 @@ def cmd_listen(a) -> int:
     except (StorageError, RuntimeError) as e:
         log.error("%s", e)
         return 1
-    from backend.service.manager import BackendLockedError
+    from backend.service.status import BackendLockedError
     try:
         if a.once:
             return listener.run_once()

@@ -15,7 +15,8 @@ def cmd_reprocess(a) -> int:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from backend.config import load_config
-    from backend.service.listener import find_proposal_dir, setup_logging
+    from backend.locate import find_proposal_dir
+    from backend.service.listener import setup_logging
     from backend.processing.local import RunProcessor, WorkerPool
     from backend.store.writer import RunDB, StorageError
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from amore.cli.common import context_dir
+from backend.contextdir import ContextDir
 from backend.vocab import FACILITIES, normalize_proposal
 from backend.store.init import init_context_dir
 
@@ -32,7 +33,7 @@ def cmd_proposal(a) -> int:
             db = RunDB(d)
             print(db.proposal if db.proposal is not None else "(no proposal set)")
         else:
-            db = RunDB(d) if (d / "runs.sqlite").exists() else RunDB.create(d)
+            db = RunDB(d) if ContextDir(d).db_file.exists() else RunDB.create(d)
             old = db.proposal
             db.set_metadata("proposal", str(normalize_proposal(a.proposal)))
             print(f"Proposal set to {a.proposal}" + (f" (was {old})" if old not in (None, a.proposal) else ""))

@@ -13,7 +13,7 @@ from amore.cli.common import context_dir, parse_runs
 
 def _open(a, cmd):
     from backend.config import load_config
-    from backend.service.listener import find_proposal_dir
+    from backend.locate import find_proposal_dir
     from backend.store.writer import RunDB, StorageError
     d = context_dir(a.dir)
     try:

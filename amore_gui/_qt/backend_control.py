@@ -21,7 +21,7 @@ class BackendController(QObject):
 
     Signals: ``busy(str)`` when an action starts (its name); then ``done(str, object)`` with
     the action's name and the status afterwards
-    (:class:`amore_gui.components.backend_status.BackendStatus`), or ``failed(str, str, object)`` with the
+    (:class:`amore_gui.components.backend_status.BackendIndicator`), or ``failed(str, str, object)`` with the
     action's name, the error message and the status afterwards.
     """
 
@@ -72,8 +72,8 @@ class BackendController(QObject):
             self._busy = False
             message, status = result if result is not None else (error, None)
             if status is None:
-                from amore_gui.components.backend_status import BackendStatus
-                status = BackendStatus("unknown", "Backend: unknown", message or "")
+                from amore_gui.components.backend_status import BackendIndicator
+                status = BackendIndicator.unknown(message or "")
             if message:
                 self.failed.emit(name, message, status)
             else:

@@ -13,6 +13,8 @@ from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButto
                              QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
                              QWidget, QTextBrowser)
 
+from backend.contextdir import ContextDir
+
 from amore_gui.components.formatting import format_time
 from amore_gui.components.table_data import C_STATUS, NumberRange, TableData, TextContains
 
@@ -40,7 +42,7 @@ class OpenDialog(QDialog):
         for d in recent:
             it = QListWidgetItem(d)
             it.setToolTip(d)
-            if not (Path(d) / "runs.sqlite").exists():
+            if not ContextDir(d).db_file.exists():
                 it.setForeground(Qt.gray)
             self.recent.addItem(it)
         self.recent.itemClicked.connect(lambda it: self.edit.setText(it.text()))

@@ -18,6 +18,8 @@ from PyQt5.QtGui import (QColor, QFont, QPainter, QSyntaxHighlighter, QTextCharF
 from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
                              QSplitter, QTextEdit, QToolBar, QWidget)
 
+from backend.contextdir import ContextDir
+
 from amore_gui.components import context_check
 from amore_gui._qt.app import monospace_font
 
@@ -183,7 +185,7 @@ class ContextEditor(QMainWindow):
         super().__init__(None)
         self.setAttribute(Qt.WA_DeleteOnClose, True)
         self.context_dir = Path(context_dir)
-        self.path = self.context_dir / "context.py"
+        self.path = ContextDir(self.context_dir).context_file
         self.editor = CodeEditor()
         self.messages = QPlainTextEdit()
         self.messages.setReadOnly(True)

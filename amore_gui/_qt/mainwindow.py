@@ -22,6 +22,8 @@ from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, Q
                              QMainWindow, QMenu, QMessageBox, QShortcut, QTableView, QToolButton,
                              QVBoxLayout, QWidget)
 
+from backend.contextdir import ContextDir
+
 from amore_gui.components import export as export_mod
 from amore_gui.components.session import Session
 from amore_gui.components.settings import Settings
@@ -90,7 +92,7 @@ class MainWindow(QMainWindow):
                                runner=lambda fn, cb: self.tasks.submit(fn, callback=cb),
                                offer_backend=offer_backend)
         self.context_dir = self.session.context_dir
-        self.db_path = self.session.db_path
+        self.db_file = self.session.db_file
         self.settings = self.session.settings
         self.backend = BackendController(self.context_dir, self)
         self.backend.busy.connect(self._backend_busy)
@@ -410,7 +412,7 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, msg):
         self.model.loading = False
         self.counts_label.setText(f"Could not read the database: {msg}")
-        self.message(f"Could not read {self.db_path}:\n{msg}", error=True)
+        self.message(f"Could not read {self.db_file}:\n{msg}", error=True)
 
     def _start_updates(self, res):
         self.update_thread = UpdateThread(
@@ -871,7 +873,7 @@ class MainWindow(QMainWindow):
     def open_external_editor(self):
         """Open context.py in $VISUAL/$EDITOR/xdg-open."""
         from amore_gui._qt.editor import open_in_external_editor
-        if not open_in_external_editor(self.context_dir / "context.py"):
+        if not open_in_external_editor(ContextDir(self.context_dir).context_file):
             self.message("No external editor found ($VISUAL, $EDITOR or xdg-open); "
                          "use the built-in editor.")
 

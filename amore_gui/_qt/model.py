@@ -18,7 +18,7 @@ from backend.vocab import normalize_proposal
 from amore_gui.components.dbread import ValueChunk
 from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
-                          S_PENDING, S_PROCESSING, RowView, RunUpdate, TableData)
+                          S_PENDING, S_PROCESSING, S_WAITING, RowView, RunUpdate, TableData)
 
 KindRole = Qt.UserRole + 1      #: value kind code (table_data.K_*)
 ValueRole = Qt.UserRole + 2     #: sparkline bytes / string / number
@@ -28,9 +28,9 @@ ERROR_FG = QColor("#a4262c")
 ERROR_BG = QColor("#fdecee")
 SKIPPED_FG = QColor("#8a8886")
 STATUS_BG = {S_PROCESSING: QColor("#fff4ce"), S_FAILED: QColor("#fde7e9"),
-             S_PENDING: QColor("#f3f2f1")}
+             S_PENDING: QColor("#f3f2f1"), S_WAITING: QColor("#f3f2f1")}
 STATUS_FG = {S_PROCESSING: QColor("#8a5300"), S_FAILED: QColor("#a4262c"),
-             S_PENDING: QColor("#605e5c")}
+             S_PENDING: QColor("#605e5c"), S_WAITING: QColor("#a4262c")}
 
 
 def parse_color(spec) -> QColor | None:

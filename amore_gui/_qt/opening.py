@@ -35,7 +35,7 @@ def resolve_or_ask(arg: str, settings=None, parent=None) -> Path | None:
     it if missing; None if the user gave up. Shows errors in message boxes."""
     from PyQt5.QtWidgets import QMessageBox
 
-    from amore_gui.components.locate import LocateError, resolve
+    from backend.locate import LocateError, resolve
     try:
         target = resolve(arg)
     except LocateError as e:

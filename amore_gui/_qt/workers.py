@@ -61,7 +61,7 @@ class UpdateThread(QThread):
 
     Signals: ``source(mode, text)`` with mode ``kafka`` or ``db``; ``updates(list)`` of
     RunUpdate; ``reload()`` (variables changed); ``comments()`` (standalone comments changed);
-    ``backend(BackendStatus)``; ``ready()`` once it has caught up with the changes made since
+    ``backend(BackendIndicator)``; ``ready()`` once it has caught up with the changes made since
     the table was read.
     """
 

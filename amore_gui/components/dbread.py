@@ -10,7 +10,8 @@
   then values newer than the last seen timestamp, and a diff of the small ``runs`` table);
   the update source when no Kafka broker is available.
 
-The schema is the one of :mod:`backend.store.writer`; writes go through :class:`backend.store.writer.RunDB`.
+The SQL comes from :mod:`backend.store.reader` (built from the one schema definition,
+:mod:`backend.store.schema`); writes go through :class:`backend.store.writer.RunDB`.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.contextdir import DB_FILE_NAME
-from backend.store.schema import SCHEMA_HEAD
+from backend.contextdir import db_file
+from backend.store import reader as sql
+from backend.store.reader import SCHEMA_HEAD
+from backend.vocab import SummaryType
 
 from amore_gui.components.table_data import (K_BOOL, K_NUMBER, K_THUMBNAIL, KIND_CODE, Column, RunUpdate, TableData,
                          _attrs_used, builtin_column, cell_from_stored)
@@ -37,40 +40,27 @@ EXPECTED_SCHEMA = SCHEMA_HEAD
 #: timestamp is taken before its transaction commits).
 TIMESTAMP_OVERLAP = 10.0
 
-#: cheap test for attributes "bold"/"background" (both start with '"b'); bold false is
-#: filtered out in Python.
-_ATTR_COND = "(instr(attributes, '\"b') > 0 OR instr(attributes, '\"tooltip\"') > 0)"
-
-
-def db_file(context_dir: str | Path) -> Path:
-    """``runs.sqlite`` of a context directory (or the file itself)."""
-    p = Path(context_dir)
-    return p if p.suffix == ".sqlite" else p / DB_FILE_NAME
+_SPARKLINE = SummaryType.SPARKLINE.value
+_NUMBER = SummaryType.NUMBER.value
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A read-only (``query_only``) connection to an existing database file.
+    """A read-only (``query_only``) connection to an existing database file (or its context
+    directory): :func:`backend.store.reader.connect`.
 
     Raises ``FileNotFoundError`` if it does not exist. Usable from any one thread at a time.
     """
-    path = db_file(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No AMORE database at {path}")
-    con = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-    con.execute("PRAGMA query_only = 1")
-    return con
+    return sql.connect(path)
 
 
 def ensure_schema(path: str | Path) -> None:
     """Upgrade an older database through :class:`backend.store.writer.RunDB` (only if needed)."""
     con = connect(path)
     try:
-        rev = con.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.OperationalError:
-        rev = None
+        rev = sql.schema_revision(con)
     finally:
         con.close()
-    if not rev or rev[0] != EXPECTED_SCHEMA:
+    if rev != EXPECTED_SCHEMA:
         from backend.store.writer import RunDB
         RunDB(db_file(path).parent).close()
 
@@ -78,8 +68,7 @@ def ensure_schema(path: str | Path) -> None:
 def read_variables(con: sqlite3.Connection) -> list[Column]:
     """Variable columns in definition order."""
     out = []
-    for name, title, desc, units, tags in con.execute(
-            "SELECT name, title, description, units, tags FROM variables ORDER BY rowid"):
+    for name, title, desc, units, tags, _data, _summary in con.execute(sql.VARIABLES_SQL):
         try:
             tags = tuple(json.loads(tags or "[]"))
         except ValueError:
@@ -90,17 +79,15 @@ def read_variables(con: sqlite3.Connection) -> list[Column]:
 
 def read_metadata(con: sqlite3.Connection) -> dict[str, str]:
     """The metadata table (proposal, db_id...) as a dict."""
-    return dict(con.execute("SELECT key, value FROM metadata"))
+    return dict(con.execute(sql.METADATA_SQL))
 
 
-RUN_FIELDS = ("start_time", "added_at", "status", "status_message", "comment")
+RUN_FIELDS = sql.RUN_FIELDS
 
 
 def read_runs(con: sqlite3.Connection) -> dict[tuple[int, int], tuple]:
     """``(proposal, run) -> (start_time, added_at, status, status_message, comment)``."""
-    return {(p, r): rest for p, r, *rest in con.execute(
-        "SELECT proposal, run, start_time, added_at, status, status_message, comment FROM runs "
-        "ORDER BY proposal, run")}
+    return {(p, r): rest for p, r, *rest in con.execute(sql.RUNS_SQL)}
 
 
 def _info(t: tuple) -> dict:
@@ -121,14 +108,13 @@ class LoadResult:
 
 def variables_signature(con: sqlite3.Connection) -> str:
     """A hash of the variable definitions (to notice changes)."""
-    rows = con.execute("SELECT name, title, description, units, tags, data, summary "
-                       "FROM variables ORDER BY rowid").fetchall()
+    rows = con.execute(sql.VARIABLES_SQL).fetchall()
     return hashlib.sha1(repr(rows).encode()).hexdigest()
 
 
 def comments_signature(con: sqlite3.Connection) -> tuple:
     """(count, max id, max timestamp) of the comments (to notice changes)."""
-    return tuple(con.execute("SELECT count(*), max(id), max(timestamp) FROM comments").fetchone())
+    return tuple(con.execute(sql.COMMENTS_SIGNATURE_SQL).fetchone())
 
 
 @dataclass
@@ -163,23 +149,12 @@ class ValueChunk:
         return added
 
 
-_CHUNK_QUERY = f"""
-SELECT run,
-  group_concat(CASE WHEN summary_type = 'number' THEN name END),
-  group_concat(CASE WHEN summary_type = 'number' THEN ifnull(value, 'nan') END),
-  '[' || group_concat(CASE WHEN summary_type != 'number' OR {_ATTR_COND} THEN
-      json_array(name, summary_type,
-        CASE WHEN summary_type IN ('number', 'thumbnail') THEN NULL
-             WHEN summary_type = 'sparkline' OR typeof(value) = 'blob' THEN hex(value)
-             ELSE value END,
-        CASE WHEN summary_type IN ('error', 'skipped') OR {_ATTR_COND} THEN attributes END)
-    END) || ']'
-FROM run_values WHERE proposal = ? AND run BETWEEN ? AND ? GROUP BY proposal, run
-"""
+#: Values of a run range, grouped per run (see :func:`backend.store.reader._chunk_sql`).
+_CHUNK_QUERY = sql.CHUNK_SQL
 
 
 def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
-                proposal: int, lo: int, hi: int) -> ValueChunk:
+                proposal: int | str, lo: int, hi: int) -> ValueChunk:
     """Values of runs ``lo..hi`` of one proposal in one scan, grouped per run: numbers as
     comma-separated text (parsed by numpy), the other cells (strings, sparklines as hex,
     errors, which cells hold thumbnails, bold/background attributes) as a JSON array."""
@@ -225,19 +200,19 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
             for name, st, value, attrs in entries:
                 v = var_index.get(name)
                 a = _parse_attrs(attrs) if attrs is not None else None
-                if st == "sparkline" and isinstance(value, str):
+                if st == _SPARKLINE and isinstance(value, str):
                     try:
                         value = bytes.fromhex(value)
                     except ValueError:
                         value = None
                 if v is None:
-                    if st != "number":
+                    if st != _NUMBER:
                         ch.extra.append((row, name, cell_from_stored(
                             value, st, None if a is None else dict(a))))
                     continue
                 if a:
                     attrs_of[(row, v)] = a
-                if st == "number":          # bold/background of a number (value above)
+                if st == _NUMBER:           # bold/background of a number (value above)
                     continue
                 k = codes.get(st)
                 if k is None or k == K_BOOL:
@@ -256,10 +231,8 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
 
 def _numbers_row_by_row(con, proposal, run, row, i, var_index, ch) -> None:
     """Unusual number cells (text in a number cell, names without a column)."""
-    for name, value in con.execute(
-            "SELECT name, value FROM run_values WHERE proposal = ? AND run = ? "
-            "AND summary_type = 'number'", (proposal, run)):
-        cell = cell_from_stored(value, "number", None)
+    for name, value in con.execute(sql.RUN_NUMBERS_SQL, (proposal, run)):
+        cell = cell_from_stored(value, _NUMBER, None)
         v = var_index.get(name)
         if v is None:
             ch.extra.append((row, name, cell))
@@ -269,11 +242,8 @@ def _numbers_row_by_row(con, proposal, run, row, i, var_index, ch) -> None:
 
 def _others_row_by_row(con, proposal, run) -> list:
     out = []
-    for name, st, value, attrs in con.execute(
-            "SELECT name, summary_type, CASE WHEN summary_type = 'thumbnail' THEN NULL "
-            "ELSE value END, attributes FROM run_values WHERE proposal = ? AND run = ? "
-            "AND summary_type != 'number'", (proposal, run)):
-        if st == "sparkline" and isinstance(value, bytes):
+    for name, st, value, attrs in con.execute(sql.RUN_OTHERS_SQL, (proposal, run)):
+        if st == _SPARKLINE and isinstance(value, bytes):
             value = value.hex()
         out.append((name, st, value, attrs))
     return out
@@ -294,13 +264,18 @@ def _parse_attrs(text: str) -> dict | None:
         return None
 
 
-def _chunks(runs: dict, first: int, size: int) -> list[tuple[int, int, int]]:
+def _proposal_order(p: int | str) -> tuple:
+    """Sort key of proposals: numbers by value, identifiers (``"mx2532"``) after them."""
+    return (0, p, "") if isinstance(p, int) else (1, 0, str(p))
+
+
+def _chunks(runs: dict, first: int, size: int) -> list[tuple[int | str, int, int]]:
     """(proposal, lo, hi) run ranges, newest runs first: ``first`` runs, then ``size``."""
     out = []
-    by_prop: dict[int, list[int]] = {}
+    by_prop: dict[int | str, list[int]] = {}
     for p, r in runs:
         by_prop.setdefault(p, []).append(r)
-    for p in sorted(by_prop, reverse=True):
+    for p in sorted(by_prop, key=_proposal_order, reverse=True):
         rs = sorted(by_prop[p], reverse=True)
         i, n = 0, first
         while i < len(rs):
@@ -379,46 +354,37 @@ def _value_rows_to_update(p: int, r: int, rows, info: dict | None, complete: boo
     return upd
 
 
-_VALUE_COLS = ("name, summary_type, CASE WHEN summary_type = 'thumbnail' THEN NULL ELSE value END, "
-               "attributes, timestamp")
-
-
-def read_run_update(path: str | Path, proposal: int, run: int,
+def read_run_update(path: str | Path, proposal: int | str, run: int,
                     con: sqlite3.Connection | None = None) -> RunUpdate:
     """One run's row and all its values as a :class:`RunUpdate` (``complete=True``).
     ``info`` is None if the run is not in the database."""
     own = con is None
     con = connect(path) if own else con
     try:
-        row = con.execute("SELECT start_time, added_at, status, status_message, comment FROM runs "
-                          "WHERE proposal = ? AND run = ?", (proposal, run)).fetchone()
-        rows = con.execute(f"SELECT {_VALUE_COLS} FROM run_values WHERE proposal = ? AND run = ?",
-                           (proposal, run)).fetchall()
+        row = con.execute(sql.RUN_INFO_SQL, (proposal, run)).fetchone()
+        rows = con.execute(sql.RUN_VALUES_SQL, (proposal, run)).fetchall()
     finally:
         if own:
             con.close()
     return _value_rows_to_update(proposal, run, rows, _info(row) if row else None, True)
 
 
-def read_run_info(con: sqlite3.Connection, proposal: int, run: int) -> dict | None:
+def read_run_info(con: sqlite3.Connection, proposal: int | str, run: int) -> dict | None:
     """The runs-table fields of one run as a dict, or None."""
-    row = con.execute("SELECT start_time, added_at, status, status_message, comment FROM runs "
-                      "WHERE proposal = ? AND run = ?", (proposal, run)).fetchone()
+    row = con.execute(sql.RUN_INFO_SQL, (proposal, run)).fetchone()
     return _info(row) if row else None
 
 
-def read_thumbnail(con: sqlite3.Connection, proposal: int, run: int, name: str) -> bytes | None:
+def read_thumbnail(con: sqlite3.Connection, proposal: int | str, run: int, name: str) -> bytes | None:
     """PNG bytes of a thumbnail cell, or None."""
-    row = con.execute("SELECT value FROM run_values WHERE proposal = ? AND run = ? AND name = ? "
-                      "AND summary_type = 'thumbnail'", (proposal, run, name)).fetchone()
+    row = con.execute(sql.THUMBNAIL_SQL, (proposal, run, name)).fetchone()
     return bytes(row[0]) if row and row[0] is not None else None
 
 
 def read_comments(con: sqlite3.Connection) -> list[dict]:
     """Standalone comments, oldest first: dicts with id, proposal, run, timestamp, author, text."""
-    cols = ("id", "proposal", "run", "timestamp", "author", "text")
-    return [dict(zip(cols, r)) for r in con.execute(
-        "SELECT id, proposal, run, timestamp, author, text FROM comments ORDER BY timestamp, id")]
+    cols = sql.COMMENT_FIELDS
+    return [dict(zip(cols, r)) for r in con.execute(sql.COMMENTS_SQL)]
 
 
 @dataclass
@@ -474,9 +440,7 @@ class DbChangeWatcher:
         changed_info = {k: t for k, t in runs.items() if self.runs.get(k) != t}
         self.runs = runs
         since = self.last_ts - TIMESTAMP_OVERLAP
-        rows = self.con.execute(
-            f"SELECT proposal, run, {_VALUE_COLS} FROM run_values WHERE timestamp > ?",
-            (since,)).fetchall()
+        rows = self.con.execute(sql.VALUES_SINCE_SQL, (since,)).fetchall()
         per_run: dict[tuple[int, int], list] = {}
         for p, r, name, st, value, attrs, ts in rows:
             key = (p, r, name)

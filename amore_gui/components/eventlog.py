@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.contextdir import db_file
+from backend.store import reader as sql
+
 from amore_gui.components import dbread
 
 LEVELS = ("info", "warning", "error")
@@ -35,7 +38,7 @@ class EventLogState:
     """
 
     def __init__(self, context_dir: str | Path, limit: int = 2000):
-        self.path = dbread.db_file(context_dir)
+        self.path = db_file(context_dir)
         self.limit = limit
         self.entries: list[dict] = []
         self.last_id = 0
@@ -49,19 +52,15 @@ class EventLogState:
         con = dbread.connect(self.path)
         try:
             try:
-                rows = con.execute(
-                    "SELECT id, timestamp, level, source, proposal, run, message, details "
-                    "FROM events WHERE id > ? ORDER BY id DESC LIMIT ?",
-                    (self.last_id, self.limit)).fetchall()
+                rows = con.execute(sql.EVENTS_SINCE_SQL, (self.last_id,)).fetchmany(self.limit)
             except Exception:  # an old database without the events table
                 rows = []
-            meta = dict(con.execute("SELECT key, value FROM metadata"))
+            meta = dict(con.execute(sql.METADATA_SQL))
         finally:
             con.close()
         out = []
         for r in reversed(rows):
-            d = dict(zip(("id", "timestamp", "level", "source", "proposal", "run", "message",
-                          "details"), r))
+            d = dict(zip(sql.EVENT_FIELDS, r))
             try:
                 d["details"] = json.loads(d["details"]) if d["details"] else None
             except ValueError:

@@ -9,7 +9,7 @@
   set, sort column, unchecked runs, tall rows, logbook visibility);
 * the **live source** (``kafka``, ``db`` or ``none``, with the status-bar text) and whether the
   live updates have caught up with the changes made while the table was read;
-* the **backend state** (:class:`~amore_gui.components.backend_status.BackendStatus`) and which
+* the **backend state** (:class:`~amore_gui.components.backend_status.BackendIndicator`) and which
   start/stop/restart actions it allows; whether to offer to start a backend;
 * the **comment edits**: run comments and logbook comments, written through the storage layer
   (:class:`backend.store.writer.RunDB`) by a runner the GUI supplies (a thread pool) and announced
@@ -25,7 +25,7 @@ Events (arguments in brackets):
 ``metadata(int|None)``    the table's metadata were read; the proposal number
 ``source(str, str)``      live-update source changed: mode (``kafka``/``db``/``none``), text
 ``live_ready()``          live updates caught up with changes made since the table was read
-``backend(BackendStatus, bool)``  new backend state; True the first time
+``backend(BackendIndicator, bool)``  new backend state; True the first time
 ``offer_backend(str, bool)``      ask the user to start a backend: question text, ``force``
 ``comment_saved(int, int)``       a run comment was written: proposal, run
 ``logbook_changed()``     a logbook comment was written (re-read the logbook)
@@ -41,11 +41,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from backend.vocab import normalize_proposal
+from backend.vocab import BackendState, normalize_proposal
 from amore_gui.components.events import EventGroup
 from amore_gui.components.settings import Settings, apply_column_layout
 from amore_gui.components.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
-                                             S_PROCESSING, Column, OnlyIncluded, TableData,
+                                             S_PROCESSING, S_WAITING, Column, OnlyIncluded, TableData,
                                              TextContains)
 from backend.contextdir import ContextDir
 
@@ -86,7 +86,7 @@ class Session:
                  runner: Runner | None = None, offer_backend: bool = False):
         self.paths = ContextDir(Path(context_dir).resolve())
         self.context_dir: Path = self.paths.path
-        self.db_path: Path = self.paths.db_file
+        self.db_file: Path = self.paths.db_file
         self.settings = settings if settings is not None else Settings()
         self.settings.add_recent(self.context_dir)
         #: this directory's dict inside the settings file
@@ -180,16 +180,20 @@ class Session:
         return out
 
     def counts_text(self, data: TableData, shown: int) -> str:
-        """Status-bar line: ``"12 runs, 3 shown · 40 variables · 1 processing · 2 failed"``."""
+        """Status-bar line: ``"12 runs, 3 shown · 40 variables · 1 processing · 2 failed ·
+        1 waiting for a working context file"``."""
         n = data.nrows
         txt = f"{n} runs" + (f", {shown} shown" if shown != n else "")
         txt += f" · {data.nvars} variables"
         busy = int(np.count_nonzero(data.status[:n] == S_PROCESSING))
         failed = int(np.count_nonzero(data.status[:n] == S_FAILED))
+        waiting = int(np.count_nonzero(data.status[:n] == S_WAITING))
         if busy:
             txt += f" · {busy} processing"
         if failed:
             txt += f" · {failed} failed"
+        if waiting:
+            txt += f" · {waiting} waiting for a working context file"
         if not self.is_fully_loaded and self.is_loaded:
             txt += " · loading older runs…"
         return txt
@@ -376,13 +380,13 @@ class Session:
 
     # -- backend ---------------------------------------------------------------------------
     def set_backend_state(self, status) -> None:
-        """A new :class:`BackendStatus` (from the periodic check or a start/stop). The first
+        """A new :class:`BackendIndicator` (from the periodic check or a start/stop). The first
         one may make the session offer to start a backend (``offer_backend`` event)."""
         first = self.backend_state is None
         self.backend_state = status
         self.backend_busy = None
         self.events.backend.emit(status, first)
-        if first and self.offer_backend and status.state in ("stopped", "stale"):
+        if first and self.offer_backend and status.state in (BackendState.STOPPED, BackendState.STALE):
             self.events.offer_backend.emit(*self.offer_text(status))
 
     def set_backend_busy(self, action: str) -> None:
@@ -394,8 +398,8 @@ class Session:
         st = self.backend_state
         if self.backend_busy or st is None:
             return {"start": False, "stop": False, "restart": False}
-        here = st.state == "running_here"
-        return {"start": st.state in ("stopped", "stale"), "stop": here, "restart": here}
+        here = st.state == BackendState.RUNNING_HERE
+        return {"start": st.state in (BackendState.STOPPED, BackendState.STALE), "stop": here, "restart": here}
 
     @staticmethod
     def busy_text(action: str) -> str:
@@ -407,7 +411,7 @@ class Session:
         """(question, force) for offering to start a backend: ``force`` when the backend was
         last recorded on another machine that stopped reporting."""
         here = socket.gethostname()
-        elsewhere = bool(status.state == "stale" and status.host and
+        elsewhere = bool(status.state == BackendState.STALE and status.host and
                          status.host.split(".")[0] != here.split(".")[0])
         if elsewhere:
             return (f"The backend was last recorded on {status.host}, but has not reported for "

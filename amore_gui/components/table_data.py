@@ -18,28 +18,36 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from backend.vocab import normalize_proposal
+from backend.vocab import RUN_STATUSES, SUMMARY_TYPES, RunStatus, SummaryType, normalize_proposal
+
 from amore_gui.components.formatting import format_number, format_time, format_time_short, header_text
+
 
 def _num(proposal) -> float:
     """A proposal as a number for sorting/plotting (NaN for identifiers such as 'mx2532')."""
     return float(proposal) if isinstance(proposal, (int, np.integer)) else math.nan
 
 
-# Value kinds (codes in TableData.kind); names as in backend.store.writer.SUMMARY_TYPES.
-K_MISSING, K_NUMBER, K_BOOL, K_STRING, K_COMPLEX, K_THUMBNAIL, K_SPARKLINE, K_ARRAY, \
-    K_ERROR, K_SKIPPED, K_NONE = range(11)
-KIND_NAMES = ("missing", "number", "bool", "string", "complex", "thumbnail", "sparkline",
-              "array", "error", "skipped", "none")
+# Value kinds (codes in TableData.kind): 0 for a missing cell, then the summary types
+# (backend.vocab.SummaryType) in their order.
+KIND_NAMES = ("missing",) + SUMMARY_TYPES
 KIND_CODE = {n: i for i, n in enumerate(KIND_NAMES)}
+K_MISSING = 0
+K_NUMBER, K_BOOL, K_STRING, K_COMPLEX, K_THUMBNAIL, K_SPARKLINE, K_ARRAY, K_ERROR, K_SKIPPED, \
+    K_NONE = (KIND_CODE[t.value] for t in (
+        SummaryType.NUMBER, SummaryType.BOOL, SummaryType.STRING, SummaryType.COMPLEX,
+        SummaryType.THUMBNAIL, SummaryType.SPARKLINE, SummaryType.ARRAY, SummaryType.ERROR,
+        SummaryType.SKIPPED, SummaryType.NONE))
 #: kinds whose value is in TableData.num
 NUMERIC_KINDS = (K_NUMBER, K_BOOL)
 #: kinds whose value is in TableData.obj
 OBJECT_KINDS = (K_STRING, K_COMPLEX, K_SPARKLINE, K_ARRAY)
 
-RUN_STATUSES = ("pending", "processing", "done", "failed", "running")
+# Run status codes (TableData.status): indices into backend.vocab.RUN_STATUSES.
 STATUS_CODE = {s: i for i, s in enumerate(RUN_STATUSES)}
-S_PENDING, S_PROCESSING, S_DONE, S_FAILED = range(4)
+S_PENDING, S_PROCESSING, S_DONE, S_FAILED, S_WAITING, S_RUNNING = (STATUS_CODE[s.value] for s in (
+    RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.DONE, RunStatus.FAILED, RunStatus.WAITING,
+    RunStatus.RUNNING))
 
 # Keys of the fixed columns ('#' cannot start a Python identifier, so no variable clashes).
 C_STATUS, C_PROPOSAL, C_RUN, C_START, C_ADDED, C_COMMENT = (

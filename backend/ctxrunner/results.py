@@ -41,7 +41,7 @@ import numpy as np
 
 from backend.contextdir import ContextDir
 from backend.files import share_like_dir
-from backend.vocab import StoredValue
+from backend.vocab import StoredValue, SummaryType
 
 def h5_path(context_dir: str | os.PathLike, proposal: int, run: int) -> Path:
     """``DIR/extracted_data/p<proposal>_r<run>.h5`` (:meth:`backend.contextdir.ContextDir.run_file`)."""
@@ -125,18 +125,18 @@ def figure_png(fig, px: int | None = None, dpi: float = 100) -> bytes:
 
 def _scalar_value(v) -> StoredValue | None:
     if isinstance(v, (bool, np.bool_)):
-        return StoredValue(int(bool(v)), "bool")
+        return StoredValue(int(bool(v)), SummaryType.BOOL.value)
     if isinstance(v, (int, np.integer)):
-        return StoredValue(int(v), "number")
+        return StoredValue(int(v), SummaryType.NUMBER.value)
     if isinstance(v, (float, np.floating)):
         f = float(v)
-        return StoredValue(None if np.isnan(f) else f, "number", {"nan": True} if np.isnan(f) else {})
+        return StoredValue(None if np.isnan(f) else f, SummaryType.NUMBER.value, {"nan": True} if np.isnan(f) else {})
     if isinstance(v, (complex, np.complexfloating)):
-        return StoredValue(str(complex(v)), "complex")
+        return StoredValue(str(complex(v)), SummaryType.COMPLEX.value)
     if isinstance(v, str):
-        return StoredValue(v, "string")
+        return StoredValue(v, SummaryType.STRING.value)
     if isinstance(v, bytes):
-        return StoredValue(v.decode("utf-8", "replace"), "string")
+        return StoredValue(v.decode("utf-8", "replace"), SummaryType.STRING.value)
     return None
 
 
@@ -188,9 +188,9 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
 
     target = preview if preview is not None else value
     if _is_figure(target):
-        return done(StoredValue(figure_png(target, px=thumbnail_px * 2), "thumbnail"))
+        return done(StoredValue(figure_png(target, px=thumbnail_px * 2), SummaryType.THUMBNAIL.value))
     if _is_xarray(value, "Dataset"):
-        return done(StoredValue(f"Dataset ({', '.join(map(str, value.data_vars))})", "array"))
+        return done(StoredValue(f"Dataset ({', '.join(map(str, value.data_vars))})", SummaryType.ARRAY.value))
 
     arr = np.asarray(getattr(target, "values", target))
     if arr.dtype == object:
@@ -215,13 +215,13 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
             return done(sv)
     if _numeric(arr) and arr.ndim == 1:
         return done(StoredValue(downsample_1d(arr, sparkline_points).astype("<f4").tobytes(),
-                                "sparkline"))
+                                SummaryType.SPARKLINE.value))
     if _numeric(arr) and arr.ndim == 2 and min(arr.shape) > 1:
-        return done(StoredValue(thumbnail_png(arr, thumbnail_px), "thumbnail"))
+        return done(StoredValue(thumbnail_png(arr, thumbnail_px), SummaryType.THUMBNAIL.value))
     if _numeric(arr) and arr.ndim == 2:
         return done(StoredValue(downsample_1d(arr.ravel(), sparkline_points).astype("<f4").tobytes(),
-                                "sparkline"))
-    return done(StoredValue(f"{arr.dtype} {tuple(arr.shape)}", "array"))
+                                SummaryType.SPARKLINE.value))
+    return done(StoredValue(f"{arr.dtype} {tuple(arr.shape)}", SummaryType.ARRAY.value))
 
 
 # --- HDF5 ---------------------------------------------------------------------------------

@@ -32,13 +32,15 @@ import time
 import traceback
 from pathlib import Path
 
+from backend.contextdir import ContextDir
+
 
 class Worker:
     """Holds the loaded context file of one context directory and processes requests."""
 
     def __init__(self, context_dir: Path, thumbnail_px: int = 150, sparkline_points: int = 100):
         self.context_dir = Path(context_dir)
-        self.ctx_path = self.context_dir / "context.py"
+        self.ctx_path = ContextDir(self.context_dir).context_file
         self.thumbnail_px = thumbnail_px
         self.sparkline_points = sparkline_points
         self.ctx = None
@@ -193,7 +195,7 @@ class Worker:
         """Table values of the variables' results (plus metadata ``columns``), the run's
         HDF5 file, the reply."""
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
-        from backend.vocab import StoredValue
+        from backend.vocab import StoredValue, SummaryType
         t_vars = time.perf_counter()
         values: dict[str, StoredValue] = dict(columns)
         to_store = {}
@@ -202,7 +204,7 @@ class Worker:
             if var.transient:
                 continue
             if res.skipped is not None:
-                values[name] = StoredValue(None, "skipped", {"reason": res.skipped})
+                values[name] = StoredValue(None, SummaryType.SKIPPED.value, {"reason": res.skipped})
                 continue
             if not res.ok:
                 attrs = {"error": res.error, "error_type": res.error_type}
@@ -210,7 +212,7 @@ class Worker:
                     attrs["line"] = res.line
                 if res.traceback:
                     attrs["traceback"] = res.traceback[-4000:]
-                values[name] = StoredValue(None, "error", attrs)
+                values[name] = StoredValue(None, SummaryType.ERROR.value, attrs)
                 continue
             try:
                 values[name] = table_value(res.value, summary=var.summary, units=var.units,
@@ -218,7 +220,7 @@ class Worker:
                                            sparkline_points=self.sparkline_points)
                 to_store[name] = (res.value, var.units)
             except Exception as e:
-                values[name] = StoredValue(None, "error", {"error": str(e),
+                values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": str(e),
                                                            "error_type": type(e).__name__})
             values[name].attributes["seconds"] = round(res.seconds, 4)
         h5_error = None
@@ -230,7 +232,7 @@ class Worker:
             for name in to_store:
                 values[name].attributes["storage_error"] = h5_error
         for name, err in store_errors.items():
-            values[name] = StoredValue(None, "error", {"error": f"could not be stored: {err}",
+            values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": f"could not be stored: {err}",
                                                        "error_type": "StorageError"})
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},

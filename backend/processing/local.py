@@ -25,6 +25,7 @@ from typing import Callable
 from backend import PACKAGE_PARENT
 from backend.config import Config
 from backend.store.writer import RunDB, StoredValue, VariableInfo
+from backend.vocab import RunStatus, SummaryType
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,9 @@ class WorkerPool:
 
 @dataclass
 class RunOutcome:
-    """Result of processing one run: ``status`` ``done`` or ``failed``, or ``waiting`` when the
-    context file is broken (the run stays pending), with value names written."""
+    """Result of processing one run: ``status`` (a :class:`~backend.vocab.RunStatus` value, as
+    stored for the run): ``done``, ``failed``, ``waiting`` when the context file is broken, or
+    ``pending`` when the backend stopped before the run was done; with value names written."""
 
     proposal: int | str
     run: int
@@ -225,9 +227,6 @@ class RunOutcome:
     names: list[str] = field(default_factory=list)
     n_errors: int = 0
     seconds: float = 0.0
-
-
-CONTEXT_WAIT_PREFIX = "waiting for a working context file"
 
 
 class RunProcessor:
@@ -295,9 +294,9 @@ class RunProcessor:
             return RunOutcome(proposal, run, "closed",
                               "the proposal is closed (amore-proto reopen to change values)")
         with self._run_lock(proposal, run):
-            self.db.set_run_status(proposal, run, "processing")
+            self.db.set_run_status(proposal, run, RunStatus.PROCESSING.value)
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
-                                                "status": "processing"})
+                                                "status": RunStatus.PROCESSING.value})
             timeout = float(self.config["processing"]["run_timeout"])
             req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                    "names": list(names) if names else None, "params": params or {}}
@@ -310,20 +309,20 @@ class RunProcessor:
                 reply = {"ok": False, "kind": "died", "error": str(e)}
             if reply.get("ok"):
                 values = {n: StoredValue.from_json(v) for n, v in reply["values"].items()}
-                n_err = sum(v.summary_type == "error" for v in values.values())
+                n_err = sum(v.summary_type == SummaryType.ERROR for v in values.values())
                 msg = f"{n_err} variable(s) failed" if n_err else None
                 if reply.get("storage_error"):
                     msg = "; ".join(filter(None, [msg, reply["storage_error"]]))
                     log.error("Run %d: %s", run, reply["storage_error"])
                 try:
-                    self.db.write_values(proposal, run, values, status="done",
+                    self.db.write_values(proposal, run, values, status=RunStatus.DONE.value,
                                          status_message=msg, start_time=reply.get("start_time"))
                 except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
                     log.error("Run %d: could not store values in the database: %s", run, e)
-                    self._try_status(proposal, run, "failed", f"could not store values: {e}")
-                    return RunOutcome(proposal, run, "failed", str(e),
+                    self._try_status(proposal, run, RunStatus.FAILED.value, f"could not store values: {e}")
+                    return RunOutcome(proposal, run, RunStatus.FAILED.value, str(e),
                                       seconds=time.perf_counter() - t0)
-                outcome = RunOutcome(proposal, run, "done", msg, sorted(values), n_err)
+                outcome = RunOutcome(proposal, run, RunStatus.DONE.value, msg, sorted(values), n_err)
                 t = reply.get("timings", {})
                 log.info("Run %d: %d variables in %.2f s (open %.2f, variables %.2f, store %.2f)%s",
                          run, len(values), time.perf_counter() - t0, t.get("open", 0),
@@ -331,20 +330,20 @@ class RunProcessor:
                          f"; {n_err} failed" if n_err else "")
             elif reply.get("kind") == "context":
                 self.context_error = reply.get("error")
-                msg = f"{CONTEXT_WAIT_PREFIX}: {reply.get('error')}"
-                self.db.set_run_status(proposal, run, "pending", msg)
-                outcome = RunOutcome(proposal, run, "waiting", msg)
+                msg = f"waiting for a working context file: {reply.get('error')}"
+                self.db.set_run_status(proposal, run, RunStatus.WAITING.value, msg)
+                outcome = RunOutcome(proposal, run, RunStatus.WAITING.value, msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
-                self.db.set_run_status(proposal, run, "pending", msg)
-                outcome = RunOutcome(proposal, run, "waiting", msg)
+                self.db.set_run_status(proposal, run, RunStatus.PENDING.value, msg)
+                outcome = RunOutcome(proposal, run, RunStatus.PENDING.value, msg)
                 log.warning("Run %d abandoned at shutdown", run)
             else:
                 msg = reply.get("error", "unknown error")
-                self.db.set_run_status(proposal, run, "failed", msg)
-                outcome = RunOutcome(proposal, run, "failed", msg)
+                self.db.set_run_status(proposal, run, RunStatus.FAILED.value, msg)
+                outcome = RunOutcome(proposal, run, RunStatus.FAILED.value, msg)
                 log.error("Run %d failed: %s", run, msg)
                 if reply.get("kind") == "died":
                     try:

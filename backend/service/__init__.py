@@ -1,2 +1,10 @@
-"""The backend process and how it is kept alive: the listener (sources -> processing -> store ->
-notify), its lock and status record, and the tmux-managed session (start, stop, heal, logs)."""
+"""The backend process and how it is kept alive.
+
+* ``listener``: the backend itself (sources -> processing -> store -> notify);
+* ``manager``: find out its state, start, stop and heal it (and its log);
+* ``session``: what the running backend holds for its life (the lock, a heartbeat record);
+* ``tmux``: the tmux client (the backend runs in a tmux session);
+* ``lock``: the exclusive ``flock`` of a context directory;
+* ``status``: the status record ``backend-status.json`` and the errors of backend management;
+* ``integrity``: the trust work beside processing (run snapshots, data check, checksums).
+"""

@@ -23,6 +23,7 @@ from backend.integrity.datacheck import CheckRules, check_euxfel_run, describe
 from backend.store.trust import (DATA_CHECK, FILES_CHECK, ProposalClosed, TrustStore,
                                  is_closed)
 from backend.store.writer import RunDB
+from backend.vocab import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,17 @@ def find_pending(db: RunDB, config: Config, proposal: int,
             died_events[e["run"]] = died_events.get(e["run"], 0) + 1
     for run, r in sorted(runs.items()):
         msg = r["status_message"] or ""
-        if r["status"] in ("pending", "processing"):
+        if r["status"] in (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING):
             work.unfinished.append(run)     # without data it fails once, with a reason
-        elif r["status"] == "failed" and any(m in msg for m in DIED_MARKERS):
+        elif r["status"] == RunStatus.FAILED and any(m in msg for m in DIED_MARKERS):
             if died_events.get(run, 0) <= MAX_DIED_RETRIES and run in on_disk:
                 work.died.append(run)
     trust = TrustStore(db)
     checked = trust.runs_with_cell(proposal, DATA_CHECK)
     summed = (trust.runs_with_checksums(proposal, check_algorithm(config))
               | trust.runs_verified(proposal))
-    processed = {run for run, r in runs.items() if r["status"] in ("done", "failed")}
+    processed = {run for run, r in runs.items()
+                 if r["status"] in (RunStatus.DONE, RunStatus.FAILED)}
     work.no_check = sorted((processed & on_disk) - checked - set(work.to_process))
     if config["check"].get("checksums", True):
         work.no_checksums = sorted((processed & on_disk) - summed - set(work.to_process))

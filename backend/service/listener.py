@@ -19,10 +19,11 @@ from pathlib import Path
 
 from backend.config import Config, load_config
 from backend.sources.base import RunEvent
-from backend.contextdir import CONTEXT_FILE_NAME, LOG_FILE_NAME, TMUX_SOCKET_NAME
-from backend.processing.local import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
+from backend.locate import find_proposal_dir
+from backend.contextdir import ContextDir
+from backend.processing.local import RunProcessor, WorkerPool
 from backend.store.writer import RunDB
-from backend.vocab import normalize_proposal
+from backend.vocab import RunStatus, normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,9 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
     sh.setFormatter(fmt)
     root.addHandler(sh)
     if context_dir is not None:
-        fh = logging.FileHandler(Path(context_dir) / LOG_FILE_NAME)
+        fh = logging.FileHandler(ContextDir(context_dir).log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
-
-
-def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
-    """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None (also for
-    proposals that are not numbers: European XFEL's layout has numbers only)."""
-    if not isinstance(proposal, int):
-        return None
-    root = config.effective_data_root()
-    matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
-    return matches[0] if matches else None
 
 
 class Listener:
@@ -92,7 +83,7 @@ class Listener:
 
     def _ctx_file_mtime(self):
         try:
-            return (self.context_dir / CONTEXT_FILE_NAME).stat().st_mtime
+            return ContextDir(self.context_dir).context_file.stat().st_mtime
         except FileNotFoundError:
             return None
 
@@ -132,22 +123,22 @@ class Listener:
         log.info("Run %d: %s (%s%s)", run, ev.state, ev.event or "event",
                  f", {ev.source}" if ev.source else "")
         if ev.state == "running":
-            self.db.set_run_status(ev.proposal, run, "running", None, start_time=start)
+            self.db.set_run_status(ev.proposal, run, RunStatus.RUNNING, None, start_time=start)
             self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
-                                                 "status": "running"})
+                                                 "status": RunStatus.RUNNING.value})
             return
         if ev.state == "failed":
-            self.db.set_run_status(ev.proposal, run, "failed", ev.error, start_time=start)
+            self.db.set_run_status(ev.proposal, run, RunStatus.FAILED, ev.error, start_time=start)
             self.report("error", f"run {run}: {ev.error}", {"key": ev.key, "source": ev.source},
                         source=self.facility, run=run)
             self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
-                                                 "status": "failed"})
+                                                 "status": RunStatus.FAILED.value})
             return
         if self._closed_notice(ev, run):
             return
         if new:
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": run,
-                                                 "names": [], "status": "pending"})
+                                                 "names": [], "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, run, ev.data)
 
     def _closed_notice(self, ev: RunEvent, run) -> bool:
@@ -180,7 +171,7 @@ class Listener:
                  f", {ev.source}" if ev.source else "")
         if new:
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
-                                                 "names": [], "status": "pending"})
+                                                 "names": [], "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, ev.run, ev.data)
 
     def submit(self, proposal: int | str, run: int, data: str):
@@ -198,17 +189,22 @@ class Listener:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
         self.last_run = (run, time.time())
-        if out is not None and out.status in ("done", "failed") and self.integrity is not None:
+        if out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED) and self.integrity is not None:
             self.integrity.submit(proposal, run)
         return out
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
+        """Queue the unfinished runs (``pending``, ``processing``, ``waiting``), or only those
+        waiting for a working context file; returns how many."""
+        if only_waiting_for_context:
+            todo = (RunStatus.WAITING,)
+        else:
+            todo = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)
         n = 0
         for r in self.db.runs():
             if r["proposal"] != self.proposal:
                 continue
-            waiting = (r["status_message"] or "").startswith(CONTEXT_WAIT_PREFIX)
-            if r["status"] in ("pending", "processing") and (waiting or not only_waiting_for_context):
+            if r["status"] in todo:
                 self.submit(r["proposal"], r["run"], "all")
                 n += 1
         return n
@@ -391,11 +387,12 @@ class Listener:
 
     # -- main ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> None:
-        from backend.service import manager
-        # exclusive lock + status record; raises manager.BackendLockedError if another
+        from backend.service.session import BackendSession
+        from backend.service.status import this_host
+        # exclusive lock + status record; raises BackendLockedError if another
         # backend runs on this directory
-        self._backend_session = manager.BackendSession.begin(self)
-        log.info("Running on %s under user %s, PID %d", manager.this_host(), getpass.getuser(),
+        self._backend_session = BackendSession.begin(self)
+        log.info("Running on %s under user %s, PID %d", this_host(), getpass.getuser(),
                  os.getpid())
         log.info("Context directory %s, %s proposal %s, %d worker(s)", self.context_dir,
                  self.facility, self.proposal, self.config.jobs)
@@ -452,8 +449,8 @@ class Listener:
     def run_once(self) -> int:
         """``amore-proto listen --once``: catch up on all pending work, do it, return 0.
         Starts no worker when there is nothing to process."""
-        from backend.service import manager
-        self._backend_session = manager.BackendSession.begin(self)
+        from backend.service.session import BackendSession
+        self._backend_session = BackendSession.begin(self)
         self._start_integrity()
         try:
             from backend.service.integrity import find_pending
@@ -502,7 +499,7 @@ class Listener:
         if getattr(self, "_backend_session", None) is not None:
             self._backend_session.close()  # status record first, so no one revives the socket
             self._backend_session = None
-        sock = self.context_dir / TMUX_SOCKET_NAME
+        sock = ContextDir(self.context_dir).tmux_socket
         try:
             sock.unlink()
             log.info("Removed %s", sock)

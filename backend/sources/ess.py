@@ -176,10 +176,11 @@ class EssMessageParser:
                                  f"name {msg.file_name!r}")
         run = self.run_number(msg.file_name, info.get("run_name"))
         if msg.error_encountered:
+            error = f"file writer error: {msg.message or 'no message'}"
+            # the snapshot keeps what the writer said, next to the file's details
             return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="wrdn",
-                            key=msg.job_id, info=info, state="failed",
-                            error=f"file writer error: {msg.message or 'no message'}",
-                            **self._snapshot(info))
+                            key=msg.job_id, info=info, state="failed", error=error,
+                            **self._snapshot({**info, "error": error}))
         return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="wrdn",
                         key=msg.job_id, info=info, state="ready", **self._snapshot(info))
 

@@ -1,29 +1,15 @@
 """Storage of run values: ``runs.sqlite`` in the context directory, through SQLAlchemy.
 
-The database is the source of truth; messages only carry names. The schema is versioned with
-Alembic (``backend/migrations``); opening a database upgrades it to the current revision.
-
-Tables (long/narrow):
-
-``metadata``
-    key/value text pairs: ``proposal`` (int as text), ``db_id`` (32 hex chars, random at creation).
-``runs``
-    one row per (proposal, run): ``start_time`` (Unix seconds, UTC, from the first train
-    timestamp), ``added_at`` (Unix seconds, when AMORE first heard of the run), ``status``
-    (one of :data:`RUN_STATUSES`), ``status_message``, ``comment`` (the editable run comment).
-``run_values``
-    one row per (proposal, run, variable name): ``value`` (SQLite integer, real, text or blob,
-    stored without type conversion), ``summary_type`` (one of :data:`SUMMARY_TYPES`, tells how to
-    read ``value``), ``attributes`` (JSON text: units, error type/message, shape, dtype, ...),
-    ``timestamp`` (Unix seconds of the write).
-``variables``
-    the context file's variables: name, title, description, units, tags (JSON list), data
-    (``raw``/``proc``), summary.
-``comments``
-    standalone timestamped comments (``run`` may be NULL).
+The database is the source of truth; messages only carry names. Its tables are defined once,
+in :mod:`backend.store.schema` (described there); this module writes them with statements
+built from those tables, and :mod:`backend.store.reader` reads them. The schema is versioned
+with Alembic (``backend/store/migrations``); opening a database upgrades it to the current
+revision.
 
 Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
-workers may write at once without ``database is locked`` errors.
+workers may write at once without ``database is locked`` errors. :class:`RunDB` is used only by
+the backend (the database's one writer), and for what people edit (comments, from the GUI
+or the command line).
 """
 from __future__ import annotations
 
@@ -38,26 +24,60 @@ from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from backend.store.reader import schema_revision
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, source_runs_table,
                                   variables_table)
-from backend.contextdir import DB_FILE_NAME
+from backend.contextdir import db_file
 from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
-                           StoredValue, VariableInfo, normalize_proposal)
+                           RunStatus, StoredValue, VariableInfo, normalize_proposal)
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
 
+def _new_run():
+    """Record a run (status ``pending``) unless it exists. Parameters: proposal, run,
+    start_time, added_at."""
+    ins = sqlite_insert(runs_table).values(
+        proposal=sa.bindparam("proposal"), run=sa.bindparam("run"),
+        start_time=sa.bindparam("start_time"), added_at=sa.bindparam("added_at"),
+        status=RunStatus.PENDING.value)
+    return ins.on_conflict_do_nothing(index_elements=[runs_table.c.proposal, runs_table.c.run])
+
+
+def _run_status():
+    """Set a run's status and message (recording the run if new; a start time only if given).
+    Parameters: proposal, run, start_time, added_at, status, status_message."""
+    c = runs_table.c
+    ins = sqlite_insert(runs_table).values(
+        proposal=sa.bindparam("proposal"), run=sa.bindparam("run"),
+        start_time=sa.bindparam("start_time"), added_at=sa.bindparam("added_at"),
+        status=sa.bindparam("status"), status_message=sa.bindparam("status_message"))
+    return ins.on_conflict_do_update(
+        index_elements=[c.proposal, c.run],
+        set_={"status": ins.excluded.status, "status_message": ins.excluded.status_message,
+              "start_time": sa.func.coalesce(ins.excluded.start_time, c.start_time)})
+
+
+def _upsert_value():
+    """Store one value, replacing an existing one. Parameters: the ``run_values`` columns."""
+    c = run_values_table.c
+    ins = sqlite_insert(run_values_table)
+    return ins.on_conflict_do_update(
+        index_elements=[c.proposal, c.run, c.name],
+        set_={n: ins.excluded[n] for n in ("value", "summary_type", "attributes", "timestamp")})
+
+
+_NEW_RUN = _new_run()
+_RUN_STATUS = _run_status()
+_UPSERT_VALUE = _upsert_value()
+
+
 class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
-
-
-def db_path(context_dir: str | os.PathLike) -> Path:
-    """Path of ``runs.sqlite`` for a context directory (or the file itself if given)."""
-    p = Path(context_dir)
-    return p if p.suffix == ".sqlite" else p / DB_FILE_NAME
 
 
 def make_engine(path: str | os.PathLike) -> sa.Engine:
@@ -89,12 +109,10 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
 
 
 def _current_revision(path: Path) -> str | None:
+    """The Alembic revision of the database file (None for a new or empty file)."""
     con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
     try:
-        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-        return row[0] if row else None
-    except sqlite3.OperationalError:
-        return None
+        return schema_revision(con)
     finally:
         con.close()
 
@@ -119,7 +137,7 @@ class RunDB:
     """
 
     def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
-        self.path = db_path(context_dir)
+        self.path = db_file(context_dir)
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
@@ -138,7 +156,7 @@ class RunDB:
         """
         if proposal is not None:
             proposal = normalize_proposal(proposal)
-        path = db_path(context_dir)
+        path = db_file(context_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(context_dir, _create=True)
         with db.engine.begin() as conn:
@@ -161,9 +179,9 @@ class RunDB:
 
     def set_metadata(self, key: str, value: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO metadata(key, value) VALUES (:k, :v) "
-                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
-                         {"k": key, "v": value})
+            ins = sqlite_insert(metadata_table).values(key=key, value=value)
+            conn.execute(ins.on_conflict_do_update(index_elements=[metadata_table.c.key],
+                                                   set_={"value": ins.excluded.value}))
 
     @property
     def db_id(self) -> str:
@@ -186,10 +204,8 @@ class RunDB:
         """
         now = time.time() if added_at is None else added_at
         with self.engine.begin() as conn:
-            res = conn.execute(sa.text(
-                "INSERT INTO runs(proposal, run, start_time, added_at, status) "
-                "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                {"p": proposal, "r": run, "s": start_time, "a": now})
+            res = conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
+                                          "start_time": start_time, "added_at": now})
             new = res.rowcount > 0
             if not new and start_time is not None:
                 conn.execute(runs_table.update()
@@ -203,13 +219,9 @@ class RunDB:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         with self.engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO runs(proposal, run, start_time, added_at, status, status_message) "
-                "VALUES (:p, :r, :s, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
-                "status = excluded.status, status_message = excluded.status_message, "
-                "start_time = coalesce(excluded.start_time, runs.start_time)"),
-                {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
-                 "m": message})
+            conn.execute(_RUN_STATUS, {"proposal": proposal, "run": run, "start_time": start_time,
+                                       "added_at": time.time(), "status": RunStatus(status).value,
+                                       "status_message": message})
 
     def set_comment(self, proposal: int | str, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
@@ -292,7 +304,7 @@ class RunDB:
                         "VALUES (:p, :r, :s, :a, :st) ON CONFLICT(proposal, run) DO UPDATE SET "
                         "start_time = coalesce(runs.start_time, excluded.start_time)"),
                         {"p": proposal, "r": run, "s": start_time, "a": now,
-                         "st": "running" if state == "running" else "pending"})
+                         "st": (RunStatus.RUNNING if state == "running" else RunStatus.PENDING).value})
                     return run, True, True
             except sa.exc.OperationalError as e:  # pragma: no cover - only under extreme load
                 if "locked" not in str(e) or attempt == 4:
@@ -337,24 +349,18 @@ class RunDB:
         longer exist). ``status``/``status_message``/``start_time`` update the run row too.
         """
         now = time.time()
-        rows = [{"p": proposal, "r": run, "n": name, "v": _db_value(sv.value),
-                 "st": sv.summary_type, "a": json.dumps(sv.attributes, default=str) if sv.attributes else None,
-                 "t": now} for name, sv in values.items()]
+        rows = [{"proposal": proposal, "run": run, "name": name, "value": _db_value(sv.value),
+                 "summary_type": sv.summary_type,
+                 "attributes": json.dumps(sv.attributes, default=str) if sv.attributes else None,
+                 "timestamp": now} for name, sv in values.items()]
         gone = [n for n in delete_missing if n not in values]
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(
-                        "INSERT INTO runs(proposal, run, start_time, added_at, status) "
-                        "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                        {"p": proposal, "r": run, "s": start_time, "a": now})
+                    conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
+                                            "start_time": start_time, "added_at": now})
                     if rows:
-                        conn.execute(sa.text(
-                            "INSERT INTO run_values(proposal, run, name, value, summary_type, attributes, timestamp) "
-                            "VALUES (:p, :r, :n, :v, :st, :a, :t) "
-                            "ON CONFLICT(proposal, run, name) DO UPDATE SET value = excluded.value, "
-                            "summary_type = excluded.summary_type, attributes = excluded.attributes, "
-                            "timestamp = excluded.timestamp"), rows)
+                        conn.execute(_UPSERT_VALUE, rows)
                     if gone:
                         conn.execute(run_values_table.delete().where(
                             run_values_table.c.proposal == proposal, run_values_table.c.run == run,
@@ -391,8 +397,9 @@ class RunDB:
     def all_values(self) -> list[tuple]:
         """Every stored value as ``(proposal, run, name, value, summary_type, attributes_json)``."""
         with self.engine.connect().execution_options(readonly=True) as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(
-                "SELECT proposal, run, name, value, summary_type, attributes FROM run_values")]
+            c = run_values_table.c
+            return [tuple(r) for r in conn.execute(sa.select(
+                c.proposal, c.run, c.name, c.value, c.summary_type, c.attributes))]
 
     # --- variables ------------------------------------------------------------------------
     def set_variables(self, variables: Iterable[VariableInfo]) -> bool:

@@ -1,6 +1,7 @@
-"""Finding the context directory to open (plain Python, no Qt).
+"""Finding a context directory from a proposal number or a path (plain Python).
 
-``amore-proto gui 2832`` means ``<proposal dir>/usr/Shared/amore`` of proposal 2832, the
+Used by the GUI (``amore-proto gui 2832``), the read API (``amore.api.open(2832)``) and the
+command line. ``2832`` means ``<proposal dir>/usr/Shared/amore`` of proposal 2832, the
 proposal directory found under the data root (``[data] root`` in the configuration or
 ``$EXTRA_DATA_DATA_ROOT``, default ``/gpfs/exfel/exp``) as extra-data finds it.
 """
@@ -10,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.config import CONTEXT_SUBDIR
-from backend.contextdir import DB_FILE_NAME
+from backend.config import CONTEXT_SUBDIR, Config, load_config
+from backend.contextdir import ContextDir
 
 
 class LocateError(Exception):
@@ -28,20 +29,27 @@ class Target:
 
     @property
     def exists(self) -> bool:
-        return (self.context_dir / DB_FILE_NAME).is_file()
+        return ContextDir(self.context_dir).db_file.is_file()
 
 
 def data_root() -> Path:
     """The data root the backend uses (site configuration, then ``$EXTRA_DATA_DATA_ROOT``)."""
-    from backend.config import load_config
     return load_config(None).effective_data_root()
+
+
+def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
+    """``<root>/<INSTRUMENT>/<CYCLE>/p<proposal:06d>`` under the data root, or None (also for
+    proposals that are not numbers: European XFEL's layout has numbers only)."""
+    if not isinstance(proposal, int):
+        return None
+    root = config.effective_data_root()
+    matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
+    return matches[0] if matches else None
 
 
 def proposal_context_dir(proposal: int) -> Path:
     """``<proposal dir>/usr/Shared/amore``; raises :class:`LocateError` if the proposal
     directory is not under the data root."""
-    from backend.config import load_config
-    from backend.service.listener import find_proposal_dir
     cfg = load_config(None)
     pdir = find_proposal_dir(int(proposal), cfg)
     if pdir is None:
@@ -56,7 +64,6 @@ def facility_context_dir(proposal: str) -> Target | None:
     <session>/PROCESSED_DATA/amore`` (the newest session with a database), SwissFEL
     ``<swissfel.data_root>/<beamline>/data/<pgroup>/res/amore``. None at European XFEL and ESS
     (numbers: the proposal directory convention applies) or when nothing matches."""
-    from backend.config import load_config
     from backend.vocab import normalize_proposal
     try:
         cfg = load_config(None)
@@ -71,7 +78,7 @@ def facility_context_dir(proposal: str) -> Target | None:
     else:
         return None
     root, glob = pattern
-    found = sorted((p for p in root.glob(glob) if (p / DB_FILE_NAME).is_file()),
+    found = sorted((p for p in root.glob(glob) if ContextDir(p).db_file.is_file()),
                    key=lambda p: str(p))
     if not found:
         raise LocateError(f"No AMORE context directory for {proposal} under {root} "

@@ -1,0 +1,195 @@
+"""Fast reads of ``runs.sqlite`` with the standard library's :mod:`sqlite3` (no Qt, no engine).
+
+The SQL is built once, at import, from the SQLAlchemy tables of :mod:`backend.store.schema`
+(compiled for SQLite with ``?`` placeholders), so the writer (:mod:`backend.store.writer`) and
+the readers share one schema definition: renaming a column in ``schema.py`` renames it here.
+Readers are the GUI (:mod:`amore_gui.components.dbread`) and the public read API
+(:mod:`amore.api`). Nothing here writes; the backend is the database's only writer.
+
+Each ``*_SQL`` constant is a query string; its positional parameters are named in its comment.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as _sqlite
+
+from backend.contextdir import db_file
+from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
+                                  run_values_table, runs_table, variables_table)
+from backend.vocab import SummaryType
+
+__all__ = ["connect", "schema_revision", "SCHEMA_HEAD", "RUN_FIELDS", "VARIABLE_FIELDS",
+           "COMMENT_FIELDS"]
+
+_DIALECT = _sqlite.dialect(paramstyle="qmark")
+
+R = runs_table.c
+V = run_values_table.c
+VAR = variables_table.c
+C = comments_table.c
+M = metadata_table.c
+E = events_table.c
+
+
+def _sql(stmt) -> str:
+    """SQLite SQL text of a Core statement (``?`` placeholders in the order of the bind
+    parameters). Every parameter must be one of :func:`_p`'s (constants are written into
+    the text with :func:`_lit`), so the documented parameter order is the real one."""
+    compiled = stmt.compile(dialect=_DIALECT)
+    stray = [n for n in compiled.positiontup or () if n not in _PARAMS]
+    if stray:
+        raise AssertionError(f"unexpected bound parameters {stray} in {compiled}")
+    return str(compiled)
+
+
+def _lit(value: str):
+    """A constant (a vocabulary value) written into the SQL text rather than bound."""
+    return sa.literal_column("'" + str(value).replace("'", "''") + "'")
+
+
+_PARAMS = ("p", "r", "n", "t", "lo", "hi", "after")
+
+
+def _p(name: str):
+    """A positional parameter (one of :data:`_PARAMS`)."""
+    assert name in _PARAMS
+    return sa.bindparam(name)
+
+
+def _st(t: SummaryType):
+    return _lit(t.value)
+
+
+#: The ``runs`` columns after (proposal, run), in the order the run queries return them.
+RUN_FIELDS = ("start_time", "added_at", "status", "status_message", "comment")
+#: The ``variables`` columns, in the order :data:`VARIABLES_SQL` returns them.
+VARIABLE_FIELDS = ("name", "title", "description", "units", "tags", "data", "summary")
+#: The ``comments`` columns, in the order :data:`COMMENTS_SQL` returns them.
+COMMENT_FIELDS = ("id", "proposal", "run", "timestamp", "author", "text")
+
+_run_info_cols = [R[f] for f in RUN_FIELDS]
+
+#: () -> (key, value)
+METADATA_SQL = _sql(sa.select(M.key, M.value))
+#: () -> VARIABLE_FIELDS, in definition order
+VARIABLES_SQL = _sql(sa.select(*[VAR[f] for f in VARIABLE_FIELDS]).order_by(sa.text("rowid")))
+#: () -> (proposal, run, *RUN_FIELDS), ordered by proposal and run
+RUNS_SQL = _sql(sa.select(R.proposal, R.run, *_run_info_cols).order_by(R.proposal, R.run))
+#: (proposal, run) -> RUN_FIELDS
+RUN_INFO_SQL = _sql(sa.select(*_run_info_cols).where(R.proposal == _p("p"), R.run == _p("r")))
+#: () -> COMMENT_FIELDS, oldest first
+COMMENTS_SQL = _sql(sa.select(*[C[f] for f in COMMENT_FIELDS]).order_by(C.timestamp, C.id))
+#: () -> (count, max id, max timestamp) of the comments
+COMMENTS_SIGNATURE_SQL = _sql(sa.select(sa.func.count(), sa.func.max(C.id), sa.func.max(C.timestamp)))
+
+#: the stored value, except thumbnails (NULL: their PNGs are fetched when shown)
+_value_no_thumb = sa.case((V.summary_type == _st(SummaryType.THUMBNAIL), sa.null()), else_=V.value)
+_value_cols = [V.name, V.summary_type, _value_no_thumb, V.attributes, V.timestamp]
+
+#: (proposal, run) -> (name, summary_type, value or NULL for thumbnails, attributes, timestamp)
+RUN_VALUES_SQL = _sql(sa.select(*_value_cols).where(V.proposal == _p("p"), V.run == _p("r")))
+#: (since,) -> (proposal, run, name, summary_type, value/NULL, attributes, timestamp)
+VALUES_SINCE_SQL = _sql(sa.select(V.proposal, V.run, *_value_cols).where(V.timestamp > _p("t")))
+#: () -> (proposal, run, name, value) of every number cell
+NUMBER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.value)
+                         .where(V.summary_type == _st(SummaryType.NUMBER)))
+#: () -> (proposal, run, name, summary_type, value or NULL for thumbnails) of every other cell
+OTHER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.summary_type, _value_no_thumb)
+                        .where(V.summary_type != _st(SummaryType.NUMBER)))
+#: () -> (name,) of every name that has a value
+VALUE_NAMES_SQL = _sql(sa.select(V.name).distinct())
+#: (proposal, run, name) -> (value, summary_type, attributes) of one cell
+VALUE_SQL = _sql(sa.select(V.value, V.summary_type, V.attributes)
+                 .where(V.proposal == _p("p"), V.run == _p("r"), V.name == _p("n")))
+#: (name,) -> (1,) if any run has a value of that name, else (0,)
+NAME_HAS_VALUES_SQL = _sql(sa.select(sa.exists().where(V.name == _p("n"))))
+#: (proposal, run, name) -> (PNG bytes,) of a thumbnail cell
+THUMBNAIL_SQL = _sql(sa.select(V.value).where(V.proposal == _p("p"), V.run == _p("r"),
+                                              V.name == _p("n"),
+                                              V.summary_type == _st(SummaryType.THUMBNAIL)))
+#: (proposal, run) -> (name, value) of the number cells of one run
+RUN_NUMBERS_SQL = _sql(sa.select(V.name, V.value).where(
+    V.proposal == _p("p"), V.run == _p("r"), V.summary_type == _st(SummaryType.NUMBER)))
+#: (proposal, run) -> (name, summary_type, value/NULL, attributes) of the other cells of one run
+RUN_OTHERS_SQL = _sql(sa.select(V.name, V.summary_type, _value_no_thumb, V.attributes).where(
+    V.proposal == _p("p"), V.run == _p("r"), V.summary_type != _st(SummaryType.NUMBER)))
+
+#: Fields of an event log entry, in the order :data:`EVENTS_SINCE_SQL` returns them.
+EVENT_FIELDS = ("id", "timestamp", "level", "source", "proposal", "run", "message", "details")
+#: (after id,) -> the event log entries with ``id`` > after, newest first (fetch as many as wanted)
+EVENTS_SINCE_SQL = _sql(sa.select(*[E[f] for f in EVENT_FIELDS]).where(E.id > _p("after"))
+                        .order_by(E.id.desc()))
+
+
+def _chunk_sql() -> str:
+    """Values of a run range of one proposal in one scan, one row per run:
+    ``(run, number names, number values, other cells)`` - names and values of the number cells
+    as comma-separated text (NULL written as ``nan``), and every other cell (and every number
+    with ``bold``/``background``/``tooltip`` attributes) as a JSON array of
+    ``[name, summary_type, value, attributes]`` (value NULL for numbers and thumbnails, hex
+    text for sparklines and other blobs; attributes only for error/skipped cells and cells
+    with ``bold``/``background``/``tooltip``). Parameters: (proposal, lo, hi)."""
+    is_num = V.summary_type == _st(SummaryType.NUMBER)
+    # cheap test for attributes "bold"/"background" (both start with '"b') or "tooltip"
+    zero = sa.literal_column("0")
+    has_b = sa.or_(sa.func.instr(V.attributes, _lit('"b')) > zero,
+                   sa.func.instr(V.attributes, _lit('"tooltip"')) > zero)
+    value = sa.case(
+        (V.summary_type.in_([_st(SummaryType.NUMBER), _st(SummaryType.THUMBNAIL)]), sa.null()),
+        (sa.or_(V.summary_type == _st(SummaryType.SPARKLINE),
+                sa.func.typeof(V.value) == _lit("blob")), sa.func.hex(V.value)),
+        else_=V.value)
+    attrs = sa.case((sa.or_(V.summary_type.in_([_st(SummaryType.ERROR), _st(SummaryType.SKIPPED)]),
+                            has_b), V.attributes))
+    others = sa.func.group_concat(sa.case((sa.or_(~is_num, has_b),
+                                           sa.func.json_array(V.name, V.summary_type, value, attrs))))
+    stmt = (sa.select(V.run,
+                      sa.func.group_concat(sa.case((is_num, V.name))),
+                      sa.func.group_concat(sa.case((is_num, sa.func.ifnull(V.value, _lit("nan"))))),
+                      _lit("[").op("||")(others).op("||")(_lit("]")))
+            .where(V.proposal == _p("p"), V.run.between(_p("lo"), _p("hi")))
+            .group_by(V.proposal, V.run))
+    return _sql(stmt)
+
+
+#: (proposal, lo, hi) -> per run: (run, number names, number values, other cells JSON)
+CHUNK_SQL = _chunk_sql()
+
+#: Alembic's own table (not part of the schema definition): the database's revision.
+SCHEMA_REVISION_SQL = "SELECT version_num FROM alembic_version"
+
+
+def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
+            timeout: float = 30.0) -> sqlite3.Connection:
+    """A read-only connection to an existing ``runs.sqlite`` (``path``: the file or its context
+    directory).
+
+    With ``uri_readonly`` SQLite opens the file with ``mode=ro`` (nothing can be written
+    through it, not even by mistake); otherwise the connection is ``PRAGMA query_only``.
+    Either way it reads consistently while the backend writes (WAL mode); ``timeout`` seconds
+    of waiting for a lock. ``check_same_thread`` is off: use it from one thread at a time.
+    Raises ``FileNotFoundError`` if there is no database.
+    """
+    path = db_file(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No AMORE database at {path}")
+    if uri_readonly:
+        con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True,
+                              timeout=timeout, check_same_thread=False)
+    else:
+        con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False)
+    con.execute("PRAGMA query_only = 1")
+    return con
+
+
+def schema_revision(con: sqlite3.Connection) -> str | None:
+    """The Alembic revision of the database, or None if it has none (an empty file)."""
+    try:
+        row = con.execute(SCHEMA_REVISION_SQL).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
