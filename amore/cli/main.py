@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amore.cli import backend, demo, gui, listen, manual, reprocess, setup, show
+from amore.cli import backend, demo, gui, listen, logs, manual, reprocess, setup, show
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, manual]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, manual, logs]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,14 @@ Nothing is pickled.
 
 Requests and replies:
 
-``{"op": "load"}``
-    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float}`` or
+``{"op": "load", "manual_columns": [str]}``
+    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float,
+    "inputs": {name: [var# names it takes, variables and manual columns]}}`` or
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
-"params": {}}``
+"params": {}, "manual_columns": [str], "manual": {name: value}}``
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
-    "timings": {...}}`` or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
+    "timings": {...}, "log": str}`` (``log``: what the variables printed, and tracebacks) or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
 ``{"op": "exit"}``
     ends the process.
 """
@@ -41,38 +42,44 @@ class Worker:
         self.ctx = None
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
+        self.manual: frozenset = frozenset()  # manual column names the context may read
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
 
-    def _ensure_context(self) -> None:
+    def _ensure_context(self, manual=None) -> None:
         from backend.ctxrunner.context import ContextFile, ContextFileError
+        manual_changed = manual is not None and frozenset(manual) != self.manual
+        if manual is not None:
+            self.manual = frozenset(manual)
         try:
             mtime = self.ctx_path.stat().st_mtime
         except FileNotFoundError:
             self.ctx, self.ctx_error, self.ctx_mtime = None, f"No context file at {self.ctx_path}", None
             return
-        if mtime == self.ctx_mtime:
+        if mtime == self.ctx_mtime and not manual_changed:
             return
         self.ctx_mtime = mtime
         try:
-            self.ctx = ContextFile.from_path(self.ctx_path)
+            self.ctx = ContextFile.from_path(self.ctx_path, manual=self.manual)
             self.ctx_error = None
         except ContextFileError as e:
             self.ctx, self.ctx_error = None, str(e)
 
     def load(self, req: dict) -> dict:
-        self._ensure_context()
+        self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
         variables = [{"name": v.name, "title": v.title, "description": v.description,
                       "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
                      for v in self.ctx.variables.values() if not v.transient]
-        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime}
+        inputs = {n: [i.key for i in v.inputs if i.kind == "var"]
+                  for n, v in self.ctx.variables.items()}
+        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime, "inputs": inputs}
 
     def run(self, req: dict) -> dict:
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
         from backend.vocab import StoredValue
         t0 = time.perf_counter()
-        self._ensure_context()
+        self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
         proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
@@ -105,9 +112,19 @@ class Worker:
         if self.mymdc is not None:
             def mymdc(key, _c=self.mymdc):
                 return _c.lookup(key, proposal, run)
-        results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
-                                   proposal_path=str(prop_path), names=req.get("names"),
-                                   data=data, params=req.get("params") or {}, mymdc=mymdc)
+        import contextlib
+        captured = _Tee(sys.stderr)
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
+                                       proposal_path=str(prop_path), names=req.get("names"),
+                                       data=data, params=req.get("params") or {}, mymdc=mymdc,
+                                       manual=req.get("manual") or {})
+        log_parts = [captured.getvalue()] if captured.getvalue() else []
+        for name, res in results.items():
+            if res.traceback:
+                log_parts.append(f"--- {name} failed:\n{res.traceback}")
+            elif res.error:
+                log_parts.append(f"--- {name} failed: {res.error_type}: {res.error}\n")
         t_vars = time.perf_counter()
         values: dict[str, StoredValue] = {}
         to_store = {}
@@ -149,8 +166,38 @@ class Worker:
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
                 "start_time": start_time, "data": data, "storage_error": h5_error,
+                "log": "".join(p if p.endswith("\n") else p + "\n" for p in log_parts)[-200_000:],
                 "timings": {"open": t_open - t0, "variables": t_vars - t_open,
                             "store": t_end - t_vars}}
+
+
+class _Tee:
+    """A text stream that keeps what is written (for the run's log) and passes it on."""
+
+    def __init__(self, passthrough):
+        import io
+        self._buf = io.StringIO()
+        self._pass = passthrough
+
+    def write(self, s: str) -> int:
+        self._buf.write(s)
+        try:
+            self._pass.write(s)
+        except (OSError, ValueError):
+            pass
+        return len(s)
+
+    def flush(self) -> None:
+        try:
+            self._pass.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def getvalue(self) -> str:
+        return self._buf.getvalue()
 
 
 def _release_memory() -> None:

@@ -20,6 +20,7 @@ from backend.config import Config, load_config
 from backend.sources.base import RunEvent
 from backend.contextdir import CONTEXT_FILE_NAME, LOG_FILE_NAME, TMUX_SOCKET_NAME
 from backend.processing.local import CONTEXT_WAIT_PREFIX, RunProcessor, WorkerPool
+from backend.store.manual import ManualStore
 from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class Listener:
         self._ctx_mtime = None
         self._ctx_reloading = threading.Event()
         self.last_run: tuple[int, float] | None = None
+        self.manual = ManualStore(self.db)
+        self._manual_sig = None
 
     # -- plumbing ----------------------------------------------------------------------
     def _publish(self, kind: str, data: dict) -> None:
@@ -94,8 +97,15 @@ class Listener:
         log.info("Run %d: %s data ready (%s%s)", ev.run, ev.data, ev.event or "event",
                  f", {ev.source}" if ev.source else "")
         if new:
+            carried = []
+            try:  # auto-pilot: manual columns marked carry-over start with the previous value
+                carried = [e.name for e in self.manual.carry_over(ev.proposal, ev.run)]
+            except Exception:
+                log.exception("Run %d: carrying manual values over failed", ev.run)
+            if carried:
+                log.info("Run %d: carried over %s", ev.run, ", ".join(carried))
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
-                                                 "names": [], "status": "pending"})
+                                                 "names": carried, "status": "pending"})
         self.submit(ev.proposal, ev.run, ev.data)
 
     def submit(self, proposal: int, run: int, data: str):
@@ -160,6 +170,46 @@ class Listener:
             log.exception("Reloading the context file failed")
         finally:
             self._ctx_reloading.clear()
+
+    MANUAL_SEEN_KEY = "manual_applied_id"
+
+    def _check_manual(self) -> None:
+        """Recompute variables that depend on manual values edited since the last check (by
+        the CLI, GUIs or the API, also while the backend was down), and reload the context
+        when manual columns were added, renamed or removed."""
+        try:
+            sig = tuple(c.name for c in self.manual.columns())
+            if self._manual_sig is not None and sig != self._manual_sig:
+                self._ctx_mtime = None   # context files may read the new names
+            self._manual_sig = sig
+            seen = self.db.get_metadata(self.MANUAL_SEEN_KEY)
+            if seen is None:
+                self.db.set_metadata(self.MANUAL_SEEN_KEY, str(self.manual.last_edit_id()))
+                return
+            # carried-over values are in place before their run is processed
+            last, edits = self.manual.edits_since(int(seen), exclude_via=("carry-over",))
+            if last == int(seen):
+                return
+            self.db.set_metadata(self.MANUAL_SEEN_KEY, str(last))
+        except Exception:
+            log.exception("Checking manual edits failed")
+            return
+        per_run: dict[tuple[int, int], set] = {}
+        for p, r, name in edits:
+            if p == self.proposal:
+                per_run.setdefault((p, r), set()).add(name)
+        for (p, r), names in per_run.items():
+            if self.processor.dependents(names) and not self._stop.is_set():
+                self.executor.submit(self._recompute, p, r, names)
+
+    def _recompute(self, proposal, run, names):
+        if self._stop.is_set():
+            return None
+        try:
+            return self.processor.recompute_for_manual(proposal, run, names)
+        except Exception:
+            log.exception("Recomputing run %d after a manual edit failed", run)
+            return None
 
     def _start_sources(self) -> None:
         broker = self.config.broker
@@ -226,11 +276,13 @@ class Listener:
         try:
             self._start_sources()
             self._check_context(wait=True)
+            self._check_manual()
             n = self._requeue_pending()
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)
             log.info("Ready")
             while not self._stop.wait(1.0):
+                self._check_manual()
                 self._check_context()
                 self._backend_session.tick()
         except Exception:

@@ -36,6 +36,8 @@ EDIT_SOURCES = ("gui", "cli", "api", "carry-over", "import")
 TRUE_WORDS = {"yes", "y", "true", "t", "1", "on", "✓", "x"}
 FALSE_WORDS = {"no", "n", "false", "f", "0", "off", "✗"}
 CLEAR_WORDS = {"", "none", "null", "-"}
+#: ``manual_history.text`` of an edit that confirmed a carried-over value (value unchanged)
+CONFIRMED_TEXT = "(confirmed)"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = {"run", "proposal", "and", "or", "not", "in", "none", "true", "false", "has",
              "failed", "start", "added", "comment", "status"}
@@ -408,7 +410,7 @@ class ManualStore:
                     {"p": proposal, "r": run, "a": now})
                 conn.execute(mh.insert().values(
                     column_id=col.id, proposal=proposal, run=run, value=v,
-                    text=("(confirmed)" if confirm_only else
+                    text=(CONFIRMED_TEXT if confirm_only else
                           (raw if isinstance(raw, str) else None)),
                     carried=0, author=author, timestamp=now, via=via))
                 if v is None:
@@ -502,16 +504,20 @@ class ManualStore:
             r["display"] = col.format(r["value"]) if r["value"] is not None else "(cleared)"
         return rows
 
-    def edits_since(self, last_id: int) -> tuple[int, list[tuple[int, int, str]]]:
+    def edits_since(self, last_id: int, exclude_via=()) -> tuple[int, list[tuple[int, int, str]]]:
         """Edits with a history id above ``last_id``: ``(newest id, [(proposal, run, column
-        name), ...])`` (de-duplicated; carried-over values included)."""
+        name), ...])`` (de-duplicated; edits whose source is in ``exclude_via`` left out, but
+        counted in the newest id)."""
         with self.engine.connect().execution_options(readonly=True) as conn:
-            rows = conn.execute(sa.select(mh.c.id, mh.c.proposal, mh.c.run, mc.c.name)
+            rows = conn.execute(sa.select(mh.c.id, mh.c.proposal, mh.c.run, mc.c.name, mh.c.via,
+                                          mh.c.text)
                                 .join(mc, mc.c.id == mh.c.column_id)
                                 .where(mh.c.id > last_id).order_by(mh.c.id)).all()
         if not rows:
             return last_id, []
-        return rows[-1][0], list(dict.fromkeys((p, r, n) for _, p, r, n in rows))
+        return rows[-1][0], list(dict.fromkeys((p, r, n) for _, p, r, n, via, text in rows
+                                               if via not in exclude_via
+                                               and text != CONFIRMED_TEXT))
 
     def last_edit_id(self) -> int:
         with self.engine.connect().execution_options(readonly=True) as conn:
