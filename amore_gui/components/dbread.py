@@ -76,7 +76,8 @@ def ensure_schema(path: str | Path) -> None:
 
 
 def read_variables(con: sqlite3.Connection) -> list[Column]:
-    """Variable columns in definition order."""
+    """Variable columns in definition order, then the manual columns (``Column.manual`` set:
+    their type, choices, carry-over)."""
     out = []
     for name, title, desc, units, tags in con.execute(
             "SELECT name, title, description, units, tags FROM variables ORDER BY rowid"):
@@ -85,6 +86,28 @@ def read_variables(con: sqlite3.Connection) -> list[Column]:
         except ValueError:
             tags = ()
         out.append(Column(name, title or name, units or None, desc, tags))
+    return out + read_manual_columns(con)
+
+
+_MANUAL_QUERY = ("SELECT name, title, type, units, choices, description, carry_over FROM "
+                 "manual_columns WHERE deleted_at IS NULL ORDER BY position, id")
+
+
+def read_manual_columns(con: sqlite3.Connection) -> list[Column]:
+    """Manual columns (not deleted) in display order, tagged ``manual``; empty for a database
+    without them."""
+    try:
+        rows = con.execute(_MANUAL_QUERY).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    out = []
+    for name, title, typ, units, choices, desc, carry in rows:
+        try:
+            choices = json.loads(choices or "[]")
+        except ValueError:
+            choices = []
+        out.append(Column(name, title or name, units or None, desc, ("manual",),
+                          manual={"type": typ, "choices": choices, "carry_over": bool(carry)}))
     return out
 
 
@@ -123,6 +146,10 @@ def variables_signature(con: sqlite3.Connection) -> str:
     """A hash of the variable definitions (to notice changes)."""
     rows = con.execute("SELECT name, title, description, units, tags, data, summary "
                        "FROM variables ORDER BY rowid").fetchall()
+    try:
+        rows.append(con.execute(_MANUAL_QUERY).fetchall())
+    except sqlite3.OperationalError:
+        pass
     return hashlib.sha1(repr(rows).encode()).hexdigest()
 
 

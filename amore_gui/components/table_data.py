@@ -50,6 +50,8 @@ class Column:
     description: str | None = None
     tags: tuple[str, ...] = ()
     variable: bool = True
+    #: for manual columns: ``{"type", "choices", "carry_over"}`` (:mod:`backend.store.manual`)
+    manual: dict | None = None
 
     @property
     def header(self) -> str:

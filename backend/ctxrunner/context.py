@@ -296,7 +296,7 @@ class ContextFile:
                         and inp.key not in self.manual):
                     raise ContextFileError(
                         f"{self.path}: variable {name!r} takes input 'var#{inp.key}', but no "
-                        f"variable or manual column {inp.key!r} is defined")
+                        f"variable {inp.key!r} is defined (nor a manual column of that name)")
             if name in self.manual:
                 raise ContextFileError(
                     f"{self.path}: variable {name!r} has the name of a manual column; rename "
