@@ -153,3 +153,31 @@ def test_carry_over_recompute_after_edit_and_run_logs(make_context_dir, write_ru
     assert "counting trains" in out and "distance is 20.0" in out
     assert "RuntimeError: this variable always fails" in out and "Traceback" in out
     assert b.stop() == 0
+
+
+def test_cancelled_reprocess_leaves_no_run_processing(make_context_dir, write_run):
+    from tests.test_listener import HANGING_CONTEXT
+    ctx = make_context_dir(HANGING_CONTEXT)
+    write_run(1, ntrains=5)
+    write_run(2, ntrains=5)
+    cli(ctx, "reprocess", "1")                      # no "hang" file: run 1 gets its value
+    assert values(ctx, 1)["slow"] == 1 and run_status(ctx, 1) == "done"
+    (ctx / "hang").write_text("")
+    p = subprocess.Popen(amore_cmd("reprocess", "1", "2", "-d", ctx, "-j", "2"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: run_status(ctx, 1) == "processing" and run_status(ctx, 2) == "processing",
+                 60, what="both runs processing")
+        p.terminate()                                 # what the GUI's Cancel button does
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "Cancelled" in err and "2 stopped" in err
+    db = RunDB(ctx)
+    r1, r2 = db.get_run(PROPOSAL, 1), db.get_run(PROPOSAL, 2)
+    assert r1["status"] == "done" and "cancelled" in r1["status_message"]
+    assert values(ctx, 1)["slow"] == 1                # the previous value stays
+    assert r2["status"] == "pending" and "cancelled" in r2["status_message"]
+    assert run_logs(db, 1)[-1]["status"] == "cancelled"

@@ -124,7 +124,23 @@ def test_query_language_on_a_real_table(table):
     check_manual_columns_are_table_columns_with_units(ctx, data)
     check_expressions_over_computed_and_manual_columns(ctx, data)
     check_bad_expressions_say_why_and_where(ctx, data)
+    check_markdown_and_tsv(ctx, data)
     check_expression_filter_in_the_view_and_live_update(ctx, data)   # changes run 1
+
+
+def check_markdown_and_tsv(ctx, data):
+    from amore_gui.components.export import export_table, markdown_table, tsv_text
+    rows = filter_rows(data, "run in 1..2")
+    cols = [data.col_of("#run"), data.col_of("distance"), data.col_of("crystal"),
+            data.col_of("good")]
+    md = markdown_table(data, rows, cols).splitlines()
+    assert md[0] == "| Run | Detector distance [mm] | crystal | good |"
+    assert md[1] == "|---:|---:|---|---|"
+    assert md[2:] == ["| 1 | 15 | lysozyme | no |", "| 2 | 15 | lysozyme | yes |"]
+    tsv = tsv_text(data, rows, cols).splitlines()
+    assert tsv[1].split("\t") == ["1", "15", "lysozyme", "no"]
+    out = export_table(ctx / "runs.md", data, rows, cols)
+    assert out.read_text().splitlines() == md
 
 
 def test_show_where_on_the_command_line(table):

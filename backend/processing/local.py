@@ -240,6 +240,15 @@ class RunProcessor:
         self.manual = ManualStore(db)
         #: Set when the backend shuts down: runs whose worker is killed stay pending.
         self.stopping = False
+        #: Set by :meth:`cancel`: runs in flight go back to their previous state.
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel the work in progress (a reprocess stopped by the user): runs being processed
+        have their worker killed and return to their previous status, saying they were
+        cancelled (their previous values stay); runs not started are not touched."""
+        self.cancelled = True
+        self.pool.kill_busy()
 
     def load_context(self) -> str | None:
         """(Re)load the context file in a worker; store its variables. Returns the error text
@@ -318,6 +327,9 @@ class RunProcessor:
         """
         t0 = time.perf_counter()
         with self._run_lock(proposal, run):
+            if self.cancelled:
+                return RunOutcome(proposal, run, "cancelled", "cancelled before it started")
+            before = self.db.get_run(proposal, run)
             self.db.set_run_status(proposal, run, "processing")
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
                                                 "status": "processing"})
@@ -365,6 +377,14 @@ class RunProcessor:
                 outcome = RunOutcome(proposal, run, "waiting", msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
+            elif reply.get("kind") == "died" and self.cancelled:
+                prev = (before or {}).get("status")
+                status = prev if prev in ("done", "failed") else "pending"
+                msg = "reprocessing cancelled; the values from before are kept"
+                self.db.set_run_status(proposal, run, status, msg)
+                outcome = RunOutcome(proposal, run, "cancelled", msg)
+                self._store_log(proposal, run, "cancelled", msg + "\n")
+                log.warning("Run %d: %s", run, msg)
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
                 self.db.set_run_status(proposal, run, "pending", msg)
