@@ -311,7 +311,8 @@ _BOLD_ONLY = {"bold": True}
 
 def _parse_attrs(text: str) -> dict | None:
     """The attributes the table uses from a JSON text (fast paths for the common cases)."""
-    if '"error' not in text and '"reason"' not in text and '"background"' not in text:
+    if ('"error' not in text and '"reason"' not in text and '"background"' not in text
+            and '"manual"' not in text):
         if '"bold": true' in text or '"bold":true' in text:
             return _BOLD_ONLY
         return None

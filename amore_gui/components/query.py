@@ -523,34 +523,72 @@ def parse(expr: str):
         raise QueryError(str(e).splitlines()[0], expr, getattr(e, "pos_in_stream", 0)) from None
 
 
-@dataclass
+@dataclass(eq=False)
 class ExpressionFilter:
     """A :class:`~amore_gui.components.table_data.RowView` filter from an expression (the GUI's
-    filter box). Compiled lazily against the table, again when its columns change."""
+    filter box). Compiled lazily against the table, again when its columns change.
+
+    ``strict=False`` (the filter box): an expression that does not fit the table (unknown
+    column, wrong units) filters nothing and :attr:`error` says why, so typing never breaks
+    the view; ``strict=True`` raises :class:`QueryError` from :meth:`mask`."""
 
     expr: str
+    strict: bool = True
 
     def __post_init__(self):
         self._query: Query | None = None
         self._ncols = -1
+        #: the :class:`QueryError` of the last compilation (non-strict filters), or None
+        self.error: QueryError | None = None
 
-    def query(self, data: TableData) -> Query:
-        if self._query is None or self._ncols != len(data.columns):
-            self._query = Query(self.expr, data)
+    def query(self, data: TableData) -> Query | None:
+        if self._ncols != len(data.columns):
             self._ncols = len(data.columns)
+            try:
+                self._query, self.error = Query(self.expr, data), None
+            except QueryError as e:
+                if self.strict:
+                    self._ncols = -1
+                    raise
+                self._query, self.error = None, e
         return self._query
 
     def mask(self, data: TableData) -> np.ndarray:
-        return self.query(data).mask(data)
+        q = self.query(data)
+        return np.ones(data.nrows, bool) if q is None else q.mask(data)
 
     def accepts(self, data: TableData, row: int) -> bool:
-        return self.query(data).accepts(data, row)
+        q = self.query(data)
+        return True if q is None else q.accepts(data, row)
 
     def columns(self) -> set[str] | None:
         return None if self._query is None else set(self._query.column_keys)
 
     def describe(self, data: TableData) -> str:
         return self.expr
+
+
+_EXPR_HINT = re.compile(r"==|!=|<|>|~|\(|\.\.|\b(and|or|not|in|has|failed)\b", re.I)
+
+
+def looks_like_expression(text: str) -> bool:
+    """True if the filter box text is meant as an expression (it has comparison operators,
+    ``~``, parentheses, ranges or the words and/or/not/in/has/failed); plain words are a
+    text search."""
+    return bool(_EXPR_HINT.search(text or ""))
+
+
+def search_filter(text: str):
+    """The filter for the GUI's filter box: an :class:`ExpressionFilter` (non-strict) for
+    expressions, else a case-insensitive text search
+    (:class:`~amore_gui.components.table_data.TextContains`). Raises :class:`QueryError` for
+    an expression with a syntax error."""
+    from amore_gui.components.table_data import TextContains
+    text = text.strip()
+    if looks_like_expression(text):
+        parse(text)
+        return ExpressionFilter(text, strict=False)
+    return TextContains(None, text)
 
 
 def filter_rows(data: TableData, expr: str) -> np.ndarray:
