@@ -181,3 +181,33 @@ def test_cancelled_reprocess_leaves_no_run_processing(make_context_dir, write_ru
     assert values(ctx, 1)["slow"] == 1                # the previous value stays
     assert r2["status"] == "pending" and "cancelled" in r2["status_message"]
     assert run_logs(db, 1)[-1]["status"] == "cancelled"
+
+
+def test_damnit_user_editable_variables_become_manual_columns(make_context_dir, tmp_path):
+    from pathlib import Path
+    from damnit.backend.db import DamnitDB, ReducedData
+    from damnit.backend.user_variables import UserEditableVariable
+    ddir = tmp_path / "damnit"
+    ddir.mkdir()
+    ddb = DamnitDB(Path(ddir / "runs.sqlite"), create=True)
+    ddb.add_user_variable(UserEditableVariable("good_run", "Good run?", "boolean"))
+    ddb.add_user_variable(UserEditableVariable("att", "Attenuator", "integer", "foils in"))
+    ddb.add_user_variable(UserEditableVariable("sample_note", "Sample note", "string"))
+    ddb.set_variable(PROPOSAL, 7, "good_run", ReducedData(True), provenance="manual-input")
+    ddb.set_variable(PROPOSAL, 8, "good_run", ReducedData(False), provenance="manual-input")
+    ddb.set_variable(PROPOSAL, 7, "att", ReducedData(3), provenance="manual-input")
+    ddb.set_variable(PROPOSAL, 7, "att", ReducedData(4), provenance="manual-input")  # newer
+    ddb.set_variable(PROPOSAL, 8, "sample_note", ReducedData("cracked"), provenance="manual-input")
+    ddb.conn.close()
+
+    ctx = make_context_dir(template="generic")
+    out = cli(ctx, "column", "import-damnit", ddir).stdout
+    assert "Imported 3" in out and "4 value(s)" in out
+    m = ManualStore(RunDB(ctx))
+    cols = {c.name: c for c in m.columns()}
+    assert (cols["good_run"].type, cols["good_run"].title) == ("boolean", "Good run?")
+    assert (cols["att"].type, cols["att"].description) == ("integer", "foils in")
+    assert values(ctx, 7)["good_run"] == 1 and values(ctx, 8)["good_run"] == 0
+    assert values(ctx, 7)["att"] == 4 and values(ctx, 8)["sample_note"] == "cracked"
+    assert "via import" in cli(ctx, "history", "7", "att").stdout
+    assert "0 value(s)" in cli(ctx, "column", "import-damnit", ddir).stdout   # idempotent

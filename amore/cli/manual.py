@@ -136,6 +136,27 @@ def cmd_column_restore(a) -> int:
     return _column_change(a, "column restore", fn)
 
 
+def cmd_column_import_damnit(a) -> int:
+    from backend.store.manual import ManualError, import_damnit_user_variables
+    db, m = _open(a, "column import-damnit")
+    if m is None:
+        return 1
+    try:
+        res = import_damnit_user_variables(m, a.damnit)
+    except (ManualError, FileNotFoundError) as e:
+        print(f"amore-proto column import-damnit: {e}", file=sys.stderr)
+        return 1
+    names = res["columns"] + res["reused"]
+    if names:
+        announce(context_dir(a.dir), db, [("variables_changed", {"names": names})])
+    print(f"Imported {len(res['columns'])} DAMNIT user-editable variable(s) as manual columns"
+          f"{': ' + ', '.join(res['columns']) if res['columns'] else ''}; "
+          f"{res['values']} value(s) set")
+    for name, why in res["skipped"].items():
+        print(f"  skipped {name}: {why}", file=sys.stderr)
+    return 0
+
+
 def cmd_set(a) -> int:
     from backend.store.manual import ManualError
     db, m = _open(a, "set")
@@ -242,6 +263,12 @@ def register(sub) -> None:
     s.add_argument("name")
     s.add_argument("-d", "--dir")
     s.set_defaults(func=cmd_column_restore)
+
+    s = csub.add_parser("import-damnit",
+                        help="make a DAMNIT database's user-editable variables manual columns")
+    s.add_argument("damnit", metavar="DAMNIT_DIR_OR_DB")
+    s.add_argument("-d", "--dir")
+    s.set_defaults(func=cmd_column_import_damnit)
 
     s = sub.add_parser("set", help="set a manual column of one or more runs")
     s.add_argument("runs", metavar="RUN", help="run number, range 3-7, list 3,5,8 or 'all'")

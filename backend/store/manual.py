@@ -532,3 +532,79 @@ _UPSERT = sa.text(
 
 __all__ = ["COLUMN_TYPES", "EDIT_SOURCES", "Edit", "ManualColumn", "ManualError", "ManualStore",
            "this_author"]
+
+
+# ---------------------------------------------------------------------------------------------
+# DAMNIT's user-editable variables
+
+#: DAMNIT's user-editable variable types -> manual column types
+DAMNIT_TYPES = {"boolean": "boolean", "integer": "integer", "number": "number",
+                "string": "string"}
+
+
+def import_damnit_user_variables(store: ManualStore, damnit_db) -> dict:
+    """Make DAMNIT's user-editable variables (``variables`` rows with a ``type``) of the DAMNIT
+    database ``damnit_db`` (its ``runs.sqlite`` or the directory holding it) manual columns of
+    ``store``, with their latest values per run (history entries ``via="import"``). Existing
+    manual columns of the same name and type are reused; values already equal are skipped, so
+    importing twice changes nothing.
+
+    Returns ``{"columns": [names added], "reused": [...], "skipped": {name: reason},
+    "values": n}``. Raises ``FileNotFoundError`` / :class:`ManualError` for a file that is not
+    a DAMNIT database. The DAMNIT file is only read.
+    """
+    import sqlite3
+    from pathlib import Path
+    path = Path(damnit_db)
+    if path.is_dir():
+        path = path / "runs.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"No DAMNIT database at {path}")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        try:
+            rows = con.execute("SELECT name, title, type, description FROM variables "
+                               "WHERE type IS NOT NULL AND type != ''").fetchall()
+        except sqlite3.OperationalError as e:
+            raise ManualError(f"{path} is not a DAMNIT database: {e}") from None
+        out = {"columns": [], "reused": [], "skipped": {}, "values": 0}
+        existing = {c.name: c for c in store.columns()}
+        for name, title, typ, desc in rows:
+            mtype = DAMNIT_TYPES.get(typ)
+            if mtype is None:
+                out["skipped"][name] = f"unknown DAMNIT type {typ!r}"
+                continue
+            if name in existing:
+                if existing[name].type != mtype:
+                    out["skipped"][name] = (f"a manual column {name!r} of type "
+                                            f"{existing[name].type} exists")
+                    continue
+                out["reused"].append(name)
+            else:
+                try:
+                    store.add_column(name, mtype, title=title or None, description=desc or None)
+                except ManualError as e:
+                    out["skipped"][name] = str(e)
+                    continue
+                out["columns"].append(name)
+            current = store.values(name)
+            vals = con.execute(
+                "SELECT rv.proposal, rv.run, rv.value FROM run_variables rv WHERE rv.name = ? "
+                "AND rv.version = (SELECT max(version) FROM run_variables WHERE "
+                "proposal = rv.proposal AND run = rv.run AND name = rv.name)", (name,)).fetchall()
+            by_value: dict = {}
+            for p, r, v in vals:
+                if v is None or p is None or r is None:
+                    continue
+                have = current.get((int(p), int(r)))
+                if have is not None and have["value"] == v:
+                    continue
+                by_value.setdefault((int(p), v), []).append(int(r))
+            for (p, v), runs in by_value.items():
+                raw = bool(v) if mtype == "boolean" else v
+                store.set_values(runs, name, raw, via="import", author="DAMNIT import",
+                                 proposal=p)
+                out["values"] += len(runs)
+        return out
+    finally:
+        con.close()
