@@ -202,3 +202,27 @@ def test_dark_theme_remembered_and_toolbar_shortcuts(qtbot, open_window, gui_ctx
     w2.act_dark.trigger()
     assert QApplication.instance().palette().color(w.palette().Window).lightness() > 100
     assert json.loads(gui_ctx["settings"].read_text())["theme"] == "light"
+
+
+def test_manual_edits_reach_other_guis_through_kafka(qtbot, open_window, gui_ctx, kafka_broker,
+                                                     monkeypatch):
+    import subprocess
+    from tests.conftest import amore_cmd
+    monkeypatch.setenv("AMORE_BROKER", kafka_broker)
+    ctx = gui_ctx["ctx"]
+    a = open_window()
+    b = open_window()
+    assert a.update_mode == b.update_mode == "kafka"
+    # a column added and a value set from the command line (another process) appear live
+    for args in (("column", "add", "distance", "--type", "number", "--units", "mm"),
+                 ("set", "2-3", "distance", "4 cm")):
+        p = subprocess.run(amore_cmd(*args, "-d", ctx), capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+    qtbot.waitUntil(lambda: a.model.column_of("distance") >= 0 and cell(a, 3, "distance") == "40"
+                    and cell(b, 2, "distance") == "40", timeout=WAIT)
+    # an edit in one window reaches the other
+    select_runs(a, [4])
+    edit_cell(a, 4, "distance", lambda e: e.setValue(12.5))
+    qtbot.waitUntil(lambda: cell(b, 4, "distance") == "12.5", timeout=WAIT)
+    assert a.update_thread.mode == b.update_thread.mode == "kafka"
