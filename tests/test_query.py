@@ -125,6 +125,7 @@ def test_query_language_on_a_real_table(table):
     check_expressions_over_computed_and_manual_columns(ctx, data)
     check_bad_expressions_say_why_and_where(ctx, data)
     check_markdown_and_tsv(ctx, data)
+    check_grouping(ctx, data)
     check_expression_filter_in_the_view_and_live_update(ctx, data)   # changes run 1
 
 
@@ -151,3 +152,21 @@ def test_show_where_on_the_command_line(table):
     p = cli(ctx, "show", ctx, "--where", "distance > 2 s", check=False)
     assert p.returncode == 2 and "cannot compare a column in mm with s" in p.stderr
     assert "^" in p.stderr
+
+
+def check_grouping(ctx, data):
+    """Group rows by one or more columns (numbers within a tolerance): counts and means."""
+    from amore_gui.components.manual_edit import group_rows
+    rows = filter_rows(data, "run in 1..4")
+    dist, crystal, trains = (data.col_of(k) for k in ("distance", "crystal", "n_trains"))
+    groups = {g.label: g for g in group_rows(data, rows, [dist], mean_cols=[trains, dist])}
+    assert {k: g.count for k, g in groups.items()} == {("15",): 2, ("25",): 2}
+    assert groups[("25",)].means[dist] == 25.0 and groups[("15",)].means[trains] == 40.0
+    two = {g.label: g.count for g in group_rows(data, rows, [crystal, dist])}
+    assert two == {("lysozyme", "15"): 2, ("buffer", "25"): 1, ("(empty)", "25"): 1}
+    # 15 mm and 15.1 mm are one group within 1 %, two groups without tolerance
+    from amore_gui.components.table_data import NSTATIC
+    data.num[int(rows[0]), dist - NSTATIC] = 15.1
+    within = {g.label: g.count for g in group_rows(data, rows, [dist], tolerance=0.01)}
+    assert within == {("15–15.1",): 2, ("25",): 2}
+    assert len(group_rows(data, rows, [dist], tolerance=0.0)) == 3

@@ -121,8 +121,7 @@ class Group:
 def group_rows(data: TableData, rows: Iterable[int], by: list[int],
                tolerance: float = 0.0, mean_cols: Iterable[int] | None = None) -> list[Group]:
     """Group ``rows`` by the values of table columns ``by``: text exactly, numbers within
-    ``tolerance`` (relative; 0.01 puts 100 and 100.9 together: values are binned
-    by rounding to that fraction of the value's magnitude). Each group gets its run count and
+    ``tolerance`` (relative: 0.01 puts 100 and 100.9 in one group, labelled "100–100.9"). Each group gets its run count and
     the mean of every numeric column in ``mean_cols`` (default: all variable columns).
     Groups come in order of first appearance in ``rows``."""
     rows = np.asarray(list(rows), np.int64)
@@ -130,13 +129,12 @@ def group_rows(data: TableData, rows: Iterable[int], by: list[int],
         mean_cols = range(NSTATIC, len(data.columns))
     mean_cols = [c for c in mean_cols if data.is_numeric_column(c)]
 
+    clusters = {c: _clusters(data, rows, c, tolerance) for c in by}
+
     def key_of(r: int, c: int):
         x = data.numeric_at(r, c)
         if not math.isnan(x):
-            if tolerance > 0 and x != 0:
-                step = tolerance * 10 ** math.floor(math.log10(abs(x)))
-                return ("n", round(x / step) * step)
-            return ("n", x)
+            return ("n", clusters[c][x])
         return ("t", data.display(r, c))
 
     groups: dict[tuple, list[int]] = {}
@@ -157,8 +155,27 @@ def group_rows(data: TableData, rows: Iterable[int], by: list[int],
     return out
 
 
+def _clusters(data: TableData, rows: np.ndarray, col: int, tolerance: float) -> dict:
+    """Numeric value -> group label for one column: sorted values join the current group
+    while within ``tolerance`` (relative) of its first value; label ``"lo"`` or ``"lo–hi"``."""
+    vals = data.numeric(col)[rows] if len(rows) else np.zeros(0)
+    vals = np.unique(vals[~np.isnan(vals)])
+    out: dict[float, str] = {}
+    i = 0
+    while i < len(vals):
+        lo = vals[i]
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] - lo <= tolerance * max(abs(lo), 1e-300):
+            j += 1
+        label = f"{lo:.6g}" if j == i else f"{lo:.6g}–{vals[j]:.6g}"
+        for v in vals[i:j + 1]:
+            out[float(v)] = label
+        i = j + 1
+    return out
+
+
 def _label(v) -> str:
     kind, x = v
     if kind == "n":
-        return f"{x:.6g}"
+        return x
     return x or "(empty)"
