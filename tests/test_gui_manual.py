@@ -117,11 +117,28 @@ def test_manual_columns_from_the_gui(qtbot, open_window, gui_ctx, tmp_path):
     assert hist.item(0, 3).text() == "gui"
 
     # a carried-over value is drawn in italics and says so
+    RunDB(ctx).ensure_run(GUI_PROPOSAL, 5)      # a new run, as the backend records it
     ManualStore(RunDB(ctx)).carry_over(GUI_PROPOSAL, 5)
     qtbot.waitUntil(lambda: w.model.view_row_of(GUI_PROPOSAL, 5) >= 0
                     and cell(w, 5, "crystal") == "buffer", timeout=WAIT)
     assert "Carried over" in cell(w, 5, "crystal", Qt.ToolTipRole)
     assert cell(w, 5, "crystal", Qt.FontRole).italic()
+    from PyQt5.QtWidgets import QMenu
+    menu = QMenu(w)
+    m = w.model
+    manual.table_menu_items(w, menu, m.index(m.view_row_of(GUI_PROPOSAL, 5),
+                                             m.column_of("crystal")), [(GUI_PROPOSAL, 5)])
+    texts = [a.text() for a in menu.actions() if a.text()]
+    assert texts[:3] == ["History of crystal in run 5…", "Confirm carried-over crystal of 1 run(s)",
+                         "Clear crystal of 1 run(s)"]
+    assert "Processing log of run 5…" in texts and "Group rows by crystal…" in texts
+    from amore_gui.components.manual_edit import set_manual_values
+    set_manual_values(w.session, [(GUI_PROPOSAL, 5)], "crystal", None, confirm=True,
+                      on_done=lambda *_: manual.poke(w))
+    qtbot.waitUntil(lambda: not (cell(w, 5, "crystal", Qt.FontRole) or
+                                 __import__("PyQt5.QtGui").QtGui.QFont()).italic(), timeout=WAIT)
+    assert "Carried over" not in cell(w, 5, "crystal", Qt.ToolTipRole)
+    assert cell(w, 5, "crystal") == "buffer"
 
     w.grab().save(str(tmp_path / "manual-columns.png"))
 

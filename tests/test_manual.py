@@ -51,6 +51,9 @@ def values(ctx, run):
 
 def test_each_column_type_from_cli_several_runs_refused_values_history(make_context_dir):
     ctx = make_context_dir(template="generic")
+    db = RunDB(ctx)
+    for r in (1, 2, 3):
+        db.ensure_run(PROPOSAL, r)
     cli(ctx, "column", "add", "distance", "--type", "number", "--units", "um",
         "--title", "Detector distance", "--description", "sample to detector")
     cli(ctx, "column", "add", "good", "--type", "boolean")
@@ -80,7 +83,8 @@ def test_each_column_type_from_cli_several_runs_refused_values_history(make_cont
                         (("2", "good", "maybe"), "is not yes/no"),
                         (("2", "shots", "1.5"), "not a whole number"),
                         (("2", "sample", "water"), "use one of lyso, buffer, empty"),
-                        (("2", "nosuch", "1"), "no manual column 'nosuch'")]:
+                        (("2", "nosuch", "1"), "no manual column 'nosuch'"),
+                        (("2,99", "shots", "1"), "run(s) 99 of proposal 2832 are not in the run table")]:
         p = cli(ctx, "set", *args, check=False)
         assert p.returncode == 1 and words in p.stderr and "nothing was changed" in p.stderr, p.stderr
     assert values(ctx, 2) == v2

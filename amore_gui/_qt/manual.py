@@ -318,6 +318,11 @@ def table_menu_items(win, menu, idx, keys) -> None:
         menu.addAction(f"History of {column.title} in run {run}…",
                        lambda: show_history(win, proposal, run, column.key))
         targets = keys if (proposal, run) in keys else [(proposal, run)]
+        carried = [k for k in targets if (data.cell_attrs(data.row_of[k], col) or {}).get("carried")]
+        if carried:
+            menu.addAction(f"Confirm carried-over {column.title} of {len(carried)} run(s)",
+                           lambda: set_manual_values(win.session, carried, column.key, None,
+                                                     on_done=lambda *_: poke(win), confirm=True))
         menu.addAction(f"Clear {column.title} of {len(targets)} run(s)",
                        lambda: set_manual_values(win.session, targets, column.key, None,
                                                  on_done=lambda *_: poke(win)))

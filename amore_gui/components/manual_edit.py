@@ -24,11 +24,13 @@ def _store(context_dir):
 
 
 def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
-                      on_done: Callable[[list, str | None], None] | None = None) -> None:
+                      on_done: Callable[[list, str | None], None] | None = None,
+                      confirm: bool = False) -> None:
     """Set manual column ``name`` of runs ``keys`` ((proposal, run) pairs) to ``raw`` (typed
     text, or bool/int/float from an editor; None clears) from the GUI. Runs the write with the
     session's runner; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing
-    written). Also tells the user through ``session.events.message``."""
+    written). Also tells the user through ``session.events.message``. ``confirm``: keep the
+    values and drop their "carried over" mark instead."""
     keys = list(keys)
     ctx = session.context_dir
 
@@ -38,7 +40,8 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
             out = []
             for proposal in sorted({p for p, _ in keys}):
                 runs = [r for p, r in keys if p == proposal]
-                out += store.set_values(runs, name, raw, via="gui", proposal=proposal)
+                out += store.set_values(runs, name, raw, via="gui", proposal=proposal,
+                                        confirm_only=confirm)
             return out
         finally:
             store.db.close()
@@ -52,7 +55,8 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                 session.publish("run_values_updated", {"proposal": e.proposal, "run": e.run,
                                                        "names": [e.name], "manual": True})
             runs = ", ".join(str(e.run) for e in edits)
-            session.events.message.emit(f"{name} set for run(s) {runs}", False)
+            session.events.message.emit(
+                f"{name} {'confirmed' if confirm else 'set'} for run(s) {runs}", False)
         if on_done is not None:
             on_done(edits or [], err)
     session.runner(write, done)

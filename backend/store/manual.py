@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
-                                  run_values_table, variables_table)
+                                  run_values_table, runs_table, variables_table)
 from backend.units import UnitError, convert, normalise_units, parse_quantity
 
 #: Types of manual columns.
@@ -372,14 +372,16 @@ class ManualStore:
                 "a": json.dumps(attrs), "t": time.time()}
 
     def set_values(self, runs, name: str, raw, *, via: str = "cli", author: str | None = None,
-                   proposal: int | None = None, confirm_only: bool = False) -> list[Edit]:
+                   proposal: int | None = None, confirm_only: bool = False,
+                   create_runs: bool = False) -> list[Edit]:
         """Set column ``name`` of each run in ``runs`` to ``raw`` (parsed by the column's type,
         see :meth:`ManualColumn.parse`; None or "" clears) in one transaction, with a history
         entry per run. ``confirm_only``: keep each run's value and drop its "carried over" mark.
 
         ``proposal`` defaults to the database's. Raises :class:`ManualError` (nothing written)
-        for a value that does not fit or an unknown column; runs not yet in the table are
-        recorded (status pending).
+        for a value that does not fit, an unknown column, or runs not in the run table yet
+        (new runs get carried-over values instead, see :meth:`carry_over`) unless
+        ``create_runs`` (imports: such runs are recorded as pending).
         """
         if via not in EDIT_SOURCES:
             raise ValueError(f"unknown edit source {via!r}")
@@ -395,6 +397,19 @@ class ManualStore:
         now = time.time()
         edits = []
         with self.engine.begin() as conn:
+            known = {r for (r,) in conn.execute(
+                sa.select(runs_table.c.run).where(runs_table.c.proposal == proposal,
+                                                  runs_table.c.run.in_(runs)))}
+            unknown = [r for r in runs if r not in known]
+            if unknown and create_runs:
+                conn.execute(sa.text(
+                    "INSERT INTO runs(proposal, run, added_at, status) VALUES (:p, :r, :a, "
+                    "'pending') ON CONFLICT(proposal, run) DO NOTHING"),
+                    [{"p": proposal, "r": r, "a": now} for r in unknown])
+            elif unknown:
+                raise ManualError(f"run(s) {', '.join(map(str, unknown[:10]))}"
+                                  f"{'...' if len(unknown) > 10 else ''} of proposal {proposal} "
+                                  f"are not in the run table yet")
             if confirm_only:
                 current = dict(conn.execute(sa.select(run_values_table.c.run,
                                                       run_values_table.c.value).where(
@@ -404,10 +419,6 @@ class ManualStore:
                 v = current.get(run) if confirm_only else value
                 if confirm_only and v is None:
                     continue
-                conn.execute(sa.text(
-                    "INSERT INTO runs(proposal, run, added_at, status) VALUES (:p, :r, :a, "
-                    "'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                    {"p": proposal, "r": run, "a": now})
                 conn.execute(mh.insert().values(
                     column_id=col.id, proposal=proposal, run=run, value=v,
                     text=(CONFIRMED_TEXT if confirm_only else
@@ -603,7 +614,7 @@ def import_damnit_user_variables(store: ManualStore, damnit_db) -> dict:
             for (p, v), runs in by_value.items():
                 raw = bool(v) if mtype == "boolean" else v
                 store.set_values(runs, name, raw, via="import", author="DAMNIT import",
-                                 proposal=p)
+                                 proposal=p, create_runs=True)
                 out["values"] += len(runs)
         return out
     finally:
