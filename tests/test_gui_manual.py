@@ -172,6 +172,12 @@ def test_expression_filter_box_grouping_logs_copy(qtbot, open_window, gui_ctx):
     t = dlg.table
     groups = {t.item(i, 0).text(): t.item(i, 1).text() for i in range(t.rowCount())}
     assert groups == {"15": "2", "25": "2"}
+    assert t.horizontalHeaderItem(2).text().startswith("mean ")
+    for i in range(dlg.columns.count()):                 # add a second column: Run
+        if dlg.columns.item(i).text() == "Run":
+            dlg.columns.item(i).setCheckState(Qt.Checked)
+    assert dlg.table.rowCount() == 4 and "4 group(s)" in dlg.note.text()
+    dlg.grab().save(str(gui_ctx["settings"].parent / "groups.png"))
 
     # processing log of a run (the fixture's flaky variable fails for odd runs)
     manual.show_run_log(w, GUI_PROPOSAL, 3)

@@ -22,8 +22,8 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QColor, QFont, QKeySequence, QPalette
 from PyQt5.QtWidgets import (QAbstractItemView, QAction, QApplication, QCheckBox, QComboBox,
                              QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                             QLabel, QLineEdit, QPlainTextEdit, QShortcut, QSpinBox, QTableWidget,
-                             QTableWidgetItem, QVBoxLayout)
+                             QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit,
+                             QShortcut, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from amore_gui.components import export as export_mod
 from amore_gui.components.manual_edit import (add_manual_column, group_rows, read_history,
@@ -285,20 +285,82 @@ def show_run_log(win, proposal, run):
     win.tasks.submit(read_run_log, win.context_dir, run, proposal, callback=done)
 
 
+class GroupDialog(QDialog):
+    """Group the visible runs by one or more columns (numbers within a tolerance): a row per
+    group with its run count and the means of the visible numeric columns (the first 8)."""
+
+    def __init__(self, win, cols: list[int], tolerance: float = 0.01):
+        super().__init__(win)
+        self.win = win
+        data = win.model.data_obj
+        self.setWindowTitle("Group runs")
+        lay = QVBoxLayout(self)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Group by:"))
+        self.columns = QListWidget()
+        self.columns.setMaximumHeight(110)
+        for c in win.visible_columns():
+            if data.columns[c].key in ("#status", "#start", "#added"):
+                continue
+            it = QListWidgetItem(data.columns[c].title.replace("\n", " / "))
+            it.setData(Qt.UserRole, c)
+            it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
+            it.setCheckState(Qt.Checked if c in cols else Qt.Unchecked)
+            self.columns.addItem(it)
+        top.addWidget(self.columns, 1)
+        top.addWidget(QLabel("Numbers within"))
+        self.tolerance = QDoubleSpinBox()
+        self.tolerance.setRange(0, 100)
+        self.tolerance.setDecimals(1)
+        self.tolerance.setSuffix(" %")
+        self.tolerance.setValue(tolerance * 100)
+        top.addWidget(self.tolerance)
+        lay.addLayout(top)
+        self.note = QLabel()
+        lay.addWidget(self.note)
+        self.table = QTableWidget()
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        lay.addWidget(self.table, 1)
+        bb = QDialogButtonBox(QDialogButtonBox.Close)
+        bb.rejected.connect(self.reject)
+        lay.addWidget(bb)
+        self.columns.itemChanged.connect(lambda _: self.refresh())
+        self.tolerance.valueChanged.connect(lambda _: self.refresh())
+        self.resize(820, 420)
+        self.refresh()
+
+    def by(self) -> list[int]:
+        return [self.columns.item(i).data(Qt.UserRole) for i in range(self.columns.count())
+                if self.columns.item(i).checkState() == Qt.Checked]
+
+    def refresh(self) -> None:
+        data = self.win.model.data_obj
+        rows = self.win.model.visible_rows()
+        by = self.by()
+        means = [c for c in self.win.visible_columns() if c >= NSTATIC and c not in by
+                 and data.is_numeric_column(c)][:8]
+        tol = self.tolerance.value() / 100
+        groups = group_rows(data, rows, by, tolerance=tol, mean_cols=means) if by else []
+        headers = [data.columns[c].title for c in by] + ["Runs"] + \
+            [f"mean {data.columns[c].title}" for c in means]
+        self.table.clear()
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels([h.replace("\n", " / ") for h in headers])
+        self.table.setRowCount(len(groups))
+        for i, g in enumerate(groups):
+            cells = list(g.label) + [str(g.count)] + [
+                "" if math.isnan(g.means[c]) else f"{g.means[c]:.4g}" for c in means]
+            for j, text in enumerate(cells):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.note.setText(f"{len(rows)} visible runs in {len(groups)} group(s)"
+                          if by else "Choose one or more columns to group by")
+
+
 def show_groups(win, col: int, tolerance: float = 0.01):
-    """Group the visible runs by column ``col``: count and means of the visible numeric
-    columns (the first 8)."""
-    data = win.model.data_obj
-    rows = win.model.visible_rows()
-    means = [c for c in win.visible_columns() if c >= NSTATIC and c != col
-             and data.is_numeric_column(c)][:8]
-    groups = group_rows(data, rows, [col], tolerance=tolerance, mean_cols=means)
-    headers = [data.columns[col].title, "Runs"] + [data.columns[c].title for c in means]
-    table = [[g.label[0], str(g.count)] + ["" if math.isnan(g.means[c]) else f"{g.means[c]:.4g}"
-                                            for c in means] for g in groups]
-    dlg = TableDialog(win, f"Runs grouped by {data.columns[col].title}", headers, table,
-                      note=f"{len(rows)} visible runs in {len(groups)} group(s); numbers "
-                           f"within {tolerance:.0%} grouped together; means per group")
+    """Open the grouping dialog, grouping by column ``col`` to begin with."""
+    dlg = GroupDialog(win, [col], tolerance)
     win._last_dialog = dlg
     dlg.show()
     return dlg
