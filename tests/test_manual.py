@@ -215,3 +215,14 @@ def test_damnit_user_editable_variables_become_manual_columns(make_context_dir, 
     assert values(ctx, 7)["att"] == 4 and values(ctx, 8)["sample_note"] == "cracked"
     assert "via import" in cli(ctx, "history", "7", "att").stdout
     assert "0 value(s)" in cli(ctx, "column", "import-damnit", ddir).stdout   # idempotent
+
+
+def test_gui_context_check_knows_manual_columns(make_context_dir):
+    from amore_gui.components.context_check import validate
+    ctx = make_context_dir(template="generic")
+    code = MANUAL_CONTEXT
+    res = validate(code, ctx)
+    assert not res.ok and "no variable 'distance' is defined" in res.error
+    cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm")
+    cli(ctx, "column", "add", "sample", "--type", "string")
+    assert validate(code, ctx).ok

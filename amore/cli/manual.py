@@ -274,7 +274,7 @@ def register(sub) -> None:
     s.add_argument("runs", metavar="RUN", help="run number, range 3-7, list 3,5,8 or 'all'")
     s.add_argument("name", metavar="NAME", help="manual column name or title")
     s.add_argument("value", metavar="VALUE", nargs="?",
-                   help="the value ('1.5 mm', yes, a choice...); 'none' clears it")
+                   help="the value ('1.5 mm', yes, a choice...); 'none' (text columns: '') clears it")
     s.add_argument("--confirm", action="store_true",
                    help="confirm carried-over values instead of setting one")
     s.add_argument("-d", "--dir")
