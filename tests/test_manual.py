@@ -226,3 +226,20 @@ def test_gui_context_check_knows_manual_columns(make_context_dir):
     cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm")
     cli(ctx, "column", "add", "sample", "--type", "string")
     assert validate(code, ctx).ok
+
+
+def test_column_added_while_backend_runs_unblocks_the_context_file(make_context_dir, write_run,
+                                                                   backend):
+    ctx = make_context_dir(MANUAL_CONTEXT, config=FAST_WATCH)
+    b = backend(ctx)                       # the context reads var#distance, not defined yet
+    write_run(1, ntrains=10)
+    wait_for(lambda: "waiting for a working context file" in
+             ((RunDB(ctx).get_run(PROPOSAL, 1) or {}).get("status_message") or ""),
+             60, what="run 1 waiting for the context file")
+    cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm")
+    cli(ctx, "column", "add", "sample", "--type", "string")
+    wait_for(lambda: run_status(ctx, 1) == "done", 60, what="run 1 processed")
+    assert values(ctx, 1)["n_trains"] == 10
+    cli(ctx, "set", "1", "distance", "7")
+    wait_for(lambda: values(ctx, 1).get("twice") == 14.0, 30, what="twice recomputed")
+    assert b.stop() == 0

@@ -77,6 +77,7 @@ class Listener:
         self.last_run: tuple[int, float] | None = None
         self.manual = ManualStore(self.db)
         self._manual_sig = None
+        self._ctx_force_reload = False
 
     # -- plumbing ----------------------------------------------------------------------
     def _publish(self, kind: str, data: dict) -> None:
@@ -141,8 +142,10 @@ class Listener:
         with a long run, so the main loop does not wait for it (``wait=False``): the loop must
         keep writing the status heartbeat."""
         mtime = self._ctx_file_mtime()
-        if mtime == self._ctx_mtime or self._ctx_reloading.is_set():
+        if (mtime == self._ctx_mtime and not self._ctx_force_reload) \
+                or self._ctx_reloading.is_set():
             return
+        self._ctx_force_reload = False
         first = self._ctx_mtime is None
         self._ctx_mtime = mtime
         self._ctx_reloading.set()
@@ -180,7 +183,7 @@ class Listener:
         try:
             sig = tuple(c.name for c in self.manual.columns())
             if self._manual_sig is not None and sig != self._manual_sig:
-                self._ctx_mtime = None   # context files may read the new names
+                self._ctx_force_reload = True   # context files may read the new names
             self._manual_sig = sig
             seen = self.db.get_metadata(self.MANUAL_SEEN_KEY)
             if seen is None:
