@@ -158,6 +158,7 @@ def test_expression_filter_box_grouping_logs_copy(qtbot, open_window, gui_ctx):
     w.search.setText("distance >= (2")
     qtbot.waitUntil(lambda: "unexpected" in w.search.toolTip(), timeout=WAIT)
     assert "border" in w.search.styleSheet() and "^" in w.search.toolTip()
+    w.grab().save(str(gui_ctx["settings"].parent / "filter-error.png"))
     w.search.setText("distanse > 3")
     qtbot.waitUntil(lambda: "no column named" in w.search.toolTip(), timeout=WAIT)
     assert sorted(runs_in_view(w)) == [1, 2, 3, 4]     # nothing filtered while it is wrong

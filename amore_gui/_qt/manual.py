@@ -453,7 +453,7 @@ def show_filter_state(win, _filters=None) -> None:
     if err is not None:
         win.search.setStyleSheet("QLineEdit { border: 1px solid #d32f2f; }")
         win.search.setToolTip(f"<pre>{html.escape(str(err))}</pre>")
-        win.statusBar().showMessage(f"Filter: {err.message}", 8000)
+        win.statusBar().showMessage(f"Filter: {str(err).splitlines()[0]}", 8000)
     else:
         win.search.setStyleSheet("")
         win.search.setToolTip(FILTER_HELP)
@@ -479,6 +479,7 @@ def install(win) -> None:
         lambda menu, idx, keys: table_menu_items(win, menu, idx, keys)]
     win.search.setPlaceholderText('Search, or filter: run > 10 and sample ~ "lyso"')
     win.search.setToolTip(FILTER_HELP)
+    win.search.setMinimumWidth(300)
     win.search.setMaximumWidth(420)
     win.session.events.filters.connect(lambda f: show_filter_state(win, f))
 
