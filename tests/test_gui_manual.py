@@ -206,6 +206,8 @@ def test_dark_theme_remembered_and_toolbar_shortcuts(qtbot, open_window, gui_ctx
     assert len(tb_actions) >= 6
     missing = [a.text() for a in tb_actions if a.shortcut().isEmpty()]
     assert not missing, missing
+    in_menus = {a for m in (x.menu() for x in w.menuBar().actions()) if m for a in m.actions()}
+    assert not [a.text() for a in tb_actions if a not in in_menus]   # menus show the keys
     keys = [a.shortcut().toString() for a in w.findChildren(type(w.act_dark))
             if not a.shortcut().isEmpty()]
     assert len(keys) == len(set(keys)), sorted(keys)     # no shortcut used twice
