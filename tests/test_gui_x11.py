@@ -75,12 +75,29 @@ def test_windows_and_dialogs_show_and_paint_on_x11(gui_ctx, display, tmp_path):
     assert area <= w * h < rep["viewport"][0] * rep["viewport"][1] / 50
 
 
+def test_amore_proto_gui_starts_on_x11(gui_ctx, display, tmp_path):
+    """``amore-proto gui DIR`` as the README and the demo start it: the preflight passes and
+    the GUI keeps running on the X server."""
+    import time
+    env = x11_env(display, AMORE_GUI_CONFIG=str(tmp_path / "g.json"), AMORE_GUI_NO_DIALOGS="1")
+    p = subprocess.Popen([sys.executable, "-m", "amore.cli", "gui", str(gui_ctx["ctx"])],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(4)
+        assert p.poll() is None, p.stdout.read().decode()
+    finally:
+        p.terminate()
+        out = p.communicate(timeout=15)[0].decode()
+    assert "Could not load the Qt platform plugin" not in out and "cannot start" not in out
+
+
 def test_main_window_at_scale_factor_2(gui_ctx, display, tmp_path):
     res = run_driver(gui_ctx["ctx"], tmp_path / "shots2", x11_env(display, QT_SCALE_FACTOR="2"),
                      "--only", "main")
-    info = res["windows"]["main"]
-    assert_painted("main@2x", info)
-    assert info["width"] == 2 * info["logical_width"]     # every pixel drawn at double size
+    for name in ("main", "main_scrolled"):
+        info = res["windows"][name]
+        assert_painted(name + "@2x", info)
+        assert info["width"] == 2 * info["logical_width"]     # every pixel drawn at double size
 
 
 def pyqt_without_libxcb_icccm(tmp_path) -> Path:

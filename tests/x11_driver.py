@@ -96,6 +96,9 @@ def main(argv=None) -> int:
         wait(lambda: bool(asked))
     shoot("main", win, 800)
     if only_main:
+        win.table.scrollTo(win.model.index(0, win.model.column_of("cam_mean")))
+        wait(lambda: win.thumbs._images.get((*win.model.run_at(0), "cam_mean")) is not None)
+        shoot("main_scrolled", win, 500)
         _write(out, result)
         win.close()
         return 0

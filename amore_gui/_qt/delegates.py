@@ -165,13 +165,20 @@ class CellDelegate(QStyledItemDelegate):
 
     def _paint_thumbnail(self, painter, rect: QRect, key):
         h = rect.height() - 4
-        img = self.thumbs.get(key, h)
+        # decoded at the screen's pixel size (twice the rows' height at QT_SCALE_FACTOR=2), so
+        # high-DPI screens show it sharp
+        dev = painter.device()
+        dpr = dev.devicePixelRatioF() if dev is not None else 1.0
+        img = self.thumbs.get(key, int(round(h * dpr)))
+        maxw = rect.width() - 2 * self.PAD
         if img is None:
-            r = QRect(rect.left() + self.PAD, rect.top() + 2, min(h, rect.width() - 2 * self.PAD), h)
+            r = QRect(rect.left() + self.PAD, rect.top() + 2, min(h, maxw), h)
             painter.fillRect(r, PLACEHOLDER)
             return
-        scale = min(h / max(1, img.height()), (rect.width() - 2 * self.PAD) / max(1, img.width()))
-        w, hh = int(img.width() * scale), int(img.height() * scale)
+        aspect = img.width() / max(1, img.height())
+        hh, w = h, int(round(h * aspect))
+        if w > maxw:
+            w, hh = maxw, int(round(maxw / max(aspect, 1e-6)))
         target = QRect(rect.left() + self.PAD, rect.top() + (rect.height() - hh) // 2, w, hh)
         painter.save()
         painter.setRenderHint(QPainter.SmoothPixmapTransform, True)
