@@ -89,24 +89,49 @@ def cmd_reprocess(a) -> int:
             pool.stop()
             return 1
     failed = []
+    cancelled = False
     t0 = time.perf_counter()
+
+    def on_term(*_):   # the GUI's Cancel sends SIGTERM: treat it like Ctrl+C
+        raise KeyboardInterrupt
+    import signal
+    old_term = signal.signal(signal.SIGTERM, on_term)
     with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
                   disable=a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
-        with ThreadPoolExecutor(max_workers=len(pool.workers)) as ex:
-            futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
+        ex = ThreadPoolExecutor(max_workers=len(pool.workers))
+        futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
+        try:
             for fut in as_completed(futs):
                 out = fut.result()
                 if out.status != "done":
                     failed.append(out)
                 label = f"run {out.run}: {out.status}" + (f", {out.n_errors} errors" if out.n_errors else "")
                 progress.update(task, advance=1, last=label)
+        except KeyboardInterrupt:
+            cancelled = True
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            progress.update(task, last="cancelling...")
+            proc.cancel()
+            ex.shutdown(wait=True, cancel_futures=True)
+        finally:
+            ex.shutdown(wait=True)
+    signal.signal(signal.SIGTERM, old_term)
     pool.stop(wait=False)
     if publisher:
         publisher.flush(5)
         publisher.close()
     dt = time.perf_counter() - t0
+    if cancelled:
+        done = [f.result() for f in futs if f.done() and not f.cancelled()]
+        n_done = sum(o.status == "done" for o in done)
+        n_cancel = sum(o.status == "cancelled" for o in done)
+        print(f"Cancelled after {dt:.1f} s: {n_done} run(s) reprocessed, {n_cancel} stopped "
+              f"(their values from before are kept), {len(runs) - len(done)} not started",
+              file=sys.stderr)
+        return 130
     print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.1f} s")
     for out in failed:
         print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``amore-proto show``: the run table in the terminal."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from amore.cli.common import context_dir
@@ -10,10 +11,23 @@ def cmd_show(a) -> int:
     from amore.cli.table import render_table
     from rich.console import Console
     from backend.store.writer import StorageError
+    d = context_dir(a.dir or a.dir_opt)
+    only = None
     try:
+        if a.where:
+            from amore_gui.components import dbread
+            from amore_gui.components.query import QueryError, filter_rows
+            dbread.ensure_schema(d)
+            data = dbread.load_table(d).data
+            try:
+                rows = filter_rows(data, a.where)
+            except QueryError as e:
+                print(f"amore-proto show: {e}", file=sys.stderr)
+                return 2
+            only = {(int(data.proposal[r]), int(data.run[r])) for r in rows}
         console = Console()
-        console.print(render_table(context_dir(a.dir), width=console.width))
-    except StorageError as e:
+        console.print(render_table(d, width=console.width, only=only))
+    except (StorageError, FileNotFoundError) as e:
         print(f"amore-proto show: {e}", file=sys.stderr)
         return 1
     return 0
@@ -23,4 +37,8 @@ def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
     s = sub.add_parser("show", help="print the run table")
     s.add_argument("dir", nargs="?")
+    s.add_argument("-d", "--dir", dest="dir_opt", help=argparse.SUPPRESS)
+    s.add_argument("--where", metavar="EXPR",
+                   help='only runs matching an expression, e.g. \'run in 10..20 and sample ~ "lyso"\' '
+                        "or 'pulse_energy > 0.5 mJ'")
     s.set_defaults(func=cmd_show)

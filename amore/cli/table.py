@@ -5,20 +5,28 @@ import time
 from pathlib import Path
 
 
-def render_table(d: Path, max_rows: int | None = None, width: int | None = None):
-    """A rich Table of the run table of context directory ``d`` (newest run first).
+def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
+                 only: set | None = None):
+    """A rich Table of the run table of context directory ``d`` (newest run first), its
+    variables then its manual columns; ``only``: the ``(proposal, run)`` pairs to show.
 
     With ``width`` (terminal columns), only as many variable columns as fit are shown, in
     context-file order; the caption says how many were left out.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from backend.store.writer import RunDB, StoredValue
     from backend.formatting import format_value
 
     db = RunDB(d)
-    variables = db.get_variables()
+    from backend.store.manual import ManualStore
+    from backend.vocab import VariableInfo
+    variables = db.get_variables() + [VariableInfo(c.name, c.title, units=c.units)
+                                      for c in ManualStore(db).columns()]
     all_runs = db.runs()
+    if only is not None:
+        all_runs = [r for r in all_runs if (r["proposal"], r["run"]) in only]
     runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
     values: dict[tuple[int, int], dict] = {}
     for p, r, name, value, st, _attrs in db.all_values():
@@ -30,7 +38,7 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None)
              ("Status", [r["status"] for r in runs])]
     columns = []
     for v in variables:
-        header = (v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else "")
+        header = escape((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""))
         cells = [format_value(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
         columns.append((header, cells))
     max_w = 16

@@ -118,9 +118,10 @@ class CellDelegate(QStyledItemDelegate):
             painter.setPen(option.palette.text().color())
         a = d.cell_attrs(row, col)
         font = option.font
-        if a and a.get("bold"):
+        if a and (a.get("bold") or a.get("carried")):
             font = type(option.font)(option.font)
-            font.setBold(True)
+            font.setBold(bool(a.get("bold")))
+            font.setItalic(bool(a.get("carried")))   # a manual value carried over
         painter.setFont(font)
         if kind == K_BOOL:
             align = Qt.AlignHCenter | Qt.AlignVCenter

@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self.setWindowTitle(self.session.title)
         self._connect_session()
+        from amore_gui._qt import manual
+        manual.install(self)   # manual columns, expression filter, logs, grouping, theme
         self.start_load()
 
     # -- the session's state, as the tests and scripts read it -----------------------------
@@ -678,6 +680,8 @@ class MainWindow(QMainWindow):
             m.addAction("Per-train plot of selected runs…", lambda: self.open_correlation())
             m.addAction(f"Reprocess {len(keys)} selected run(s)…",
                         lambda: self.open_reprocess(selected=True))
+        for extra in getattr(self, "extra_table_menu", ()):
+            extra(m, idx, keys)
         m.addSeparator()
         m.addAction(self.act_export)
         m.exec_(self.table.viewport().mapToGlobal(pos))
@@ -839,7 +843,7 @@ class MainWindow(QMainWindow):
         return out
 
     def _double_clicked(self, idx: QModelIndex):
-        if idx.column() >= NSTATIC:
+        if idx.column() >= NSTATIC and not self.model.data_obj.columns[idx.column()].manual:
             self.inspect(idx)
 
     def inspect(self, idx: QModelIndex):
@@ -889,10 +893,10 @@ class MainWindow(QMainWindow):
         """Ask for a file name and export the visible table."""
         path, flt = QFileDialog.getSaveFileName(
             self, "Export visible table", str(Path.home() / f"amore-p{self.proposal}-runs.xlsx"),
-            "Excel (*.xlsx);;CSV (*.csv)")
+            "Excel (*.xlsx);;CSV (*.csv);;Markdown (*.md)")
         if path:
             if not Path(path).suffix:
-                path += ".xlsx" if "xlsx" in flt else ".csv"
+                path += ".xlsx" if "xlsx" in flt else ".md" if "Markdown" in flt else ".csv"
             self.export(path)
 
     def export(self, path, callback=None):

@@ -62,6 +62,8 @@ class RunTableModel(QAbstractTableModel):
 
     runApplied = pyqtSignal(object)
     commentEdited = pyqtSignal(object, int, str)
+    #: a manual cell was edited: ([(proposal, run)], column name, new value)
+    manualEdited = pyqtSignal(object, str, object)
     includedChanged = pyqtSignal()
 
     def __init__(self, data: TableData | None = None, parent=None):
@@ -167,6 +169,8 @@ class RunTableModel(QAbstractTableModel):
         if role == Qt.DisplayRole:
             return d.display(row, col)
         if role == Qt.EditRole:
+            if col >= NSTATIC and d.columns[col].manual:
+                return d.value(row, col)
             return d.comment[row] or "" if col == self._comment_col else d.display(row, col)
         if role == Qt.CheckStateRole:
             if col == self._status_col:
@@ -210,6 +214,8 @@ class RunTableModel(QAbstractTableModel):
             if a and a.get("bold"):
                 return self._bold
             if col == self._status_col and d.status[row] != S_DONE:
+                return self._italic
+            if a and a.get("carried"):
                 return self._italic
             return None
         if role == KindRole:
@@ -277,6 +283,8 @@ class RunTableModel(QAbstractTableModel):
         f = Qt.ItemIsEnabled | Qt.ItemIsSelectable
         if index.column() == self._comment_col:
             f |= Qt.ItemIsEditable
+        elif index.column() >= NSTATIC and self.data_obj.columns[index.column()].manual:
+            f |= Qt.ItemIsEditable
         elif index.column() == self._status_col:
             f |= Qt.ItemIsUserCheckable
         return f
@@ -294,6 +302,10 @@ class RunTableModel(QAbstractTableModel):
             d.comment[row] = text or None
             self._refresh_row(row, {col})
             self.commentEdited.emit(_plain(d.proposal[row]), int(d.run[row]), text)
+            return True
+        if col >= NSTATIC and role == Qt.EditRole and d.columns[col].manual:
+            self.manualEdited.emit([(_plain(d.proposal[row]), int(d.run[row]))],
+                                   d.columns[col].key, value)
             return True
         if col == self._status_col and role == Qt.CheckStateRole:
             d.included[row] = (value == Qt.Checked or value == 2 or value is True)

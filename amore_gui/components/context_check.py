@@ -3,7 +3,8 @@
 User code never runs in the GUI process: the text is written to a temporary copy and loaded by
 ``python -c ...`` with :meth:`backend.ctxrunner.context.ContextFile.from_path` (which compiles it, runs it
 and checks the dependencies). The context directory is put on ``sys.path`` as the backend
-does. The Python used is the configured ``processing.context_python`` (else this one), with
+does; the names of its manual columns (inputs ``var#name`` may name them) are read from its
+database. The Python used is the configured ``processing.context_python`` (else this one), with
 AMORE's package directory on ``PYTHONPATH``.
 
 :func:`check_command` gives the command (the GUI runs it with ``QProcess``);
@@ -31,8 +32,21 @@ try:
 except Exception as e:
     print(json.dumps({"ok": False, "error": "cannot import AMORE's context API: %s" % e}))
     sys.exit(0)
+manual = []
+try:  # manual columns may be read as var#name: their names come from the database
+    import os, sqlite3
+    db = os.path.join(ctx_dir, "runs.sqlite")
+    if os.path.isfile(db):
+        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
+        try:
+            manual = [r[0] for r in con.execute(
+                "SELECT name FROM manual_columns WHERE deleted_at IS NULL")]
+        finally:
+            con.close()
+except Exception:
+    manual = []
 try:
-    ctx = ContextFile.from_path(path)
+    ctx = ContextFile.from_path(path, manual=manual)
 except ContextFileError as e:
     print(json.dumps({"ok": False, "error": str(e)}))
 except BaseException as e:

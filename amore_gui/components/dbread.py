@@ -66,7 +66,8 @@ def ensure_schema(path: str | Path) -> None:
 
 
 def read_variables(con: sqlite3.Connection) -> list[Column]:
-    """Variable columns in definition order."""
+    """Variable columns in definition order, then the manual columns (``Column.manual`` set:
+    their type, choices, carry-over)."""
     out = []
     for name, title, desc, units, tags, _data, _summary in con.execute(sql.VARIABLES_SQL):
         try:
@@ -74,6 +75,24 @@ def read_variables(con: sqlite3.Connection) -> list[Column]:
         except ValueError:
             tags = ()
         out.append(Column(name, title or name, units or None, desc, tags))
+    return out + read_manual_columns(con)
+
+
+def read_manual_columns(con: sqlite3.Connection) -> list[Column]:
+    """Manual columns (not deleted) in display order, tagged ``manual``; empty for a database
+    without them."""
+    try:
+        rows = con.execute(sql.MANUAL_COLUMNS_SQL).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    out = []
+    for name, title, typ, units, choices, desc, carry in rows:
+        try:
+            choices = json.loads(choices or "[]")
+        except ValueError:
+            choices = []
+        out.append(Column(name, title or name, units or None, desc, ("manual",),
+                          manual={"type": typ, "choices": choices, "carry_over": bool(carry)}))
     return out
 
 
@@ -109,6 +128,10 @@ class LoadResult:
 def variables_signature(con: sqlite3.Connection) -> str:
     """A hash of the variable definitions (to notice changes)."""
     rows = con.execute(sql.VARIABLES_SQL).fetchall()
+    try:
+        rows.append(con.execute(sql.MANUAL_COLUMNS_SQL).fetchall())
+    except sqlite3.OperationalError:
+        pass
     return hashlib.sha1(repr(rows).encode()).hexdigest()
 
 
@@ -254,7 +277,8 @@ _BOLD_ONLY = {"bold": True}
 
 def _parse_attrs(text: str) -> dict | None:
     """The attributes the table uses from a JSON text (fast paths for the common cases)."""
-    if '"error' not in text and '"reason"' not in text and '"background"' not in text:
+    if ('"error' not in text and '"reason"' not in text and '"background"' not in text
+            and '"manual"' not in text):
         if '"bold": true' in text or '"bold":true' in text:
             return _BOLD_ONLY
         return None

@@ -102,6 +102,8 @@ class Session:
         self.proposal: int | str | None = None
         # filters
         self.search_text = ""
+        #: the :class:`~amore_gui.components.query.QueryError` of the filter box text, or None
+        self.search_error = None
         self.only_checked = False
         self.extra_filters: list = []
         self.tag: str = self.dir_settings.get("tag", "") or ""
@@ -204,7 +206,14 @@ class Session:
         out = list(self.extra_filters)
         t = self.search_text.strip()
         if t:
-            out.append(TextContains(None, t))
+            from amore_gui.components.query import QueryError, search_filter
+            try:   # an expression (run > 10 and sample ~ "lyso") or plain text
+                out.append(search_filter(t))
+                self.search_error = None
+            except QueryError as e:
+                self.search_error = e     # the view shows it; filtering waits for a fix
+        else:
+            self.search_error = None
         if self.only_checked:
             out.append(OnlyIncluded())
         return out

@@ -64,6 +64,8 @@ class Column:
     description: str | None = None
     tags: tuple[str, ...] = ()
     variable: bool = True
+    #: for manual columns: ``{"type", "choices", "carry_over"}`` (:mod:`backend.store.manual`)
+    manual: dict | None = None
 
     @property
     def header(self) -> str:
@@ -131,11 +133,15 @@ class RunUpdate:
 
 
 def _attrs_used(attrs: dict | None) -> dict | None:
-    """Keep the attributes the table shows (error/reason/bold/background)."""
+    """Keep the attributes the table shows (error/reason/bold/background; for manual cells
+    who set them, when, from where and whether they were carried over)."""
     if not attrs:
         return None
     out = {k: attrs[k] for k in ("error", "error_type", "reason", "bold", "background", "tooltip")
            if k in attrs and attrs[k] not in (None, False)}
+    if attrs.get("manual"):
+        out.update({k: attrs[k] for k in ("manual", "carried", "by", "at", "via")
+                    if attrs.get(k) not in (None, False)})
     return out or None
 
 
@@ -399,6 +405,12 @@ class TableData:
         v = col - NSTATIC
         a = self.attrs.get((row, v)) or {}
         k = self.kind[row, v]
+        if a.get("manual"):
+            when = format_time(float(a["at"])) if a.get("at") else "?"
+            tip = f"Set by {a.get('by') or '?'} at {when} (from {a.get('via') or '?'})"
+            if a.get("carried"):
+                tip = ("Carried over from the previous run: confirm or change it\n" + tip)
+            return tip
         if k == K_ERROR:
             return a.get("error") or "error"
         if k == K_SKIPPED:

@@ -16,6 +16,10 @@ A variable is a function of the run (an extra-data ``DataCollection``) decorated
 ``"var#name"``
     result of another variable (its default is used if that variable has no result);
     ``"var#prefix_*"`` gives a dict ``{name: result}`` of all matching variables.
+    ``name`` may also be a manual column (typed in by people: sample, detector distance...):
+    its value for the run (a number in the column's units, bool, or str); the variable is
+    skipped if the run has no value there and the argument has no default. Changing the value
+    recomputes the variable for that run.
 ``"self#name"``, ``"self#sub.name"``
     inside a :func:`Group` class: a variable of the same group instance (or of a nested group).
 ``"meta#run_number"``, ``"meta#proposal"``, ``"meta#proposal_path"``
@@ -635,23 +639,28 @@ class ContextFile:
     variables: dict[str, Variable]
     path: str = "<context>"
     ordered: list[str] = field(default_factory=list)
+    #: names of the manual columns ``var#`` inputs may name (besides variables)
+    manual: frozenset = frozenset()
 
     @classmethod
-    def from_path(cls, path: str | Path) -> "ContextFile":
+    def from_path(cls, path: str | Path, manual=()) -> "ContextFile":
+        """Load ``path``; ``manual``: names of the manual columns of the database."""
         path = Path(path)
         try:
             code = path.read_text()
         except OSError as e:
             raise ContextFileError(f"Cannot read context file {path}: {e}") from None
-        return cls.from_str(code, str(path))
+        return cls.from_str(code, str(path), manual=manual)
 
     @classmethod
-    def from_str(cls, code: str, path: str = "<context>") -> "ContextFile":
+    def from_str(cls, code: str, path: str = "<context>", manual=()) -> "ContextFile":
+        """Load context-file text; ``manual``: names of the manual columns of the database
+        (``var#`` inputs may name them)."""
         with compat_modules():
-            return cls._from_str(code, path)
+            return cls._from_str(code, path, manual)
 
     @classmethod
-    def _from_str(cls, code: str, path: str) -> "ContextFile":
+    def _from_str(cls, code: str, path: str, manual=()) -> "ContextFile":
         try:
             compiled = compile(code, path, "exec", dont_inherit=True)
         except SyntaxError as e:
@@ -679,14 +688,16 @@ class ContextFile:
                 sys.path.remove(str(Path(path).parent))
             except ValueError:
                 pass
-        return cls.from_namespace(ns, path)
+        return cls.from_namespace(ns, path, manual=manual)
 
     @classmethod
-    def from_namespace(cls, namespace: dict, path: str = "<context>") -> "ContextFile":
+    def from_namespace(cls, namespace: dict, path: str = "<context>",
+                       manual=()) -> "ContextFile":
         """The variables among ``namespace`` values (module-level :class:`Variable` objects and
-        :func:`Group` instances, in order), checked; raises :class:`ContextFileError`."""
+        :func:`Group` instances, in order), checked; ``manual``: names of the manual columns
+        ``var#`` inputs may name. Raises :class:`ContextFileError`."""
         variables = _collect_variables(namespace, path)
-        ctx = cls(variables, path)
+        ctx = cls(variables, path, manual=frozenset(manual or ()))
         ctx.check()
         return ctx
 
@@ -699,18 +710,29 @@ class ContextFile:
                 continue
             if inp.is_glob:
                 out += [n for n in self.variables if fnmatch.fnmatchcase(n, inp.key) and n != name]
-            else:
+            elif inp.key in self.variables:
                 out.append(inp.key)
         return out
+
+    def manual_inputs(self, name: str) -> list[str]:
+        """Manual columns variable ``name`` takes directly as input."""
+        return [i.key for i in self.variables[name].inputs
+                if i.kind == "var" and not i.is_glob and i.key not in self.variables
+                and i.key in self.manual]
 
     def check(self) -> None:
         """Validate dependencies and compute :attr:`ordered` (a topological order)."""
         for name, var in self.variables.items():
             for inp in var.inputs:
-                if inp.kind == "var" and not inp.is_glob and inp.key not in self.variables:
+                if (inp.kind == "var" and not inp.is_glob and inp.key not in self.variables
+                        and inp.key not in self.manual):
                     raise ContextFileError(
                         f"{self.path}: variable {name!r} takes input 'var#{inp.key}', but no "
-                        f"variable {inp.key!r} is defined")
+                        f"variable {inp.key!r} is defined (nor a manual column of that name)")
+            if name in self.manual:
+                raise ContextFileError(
+                    f"{self.path}: variable {name!r} has the name of a manual column; rename "
+                    f"one of them")
             for dep in self.deps_of(name):
                 if var.data == "raw" and self.variables[dep].data == "proc":
                     raise ContextFileError(
@@ -759,7 +781,7 @@ class ContextFile:
     def execute(self, run_data, *, run_number: int, proposal: int | str,
                 proposal_path: str | Path | None = None, names=None, data: str = "all",
                 params: dict | None = None, mymdc: Callable[[str], Any] | None = None,
-                meta: dict | None = None) -> dict[str, "VariableResult"]:
+                meta: dict | None = None, manual: dict | None = None) -> dict[str, "VariableResult"]:
         """Compute variables on one run, in dependency order; never raises for user errors.
 
         ``run_data``: extra-data ``DataCollection`` at European XFEL, the facility's run object
@@ -767,7 +789,8 @@ class ContextFile:
         directory, given to ``meta#proposal_path`` as a ``pathlib.Path`` (if empty: the
         facility's ``meta["proposal_path"]``, else found from the run's files, else None).
         ``meta``: further ``meta#`` values (the facility's). ``mymdc``: callable taking a key
-        such as ``"sample_name"`` (None: metadata service not available). Returns name ->
+        such as ``"sample_name"`` (None: metadata service not available). ``manual``: this
+        run's manual column values (name -> value; absent = no value). Returns name ->
         :class:`VariableResult`; a failing variable gets its exception, its dependents an error
         naming the chain, and the other variables are unaffected.
         """
@@ -778,14 +801,15 @@ class ContextFile:
         prop_path = Path(prop_path) if prop_path else proposal_path_of(run_data)
         meta.update({"run_number": run_number, "proposal": proposal, "proposal_path": prop_path})
         with compat_modules():  # for imports inside variables' functions
-            return self._execute(run_data, names, data, params, mymdc, results, meta)
+            return self._execute(run_data, names, data, params, mymdc, results, meta,
+                                 manual or {})
 
-    def _execute(self, run_data, names, data, params, mymdc, results, meta):
+    def _execute(self, run_data, names, data, params, mymdc, results, meta, manual):
         for name in self.select(data, names):
             var = self.variables[name]
             t0 = time.perf_counter()
             try:
-                kwargs = self._inputs(var, results, meta, params, mymdc)
+                kwargs = self._inputs(var, results, meta, params, mymdc, manual)
                 value = var.func(run_data, **kwargs)
                 results[name] = VariableResult(name, value=value)
             except Skip as e:
@@ -805,7 +829,7 @@ class ContextFile:
             results[name].seconds = time.perf_counter() - t0
         return results
 
-    def _inputs(self, var: Variable, results, meta, params, mymdc) -> dict:
+    def _inputs(self, var: Variable, results, meta, params, mymdc, manual) -> dict:
         kwargs = {}
         for inp in var.inputs:
             if inp.kind == "meta":
@@ -834,6 +858,15 @@ class ContextFile:
                     kwargs[inp.param] = mymdc(inp.key)
                 except Exception as e:  # the service's error, named as the input that failed
                     raise _InputFailed(f"'mymdc#{inp.key}': {e}", "MetadataUnavailable") from None
+            elif inp.key not in self.variables and inp.key in self.manual and not inp.is_glob:
+                if manual.get(inp.key) is not None:
+                    kwargs[inp.param] = manual[inp.key]
+                elif inp.default is not inspect.Parameter.empty:
+                    kwargs[inp.param] = inp.default
+                else:
+                    raise _InputFailed(f"manual column {inp.key!r} has no value for this run",
+                                       "Skipped", [var.name, inp.key],
+                                       f"has no value for this run")
             elif inp.is_glob:
                 kwargs[inp.param] = {n: _data_of(r.value) for n, r in results.items()
                                      if fnmatch.fnmatchcase(n, inp.key) and r.ok}

@@ -10,16 +10,19 @@ Nothing is pickled.
 
 Requests and replies:
 
-``{"op": "load"}``
-    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float}`` or
+``{"op": "load", "manual_columns": [str]}``
+    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float,
+    "inputs": {name: [var# names it takes, variables and manual columns]}}`` or
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
-"params": {}, "facility_run": {...}|null}``
+"params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value}}``
     (``facility_run``: what the run source recorded for runs of other facilities, see
     :mod:`backend.ctxrunner.facilities`; the facility itself and the metadata columns come from
-    ``$AMORE_FACILITY``, JSON written by the backend)
+    ``$AMORE_FACILITY``, JSON written by the backend; ``manual_columns``: names of the manual
+    columns, ``manual``: this run's values of them)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
-    "timings": {...}}`` or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
+    "timings": {...}, "log": str}`` (``log``: what the variables printed, and tracebacks) or
+    ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
 ``{"op": "exit"}``
     ends the process.
 """
@@ -46,6 +49,7 @@ class Worker:
         self.ctx = None
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
+        self.manual: frozenset = frozenset()  # manual column names the context may read
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
         #: ``$AMORE_FACILITY``: {"facility", "columns", "attributo_config", "options"}
         self.facility_conf: dict = {}
@@ -72,18 +76,21 @@ class Worker:
             return f"metadata columns: {e}"
         return None
 
-    def _ensure_context(self) -> None:
+    def _ensure_context(self, manual=None) -> None:
         from backend.ctxrunner.context import ContextFile, ContextFileError
+        manual_changed = manual is not None and frozenset(manual) != self.manual
+        if manual is not None:
+            self.manual = frozenset(manual)
         try:
             mtime = self.ctx_path.stat().st_mtime
         except FileNotFoundError:
             self.ctx, self.ctx_error, self.ctx_mtime = None, f"No context file at {self.ctx_path}", None
             return
-        if mtime == self.ctx_mtime:
+        if mtime == self.ctx_mtime and not manual_changed:
             return
         self.ctx_mtime = mtime
         try:
-            self.ctx = ContextFile.from_path(self.ctx_path)
+            self.ctx = ContextFile.from_path(self.ctx_path, manual=self.manual)
             self.ctx_error = None
         except ContextFileError as e:
             self.ctx, self.ctx_error = None, str(e)
@@ -93,7 +100,7 @@ class Worker:
             self.ctx, self.ctx_error = None, col_error
 
     def load(self, req: dict) -> dict:
-        self._ensure_context()
+        self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
         variables = [{"name": c.name, "title": c.title or c.name,
@@ -103,11 +110,13 @@ class Worker:
         variables += [{"name": v.name, "title": v.title, "description": v.description,
                        "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
                       for v in self.ctx.variables.values() if not v.transient]
-        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime}
+        inputs = {n: [i.key for i in v.inputs if i.kind == "var"]
+                  for n, v in self.ctx.variables.items()}
+        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime, "inputs": inputs}
 
     def run(self, req: dict) -> dict:
         t0 = time.perf_counter()
-        self._ensure_context()
+        self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
         if self.facility != "euxfel":
@@ -137,14 +146,16 @@ class Worker:
             h5 = obj if self.facility == "ess" else None
             columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
                                       meta.get("metadata") or {}, h5, where)
-            results = self.ctx.execute(obj, run_number=run, proposal=proposal,
-                                       proposal_path=str(info.get("proposal_path", "")),
-                                       names=req.get("names"), data=data,
-                                       params=req.get("params") or {}, meta=meta)
+            results, log_parts = self._execute_logged(
+                obj, run_number=run, proposal=proposal,
+                proposal_path=str(info.get("proposal_path", "")), names=req.get("names"),
+                data=data, params=req.get("params") or {}, meta=meta,
+                manual=req.get("manual") or {})
         finally:
             if self.facility == "ess":
                 obj.close()
-        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns)
+        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns,
+                            log_parts)
 
     def _run_euxfel(self, req: dict, t0: float) -> dict:
         proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
@@ -177,9 +188,10 @@ class Worker:
         if self.mymdc is not None:
             def mymdc(key, _c=self.mymdc):
                 return _c.lookup(key, proposal, run)
-        results = self.ctx.execute(run_dc, run_number=run, proposal=proposal,
-                                   proposal_path=str(prop_path), names=req.get("names"),
-                                   data=data, params=req.get("params") or {}, mymdc=mymdc)
+        results, log_parts = self._execute_logged(
+            run_dc, run_number=run, proposal=proposal, proposal_path=str(prop_path),
+            names=req.get("names"), data=data, params=req.get("params") or {}, mymdc=mymdc,
+            manual=req.get("manual") or {})
         columns = {}
         if self.columns:
             from backend.ctxrunner.facilities import compute_columns
@@ -189,11 +201,29 @@ class Worker:
                 md = {}
             columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
                                       md, None, "the run's metadata")
-        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns)
+        return self._finish(results, proposal, run, data, start_time, t0, t_open, columns,
+                            log_parts)
 
-    def _finish(self, results, proposal, run, data, start_time, t0, t_open, columns) -> dict:
+    def _execute_logged(self, run_obj, **kw) -> tuple[dict, list[str]]:
+        """:meth:`ContextFile.execute` with what the variables print captured (and passed on
+        to stderr): ``(results, log parts)``, the parts being the printed text and one entry
+        per failed variable (its traceback, else its error)."""
+        import contextlib
+        captured = _Tee(sys.stderr)
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            results = self.ctx.execute(run_obj, **kw)
+        log_parts = [captured.getvalue()] if captured.getvalue() else []
+        for name, res in results.items():
+            if res.traceback:
+                log_parts.append(f"--- {name} failed:\n{res.traceback}")
+            elif res.error:
+                log_parts.append(f"--- {name} failed: {res.error_type}: {res.error}\n")
+        return results, log_parts
+
+    def _finish(self, results, proposal, run, data, start_time, t0, t_open, columns,
+                log_parts=()) -> dict:
         """Table values of the variables' results (plus metadata ``columns``), the run's
-        HDF5 file, the reply."""
+        HDF5 file, the reply (with the run's ``log``)."""
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
         from backend.vocab import StoredValue, SummaryType
         t_vars = time.perf_counter()
@@ -237,8 +267,38 @@ class Worker:
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
                 "start_time": start_time, "data": data, "storage_error": h5_error,
+                "log": "".join(p if p.endswith("\n") else p + "\n" for p in log_parts)[-200_000:],
                 "timings": {"open": t_open - t0, "variables": t_vars - t_open,
                             "store": t_end - t_vars}}
+
+
+class _Tee:
+    """A text stream that keeps what is written (for the run's log) and passes it on."""
+
+    def __init__(self, passthrough):
+        import io
+        self._buf = io.StringIO()
+        self._pass = passthrough
+
+    def write(self, s: str) -> int:
+        self._buf.write(s)
+        try:
+            self._pass.write(s)
+        except (OSError, ValueError):
+            pass
+        return len(s)
+
+    def flush(self) -> None:
+        try:
+            self._pass.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def getvalue(self) -> str:
+        return self._buf.getvalue()
 
 
 def _release_memory() -> None:

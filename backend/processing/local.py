@@ -24,6 +24,8 @@ from typing import Callable
 
 from backend import PACKAGE_PARENT
 from backend.config import Config
+from backend.store.manual import ManualStore
+from backend.store.runlogs import add_run_log
 from backend.store.writer import RunDB, StoredValue, VariableInfo
 from backend.vocab import RunStatus, SummaryType
 
@@ -248,14 +250,27 @@ class RunProcessor:
         self._busy: dict[tuple[int, int], threading.Lock] = {}
         self.context_error: str | None = None
         self.variables: list[VariableInfo] = []
+        #: variable name -> names it takes as ``var#`` input (variables and manual columns)
+        self.inputs: dict[str, list[str]] = {}
+        self.manual = ManualStore(db)
         #: Set when the backend shuts down: runs whose worker is killed stay pending.
         self.stopping = False
+        #: Set by :meth:`cancel`: runs in flight go back to their previous state.
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel the work in progress (a reprocess stopped by the user): runs being processed
+        have their worker killed and return to their previous status, saying they were
+        cancelled (their previous values stay); runs not started are not touched."""
+        self.cancelled = True
+        self.pool.kill_busy()
 
     def load_context(self) -> str | None:
         """(Re)load the context file in a worker; store its variables. Returns the error text
         for a broken file, else None."""
         try:
-            reply = self.pool.request({"op": "load"}, timeout=120)
+            reply = self.pool.request({"op": "load", "manual_columns": self._manual_names()},
+                                      timeout=120)
         except WorkerDied as e:
             reply = {"ok": False, "error": f"context file could not be loaded: {e}"}
         if not reply.get("ok"):
@@ -263,9 +278,46 @@ class RunProcessor:
             return self.context_error
         self.context_error = None
         self.variables = [VariableInfo(**v) for v in reply["variables"]]
+        self.inputs = dict(reply.get("inputs") or {})
         if self.db.set_variables(self.variables):
             self.publish("variables_changed", {"names": [v.name for v in self.variables]})
         return None
+
+    def _manual_names(self) -> list[str]:
+        try:
+            return [c.name for c in self.manual.columns()]
+        except Exception as e:  # never let this stop processing
+            log.error("Cannot read the manual columns: %s", e)
+            return []
+
+    def dependents(self, names) -> list[str]:
+        """Variables that take any of ``names`` (manual columns or variables) as input,
+        directly or through other variables, in no particular order."""
+        out: set[str] = set()
+        todo = set(names)
+        while todo:
+            n = todo.pop()
+            for var, ins in self.inputs.items():
+                if n in ins and var not in out:
+                    out.add(var)
+                    todo.add(var)
+        return sorted(out)
+
+    def recompute_for_manual(self, proposal: int, run: int, names) -> "RunOutcome | None":
+        """Recompute the variables of ``run`` that depend on the manual columns ``names``
+        (after someone edited them); None if no variable depends on them."""
+        deps = self.dependents(names)
+        if not deps:
+            return None
+        log.info("Run %d: %s changed; recomputing %s", run, ", ".join(sorted(names)),
+                 ", ".join(deps))
+        return self.process(proposal, run, "all", names=deps)
+
+    def _store_log(self, proposal, run, status, text) -> None:
+        try:
+            add_run_log(self.db, proposal, run, status, text)
+        except Exception as e:
+            log.error("Run %d: could not store its processing log: %s", run, e)
 
     def _try_status(self, proposal, run, status, message) -> None:
         try:
@@ -294,6 +346,9 @@ class RunProcessor:
             return RunOutcome(proposal, run, "closed",
                               "the proposal is closed (amore-proto reopen to change values)")
         with self._run_lock(proposal, run):
+            if self.cancelled:
+                return RunOutcome(proposal, run, "cancelled", "cancelled before it started")
+            before = self.db.get_run(proposal, run)
             self.db.set_run_status(proposal, run, RunStatus.PROCESSING.value)
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
                                                 "status": RunStatus.PROCESSING.value})
@@ -303,6 +358,12 @@ class RunProcessor:
             if self.config.facility != "euxfel":
                 rec = self.db.source_run(proposal, run)
                 req["facility_run"] = rec["info"] if rec else None
+            try:
+                manual_names = [c.name for c in self.manual.columns()]
+                req["manual_columns"] = manual_names
+                req["manual"] = self.manual.run_values(proposal, run) if manual_names else {}
+            except Exception as e:
+                log.error("Run %d: cannot read its manual values: %s", run, e)
             try:
                 reply = self.pool.request(req, timeout=timeout)
             except WorkerDied as e:
@@ -323,6 +384,9 @@ class RunProcessor:
                     return RunOutcome(proposal, run, RunStatus.FAILED.value, str(e),
                                       seconds=time.perf_counter() - t0)
                 outcome = RunOutcome(proposal, run, RunStatus.DONE.value, msg, sorted(values), n_err)
+                self._store_log(proposal, run, "done" if not n_err else "done with errors",
+                                (f"(only {', '.join(sorted(names))})\n" if names else "")
+                                + (reply.get("log") or ""))
                 t = reply.get("timings", {})
                 log.info("Run %d: %d variables in %.2f s (open %.2f, variables %.2f, store %.2f)%s",
                          run, len(values), time.perf_counter() - t0, t.get("open", 0),
@@ -335,14 +399,25 @@ class RunProcessor:
                 outcome = RunOutcome(proposal, run, RunStatus.WAITING.value, msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
+            elif reply.get("kind") == "died" and self.cancelled:
+                prev = (before or {}).get("status")
+                status = (prev if prev in (RunStatus.DONE.value, RunStatus.FAILED.value)
+                          else RunStatus.PENDING.value)
+                msg = "reprocessing cancelled; the values from before are kept"
+                self.db.set_run_status(proposal, run, status, msg)
+                outcome = RunOutcome(proposal, run, "cancelled", msg)
+                self._store_log(proposal, run, "cancelled", msg + "\n")
+                log.warning("Run %d: %s", run, msg)
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
                 self.db.set_run_status(proposal, run, RunStatus.PENDING.value, msg)
+                self._store_log(proposal, run, "cancelled", msg + "\n")
                 outcome = RunOutcome(proposal, run, RunStatus.PENDING.value, msg)
                 log.warning("Run %d abandoned at shutdown", run)
             else:
                 msg = reply.get("error", "unknown error")
                 self.db.set_run_status(proposal, run, RunStatus.FAILED.value, msg)
+                self._store_log(proposal, run, "failed", msg + "\n")
                 outcome = RunOutcome(proposal, run, RunStatus.FAILED.value, msg)
                 log.error("Run %d failed: %s", run, msg)
                 if reply.get("kind") == "died":

@@ -22,6 +22,7 @@ from backend.sources.base import RunEvent
 from backend.locate import find_proposal_dir
 from backend.contextdir import ContextDir
 from backend.processing.local import RunProcessor, WorkerPool
+from backend.store.manual import ManualStore
 from backend.store.writer import RunDB
 from backend.vocab import RunStatus, normalize_proposal
 
@@ -75,6 +76,9 @@ class Listener:
         self.proposal_dir = find_proposal_dir(self.proposal, self.config)
         #: background checks/checksums of processed runs (started by run() / run_once())
         self.integrity = None
+        self.manual = ManualStore(self.db)
+        self._manual_sig = None
+        self._ctx_force_reload = False
 
     # -- plumbing ----------------------------------------------------------------------
     def _publish(self, kind: str, data: dict) -> None:
@@ -170,8 +174,16 @@ class Listener:
         log.info("Run %d: %s data ready (%s%s)", ev.run, ev.data, ev.event or "event",
                  f", {ev.source}" if ev.source else "")
         if new:
+            carried = []
+            try:  # auto-pilot: manual columns marked carry-over start with the previous value
+                carried = [e.name for e in self.manual.carry_over(ev.proposal, ev.run)]
+            except Exception:
+                log.exception("Run %d: carrying manual values over failed", ev.run)
+            if carried:
+                log.info("Run %d: carried over %s", ev.run, ", ".join(carried))
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
-                                                 "names": [], "status": RunStatus.PENDING.value})
+                                                 "names": carried,
+                                                 "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, ev.run, ev.data)
 
     def submit(self, proposal: int | str, run: int, data: str):
@@ -214,8 +226,10 @@ class Listener:
         with a long run, so the main loop does not wait for it (``wait=False``): the loop must
         keep writing the status heartbeat."""
         mtime = self._ctx_file_mtime()
-        if mtime == self._ctx_mtime or self._ctx_reloading.is_set():
+        if (mtime == self._ctx_mtime and not self._ctx_force_reload) \
+                or self._ctx_reloading.is_set():
             return
+        self._ctx_force_reload = False
         first = self._ctx_mtime is None
         self._ctx_mtime = mtime
         self._ctx_reloading.set()
@@ -249,6 +263,46 @@ class Listener:
             log.exception("Reloading the context file failed")
         finally:
             self._ctx_reloading.clear()
+
+    MANUAL_SEEN_KEY = "manual_applied_id"
+
+    def _check_manual(self) -> None:
+        """Recompute variables that depend on manual values edited since the last check (by
+        the CLI, GUIs or the API, also while the backend was down), and reload the context
+        when manual columns were added, renamed or removed."""
+        try:
+            sig = tuple(c.name for c in self.manual.columns())
+            if self._manual_sig is not None and sig != self._manual_sig:
+                self._ctx_force_reload = True   # context files may read the new names
+            self._manual_sig = sig
+            seen = self.db.get_metadata(self.MANUAL_SEEN_KEY)
+            if seen is None:
+                self.db.set_metadata(self.MANUAL_SEEN_KEY, str(self.manual.last_edit_id()))
+                return
+            # carried-over values are in place before their run is processed
+            last, edits = self.manual.edits_since(int(seen), exclude_via=("carry-over",))
+            if last == int(seen):
+                return
+            self.db.set_metadata(self.MANUAL_SEEN_KEY, str(last))
+        except Exception:
+            log.exception("Checking manual edits failed")
+            return
+        per_run: dict[tuple[int, int], set] = {}
+        for p, r, name in edits:
+            if p == self.proposal:
+                per_run.setdefault((p, r), set()).add(name)
+        for (p, r), names in per_run.items():
+            if self.processor.dependents(names) and not self._stop.is_set():
+                self.executor.submit(self._recompute, p, r, names)
+
+    def _recompute(self, proposal, run, names):
+        if self._stop.is_set():
+            return None
+        try:
+            return self.processor.recompute_for_manual(proposal, run, names)
+        except Exception:
+            log.exception("Recomputing run %d after a manual edit failed", run)
+            return None
 
     def _start_sources(self) -> None:
         if self.facility == "ess":
@@ -405,8 +459,10 @@ class Listener:
             self._start_sources()
             self._check_context(wait=True)
             self.catch_up()
+            self._check_manual()
             log.info("Ready")
             while not self._stop.wait(1.0):
+                self._check_manual()
                 self._check_context()
                 self._backend_session.tick()
         except Exception:

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as _sqlite
 
 from backend.contextdir import db_file
-from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
-                                  run_values_table, runs_table, variables_table)
+from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, manual_columns_table,
+                                  metadata_table, run_values_table, runs_table, variables_table)
 from backend.vocab import SummaryType
 
 __all__ = ["connect", "schema_revision", "SCHEMA_HEAD", "RUN_FIELDS", "VARIABLE_FIELDS",
-           "COMMENT_FIELDS"]
+           "COMMENT_FIELDS", "MANUAL_COLUMN_FIELDS"]
 
 _DIALECT = _sqlite.dialect(paramstyle="qmark")
 
@@ -33,6 +33,7 @@ VAR = variables_table.c
 C = comments_table.c
 M = metadata_table.c
 E = events_table.c
+MC = manual_columns_table.c
 
 
 def _sql(stmt) -> str:
@@ -123,6 +124,16 @@ EVENT_FIELDS = ("id", "timestamp", "level", "source", "proposal", "run", "messag
 #: (after id,) -> the event log entries with ``id`` > after, newest first (fetch as many as wanted)
 EVENTS_SINCE_SQL = _sql(sa.select(*[E[f] for f in EVENT_FIELDS]).where(E.id > _p("after"))
                         .order_by(E.id.desc()))
+
+#: The ``manual_columns`` columns, in the order :data:`MANUAL_COLUMNS_SQL` returns them.
+MANUAL_COLUMN_FIELDS = ("name", "title", "type", "units", "choices", "description", "carry_over")
+_manual_live = MC.deleted_at.is_(None)
+#: () -> MANUAL_COLUMN_FIELDS of the manual columns not deleted, in display order
+#: (raises ``sqlite3.OperationalError`` on a database older than revision 0006)
+MANUAL_COLUMNS_SQL = _sql(sa.select(*[MC[f] for f in MANUAL_COLUMN_FIELDS]).where(_manual_live)
+                          .order_by(MC.position, MC.id))
+#: () -> (name,) of the manual columns not deleted
+MANUAL_COLUMN_NAMES_SQL = _sql(sa.select(MC.name).where(_manual_live))
 
 
 def _chunk_sql() -> str:

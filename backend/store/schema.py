@@ -48,6 +48,21 @@ with either kind of parameter work and existing databases need no rewrite.
 ``run_verifications``
     the last ``amore-proto verify`` (or backend checksum pass) of each run: ``verified_at``,
     ``algorithm``, ``changed``/``missing``/``new`` (counts) and ``details`` (JSON: the paths).
+``manual_columns``
+    columns people fill in by hand (:mod:`backend.store.manual`): ``id``, ``name`` (unique among
+    columns not deleted), ``title``, ``type`` (``boolean|integer|number|string|choice``),
+    ``units`` (pint-normalised text), ``choices`` (JSON list), ``description``, ``carry_over``
+    (0/1: a new run starts with the previous run's value), ``position``, ``created_at``,
+    ``deleted_at`` (Unix seconds; NULL while the column exists; deleted columns keep their
+    history and can be restored). Their current values are rows of ``run_values`` like any other
+    (attributes ``{"manual": true, "carried": bool, "by", "at", "via"}``).
+``manual_history``
+    every edit of a manual cell: ``column_id``, ``proposal``, ``run``, ``value`` (as stored;
+    NULL = cleared), ``text`` (what was typed), ``carried`` (0/1), ``author`` (user@host),
+    ``timestamp``, ``via`` (``cli``, ``gui``, ``api``, ``carry-over``, ``import``).
+``run_logs``
+    what one evaluation of a run printed, and its tracebacks: ``proposal``, ``run``,
+    ``timestamp``, ``status`` (``done``, ``failed``, ``cancelled``...), ``text``.
 """
 from __future__ import annotations
 
@@ -56,7 +71,7 @@ from sqlalchemy.types import UserDefinedType
 
 #: Alembic revision this code writes and reads; a database at another revision is migrated
 #: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 class AnyValue(UserDefinedType):
@@ -180,4 +195,42 @@ source_runs_table = sa.Table(
     sa.Column("state", sa.Text),
     sa.Column("updated", sa.Float),
     sa.UniqueConstraint("source", "proposal", "run", name="uq_source_runs_run"),
+)
+manual_columns_table = sa.Table(
+    "manual_columns", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("title", sa.Text),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("units", sa.Text),
+    sa.Column("choices", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("carry_over", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float),
+    sa.Column("deleted_at", sa.Float),
+)
+manual_history_table = sa.Table(
+    "manual_history", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("column_id", sa.Integer, nullable=False),
+    sa.Column("proposal", ProposalId, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("value", AnyValue),
+    sa.Column("text", sa.Text),
+    sa.Column("carried", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("author", sa.Text),
+    sa.Column("timestamp", sa.Float, nullable=False),
+    sa.Column("via", sa.Text),
+    sa.Index("ix_manual_history_cell", "column_id", "proposal", "run"),
+)
+run_logs_table = sa.Table(
+    "run_logs", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("proposal", ProposalId, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("timestamp", sa.Float, nullable=False),
+    sa.Column("status", sa.Text),
+    sa.Column("text", sa.Text),
+    sa.Index("ix_run_logs_run", "proposal", "run"),
 )

@@ -1,0 +1,621 @@
+"""Manual columns: the part of the run table people fill in by hand (sample, detector distance,
+"good run?"...), typed, with units, and with every edit kept.
+
+A manual column has a ``type`` (:data:`COLUMN_TYPES`), optional ``units`` (normalised with pint),
+``choices`` (for ``choice``), a ``title``, a ``description`` and ``carry_over`` ("auto-pilot": a
+new run starts with the previous run's value, marked as carried over until someone confirms or
+changes it). Definitions live in ``manual_columns``; current values are ordinary rows of
+``run_values`` (so every reader of the table sees them), with attributes ``{"manual": true,
+"units", "carried", "by", "at", "via"}``; every edit is a row of ``manual_history``.
+
+Edits are short ``BEGIN IMMEDIATE`` transactions through the database's engine, like comments:
+safe beside the running backend. Values are parsed first; a value that does not fit is refused
+with :class:`ManualError` and nothing is written.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
+                                  run_values_table, runs_table, variables_table)
+from backend.units import UnitError, convert, normalise_units, parse_quantity
+
+#: Types of manual columns.
+COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
+#: Where an edit came from (``manual_history.via``).
+EDIT_SOURCES = ("gui", "cli", "api", "carry-over", "import")
+
+TRUE_WORDS = {"yes", "y", "true", "t", "1", "on", "✓", "x"}
+FALSE_WORDS = {"no", "n", "false", "f", "0", "off", "✗"}
+CLEAR_WORDS = {"", "none", "null", "-"}
+#: ``manual_history.text`` of an edit that confirmed a carried-over value (value unchanged)
+CONFIRMED_TEXT = "(confirmed)"
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED = {"run", "proposal", "and", "or", "not", "in", "none", "true", "false", "has",
+             "failed", "start", "added", "comment", "status"}
+
+
+class ManualError(ValueError):
+    """A manual column or value that cannot be accepted; the message says why (for people)."""
+
+
+def this_author() -> str:
+    """``user@host`` of this process (who made an edit)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in the environment
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class ManualColumn:
+    """A manual column definition (a row of ``manual_columns``)."""
+
+    id: int
+    name: str
+    type: str
+    title: str | None = None
+    units: str | None = None
+    choices: list[str] = field(default_factory=list)
+    description: str | None = None
+    carry_over: bool = False
+    position: int = 0
+    deleted_at: float | None = None
+
+    @property
+    def summary_type(self) -> str:
+        """How values are stored in ``run_values`` (``bool``, ``number`` or ``string``)."""
+        return {"boolean": "bool", "integer": "number", "number": "number"}.get(self.type, "string")
+
+    @property
+    def label(self) -> str:
+        return self.title or self.name
+
+    def describe_type(self) -> str:
+        """``"number in µm"``, ``"choice of a, b"``... (for messages)."""
+        if self.type == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.type == "boolean":
+            return "yes or no"
+        return self.type + (f" in {self.units}" if self.units else "")
+
+    def parse(self, raw) -> int | float | str | None:
+        """The value to store for ``raw`` (text typed by someone, or a Python bool/int/float
+        from an editor); None clears the cell.
+
+        ``boolean``: yes/no, true/false, 1/0, on/off -> 1/0. ``integer``/``number``: a number,
+        optionally with units that are converted to the column's (``"1.5 mm"`` into a µm column
+        gives 1500.0). ``choice``: one of the choices (case-insensitive; stored as defined).
+        Raises :class:`ManualError` with a message naming the column and what it takes.
+        """
+        if raw is None:
+            return None
+        if isinstance(raw, float) and math.isnan(raw):
+            return None
+        text = raw if isinstance(raw, str) else None
+        if text is not None:
+            text = text.strip()
+            if text.lower() in CLEAR_WORDS and self.type != "string":
+                return None
+            if text == "" and self.type == "string":
+                return None
+        where = f"column {self.name!r} takes {self.describe_type()}"
+        if self.type == "boolean":
+            if isinstance(raw, bool):
+                return int(raw)
+            if isinstance(raw, (int, float)) and raw in (0, 1):
+                return int(raw)
+            if text is not None and text.lower() in TRUE_WORDS:
+                return 1
+            if text is not None and text.lower() in FALSE_WORDS:
+                return 0
+            raise ManualError(f"{raw!r} is not yes/no: {where}")
+        if self.type in ("integer", "number"):
+            if isinstance(raw, bool):
+                raise ManualError(f"{raw!r} is not a number: {where}")
+            if isinstance(raw, (int, float)):
+                x = float(raw)
+            else:
+                try:
+                    x, units = parse_quantity(text)
+                except UnitError:
+                    raise ManualError(f"{text!r} is not a number: {where}") from None
+                if units is not None:
+                    if self.units is None:
+                        raise ManualError(f"{text!r} has units, but column {self.name!r} has "
+                                          f"none: give a plain number")
+                    try:
+                        x = convert(x, units, self.units)
+                    except UnitError as e:
+                        raise ManualError(f"{text!r} cannot go into column {self.name!r} "
+                                          f"({self.units}): {e}") from None
+            if not math.isfinite(x):
+                raise ManualError(f"{raw!r} is not a finite number: {where}")
+            if self.type == "integer":
+                r = round(x)
+                if abs(x - r) > 1e-9 * max(1.0, abs(x)):
+                    raise ManualError(f"{raw!r} is not a whole number: {where}")
+                return int(r)
+            return x
+        s = str(raw).strip() if text is None else text
+        if self.type == "choice":
+            for c in self.choices:
+                if c.lower() == s.lower():
+                    return c
+            raise ManualError(f"{s!r} is not a choice of column {self.name!r}: "
+                              f"use one of {', '.join(self.choices)}")
+        return s
+
+    def format(self, value) -> str:
+        """Text of a stored value (``"1500 µm"``, ``"yes"``, ``""`` for None)."""
+        if value is None:
+            return ""
+        if self.type == "boolean":
+            return "yes" if value else "no"
+        if self.type in ("integer", "number"):
+            v = float(value)
+            t = str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+            return t + (f" {self.units}" if self.units else "")
+        return str(value)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "type": self.type, "units": self.units,
+                "choices": list(self.choices), "description": self.description,
+                "carry_over": self.carry_over, "deleted": self.deleted_at is not None}
+
+
+def _col_from_row(r) -> ManualColumn:
+    return ManualColumn(id=r["id"], name=r["name"], type=r["type"], title=r["title"],
+                        units=r["units"], choices=json.loads(r["choices"] or "[]"),
+                        description=r["description"], carry_over=bool(r["carry_over"]),
+                        position=r["position"], deleted_at=r["deleted_at"])
+
+
+@dataclass
+class Edit:
+    """One stored edit: what :meth:`ManualStore.set_values` wrote for one run."""
+
+    proposal: int
+    run: int
+    name: str
+    value: int | float | str | None
+    carried: bool = False
+
+
+class ManualStore:
+    """Manual columns of one database (a :class:`backend.store.writer.RunDB`).
+
+    Every method is one short transaction; safe from several processes at once.
+    """
+
+    def __init__(self, db):
+        self.db = db
+        self.engine = db.engine
+
+    # -- columns ---------------------------------------------------------------------------
+    def columns(self, include_deleted: bool = False) -> list[ManualColumn]:
+        """Manual columns in display order (deleted ones last, if asked for)."""
+        q = sa.select(mc).order_by(mc.c.deleted_at.is_not(None), mc.c.position, mc.c.id)
+        if not include_deleted:
+            q = q.where(mc.c.deleted_at.is_(None))
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return [_col_from_row(r) for r in conn.execute(q).mappings()]
+
+    def column(self, name: str, include_deleted: bool = False) -> ManualColumn:
+        """A column by name (or title, case-insensitive). Raises :class:`ManualError`."""
+        cols = self.columns(include_deleted=include_deleted)
+        for c in cols:
+            if c.name == name:
+                return c
+        for c in cols:
+            if (c.title or "").lower() == name.lower() or c.name.lower() == name.lower():
+                return c
+        known = ", ".join(c.name for c in cols if c.deleted_at is None) or "none yet"
+        raise ManualError(f"no manual column {name!r} (manual columns: {known})")
+
+    def _check_name(self, conn, name: str, exclude_id: int | None = None) -> None:
+        if not _NAME_RE.match(name or ""):
+            raise ManualError(f"{name!r} cannot be a column name: use letters, digits and _, "
+                              f"not starting with a digit (a title may be any text)")
+        if name.lower() in _RESERVED:
+            raise ManualError(f"{name!r} is a reserved word; choose another name")
+        if conn.execute(sa.select(variables_table.c.name)
+                        .where(variables_table.c.name == name)).first():
+            raise ManualError(f"{name!r} is a variable of the context file; choose another name")
+        row = conn.execute(sa.select(mc.c.id, mc.c.deleted_at).where(mc.c.name == name)).first()
+        if row is not None and row[0] != exclude_id:
+            if row[1] is not None:
+                raise ManualError(f"a deleted manual column is called {name!r}: restore it with "
+                                  f"'amore-proto column restore {name}' or choose another name")
+            raise ManualError(f"a manual column {name!r} exists already")
+
+    def add_column(self, name: str, type: str, title: str | None = None,
+                   units: str | None = None, choices=None, description: str | None = None,
+                   carry_over: bool = False) -> ManualColumn:
+        """Create a manual column. ``choices``: list or comma-separated text (``choice`` only).
+
+        Raises :class:`ManualError` for a bad name/type, unknown units (pint's message),
+        units on a non-numeric column, or a choice column without choices.
+        """
+        type = (type or "").strip().lower()
+        aliases = {"bool": "boolean", "int": "integer", "float": "number", "str": "string",
+                   "text": "string"}
+        type = aliases.get(type, type)
+        if type not in COLUMN_TYPES:
+            raise ManualError(f"unknown column type {type!r}: use one of {', '.join(COLUMN_TYPES)}")
+        try:
+            units = normalise_units(units)
+        except UnitError as e:
+            raise ManualError(str(e)) from None
+        if units and type not in ("integer", "number"):
+            raise ManualError(f"only integer and number columns have units, not {type}")
+        if isinstance(choices, str):
+            choices = [c.strip() for c in choices.split(",")]
+        choices = [c for c in (choices or []) if c]
+        if type == "choice":
+            if not choices:
+                raise ManualError("a choice column needs choices, e.g. --choices good,bad")
+            if len({c.lower() for c in choices}) != len(choices):
+                raise ManualError("the choices must differ (case-insensitively)")
+        elif choices:
+            raise ManualError(f"only choice columns have choices, not {type}")
+        with self.engine.begin() as conn:
+            self._check_name(conn, name)
+            pos = conn.execute(sa.select(sa.func.coalesce(sa.func.max(mc.c.position), 0))).scalar()
+            res = conn.execute(mc.insert().values(
+                name=name, title=title or None, type=type, units=units,
+                choices=json.dumps(choices) if choices else None, description=description or None,
+                carry_over=int(bool(carry_over)), position=pos + 1, created_at=time.time()))
+            cid = res.inserted_primary_key[0]
+        return self.column_by_id(cid)
+
+    def column_by_id(self, cid: int) -> ManualColumn:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            r = conn.execute(sa.select(mc).where(mc.c.id == cid)).mappings().first()
+        if r is None:
+            raise ManualError(f"no manual column with id {cid}")
+        return _col_from_row(r)
+
+    def rename(self, name: str, new_name: str) -> ManualColumn:
+        """Rename a column (its values and history follow). Raises :class:`ManualError`."""
+        col = self.column(name)
+        with self.engine.begin() as conn:
+            self._check_name(conn, new_name, exclude_id=col.id)
+            conn.execute(mc.update().where(mc.c.id == col.id).values(name=new_name))
+            conn.execute(run_values_table.update().where(run_values_table.c.name == col.name)
+                         .values(name=new_name, timestamp=time.time()))
+        return self.column_by_id(col.id)
+
+    def describe(self, name: str, *, title: str | None = None, description: str | None = None,
+                 carry_over: bool | None = None, choices=None) -> ManualColumn:
+        """Change title, description, carry-over or (for choice columns) add choices; None
+        leaves a field as it is, ``""`` clears title/description. Removing a choice that is in
+        use is refused."""
+        col = self.column(name)
+        upd: dict = {}
+        if title is not None:
+            upd["title"] = title or None
+        if description is not None:
+            upd["description"] = description or None
+        if carry_over is not None:
+            upd["carry_over"] = int(bool(carry_over))
+        if choices is not None:
+            if col.type != "choice":
+                raise ManualError(f"column {col.name!r} is a {col.type} column, without choices")
+            if isinstance(choices, str):
+                choices = [c.strip() for c in choices.split(",") if c.strip()]
+            with self.engine.connect().execution_options(readonly=True) as conn:
+                used = {r[0] for r in conn.execute(
+                    sa.select(run_values_table.c.value).distinct()
+                    .where(run_values_table.c.name == col.name))}
+            missing = sorted(str(u) for u in used if u not in choices)
+            if missing:
+                raise ManualError(f"choices {', '.join(missing)} are in use in column "
+                                  f"{col.name!r}; keep them")
+            upd["choices"] = json.dumps(list(choices))
+        if upd:
+            with self.engine.begin() as conn:
+                conn.execute(mc.update().where(mc.c.id == col.id).values(**upd))
+                # touch the values so table readers notice the new definition
+                conn.execute(run_values_table.update().where(
+                    run_values_table.c.name == col.name).values(timestamp=time.time()))
+        return self.column_by_id(col.id)
+
+    def delete(self, name: str) -> ManualColumn:
+        """Remove a column from the table; its history stays and :meth:`restore` brings it
+        back with its last values."""
+        col = self.column(name)
+        with self.engine.begin() as conn:
+            conn.execute(mc.update().where(mc.c.id == col.id).values(deleted_at=time.time()))
+            conn.execute(run_values_table.delete().where(run_values_table.c.name == col.name))
+        return self.column_by_id(col.id)
+
+    def restore(self, name: str) -> ManualColumn:
+        """Bring back a deleted column and each run's last value from its history."""
+        cols = [c for c in self.columns(include_deleted=True)
+                if c.deleted_at is not None and c.name == name]
+        if not cols:
+            raise ManualError(f"no deleted manual column {name!r}")
+        col = cols[-1]
+        with self.engine.begin() as conn:
+            self._check_name(conn, col.name, exclude_id=col.id)
+            conn.execute(mc.update().where(mc.c.id == col.id).values(deleted_at=None))
+            last = conn.execute(sa.text(
+                "SELECT h.proposal, h.run, h.value, h.carried, h.author, h.timestamp, h.via "
+                "FROM manual_history h JOIN (SELECT max(id) AS id FROM manual_history "
+                "WHERE column_id = :c GROUP BY proposal, run) m ON h.id = m.id"),
+                {"c": col.id}).all()
+            col.deleted_at = None
+            rows = [self._value_row(col, p, r, v, bool(car), a, ts, via)
+                    for p, r, v, car, a, ts, via in last if v is not None]
+            if rows:
+                conn.execute(_UPSERT, rows)
+        return col
+
+    # -- values ----------------------------------------------------------------------------
+    def _value_row(self, col, proposal, run, value, carried, author, ts, via) -> dict:
+        attrs = {"manual": True, "by": author, "at": ts, "via": via}
+        if col.units:
+            attrs["units"] = col.units
+        if carried:
+            attrs["carried"] = True
+        return {"p": proposal, "r": run, "n": col.name, "v": value, "st": col.summary_type,
+                "a": json.dumps(attrs), "t": time.time()}
+
+    def set_values(self, runs, name: str, raw, *, via: str = "cli", author: str | None = None,
+                   proposal: int | None = None, confirm_only: bool = False,
+                   create_runs: bool = False) -> list[Edit]:
+        """Set column ``name`` of each run in ``runs`` to ``raw`` (parsed by the column's type,
+        see :meth:`ManualColumn.parse`; None or "" clears) in one transaction, with a history
+        entry per run. ``confirm_only``: keep each run's value and drop its "carried over" mark.
+
+        ``proposal`` defaults to the database's. Raises :class:`ManualError` (nothing written)
+        for a value that does not fit, an unknown column, or runs not in the run table yet
+        (new runs get carried-over values instead, see :meth:`carry_over`) unless
+        ``create_runs`` (imports: such runs are recorded as pending).
+        """
+        if via not in EDIT_SOURCES:
+            raise ValueError(f"unknown edit source {via!r}")
+        col = self.column(name)
+        proposal = self.db.proposal if proposal is None else int(proposal)
+        if proposal is None:
+            raise ManualError("the database has no proposal number")
+        runs = [int(r) for r in runs]
+        if not runs:
+            raise ManualError("no runs given")
+        author = author or this_author()
+        value = None if confirm_only else col.parse(raw)
+        now = time.time()
+        edits = []
+        with self.engine.begin() as conn:
+            known = {r for (r,) in conn.execute(
+                sa.select(runs_table.c.run).where(runs_table.c.proposal == proposal,
+                                                  runs_table.c.run.in_(runs)))}
+            unknown = [r for r in runs if r not in known]
+            if unknown and create_runs:
+                conn.execute(sa.text(
+                    "INSERT INTO runs(proposal, run, added_at, status) VALUES (:p, :r, :a, "
+                    "'pending') ON CONFLICT(proposal, run) DO NOTHING"),
+                    [{"p": proposal, "r": r, "a": now} for r in unknown])
+            elif unknown:
+                raise ManualError(f"run(s) {', '.join(map(str, unknown[:10]))}"
+                                  f"{'...' if len(unknown) > 10 else ''} of proposal {proposal} "
+                                  f"are not in the run table yet")
+            if confirm_only:
+                current = dict(conn.execute(sa.select(run_values_table.c.run,
+                                                      run_values_table.c.value).where(
+                    run_values_table.c.proposal == proposal, run_values_table.c.name == col.name,
+                    run_values_table.c.run.in_(runs))).all())
+            for run in runs:
+                v = current.get(run) if confirm_only else value
+                if confirm_only and v is None:
+                    continue
+                conn.execute(mh.insert().values(
+                    column_id=col.id, proposal=proposal, run=run, value=v,
+                    text=(CONFIRMED_TEXT if confirm_only else
+                          (raw if isinstance(raw, str) else None)),
+                    carried=0, author=author, timestamp=now, via=via))
+                if v is None:
+                    conn.execute(run_values_table.delete().where(
+                        run_values_table.c.proposal == proposal, run_values_table.c.run == run,
+                        run_values_table.c.name == col.name))
+                else:
+                    conn.execute(_UPSERT, [self._value_row(col, proposal, run, v, False, author,
+                                                           now, via)])
+                edits.append(Edit(proposal, run, col.name, v))
+        return edits
+
+    def confirm(self, runs, name: str, **kw) -> list[Edit]:
+        """Confirm carried-over values (see :meth:`set_values` ``confirm_only``)."""
+        return self.set_values(runs, name, None, confirm_only=True, **kw)
+
+    def carry_over(self, proposal: int, run: int) -> list[Edit]:
+        """Auto-pilot for a new run: each carry-over column without a value in ``run`` gets
+        the value of the nearest earlier run that has one, marked as carried over (history
+        entry ``via="carry-over"``). Returns what was written."""
+        cols = [c for c in self.columns() if c.carry_over]
+        if not cols:
+            return []
+        now = time.time()
+        out = []
+        with self.engine.begin() as conn:
+            for col in cols:
+                have = conn.execute(sa.select(run_values_table.c.run).where(
+                    run_values_table.c.proposal == proposal, run_values_table.c.run == run,
+                    run_values_table.c.name == col.name)).first()
+                if have:
+                    continue
+                prev = conn.execute(sa.select(run_values_table.c.value).where(
+                    run_values_table.c.proposal == proposal, run_values_table.c.run < run,
+                    run_values_table.c.name == col.name).order_by(
+                    run_values_table.c.run.desc()).limit(1)).first()
+                if prev is None or prev[0] is None:
+                    continue
+                conn.execute(mh.insert().values(
+                    column_id=col.id, proposal=proposal, run=run, value=prev[0], text=None,
+                    carried=1, author="AMORE auto-pilot", timestamp=now, via="carry-over"))
+                conn.execute(_UPSERT, [self._value_row(col, proposal, run, prev[0], True,
+                                                       "AMORE auto-pilot", now, "carry-over")])
+                out.append(Edit(proposal, run, col.name, prev[0], carried=True))
+        return out
+
+    def values(self, name: str) -> dict[tuple[int, int], dict]:
+        """Current values of a column: ``(proposal, run) -> {"value", "carried", "by", "at",
+        "via"}``."""
+        col = self.column(name)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(run_values_table.c.proposal, run_values_table.c.run,
+                                          run_values_table.c.value,
+                                          run_values_table.c.attributes).where(
+                run_values_table.c.name == col.name)).all()
+        out = {}
+        for p, r, v, a in rows:
+            a = json.loads(a) if a else {}
+            out[(p, r)] = {"value": v, "carried": bool(a.get("carried")), "by": a.get("by"),
+                           "at": a.get("at"), "via": a.get("via")}
+        return out
+
+    def run_values(self, proposal: int, run: int) -> dict[str, object]:
+        """Current manual values of one run: column name -> stored value (columns without a
+        value are absent). Bool columns give True/False."""
+        cols = {c.name: c for c in self.columns()}
+        if not cols:
+            return {}
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(run_values_table.c.name, run_values_table.c.value).where(
+                run_values_table.c.proposal == proposal, run_values_table.c.run == run,
+                run_values_table.c.name.in_(list(cols)))).all()
+        return {n: (bool(v) if cols[n].type == "boolean" and v is not None else v)
+                for n, v in rows}
+
+    def history(self, run: int | None, name: str, proposal: int | None = None,
+                include_deleted: bool = True) -> list[dict]:
+        """Edits of one cell (or of the whole column with ``run=None``), oldest first: dicts
+        with ``run``, ``value``, ``text``, ``carried``, ``author``, ``timestamp``, ``via``,
+        ``display`` (the value as text with units). Works for deleted columns too."""
+        col = self.column(name, include_deleted=include_deleted)
+        q = sa.select(mh).where(mh.c.column_id == col.id).order_by(mh.c.id)
+        if run is not None:
+            q = q.where(mh.c.run == int(run))
+        if proposal is not None:
+            q = q.where(mh.c.proposal == proposal)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["carried"] = bool(r["carried"])
+            r["display"] = col.format(r["value"]) if r["value"] is not None else "(cleared)"
+        return rows
+
+    def edits_since(self, last_id: int, exclude_via=()) -> tuple[int, list[tuple[int, int, str]]]:
+        """Edits with a history id above ``last_id``: ``(newest id, [(proposal, run, column
+        name), ...])`` (de-duplicated; edits whose source is in ``exclude_via`` left out, but
+        counted in the newest id)."""
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(mh.c.id, mh.c.proposal, mh.c.run, mc.c.name, mh.c.via,
+                                          mh.c.text)
+                                .join(mc, mc.c.id == mh.c.column_id)
+                                .where(mh.c.id > last_id).order_by(mh.c.id)).all()
+        if not rows:
+            return last_id, []
+        return rows[-1][0], list(dict.fromkeys((p, r, n) for _, p, r, n, via, text in rows
+                                               if via not in exclude_via
+                                               and text != CONFIRMED_TEXT))
+
+    def last_edit_id(self) -> int:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return conn.execute(sa.select(sa.func.coalesce(sa.func.max(mh.c.id), 0))).scalar()
+
+
+_UPSERT = sa.text(
+    "INSERT INTO run_values(proposal, run, name, value, summary_type, attributes, timestamp) "
+    "VALUES (:p, :r, :n, :v, :st, :a, :t) ON CONFLICT(proposal, run, name) DO UPDATE SET "
+    "value = excluded.value, summary_type = excluded.summary_type, "
+    "attributes = excluded.attributes, timestamp = excluded.timestamp")
+
+__all__ = ["COLUMN_TYPES", "EDIT_SOURCES", "Edit", "ManualColumn", "ManualError", "ManualStore",
+           "this_author"]
+
+
+# ---------------------------------------------------------------------------------------------
+# DAMNIT's user-editable variables
+
+#: DAMNIT's user-editable variable types -> manual column types
+DAMNIT_TYPES = {"boolean": "boolean", "integer": "integer", "number": "number",
+                "string": "string"}
+
+
+def import_damnit_user_variables(store: ManualStore, damnit_db) -> dict:
+    """Make DAMNIT's user-editable variables (``variables`` rows with a ``type``) of the DAMNIT
+    database ``damnit_db`` (its ``runs.sqlite`` or the directory holding it) manual columns of
+    ``store``, with their latest values per run (history entries ``via="import"``). Existing
+    manual columns of the same name and type are reused; values already equal are skipped, so
+    importing twice changes nothing.
+
+    Returns ``{"columns": [names added], "reused": [...], "skipped": {name: reason},
+    "values": n}``. Raises ``FileNotFoundError`` / :class:`ManualError` for a file that is not
+    a DAMNIT database. The DAMNIT file is only read.
+    """
+    import sqlite3
+    from pathlib import Path
+    path = Path(damnit_db)
+    if path.is_dir():
+        path = path / "runs.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"No DAMNIT database at {path}")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        try:
+            rows = con.execute("SELECT name, title, type, description FROM variables "
+                               "WHERE type IS NOT NULL AND type != ''").fetchall()
+        except sqlite3.OperationalError as e:
+            raise ManualError(f"{path} is not a DAMNIT database: {e}") from None
+        out = {"columns": [], "reused": [], "skipped": {}, "values": 0}
+        existing = {c.name: c for c in store.columns()}
+        for name, title, typ, desc in rows:
+            mtype = DAMNIT_TYPES.get(typ)
+            if mtype is None:
+                out["skipped"][name] = f"unknown DAMNIT type {typ!r}"
+                continue
+            if name in existing:
+                if existing[name].type != mtype:
+                    out["skipped"][name] = (f"a manual column {name!r} of type "
+                                            f"{existing[name].type} exists")
+                    continue
+                out["reused"].append(name)
+            else:
+                try:
+                    store.add_column(name, mtype, title=title or None, description=desc or None)
+                except ManualError as e:
+                    out["skipped"][name] = str(e)
+                    continue
+                out["columns"].append(name)
+            current = store.values(name)
+            vals = con.execute(
+                "SELECT rv.proposal, rv.run, rv.value FROM run_variables rv WHERE rv.name = ? "
+                "AND rv.version = (SELECT max(version) FROM run_variables WHERE "
+                "proposal = rv.proposal AND run = rv.run AND name = rv.name)", (name,)).fetchall()
+            by_value: dict = {}
+            for p, r, v in vals:
+                if v is None or p is None or r is None:
+                    continue
+                have = current.get((int(p), int(r)))
+                if have is not None and have["value"] == v:
+                    continue
+                by_value.setdefault((int(p), v), []).append(int(r))
+            for (p, v), runs in by_value.items():
+                raw = bool(v) if mtype == "boolean" else v
+                store.set_values(runs, name, raw, via="import", author="DAMNIT import",
+                                 proposal=p, create_runs=True)
+                out["values"] += len(runs)
+        return out
+    finally:
+        con.close()

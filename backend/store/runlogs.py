@@ -1,0 +1,42 @@
+"""Per-run processing logs: what one evaluation of a run printed, with the tracebacks of the
+variables that failed (table ``run_logs``). Written by :class:`backend.processing.local.RunProcessor`
+after each evaluation; read by ``amore-proto logs RUN`` and the GUI."""
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+
+from backend.store.schema import run_logs_table as rl
+
+#: Evaluations kept per run (older ones are dropped when a new one is stored).
+KEEP_PER_RUN = 20
+
+
+def add_run_log(db, proposal: int, run: int, status: str, text: str,
+                timestamp: float | None = None) -> int:
+    """Store the log of one evaluation of ``run`` (``status``: ``done``, ``failed``,
+    ``cancelled``...); keeps the newest :data:`KEEP_PER_RUN` per run. Returns its id."""
+    with db.engine.begin() as conn:
+        res = conn.execute(rl.insert().values(
+            proposal=proposal, run=run, status=status, text=text or "",
+            timestamp=time.time() if timestamp is None else timestamp))
+        new_id = res.inserted_primary_key[0]
+        old = [r[0] for r in conn.execute(
+            sa.select(rl.c.id).where(rl.c.proposal == proposal, rl.c.run == run)
+            .order_by(rl.c.id.desc()).offset(KEEP_PER_RUN))]
+        if old:
+            conn.execute(rl.delete().where(rl.c.id.in_(old)))
+    return new_id
+
+
+def run_logs(db, run: int, proposal: int | None = None, last: int | None = None) -> list[dict]:
+    """Logs of one run, oldest first: dicts with ``id``, ``proposal``, ``run``,
+    ``timestamp``, ``status``, ``text``; ``last``: only the newest N."""
+    q = sa.select(rl).where(rl.c.run == int(run)).order_by(rl.c.id.desc())
+    if proposal is not None:
+        q = q.where(rl.c.proposal == proposal)
+    if last is not None:
+        q = q.limit(last)
+    with db.engine.connect().execution_options(readonly=True) as conn:
+        return [dict(r) for r in conn.execute(q).mappings()][::-1]
