@@ -243,3 +243,66 @@ def test_column_added_while_backend_runs_unblocks_the_context_file(make_context_
     cli(ctx, "set", "1", "distance", "7")
     wait_for(lambda: values(ctx, 1).get("twice") == 14.0, 30, what="twice recomputed")
     assert b.stop() == 0
+
+
+def test_closed_proposal_refuses_manual_edits_and_carries_nothing(make_context_dir):
+    """Closing a proposal (``amore-proto close``) makes the table read-only: setting, confirming
+    and adding manual columns are refused with a message saying why, nothing is written, and a
+    new run gets no carried-over value; after ``reopen`` edits work again."""
+    ctx = make_context_dir(template="generic")
+    db = RunDB(ctx)
+    for r in (1, 2):
+        db.ensure_run(PROPOSAL, r)
+    cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm", "--carry-over")
+    cli(ctx, "set", "1", "distance", "3")
+    cli(ctx, "close")
+    p = cli(ctx, "set", "2", "distance", "5", check=False)
+    assert p.returncode == 1
+    assert "closed" in p.stderr and "read-only" in p.stderr and "reopen" in p.stderr
+    p = cli(ctx, "column", "add", "good", "--type", "boolean", check=False)
+    assert p.returncode == 1 and "closed" in p.stderr
+    m = ManualStore(RunDB(ctx))
+    assert [c.name for c in m.columns()] == ["distance"]
+    assert values(ctx, 1)["distance"] == 3 and "distance" not in values(ctx, 2)
+    assert len(m.history(None, "distance")) == 1
+    db.ensure_run(PROPOSAL, 3)
+    assert m.carry_over(PROPOSAL, 3) == []
+    assert "distance" not in values(ctx, 3)
+    cli(ctx, "reopen")
+    cli(ctx, "set", "2", "distance", "5")
+    assert values(ctx, 2)["distance"] == 5
+
+
+def test_manual_columns_and_logs_of_an_identifier_proposal(tmp_path):
+    """ESRF/SwissFEL proposals are identifiers (``mx2532``): manual values, their history,
+    carry-over and run logs keep the proposal as text, and the GUI's reader lists the column."""
+    import sqlite3
+
+    from amore_gui.components import dbread
+    from backend.store.runlogs import add_run_log
+
+    db = RunDB.create(tmp_path / "esrf", "mx2532")
+    for r in (1, 2):
+        db.ensure_run("mx2532", r)
+    m = ManualStore(db)
+    m.add_column("sample", "string", carry_over=True)
+    m.set_values([1], "sample", "lysozyme", via="api")
+    db.ensure_run("mx2532", 3)
+    assert [e.name for e in m.carry_over("mx2532", 3)] == ["sample"]
+    assert m.run_values("mx2532", 3) == {"sample": "lysozyme"}
+    assert m.run_values("mx2532", 2) == {}
+    assert [(h["proposal"], h["run"]) for h in m.history(None, "sample")] == [
+        ("mx2532", 1), ("mx2532", 3)]
+    add_run_log(db, "mx2532", 3, "done", "hello\n")
+    assert [(r["proposal"], r["text"]) for r in run_logs(db, 3)] == [("mx2532", "hello\n")]
+    con = sqlite3.connect(tmp_path / "esrf" / "runs.sqlite")
+    try:
+        assert {t for (t,) in con.execute("SELECT typeof(proposal) FROM manual_history "
+                                          "UNION SELECT typeof(proposal) FROM run_logs")} == {"text"}
+    finally:
+        con.close()
+    con = dbread.connect(tmp_path / "esrf")
+    try:
+        assert [c.key for c in dbread.read_manual_columns(con)] == ["sample"]
+    finally:
+        con.close()

@@ -24,7 +24,8 @@ def cmd_show(a) -> int:
             except QueryError as e:
                 print(f"amore-proto show: {e}", file=sys.stderr)
                 return 2
-            only = {(int(data.proposal[r]), int(data.run[r])) for r in rows}
+            only = {(p if isinstance(p, str) else int(p), int(data.run[r]))
+                    for r in rows for p in (data.proposal[r],)}
         console = Console()
         console.print(render_table(d, width=console.width, only=only))
     except (StorageError, FileNotFoundError) as e:

@@ -374,7 +374,7 @@ def table_menu_items(win, menu, idx, keys) -> None:
     col = idx.column()
     column = data.columns[col]
     row = int(win.model.view.order[idx.row()])
-    proposal, run = int(data.proposal[row]), int(data.run[row])
+    proposal, run = _proposal(data.proposal[row]), int(data.run[row])
     menu.addSeparator()
     if column.manual:
         menu.addAction(f"History of {column.title} in run {run}…",
@@ -548,4 +548,10 @@ def _history_current(win):
     column = d.columns[idx.column()]
     if column.manual:
         row = int(win.model.view.order[idx.row()])
-        show_history(win, int(d.proposal[row]), int(d.run[row]), column.key)
+        show_history(win, _proposal(d.proposal[row]), int(d.run[row]), column.key)
+
+
+def _proposal(p) -> int | str:
+    """A table cell's proposal as stored: int for numbers (numpy ints too), str for
+    identifiers (ESRF ``mx2532``)."""
+    return p if isinstance(p, str) else int(p)

@@ -4,8 +4,8 @@ User code never runs in the GUI process: the text is written to a temporary copy
 ``python -c ...`` with :meth:`backend.ctxrunner.context.ContextFile.from_path` (which compiles it, runs it
 and checks the dependencies). The context directory is put on ``sys.path`` as the backend
 does; the names of its manual columns (inputs ``var#name`` may name them) are read from its
-database. The Python used is the configured ``processing.context_python`` (else this one), with
-AMORE's package directory on ``PYTHONPATH``.
+database (query :data:`backend.store.reader.MANUAL_COLUMN_NAMES_SQL`, passed to the checker).
+The Python used is the configured ``processing.context_python`` (else this one), with AMORE's package directory on ``PYTHONPATH``.
 
 :func:`check_command` gives the command (the GUI runs it with ``QProcess``);
 :func:`parse_check_output` reads its answer; :func:`validate` does both synchronously.
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import PACKAGE_PARENT
+from backend.contextdir import db_file
+from backend.store.reader import MANUAL_COLUMN_NAMES_SQL
 
 _SCRIPT = r"""
 import json, sys
-ctx_dir, path = sys.argv[1], sys.argv[2]
+ctx_dir, path, db, manual_sql = sys.argv[1:5]
 sys.path.insert(0, ctx_dir)
 try:
     from backend.ctxrunner.context import ContextFile, ContextFileError
@@ -35,12 +37,10 @@ except Exception as e:
 manual = []
 try:  # manual columns may be read as var#name: their names come from the database
     import os, sqlite3
-    db = os.path.join(ctx_dir, "runs.sqlite")
     if os.path.isfile(db):
         con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
         try:
-            manual = [r[0] for r in con.execute(
-                "SELECT name FROM manual_columns WHERE deleted_at IS NULL")]
+            manual = [r[0] for r in con.execute(manual_sql)]
         finally:
             con.close()
 except Exception:
@@ -93,7 +93,8 @@ def check_command(context_dir: str | Path, temp_path: str | Path) -> tuple[list[
     env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"]
                                           if env.get("PYTHONPATH") else "")
     env["MPLBACKEND"] = "Agg"
-    return [context_python(context_dir), "-c", _SCRIPT, str(context_dir), str(temp_path)], env
+    return [context_python(context_dir), "-c", _SCRIPT, str(context_dir), str(temp_path),
+            str(db_file(context_dir)), MANUAL_COLUMN_NAMES_SQL], env
 
 
 def parse_check_output(stdout: str, stderr: str, temp_path: str | Path,

@@ -38,7 +38,7 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
         store = _store(ctx)
         try:
             out = []
-            for proposal in sorted({p for p, _ in keys}):
+            for proposal in sorted({p for p, _ in keys}, key=str):
                 runs = [r for p, r in keys if p == proposal]
                 out += store.set_values(runs, name, raw, via="gui", proposal=proposal,
                                         confirm_only=confirm)
@@ -83,7 +83,7 @@ def add_manual_column(session, on_done: Callable[[object, str | None], None] | N
     session.runner(write, done)
 
 
-def read_history(context_dir, proposal: int, run: int, name: str) -> list[dict]:
+def read_history(context_dir, proposal: int | str, run: int, name: str) -> list[dict]:
     """Every edit of one manual cell, oldest first (see
     :meth:`backend.store.manual.ManualStore.history`). Call off the GUI thread."""
     store = _store(context_dir)
@@ -93,7 +93,7 @@ def read_history(context_dir, proposal: int, run: int, name: str) -> list[dict]:
         store.db.close()
 
 
-def read_run_log(context_dir, run: int, proposal: int | None = None) -> list[dict]:
+def read_run_log(context_dir, run: int, proposal: int | str | None = None) -> list[dict]:
     """The kept processing logs of a run, oldest first (``status``, ``timestamp``, ``text``).
     Call off the GUI thread."""
     from backend.store.runlogs import run_logs

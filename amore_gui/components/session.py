@@ -45,8 +45,7 @@ from backend.vocab import BackendState, normalize_proposal
 from amore_gui.components.events import EventGroup
 from amore_gui.components.settings import Settings, apply_column_layout
 from amore_gui.components.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
-                                             S_PROCESSING, S_WAITING, Column, OnlyIncluded, TableData,
-                                             TextContains)
+                                             S_PROCESSING, S_WAITING, Column, OnlyIncluded, TableData)
 from backend.contextdir import ContextDir
 
 #: ``runner(fn, callback)``: call ``fn()`` (possibly on another thread), then

@@ -303,7 +303,7 @@ class RunProcessor:
                     todo.add(var)
         return sorted(out)
 
-    def recompute_for_manual(self, proposal: int, run: int, names) -> "RunOutcome | None":
+    def recompute_for_manual(self, proposal: int | str, run: int, names) -> "RunOutcome | None":
         """Recompute the variables of ``run`` that depend on the manual columns ``names``
         (after someone edited them); None if no variable depends on them."""
         deps = self.dependents(names)

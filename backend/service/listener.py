@@ -126,6 +126,8 @@ class Listener:
         snapshot_event(self.db, replace(ev, run=run))
         log.info("Run %d: %s (%s%s)", run, ev.state, ev.event or "event",
                  f", {ev.source}" if ev.source else "")
+        # a run is new at its first event (ESS: while it is still running)
+        carried = self._carry_over(ev.proposal, run) if new else []
         if ev.state == "running":
             self.db.set_run_status(ev.proposal, run, RunStatus.RUNNING, None, start_time=start)
             self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
@@ -142,7 +144,8 @@ class Listener:
             return
         if new:
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": run,
-                                                 "names": [], "status": RunStatus.PENDING.value})
+                                                 "names": carried,
+                                                 "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, run, ev.data)
 
     def _closed_notice(self, ev: RunEvent, run) -> bool:
@@ -174,17 +177,23 @@ class Listener:
         log.info("Run %d: %s data ready (%s%s)", ev.run, ev.data, ev.event or "event",
                  f", {ev.source}" if ev.source else "")
         if new:
-            carried = []
-            try:  # auto-pilot: manual columns marked carry-over start with the previous value
-                carried = [e.name for e in self.manual.carry_over(ev.proposal, ev.run)]
-            except Exception:
-                log.exception("Run %d: carrying manual values over failed", ev.run)
-            if carried:
-                log.info("Run %d: carried over %s", ev.run, ", ".join(carried))
+            carried = self._carry_over(ev.proposal, ev.run)
             self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
                                                  "names": carried,
                                                  "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, ev.run, ev.data)
+
+    def _carry_over(self, proposal: int | str, run: int) -> list[str]:
+        """Auto-pilot for a new run: manual columns marked carry-over start with the previous
+        run's value (none on a closed proposal). Returns the names written; never raises."""
+        carried = []
+        try:
+            carried = [e.name for e in self.manual.carry_over(proposal, run)]
+        except Exception:
+            log.exception("Run %d: carrying manual values over failed", run)
+        if carried:
+            log.info("Run %d: carried over %s", run, ", ".join(carried))
+        return carried
 
     def submit(self, proposal: int | str, run: int, data: str):
         if self._stop.is_set():
@@ -494,7 +503,8 @@ class Listener:
             snapshot_event(self.db, RunEvent(self.proposal, run, "raw", source="catch-up",
                                              event="found_on_disk",
                                              location=str(self.proposal_dir / "raw" / f"r{run:04d}")))
-            self.db.ensure_run(self.proposal, run)
+            if self.db.ensure_run(self.proposal, run):
+                self._carry_over(self.proposal, run)
         futs = [self.submit(self.proposal, run, "all") for run in work.to_process]
         if self.integrity is not None:
             for run in sorted(set(work.no_check) | set(work.no_checksums)):

@@ -10,7 +10,9 @@ changes it). Definitions live in ``manual_columns``; current values are ordinary
 
 Edits are short ``BEGIN IMMEDIATE`` transactions through the database's engine, like comments:
 safe beside the running backend. Values are parsed first; a value that does not fit is refused
-with :class:`ManualError` and nothing is written.
+with :class:`ManualError` and nothing is written. A closed proposal (``amore-proto close``,
+:func:`backend.store.trust.is_closed`) has a read-only table: every change is refused with
+:class:`ManualError` saying so (and new runs get no carried-over values).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
                                   run_values_table, runs_table, variables_table)
 from backend.units import UnitError, convert, normalise_units, parse_quantity
+from backend.vocab import normalize_proposal
 
 #: Types of manual columns.
 COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
@@ -184,7 +187,7 @@ def _col_from_row(r) -> ManualColumn:
 class Edit:
     """One stored edit: what :meth:`ManualStore.set_values` wrote for one run."""
 
-    proposal: int
+    proposal: int | str
     run: int
     name: str
     value: int | float | str | None
@@ -200,6 +203,14 @@ class ManualStore:
     def __init__(self, db):
         self.db = db
         self.engine = db.engine
+
+    def check_open(self) -> None:
+        """Raise :class:`ManualError` if the proposal is closed (its table is read-only)."""
+        from backend.store.trust import is_closed
+        if is_closed(self.db):
+            raise ManualError(f"proposal {self.db.proposal} is closed: its table is read-only, "
+                              f"manual values and columns cannot be changed. Run "
+                              f"'amore-proto reopen' first.")
 
     # -- columns ---------------------------------------------------------------------------
     def columns(self, include_deleted: bool = False) -> list[ManualColumn]:
@@ -244,8 +255,10 @@ class ManualStore:
         """Create a manual column. ``choices``: list or comma-separated text (``choice`` only).
 
         Raises :class:`ManualError` for a bad name/type, unknown units (pint's message),
-        units on a non-numeric column, or a choice column without choices.
+        units on a non-numeric column, or a choice column without choices, and on a closed
+        proposal.
         """
+        self.check_open()
         type = (type or "").strip().lower()
         aliases = {"bool": "boolean", "int": "integer", "float": "number", "str": "string",
                    "text": "string"}
@@ -287,6 +300,7 @@ class ManualStore:
 
     def rename(self, name: str, new_name: str) -> ManualColumn:
         """Rename a column (its values and history follow). Raises :class:`ManualError`."""
+        self.check_open()
         col = self.column(name)
         with self.engine.begin() as conn:
             self._check_name(conn, new_name, exclude_id=col.id)
@@ -299,7 +313,8 @@ class ManualStore:
                  carry_over: bool | None = None, choices=None) -> ManualColumn:
         """Change title, description, carry-over or (for choice columns) add choices; None
         leaves a field as it is, ``""`` clears title/description. Removing a choice that is in
-        use is refused."""
+        use is refused, and so is any change on a closed proposal."""
+        self.check_open()
         col = self.column(name)
         upd: dict = {}
         if title is not None:
@@ -333,6 +348,7 @@ class ManualStore:
     def delete(self, name: str) -> ManualColumn:
         """Remove a column from the table; its history stays and :meth:`restore` brings it
         back with its last values."""
+        self.check_open()
         col = self.column(name)
         with self.engine.begin() as conn:
             conn.execute(mc.update().where(mc.c.id == col.id).values(deleted_at=time.time()))
@@ -341,6 +357,7 @@ class ManualStore:
 
     def restore(self, name: str) -> ManualColumn:
         """Bring back a deleted column and each run's last value from its history."""
+        self.check_open()
         cols = [c for c in self.columns(include_deleted=True)
                 if c.deleted_at is not None and c.name == name]
         if not cols:
@@ -372,7 +389,7 @@ class ManualStore:
                 "a": json.dumps(attrs), "t": time.time()}
 
     def set_values(self, runs, name: str, raw, *, via: str = "cli", author: str | None = None,
-                   proposal: int | None = None, confirm_only: bool = False,
+                   proposal: int | str | None = None, confirm_only: bool = False,
                    create_runs: bool = False) -> list[Edit]:
         """Set column ``name`` of each run in ``runs`` to ``raw`` (parsed by the column's type,
         see :meth:`ManualColumn.parse`; None or "" clears) in one transaction, with a history
@@ -381,12 +398,17 @@ class ManualStore:
         ``proposal`` defaults to the database's. Raises :class:`ManualError` (nothing written)
         for a value that does not fit, an unknown column, or runs not in the run table yet
         (new runs get carried-over values instead, see :meth:`carry_over`) unless
-        ``create_runs`` (imports: such runs are recorded as pending).
+        ``create_runs`` (imports: such runs are recorded as pending), and on a closed proposal
+        (its table is read-only).
         """
         if via not in EDIT_SOURCES:
             raise ValueError(f"unknown edit source {via!r}")
+        self.check_open()
         col = self.column(name)
-        proposal = self.db.proposal if proposal is None else int(proposal)
+        try:
+            proposal = self.db.proposal if proposal is None else normalize_proposal(proposal)
+        except ValueError as e:
+            raise ManualError(str(e)) from None
         if proposal is None:
             raise ManualError("the database has no proposal number")
         runs = [int(r) for r in runs]
@@ -438,10 +460,13 @@ class ManualStore:
         """Confirm carried-over values (see :meth:`set_values` ``confirm_only``)."""
         return self.set_values(runs, name, None, confirm_only=True, **kw)
 
-    def carry_over(self, proposal: int, run: int) -> list[Edit]:
+    def carry_over(self, proposal: int | str, run: int) -> list[Edit]:
         """Auto-pilot for a new run: each carry-over column without a value in ``run`` gets
         the value of the nearest earlier run that has one, marked as carried over (history
-        entry ``via="carry-over"``). Returns what was written."""
+        entry ``via="carry-over"``). Returns what was written (nothing on a closed proposal)."""
+        from backend.store.trust import is_closed
+        if is_closed(self.db):
+            return []
         cols = [c for c in self.columns() if c.carry_over]
         if not cols:
             return []
@@ -484,7 +509,7 @@ class ManualStore:
                            "at": a.get("at"), "via": a.get("via")}
         return out
 
-    def run_values(self, proposal: int, run: int) -> dict[str, object]:
+    def run_values(self, proposal: int | str, run: int) -> dict[str, object]:
         """Current manual values of one run: column name -> stored value (columns without a
         value are absent). Bool columns give True/False."""
         cols = {c.name: c for c in self.columns()}
@@ -497,7 +522,7 @@ class ManualStore:
         return {n: (bool(v) if cols[n].type == "boolean" and v is not None else v)
                 for n, v in rows}
 
-    def history(self, run: int | None, name: str, proposal: int | None = None,
+    def history(self, run: int | None, name: str, proposal: int | str | None = None,
                 include_deleted: bool = True) -> list[dict]:
         """Edits of one cell (or of the whole column with ``run=None``), oldest first: dicts
         with ``run``, ``value``, ``text``, ``carried``, ``author``, ``timestamp``, ``via``,
@@ -562,8 +587,9 @@ def import_damnit_user_variables(store: ManualStore, damnit_db) -> dict:
 
     Returns ``{"columns": [names added], "reused": [...], "skipped": {name: reason},
     "values": n}``. Raises ``FileNotFoundError`` / :class:`ManualError` for a file that is not
-    a DAMNIT database. The DAMNIT file is only read.
+    a DAMNIT database, :class:`ManualError` on a closed proposal. The DAMNIT file is only read.
     """
+    store.check_open()
     import sqlite3
     from pathlib import Path
     path = Path(damnit_db)
@@ -607,10 +633,10 @@ def import_damnit_user_variables(store: ManualStore, damnit_db) -> dict:
             for p, r, v in vals:
                 if v is None or p is None or r is None:
                     continue
-                have = current.get((int(p), int(r)))
+                have = current.get((normalize_proposal(p), int(r)))
                 if have is not None and have["value"] == v:
                     continue
-                by_value.setdefault((int(p), v), []).append(int(r))
+                by_value.setdefault((normalize_proposal(p), v), []).append(int(r))
             for (p, v), runs in by_value.items():
                 raw = bool(v) if mtype == "boolean" else v
                 store.set_values(runs, name, raw, via="import", author="DAMNIT import",

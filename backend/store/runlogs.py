@@ -13,7 +13,7 @@ from backend.store.schema import run_logs_table as rl
 KEEP_PER_RUN = 20
 
 
-def add_run_log(db, proposal: int, run: int, status: str, text: str,
+def add_run_log(db, proposal: int | str, run: int, status: str, text: str,
                 timestamp: float | None = None) -> int:
     """Store the log of one evaluation of ``run`` (``status``: ``done``, ``failed``,
     ``cancelled``...); keeps the newest :data:`KEEP_PER_RUN` per run. Returns its id."""
@@ -30,7 +30,7 @@ def add_run_log(db, proposal: int, run: int, status: str, text: str,
     return new_id
 
 
-def run_logs(db, run: int, proposal: int | None = None, last: int | None = None) -> list[dict]:
+def run_logs(db, run: int, proposal: int | str | None = None, last: int | None = None) -> list[dict]:
     """Logs of one run, oldest first: dicts with ``id``, ``proposal``, ``run``,
     ``timestamp``, ``status``, ``text``; ``last``: only the newest N."""
     q = sa.select(rl).where(rl.c.run == int(run)).order_by(rl.c.id.desc())
