@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
                                   run_values_table, runs_table, variables_table)
 from backend.units import UnitError, convert, normalise_units, parse_quantity
-from backend.vocab import normalize_proposal
+from backend.vocab import RunStatus, normalize_proposal
 
 #: Types of manual columns.
 COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
@@ -366,11 +367,12 @@ class ManualStore:
         with self.engine.begin() as conn:
             self._check_name(conn, col.name, exclude_id=col.id)
             conn.execute(mc.update().where(mc.c.id == col.id).values(deleted_at=None))
-            last = conn.execute(sa.text(
-                "SELECT h.proposal, h.run, h.value, h.carried, h.author, h.timestamp, h.via "
-                "FROM manual_history h JOIN (SELECT max(id) AS id FROM manual_history "
-                "WHERE column_id = :c GROUP BY proposal, run) m ON h.id = m.id"),
-                {"c": col.id}).all()
+            newest = (sa.select(sa.func.max(mh.c.id).label("id"))
+                      .where(mh.c.column_id == col.id).group_by(mh.c.proposal, mh.c.run)
+                      .subquery())
+            last = conn.execute(sa.select(mh.c.proposal, mh.c.run, mh.c.value, mh.c.carried,
+                                          mh.c.author, mh.c.timestamp, mh.c.via)
+                                .join(newest, newest.c.id == mh.c.id)).all()
             col.deleted_at = None
             rows = [self._value_row(col, p, r, v, bool(car), a, ts, via)
                     for p, r, v, car, a, ts, via in last if v is not None]
@@ -424,10 +426,7 @@ class ManualStore:
                                                   runs_table.c.run.in_(runs)))}
             unknown = [r for r in runs if r not in known]
             if unknown and create_runs:
-                conn.execute(sa.text(
-                    "INSERT INTO runs(proposal, run, added_at, status) VALUES (:p, :r, :a, "
-                    "'pending') ON CONFLICT(proposal, run) DO NOTHING"),
-                    [{"p": proposal, "r": r, "a": now} for r in unknown])
+                conn.execute(_NEW_RUN, [{"p": proposal, "r": r, "t": now} for r in unknown])
             elif unknown:
                 raise ManualError(f"run(s) {', '.join(map(str, unknown[:10]))}"
                                   f"{'...' if len(unknown) > 10 else ''} of proposal {proposal} "
@@ -560,11 +559,29 @@ class ManualStore:
             return conn.execute(sa.select(sa.func.coalesce(sa.func.max(mh.c.id), 0))).scalar()
 
 
-_UPSERT = sa.text(
-    "INSERT INTO run_values(proposal, run, name, value, summary_type, attributes, timestamp) "
-    "VALUES (:p, :r, :n, :v, :st, :a, :t) ON CONFLICT(proposal, run, name) DO UPDATE SET "
-    "value = excluded.value, summary_type = excluded.summary_type, "
-    "attributes = excluded.attributes, timestamp = excluded.timestamp")
+def _upsert():
+    """Store a manual value, replacing the cell's current one. Parameters: p, r, n, v, st, a, t
+    (proposal, run, name, value, summary_type, attributes, timestamp)."""
+    ins = sqlite_insert(run_values_table).values(
+        proposal=sa.bindparam("p"), run=sa.bindparam("r"), name=sa.bindparam("n"),
+        value=sa.bindparam("v"), summary_type=sa.bindparam("st"), attributes=sa.bindparam("a"),
+        timestamp=sa.bindparam("t"))
+    return ins.on_conflict_do_update(
+        index_elements=[run_values_table.c.proposal, run_values_table.c.run,
+                        run_values_table.c.name],
+        set_={n: ins.excluded[n] for n in ("value", "summary_type", "attributes", "timestamp")})
+
+
+def _new_run():
+    """Record a run as pending unless it exists (imports). Parameters: p, r, t (added_at)."""
+    ins = sqlite_insert(runs_table).values(
+        proposal=sa.bindparam("p"), run=sa.bindparam("r"), added_at=sa.bindparam("t"),
+        status=RunStatus.PENDING.value)
+    return ins.on_conflict_do_nothing(index_elements=[runs_table.c.proposal, runs_table.c.run])
+
+
+_UPSERT = _upsert()
+_NEW_RUN = _new_run()
 
 __all__ = ["COLUMN_TYPES", "EDIT_SOURCES", "Edit", "ManualColumn", "ManualError", "ManualStore",
            "this_author"]
