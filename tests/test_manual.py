@@ -306,3 +306,30 @@ def test_manual_columns_and_logs_of_an_identifier_proposal(tmp_path):
         assert [c.key for c in dbread.read_manual_columns(con)] == ["sample"]
     finally:
         con.close()
+
+
+def test_carry_over_for_other_facilities_runs_at_their_first_event(tmp_path):
+    """ESRF/ESS runs arrive as keyed events (run numbers synthesised, ESS announced while still
+    running): a new run gets the carried-over manual values at its first event, with the
+    proposal kept as an identifier."""
+    from backend.sources.base import RunEvent
+    from backend.service.listener import Listener
+    from backend.store.init import init_context_dir
+
+    d = tmp_path / "esrf"
+    init_context_dir(d, "mx2532", facility="esrf")
+    db = RunDB(d)
+    m = ManualStore(db)
+    m.add_column("sample", "string", carry_over=True)
+    listener = Listener(d)
+    try:
+        listener.handle_event(RunEvent("mx2532", None, key="/a/1/metadata.json",
+                                       info={"i": 1}, state="running"))
+        assert [r["run"] for r in db.runs()] == [1]
+        m.set_values([1], "sample", "lysozyme", via="api")
+        listener.handle_event(RunEvent("mx2532", None, key="/a/2/metadata.json",
+                                       info={"i": 2}, state="running"))
+        assert m.run_values("mx2532", 2) == {"sample": "lysozyme"}
+        assert m.history(2, "sample", proposal="mx2532")[0]["via"] == "carry-over"
+    finally:
+        listener.shutdown(grace=0.0)
