@@ -102,7 +102,9 @@ class CellDelegate(QStyledItemDelegate):
             self._paint_sparkline(painter, rect, model.sparkline(row, col), selected, option)
             return
         if kind == K_THUMBNAIL:
-            self._paint_thumbnail(painter, rect, (int(d.proposal[row]), int(d.run[row]), key))
+            prop = d.proposal[row]  # int, or str such as 'mx2532'
+            prop = int(prop) if isinstance(prop, (int, np.integer)) else prop
+            self._paint_thumbnail(painter, rect, (prop, int(d.run[row]), key))
             return
         text = d.display(row, col)
         if not text:

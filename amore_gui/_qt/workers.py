@@ -23,6 +23,7 @@ from PyQt5.QtGui import QImage
 
 from amore_gui.components import dbread
 from amore_gui.components.backend_status import backend_status
+from backend.vocab import normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class UpdateThread(QThread):
         for kind, data in msgs:
             if kind in ("run_values_updated", "run_status_changed"):
                 try:
-                    key = (int(data["proposal"]), int(data["run"]))
+                    key = (normalize_proposal(data["proposal"]), int(data["run"]))
                 except (KeyError, TypeError, ValueError):
                     continue
                 if key not in runs:
@@ -198,7 +199,7 @@ class UpdateThread(QThread):
                 reload = True
             elif kind == "comment_changed":
                 if data.get("run") is not None and data.get("proposal") is not None:
-                    key = (int(data["proposal"]), int(data["run"]))
+                    key = (normalize_proposal(data["proposal"]), int(data["run"]))
                     if key not in runs:
                         runs.append(key)
                 else:
