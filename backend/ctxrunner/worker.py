@@ -11,10 +11,12 @@ Nothing is pickled.
 Requests and replies:
 
 ``{"op": "load"}``
-    -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float}`` or
+    -> ``{"ok": true, "variables": [VariableInfo fields...], "graph": {name: {"cluster": bool,
+    "data": str, "transient": bool, "deps": [str]}}, "mtime": float}`` or
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
-"params": {}}``
+"params": {}, "only": [str]|null}``
+    (``only``: report and store just these variables, not the inputs computed for them)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
     "timings": {...}}`` or ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
 ``{"op": "exit"}``
@@ -66,7 +68,10 @@ class Worker:
         variables = [{"name": v.name, "title": v.title, "description": v.description,
                       "units": v.units, "tags": v.tags, "data": v.data, "summary": v.summary}
                      for v in self.ctx.variables.values() if not v.transient]
-        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime}
+        graph = {v.name: {"cluster": v.cluster, "data": v.data, "transient": v.transient,
+                          "deps": self.ctx.deps_of(v.name)}
+                 for v in self.ctx.variables.values()}
+        return {"ok": True, "variables": variables, "graph": graph, "mtime": self.ctx_mtime}
 
     def run(self, req: dict) -> dict:
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
@@ -111,10 +116,11 @@ class Worker:
         t_vars = time.perf_counter()
         values: dict[str, StoredValue] = {}
         to_store = {}
+        only = set(req["only"]) if req.get("only") is not None else None
         for name, res in results.items():
             var = self.ctx.variables[name]
-            if var.transient:
-                continue
+            if var.transient or (only is not None and name not in only):
+                continue  # inputs computed again for a Slurm job are not its results
             if res.skipped is not None:
                 values[name] = StoredValue(None, "skipped", {"reason": res.skipped})
                 continue

@@ -69,6 +69,9 @@ class Listener:
         self.pool = WorkerPool(self.context_dir, self.config, self.config.jobs)
         self.processor = RunProcessor(self.context_dir, self.config, self.db, self.pool,
                                       publish=self._publish)
+        from backend.processing.slurm import Dispatcher, SlurmExecutor
+        self.slurm = SlurmExecutor(self.context_dir, self.config, self.db, publish=self._publish)
+        self.dispatcher = Dispatcher(self.processor, self.slurm)
         self.executor = ThreadPoolExecutor(max_workers=self.config.jobs,
                                            thread_name_prefix="run")
         self._ctx_mtime = None
@@ -108,7 +111,7 @@ class Listener:
         if self._stop.is_set():
             return None
         try:
-            out = self.processor.process(proposal, run, data)
+            out = self.dispatcher.process(proposal, run, data)
         except Exception:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
@@ -117,8 +120,9 @@ class Listener:
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
         n = 0
+        on_slurm = self.slurm.active_runs()
         for r in self.db.runs():
-            if r["proposal"] != self.proposal:
+            if r["proposal"] != self.proposal or (r["proposal"], r["run"]) in on_slurm:
                 continue
             waiting = (r["status_message"] or "").startswith(CONTEXT_WAIT_PREFIX)
             if r["status"] in ("pending", "processing") and (waiting or not only_waiting_for_context):
@@ -226,6 +230,8 @@ class Listener:
         try:
             self._start_sources()
             self._check_context(wait=True)
+            self._poll_slurm()  # jobs that ended while the backend was down
+            threading.Thread(target=self._slurm_loop, name="slurm-poll", daemon=True).start()
             n = self._requeue_pending()
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)
@@ -241,6 +247,19 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _poll_slurm(self) -> None:
+        try:
+            self.slurm.poll()
+        except Exception:
+            log.exception("Following the Slurm jobs failed")
+
+    def _slurm_loop(self) -> None:
+        """Follow Slurm jobs: result files and job states (no inotify: GPFS does not deliver
+        events from other hosts)."""
+        period = float(self.config["slurm"].get("poll_seconds", 5.0))
+        while not self._stop.wait(period):
+            self._poll_slurm()
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop sources, let in-flight runs finish for ``grace`` seconds, abandon the rest

@@ -24,6 +24,13 @@ Tables (long/narrow):
     ``source`` (which part of AMORE: ``kafka``, ``watcher``, ``context``, ``worker``...),
     ``proposal``/``run`` (may be NULL), ``message`` (one line for people), ``details`` (JSON text:
     topic, offset, traceback, ...).
+``slurm_jobs``
+    one row per Slurm task and run: ``task_id`` (``"<job>"`` or ``"<array job>_<task>"``),
+    ``job_id`` (the job or array job), ``proposal``/``run``, ``names`` (JSON list of the
+    variables it computes), ``data``, ``origin`` (``backend`` or ``reprocess``), ``state``
+    (Slurm's: ``PENDING``, ``RUNNING``, ``COMPLETED``, ``TIMEOUT``, ...), ``node``,
+    ``submitted_at``/``started_at``/``ended_at`` (Unix seconds), ``log_file``, ``message``,
+    ``done`` (1 once its outcome is in ``run_values``).
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from sqlalchemy.types import UserDefinedType
 
 #: Alembic revision this code writes and reads; a database at another revision is migrated
 #: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0007"
 
 
 class AnyValue(UserDefinedType):
@@ -100,4 +107,22 @@ events_table = sa.Table(
     sa.Column("run", sa.Integer),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("details", sa.Text),
+)
+slurm_jobs_table = sa.Table(
+    "slurm_jobs", metadata_obj,
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("proposal", sa.Integer, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("names", sa.Text),
+    sa.Column("data", sa.Text),
+    sa.Column("origin", sa.Text),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("node", sa.Text),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("log_file", sa.Text),
+    sa.Column("message", sa.Text),
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
 )

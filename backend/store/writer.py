@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
-                                  run_values_table, runs_table, variables_table)
+                                  run_values_table, runs_table, slurm_jobs_table,
+                                  variables_table)
 from backend.contextdir import DB_FILE_NAME
 from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
                            StoredValue, VariableInfo)
@@ -371,6 +372,49 @@ class RunDB:
         for r in rows:
             r["details"] = json.loads(r["details"]) if r["details"] else None
         return rows[::-1]
+
+    # --- Slurm jobs ------------------------------------------------------------------------
+    def add_slurm_tasks(self, rows: Iterable[dict]) -> int:
+        """Record Slurm tasks (dicts with the ``slurm_jobs`` columns; ``names`` a list).
+        Tasks already recorded are left alone. Returns how many were new."""
+        rows = [dict(r, names=json.dumps(list(r.get("names") or []))) for r in rows]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            known = set(conn.execute(sa.select(slurm_jobs_table.c.task_id).where(
+                slurm_jobs_table.c.task_id.in_([r["task_id"] for r in rows]))).scalars())
+            new = [r for r in rows if r["task_id"] not in known]
+            if new:
+                conn.execute(slurm_jobs_table.insert(), new)
+        return len(new)
+
+    def update_slurm_task(self, task_id: str, **fields) -> None:
+        """Change columns of one recorded Slurm task (``state``, ``node``, ``done``, ...)."""
+        if "names" in fields:
+            fields["names"] = json.dumps(list(fields["names"] or []))
+        with self.engine.begin() as conn:
+            conn.execute(slurm_jobs_table.update()
+                         .where(slurm_jobs_table.c.task_id == task_id).values(**fields))
+
+    def slurm_tasks(self, *, done: bool | None = None, run: int | None = None,
+                    job_id: str | None = None, limit: int | None = None) -> list[dict]:
+        """Recorded Slurm tasks, newest submission first: dicts with the ``slurm_jobs`` columns
+        (``names`` as a list). ``done``: only finished (True) or unfinished (False) ones."""
+        q = sa.select(slurm_jobs_table)
+        if done is not None:
+            q = q.where(slurm_jobs_table.c.done == int(done))
+        if run is not None:
+            q = q.where(slurm_jobs_table.c.run == run)
+        if job_id is not None:
+            q = q.where(slurm_jobs_table.c.job_id == str(job_id))
+        q = q.order_by(slurm_jobs_table.c.submitted_at.desc(), slurm_jobs_table.c.run)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["names"] = json.loads(r["names"] or "[]")
+        return rows
 
     def close(self) -> None:
         self.engine.dispose()
