@@ -121,3 +121,110 @@ def test_slurm_disabled_computes_cluster_variables_locally_and_says_so(
     b.stop()
     said = [line for line in b.log.read_text().splitlines() if "computed locally" in line]
     assert len(said) == 1 and "heavy, heavier" in said[0] and "disabled" in said[0]
+
+
+def held_jobs(slurm, make_context_dir, write_run, backends, runs=(1, 2), extra=""):
+    """A backend whose runs' Slurm jobs are held (``DIR/hold``), one job at a time (each asks
+    for 5 GB of the node's 8), so the first runs and the others wait in the queue."""
+    ctx = make_context_dir(CONTEXT, config=slurm_config(
+        slurm, extra='extra_args = ["--mem=5000"]\n' + extra))
+    (ctx / "hold").write_text("")
+    b = backends(ctx)
+    for r in runs:
+        write_run(r, ntrains=10 + r)
+    wait_for(lambda: len(tasks(ctx)) == len(runs)
+             and {t["state"] for t in tasks(ctx)} == {"RUNNING", "PENDING"}, 90,
+             what="one job running, the others queued")
+    return ctx, b
+
+
+def assert_slurm_error(ctx, run, state, names=("heavy", "heavier")):
+    """Exactly ``names`` of ``run`` are errors naming the Slurm state and the log file; the local
+    value is intact and the run is not left processing."""
+    v = values(ctx, run)
+    assert v["n_trains"].summary_type == "number"
+    task = [t for t in tasks(ctx, run=run)][0]
+    for n in names:
+        assert v[n].summary_type == "error", (n, v[n])
+        err = v[n].attributes["error"]
+        assert f"ended {state}" in err and task["log_file"] in err, err
+    row = RunDB(ctx).get_run(PROPOSAL, run)
+    assert row["status"] == "done" and "variable(s) failed" in row["status_message"]
+
+
+def test_cancel_a_queued_and_a_running_job(slurm, make_context_dir, write_run, backends):
+    ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
+    by_state = {t["state"]: t for t in tasks(ctx)}
+    queued, running = by_state["PENDING"], by_state["RUNNING"]
+    out = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["JOB", "RUN", "STATE"]
+    assert any(l.split()[:3] == [running["task_id"], str(running["run"]), "RUNNING"] for l in lines)
+    assert any(l.split()[:3] == [queued["task_id"], str(queued["run"]), "PENDING"] for l in lines)
+    p = subprocess.run(amore_cmd("cancel", queued["run"], "-d", ctx), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and f"Cancelled {queued['task_id']}" in p.stdout, p.stdout + p.stderr
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, queued["run"])["status"] == "done", 30,
+             what="queued job handled")
+    assert_slurm_error(ctx, queued["run"], "CANCELLED")
+    assert tasks(ctx, run=running["run"])[0]["state"] == "RUNNING"
+    p = subprocess.run(amore_cmd("cancel", "--job", running["task_id"], "-d", ctx),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "done", 30,
+             what="running job handled")
+    assert_slurm_error(ctx, running["run"], "CANCELLED")
+    assert not job_pids(str(ctx))  # the job's process is gone
+    b.stop()
+
+
+def test_job_whose_worker_is_killed(slurm, make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm))
+    (ctx / "hold").write_text("")
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60, what="job running")
+    pids = wait_for(lambda: job_pids(str(ctx)), 30, what="job process")
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 30, what="job handled")
+    assert_slurm_error(ctx, 1, "FAILED")
+    err = values(ctx, 1)["heavy"].attributes["error"]
+    assert "0:9" in err  # killed by signal 9
+    ev = [e for e in RunDB(ctx).events(run=1) if e["source"] == "slurm"]
+    assert ev and "FAILED" in ev[0]["message"] and ev[0]["level"] == "error"
+
+
+def test_backend_restarted_while_jobs_run(slurm, make_context_dir, write_run, backends):
+    ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
+    by_state = {t["state"]: t for t in tasks(ctx)}
+    queued, running = by_state["PENDING"], by_state["RUNNING"]
+    assert b.stop() == 0
+    # while the backend is down: the running job finishes, the queued one is cancelled by
+    # someone else (not through AMORE)
+    slurm.run("scancel", queued["task_id"])
+    (ctx / "hold").unlink()
+    wait_for(lambda: not slurm.jobs(), 60, what="jobs ended")
+    assert RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "processing"
+    b2 = backends(ctx)
+    wait_for(lambda: all(t["done"] for t in tasks(ctx))
+             and all(r["status"] == "done" for r in RunDB(ctx).runs()), 30, what="jobs reconciled")
+    v = values(ctx, running["run"])
+    assert v["heavy"].value == (10 + running["run"]) * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    assert RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "done"
+    assert_slurm_error(ctx, queued["run"], "CANCELLED")
+    assert len(tasks(ctx)) == 2  # nothing resubmitted
+    assert [r["status"] for r in RunDB(ctx).runs()] == ["done", "done"]
+    assert b2.stop() == 0
+
+
+def test_job_exceeding_its_time_limit(slurm, make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, time_limit="00:01:00"))
+    (ctx / "hold").write_text("")
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60, what="job running")
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 180, interval=1,
+             what="job past its time limit")
+    assert_slurm_error(ctx, 1, "TIMEOUT")
+    assert "CANCELLED" in open(tasks(ctx)[0]["log_file"]).read()  # slurmstepd says why

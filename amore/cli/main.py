@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amore.cli import backend, demo, gui, listen, reprocess, setup, show
+from amore.cli import backend, demo, gui, listen, reprocess, setup, show, slurm
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, slurm]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,7 @@ def cmd_reprocess(a) -> int:
         from backend.notify.kafka import UpdatePublisher
         if broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
             publisher = UpdatePublisher(config, db.db_id)
-    pool = WorkerPool(d, config, min(config.jobs, max(1, len(runs))))
+    pool = WorkerPool(d, config, 1 if a.slurm else min(config.jobs, max(1, len(runs))))
     pool.start()
     proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
     err = proc.load_context()
@@ -81,6 +81,17 @@ def cmd_reprocess(a) -> int:
             print(f"No variable matches {a.match}", file=sys.stderr)
             pool.stop()
             return 1
+    if a.slurm:
+        pool.stop(wait=False)
+        from amore.cli.slurm import reprocess_on_slurm
+        try:
+            return reprocess_on_slurm(a, d, config, db, runs,
+                                      names or [v.name for v in proc.variables], params,
+                                      publish=publisher.publish if publisher else None)
+        finally:
+            if publisher:
+                publisher.flush(5)
+                publisher.close()
     failed = []
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
@@ -123,6 +134,11 @@ def register(sub) -> None:
     s.add_argument("--var", action="append", help="only the variable NAME (exact; repeatable)")
     s.add_argument("--jobs", "-j", type=int, default=0)
     s.add_argument("--param", action="append", help="NAME=VALUE for param# inputs")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true",
+                       help="submit as Slurm array jobs ([slurm] settings) and follow them")
+    where.add_argument("--local", action="store_true",
+                       help="compute here, in local worker processes (the default)")
     s.add_argument("--quiet", "-q", action="store_true")
     s.add_argument("--verbose", "-v", action="store_true")
     s.set_defaults(func=cmd_reprocess)

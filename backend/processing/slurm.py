@@ -200,8 +200,9 @@ class SlurmCommands:
                 else:
                     ids = [kv.get("JobId", "")]
                 reason = kv.get("Reason")
-                if state not in ACTIVE_STATES and state != "COMPLETED":
-                    reason = f"exit code {kv.get('ExitCode')}" if kv.get("ExitCode") else reason
+                if state not in ACTIVE_STATES:
+                    code = kv.get("ExitCode")
+                    reason = f"exit code {code}" if code and code != "0:0" else None
                 for t in ids:
                     if t in missing:
                         found[t] = TaskState(t, state, kv.get("NodeList") or None,
@@ -231,7 +232,7 @@ class SlurmCommands:
             if len(f) >= 5 and f[0] in want:
                 state = f[1].split()[0] if f[1] else "UNKNOWN"
                 out[f[0]] = TaskState(f[0], state, f[2] or None, parse_elapsed(f[3]),
-                                      f"exit code {f[4]}" if state not in ("COMPLETED",) else None,
+                                      f"exit code {f[4]}" if f[4] not in ("", "0:0") else None,
                                       "sacct")
         return out
 
@@ -261,7 +262,8 @@ class SlurmCommands:
                 t = kv.get("JobId", "")
             if t in want:
                 out[t] = TaskState(t, kv.get("JobState", "UNKNOWN"), kv.get("NodeList") or None,
-                                   None, f"exit code {kv['ExitCode']}" if kv.get("ExitCode") else None,
+                                   None, f"exit code {kv['ExitCode']}"
+                                   if kv.get("ExitCode") not in (None, "0:0") else None,
                                    "jobcomp")
         return out
 
@@ -538,7 +540,8 @@ class SlurmExecutor:
         if st is None:
             if self._ingest_if_there(row):
                 return True
-            if self.cancelled_marker(row["task_id"]).exists():
+            if (self.cancelled_marker(row["task_id"]).exists()
+                    or self.cancelled_marker(row["job_id"]).exists()):
                 self._fail(row, "CANCELLED", "cancelled before it started")
             else:
                 self._fail(row, VANISHED, "Slurm no longer knows the job and it left no result")
