@@ -3,6 +3,7 @@ a cluster=True variable computed by a job while local variables appear first, jo
 badly, a backend restarted while jobs run, reprocess --slurm as a throttled array, jobs, cancel."""
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -228,3 +229,108 @@ def test_job_exceeding_its_time_limit(slurm, make_context_dir, write_run, backen
              what="job past its time limit")
     assert_slurm_error(ctx, 1, "TIMEOUT")
     assert "CANCELLED" in open(tasks(ctx)[0]["log_file"]).read()  # slurmstepd says why
+
+
+FAST_CONTEXT = textwrap.dedent("""
+    import os
+    from amore.context import Variable
+
+    @Variable(title="Trains")
+    def n_trains(run):
+        return len(run.train_ids)
+
+    @Variable(title="Heavy", cluster=True)
+    def heavy(run, n: "var#n_trains"):
+        return n * 10 + int(os.environ.get("SLURM_JOB_ID") is not None)
+""")
+
+
+def test_reprocess_20_runs_on_slurm_as_one_throttled_array(slurm, make_context_dir, write_run):
+    ctx = make_context_dir(FAST_CONTEXT, config=slurm_config(slurm, max_concurrent=2))
+    for r in range(1, 21):
+        write_run(r, ntrains=r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "all", "--slurm", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    most_running, throttle = 0, None
+    while proc.poll() is None:
+        running = slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i").split()
+        most_running = max(most_running, len(running))
+        if throttle is None:
+            info = slurm.run("scontrol", "-o", "show", "job", check=False)
+            throttle = next(iter(re.findall(r"ArrayTaskThrottle=(\d+)", info)), None)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, out + err
+    submitted = re.findall(r"Submitted Slurm array job (\d+): 20 run\(s\)", out)
+    assert len(submitted) == 1, out
+    assert "Reprocessed 20/20 runs on Slurm" in out
+    assert throttle == "2" and most_running <= 2
+    rows = tasks(ctx)
+    assert len(rows) == 20 and {r["job_id"] for r in rows} == set(submitted)
+    assert all(r["state"] == "COMPLETED" and r["done"] for r in rows)
+    for r in range(1, 21):
+        v = values(ctx, r)
+        assert v["n_trains"].value == r and v["heavy"].value == r * 10 + 1
+        assert RunDB(ctx).get_run(PROPOSAL, r)["status"] == "done"
+
+
+def test_reprocess_larger_than_one_array_chains_arrays(slurm, make_context_dir, write_run):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(
+        slurm, max_concurrent=2, extra="max_array_size = 2"))
+    (ctx / "hold").write_text("")
+    for r in (1, 2, 3):
+        write_run(r, ntrains=r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "1-3", "--slurm", "--var", "heavy", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobs = wait_for(lambda: sorted((p.stem for p in (ctx / "slurm" / "jobs").glob("*.json")), key=int)
+                    if len(list((ctx / "slurm" / "jobs").glob("*.json"))) == 2 else None,
+                    60, what="two array jobs")
+    info = slurm.run("scontrol", "-o", "show", "job", jobs[1])
+    assert f"Dependency=afterany:{jobs[0]}" in info and "ArrayTaskId=0" in info
+    (ctx / "hold").unlink()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert re.findall(r"Submitted Slurm array job (\d+)", out) == jobs
+    assert f"after job {jobs[0]}" in out
+    rows = {r["run"]: r for r in tasks(ctx)}
+    assert rows[3]["job_id"] == jobs[1] and rows[1]["job_id"] == jobs[0]
+    assert all(r["names"] == ["heavy"] for r in rows.values())
+    assert "n_trains" not in values(ctx, 1) and values(ctx, 3)["heavy"].value == 31
+
+
+def test_follow_stops_on_ctrl_c_jobs_go_on_and_cancel_all_records_them(
+        slurm, make_context_dir, write_run):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, max_concurrent=1))
+    (ctx / "hold").write_text("")
+    for r in (1, 2, 3):
+        write_run(r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "all", "--slurm", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i").split()) == 1,
+             60, what="first task running")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Stopped following" in err
+    assert len(slurm.jobs()) == 3  # the jobs go on
+    p = subprocess.run(amore_cmd("cancel", "--all", "-d", ctx), capture_output=True, text=True,
+                       timeout=90)
+    assert p.returncode == 0 and "Cancelled" in p.stdout, p.stdout + p.stderr
+    assert not slurm.jobs()
+    for r in (1, 2, 3):  # the running task and the two queued ones
+        v = values(ctx, r)
+        for n in ("n_trains", "heavy", "heavier"):
+            assert v[n].summary_type == "error" and "ended CANCELLED" in v[n].attributes["error"]
+        assert RunDB(ctx).get_run(PROPOSAL, r)["status"] == "done"
+    p = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert p.stdout.count("CANCELLED") == 3
+
+
+def test_reprocess_slurm_without_slurm_says_so(make_context_dir, write_run):
+    ctx = make_context_dir(FAST_CONTEXT, config="[slurm]\nenabled = false\n")
+    write_run(1)
+    p = subprocess.run(amore_cmd("reprocess", "1", "--slurm", "-d", ctx), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "Slurm not available" in p.stderr and "disabled" in p.stderr
+    p = subprocess.run(amore_cmd("reprocess", "1", "--local", "-d", ctx, "-q"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and values(ctx, 1)["heavy"].value == 500
