@@ -608,6 +608,15 @@ class SlurmExecutor:
         self.db.set_run_status(proposal, run, status, msg)
         self.publish("run_status_changed", {"proposal": proposal, "run": run, "status": status})
 
+    def refresh_run(self, proposal: int, run: int) -> None:
+        """Say in the run's row that it still waits for Slurm, if it does (after a local
+        processing of the same run set it ``done``)."""
+        if self.db is None:
+            return
+        with self._lock:
+            if any(t["proposal"] == proposal for t in self.db.slurm_tasks(done=False, run=run)):
+                self._update_run(proposal, run)
+
     def _retire_records(self) -> None:
         done_dir = self.cdir.slurm_jobs_dir / "done"
         for rec in self.records():
@@ -668,7 +677,9 @@ class Dispatcher:
             out = self.processor.process(proposal, run, data, local, params)
             if out.status == "waiting":
                 return out
-        if remote:
+        if not remote:
+            self.slurm.refresh_run(proposal, run)
+        else:
             try:
                 job = self.slurm.submit(proposal, [run], remote, data, params)
             except SlurmError as e:
