@@ -111,8 +111,13 @@ def run_demo(a) -> int:
     console.print(f"Context directory: {ctx}")
     console.print("Runs are announced by " + (f"Kafka events on {broker}" if broker
                                               else "the backend's directory watcher (offline)"))
-    gui = None
+    gui = problem = None
     if not a.no_gui and _display_available():
+        from amore_gui.components.qt_platform import check_platform
+        problem = check_platform(env)
+        if problem is not None:     # AMORE's message instead of Qt's abort; the terminal table
+            console.print(problem.message(), markup=False, highlight=False, soft_wrap=True)
+    if not a.no_gui and _display_available() and problem is None:
         gui = subprocess.Popen([sys.executable, "-m", "amore.cli", "gui", str(ctx)], env=env)
 
     listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)],

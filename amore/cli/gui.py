@@ -5,8 +5,21 @@ from __future__ import annotations
 
 
 def cmd_gui(a) -> int:
-    """``amore-proto gui [DIR | PROPOSAL]``: the run-table GUI (amore_gui)."""
-    from amore_gui._qt.launch import run
+    """``amore-proto gui [DIR | PROPOSAL]``: the run-table GUI (amore_gui). Exit code 3 with
+    AMORE's own message when Qt's platform cannot load (missing X11 libraries, no display)."""
+    from amore_gui.components.qt_platform import import_problem, preflight
+    rc = preflight()
+    if rc:
+        return rc
+    try:
+        from amore_gui._qt.launch import run
+    except ImportError as e:        # PyQt5 itself lacks a library (e.g. libGL.so.1)
+        problem = import_problem(e)
+        if problem is None:
+            raise
+        import sys
+        print(problem.message(), file=sys.stderr)
+        return problem.exit_code
     return run(a)
 
 

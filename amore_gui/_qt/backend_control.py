@@ -93,6 +93,9 @@ class BackendLogWindow(QWidget):
         self.text = QPlainTextEdit(self)
         self.text.setReadOnly(True)
         self.text.setMaximumBlockCount(5000)
+        from backend.contextdir import ContextDir
+        self.text.setPlaceholderText(f"Nothing logged yet: the backend writes "
+                                     f"{ContextDir(context_dir).log_file} while it runs.")
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

@@ -6,6 +6,11 @@
 
 A directory without ``runs.sqlite`` is offered to be created from a context template
 (:func:`backend.store.init.init_context_dir`).
+
+``amore-proto gui`` (and :func:`main`) first run
+:func:`amore_gui.components.qt_platform.preflight`: when Qt's platform plugin cannot load (X11
+libraries or the display missing), they print which and how to get them and exit with code 3,
+instead of Qt aborting the process.
 """
 from __future__ import annotations
 
@@ -60,7 +65,9 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m amore_gui._qt.launch [DIR | PROPOSAL]``."""
-    return run(build_parser().parse_args(argv))
+    from amore_gui.components.qt_platform import preflight
+    args = build_parser().parse_args(argv)
+    return preflight() or run(args)
 
 
 if __name__ == "__main__":

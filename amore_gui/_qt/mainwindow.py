@@ -1,5 +1,8 @@
 """The main window: the run table of one context directory, live.
 
+The window only displays and forwards: the state of the open table (filters, column layout,
+live source, backend state, comment writes) is the Qt-free
+:class:`~amore_gui.components.session.Session`, which the window observes through its events.
 The window never waits for the database, Kafka or a subprocess on the GUI thread: loading is
 done by :class:`~amore_gui._qt.workers.LoadThread`, live updates by
 :class:`~amore_gui._qt.workers.UpdateThread`, thumbnails by
@@ -12,7 +15,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 from PyQt5.QtCore import QModelIndex, QSize, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QFontMetrics, QIntValidator, QKeySequence
 from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, QDockWidget,
@@ -21,9 +23,10 @@ from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, Q
                              QVBoxLayout, QWidget)
 
 from amore_gui.components import export as export_mod
-from amore_gui.components.settings import Settings, apply_column_layout
-from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL, NSTATIC,
-                          OnlyIncluded, TextContains)
+from amore_gui.components.session import Session
+from amore_gui.components.settings import Settings
+from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL,
+                                             NSTATIC)
 from amore_gui._qt.backend_control import BackendController, BackendLogWindow
 from amore_gui._qt.delegates import CellDelegate, ThumbnailCache
 from amore_gui._qt.model import RunTableModel
@@ -70,6 +73,7 @@ class MainWindow(QMainWindow):
 
     ``live_updates``: start the live-update thread (Kafka or database watching).
     ``settings``: a :class:`~amore_gui.components.settings.Settings` (default: the user's file).
+    ``session``: the window's :class:`~amore_gui.components.session.Session` (its state).
     Signals: ``loaded`` once the table is shown (newest runs' values in), ``fully_loaded``
     when all values are in.
     """
@@ -81,45 +85,30 @@ class MainWindow(QMainWindow):
                  settings: Settings | None = None, use_kafka: bool = True,
                  offer_backend: bool = False, parent=None):
         super().__init__(parent)
-        self.context_dir = Path(context_dir).resolve()
-        #: Ask to start the backend when none runs (once per window; the app turns it on).
-        self.offer_backend = offer_backend
-        self.backend_state = None
+        self.tasks = Tasks(self)
+        self.session = Session(context_dir, settings or Settings(),
+                               runner=lambda fn, cb: self.tasks.submit(fn, callback=cb),
+                               offer_backend=offer_backend)
+        self.context_dir = self.session.context_dir
+        self.db_path = self.session.db_path
+        self.settings = self.session.settings
         self.backend = BackendController(self.context_dir, self)
         self.backend.busy.connect(self._backend_busy)
         self.backend.done.connect(self._backend_done)
         self.backend.failed.connect(self._backend_failed)
         self.log_window = None
-        self.db_path = self.context_dir / "runs.sqlite"
         self.live_updates = live_updates
         self.use_kafka = use_kafka
-        self.settings = settings or Settings()
-        self.settings.add_recent(self.context_dir)
-        self.dir_settings = self.settings.for_dir(self.context_dir)
-        self.is_loaded = False
-        self.is_fully_loaded = False
-        self.load_seconds = 0.0
-        self.metadata: dict = {}
-        self.proposal = None
-        self.update_source_text = "Live: starting…"
-        self.update_mode = None
-        #: True once live updates run and have caught up with changes made during loading
-        self.live_ready = False
         self.update_thread: UpdateThread | None = None
         self.load_thread: LoadThread | None = None
         self._applying_layout = False
         self._layout_rows = 0  # rows present when column widths were last fitted
-        self._user_widths: set[str] = set()  # columns the user resized by hand
-        self.user_hidden: set[str] = set()
-        self._extra_filters: list = []
-        self._tag = self.dir_settings.get("tag", "")
         self._windows: list = []
         self._closing = False
 
         self.model = RunTableModel(parent=self)
-        self.model.commentEdited.connect(self._comment_edited)
+        self.model.commentEdited.connect(self.session.edit_comment)
         self.model.includedChanged.connect(self._included_changed)
-        self.tasks = Tasks(self)
         self.thumb_loader = ThumbnailLoader(self.context_dir, self)
         self.thumbs = ThumbnailCache(self.thumb_loader.request, parent=self)
         self.thumb_loader.loaded.connect(self.thumbs.put)
@@ -127,15 +116,79 @@ class MainWindow(QMainWindow):
         self.model.thumbnail_changed = lambda p, r, n: self.thumbs.invalidate((p, r, n))
         self.thumb_loader.start()
 
-        self._build_ui()
-        self.setWindowTitle(f"AMORE — {self.context_dir}")
         self._save_timer = QTimer(self, singleShot=True, interval=1000)
         self._save_timer.timeout.connect(self.save_settings)
         self._search_timer = QTimer(self, singleShot=True, interval=250)
-        self._search_timer.timeout.connect(self._apply_filters)
+        self._search_timer.timeout.connect(lambda: self.session.set_search(self.search.text()))
         self._counts_timer = QTimer(self, singleShot=True, interval=200)
         self._counts_timer.timeout.connect(self._update_counts)
+        self._build_ui()
+        self.setWindowTitle(self.session.title)
+        self._connect_session()
         self.start_load()
+
+    # -- the session's state, as the tests and scripts read it -----------------------------
+    @property
+    def is_loaded(self) -> bool:
+        return self.session.is_loaded
+
+    @property
+    def is_fully_loaded(self) -> bool:
+        return self.session.is_fully_loaded
+
+    @property
+    def load_seconds(self) -> float:
+        return self.session.load_seconds
+
+    @property
+    def proposal(self) -> int | None:
+        return self.session.proposal
+
+    @property
+    def metadata(self) -> dict:
+        return self.session.metadata
+
+    @property
+    def update_mode(self) -> str | None:
+        return self.session.update_mode
+
+    @property
+    def update_source_text(self) -> str:
+        return self.session.update_source_text
+
+    @property
+    def live_ready(self) -> bool:
+        """True once live updates run and have caught up with changes made during loading."""
+        return self.session.live_ready
+
+    @property
+    def backend_state(self):
+        return self.session.backend_state
+
+    @property
+    def user_hidden(self) -> set[str]:
+        return self.session.user_hidden
+
+    @property
+    def dir_settings(self) -> dict:
+        return self.session.dir_settings
+
+    def _connect_session(self):
+        """The window follows the session only through its events."""
+        ev = self.session.events
+        ev.filters.connect(self._filters_changed)
+        ev.columns.connect(self._apply_visibility)
+        ev.row_height.connect(lambda tall: self._set_row_height(ROW_IMAGES if tall else ROW_COMPACT))
+        ev.metadata.connect(lambda _p: self.setWindowTitle(self.session.title))
+        ev.source.connect(self._on_source)
+        ev.backend.connect(self._show_backend)
+        ev.offer_backend.connect(lambda text, force: QTimer.singleShot(
+            0, lambda: self._offer_to_start_backend(text, force)))
+        ev.comment_saved.connect(lambda p, r: self.statusBar().showMessage(
+            f"Comment of run {r} saved", 3000))
+        ev.logbook_changed.connect(self._load_comments)
+        ev.message.connect(lambda text, error: self.message(text, error=error))
+        ev.save_requested.connect(self._save_timer.start)
 
     # -- UI --------------------------------------------------------------------------------
     def _build_ui(self):
@@ -175,14 +228,14 @@ class MainWindow(QMainWindow):
         self.comments_dock.setObjectName("logbook")
         self.comments_dock.setWidget(self.comments_panel)
         self.addDockWidget(Qt.RightDockWidgetArea, self.comments_dock)
-        self.comments_dock.setVisible(bool(self.dir_settings.get("logbook", False)))
+        self.comments_dock.setVisible(self.session.logbook_visible)
         self.comments_dock.visibilityChanged.connect(self._logbook_toggled)
         self.act_logbook.setChecked(self.comments_dock.isVisible())
 
         sb = self.statusBar()
         self.counts_label = QLabel("Loading…")
         sb.addWidget(self.counts_label, 1)
-        self.source_label = QLabel(self.update_source_text)
+        self.source_label = QLabel(self.session.update_source_text)
         sb.addPermanentWidget(self.source_label)
         self.backend_label = QLabel("Backend: …")
         sb.addPermanentWidget(self.backend_label)
@@ -255,7 +308,7 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_filter)
         self.only_checked = QCheckBox("Checked only")
         self.only_checked.setToolTip("Show only runs whose Status box is checked")
-        self.only_checked.toggled.connect(lambda _: self._apply_filters())
+        self.only_checked.toggled.connect(self.session.set_only_checked)
         tb.addWidget(self.only_checked)
         tb.addSeparator()
         tb.addWidget(QLabel("Variables:"))
@@ -310,7 +363,7 @@ class MainWindow(QMainWindow):
         """(Re)read the table in the background."""
         if self.load_thread is not None and self.load_thread.isRunning():
             return
-        self.is_fully_loaded = False
+        self.session.load_started()
         self.model.loading = True
         self.load_thread = LoadThread(self.context_dir, self)
         self.load_thread.loaded.connect(self._on_loaded)
@@ -325,31 +378,18 @@ class MainWindow(QMainWindow):
         self.start_load()
 
     def _on_loaded(self, res):
-        first = not self.is_loaded
-        self.metadata = res.metadata
-        try:
-            self.proposal = int(res.metadata.get("proposal"))
-        except (TypeError, ValueError):
-            self.proposal = None
-        self.setWindowTitle(f"AMORE — p{self.proposal} — {self.context_dir}"
-                            if self.proposal else f"AMORE — {self.context_dir}")
+        first = not self.session.is_loaded
         data = res.data
-        excluded = {tuple(k) for k in self.dir_settings.get("excluded", [])}
-        for key in excluded:
-            row = data.row_of.get(key)
-            if row is not None:
-                data.included[row] = False
-        sort = self.dir_settings.get("sort") or [C_RUN, True]
+        self.session.table_loaded(res.metadata, data, res.seconds)
+        sort_key, descending = self.session.sort
         self.thumbs.clear()
-        self.model.set_table(data, sort[0], bool(sort[1]))
+        self.model.set_table(data, sort_key, descending)
         self._refresh_tags()
         self._apply_layout()
         col = self.model.column_of(self.model.view.sort_key)
         self.table.horizontalHeader().setSortIndicator(
             col, Qt.DescendingOrder if self.model.view.descending else Qt.AscendingOrder)
-        self.load_seconds = res.seconds
         self._update_counts()
-        self.is_loaded = True
         if first and self.live_updates:
             self._start_updates(res)
         self.loaded.emit()
@@ -359,9 +399,8 @@ class MainWindow(QMainWindow):
         self._counts_timer.start()
 
     def _on_load_done(self, seconds):
-        self.load_seconds = seconds
         self.model.finish_loading()
-        self.is_fully_loaded = True
+        self.session.load_finished(seconds)
         self._update_counts()
         self._load_comments()
         self.fully_loaded.emit()
@@ -375,16 +414,14 @@ class MainWindow(QMainWindow):
         self.update_thread = UpdateThread(
             self.context_dir, res.metadata.get("db_id"), self.load_thread.t_start,
             res.runs, res.variables_sig, res.comments_sig, use_kafka=self.use_kafka, parent=self)
-        self.update_thread.source.connect(self._on_source)
+        self.update_thread.source.connect(self.session.set_source)
         self.update_thread.updates.connect(self.apply_updates)
         self.update_thread.reload.connect(self.reload)
         self.update_thread.comments.connect(self._load_comments)
-        self.update_thread.backend.connect(self._on_backend)
-        self.update_thread.ready.connect(self._on_live_ready)
+        self.update_thread.backend.connect(self.session.set_backend_state)
+        self.update_thread.ready.connect(self.session.set_live_ready)
+        self.session.publisher = self.update_thread.publish
         self.update_thread.start()
-
-    def _on_live_ready(self):
-        self.live_ready = True
 
     def apply_updates(self, updates):
         """Apply RunUpdates from the live-update thread (GUI thread; cheap per run)."""
@@ -393,44 +430,30 @@ class MainWindow(QMainWindow):
         self._counts_timer.start()
         # A table opened (nearly) empty sized its columns and rows from the headers alone: fit
         # them again while the first runs arrive, unless the user has arranged them.
-        if self._layout_rows < 5 and not self._user_widths:
+        if self._layout_rows < 5 and not self.session.user_widths:
             self._apply_layout()
 
     def _on_source(self, mode, text):
-        self.update_mode = mode
-        self.update_source_text = text
         self.source_label.setText(text)
-        self.source_label.setToolTip(
-            "Live updates arrive through AMORE's Kafka update messages" if mode == "kafka" else
-            "No Kafka broker: the database is checked for changes twice a second")
+        self.source_label.setToolTip(self.session.source_tooltip)
 
-    def _on_backend(self, st):
-        first = self.backend_state is None
-        self.backend_state = st
-        if not self.backend.running:
-            self.backend_label.setText(f"<span style='color:{st.colour}'>●</span> {st.text}")
-            self.backend_label.setToolTip(st.detail)
-            self.act_backend_start.setEnabled(st.state in ("stopped", "stale"))
-            self.act_backend_stop.setEnabled(st.state == "running_here")
-            self.act_backend_restart.setEnabled(st.state == "running_here")
-        if first and self.offer_backend and st.state in ("stopped", "stale"):
-            QTimer.singleShot(0, self._offer_to_start_backend)
+    def _show_backend(self, st, _first=False):
+        if self.backend.running:
+            return
+        self.backend_label.setText(f"<span style='color:{st.colour}'>●</span> {st.text}")
+        self.backend_label.setToolTip(st.detail)
+        self._enable_backend_actions()
+
+    def _enable_backend_actions(self):
+        allowed = self.session.backend_actions()
+        self.act_backend_start.setEnabled(allowed["start"])
+        self.act_backend_stop.setEnabled(allowed["stop"])
+        self.act_backend_restart.setEnabled(allowed["restart"])
 
     # -- backend control -------------------------------------------------------------------
-    def _offer_to_start_backend(self):
-        import socket
-        st = self.backend_state
-        elsewhere = st.state == "stale" and st.host and st.host.split(".")[0] != \
-            socket.gethostname().split(".")[0]
-        text = ("No AMORE backend is running for this directory, so new runs are not "
-                "processed.\n\nStart it on this machine (%s)? It keeps running when you close "
-                "the GUI." % socket.gethostname())
-        if elsewhere:
-            text = (f"The backend was last recorded on {st.host}, but has not reported for a "
-                    f"while (that machine may have rebooted).\n\nStart a new backend on this "
-                    f"machine ({socket.gethostname()}) instead?")
+    def _offer_to_start_backend(self, text, force):
         if QMessageBox.question(self, "Start the AMORE backend?", text) == QMessageBox.Yes:
-            self.start_backend(force=bool(elsewhere))
+            self.start_backend(force=force)
 
     def start_backend(self, force: bool = False):
         """Start the backend on this machine (off the GUI thread)."""
@@ -444,33 +467,21 @@ class MainWindow(QMainWindow):
         self.log_window.raise_()
 
     def _backend_busy(self, name):
-        self.backend_label.setText({"start": "Starting the backend…", "stop": "Stopping the "
-                                    "backend…", "restart": "Restarting the backend…"}[name])
-        for a in (self.act_backend_start, self.act_backend_stop, self.act_backend_restart):
-            a.setEnabled(False)
+        self.session.set_backend_busy(name)
+        self.backend_label.setText(self.session.busy_text(name))
+        self._enable_backend_actions()
 
     def _backend_done(self, name, status):
-        self._on_backend(status)
+        self.session.set_backend_state(status)
         self.statusBar().showMessage(status.text, 8000)
 
     def _backend_failed(self, name, message, status):
-        self._on_backend(status)
+        self.session.set_backend_state(status)
         self.message(f"Could not {name} the backend:\n{message}", error=True)
 
     def _update_counts(self):
-        d = self.model.data_obj
-        n, shown = d.nrows, self.model.rowCount()
-        txt = f"{n} runs" + (f", {shown} shown" if shown != n else "")
-        txt += f" · {d.nvars} variables"
-        busy = int(np.count_nonzero(np.isin(d.status[:n], (1,))))
-        failed = int(np.count_nonzero(d.status[:n] == 3))
-        if busy:
-            txt += f" · {busy} processing"
-        if failed:
-            txt += f" · {failed} failed"
-        if not self.is_fully_loaded and self.is_loaded:
-            txt += " · loading older runs…"
-        self.counts_label.setText(txt)
+        self.counts_label.setText(self.session.counts_text(self.model.data_obj,
+                                                           self.model.rowCount()))
 
     # -- column layout ---------------------------------------------------------------------
     def _variable_keys(self):
@@ -484,13 +495,7 @@ class MainWindow(QMainWindow):
         try:
             hh = self.table.horizontalHeader()
             keys = self._variable_keys()
-            layout = self.dir_settings.get("columns")
-            if layout is None:
-                d = self.model.data_obj
-                single = len(set(d.proposal[:d.nrows].tolist())) <= 1
-                layout = {"hidden": ["#proposal"] if single else []}
-            order, hidden = apply_column_layout(keys, layout)
-            self.user_hidden = set(hidden)
+            order, _hidden, widths = self.session.initial_layout(self.model.data_obj)
             index = {k: i for i, k in enumerate(keys)}
             for visual, key in enumerate(order):
                 logical = index[key]
@@ -498,7 +503,6 @@ class MainWindow(QMainWindow):
                 if cur != visual:
                     hh.moveSection(cur, visual)
             self._apply_visibility()
-            widths = layout.get("widths", {})
             auto = self._auto_widths()
             for key, i in index.items():
                 w = widths.get(key) or auto.get(key)
@@ -506,7 +510,7 @@ class MainWindow(QMainWindow):
                     hh.resizeSection(i, int(w))
             has_images = any(K_THUMBNAIL in self.model.data_obj.column_kinds(c)
                              for c in range(NSTATIC, len(keys)) if not hh.isSectionHidden(c))
-            tall = self.dir_settings.get("tall_rows", has_images)
+            tall = self.session.tall_rows(default=has_images)
             self.act_images.setChecked(bool(tall))
             self._set_row_height(ROW_IMAGES if tall else ROW_COMPACT)
         finally:
@@ -515,8 +519,7 @@ class MainWindow(QMainWindow):
     def _apply_visibility(self):
         hh = self.table.horizontalHeader()
         for i, c in enumerate(self.model.data_obj.columns):
-            hide = c.key in self.user_hidden or (
-                bool(self._tag) and c.variable and self._tag not in c.tags)
+            hide = self.session.is_hidden(c)
             if hh.isSectionHidden(i) != hide:
                 hh.setSectionHidden(i, hide)
 
@@ -556,18 +559,18 @@ class MainWindow(QMainWindow):
         if not self._applying_layout:
             keys = self._variable_keys()
             if 0 <= logical < len(keys):
-                self._user_widths.add(keys[logical])
-            self._save_timer.start()
+                self.session.column_resized_by_user(keys[logical])
 
     def _set_row_height(self, h):
-        self.table.verticalHeader().setDefaultSectionSize(h)
+        vh = self.table.verticalHeader()
+        if vh.defaultSectionSize() == h:
+            return          # unchanged: repaint nothing (live updates refit the layout)
+        vh.setDefaultSectionSize(h)
         self.thumbs.clear()
         self.table.viewport().update()
 
     def _toggle_row_height(self, checked):
-        self.dir_settings["tall_rows"] = bool(checked)
-        self._set_row_height(ROW_IMAGES if checked else ROW_COMPACT)
-        self._save_timer.start()
+        self.session.set_tall_rows(checked)
 
     def column_layout(self) -> tuple[list[str], set[str]]:
         """Current visual order and user-hidden columns (keys)."""
@@ -578,31 +581,19 @@ class MainWindow(QMainWindow):
 
     def save_settings(self):
         """Remember layout, sort, unchecked runs, tag and logbook visibility."""
-        if not self.is_loaded:
+        if not self.session.is_loaded:
             return
         hh = self.table.horizontalHeader()
-        order, hidden = self.column_layout()
+        order, _hidden = self.column_layout()
         keys = self._variable_keys()
         widths = {keys[i]: hh.sectionSize(i) for i in range(hh.count())
-                  if not hh.isSectionHidden(i) and keys[i] in self._user_widths}
-        old = self.dir_settings.get("columns", {}).get("widths", {})
-        old.update(widths)
-        self.dir_settings["columns"] = {"order": order, "hidden": sorted(hidden), "widths": old}
-        self.dir_settings["sort"] = [self.model.view.sort_key, self.model.view.descending]
-        d = self.model.data_obj
-        self.dir_settings["excluded"] = [[int(d.proposal[r]), int(d.run[r])]
-                                         for r in np.flatnonzero(~d.included[:d.nrows])]
-        self.dir_settings["tag"] = self._tag
-        self.settings.save()
+                  if not hh.isSectionHidden(i)}
+        self.session.remember(self.model.data_obj, order, widths, self.model.view.sort_key,
+                              self.model.view.descending)
 
     def set_column_hidden(self, key: str, hidden: bool):
         """Hide or show a column (remembered for this directory)."""
-        if hidden:
-            self.user_hidden.add(key)
-        else:
-            self.user_hidden.discard(key)
-        self._apply_visibility()
-        self._save_timer.start()
+        self.session.set_column_hidden(key, hidden)
 
     def set_column_order(self, order: list[str]):
         """Put the columns in this visual order (keys); remembered for this directory."""
@@ -625,28 +616,24 @@ class MainWindow(QMainWindow):
         dlg = ColumnsDialog(self.model.data_obj, order, hidden, self)
         if dlg.exec_():
             order, hidden = dlg.result()
-            self.user_hidden = set(hidden)
             self.set_column_order(order)
-            self._apply_visibility()
-            self._save_timer.start()
+            self.session.set_hidden_columns(hidden)
 
     def _refresh_tags(self):
-        tags = sorted({t for c in self.model.data_obj.columns for t in c.tags})
+        tags = self.session.tags(self.model.data_obj)
         self.tag_combo.blockSignals(True)
         self.tag_combo.clear()
         self.tag_combo.addItem("All", "")
         for t in tags:
             self.tag_combo.addItem(t, t)
-        i = self.tag_combo.findData(self._tag)
+        i = self.tag_combo.findData(self.session.tag)
         self.tag_combo.setCurrentIndex(max(0, i))
-        if i < 0:
-            self._tag = ""
         self.tag_combo.blockSignals(False)
+        if i < 0:
+            self.session.set_tag("")
 
     def _tag_changed(self):
-        self._tag = self.tag_combo.currentData() or ""
-        self._apply_visibility()
-        self._save_timer.start()
+        self.session.set_tag(self.tag_combo.currentData() or "")
 
     def _header_menu(self, pos):
         hh = self.table.horizontalHeader()
@@ -692,29 +679,28 @@ class MainWindow(QMainWindow):
         m.exec_(self.table.viewport().mapToGlobal(pos))
 
     # -- filters and navigation ------------------------------------------------------------
-    def _apply_filters(self):
-        extra = getattr(self, "_extra_filters", [])
-        filters = list(extra)
-        t = self.search.text().strip()
-        if t:
-            filters.append(TextContains(None, t))
-        if self.only_checked.isChecked():
-            filters.append(OnlyIncluded())
+    def _filters_changed(self, filters):
+        """The session's filters changed: show them (model rows, chips, widgets, counts)."""
         self.model.set_filters(filters)
+        if self.search.text() != self.session.search_text:
+            self._search_timer.stop()
+            self.search.blockSignals(True)
+            self.search.setText(self.session.search_text)
+            self.search.blockSignals(False)
+        if self.only_checked.isChecked() != self.session.only_checked:
+            self.only_checked.blockSignals(True)
+            self.only_checked.setChecked(self.session.only_checked)
+            self.only_checked.blockSignals(False)
         self._show_chips()
         self._update_counts()
 
     def add_filter(self, f) -> None:
         """Add a row filter (NumberRange / TextContains on a column)."""
-        self._extra_filters = getattr(self, "_extra_filters", []) + [f]
-        self._apply_filters()
+        self.session.add_filter(f)
 
     def clear_filters(self):
         """Remove all row filters, the search text and 'checked only'."""
-        self._extra_filters = []
-        self.search.clear()
-        self.only_checked.setChecked(False)
-        self._apply_filters()
+        self.session.clear_filters()
 
     def add_filter_dialog(self, column: int | None = None):
         """Ask for a row filter (number range or text) on a column and add it."""
@@ -730,7 +716,7 @@ class MainWindow(QMainWindow):
             w = self.chips_lay.takeAt(0).widget()
             if w is not None:
                 w.deleteLater()
-        extra = getattr(self, "_extra_filters", [])
+        extra = self.session.extra_filters
         if not extra:
             self.chips.setVisible(False)
             return
@@ -751,21 +737,15 @@ class MainWindow(QMainWindow):
         self.chips.setVisible(True)
 
     def _remove_filter(self, f):
-        self._extra_filters = [x for x in getattr(self, "_extra_filters", []) if x is not f]
-        self._apply_filters()
+        self.session.remove_filter(f)
 
     def jump_to_run(self, run) -> bool:
         """Select and show a run; says in the status bar if it is unknown or filtered out."""
-        try:
-            run = int(run)
-        except (TypeError, ValueError):
-            return False
-        d = self.model.data_obj
-        keys = [k for k in d.row_of if k[1] == run]
-        if not keys:
+        key = self.session.find_run(self.model.data_obj, run)
+        if key is None:
             self.statusBar().showMessage(f"No run {run} in this table", 4000)
             return False
-        vr = self.model.view_row_of(*keys[-1])
+        vr = self.model.view_row_of(*key)
         if vr < 0:
             self.statusBar().showMessage(f"Run {run} is hidden by the filters", 4000)
             return False
@@ -803,64 +783,19 @@ class MainWindow(QMainWindow):
         return (bottom - top + 1) * len(cols)
 
     # -- comments --------------------------------------------------------------------------
-    def _comment_edited(self, proposal, run, text):
-        def write():
-            from backend.store.writer import RunDB
-            db = RunDB(self.context_dir)
-            try:
-                db.set_comment(proposal, run, text)
-            finally:
-                db.close()
-            return True
-
-        def done(_res, err):
-            if err:
-                self.message(f"The comment was not saved: {err}", error=True)
-                return
-            if self.update_thread is not None:
-                self.update_thread.publish("comment_changed", {"proposal": proposal, "run": run})
-            self.statusBar().showMessage(f"Comment of run {run} saved", 3000)
-        self.tasks.submit(write, callback=done)
-
     def _add_comment(self, text):
         from amore_gui._qt.dialogs import current_user
-        user = current_user()
-
-        def write():
-            from backend.store.writer import RunDB
-            db = RunDB(self.context_dir)
-            try:
-                return db.add_comment(text, author=user, proposal=self.proposal)
-            finally:
-                db.close()
-
-        def done(cid, err):
-            if err:
-                self.message(f"The comment was not saved: {err}", error=True)
-                return
-            if self.update_thread is not None:
-                self.update_thread.publish("comment_changed", {"id": cid})
-            self._load_comments()
-        self.tasks.submit(write, callback=done)
+        self.session.add_logbook_comment(text, author=current_user())
 
     def _load_comments(self):
-        from amore_gui.components import dbread
-
-        def read():
-            con = dbread.connect(self.context_dir)
-            try:
-                return dbread.read_comments(con)
-            finally:
-                con.close()
-        self.tasks.submit(read, callback=lambda res, err: (
+        self.tasks.submit(self.session.read_logbook, callback=lambda res, err: (
             self.comments_panel.set_comments(res) if res is not None else None))
 
     def _logbook_toggled(self, visible):
         self.act_logbook.setChecked(visible)
         if self._closing:
             return
-        self.dir_settings["logbook"] = bool(visible)
-        self._save_timer.start()
+        self.session.set_logbook_visible(visible)
 
     def _included_changed(self):
         self._save_timer.start()
@@ -942,7 +877,7 @@ class MainWindow(QMainWindow):
         from amore_gui._qt.opening import choose_target
         target = choose_target(self.settings, self)
         if target is not None:
-            w = MainWindow(target, settings=self.settings, use_kafka=self.use_kafka)
+            w = MainWindow(target, settings=self.session.settings, use_kafka=self.use_kafka)
             w.show()
             self._windows.append(w)
 

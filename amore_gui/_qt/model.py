@@ -2,8 +2,9 @@
 
 Cells are served from the column arrays (no item object per cell). Sorting and filtering are done
 by :class:`~amore_gui.components.table_data.RowView` inside the model (no ``QSortFilterProxyModel``): a live
-update of one run changes only that run's row and emits ``dataChanged`` for it (or one row move /
-insert / remove when it changes the order or the filter result).
+update of one run changes only that run's row and emits ``dataChanged`` for each of its changed
+cells (so only those are repainted), or one row move / insert / remove when it changes the order
+or the filter result.
 """
 from __future__ import annotations
 
@@ -370,9 +371,7 @@ class RunTableModel(QAbstractTableModel):
     def _refresh_row(self, row: int, changed: set[int], new: bool = False) -> None:
         ch = self.view.update_row(row, changed, new)
         if ch.kind == "changed":
-            lo = min(changed) if changed else 0
-            hi = max(changed) if changed else self.columnCount() - 1
-            self.dataChanged.emit(self.index(ch.pos, lo), self.index(ch.pos, hi))
+            self._cells_changed(ch.pos, changed)
         elif ch.kind == "inserted":
             # the view already contains the row: announce it
             self.view.order = np.delete(self.view.order, ch.pos)
@@ -395,9 +394,18 @@ class RunTableModel(QAbstractTableModel):
                 self.endMoveRows()
             else:                       # pragma: no cover - Qt refused the move
                 self.layoutChanged.emit()
-            lo = min(changed) if changed else 0
-            hi = max(changed) if changed else self.columnCount() - 1
-            self.dataChanged.emit(self.index(ch.pos, lo), self.index(ch.pos, hi))
+            self._cells_changed(ch.pos, changed)
+
+    def _cells_changed(self, view_row: int, changed: set[int]) -> None:
+        """``dataChanged`` for each changed cell of one row on its own (all cells of the row
+        if ``changed`` is empty). One index per signal: Qt 5's views repaint just that cell's
+        rectangle (nothing for hidden or scrolled-away columns), whereas a range, even within
+        one row, makes them repaint the whole viewport - every pixel again over a remote X
+        connection."""
+        cols = sorted(changed) if changed else range(self.columnCount())
+        for c in cols:
+            idx = self.index(view_row, c)
+            self.dataChanged.emit(idx, idx)
 
     # -- helpers for plots/export ----------------------------------------------------------
     def visible_rows(self) -> np.ndarray:
