@@ -79,6 +79,7 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
     ingest = not _backend_runs(d)
     period = float(config["slurm"].get("poll_seconds", 5.0))
     total = len(runs)
+    reported: set[str] = set()
     try:
         with Progress(TextColumn("[bold]Slurm"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
@@ -88,6 +89,10 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
                 if ingest:
                     ex.poll()
                 rows = [r for j in jobs for r in db.slurm_tasks(job_id=j)]
+                for r in rows:
+                    if r["done"] and r["task_id"] not in reported:
+                        reported.add(r["task_id"])
+                        log.info("Run %d: Slurm job %s %s", r["run"], r["task_id"], r["state"])
                 done = sum(r["done"] for r in rows)
                 running = sum(r["state"] == "RUNNING" and not r["done"] for r in rows)
                 progress.update(bar, completed=done, last=f"{running} running")
