@@ -8,7 +8,8 @@ The job never touches ``runs.sqlite`` (SQLite is not safe across hosts on a netw
 system). It writes the run's HDF5 data (``extracted_data/``, as a local worker does) and its table
 values as a small JSON file, ``slurm/results/p<proposal>_r<run>-<task>.json`` (``version`` 1,
 ``kind`` ``"amore.slurm-result"``, ``reply`` = the worker's reply: values as
-:meth:`backend.vocab.StoredValue.to_json`). The backend, the single writer, ingests it.
+:meth:`backend.vocab.StoredValue.to_json`; ``timings``: Unix times ``process_started``,
+``main``, ``run_start``, ``run_end``). The backend, the single writer, ingests it.
 Everything the job prints goes to its Slurm log. Exit status 0 when the run could be processed
 (variables may still have failed: that is in their values), 1 otherwise.
 """
@@ -41,6 +42,16 @@ def result_path(context_dir, proposal: int, run: int, task: str) -> Path:
     return ContextDir(context_dir).slurm_results_dir / f"p{proposal}_r{run}-{task}.json"
 
 
+def process_started() -> float | None:
+    """Unix time this process started (Linux ``/proc``), to measure start-up; None elsewhere."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
@@ -64,6 +75,12 @@ def main(argv=None) -> int:
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
         worker.mymdc = MyMdcClient(**mymdc_conf)
+    # the imports a warm local worker has done before its first run
+    import extra_data  # noqa: F401
+    import h5py  # noqa: F401
+    import xarray  # noqa: F401
+    from backend.ctxrunner import results  # noqa: F401
+    t_run = time.time()
     try:
         reply = worker.run({"op": "run", "proposal": proposal, "run": run,
                             "data": spec.get("data", "all"), "names": names, "only": names,
@@ -72,11 +89,14 @@ def main(argv=None) -> int:
         import traceback
         traceback.print_exc()
         reply = {"ok": False, "kind": "error", "error": f"{type(e).__name__}: {e}"}
+    t_end = time.time()
     out = result_path(spec["context_dir"], proposal, run, task)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, {"version": RESULT_VERSION, "kind": RESULT_KIND, "job": task,
                             "proposal": proposal, "run": run, "names": names,
                             "host": socket.gethostname(), "started": t0, "finished": time.time(),
+                            "timings": {"process_started": process_started(), "main": t0,
+                                        "run_start": t_run, "run_end": t_end},
                             "reply": reply})
     if reply.get("ok"):
         errors = [n for n, v in reply["values"].items() if v["summary_type"] == "error"]

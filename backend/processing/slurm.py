@@ -474,9 +474,13 @@ class SlurmExecutor:
                 if self.db.add_slurm_tasks(rows):
                     touched |= {(r["proposal"], r["run"]) for r in rows}
             active = self.db.slurm_tasks(done=False)
+            try:  # one directory listing, not a stat per task (cheaper on GPFS)
+                present = set(os.listdir(self.cdir.slurm_results_dir))
+            except FileNotFoundError:
+                present = set()
             pending = []
             for row in active:
-                if self._ingest_if_there(row):
+                if self._ingest_if_there(row, present):
                     touched.add((row["proposal"], row["run"]))
                 else:
                     pending.append(row)
@@ -490,14 +494,15 @@ class SlurmExecutor:
                     for row in pending:
                         if self._follow(row, states.get(row["task_id"])):
                             touched.add((row["proposal"], row["run"]))
-            for proposal, run in sorted(touched):
-                self._update_run(proposal, run)
+            self._update_runs(touched)
             self._retire_records()
             return len(self.db.slurm_tasks(done=False))
 
-    def _ingest_if_there(self, row: dict) -> bool:
+    def _ingest_if_there(self, row: dict, present: set[str] | None = None) -> bool:
+        """Store the result a task handed over, if it is there (``present``: names in the
+        results directory, else the file is looked for). True if the task is now handled."""
         f = result_path(self.cdir.path, row["proposal"], row["run"], row["task_id"])
-        if not f.exists():
+        if (f.name not in present) if present is not None else not f.exists():
             return False
         try:
             res = json.loads(f.read_text())
@@ -525,8 +530,15 @@ class SlurmExecutor:
                                       message=f"{n_err} variable(s) failed" if n_err else None)
             self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
                                                 "names": sorted(values), "status": "done"})
-            log.info("Run %d: %d variable(s) from Slurm job %s", row["run"], len(values),
-                     row["task_id"])
+            t = res.get("timings") or {}
+            if t.get("process_started") and t.get("run_start") and t.get("run_end"):
+                log.info("Run %d: %d variable(s) from Slurm job %s (start-up %.2f s, run %.2f s, "
+                         "hand-over %.2f s)", row["run"], len(values), row["task_id"],
+                         t["run_start"] - t["process_started"], t["run_end"] - t["run_start"],
+                         time.time() - t["run_end"])
+            else:
+                log.info("Run %d: %d variable(s) from Slurm job %s", row["run"], len(values),
+                         row["task_id"])
         else:
             self._fail(row, "FAILED", f"the run could not be processed: {reply.get('error')}")
         try:
@@ -586,27 +598,35 @@ class SlurmExecutor:
         self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
                                             "names": sorted(values), "status": "done"})
 
-    def _update_run(self, proposal: int, run: int) -> None:
-        """Run status from its tasks: ``processing`` with the job state while any is unfinished,
-        else ``done`` (with the number of failed variables)."""
-        tasks = self.db.slurm_tasks(done=False, run=run)
-        tasks = [t for t in tasks if t["proposal"] == proposal]
-        if tasks:
-            t = tasks[-1]
-            if t["state"] == "RUNNING":
-                msg = f"Slurm job {t['task_id']} running" + (f" on {t['node']}" if t["node"] else "")
-            else:
-                msg = f"Slurm job {t['task_id']} {t['state'].lower()}"
-            status = "processing"
-        else:
-            n_err = sum(v.summary_type == "error" for v in self.db.get_values(proposal, run).values())
-            msg = f"{n_err} variable(s) failed" if n_err else None
-            status = "done"
-        cur = self.db.get_run(proposal, run)
-        if cur and cur["status"] == status and cur["status_message"] == msg:
+    def _update_runs(self, runs: Iterable[tuple[int, int]]) -> None:
+        """Run status from the runs' tasks: ``processing`` with the job state while any is
+        unfinished, else ``done`` (with the number of failed variables). One transaction."""
+        runs = set(runs)
+        if not runs:
             return
-        self.db.set_run_status(proposal, run, status, msg)
-        self.publish("run_status_changed", {"proposal": proposal, "run": run, "status": status})
+        unfinished: dict[tuple[int, int], dict] = {}
+        for t in self.db.slurm_tasks(done=False):  # newest submission first
+            unfinished.setdefault((t["proposal"], t["run"]), t)
+        current = {(r["proposal"], r["run"]): (r["status"], r["status_message"])
+                   for r in self.db.runs()}
+        changes = []
+        for key in sorted(runs):
+            t = unfinished.get(key)
+            if t is not None:
+                if t["state"] == "RUNNING":
+                    msg = f"Slurm job {t['task_id']} running" + (f" on {t['node']}" if t["node"] else "")
+                else:
+                    msg = f"Slurm job {t['task_id']} {t['state'].lower()}"
+                status = "processing"
+            else:
+                n_err = sum(v.summary_type == "error" for v in self.db.get_values(*key).values())
+                msg = f"{n_err} variable(s) failed" if n_err else None
+                status = "done"
+            if current.get(key) != (status, msg):
+                changes.append((key[0], key[1], status, msg))
+        self.db.set_run_statuses(changes)
+        for p, r, status, _ in changes:
+            self.publish("run_status_changed", {"proposal": p, "run": r, "status": status})
 
     def refresh_run(self, proposal: int, run: int) -> None:
         """Say in the run's row that it still waits for Slurm, if it does (after a local
@@ -615,7 +635,7 @@ class SlurmExecutor:
             return
         with self._lock:
             if any(t["proposal"] == proposal for t in self.db.slurm_tasks(done=False, run=run)):
-                self._update_run(proposal, run)
+                self._update_runs([(proposal, run)])
 
     def _retire_records(self) -> None:
         done_dir = self.cdir.slurm_jobs_dir / "done"

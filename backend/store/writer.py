@@ -205,6 +205,21 @@ class RunDB:
                 {"p": proposal, "r": run, "s": start_time, "a": time.time(), "st": status,
                  "m": message})
 
+    def set_run_statuses(self, items: Iterable[tuple[int, int, str, str | None]]) -> None:
+        """Set the status and message of many runs in one transaction: ``(proposal, run,
+        status, message)`` tuples (statuses from :data:`RUN_STATUSES`)."""
+        rows = [{"p": p, "r": r, "st": st, "m": m, "a": time.time()} for p, r, st, m in items]
+        for r in rows:
+            if r["st"] not in RUN_STATUSES:
+                raise ValueError(f"unknown run status {r['st']!r}")
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO runs(proposal, run, added_at, status, status_message) "
+                "VALUES (:p, :r, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
+                "status = excluded.status, status_message = excluded.status_message"), rows)
+
     def set_comment(self, proposal: int, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
         self.ensure_run(proposal, run)
