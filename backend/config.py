@@ -111,6 +111,9 @@ DEFAULTS: dict[str, Any] = {
         "max_concurrent": 15,
         # At most this many tasks per array job; larger reprocesses are chained arrays.
         "max_array_size": 1000,
+        # Runs one array task of a reprocess computes, one after the other (start-up, imports
+        # and scheduling are paid once per task). "auto": about 4 tasks per max_concurrent.
+        "runs_per_task": "auto",
         # Seconds between checks of the job states (squeue/scontrol/sacct) and result files.
         "poll_seconds": 5.0,
         # Seconds a Slurm command (sbatch, squeue, ...) may take.

@@ -266,6 +266,9 @@ def test_reprocess_20_runs_on_slurm_as_one_throttled_array(slurm, make_context_d
     assert throttle == "2" and most_running <= 2
     rows = tasks(ctx)
     assert len(rows) == 20 and {r["job_id"] for r in rows} == set(submitted)
+    # 3 runs per task ("auto": about 4 tasks per allowed concurrent one), 7 tasks
+    assert "in 7 task(s) of up to 3 run(s)" in out
+    assert len({r["task_id"] for r in rows}) == 7
     assert all(r["state"] == "COMPLETED" and r["done"] for r in rows)
     for r in range(1, 21):
         v = values(ctx, r)

@@ -68,10 +68,12 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
     except SlurmError as e:
         print(f"amore-proto reprocess --slurm: {e}", file=sys.stderr)
         return 1
-    size = max(1, int(config["slurm"].get("max_array_size", 1000)))
+    k = ex.runs_per_task(len(runs))
+    size = max(1, int(config["slurm"].get("max_array_size", 1000))) * k
     for i, job in enumerate(jobs):
         chunk = runs[i * size:(i + 1) * size]
-        print(f"Submitted Slurm array job {job}: {len(chunk)} run(s) ({chunk[0]}-{chunk[-1]}), "
+        print(f"Submitted Slurm array job {job}: {len(chunk)} run(s) ({chunk[0]}-{chunk[-1]}) "
+              f"in {-(-len(chunk) // k)} task(s) of up to {k} run(s), "
               f"at most {config['slurm']['max_concurrent']} at once"
               + (f", after job {jobs[i - 1]}" if i else ""), flush=True)
     print(f"Submission took {time.perf_counter() - t0:.2f} s; variables: {', '.join(names)}",
@@ -168,8 +170,8 @@ def cmd_cancel(a) -> int:
         except ValueError:
             print(f"amore-proto cancel: runs must be numbers: {a.runs}", file=sys.stderr)
             return 2
-        rows = [r for r in active if r["run"] in wanted]
-        targets = sorted({r["task_id"] for r in rows})
+        targets = sorted({r["task_id"] for r in active if r["run"] in wanted})
+        rows = [r for r in active if r["task_id"] in targets]  # a task may compute more runs
     if not targets:
         print("No unfinished Slurm job to cancel.")
         return 0

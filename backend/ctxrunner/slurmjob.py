@@ -1,8 +1,9 @@
 """What a Slurm job runs: ``<context_python> -m backend.ctxrunner.slurmjob SPEC.json``.
 
 Submitted by :mod:`backend.processing.slurm`. The job spec (JSON, ``version`` 1) names the
-context directory, proposal, runs (one per array task: task ``i`` computes ``runs[i]``), the
-variables (``names``; their inputs are computed too but not reported), ``data`` and ``params``.
+context directory, proposal, runs (array task ``i`` computes ``runs[i*k:(i+1)*k]`` one after the
+other, ``k`` = ``runs_per_task``), the variables (``names``; their inputs are computed too but not
+reported), ``data`` and ``params``.
 
 The job never touches ``runs.sqlite`` (SQLite is not safe across hosts on a network file
 system). It writes the run's HDF5 data (``extracted_data/``, as a local worker does) and its table
@@ -60,14 +61,17 @@ def main(argv=None) -> int:
               f"this AMORE reads {SPEC_VERSION}", flush=True)
         return 2
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)
-    proposal, run = int(spec["proposal"]), int(spec["runs"][index])
+    k = max(1, int(spec.get("runs_per_task", 1)))
+    proposal = int(spec["proposal"])
+    runs = [int(r) for r in spec["runs"][index * k:(index + 1) * k]]
     task = task_id()
     names = spec.get("names")
     t0 = time.time()
-    print(f"AMORE Slurm job {task} on {socket.gethostname()}: proposal {proposal} run {run}, "
-          f"variables {', '.join(names) if names else 'all'}", flush=True)
+    print(f"AMORE Slurm job {task} on {socket.gethostname()}: proposal {proposal} "
+          f"run(s) {', '.join(map(str, runs))}, variables {', '.join(names) if names else 'all'}",
+          flush=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    # Only the user's prints reach this log; the reply goes to the result file.
+    # Only the user's prints reach this log; the values go to the result files.
     from backend.ctxrunner.worker import Worker
     worker = Worker(Path(spec["context_dir"]), int(os.environ.get("AMORE_THUMBNAIL_PX", "150")),
                     int(os.environ.get("AMORE_SPARKLINE_POINTS", "100")))
@@ -80,31 +84,38 @@ def main(argv=None) -> int:
     import h5py  # noqa: F401
     import xarray  # noqa: F401
     from backend.ctxrunner import results  # noqa: F401
-    t_run = time.time()
-    try:
-        reply = worker.run({"op": "run", "proposal": proposal, "run": run,
-                            "data": spec.get("data", "all"), "names": names, "only": names,
-                            "params": spec.get("params") or {}})
-    except Exception as e:  # noqa: BLE001 - reported in the result, as a local worker would
-        import traceback
-        traceback.print_exc()
-        reply = {"ok": False, "kind": "error", "error": f"{type(e).__name__}: {e}"}
-    t_end = time.time()
-    out = result_path(spec["context_dir"], proposal, run, task)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, {"version": RESULT_VERSION, "kind": RESULT_KIND, "job": task,
-                            "proposal": proposal, "run": run, "names": names,
-                            "host": socket.gethostname(), "started": t0, "finished": time.time(),
-                            "timings": {"process_started": process_started(), "main": t0,
-                                        "run_start": t_run, "run_end": t_end},
-                            "reply": reply})
-    if reply.get("ok"):
-        errors = [n for n, v in reply["values"].items() if v["summary_type"] == "error"]
-        print(f"AMORE: {len(reply['values'])} variable(s) in {time.time() - t0:.2f} s"
-              + (f"; failed: {', '.join(errors)}" if errors else ""), flush=True)
-        return 0
-    print(f"AMORE: run {run} not processed: {reply.get('error')}", flush=True)
-    return 1
+    started = process_started()
+    status = 0
+    for run in runs:
+        t_run = time.time()
+        if len(runs) > 1:
+            print(f"AMORE: run {run}", flush=True)
+        try:
+            reply = worker.run({"op": "run", "proposal": proposal, "run": run,
+                                "data": spec.get("data", "all"), "names": names, "only": names,
+                                "params": spec.get("params") or {}})
+        except Exception as e:  # noqa: BLE001 - reported in the result, as a local worker would
+            import traceback
+            traceback.print_exc()
+            reply = {"ok": False, "kind": "error", "error": f"{type(e).__name__}: {e}"}
+        t_end = time.time()
+        out = result_path(spec["context_dir"], proposal, run, task)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, {"version": RESULT_VERSION, "kind": RESULT_KIND, "job": task,
+                                "proposal": proposal, "run": run, "names": names,
+                                "host": socket.gethostname(), "started": t0, "finished": t_end,
+                                "timings": {"process_started": started, "main": t0,
+                                            "run_start": t_run, "run_end": t_end},
+                                "reply": reply})
+        if reply.get("ok"):
+            errors = [n for n, v in reply["values"].items() if v["summary_type"] == "error"]
+            print(f"AMORE: run {run}: {len(reply['values'])} variable(s) in {t_end - t_run:.2f} s"
+                  + (f"; failed: {', '.join(errors)}" if errors else ""), flush=True)
+        else:
+            print(f"AMORE: run {run} not processed: {reply.get('error')}", flush=True)
+            status = 1
+        started = None  # start-up is paid once per task
+    return status
 
 
 if __name__ == "__main__":

@@ -353,21 +353,25 @@ class SlurmExecutor:
 
     def submit(self, proposal: int, runs: list[int], names: list[str], data: str = "all",
                params: dict | None = None, origin: str = "backend", array: bool | None = None,
-               dependency: str | None = None) -> str:
+               dependency: str | None = None, runs_per_task: int = 1) -> str:
         """Submit one job computing ``names`` (and their inputs) on ``runs``: a plain job for a
-        single run (unless ``array``), else an array job with one task per run, throttled by
-        ``[slurm] max_concurrent``. Returns the job id; the job is recorded under
+        single run (unless ``array``), else an array job whose task ``i`` computes
+        ``runs[i*k:(i+1)*k]`` (``k = runs_per_task``, one after the other in one Python),
+        throttled by ``[slurm] max_concurrent``. Returns the job id; the job is recorded under
         ``slurm/jobs/``. Raises :class:`SlurmError` (nothing recorded) if sbatch fails."""
         runs = [int(r) for r in runs]
+        k = max(1, int(runs_per_task))
         if array is None:
             array = len(runs) > 1
+        if not array:
+            k = len(runs)
         for d in (self.cdir.slurm_jobs_dir, self.cdir.slurm_specs_dir,
                   self.cdir.slurm_results_dir, self.cdir.slurm_logs_dir):
             d.mkdir(parents=True, exist_ok=True)
         spec_file = self.cdir.slurm_specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
         write_json_atomic(spec_file, {"version": SPEC_VERSION, "context_dir": str(self.cdir.path),
                                       "proposal": proposal, "runs": runs, "names": list(names),
-                                      "data": data, "params": params or {}})
+                                      "runs_per_task": k, "data": data, "params": params or {}})
         logs = self.cdir.slurm_logs_dir
         if array:
             name = f"amore-p{proposal}-reprocess"
@@ -377,7 +381,8 @@ class SlurmExecutor:
             log_pattern = str(logs / f"p{proposal}_r{runs[0]:04d}-%j.out")
         args = self._sbatch_args(name, log_pattern)
         if array:
-            args.append(f"--array=0-{len(runs) - 1}%{int(self.config['slurm']['max_concurrent'])}")
+            ntasks = -(-len(runs) // k)
+            args.append(f"--array=0-{ntasks - 1}%{int(self.config['slurm']['max_concurrent'])}")
         if dependency:
             args.append(f"--dependency=afterany:{dependency}")
         python = context_python(self.config)
@@ -390,22 +395,35 @@ class SlurmExecutor:
             raise
         record = {"version": RECORD_VERSION, "kind": RECORD_KIND, "job_id": job, "array": array,
                   "name": name, "proposal": proposal, "runs": runs, "names": list(names),
-                  "data": data, "origin": origin, "submitted_at": time.time(),
+                  "runs_per_task": k, "data": data, "origin": origin, "submitted_at": time.time(),
                   "log_pattern": log_pattern, "spec": str(spec_file)}
         write_json_atomic(self.cdir.slurm_jobs_dir / f"{job}.json", record)
         log.info("Submitted Slurm job %s (%s): %d run(s), variables %s", job, name, len(runs),
                  ", ".join(names))
         return job
 
+    def runs_per_task(self, n_runs: int) -> int:
+        """Runs each array task computes for a reprocess of ``n_runs`` runs: ``[slurm]
+        runs_per_task``, or for ``"auto"`` enough that there are about 4 tasks per allowed
+        concurrent task (Python start-up, imports and scheduling are paid once per task)."""
+        k = self.config["slurm"].get("runs_per_task", "auto")
+        if str(k).lower() == "auto":
+            conc = max(1, int(self.config["slurm"]["max_concurrent"]))
+            return max(1, -(-n_runs // (4 * conc)))
+        return max(1, int(k))
+
     def submit_reprocess(self, proposal: int, runs: list[int], names: list[str],
                          params: dict | None = None) -> list[str]:
-        """Submit a reprocess as array jobs of at most ``[slurm] max_array_size`` tasks, each
-        after the previous one ends (``--dependency=afterany``). Returns the job ids."""
+        """Submit a reprocess as array jobs of at most ``[slurm] max_array_size`` tasks (of
+        :meth:`runs_per_task` runs each), each array after the previous one ends
+        (``--dependency=afterany``). Returns the job ids."""
         size = max(1, int(self.config["slurm"].get("max_array_size", 1000)))
+        k = self.runs_per_task(len(runs))
         jobs: list[str] = []
-        for chunk in _chunks(list(runs), size):
+        for chunk in _chunks(list(runs), size * k):
             jobs.append(self.submit(proposal, chunk, names, "all", params, origin="reprocess",
-                                    array=True, dependency=jobs[-1] if jobs else None))
+                                    array=True, dependency=jobs[-1] if jobs else None,
+                                    runs_per_task=k))
         return jobs
 
     # -- records -----------------------------------------------------------------------
@@ -426,9 +444,10 @@ class SlurmExecutor:
     def record_tasks(rec: dict) -> list[dict]:
         """One row (``slurm_jobs`` columns) per task and run of a job record."""
         rows = []
+        k = max(1, int(rec.get("runs_per_task", 1)))
         for i, run in enumerate(rec["runs"]):
-            task = f"{rec['job_id']}_{i}" if rec["array"] else rec["job_id"]
-            logf = (rec["log_pattern"].replace("%A", rec["job_id"]).replace("%a", str(i))
+            task = f"{rec['job_id']}_{i // k}" if rec["array"] else rec["job_id"]
+            logf = (rec["log_pattern"].replace("%A", rec["job_id"]).replace("%a", str(i // k))
                     .replace("%j", rec["job_id"]))
             rows.append({"task_id": task, "job_id": rec["job_id"], "proposal": rec["proposal"],
                          "run": run, "names": rec["names"], "data": rec.get("data"),
@@ -523,7 +542,7 @@ class SlurmExecutor:
             self.db.write_values(row["proposal"], row["run"], values,
                                  start_time=reply.get("start_time"))
             n_err = sum(v.summary_type == "error" for v in values.values())
-            self.db.update_slurm_task(row["task_id"], state="COMPLETED", done=1,
+            self.db.update_slurm_task(row["task_id"], row["run"], state="COMPLETED", done=1,
                                       ended_at=res.get("finished") or time.time(),
                                       started_at=row["started_at"] or res.get("started"),
                                       node=row["node"] or res.get("host"),
@@ -531,10 +550,11 @@ class SlurmExecutor:
             self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
                                                 "names": sorted(values), "status": "done"})
             t = res.get("timings") or {}
-            if t.get("process_started") and t.get("run_start") and t.get("run_end"):
+            if t.get("run_start") and t.get("run_end"):
+                startup = (t["run_start"] - t["process_started"]) if t.get("process_started") else 0.0
                 log.info("Run %d: %d variable(s) from Slurm job %s (start-up %.2f s, run %.2f s, "
                          "hand-over %.2f s)", row["run"], len(values), row["task_id"],
-                         t["run_start"] - t["process_started"], t["run_end"] - t["run_start"],
+                         startup, t["run_end"] - t["run_start"],
                          time.time() - t["run_end"])
             else:
                 log.info("Run %d: %d variable(s) from Slurm job %s", row["run"], len(values),
@@ -567,7 +587,7 @@ class SlurmExecutor:
             if st.state == "RUNNING" and not row["started_at"]:
                 fields["started_at"] = time.time() - (st.elapsed or 0)
             if fields:
-                self.db.update_slurm_task(row["task_id"], **fields)
+                self.db.update_slurm_task(row["task_id"], row["run"], **fields)
                 return "state" in fields
             return False
         if self._ingest_if_there(row):  # written just before the job ended
@@ -585,7 +605,8 @@ class SlurmExecutor:
                  "slurm_state": state, "slurm_job": row["task_id"], "log_file": row["log_file"]}
         values = {n: StoredValue(None, "error", dict(attrs)) for n in row["names"]}
         self.db.write_values(row["proposal"], row["run"], values)
-        self.db.update_slurm_task(row["task_id"], state=state, done=1, ended_at=time.time(),
+        self.db.update_slurm_task(row["task_id"], row["run"], state=state, done=1,
+                                  ended_at=time.time(),
                                   node=(st.node if st and st.node else row["node"]), message=msg)
         try:
             self.db.add_event(EventLevel.ERROR, "slurm", msg, run=row["run"],

@@ -25,7 +25,8 @@ Tables (long/narrow):
     ``proposal``/``run`` (may be NULL), ``message`` (one line for people), ``details`` (JSON text:
     topic, offset, traceback, ...).
 ``slurm_jobs``
-    one row per Slurm task and run: ``task_id`` (``"<job>"`` or ``"<array job>_<task>"``),
+    one row per Slurm task and run (a task may compute several runs, one after the other):
+    ``task_id`` (``"<job>"`` or ``"<array job>_<task>"``),
     ``job_id`` (the job or array job), ``proposal``/``run``, ``names`` (JSON list of the
     variables it computes), ``data``, ``origin`` (``backend`` or ``reprocess``), ``state``
     (Slurm's: ``PENDING``, ``RUNNING``, ``COMPLETED``, ``TIMEOUT``, ...), ``node``,
@@ -113,7 +114,7 @@ slurm_jobs_table = sa.Table(
     sa.Column("task_id", sa.Text, primary_key=True),
     sa.Column("job_id", sa.Text, nullable=False),
     sa.Column("proposal", sa.Integer, nullable=False),
-    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("run", sa.Integer, primary_key=True),
     sa.Column("names", sa.Text),
     sa.Column("data", sa.Text),
     sa.Column("origin", sa.Text),

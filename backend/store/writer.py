@@ -396,20 +396,24 @@ class RunDB:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            known = set(conn.execute(sa.select(slurm_jobs_table.c.task_id).where(
-                slurm_jobs_table.c.task_id.in_([r["task_id"] for r in rows]))).scalars())
-            new = [r for r in rows if r["task_id"] not in known]
+            known = set(conn.execute(sa.select(slurm_jobs_table.c.task_id, slurm_jobs_table.c.run)
+                                     .where(slurm_jobs_table.c.task_id.in_(
+                                         sorted({r["task_id"] for r in rows})))).tuples())
+            new = [r for r in rows if (r["task_id"], r["run"]) not in known]
             if new:
                 conn.execute(slurm_jobs_table.insert(), new)
         return len(new)
 
-    def update_slurm_task(self, task_id: str, **fields) -> None:
-        """Change columns of one recorded Slurm task (``state``, ``node``, ``done``, ...)."""
+    def update_slurm_task(self, task_id: str, run: int | None = None, **fields) -> None:
+        """Change columns (``state``, ``node``, ``done``, ...) of a recorded Slurm task: its row
+        for ``run``, or all its rows."""
         if "names" in fields:
             fields["names"] = json.dumps(list(fields["names"] or []))
+        q = slurm_jobs_table.update().where(slurm_jobs_table.c.task_id == task_id)
+        if run is not None:
+            q = q.where(slurm_jobs_table.c.run == run)
         with self.engine.begin() as conn:
-            conn.execute(slurm_jobs_table.update()
-                         .where(slurm_jobs_table.c.task_id == task_id).values(**fields))
+            conn.execute(q.values(**fields))
 
     def slurm_tasks(self, *, done: bool | None = None, run: int | None = None,
                     job_id: str | None = None, limit: int | None = None) -> list[dict]:

@@ -18,7 +18,7 @@ def upgrade():
         sa.Column("task_id", sa.Text, primary_key=True),
         sa.Column("job_id", sa.Text, nullable=False),
         sa.Column("proposal", sa.Integer, nullable=False),
-        sa.Column("run", sa.Integer, nullable=False),
+        sa.Column("run", sa.Integer, primary_key=True),
         sa.Column("names", sa.Text),
         sa.Column("data", sa.Text),
         sa.Column("origin", sa.Text),
