@@ -396,9 +396,9 @@ class RunDB:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            known = set(conn.execute(sa.select(slurm_jobs_table.c.task_id, slurm_jobs_table.c.run)
-                                     .where(slurm_jobs_table.c.task_id.in_(
-                                         sorted({r["task_id"] for r in rows})))).tuples())
+            known = {(t, r) for t, r in conn.execute(
+                sa.select(slurm_jobs_table.c.task_id, slurm_jobs_table.c.run)
+                .where(slurm_jobs_table.c.task_id.in_(sorted({r["task_id"] for r in rows}))))}
             new = [r for r in rows if (r["task_id"], r["run"]) not in known]
             if new:
                 conn.execute(slurm_jobs_table.insert(), new)
