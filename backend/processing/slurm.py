@@ -551,11 +551,11 @@ class SlurmExecutor:
                                                 "names": sorted(values), "status": "done"})
             t = res.get("timings") or {}
             if t.get("run_start") and t.get("run_end"):
-                startup = (t["run_start"] - t["process_started"]) if t.get("process_started") else 0.0
-                log.info("Run %d: %d variable(s) from Slurm job %s (start-up %.2f s, run %.2f s, "
-                         "hand-over %.2f s)", row["run"], len(values), row["task_id"],
-                         startup, t["run_end"] - t["run_start"],
-                         time.time() - t["run_end"])
+                startup = (f"start-up {t['run_start'] - t['process_started']:.2f} s, "
+                           if t.get("process_started") else "")  # first run of a task only
+                log.info("Run %d: %d variable(s) from Slurm job %s (%srun %.2f s, hand-over "
+                         "%.2f s)", row["run"], len(values), row["task_id"], startup,
+                         t["run_end"] - t["run_start"], time.time() - t["run_end"])
             else:
                 log.info("Run %d: %d variable(s) from Slurm job %s", row["run"], len(values),
                          row["task_id"])
