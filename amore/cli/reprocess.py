@@ -48,6 +48,11 @@ def cmd_reprocess(a) -> int:
         k, _, v = kv.partition("=")
         params[k] = _parse_param(v)
 
+    if not a.slurm and not a.jobs and len(runs) <= HANDOVER_MAX_RUNS:
+        handed = _hand_to_backend(a, d, db, runs, params)
+        if handed is not None:
+            return handed
+
     publisher = None
     if config.broker:
         from backend.kafkaclient import broker_reachable
@@ -114,6 +119,50 @@ def cmd_reprocess(a) -> int:
     print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.1f} s")
     for out in failed:
         print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+#: A reprocess of at most this many runs goes to a backend running on this machine (its warm
+#: workers), when there is one; larger ones get their own worker pool.
+HANDOVER_MAX_RUNS = 8
+
+
+def _hand_to_backend(a, d, db, runs, params):
+    """Reprocess in the running backend's warm workers (:mod:`backend.service.control`) when a
+    backend of this directory runs on this machine. Returns the exit status, or None to
+    process here (no backend here, or it refused)."""
+    from backend.service.control import BackendUnavailable, request_reprocess
+    from backend.service.manager import lock_held
+    if not lock_held(d):
+        return None
+    if a.match:
+        return None  # --match needs the variable titles: done here
+    names = list(a.var) if a.var else None
+    if names:
+        known = {v.name for v in db.get_variables()}
+        if not known or any(n not in known for n in names):
+            return None  # let the context file say which names exist
+    failed = []
+
+    def on_run(msg):
+        log.info("Run %d: %s%s", msg["run"], msg["status"],
+                 f" ({msg['message']})" if msg.get("message") else "")
+        if msg["status"] != "done":
+            failed.append(msg)
+    t0 = time.perf_counter()
+    try:
+        acc = request_reprocess(db.db_id, runs, names, params, on_run)
+    except BackendUnavailable as e:
+        log.info("Processing here: the backend did not take the request (%s)", e)
+        return None
+    except ConnectionError as e:
+        print(f"amore-proto reprocess: {e}", file=sys.stderr)
+        return 1
+    dt = time.perf_counter() - t0
+    print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "
+          f"(in the running backend, PID {acc['pid']})")
+    for m in failed:
+        print(f"  run {m['run']}: {m['status']}: {m.get('message')}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -227,7 +227,10 @@ class Listener:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self._stop.set())
         self.pool.start()
+        from backend.service.control import ControlServer
+        self.control = ControlServer(self)
         try:
+            self.control.start()
             self._start_sources()
             self._check_context(wait=True)
             self._poll_slurm()  # jobs that ended while the backend was down
@@ -266,6 +269,8 @@ class Listener:
         (they stay pending and are processed at the next start), remove the tmux socket."""
         self._stop.set()
         log.info("Stopping")
+        if getattr(self, "control", None) is not None:
+            self.control.close()
         for source in self.sources:
             try:
                 source.stop()
