@@ -11,16 +11,24 @@ log = logging.getLogger("amore")
 
 
 def cmd_reprocess(a) -> int:
+    d = context_dir(a.dir)
+    _setup_logging(logging.WARNING if not a.verbose else logging.INFO)
+    if not a.slurm and not a.jobs and not a.match and "all" not in a.runs:
+        try:  # a few named runs and a backend here: hand them over before loading much
+            few = parse_runs(a.runs, [])
+        except ValueError:
+            few = []
+        if 0 < len(few) <= HANDOVER_MAX_RUNS:
+            handed = _hand_to_backend(a, d, few, _params(a))
+            if handed is not None:
+                return handed
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from backend.config import load_config
-    from backend.service.listener import find_proposal_dir, setup_logging
+    from backend.service.listener import find_proposal_dir
     from backend.processing.local import RunProcessor, WorkerPool
     from backend.store.writer import RunDB, StorageError
-
-    d = context_dir(a.dir)
-    setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
     try:
         db = RunDB(d)
     except StorageError as e:
@@ -43,15 +51,7 @@ def cmd_reprocess(a) -> int:
         print(f"amore-proto reprocess: runs must be numbers, ranges (3-7) or 'all': {a.runs}",
               file=sys.stderr)
         return 2
-    params = {}
-    for kv in a.param or []:
-        k, _, v = kv.partition("=")
-        params[k] = _parse_param(v)
-
-    if not a.slurm and not a.jobs and len(runs) <= HANDOVER_MAX_RUNS:
-        handed = _hand_to_backend(a, d, db, runs, params)
-        if handed is not None:
-            return handed
+    params = _params(a)
 
     publisher = None
     if config.broker:
@@ -127,7 +127,47 @@ def cmd_reprocess(a) -> int:
 HANDOVER_MAX_RUNS = 8
 
 
-def _hand_to_backend(a, d, db, runs, params):
+def _setup_logging(level) -> None:
+    """Log to stderr as the backend does (same format), without importing the service."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    h = logging.StreamHandler()
+    h.setFormatter(fmt)
+    root.addHandler(h)
+
+
+def _params(a) -> dict:
+    params = {}
+    for kv in a.param or []:
+        k, _, v = kv.partition("=")
+        params[k] = _parse_param(v)
+    return params
+
+
+def _db_facts(d):
+    """``db_id`` and variable names of ``runs.sqlite`` read with plain sqlite3 (no SQLAlchemy:
+    the hand-over path stays light); None if they cannot be read."""
+    import sqlite3
+    from backend.contextdir import ContextDir
+    path = ContextDir(d).db_file
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
+            names = {r[0] for r in con.execute("SELECT name FROM variables")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return (row[0], names) if row else None
+
+
+def _hand_to_backend(a, d, runs, params):
     """Reprocess in the running backend's warm workers (:mod:`backend.service.control`) when a
     backend of this directory runs on this machine. Returns the exit status, or None to
     process here (no backend here, or it refused)."""
@@ -135,13 +175,13 @@ def _hand_to_backend(a, d, db, runs, params):
     from backend.service.manager import lock_held
     if not lock_held(d):
         return None
-    if a.match:
-        return None  # --match needs the variable titles: done here
+    facts = _db_facts(d)
+    if facts is None:
+        return None
+    db_id, known = facts
     names = list(a.var) if a.var else None
-    if names:
-        known = {v.name for v in db.get_variables()}
-        if not known or any(n not in known for n in names):
-            return None  # let the context file say which names exist
+    if names and (not known or any(n not in known for n in names)):
+        return None  # the local path says which names the context file defines
     failed = []
 
     def on_run(msg):
@@ -151,7 +191,7 @@ def _hand_to_backend(a, d, db, runs, params):
             failed.append(msg)
     t0 = time.perf_counter()
     try:
-        acc = request_reprocess(db.db_id, runs, names, params, on_run)
+        acc = request_reprocess(db_id, runs, names, params, on_run)
     except BackendUnavailable as e:
         log.info("Processing here: the backend did not take the request (%s)", e)
         return None

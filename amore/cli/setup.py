@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 from amore.cli.common import context_dir
-from backend.store.init import init_context_dir
 
 
 def cmd_init(a) -> int:
+    from backend.store.init import init_context_dir  # SQLAlchemy: only for commands using it
     from backend.store.writer import StorageError
     d = context_dir(a.dir)
     try:
