@@ -17,8 +17,16 @@ log = logging.getLogger("amore")
 
 
 def _backend_runs(d) -> bool:
-    from backend.service.manager import lock_held
-    return bool(lock_held(d))
+    """Whether a backend runs on the directory (then it, the single writer, stores the jobs'
+    results): its lock is held here, or another host's status record is fresh."""
+    import socket
+    from backend.service.manager import lock_held, read_status
+    if lock_held(d):
+        return True
+    rec = read_status(d)
+    if not rec or rec.get("hostname") == socket.gethostname():
+        return False
+    return time.time() - float(rec.get("heartbeat") or 0) < 120
 
 
 def _executor(d, config, db, publish=None):

@@ -524,7 +524,13 @@ class SlurmExecutor:
         if (f.name not in present) if present is not None else not f.exists():
             return False
         try:
-            res = json.loads(f.read_text())
+            text = f.read_text()
+        except FileNotFoundError:
+            return False  # taken by another ingester just now
+        if not self._open(row):
+            return True
+        try:
+            res = json.loads(text)
             if res.get("kind") != RESULT_KIND or res.get("version") != RESULT_VERSION:
                 raise ValueError(f"not a version-{RESULT_VERSION} AMORE result")
             reply = res["reply"]
@@ -598,7 +604,15 @@ class SlurmExecutor:
             self._fail(row, st.state, st.reason, st)
         return True
 
+    def _open(self, row: dict) -> bool:
+        """Whether the task's row for its run is still unfinished in the database (another
+        process may have handled it since this poll read it)."""
+        return any(t["task_id"] == row["task_id"] and not t["done"]
+                   for t in self.db.slurm_tasks(run=row["run"], job_id=row["job_id"]))
+
     def _fail(self, row: dict, state: str, detail: str | None, st: TaskState | None = None):
+        if not self._open(row):
+            return
         msg = (f"Slurm job {row['task_id']} ended {state}" + (f" ({detail})" if detail else "")
                + f"; log: {row['log_file']}")
         attrs = {"error": msg, "error_type": "SlurmJob" + state.title().replace("_", ""),
