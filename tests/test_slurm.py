@@ -336,3 +336,19 @@ def test_reprocess_slurm_without_slurm_says_so(make_context_dir, write_run):
     p = subprocess.run(amore_cmd("reprocess", "1", "--local", "-d", ctx, "-q"),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and values(ctx, 1)["heavy"].value == 500
+
+
+def test_job_running_out_of_memory(slurm, make_context_dir, write_run, backends):
+    code = CONTEXT.replace(
+        '    return n * 10 + int(os.environ.get("SLURM_JOB_ID") is not None)',
+        "    import numpy as np\n"
+        "    big = np.ones((1500, 1000, 1000), dtype=np.uint8)  # 1.5 GB, over --mem=600\n"
+        "    time.sleep(30)\n"
+        "    return int(big[0, 0, 0])")
+    assert "1.5 GB" in code
+    ctx = make_context_dir(code, config=slurm_config(slurm, extra='extra_args = ["--mem=600"]\n'))
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: RunDB(ctx).slurm_tasks() and RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done",
+             90, interval=0.5, what="job over its memory handled")
+    assert_slurm_error(ctx, 1, "OUT_OF_MEMORY")

@@ -268,6 +268,26 @@ class SlurmCommands:
         return out
 
 
+_MEMORY_KILL = re.compile(r"exceeded (job )?memory limit|oom[-_ ]kill", re.I)
+
+
+def _memory_kill(log_file: str | None) -> str | None:
+    """The line of a job's log saying Slurm killed it for its memory, else None."""
+    if not log_file:
+        return None
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if _MEMORY_KILL.search(line):
+            return line.strip()
+    return None
+
+
 def slurm_names(graph: dict[str, dict], mode: str, data: str = "all") -> list[str]:
     """Variables (not transient) of ``graph`` to compute on Slurm for ``data`` (``"raw"``,
     ``"proc"``, ``"all"``). ``mode``: ``"cluster"`` (``cluster=True`` ones and every variable
@@ -601,7 +621,11 @@ class SlurmExecutor:
         if st.state == "COMPLETED":
             self._fail(row, "COMPLETED", "the job ended without handing over a result", st)
         else:
-            self._fail(row, st.state, st.reason, st)
+            oom = _memory_kill(row["log_file"]) if st.state in ("FAILED", "CANCELLED") else None
+            if oom:  # killed by Slurm's memory accounting (no cgroup): the log says so
+                self._fail(row, "OUT_OF_MEMORY", f"{st.state}, {st.reason or ''}; {oom}".replace(", ;", ";"), st)
+            else:
+                self._fail(row, st.state, st.reason, st)
         return True
 
     def _open(self, row: dict) -> bool:

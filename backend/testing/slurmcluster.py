@@ -3,7 +3,7 @@
 :func:`start_cluster` writes a ``slurm.conf`` into a directory (own free ports, state, spool, pid
 and log files there; the settings verified on these machines: ``auth/none``,
 ``proctrack/linuxproc``, ``select/cons_tres`` with ``CR_Core_Memory``, ``DefMemPerCPU``, a
-job-completion file) and starts ``slurmctld`` and ``slurmd`` as root. Commands reach it with
+job-completion file; memory sampled every second and jobs over their ``--mem`` killed) and starts ``slurmctld`` and ``slurmd`` as root. Commands reach it with
 ``SLURM_CONF`` pointing at that file (:meth:`SlurmCluster.env`). Pure standard library.
 """
 from __future__ import annotations
@@ -120,6 +120,9 @@ MinJobAge=300
 KillWait=2
 InactiveLimit=0
 SchedulerParameters=sched_interval=1
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName={partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
