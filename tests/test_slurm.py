@@ -349,6 +349,30 @@ def test_job_running_out_of_memory(slurm, make_context_dir, write_run, backends)
     ctx = make_context_dir(code, config=slurm_config(slurm, extra='extra_args = ["--mem=600"]\n'))
     backends(ctx)
     write_run(1)
-    wait_for(lambda: RunDB(ctx).slurm_tasks() and RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done",
+    wait_for(lambda: [t for t in tasks(ctx) if t["done"]]
+             and RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done",
              90, interval=0.5, what="job over its memory handled")
     assert_slurm_error(ctx, 1, "OUT_OF_MEMORY")
+
+
+def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_run, backends,
+                                                kafka_broker, monkeypatch):
+    from backend.config import load_config
+    from tests.kafka_broker import create_topics
+    monkeypatch.setenv("AMORE_BROKER", kafka_broker)
+    # the backend polls only every 2 minutes: the job's message must bring its values
+    config = slurm_config(slurm).replace("poll_seconds = 0.3", "poll_seconds = 120")
+    ctx = make_context_dir(CONTEXT, config=config.replace("[watch]\n", "[watch]\nenabled = true\n", 1))
+    cfg = load_config(ctx)
+    create_topics(kafka_broker, cfg["kafka"]["event_topics"] + [cfg.update_topic(RunDB(ctx).db_id)])
+    b = backends(ctx)
+    write_run(1)
+    wait_for(lambda: tasks(ctx), 60, what="job submitted")
+    t0 = time.monotonic()
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
+    assert time.monotonic() - t0 < 60
+    v = values(ctx, 1)
+    assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    job = tasks(ctx)[0]["task_id"]
+    assert f"Slurm job {job} says it finished" in b.log.read_text()
+    assert b.stop() == 0

@@ -33,6 +33,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -341,6 +342,7 @@ class SlurmExecutor:
         self.cmd = commands or SlurmCommands(float(config["slurm"].get("command_timeout", 30)))
         self._lock = threading.RLock()
         self._available: tuple[float, str | None] | None = None
+        self.db_id: str | None = db.db_id if db is not None else None
 
     # -- availability ------------------------------------------------------------------
     def unavailable_reason(self) -> str | None:
@@ -406,10 +408,22 @@ class SlurmExecutor:
         if dependency:
             args.append(f"--dependency=afterany:{dependency}")
         python = context_python(self.config)
-        args += ["--wrap", f"exec {shlex.quote(python)} -m backend.ctxrunner.slurmjob "
-                           f"{shlex.quote(str(spec_file))}"]
+        run_job = f"{shlex.quote(python)} -m backend.ctxrunner.slurmjob {shlex.quote(str(spec_file))}"
+        env = worker_env(self.config)
+        if self.config.broker and self.db_id:
+            # then say so on the broker (with AMORE's own Python, which has the Kafka client)
+            env.update(AMORE_JOB_BROKER=self.config.broker,
+                       AMORE_JOB_TOPIC=self.config.update_topic(self.db_id),
+                       AMORE_JOB_PROPOSAL=str(proposal))
+            wrap = (f"{run_job}; rc=$?; "
+                    "t=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}; "
+                    f'{shlex.quote(sys.executable)} -m backend.notify.jobdone "${{t:-$SLURM_JOB_ID}}"; '
+                    "exit $rc")
+        else:
+            wrap = f"exec {run_job}"
+        args += ["--wrap", wrap]
         try:
-            job = self.cmd.sbatch(args, env=worker_env(self.config))
+            job = self.cmd.sbatch(args, env=env)
         except SlurmError:
             spec_file.unlink(missing_ok=True)
             raise

@@ -76,6 +76,7 @@ class Listener:
                                            thread_name_prefix="run")
         self._ctx_mtime = None
         self._ctx_reloading = threading.Event()
+        self._slurm_wake = threading.Event()
         self.last_run: tuple[int, float] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
@@ -235,6 +236,9 @@ class Listener:
             self._check_context(wait=True)
             self._poll_slurm()  # jobs that ended while the backend was down
             threading.Thread(target=self._slurm_loop, name="slurm-poll", daemon=True).start()
+            if self.publisher is not None:  # Kafka in use: jobs announce their end there
+                threading.Thread(target=self._job_messages, name="slurm-messages",
+                                 daemon=True).start()
             n = self._requeue_pending()
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)
@@ -250,6 +254,7 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
+        self._slurm_wake.set()
 
     def _poll_slurm(self) -> None:
         try:
@@ -259,10 +264,31 @@ class Listener:
 
     def _slurm_loop(self) -> None:
         """Follow Slurm jobs: result files and job states (no inotify: GPFS does not deliver
-        events from other hosts)."""
+        events from other hosts), at once when a job says on the broker that it finished."""
         period = float(self.config["slurm"].get("poll_seconds", 5.0))
-        while not self._stop.wait(period):
+        while not self._stop.is_set():
+            self._slurm_wake.wait(period)
+            self._slurm_wake.clear()
+            if self._stop.is_set():
+                return
             self._poll_slurm()
+
+    def _job_messages(self) -> None:
+        """Wake the Slurm loop for each ``slurm_job_finished`` message on the update topic."""
+        from backend.notify.kafka import UpdateConsumer
+        try:
+            consumer = UpdateConsumer(self.config, self.db.db_id)
+        except Exception:
+            log.exception("Not listening for Slurm jobs' messages")
+            return
+        try:
+            while not self._stop.is_set():
+                for kind, data in consumer.poll(1.0):
+                    if kind == "slurm_job_finished":
+                        log.info("Slurm job %s says it finished", data.get("job"))
+                        self._slurm_wake.set()
+        finally:
+            consumer.close()
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop sources, let in-flight runs finish for ``grace`` seconds, abandon the rest
