@@ -390,8 +390,9 @@ class RunDB:
 
     # --- Slurm jobs ------------------------------------------------------------------------
     def add_slurm_tasks(self, rows: Iterable[dict]) -> int:
-        """Record Slurm tasks (dicts with the ``slurm_jobs`` columns; ``names`` a list).
-        Tasks already recorded are left alone. Returns how many were new."""
+        """Record Slurm tasks (dicts with the ``slurm_jobs`` columns; ``names`` a list) and, in
+        the same transaction, mark their runs ``processing`` ("Slurm job J pending"). Tasks
+        already recorded are left alone. Returns how many were new."""
         rows = [dict(r, names=json.dumps(list(r.get("names") or []))) for r in rows]
         if not rows:
             return 0
@@ -402,6 +403,12 @@ class RunDB:
             new = [r for r in rows if (r["task_id"], r["run"]) not in known]
             if new:
                 conn.execute(slurm_jobs_table.insert(), new)
+                conn.execute(sa.text(
+                    "INSERT INTO runs(proposal, run, added_at, status, status_message) "
+                    "VALUES (:p, :r, :a, 'processing', :m) ON CONFLICT(proposal, run) DO UPDATE "
+                    "SET status = excluded.status, status_message = excluded.status_message"),
+                    [{"p": r["proposal"], "r": r["run"], "a": time.time(),
+                      "m": f"Slurm job {r['task_id']} {r['state'].lower()}"} for r in new])
         return len(new)
 
     def update_slurm_task(self, task_id: str, run: int | None = None, **fields) -> None:
