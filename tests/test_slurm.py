@@ -1,7 +1,6 @@
 """Variables and reprocessing on Slurm, against a real one-node cluster (tests/slurm_cluster.py):
 a cluster=True variable computed by a job while local variables appear first, jobs that end
 badly, a backend restarted while jobs run, reprocess --slurm as a throttled array, jobs, cancel."""
-import json
 import os
 import re
 import signal
