@@ -31,6 +31,8 @@ def test_run_row_shows_its_job_and_the_dialog_shows_log_and_cancels(open_window,
     w = open_window()
     qtbot_wait_until(lambda: f"Slurm job {job} pending" in (cell(w, 3, C_STATUS, Qt.ToolTipRole) or ""),
                      timeout=WAIT)
+    assert cell(w, 3, C_STATUS) == f"pending (job {job})"  # the row says what its job does
+    w.grab().save(str(tmp_path / "main-window-job-pending.png"))
     dlg = w.open_slurm_jobs(GUI_PROPOSAL, 3)
     qtbot_wait_until(lambda: dlg.jobs.count() == 1 and "no log yet" in dlg.log.toPlainText())
     assert dlg.jobs.item(0).text().startswith(f"{job}  PENDING") and "n_trains" in dlg.jobs.item(0).text()
