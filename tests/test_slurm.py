@@ -105,6 +105,8 @@ def test_cluster_variable_computed_by_a_slurm_job_after_local_values(
     assert read_run_value(ctx / "extracted_data" / f"p{PROPOSAL}_r1.h5", "heavy") == 301
     assert "AMORE Slurm job" in open(t["log_file"]).read()
     assert not list((ctx / "slurm" / "results").iterdir())  # handed over and ingested
+    assert not list((ctx / "slurm" / "specs").iterdir())
+    assert [p.name for p in (ctx / "slurm" / "jobs" / "done").iterdir()] == [f"{t['job_id']}.json"]
     assert b.stop() == 0
 
 

@@ -627,7 +627,11 @@ class SlurmExecutor:
             if st.state == "RUNNING" and not row["started_at"]:
                 fields["started_at"] = time.time() - (st.elapsed or 0)
             if fields:
-                self.db.update_slurm_task(row["task_id"], row["run"], **fields)
+                node = fields.get("node") or row["node"]
+                msg = (f"Slurm job {row['task_id']} running" + (f" on {node}" if node else "")
+                       if st.state == "RUNNING" else f"Slurm job {row['task_id']} {st.state.lower()}")
+                self.db.update_slurm_task(row["task_id"], row["run"],
+                                          run_status=(row["proposal"], "processing", msg), **fields)
                 return "state" in fields
             return False
         if self._ingest_if_there(row):  # written just before the job ended
@@ -721,6 +725,15 @@ class SlurmExecutor:
                     os.replace(src, done_dir / src.name)
                 except OSError as e:
                     log.warning("Could not move %s: %s", src, e)
+                    continue
+                leftovers = [Path(rec["spec"])] if rec.get("spec") else []
+                leftovers += [self.cancelled_marker(t) for t in
+                              {r["task_id"] for r in rows} | {rec["job_id"]}]
+                for f in leftovers:  # the job no longer needs them
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
 
 
 class Dispatcher:

@@ -411,9 +411,11 @@ class RunDB:
                       "m": f"Slurm job {r['task_id']} {r['state'].lower()}"} for r in new])
         return len(new)
 
-    def update_slurm_task(self, task_id: str, run: int | None = None, **fields) -> None:
+    def update_slurm_task(self, task_id: str, run: int | None = None,
+                          run_status: tuple[int, str, str | None] | None = None, **fields) -> None:
         """Change columns (``state``, ``node``, ``done``, ...) of a recorded Slurm task: its row
-        for ``run``, or all its rows."""
+        for ``run``, or all its rows. ``run_status`` = ``(proposal, status, message)`` sets the
+        run's status in the same transaction (readers never see the two disagree)."""
         if "names" in fields:
             fields["names"] = json.dumps(list(fields["names"] or []))
         q = slurm_jobs_table.update().where(slurm_jobs_table.c.task_id == task_id)
@@ -421,6 +423,13 @@ class RunDB:
             q = q.where(slurm_jobs_table.c.run == run)
         with self.engine.begin() as conn:
             conn.execute(q.values(**fields))
+            if run_status is not None and run is not None:
+                p, st, msg = run_status
+                if st not in RUN_STATUSES:
+                    raise ValueError(f"unknown run status {st!r}")
+                conn.execute(runs_table.update().where(runs_table.c.proposal == p,
+                                                       runs_table.c.run == run)
+                             .values(status=st, status_message=msg))
 
     def slurm_tasks(self, *, done: bool | None = None, run: int | None = None,
                     job_id: str | None = None, limit: int | None = None) -> list[dict]:
