@@ -191,7 +191,7 @@ def _hand_to_backend(a, d, runs, params):
             failed.append(msg)
     t0 = time.perf_counter()
     try:
-        acc = request_reprocess(db_id, runs, names, params, on_run)
+        acc = request_reprocess(db_id, d, runs, names, params, on_run)
     except BackendUnavailable as e:
         log.info("Processing here: the backend did not take the request (%s)", e)
         return None

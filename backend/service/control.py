@@ -4,13 +4,14 @@ A one-off ``amore-proto reprocess R`` (also the GUI's "Reprocess" on a run) on t
 where the backend runs is handed to the backend instead of starting a new Python and a new
 worker: no interpreter start, no imports, no context-file load.
 
-The backend listens on a Unix socket in the abstract namespace, ``"\\0amore-control-<db_id>"``
+The backend listens on a Unix socket in the abstract namespace,
+``"\\0amore-control-<db_id>-<hash of the context directory>"``
 (host-local like the backend's warm workers; no file in the shared directory, no path-length
 limit). Only the backend's own user, root, and members of the context directory's group may
 connect (checked with ``SO_PEERCRED``). Messages are JSON lines with a ``version`` (1):
 
 request  ``{"version": 1, "op": "reprocess", "runs": [int], "names": [str] | null,
-         "params": {}}``
+         "params": {}, "context_dir": str}``
 replies  ``{"version": 1, "kind": "accepted", "pid": int, "host": str}``, then one
          ``{"version": 1, "kind": "run", "run": int, "status": str, "message": str|null,
          "n_errors": int, "seconds": float}`` per run as it finishes, then
@@ -35,9 +36,12 @@ log = logging.getLogger(__name__)
 VERSION = 1
 
 
-def socket_name(db_id: str) -> bytes:
-    """Abstract-namespace address of the backend of the database ``db_id``."""
-    return b"\0amore-control-" + db_id.encode()
+def socket_name(db_id: str, context_dir) -> bytes:
+    """Abstract-namespace address of the backend of the database ``db_id`` in ``context_dir``
+    (copies of a database share its id, not its directory)."""
+    import hashlib
+    where = hashlib.sha1(str(Path(context_dir).resolve()).encode()).hexdigest()[:12]
+    return f"\0amore-control-{db_id}-{where}".encode()
 
 
 def _peer(conn: socket.socket) -> tuple[int, int, int]:
@@ -71,7 +75,7 @@ class ControlServer:
         """Listen; False (logged) if the address is taken or sockets are not available."""
         try:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(socket_name(self.listener.db.db_id))
+            s.bind(socket_name(self.listener.db.db_id, self.listener.context_dir))
             s.listen(8)
         except OSError as e:
             log.warning("Reprocess requests from this machine not available: %s", e)
@@ -113,6 +117,9 @@ class ControlServer:
                     send(kind="error", error=f"unsupported request (version {req.get('version')!r}, "
                                              f"op {req.get('op')!r})")
                     return
+                if Path(req.get("context_dir", "")).resolve() != Path(self.listener.context_dir).resolve():
+                    send(kind="error", error=f"this backend serves {self.listener.context_dir}")
+                    return
                 runs = [int(r) for r in req["runs"]]
                 names = req.get("names")
                 params = req.get("params") or {}
@@ -146,22 +153,24 @@ class BackendUnavailable(Exception):
     """No backend of this database listens on this machine (or it refused); process locally."""
 
 
-def request_reprocess(db_id: str, runs: list[int], names: list[str] | None, params: dict,
-                      on_run: Callable[[dict], None], timeout: float = 2.0) -> dict:
-    """Ask the backend of ``db_id`` on this machine to reprocess ``runs``; ``on_run(reply)`` for
+def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str] | None,
+                      params: dict, on_run: Callable[[dict], None], timeout: float = 2.0) -> dict:
+    """Ask the backend of ``db_id`` in ``context_dir`` on this machine to reprocess ``runs``;
+    ``on_run(reply)`` for
     each finished run. Returns the ``accepted`` reply. Raises :class:`BackendUnavailable` if
     no backend answers (within ``timeout`` seconds) or it refuses, before anything was
     processed; ``ConnectionError`` if the backend goes away in the middle."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(socket_name(db_id))
+        s.connect(socket_name(db_id, context_dir))
     except OSError as e:
         s.close()
         raise BackendUnavailable(str(e)) from None
     with s, s.makefile("rwb", buffering=0) as f:
         f.write((json.dumps({"version": VERSION, "op": "reprocess", "runs": list(runs),
-                             "names": names, "params": params}) + "\n").encode())
+                             "names": names, "params": params,
+                             "context_dir": str(Path(context_dir).resolve())}) + "\n").encode())
         try:
             first = json.loads(f.readline() or b"{}")
         except (OSError, ValueError) as e:
