@@ -61,15 +61,44 @@ class SlurmCluster:
         return self.run("squeue", "-h", "-r", "-o", "%i").split()
 
     def stop(self) -> None:
-        """Cancel every job, stop slurmd and slurmctld."""
+        """Cancel every job and wait (10 s at most) for them to end, stop slurmd and slurmctld,
+        then end job step daemons of this cluster left behind (``slurmstepd`` processes whose
+        ``SLURM_CONF`` is this cluster's)."""
         subprocess.run(["scancel", "--partition", self.partition], env=self.env(),
                        capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if not self.jobs():
+                    break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                break
+            time.sleep(0.2)
         for name in ("slurmd.pid", "slurmctld.pid"):
             try:
                 os.kill(int((self.dir / name).read_text()), signal.SIGTERM)
             except (FileNotFoundError, ValueError, ProcessLookupError):
                 pass
         time.sleep(0.5)
+        for pid in self._stepds():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _stepds(self) -> list[int]:
+        mine = f"SLURM_CONF={self.conf}".encode()
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if b"slurmstepd" in (d / "cmdline").read_bytes() and \
+                        mine in (d / "environ").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+        return out
 
 
 def start_cluster(directory: str | os.PathLike, partition: str = "amoretest",
