@@ -377,3 +377,26 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     job = tasks(ctx)[0]["task_id"]
     assert f"Slurm job {job} says it finished" in b.log.read_text()
     assert b.stop() == 0
+
+
+def test_job_slurm_forgot_while_nobody_followed_is_reported(slurm, make_context_dir, write_run):
+    """A job recorded as submitted that Slurm no longer knows (it ended long before anyone
+    looked, past MinJobAge, without a result): its variables become errors, nothing stays
+    processing. ``amore-proto jobs`` without a backend brings the table up to date."""
+    from backend.files import write_json_atomic
+    ctx = make_context_dir(FAST_CONTEXT, config=slurm_config(slurm))
+    write_run(1)
+    jobs = ctx / "slurm" / "jobs"
+    jobs.mkdir(parents=True)
+    write_json_atomic(jobs / "987654.json", {
+        "version": 1, "kind": "amore.slurm-job", "job_id": "987654", "array": False,
+        "name": f"amore-p{PROPOSAL}-r1", "proposal": PROPOSAL, "runs": [1], "names": ["heavy"],
+        "runs_per_task": 1, "data": "raw", "origin": "backend", "submitted_at": time.time() - 86400,
+        "log_pattern": str(ctx / "slurm" / "logs" / "p2832_r0001-%j.out"), "spec": ""})
+    p = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "987654" in p.stdout and "VANISHED" in p.stdout
+    err = values(ctx, 1)["heavy"].attributes["error"]
+    assert "ended VANISHED" in err and "p2832_r0001-987654.out" in err
+    assert RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done"
+    assert (jobs / "done" / "987654.json").exists()
