@@ -145,6 +145,9 @@ DEFAULTS: dict[str, Any] = {
         "thumbnail_px": 150,
         # Number of points kept for a 1-D sparkline.
         "sparkline_points": 100,
+        # Which variables are computed by Slurm jobs when Slurm is available ([slurm] enabled):
+        # "cluster" (those with cluster=True, and those depending on them), "all", "none".
+        "slurm": "cluster",
     },
     "mymdc": {
         # The facility's metadata service (for "mymdc#..." inputs; backend/mymdc.py): base URL
@@ -173,10 +176,25 @@ DEFAULTS: dict[str, Any] = {
         "checksum_exclude": ["karabo_data_map.json", ".*"],
     },
     "slurm": {
-        # Options for variables with cluster=True (not used while processing is local).
+        # Slurm for heavy variables and big reprocessing (backend/processing/slurm.py):
+        # "auto" = use it where `sbatch` is found and Slurm answers; true; false.
+        "enabled": "auto",
         "partition": "upex",
+        # Time limit of each job (sbatch --time).
         "time": "02:00:00",
+        # Further sbatch options, e.g. ["--reservation=upex_002832", "--mem=25G", "--account=exfel"].
         "extra_args": [],
+        # Array throttle (%N): at most this many tasks of one reprocess run at once.
+        "max_concurrent": 15,
+        # At most this many tasks per array job; larger reprocesses are chained arrays.
+        "max_array_size": 1000,
+        # Runs one array task of a reprocess computes, one after the other (start-up, imports
+        # and scheduling are paid once per task). "auto": about 4 tasks per max_concurrent.
+        "runs_per_task": "auto",
+        # Seconds between checks of the job states (squeue/scontrol/sacct) and result files.
+        "poll_seconds": 5.0,
+        # Seconds a Slurm command (sbatch, squeue, ...) may take.
+        "command_timeout": 30.0,
     },
     "backend": {
         # How the GUI and 'amore-proto backend' run the backend (backend/service/manager.py): in this

@@ -12,6 +12,9 @@ By convention a proposal's context directory is ``<proposal>/usr/Shared/amore`` 
 ``amore-tmux.sock``        while the backend runs: the tmux server it runs in
 ``backend-status.json``    the backend's status record (host, PID, heartbeat)
 ``.amore-backend.lock``    held (flock) by the running backend
+``slurm/``                 Slurm jobs: ``jobs/`` (one record per submitted job), ``specs/``
+                           (what each job computes), ``results/`` (table values a job hands
+                           over), ``logs/`` (each job's output, per run)
 =========================  ===================================================================
 
 This module is pure standard library: the context-file worker (in the user's Python) uses it.
@@ -88,6 +91,31 @@ class ContextDir:
     def lock_file(self) -> Path:
         """``.amore-backend.lock``: held by the running backend."""
         return self.path / LOCK_FILE_NAME
+
+    @property
+    def slurm_dir(self) -> Path:
+        """``slurm/``: everything about Slurm jobs of this directory."""
+        return self.path / "slurm"
+
+    @property
+    def slurm_jobs_dir(self) -> Path:
+        """``slurm/jobs/``: one JSON record per submitted job (``<job id>.json``)."""
+        return self.slurm_dir / "jobs"
+
+    @property
+    def slurm_specs_dir(self) -> Path:
+        """``slurm/specs/``: the JSON spec each job reads (runs, variables)."""
+        return self.slurm_dir / "specs"
+
+    @property
+    def slurm_results_dir(self) -> Path:
+        """``slurm/results/``: table values a job hands to the backend (JSON per run)."""
+        return self.slurm_dir / "results"
+
+    @property
+    def slurm_logs_dir(self) -> Path:
+        """``slurm/logs/``: each job's output log, per run."""
+        return self.slurm_dir / "logs"
 
     def __fspath__(self) -> str:
         return str(self.path)

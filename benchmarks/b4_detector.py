@@ -17,6 +17,8 @@ Measured alternately, after one untimed warm-up each, page cache warm:
 * ``backend``: the running backend's path (``RunProcessor.process`` with a warm worker process,
   as ``amore-proto listen`` does for every run) against the same bare code in an already
   started Python process (both warm: imports done);
+* ``handoff``: as ``cli`` while a backend runs on the directory: the command hands the run to
+  the backend's warm workers (issue 9's target: <= 1.2x the bare code);
 * ``cold``: as ``cli``, but the run's files are evicted from the page cache
   (``posix_fadvise(DONTNEED)``, only these files) before each measurement.
 
@@ -168,6 +170,28 @@ def main():
     p = subprocess.run([sys.executable, "-c", WARM, str(ctx), str(a.proposal), str(a.repeats)],
                        env=env, capture_output=True, text=True, check=True)
     res["backend"] = json.loads(p.stdout.strip().splitlines()[-1])
+    # the same command while a backend runs on this directory: handed to its warm workers
+    (ctx / "amore.toml").write_text("[watch]\nenabled = false\n")
+    backend = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        import time
+        deadline = time.monotonic() + 120
+        while " Ready" not in ((ctx / "amore.log").read_text() if (ctx / "amore.log").exists() else ""):
+            if time.monotonic() > deadline or backend.poll() is not None:
+                raise RuntimeError("the backend did not start")
+            time.sleep(0.1)
+        out = measure(cli, env=env)["output"]                # warm-up (and check)
+        if "running backend" not in out:
+            raise RuntimeError(f"not handed to the backend: {out}")
+        res["handoff"] = {"amore": [], "bare": []}
+        for i in range(a.repeats):
+            res["handoff"]["amore"].append(measure(cli, env=env)["wall_s"])
+            res["handoff"]["bare"].append(measure(bare, env=env)["wall_s"])
+    finally:
+        backend.terminate()
+        backend.wait(30)
     if not a.no_cold:
         for i in range(a.repeats):
             evict(files)
@@ -177,6 +201,7 @@ def main():
         warm(files)
     rows = []
     for key, label in (("cli", "`amore-proto reprocess` vs bare `python -c` (fresh processes, warm cache)"),
+                       ("handoff", "`amore-proto reprocess` handed to the running backend vs bare `python -c`"),
                        ("backend", "running backend (warm worker) vs bare code in a warm process"),
                        ("cold", "as the first, files evicted from the page cache")):
         am, bm = res[key]["amore"], res[key]["bare"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.kafka_broker"]
+pytest_plugins = ["tests.kafka_broker", "tests.slurm_cluster"]
 
 REPO = Path(__file__).resolve().parent.parent
 

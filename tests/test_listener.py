@@ -300,3 +300,40 @@ def test_main_loop_keeps_its_heartbeat_while_workers_are_busy(make_context_dir, 
     (ctx / "hang").unlink()
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed")
     wait_for(lambda: "Context file reloaded" in b.log.read_text(), 10, what="reload")
+
+
+def test_one_off_reprocess_is_handed_to_the_running_backend(make_context_dir, write_run, backend):
+    ctx = make_context_dir(template="mid", config=FAST_WATCH)
+    b = backend(ctx)
+    write_run(1, ntrains=40)
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 processed")
+    workers = {p.pid for p in b.workers()}
+
+    def written():
+        import sqlite3
+        con = sqlite3.connect(ctx / "runs.sqlite")
+        try:
+            return dict(con.execute("SELECT name, timestamp FROM run_values WHERE run = 1"))
+        finally:
+            con.close()
+    before = written()
+    p = subprocess.run(amore_cmd("reprocess", "1", "--var", "n_trains", "-d", ctx, "-v"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"in the running backend, PID {b.proc.pid}" in p.stdout
+    assert "Run 1: done" in p.stderr
+    after = written()
+    assert after["n_trains"] > before["n_trains"]  # recomputed now ...
+    assert all(after[n] == before[n] for n in before if n != "n_trains")  # ... and nothing else
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 40
+    assert {p.pid for p in b.workers()} == workers  # the backend's own warm workers did it
+    assert "Reprocess of run(s) 1 requested by PID" in b.log.read_text()
+    # an unknown variable is not handed over: the local path names the variables that exist
+    p = subprocess.run(amore_cmd("reprocess", "1", "--var", "nope", "-d", ctx),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "No variable named nope" in p.stderr
+    assert b.stop() == 0
+    # without a backend it works as before
+    p = subprocess.run(amore_cmd("reprocess", "1", "-d", ctx, "-q"), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "running backend" not in p.stdout, p.stdout + p.stderr

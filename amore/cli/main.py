@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amore.cli import backend, demo, gui, listen, logs, manual, reprocess, setup, show, trust
+from amore.cli import (backend, demo, gui, listen, logs, manual, reprocess, setup, show, slurm,
+                       trust)
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,17 +11,24 @@ log = logging.getLogger("amore")
 
 
 def cmd_reprocess(a) -> int:
+    d = context_dir(a.dir)
+    _setup_logging(logging.WARNING if not a.verbose else logging.INFO)
+    if not a.slurm and not a.jobs and not a.match and "all" not in a.runs:
+        try:  # a few named runs and a backend here: hand them over before loading much
+            few = parse_runs(a.runs, [])
+        except ValueError:
+            few = []
+        if 0 < len(few) <= HANDOVER_MAX_RUNS:
+            handed = _hand_to_backend(a, d, few, _params(a))
+            if handed is not None:
+                return handed
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from backend.config import load_config
     from backend.locate import find_proposal_dir
-    from backend.service.listener import setup_logging
     from backend.processing.local import RunProcessor, WorkerPool
     from backend.store.writer import RunDB, StorageError
-
-    d = context_dir(a.dir)
-    setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
     try:
         db = RunDB(d)
     except StorageError as e:
@@ -50,10 +57,7 @@ def cmd_reprocess(a) -> int:
         print(f"amore-proto reprocess: runs must be numbers, ranges (3-7) or 'all': {a.runs}",
               file=sys.stderr)
         return 2
-    params = {}
-    for kv in a.param or []:
-        k, _, v = kv.partition("=")
-        params[k] = _parse_param(v)
+    params = _params(a)
 
     publisher = None
     if config.broker:
@@ -61,7 +65,7 @@ def cmd_reprocess(a) -> int:
         from backend.notify.kafka import UpdatePublisher
         if broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
             publisher = UpdatePublisher(config, db.db_id)
-    pool = WorkerPool(d, config, min(config.jobs, max(1, len(runs))))
+    pool = WorkerPool(d, config, 1 if a.slurm else min(config.jobs, max(1, len(runs))))
     pool.start()
     proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
     err = proc.load_context()
@@ -88,6 +92,17 @@ def cmd_reprocess(a) -> int:
             print(f"No variable matches {a.match}", file=sys.stderr)
             pool.stop()
             return 1
+    if a.slurm:
+        pool.stop(wait=False)
+        from amore.cli.slurm import reprocess_on_slurm
+        try:
+            return reprocess_on_slurm(a, d, config, db, runs,
+                                      names or [v.name for v in proc.variables], params,
+                                      publish=publisher.publish if publisher else None)
+        finally:
+            if publisher:
+                publisher.flush(5)
+                publisher.close()
     failed = []
     cancelled = False
     t0 = time.perf_counter()
@@ -138,6 +153,90 @@ def cmd_reprocess(a) -> int:
     return 1 if failed else 0
 
 
+#: A reprocess of at most this many runs goes to a backend running on this machine (its warm
+#: workers), when there is one; larger ones get their own worker pool.
+HANDOVER_MAX_RUNS = 8
+
+
+def _setup_logging(level) -> None:
+    """Log to stderr as the backend does (same format), without importing the service."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    h = logging.StreamHandler()
+    h.setFormatter(fmt)
+    root.addHandler(h)
+
+
+def _params(a) -> dict:
+    params = {}
+    for kv in a.param or []:
+        k, _, v = kv.partition("=")
+        params[k] = _parse_param(v)
+    return params
+
+
+def _db_facts(d):
+    """``db_id`` and variable names of ``runs.sqlite`` read with plain sqlite3 (no SQLAlchemy:
+    the hand-over path stays light); None if they cannot be read."""
+    import sqlite3
+    from backend.contextdir import ContextDir
+    path = ContextDir(d).db_file
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
+            names = {r[0] for r in con.execute("SELECT name FROM variables")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return (row[0], names) if row else None
+
+
+def _hand_to_backend(a, d, runs, params):
+    """Reprocess in the running backend's warm workers (:mod:`backend.service.control`) when a
+    backend of this directory runs on this machine. Returns the exit status, or None to
+    process here (no backend here, or it refused)."""
+    from backend.service.control import BackendUnavailable, request_reprocess
+    from backend.service.lock import lock_held
+    if not lock_held(d):
+        return None
+    facts = _db_facts(d)
+    if facts is None:
+        return None
+    db_id, known = facts
+    names = list(a.var) if a.var else None
+    if names and (not known or any(n not in known for n in names)):
+        return None  # the local path says which names the context file defines
+    failed = []
+
+    def on_run(msg):
+        log.info("Run %d: %s%s", msg["run"], msg["status"],
+                 f" ({msg['message']})" if msg.get("message") else "")
+        if msg["status"] != "done":
+            failed.append(msg)
+    t0 = time.perf_counter()
+    try:
+        acc = request_reprocess(db_id, d, runs, names, params, on_run)
+    except BackendUnavailable as e:
+        log.info("Processing here: the backend did not take the request (%s)", e)
+        return None
+    except ConnectionError as e:
+        print(f"amore-proto reprocess: {e}", file=sys.stderr)
+        return 1
+    dt = time.perf_counter() - t0
+    print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "
+          f"(in the running backend, PID {acc['pid']})")
+    for m in failed:
+        print(f"  run {m['run']}: {m['status']}: {m.get('message')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _parse_param(v: str):
     import json
     try:
@@ -155,6 +254,11 @@ def register(sub) -> None:
     s.add_argument("--var", action="append", help="only the variable NAME (exact; repeatable)")
     s.add_argument("--jobs", "-j", type=int, default=0)
     s.add_argument("--param", action="append", help="NAME=VALUE for param# inputs")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true",
+                       help="submit as Slurm array jobs ([slurm] settings) and follow them")
+    where.add_argument("--local", action="store_true",
+                       help="compute here, in local worker processes (the default)")
     s.add_argument("--quiet", "-q", action="store_true")
     s.add_argument("--verbose", "-v", action="store_true")
     s.set_defaults(func=cmd_reprocess)

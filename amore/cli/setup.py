@@ -7,10 +7,10 @@ from pathlib import Path
 from amore.cli.common import context_dir
 from backend.contextdir import ContextDir
 from backend.vocab import FACILITIES, normalize_proposal
-from backend.store.init import init_context_dir
 
 
 def cmd_init(a) -> int:
+    from backend.store.init import init_context_dir  # SQLAlchemy: only for commands using it
     from backend.store.writer import StorageError
     d = context_dir(a.dir)
     try:

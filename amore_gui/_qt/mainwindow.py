@@ -680,6 +680,9 @@ class MainWindow(QMainWindow):
             m.addAction("Per-train plot of selected runs…", lambda: self.open_correlation())
             m.addAction(f"Reprocess {len(keys)} selected run(s)…",
                         lambda: self.open_reprocess(selected=True))
+        if len(keys) == 1:
+            m.addAction(f"Slurm jobs of run {keys[0][1]} (state, log, Cancel)…",
+                        lambda: self.open_slurm_jobs(*keys[0]))
         for extra in getattr(self, "extra_table_menu", ()):
             extra(m, idx, keys)
         m.addSeparator()
@@ -862,6 +865,11 @@ class MainWindow(QMainWindow):
         from amore_gui._qt.plots import CorrelationWindow
         runs = runs if runs is not None else self.selected_runs()
         return self._keep(CorrelationWindow(self, runs, x_key, y_key))
+
+    def open_slurm_jobs(self, proposal: int | str, run: int):
+        """Open the Slurm jobs dialog of one run (state, log, Cancel)."""
+        from amore_gui._qt.slurmjobs import SlurmJobsDialog
+        return self._keep(SlurmJobsDialog(self, proposal, run))
 
     def open_reprocess(self, selected: bool = False):
         """Open the reprocess dialog (selected runs preselected if any)."""

@@ -6,6 +6,7 @@ values reach the table through the normal live-update path.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 
 from PyQt5.QtCore import QProcess, Qt, pyqtSignal
@@ -18,10 +19,12 @@ from amore_gui.components.table_data import NSTATIC
 _RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
 
 
-def reprocess_argv(context_dir, runs: list[str], names: list[str] | None) -> list[str]:
-    """Command line of the reprocess job (``names`` None = all variables)."""
+def reprocess_argv(context_dir, runs: list[str], names: list[str] | None,
+                   slurm: bool = False) -> list[str]:
+    """Command line of the reprocess job (``names`` None = all variables; ``slurm``: as Slurm
+    array jobs, else in local workers)."""
     argv = [sys.executable, "-m", "amore.cli", "reprocess", *runs, "--dir", str(context_dir),
-            "--quiet", "--verbose"]
+            "--slurm" if slurm else "--local", "--quiet", "--verbose"]
     for n in names or []:
         argv += ["--var", n]
     return argv
@@ -63,6 +66,19 @@ class ReprocessDialog(QDialog):
         row.addWidget(self.rb_list)
         row.addWidget(self.runs_edit, 1)
         lay.addLayout(row)
+        lay.addWidget(QLabel("<b>Where</b>"))
+        self.rb_local = QRadioButton("Here, in local worker processes")
+        self.rb_slurm = QRadioButton("On Slurm, as array jobs ([slurm] settings)")
+        has_sbatch = shutil.which("sbatch") is not None
+        self.rb_slurm.setEnabled(has_sbatch)
+        if not has_sbatch:
+            self.rb_slurm.setToolTip("sbatch not found on this machine")
+        where = QButtonGroup(self)
+        where.addButton(self.rb_local)
+        where.addButton(self.rb_slurm)
+        self.rb_local.setChecked(True)
+        lay.addWidget(self.rb_local)
+        lay.addWidget(self.rb_slurm)
         lay.addWidget(QLabel("<b>Variables</b>"))
         self.vars = QListWidget()
         d = main.model.data_obj
@@ -142,7 +158,7 @@ class ReprocessDialog(QDialog):
             self.log.setVisible(True)
             self.log.setPlainText("Choose at least one run and one variable.")
             return
-        argv = reprocess_argv(self.main.context_dir, runs, names)
+        argv = reprocess_argv(self.main.context_dir, runs, names, self.rb_slurm.isChecked())
         self.expected = self._expected(runs)
         self.progress.setRange(0, self.expected)
         self.progress.setValue(0)

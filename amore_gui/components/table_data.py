@@ -369,6 +369,12 @@ class TableData:
                 return self.comment[row] or ""
             if key == C_STATUS:
                 s = int(self.status[row])
+                msg = self.status_message[row] or ""
+                if s == S_PROCESSING and msg.startswith("Slurm job "):
+                    # "Slurm job 1234 running on max-exfl-123" -> "running (job 1234)"
+                    parts = msg.split()
+                    if len(parts) >= 4:
+                        return f"{parts[3]} (job {parts[2]})"
                 return "" if s == S_DONE else RUN_STATUSES[s]
             return ""
         v = col - NSTATIC

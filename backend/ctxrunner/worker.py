@@ -12,14 +12,17 @@ Requests and replies:
 
 ``{"op": "load", "manual_columns": [str]}``
     -> ``{"ok": true, "variables": [VariableInfo fields...], "mtime": float,
-    "inputs": {name: [var# names it takes, variables and manual columns]}}`` or
+    "inputs": {name: [var# names it takes, variables and manual columns]},
+    "graph": {name: {"cluster": bool, "data": str, "transient": bool, "deps": [str]}}}`` or
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
-"params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value}}``
+"params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value},
+"only": [str]|null}``
     (``facility_run``: what the run source recorded for runs of other facilities, see
     :mod:`backend.ctxrunner.facilities`; the facility itself and the metadata columns come from
     ``$AMORE_FACILITY``, JSON written by the backend; ``manual_columns``: names of the manual
-    columns, ``manual``: this run's values of them)
+    columns, ``manual``: this run's values of them; ``only``: report and store just these
+    variables, not the inputs computed for them -- a Slurm job's)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
     "timings": {...}, "log": str}`` (``log``: what the variables printed, and tracebacks) or
     ``{"ok": false, "kind": "context"|"missing_run"|"error", "error": str}``.
@@ -112,7 +115,11 @@ class Worker:
                       for v in self.ctx.variables.values() if not v.transient]
         inputs = {n: [i.key for i in v.inputs if i.kind == "var"]
                   for n, v in self.ctx.variables.items()}
-        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime, "inputs": inputs}
+        graph = {v.name: {"cluster": v.cluster, "data": v.data, "transient": v.transient,
+                          "deps": self.ctx.deps_of(v.name)}
+                 for v in self.ctx.variables.values()}
+        return {"ok": True, "variables": variables, "mtime": self.ctx_mtime, "inputs": inputs,
+                "graph": graph}
 
     def run(self, req: dict) -> dict:
         t0 = time.perf_counter()
@@ -155,7 +162,7 @@ class Worker:
             if self.facility == "ess":
                 obj.close()
         return self._finish(results, proposal, run, data, start_time, t0, t_open, columns,
-                            log_parts)
+                            log_parts, req.get("only"))
 
     def _run_euxfel(self, req: dict, t0: float) -> dict:
         proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
@@ -202,7 +209,7 @@ class Worker:
             columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
                                       md, None, "the run's metadata")
         return self._finish(results, proposal, run, data, start_time, t0, t_open, columns,
-                            log_parts)
+                            log_parts, req.get("only"))
 
     def _execute_logged(self, run_obj, **kw) -> tuple[dict, list[str]]:
         """:meth:`ContextFile.execute` with what the variables print captured (and passed on
@@ -221,18 +228,21 @@ class Worker:
         return results, log_parts
 
     def _finish(self, results, proposal, run, data, start_time, t0, t_open, columns,
-                log_parts=()) -> dict:
+                log_parts=(), only=None) -> dict:
         """Table values of the variables' results (plus metadata ``columns``), the run's
-        HDF5 file, the reply (with the run's ``log``)."""
+        HDF5 file, the reply (with the run's ``log``). ``only``: names to report (a Slurm
+        job's variables; not the metadata columns or the inputs computed for them)."""
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
         from backend.vocab import StoredValue, SummaryType
         t_vars = time.perf_counter()
-        values: dict[str, StoredValue] = dict(columns)
+        only = set(only) if only is not None else None
+        values: dict[str, StoredValue] = {n: v for n, v in columns.items()
+                                          if only is None or n in only}
         to_store = {}
         for name, res in results.items():
             var = self.ctx.variables[name]
-            if var.transient:
-                continue
+            if var.transient or (only is not None and name not in only):
+                continue  # inputs computed again for a Slurm job are not its results
             if res.skipped is not None:
                 values[name] = StoredValue(None, SummaryType.SKIPPED.value, {"reason": res.skipped})
                 continue

@@ -48,6 +48,37 @@ def facility_settings(config: Config) -> dict:
     return out
 
 
+def context_python(config: Config) -> str:
+    """The interpreter that runs the context file (``processing.context_python``, else ours)."""
+    return config["processing"]["context_python"] or sys.executable
+
+
+def worker_env(config: Config) -> dict[str, str]:
+    """Environment of a process evaluating the context file (a local worker or a Slurm job):
+    ours plus ``PYTHONPATH`` reaching AMORE, ``MPLBACKEND=Agg``, thumbnail/sparkline sizes, the
+    data root, the facility's settings (``AMORE_FACILITY``, :func:`facility_settings`) and the
+    metadata service's settings (``AMORE_MYMDC``, never on a command line)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"]
+                                          if env.get("PYTHONPATH") else "")
+    env["MPLBACKEND"] = "Agg"
+    env["AMORE_THUMBNAIL_PX"] = str(config["processing"]["thumbnail_px"])
+    env["AMORE_SPARKLINE_POINTS"] = str(config["processing"]["sparkline_points"])
+    if config.data_root:
+        env["EXTRA_DATA_DATA_ROOT"] = str(config.data_root)
+    env.pop("AMORE_MYMDC", None)
+    env["AMORE_FACILITY"] = json.dumps(facility_settings(config))
+    try:
+        from backend.ctxrunner.mymdc import MetadataError, resolve_config
+        mymdc = resolve_config(config["mymdc"])
+    except MetadataError as e:
+        log.error("Metadata service not available to the context file: %s", e)
+        mymdc = None
+    if mymdc is not None:
+        env["AMORE_MYMDC"] = json.dumps(mymdc)
+    return env
+
+
 class WorkerDied(Exception):
     """The worker process exited or was killed while handling a request."""
 
@@ -68,25 +99,8 @@ class WorkerProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        python = self.config["processing"]["context_python"] or sys.executable
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"]
-                                              if env.get("PYTHONPATH") else "")
-        env["MPLBACKEND"] = "Agg"
-        env["AMORE_THUMBNAIL_PX"] = str(self.config["processing"]["thumbnail_px"])
-        env["AMORE_SPARKLINE_POINTS"] = str(self.config["processing"]["sparkline_points"])
-        if self.config.data_root:
-            env["EXTRA_DATA_DATA_ROOT"] = str(self.config.data_root)
-        env.pop("AMORE_MYMDC", None)
-        env["AMORE_FACILITY"] = json.dumps(facility_settings(self.config))
-        try:
-            from backend.ctxrunner.mymdc import MetadataError, resolve_config
-            mymdc = resolve_config(self.config["mymdc"])
-        except MetadataError as e:
-            log.error("Metadata service not available to the context file: %s", e)
-            mymdc = None
-        if mymdc is not None:  # in the worker's environment, never on its command line
-            env["AMORE_MYMDC"] = json.dumps(mymdc)
+        python = context_python(self.config)
+        env = worker_env(self.config)
         self.proc = subprocess.Popen(
             [python, "-m", "backend.ctxrunner.worker", str(self.context_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -253,6 +267,8 @@ class RunProcessor:
         #: variable name -> names it takes as ``var#`` input (variables and manual columns)
         self.inputs: dict[str, list[str]] = {}
         self.manual = ManualStore(db)
+        #: name -> {"cluster", "data", "transient", "deps"} of every variable (also transient)
+        self.graph: dict[str, dict] = {}
         #: Set when the backend shuts down: runs whose worker is killed stay pending.
         self.stopping = False
         #: Set by :meth:`cancel`: runs in flight go back to their previous state.
@@ -279,6 +295,7 @@ class RunProcessor:
         self.context_error = None
         self.variables = [VariableInfo(**v) for v in reply["variables"]]
         self.inputs = dict(reply.get("inputs") or {})
+        self.graph = reply.get("graph") or {}
         if self.db.set_variables(self.variables):
             self.publish("variables_changed", {"names": [v.name for v in self.variables]})
         return None

@@ -67,10 +67,14 @@ class Listener:
         self.pool = WorkerPool(self.context_dir, self.config, self.config.jobs)
         self.processor = RunProcessor(self.context_dir, self.config, self.db, self.pool,
                                       publish=self._publish)
+        from backend.processing.slurm import Dispatcher, SlurmExecutor
+        self.slurm = SlurmExecutor(self.context_dir, self.config, self.db, publish=self._publish)
+        self.dispatcher = Dispatcher(self.processor, self.slurm)
         self.executor = ThreadPoolExecutor(max_workers=self.config.jobs,
                                            thread_name_prefix="run")
         self._ctx_mtime = None
         self._ctx_reloading = threading.Event()
+        self._slurm_wake = threading.Event()
         self.last_run: tuple[int, float] | None = None
         #: the proposal's data directory (None if not found under the data root)
         self.proposal_dir = find_proposal_dir(self.proposal, self.config)
@@ -205,7 +209,7 @@ class Listener:
         if self._stop.is_set():
             return None
         try:
-            out = self.processor.process(proposal, run, data)
+            out = self.dispatcher.process(proposal, run, data)
         except Exception:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
@@ -222,8 +226,9 @@ class Listener:
         else:
             todo = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)
         n = 0
+        on_slurm = self.slurm.active_runs()
         for r in self.db.runs():
-            if r["proposal"] != self.proposal:
+            if r["proposal"] != self.proposal or (r["proposal"], r["run"]) in on_slurm:
                 continue
             if r["status"] in todo:
                 self.submit(r["proposal"], r["run"], "all")
@@ -464,9 +469,17 @@ class Listener:
                 signal.signal(sig, lambda *_: self._stop.set())
         self.pool.start()
         self._start_integrity()
+        from backend.service.control import ControlServer
+        self.control = ControlServer(self)
         try:
+            self.control.start()
             self._start_sources()
             self._check_context(wait=True)
+            self._poll_slurm()  # jobs that ended while the backend was down
+            threading.Thread(target=self._slurm_loop, name="slurm-poll", daemon=True).start()
+            if self.publisher is not None:  # Kafka in use: jobs announce their end there
+                threading.Thread(target=self._job_messages, name="slurm-messages",
+                                 daemon=True).start()
             self.catch_up()
             self._check_manual()
             log.info("Ready")
@@ -496,6 +509,9 @@ class Listener:
             log.info("The proposal is closed: nothing is processed")
             return None, []
         work = find_pending(self.db, self.config, self.proposal, self.proposal_dir)
+        on_slurm = {r for p, r in self.slurm.active_runs() if p == self.proposal}
+        if on_slurm:  # their Slurm jobs still run: followed by the Slurm poll, not requeued
+            work.unfinished = [r for r in work.unfinished if r not in on_slurm]
         if work:
             log.info("Catching up: %s", work.describe())
         from backend.service.integrity import snapshot_event
@@ -538,12 +554,49 @@ class Listener:
 
     def stop(self) -> None:
         self._stop.set()
+        self._slurm_wake.set()
+
+    def _poll_slurm(self) -> None:
+        try:
+            self.slurm.poll()
+        except Exception:
+            log.exception("Following the Slurm jobs failed")
+
+    def _slurm_loop(self) -> None:
+        """Follow Slurm jobs: result files and job states (no inotify: GPFS does not deliver
+        events from other hosts), at once when a job says on the broker that it finished."""
+        period = float(self.config["slurm"].get("poll_seconds", 5.0))
+        while not self._stop.is_set():
+            self._slurm_wake.wait(period)
+            self._slurm_wake.clear()
+            if self._stop.is_set():
+                return
+            self._poll_slurm()
+
+    def _job_messages(self) -> None:
+        """Wake the Slurm loop for each ``slurm_job_finished`` message on the update topic."""
+        from backend.notify.kafka import UpdateConsumer
+        try:
+            consumer = UpdateConsumer(self.config, self.db.db_id)
+        except Exception:
+            log.exception("Not listening for Slurm jobs' messages")
+            return
+        try:
+            while not self._stop.is_set():
+                for kind, data in consumer.poll(1.0):
+                    if kind == "slurm_job_finished":
+                        log.info("Slurm job %s says it finished", data.get("job"))
+                        self._slurm_wake.set()
+        finally:
+            consumer.close()
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop sources, let in-flight runs finish for ``grace`` seconds, abandon the rest
         (they stay pending and are processed at the next start), remove the tmux socket."""
         self._stop.set()
         log.info("Stopping")
+        if getattr(self, "control", None) is not None:
+            self.control.close()
         for source in self.sources:
             try:
                 source.stop()

@@ -63,6 +63,14 @@ with either kind of parameter work and existing databases need no rewrite.
 ``run_logs``
     what one evaluation of a run printed, and its tracebacks: ``proposal``, ``run``,
     ``timestamp``, ``status`` (``done``, ``failed``, ``cancelled``...), ``text``.
+``slurm_jobs``
+    one row per Slurm task and run (a task may compute several runs, one after the other):
+    ``task_id`` (``"<job>"`` or ``"<array job>_<task>"``),
+    ``job_id`` (the job or array job), ``proposal``/``run``, ``names`` (JSON list of the
+    variables it computes), ``data``, ``origin`` (``backend`` or ``reprocess``), ``state``
+    (Slurm's: ``PENDING``, ``RUNNING``, ``COMPLETED``, ``TIMEOUT``, ...), ``node``,
+    ``submitted_at``/``started_at``/``ended_at`` (Unix seconds), ``log_file``, ``message``,
+    ``done`` (1 once its outcome is in ``run_values``).
 """
 from __future__ import annotations
 
@@ -71,7 +79,7 @@ from sqlalchemy.types import UserDefinedType
 
 #: Alembic revision this code writes and reads; a database at another revision is migrated
 #: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 
 class AnyValue(UserDefinedType):
@@ -233,4 +241,24 @@ run_logs_table = sa.Table(
     sa.Column("status", sa.Text),
     sa.Column("text", sa.Text),
     sa.Index("ix_run_logs_run", "proposal", "run"),
+)
+slurm_jobs_table = sa.Table(
+    "slurm_jobs", metadata_obj,
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("proposal", ProposalId, nullable=False),
+    sa.Column("run", sa.Integer, primary_key=True),
+    sa.Column("names", sa.Text),
+    sa.Column("data", sa.Text),
+    sa.Column("origin", sa.Text),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("node", sa.Text),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("log_file", sa.Text),
+    sa.Column("message", sa.Text),
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_slurm_jobs_run", "proposal", "run"),
+    sa.Index("ix_slurm_jobs_done", "done"),
 )

@@ -28,8 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.reader import schema_revision
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
-                                  run_values_table, runs_table, source_runs_table,
-                                  variables_table)
+                                  run_values_table, runs_table, slurm_jobs_table,
+                                  source_runs_table, variables_table)
 from backend.contextdir import db_file
 from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
                            RunStatus, StoredValue, VariableInfo, normalize_proposal)
@@ -222,6 +222,26 @@ class RunDB:
             conn.execute(_RUN_STATUS, {"proposal": proposal, "run": run, "start_time": start_time,
                                        "added_at": time.time(), "status": RunStatus(status).value,
                                        "status_message": message})
+
+    def set_run_statuses(self, items: Iterable[tuple[int | str, int, RunStatus | str, str | None]]
+                         ) -> None:
+        """Set the status and message of many runs in one transaction: ``(proposal, run,
+        status, message)`` tuples (statuses from :class:`RunStatus`; proposals as
+        :func:`backend.vocab.normalize_proposal` gives them).
+
+        Raises ``ValueError`` for an unknown status (nothing is written then)."""
+        rows = [{"p": p, "r": r, "st": st, "m": m, "a": time.time()} for p, r, st, m in items]
+        for r in rows:
+            if r["st"] not in RUN_STATUSES:
+                raise ValueError(f"unknown run status {r['st']!r}")
+            r["st"] = RunStatus(r["st"]).value
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO runs(proposal, run, added_at, status, status_message) "
+                "VALUES (:p, :r, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
+                "status = excluded.status, status_message = excluded.status_message"), rows)
 
     def set_comment(self, proposal: int | str, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
@@ -476,6 +496,69 @@ class RunDB:
         for r in rows:
             r["details"] = json.loads(r["details"]) if r["details"] else None
         return rows[::-1]
+
+    # --- Slurm jobs ------------------------------------------------------------------------
+    def add_slurm_tasks(self, rows: Iterable[dict]) -> int:
+        """Record Slurm tasks (dicts with the ``slurm_jobs`` columns; ``names`` a list) and, in
+        the same transaction, mark their runs ``processing`` ("Slurm job J pending"). Tasks
+        already recorded are left alone. Returns how many were new."""
+        rows = [dict(r, names=json.dumps(list(r.get("names") or []))) for r in rows]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            known = {(t, r) for t, r in conn.execute(
+                sa.select(slurm_jobs_table.c.task_id, slurm_jobs_table.c.run)
+                .where(slurm_jobs_table.c.task_id.in_(sorted({r["task_id"] for r in rows}))))}
+            new = [r for r in rows if (r["task_id"], r["run"]) not in known]
+            if new:
+                conn.execute(slurm_jobs_table.insert(), new)
+                conn.execute(sa.text(
+                    "INSERT INTO runs(proposal, run, added_at, status, status_message) "
+                    "VALUES (:p, :r, :a, 'processing', :m) ON CONFLICT(proposal, run) DO UPDATE "
+                    "SET status = excluded.status, status_message = excluded.status_message"),
+                    [{"p": r["proposal"], "r": r["run"], "a": time.time(),
+                      "m": f"Slurm job {r['task_id']} {r['state'].lower()}"} for r in new])
+        return len(new)
+
+    def update_slurm_task(self, task_id: str, run: int | None = None,
+                          run_status: tuple[int, str, str | None] | None = None, **fields) -> None:
+        """Change columns (``state``, ``node``, ``done``, ...) of a recorded Slurm task: its row
+        for ``run``, or all its rows. ``run_status`` = ``(proposal, status, message)`` sets the
+        run's status in the same transaction (readers never see the two disagree)."""
+        if "names" in fields:
+            fields["names"] = json.dumps(list(fields["names"] or []))
+        q = slurm_jobs_table.update().where(slurm_jobs_table.c.task_id == task_id)
+        if run is not None:
+            q = q.where(slurm_jobs_table.c.run == run)
+        with self.engine.begin() as conn:
+            conn.execute(q.values(**fields))
+            if run_status is not None and run is not None:
+                p, st, msg = run_status
+                if st not in RUN_STATUSES:
+                    raise ValueError(f"unknown run status {st!r}")
+                conn.execute(runs_table.update().where(runs_table.c.proposal == p,
+                                                       runs_table.c.run == run)
+                             .values(status=st, status_message=msg))
+
+    def slurm_tasks(self, *, done: bool | None = None, run: int | None = None,
+                    job_id: str | None = None, limit: int | None = None) -> list[dict]:
+        """Recorded Slurm tasks, newest submission first: dicts with the ``slurm_jobs`` columns
+        (``names`` as a list). ``done``: only finished (True) or unfinished (False) ones."""
+        q = sa.select(slurm_jobs_table)
+        if done is not None:
+            q = q.where(slurm_jobs_table.c.done == int(done))
+        if run is not None:
+            q = q.where(slurm_jobs_table.c.run == run)
+        if job_id is not None:
+            q = q.where(slurm_jobs_table.c.job_id == str(job_id))
+        q = q.order_by(slurm_jobs_table.c.submitted_at.desc(), slurm_jobs_table.c.run)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            r["names"] = json.loads(r["names"] or "[]")
+        return rows
 
     def close(self) -> None:
         self.engine.dispose()

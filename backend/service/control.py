@@ -1,0 +1,189 @@
+"""Asking the running backend to reprocess runs in its warm workers.
+
+A one-off ``amore-proto reprocess R`` (also the GUI's "Reprocess" on a run) on the machine
+where the backend runs is handed to the backend instead of starting a new Python and a new
+worker: no interpreter start, no imports, no context-file load.
+
+The backend listens on a Unix socket in the abstract namespace,
+``"\\0amore-control-<db_id>-<hash of the context directory>"``
+(host-local like the backend's warm workers; no file in the shared directory, no path-length
+limit). Only the backend's own user, root, and members of the context directory's group may
+connect (checked with ``SO_PEERCRED``). Messages are JSON lines with a ``version`` (1):
+
+request  ``{"version": 1, "op": "reprocess", "runs": [int], "names": [str] | null,
+         "params": {}, "context_dir": str}``
+replies  ``{"version": 1, "kind": "accepted", "pid": int, "host": str}``, then one
+         ``{"version": 1, "kind": "run", "run": int, "status": str, "message": str|null,
+         "n_errors": int, "seconds": float}`` per run as it finishes, then
+         ``{"version": 1, "kind": "done"}``; or ``{"version": 1, "kind": "error", "error": str}``.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+import threading
+from concurrent.futures import as_completed
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+def socket_name(db_id: str, context_dir) -> bytes:
+    """Abstract-namespace address of the backend of the database ``db_id`` in ``context_dir``
+    (copies of a database share its id, not its directory)."""
+    import hashlib
+    where = hashlib.sha1(str(Path(context_dir).resolve()).encode()).hexdigest()[:12]
+    return f"\0amore-control-{db_id}-{where}".encode()
+
+
+def _peer(conn: socket.socket) -> tuple[int, int, int]:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)  # pid, uid, gid
+
+
+def _allowed(uid: int, gid: int, context_dir: Path) -> bool:
+    if uid in (0, os.getuid()):
+        return True
+    try:
+        dgid = context_dir.stat().st_gid
+        if gid == dgid:
+            return True
+        name = pwd.getpwuid(uid).pw_name
+        return name in grp.getgrgid(dgid).gr_mem
+    except (KeyError, OSError):
+        return False
+
+
+class ControlServer:
+    """Serves reprocess requests for a :class:`backend.service.listener.Listener`, each on its own
+    thread; runs go through the listener's executor and warm worker pool."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.sock: socket.socket | None = None
+        self._closed = threading.Event()
+
+    def start(self) -> bool:
+        """Listen; False (logged) if the address is taken or sockets are not available."""
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(socket_name(self.listener.db.db_id, self.listener.context_dir))
+            s.listen(8)
+        except OSError as e:
+            log.warning("Reprocess requests from this machine not available: %s", e)
+            return False
+        self.sock = s
+        threading.Thread(target=self._accept, name="control", daemon=True).start()
+        return True
+
+    def close(self) -> None:
+        self._closed.set()
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="control-client",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb", buffering=0) as f:
+            def send(**msg):
+                f.write((json.dumps({"version": VERSION, **msg}) + "\n").encode())
+            try:
+                pid, uid, gid = _peer(conn)
+                if not _allowed(uid, gid, self.listener.context_dir):
+                    send(kind="error", error=f"user {uid} may not use this backend")
+                    return
+                line = f.readline(1 << 20)
+                req = json.loads(line)
+                if req.get("version") != VERSION or req.get("op") != "reprocess":
+                    send(kind="error", error=f"unsupported request (version {req.get('version')!r}, "
+                                             f"op {req.get('op')!r})")
+                    return
+                if Path(req.get("context_dir", "")).resolve() != Path(self.listener.context_dir).resolve():
+                    send(kind="error", error=f"this backend serves {self.listener.context_dir}")
+                    return
+                runs = [int(r) for r in req["runs"]]
+                names = req.get("names")
+                params = req.get("params") or {}
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                try:
+                    send(kind="error", error=f"bad request: {e}")
+                except OSError:
+                    pass
+                return
+            lst = self.listener
+            log.info("Reprocess of run(s) %s requested by PID %d (user %d)",
+                     ", ".join(map(str, runs)), pid, uid)
+            send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
+            futs = {lst.executor.submit(lst.processor.process, lst.proposal, r, "all", names,
+                                        params): r for r in runs}
+            try:
+                for fut in as_completed(futs):
+                    try:
+                        out = fut.result()
+                        send(kind="run", run=out.run, status=out.status, message=out.message,
+                             n_errors=out.n_errors, seconds=round(out.seconds, 4))
+                    except Exception as e:  # noqa: BLE001 - reported to the client
+                        send(kind="run", run=futs[fut], status="failed", message=str(e),
+                             n_errors=0, seconds=0.0)
+                send(kind="done")
+            except OSError:  # the client went away; the runs are processed anyway
+                pass
+
+
+class BackendUnavailable(Exception):
+    """No backend of this database listens on this machine (or it refused); process locally."""
+
+
+def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str] | None,
+                      params: dict, on_run: Callable[[dict], None], timeout: float = 2.0) -> dict:
+    """Ask the backend of ``db_id`` in ``context_dir`` on this machine to reprocess ``runs``;
+    ``on_run(reply)`` for
+    each finished run. Returns the ``accepted`` reply. Raises :class:`BackendUnavailable` if
+    no backend answers (within ``timeout`` seconds) or it refuses, before anything was
+    processed; ``ConnectionError`` if the backend goes away in the middle."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_name(db_id, context_dir))
+    except OSError as e:
+        s.close()
+        raise BackendUnavailable(str(e)) from None
+    with s, s.makefile("rwb", buffering=0) as f:
+        f.write((json.dumps({"version": VERSION, "op": "reprocess", "runs": list(runs),
+                             "names": names, "params": params,
+                             "context_dir": str(Path(context_dir).resolve())}) + "\n").encode())
+        try:
+            first = json.loads(f.readline() or b"{}")
+        except (OSError, ValueError) as e:
+            raise BackendUnavailable(f"no answer: {e}") from None
+        if first.get("kind") != "accepted":
+            raise BackendUnavailable(first.get("error") or "refused")
+        s.settimeout(None)  # runs take as long as they take
+        while True:
+            line = f.readline()
+            if not line:
+                raise ConnectionError("the backend closed the connection before all runs were done")
+            msg = json.loads(line)
+            if msg.get("kind") == "run":
+                on_run(msg)
+            elif msg.get("kind") == "done":
+                return first

@@ -1,0 +1,402 @@
+"""Variables and reprocessing on Slurm, against a real one-node cluster (tests/slurm_cluster.py):
+a cluster=True variable computed by a job while local variables appear first, jobs that end
+badly, a backend restarted while jobs run, reprocess --slurm as a throttled array, jobs, cancel."""
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from backend.store.writer import RunDB
+from tests.conftest import PROPOSAL, amore_cmd, wait_for
+from tests.test_listener import FAST_WATCH, Backend
+
+
+def slurm_config(cluster, time_limit="00:10:00", max_concurrent=2, extra=""):
+    return FAST_WATCH + textwrap.dedent(f"""
+        [slurm]
+        enabled = true
+        partition = "{cluster.partition}"
+        time = "{time_limit}"
+        max_concurrent = {max_concurrent}
+        poll_seconds = 0.3
+        {extra}
+        """)
+
+
+CONTEXT = textwrap.dedent("""
+    import os, time
+    from amore.context import Variable
+
+    @Variable(title="Trains")
+    def n_trains(run):
+        return len(run.train_ids)
+
+    @Variable(title="Heavy", cluster=True)
+    def heavy(run, n: "var#n_trains"):
+        while os.path.exists("hold"):
+            time.sleep(0.05)
+        return n * 10 + int(os.environ.get("SLURM_JOB_ID") is not None)
+
+    @Variable(title="Heavier")
+    def heavier(run, h: "var#heavy"):
+        return h + 1
+""")
+
+
+@pytest.fixture
+def backends():
+    started = []
+
+    def start(ctx):
+        b = Backend(ctx)
+        started.append(b)
+        return b
+    yield start
+    for b in started:
+        if b.proc.poll() is None:
+            os.killpg(b.proc.pid, signal.SIGKILL)
+
+
+def values(ctx, run):
+    return RunDB(ctx).get_values(PROPOSAL, run)
+
+
+def tasks(ctx, **kw):
+    return RunDB(ctx).slurm_tasks(**kw)
+
+
+def job_pids(pattern):
+    """PIDs of job processes (the context file run by a Slurm job) whose command line has ``pattern``."""
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "backend.ctxrunner.slurmjob" in " ".join(p.info["cmdline"] or [])
+            and pattern in " ".join(p.info["cmdline"] or [])]
+
+
+def test_cluster_variable_computed_by_a_slurm_job_after_local_values(
+        slurm, make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm))
+    (ctx / "hold").write_text("")
+    b = backends(ctx)
+    write_run(1, ntrains=30)
+    # the local variable is there while the job is held; the row shows the job
+    wait_for(lambda: "n_trains" in values(ctx, 1), 60, what="local value")
+    v = values(ctx, 1)
+    assert v["n_trains"].value == 30 and "heavy" not in v and "heavier" not in v
+    t = wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60,
+                 what="job running")[0]
+    assert t["names"] == ["heavy", "heavier"] and t["run"] == 1 and t["node"] == slurm.node
+    run = RunDB(ctx).get_run(PROPOSAL, 1)
+    assert run["status"] == "processing"
+    assert f"Slurm job {t['task_id']} running on {slurm.node}" == run["status_message"]
+    name = slurm.run("squeue", "-h", "-j", t["job_id"], "-o", "%j").strip()
+    assert name == f"amore-p{PROPOSAL}-r1"
+    (ctx / "hold").unlink()
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="Slurm values")
+    v = values(ctx, 1)
+    assert v["heavy"].value == 301  # computed inside the job
+    assert v["heavier"].value == 302
+    assert tasks(ctx)[0]["state"] == "COMPLETED" and tasks(ctx)[0]["done"] == 1
+    from backend.ctxrunner.results import read_run_value
+    assert read_run_value(ctx / "extracted_data" / f"p{PROPOSAL}_r1.h5", "heavy") == 301
+    assert "AMORE Slurm job" in open(t["log_file"]).read()
+    assert not list((ctx / "slurm" / "results").iterdir())  # handed over and ingested
+    assert not list((ctx / "slurm" / "specs").iterdir())
+    assert [p.name for p in (ctx / "slurm" / "jobs" / "done").iterdir()] == [f"{t['job_id']}.json"]
+    assert b.stop() == 0
+
+
+def test_slurm_disabled_computes_cluster_variables_locally_and_says_so(
+        make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=FAST_WATCH + "[slurm]\nenabled = false\n")
+    b = backends(ctx)
+    write_run(1, ntrains=20)
+    wait_for(lambda: "heavier" in values(ctx, 1), 60, what="values")
+    assert values(ctx, 1)["heavy"].value == 200
+    write_run(2, ntrains=20)
+    wait_for(lambda: "heavier" in values(ctx, 2), 60, what="values")
+    b.stop()
+    said = [line for line in b.log.read_text().splitlines() if "computed locally" in line]
+    assert len(said) == 1 and "heavy, heavier" in said[0] and "disabled" in said[0]
+
+
+def held_jobs(slurm, make_context_dir, write_run, backends, runs=(1, 2), extra=""):
+    """A backend whose runs' Slurm jobs are held (``DIR/hold``), one job at a time (each asks
+    for 5 GB of the node's 8), so the first runs and the others wait in the queue."""
+    ctx = make_context_dir(CONTEXT, config=slurm_config(
+        slurm, extra='extra_args = ["--mem=5000"]\n' + extra))
+    (ctx / "hold").write_text("")
+    b = backends(ctx)
+    for r in runs:
+        write_run(r, ntrains=10 + r)
+    wait_for(lambda: len(tasks(ctx)) == len(runs)
+             and {t["state"] for t in tasks(ctx)} == {"RUNNING", "PENDING"}, 90,
+             what="one job running, the others queued")
+    return ctx, b
+
+
+def assert_slurm_error(ctx, run, state, names=("heavy", "heavier")):
+    """Exactly ``names`` of ``run`` are errors naming the Slurm state and the log file; the local
+    value is intact and the run is not left processing."""
+    v = values(ctx, run)
+    assert v["n_trains"].summary_type == "number"
+    task = [t for t in tasks(ctx, run=run)][0]
+    for n in names:
+        assert v[n].summary_type == "error", (n, v[n])
+        err = v[n].attributes["error"]
+        assert f"ended {state}" in err and task["log_file"] in err, err
+    row = RunDB(ctx).get_run(PROPOSAL, run)
+    assert row["status"] == "done" and "variable(s) failed" in row["status_message"]
+
+
+def test_cancel_a_queued_and_a_running_job(slurm, make_context_dir, write_run, backends):
+    ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
+    by_state = {t["state"]: t for t in tasks(ctx)}
+    queued, running = by_state["PENDING"], by_state["RUNNING"]
+    out = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["JOB", "RUN", "STATE"]
+    assert any(l.split()[:3] == [running["task_id"], str(running["run"]), "RUNNING"] for l in lines)
+    assert any(l.split()[:3] == [queued["task_id"], str(queued["run"]), "PENDING"] for l in lines)
+    p = subprocess.run(amore_cmd("cancel", queued["run"], "-d", ctx), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and f"Cancelled {queued['task_id']}" in p.stdout, p.stdout + p.stderr
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, queued["run"])["status"] == "done", 30,
+             what="queued job handled")
+    assert_slurm_error(ctx, queued["run"], "CANCELLED")
+    assert tasks(ctx, run=running["run"])[0]["state"] == "RUNNING"
+    p = subprocess.run(amore_cmd("cancel", "--job", running["task_id"], "-d", ctx),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "done", 30,
+             what="running job handled")
+    assert_slurm_error(ctx, running["run"], "CANCELLED")
+    assert not job_pids(str(ctx))  # the job's process is gone
+    b.stop()
+
+
+def test_job_whose_worker_is_killed(slurm, make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm))
+    (ctx / "hold").write_text("")
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60, what="job running")
+    pids = wait_for(lambda: job_pids(str(ctx)), 30, what="job process")
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 30, what="job handled")
+    assert_slurm_error(ctx, 1, "FAILED")
+    err = values(ctx, 1)["heavy"].attributes["error"]
+    assert "0:9" in err  # killed by signal 9
+    ev = [e for e in RunDB(ctx).events(run=1) if e["source"] == "slurm"]
+    assert ev and "FAILED" in ev[0]["message"] and ev[0]["level"] == "error"
+
+
+def test_backend_restarted_while_jobs_run(slurm, make_context_dir, write_run, backends):
+    ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
+    by_state = {t["state"]: t for t in tasks(ctx)}
+    queued, running = by_state["PENDING"], by_state["RUNNING"]
+    assert b.stop() == 0
+    # while the backend is down: the running job finishes, the queued one is cancelled by
+    # someone else (not through AMORE)
+    slurm.run("scancel", queued["task_id"])
+    (ctx / "hold").unlink()
+    wait_for(lambda: not slurm.jobs(), 60, what="jobs ended")
+    assert RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "processing"
+    b2 = backends(ctx)
+    wait_for(lambda: all(t["done"] for t in tasks(ctx))
+             and all(r["status"] == "done" for r in RunDB(ctx).runs()), 30, what="jobs reconciled")
+    v = values(ctx, running["run"])
+    assert v["heavy"].value == (10 + running["run"]) * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    assert RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "done"
+    assert_slurm_error(ctx, queued["run"], "CANCELLED")
+    assert len(tasks(ctx)) == 2  # nothing resubmitted
+    assert [r["status"] for r in RunDB(ctx).runs()] == ["done", "done"]
+    assert b2.stop() == 0
+
+
+def test_job_exceeding_its_time_limit(slurm, make_context_dir, write_run, backends):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, time_limit="00:01:00"))
+    (ctx / "hold").write_text("")
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60, what="job running")
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 180, interval=1,
+             what="job past its time limit")
+    assert_slurm_error(ctx, 1, "TIMEOUT")
+    assert "CANCELLED" in open(tasks(ctx)[0]["log_file"]).read()  # slurmstepd says why
+
+
+FAST_CONTEXT = textwrap.dedent("""
+    import os
+    from amore.context import Variable
+
+    @Variable(title="Trains")
+    def n_trains(run):
+        return len(run.train_ids)
+
+    @Variable(title="Heavy", cluster=True)
+    def heavy(run, n: "var#n_trains"):
+        return n * 10 + int(os.environ.get("SLURM_JOB_ID") is not None)
+""")
+
+
+def test_reprocess_20_runs_on_slurm_as_one_throttled_array(slurm, make_context_dir, write_run):
+    ctx = make_context_dir(FAST_CONTEXT, config=slurm_config(slurm, max_concurrent=2))
+    for r in range(1, 21):
+        write_run(r, ntrains=r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "all", "--slurm", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    most_running, throttle = 0, None
+    while proc.poll() is None:
+        running = slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i").split()
+        most_running = max(most_running, len(running))
+        if throttle is None:
+            info = slurm.run("scontrol", "-o", "show", "job", check=False)
+            throttle = next(iter(re.findall(r"ArrayTaskThrottle=(\d+)", info)), None)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, out + err
+    submitted = re.findall(r"Submitted Slurm array job (\d+): 20 run\(s\)", out)
+    assert len(submitted) == 1, out
+    assert "Reprocessed 20/20 runs on Slurm" in out
+    assert throttle == "2" and most_running <= 2
+    rows = tasks(ctx)
+    assert len(rows) == 20 and {r["job_id"] for r in rows} == set(submitted)
+    # 3 runs per task ("auto": about 4 tasks per allowed concurrent one), 7 tasks
+    assert "in 7 task(s) of up to 3 run(s)" in out
+    assert len({r["task_id"] for r in rows}) == 7
+    assert all(r["state"] == "COMPLETED" and r["done"] for r in rows)
+    for r in range(1, 21):
+        v = values(ctx, r)
+        assert v["n_trains"].value == r and v["heavy"].value == r * 10 + 1
+        assert RunDB(ctx).get_run(PROPOSAL, r)["status"] == "done"
+
+
+def test_reprocess_larger_than_one_array_chains_arrays(slurm, make_context_dir, write_run):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(
+        slurm, max_concurrent=2, extra="max_array_size = 2"))
+    (ctx / "hold").write_text("")
+    for r in (1, 2, 3):
+        write_run(r, ntrains=r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "1-3", "--slurm", "--var", "heavy", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobs = wait_for(lambda: sorted((p.stem for p in (ctx / "slurm" / "jobs").glob("*.json")), key=int)
+                    if len(list((ctx / "slurm" / "jobs").glob("*.json"))) == 2 else None,
+                    60, what="two array jobs")
+    info = slurm.run("scontrol", "-o", "show", "job", jobs[1])
+    assert f"Dependency=afterany:{jobs[0]}" in info and "ArrayTaskId=0" in info
+    (ctx / "hold").unlink()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert re.findall(r"Submitted Slurm array job (\d+)", out) == jobs
+    assert f"after job {jobs[0]}" in out
+    rows = {r["run"]: r for r in tasks(ctx)}
+    assert rows[3]["job_id"] == jobs[1] and rows[1]["job_id"] == jobs[0]
+    assert all(r["names"] == ["heavy"] for r in rows.values())
+    assert "n_trains" not in values(ctx, 1) and values(ctx, 3)["heavy"].value == 31
+
+
+def test_follow_stops_on_ctrl_c_jobs_go_on_and_cancel_all_records_them(
+        slurm, make_context_dir, write_run):
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, max_concurrent=1))
+    (ctx / "hold").write_text("")
+    for r in (1, 2, 3):
+        write_run(r)
+    proc = subprocess.Popen(amore_cmd("reprocess", "all", "--slurm", "-d", ctx),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i").split()) == 1,
+             60, what="first task running")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Stopped following" in err
+    assert len(slurm.jobs()) == 3  # the jobs go on
+    p = subprocess.run(amore_cmd("cancel", "--all", "-d", ctx), capture_output=True, text=True,
+                       timeout=90)
+    assert p.returncode == 0 and "Cancelled" in p.stdout, p.stdout + p.stderr
+    assert not slurm.jobs()
+    for r in (1, 2, 3):  # the running task and the two queued ones
+        v = values(ctx, r)
+        for n in ("n_trains", "heavy", "heavier"):
+            assert v[n].summary_type == "error" and "ended CANCELLED" in v[n].attributes["error"]
+        assert RunDB(ctx).get_run(PROPOSAL, r)["status"] == "done"
+    p = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert p.stdout.count("CANCELLED") == 3
+
+
+def test_reprocess_slurm_without_slurm_says_so(make_context_dir, write_run):
+    ctx = make_context_dir(FAST_CONTEXT, config="[slurm]\nenabled = false\n")
+    write_run(1)
+    p = subprocess.run(amore_cmd("reprocess", "1", "--slurm", "-d", ctx), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "Slurm not available" in p.stderr and "disabled" in p.stderr
+    p = subprocess.run(amore_cmd("reprocess", "1", "--local", "-d", ctx, "-q"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and values(ctx, 1)["heavy"].value == 500
+
+
+def test_job_running_out_of_memory(slurm, make_context_dir, write_run, backends):
+    code = CONTEXT.replace(
+        '    return n * 10 + int(os.environ.get("SLURM_JOB_ID") is not None)',
+        "    import numpy as np\n"
+        "    big = np.ones((1500, 1000, 1000), dtype=np.uint8)  # 1.5 GB, over --mem=600\n"
+        "    time.sleep(30)\n"
+        "    return int(big[0, 0, 0])")
+    assert "1.5 GB" in code
+    ctx = make_context_dir(code, config=slurm_config(slurm, extra='extra_args = ["--mem=600"]\n'))
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["done"]]
+             and RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done",
+             90, interval=0.5, what="job over its memory handled")
+    assert_slurm_error(ctx, 1, "OUT_OF_MEMORY")
+
+
+def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_run, backends,
+                                                kafka_broker, monkeypatch):
+    from backend.config import load_config
+    from tests.kafka_broker import create_topics
+    monkeypatch.setenv("AMORE_BROKER", kafka_broker)
+    # the backend polls only every 2 minutes: the job's message must bring its values
+    config = slurm_config(slurm).replace("poll_seconds = 0.3", "poll_seconds = 120")
+    ctx = make_context_dir(CONTEXT, config=config.replace("[watch]\n", "[watch]\nenabled = true\n", 1))
+    cfg = load_config(ctx)
+    create_topics(kafka_broker, cfg["kafka"]["event_topics"] + [cfg.update_topic(RunDB(ctx).db_id)])
+    b = backends(ctx)
+    write_run(1)
+    wait_for(lambda: tasks(ctx), 60, what="job submitted")
+    t0 = time.monotonic()
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
+    assert time.monotonic() - t0 < 60
+    v = values(ctx, 1)
+    assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    job = tasks(ctx)[0]["task_id"]
+    assert f"Slurm job {job} says it finished" in b.log.read_text()
+    assert b.stop() == 0
+
+
+def test_job_slurm_forgot_while_nobody_followed_is_reported(slurm, make_context_dir, write_run):
+    """A job recorded as submitted that Slurm no longer knows (it ended long before anyone
+    looked, past MinJobAge, without a result): its variables become errors, nothing stays
+    processing. ``amore-proto jobs`` without a backend brings the table up to date."""
+    from backend.files import write_json_atomic
+    ctx = make_context_dir(FAST_CONTEXT, config=slurm_config(slurm))
+    write_run(1)
+    jobs = ctx / "slurm" / "jobs"
+    jobs.mkdir(parents=True)
+    write_json_atomic(jobs / "987654.json", {
+        "version": 1, "kind": "amore.slurm-job", "job_id": "987654", "array": False,
+        "name": f"amore-p{PROPOSAL}-r1", "proposal": PROPOSAL, "runs": [1], "names": ["heavy"],
+        "runs_per_task": 1, "data": "raw", "origin": "backend", "submitted_at": time.time() - 86400,
+        "log_pattern": str(ctx / "slurm" / "logs" / "p2832_r0001-%j.out"), "spec": ""})
+    p = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "987654" in p.stdout and "VANISHED" in p.stdout
+    err = values(ctx, 1)["heavy"].attributes["error"]
+    assert "ended VANISHED" in err and "p2832_r0001-987654.out" in err
+    assert RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done"
+    assert (jobs / "done" / "987654.json").exists()
