@@ -19,7 +19,7 @@ def cancel_argv(context_dir, runs: list[int]) -> list[str]:
 class SlurmJobsDialog(QDialog):
     """Jobs of one run (state, node, elapsed, variables), the selected job's log, Cancel."""
 
-    def __init__(self, main, proposal: int, run: int):
+    def __init__(self, main, proposal: int | str, run: int):
         super().__init__(None, Qt.Window)
         self.setAttribute(Qt.WA_DeleteOnClose, True)
         self.main, self.proposal, self.run = main, proposal, run

@@ -1,7 +1,7 @@
 """Slurm jobs of a run, for the GUI (Qt-free; called on a worker thread, never the GUI thread).
 
 Reads the ``slurm_jobs`` table of ``runs.sqlite`` (written by the backend,
-:mod:`backend.processing.slurm`) read-only, and the tail of a job's log file.
+:mod:`backend.processing.slurm`) read-only, with the query of :mod:`backend.store.reader`, and the tail of a job's log file.
 """
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ import time
 from pathlib import Path
 
 from backend.contextdir import db_file
+from backend.store import reader as sql
 
 #: Slurm states of jobs that can still be cancelled.
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
 
 
-def read_run_jobs(context_dir, proposal: int, run: int) -> list[dict]:
+def read_run_jobs(context_dir, proposal: int | str, run: int) -> list[dict]:
     """Slurm tasks of one run, newest first: dicts with ``task_id``, ``job_id``, ``state``,
     ``node``, ``names`` (list), ``log_file``, ``message``, ``elapsed`` (seconds or None),
     ``done`` (bool). An empty list where the database has no job table yet."""
     con = sqlite3.connect(f"file:{db_file(context_dir)}?mode=ro", uri=True, timeout=10)
     try:
-        rows = con.execute(
-            "SELECT task_id, job_id, state, node, names, log_file, message, started_at, "
-            "ended_at, done FROM slurm_jobs WHERE proposal = ? AND run = ? "
-            "ORDER BY submitted_at DESC", (proposal, run)).fetchall()
+        rows = con.execute(sql.RUN_SLURM_JOBS_SQL, (proposal, run)).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:

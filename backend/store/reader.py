@@ -19,7 +19,8 @@ from sqlalchemy.dialects import sqlite as _sqlite
 
 from backend.contextdir import db_file
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, manual_columns_table,
-                                  metadata_table, run_values_table, runs_table, variables_table)
+                                  metadata_table, run_values_table, runs_table, slurm_jobs_table,
+                                  variables_table)
 from backend.vocab import SummaryType
 
 __all__ = ["connect", "schema_revision", "SCHEMA_HEAD", "RUN_FIELDS", "VARIABLE_FIELDS",
@@ -34,6 +35,7 @@ C = comments_table.c
 M = metadata_table.c
 E = events_table.c
 MC = manual_columns_table.c
+SJ = slurm_jobs_table.c
 
 
 def _sql(stmt) -> str:
@@ -134,6 +136,15 @@ MANUAL_COLUMNS_SQL = _sql(sa.select(*[MC[f] for f in MANUAL_COLUMN_FIELDS]).wher
                           .order_by(MC.position, MC.id))
 #: () -> (name,) of the manual columns not deleted
 MANUAL_COLUMN_NAMES_SQL = _sql(sa.select(MC.name).where(_manual_live))
+
+#: The ``slurm_jobs`` columns, in the order :data:`RUN_SLURM_JOBS_SQL` returns them.
+SLURM_JOB_FIELDS = ("task_id", "job_id", "state", "node", "names", "log_file", "message",
+                    "started_at", "ended_at", "done")
+#: (proposal, run) -> SLURM_JOB_FIELDS of the run's Slurm tasks, newest submission first
+#: (raises ``sqlite3.OperationalError`` on a database older than revision 0007)
+RUN_SLURM_JOBS_SQL = _sql(sa.select(*[SJ[f] for f in SLURM_JOB_FIELDS])
+                          .where(SJ.proposal == _p("p"), SJ.run == _p("r"))
+                          .order_by(SJ.submitted_at.desc()))
 
 
 def _chunk_sql() -> str:
