@@ -151,6 +151,10 @@ def assert_slurm_error(ctx, run, state, names=("heavy", "heavier")):
         assert f"ended {state}" in err and task["log_file"] in err, err
     row = RunDB(ctx).get_run(PROPOSAL, run)
     assert row["status"] == "done" and "variable(s) failed" in row["status_message"]
+    # the event log says so too (amore-proto events, the GUI's event log)
+    ev = [e for e in RunDB(ctx).events(run=run) if e["source"] == "slurm"]
+    assert any(e["level"] == "error" and f"ended {state}" in e["message"]
+               and task["task_id"] in e["message"] for e in ev), ev
 
 
 def test_cancel_a_queued_and_a_running_job(slurm, make_context_dir, write_run, backends):
@@ -337,6 +341,49 @@ def test_reprocess_slurm_without_slurm_says_so(make_context_dir, write_run):
     p = subprocess.run(amore_cmd("reprocess", "1", "--local", "-d", ctx, "-q"),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and values(ctx, 1)["heavy"].value == 500
+
+
+def test_reprocess_slurm_refused_on_a_closed_proposal(make_context_dir, write_run):
+    ctx = make_context_dir(FAST_CONTEXT, config="[slurm]\nenabled = true\n")
+    write_run(1)
+    p = subprocess.run(amore_cmd("close", "-d", ctx), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(amore_cmd("reprocess", "1", "--slurm", "-d", ctx), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "closed" in p.stderr and "amore-proto reopen" in p.stderr
+    assert not (ctx / "slurm" / "jobs").exists() and values(ctx, 1) == {}
+
+
+MANUAL_CONTEXT = textwrap.dedent("""
+    import os
+    from amore.context import Variable
+
+    @Variable(title="Scaled", cluster=True)
+    def scaled(run, d: "var#distance"):
+        print("scaling", d, "in", "job" if os.environ.get("SLURM_JOB_ID") else "here")
+        return d * 2
+""")
+
+
+def test_slurm_job_gets_the_runs_manual_values_and_its_log_is_the_runs_log(
+        slurm, make_context_dir, write_run):
+    ctx = make_context_dir(MANUAL_CONTEXT, config=slurm_config(slurm))
+    write_run(1)
+    for args in (("column", "add", "distance", "--type", "number"),
+                 ("reprocess", "1", "--local", "-q"),  # the run is in the table (no distance yet)
+                 ("set", "1", "distance", "3")):
+        p = subprocess.run(amore_cmd(*args, "-d", ctx), capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    p = subprocess.run(amore_cmd("reprocess", "1", "--slurm", "-d", ctx, "-q"),
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert values(ctx, 1)["scaled"].value == 6
+    task = tasks(ctx, run=1)[0]
+    assert task["state"] == "COMPLETED" and task["names"] == ["scaled"]
+    p = subprocess.run(amore_cmd("logs", "1", "-d", ctx), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "scaling 3" in p.stdout and "in job" in p.stdout and task["task_id"] in p.stdout
 
 
 def test_job_running_out_of_memory(slurm, make_context_dir, write_run, backends):

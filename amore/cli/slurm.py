@@ -20,7 +20,8 @@ def _backend_runs(d) -> bool:
     """Whether a backend runs on the directory (then it, the single writer, stores the jobs'
     results): its lock is held here, or another host's status record is fresh."""
     import socket
-    from backend.service.manager import lock_held, read_status
+    from backend.service.lock import lock_held
+    from backend.service.status import read_status
     if lock_held(d):
         return True
     rec = read_status(d)

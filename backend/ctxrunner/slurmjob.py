@@ -3,7 +3,10 @@
 Submitted by :mod:`backend.processing.slurm`. The job spec (JSON, ``version`` 1) names the
 context directory, proposal, runs (array task ``i`` computes ``runs[i*k:(i+1)*k]`` one after the
 other, ``k`` = ``runs_per_task``), the variables (``names``; their inputs are computed too but not
-reported), ``data`` and ``params``.
+reported), ``data`` and ``params``, and what a local worker's request carries besides:
+``manual_columns`` (names) and ``run_inputs`` (run number as text -> ``{"facility_run",
+"manual"}``, see :mod:`backend.ctxrunner.worker`). The facility's settings come from
+``$AMORE_FACILITY`` as for a local worker.
 
 The job never touches ``runs.sqlite`` (SQLite is not safe across hosts on a network file
 system). It writes the run's HDF5 data (``extracted_data/``, as a local worker does) and its table
@@ -38,7 +41,7 @@ def task_id() -> str:
     return os.environ.get("SLURM_JOB_ID", f"local{os.getpid()}")
 
 
-def result_path(context_dir, proposal: int, run: int, task: str) -> Path:
+def result_path(context_dir, proposal: int | str, run: int, task: str) -> Path:
     """``slurm/results/p<proposal>_r<run>-<task>.json`` of a context directory."""
     return ContextDir(context_dir).slurm_results_dir / f"p{proposal}_r{run}-{task}.json"
 
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
         return 2
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID") or 0)
     k = max(1, int(spec.get("runs_per_task", 1)))
-    proposal = int(spec["proposal"])
+    from backend.vocab import normalize_proposal
+    proposal = normalize_proposal(spec["proposal"])
     runs = [int(r) for r in spec["runs"][index * k:(index + 1) * k]]
     task = task_id()
     names = spec.get("names")
@@ -72,9 +76,13 @@ def main(argv=None) -> int:
           flush=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
     # Only the user's prints reach this log; the values go to the result files.
+    # As in a local worker: damnit_ctx, damnit.context, ... are AMORE's in this process.
+    from backend.ctxrunner.context import install_compat_modules
+    install_compat_modules()
     from backend.ctxrunner.worker import Worker
     worker = Worker(Path(spec["context_dir"]), int(os.environ.get("AMORE_THUMBNAIL_PX", "150")),
                     int(os.environ.get("AMORE_SPARKLINE_POINTS", "100")))
+    worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
     mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
@@ -91,9 +99,12 @@ def main(argv=None) -> int:
         if len(runs) > 1:
             print(f"AMORE: run {run}", flush=True)
         try:
-            reply = worker.run({"op": "run", "proposal": proposal, "run": run,
-                                "data": spec.get("data", "all"), "names": names, "only": names,
-                                "params": spec.get("params") or {}})
+            req = {"op": "run", "proposal": proposal, "run": run,
+                   "data": spec.get("data", "all"), "names": names, "only": names,
+                   "params": spec.get("params") or {},
+                   "manual_columns": spec.get("manual_columns")}
+            req.update((spec.get("run_inputs") or {}).get(str(run)) or {})
+            reply = worker.run(req)
         except Exception as e:  # noqa: BLE001 - reported in the result, as a local worker would
             import traceback
             traceback.print_exc()

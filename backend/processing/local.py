@@ -79,6 +79,27 @@ def worker_env(config: Config) -> dict[str, str]:
     return env
 
 
+def run_inputs(db: RunDB, config: Config, proposal: int | str, run: int,
+               manual: ManualStore | None = None, manual_names: list[str] | None = None) -> dict:
+    """What a worker's ``run`` request carries about a run besides its data (the same for a
+    local worker and a Slurm job): ``facility_run`` (other facilities: what the run source
+    recorded, from ``source_runs``; None if nothing), ``manual_columns`` (names of the manual
+    columns) and ``manual`` (this run's values of them). ``manual_names``: the column names if
+    already known (many runs at once). Never raises: what cannot be read is left out (logged)."""
+    out: dict = {}
+    if config.facility != "euxfel":
+        rec = db.source_run(proposal, run)
+        out["facility_run"] = rec["info"] if rec else None
+    try:
+        manual = manual if manual is not None else ManualStore(db)
+        names = [c.name for c in manual.columns()] if manual_names is None else list(manual_names)
+        out["manual_columns"] = names
+        out["manual"] = manual.run_values(proposal, run) if names else {}
+    except Exception as e:
+        log.error("Run %s: cannot read its manual values: %s", run, e)
+    return out
+
+
 class WorkerDied(Exception):
     """The worker process exited or was killed while handling a request."""
 
@@ -372,15 +393,7 @@ class RunProcessor:
             timeout = float(self.config["processing"]["run_timeout"])
             req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                    "names": list(names) if names else None, "params": params or {}}
-            if self.config.facility != "euxfel":
-                rec = self.db.source_run(proposal, run)
-                req["facility_run"] = rec["info"] if rec else None
-            try:
-                manual_names = [c.name for c in self.manual.columns()]
-                req["manual_columns"] = manual_names
-                req["manual"] = self.manual.run_values(proposal, run) if manual_names else {}
-            except Exception as e:
-                log.error("Run %d: cannot read its manual values: %s", run, e)
+            req.update(run_inputs(self.db, self.config, proposal, run, self.manual))
             try:
                 reply = self.pool.request(req, timeout=timeout)
             except WorkerDied as e:

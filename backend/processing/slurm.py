@@ -45,9 +45,10 @@ from backend.config import Config
 from backend.contextdir import ContextDir
 from backend.ctxrunner.slurmjob import RESULT_KIND, RESULT_VERSION, SPEC_VERSION, result_path
 from backend.files import write_json_atomic
-from backend.processing.local import RunOutcome, RunProcessor, context_python, worker_env
+from backend.processing.local import (RunOutcome, RunProcessor, context_python, run_inputs,
+                                      worker_env)
 from backend.store.writer import RunDB
-from backend.vocab import EventLevel, StoredValue
+from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ class SlurmExecutor:
         args += [str(a) for a in s.get("extra_args") or []]
         return args
 
-    def submit(self, proposal: int, runs: list[int], names: list[str], data: str = "all",
+    def submit(self, proposal: int | str, runs: list[int], names: list[str], data: str = "all",
                params: dict | None = None, origin: str = "backend", array: bool | None = None,
                dependency: str | None = None, runs_per_task: int = 1) -> str:
         """Submit one job computing ``names`` (and their inputs) on ``runs``: a plain job for a
@@ -391,9 +392,11 @@ class SlurmExecutor:
                   self.cdir.slurm_results_dir, self.cdir.slurm_logs_dir):
             d.mkdir(parents=True, exist_ok=True)
         spec_file = self.cdir.slurm_specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
-        write_json_atomic(spec_file, {"version": SPEC_VERSION, "context_dir": str(self.cdir.path),
-                                      "proposal": proposal, "runs": runs, "names": list(names),
-                                      "runs_per_task": k, "data": data, "params": params or {}})
+        spec = {"version": SPEC_VERSION, "context_dir": str(self.cdir.path),
+                "proposal": proposal, "runs": runs, "names": list(names),
+                "runs_per_task": k, "data": data, "params": params or {}}
+        spec.update(self._run_inputs(proposal, runs))
+        write_json_atomic(spec_file, spec)
         logs = self.cdir.slurm_logs_dir
         if array:
             name = f"amore-p{proposal}-reprocess"
@@ -436,6 +439,26 @@ class SlurmExecutor:
                  ", ".join(names))
         return job
 
+    def _run_inputs(self, proposal: int | str, runs: list[int]) -> dict:
+        """What the job's worker requests carry besides the data, as a local worker's do
+        (:func:`backend.processing.local.run_inputs`): ``manual_columns`` and, per run
+        (``run_inputs``, keyed by the run number as text), ``facility_run`` and ``manual``.
+        Empty without the database (then the job runs without them)."""
+        if self.db is None:
+            return {}
+        from backend.store.manual import ManualStore
+        manual = ManualStore(self.db)
+        try:
+            names = [c.name for c in manual.columns()]
+        except Exception as e:
+            log.error("Cannot read the manual columns: %s", e)
+            names = []
+        per_run = {}
+        for r in runs:
+            inp = run_inputs(self.db, self.config, proposal, r, manual, names)
+            per_run[str(r)] = {k: v for k, v in inp.items() if k != "manual_columns"}
+        return {"manual_columns": names, "run_inputs": per_run}
+
     def runs_per_task(self, n_runs: int) -> int:
         """Runs each array task computes for a reprocess of ``n_runs`` runs: ``[slurm]
         runs_per_task``, or for ``"auto"`` enough that there are about 4 tasks per allowed
@@ -446,7 +469,7 @@ class SlurmExecutor:
             return max(1, -(-n_runs // (4 * conc)))
         return max(1, int(k))
 
-    def submit_reprocess(self, proposal: int, runs: list[int], names: list[str],
+    def submit_reprocess(self, proposal: int | str, runs: list[int], names: list[str],
                          params: dict | None = None) -> list[str]:
         """Submit a reprocess as array jobs of at most ``[slurm] max_array_size`` tasks (of
         :meth:`runs_per_task` runs each), each array after the previous one ends
@@ -505,13 +528,13 @@ class SlurmExecutor:
         return ids
 
     # -- following (the single writer only) --------------------------------------------
-    def active_runs(self) -> set[tuple[int, int]]:
+    def active_runs(self) -> set[tuple[int | str, int]]:
         """(proposal, run) of runs with Slurm tasks not finished (recorded or submitted)."""
         out = set()
         if self.db is not None:
             out |= {(r["proposal"], r["run"]) for r in self.db.slurm_tasks(done=False)}
         for rec in self.records():
-            out |= {(rec["proposal"], r) for r in rec["runs"]}
+            out |= {(normalize_proposal(rec["proposal"]), r) for r in rec["runs"]}
         return out
 
     def poll(self) -> int:
@@ -575,20 +598,26 @@ class SlurmExecutor:
             values = {n: StoredValue.from_json(v) for n, v in reply["values"].items()}
             for n in row["names"]:  # asked for, not computed (e.g. proc data missing)
                 if n not in values:
-                    values[n] = StoredValue(None, "error", {
+                    values[n] = StoredValue(None, SummaryType.ERROR.value, {
                         "error": f"not computed by Slurm job {row['task_id']} "
                                  f"(data {reply.get('data', row.get('data'))}); log: {row['log_file']}",
                         "error_type": "NotComputed"})
             self.db.write_values(row["proposal"], row["run"], values,
                                  start_time=reply.get("start_time"))
-            n_err = sum(v.summary_type == "error" for v in values.values())
+            n_err = sum(v.summary_type == SummaryType.ERROR for v in values.values())
+            msg = f"{n_err} variable(s) failed" if n_err else None
+            if reply.get("storage_error"):
+                msg = "; ".join(filter(None, [msg, reply["storage_error"]]))
+                log.error("Run %d: %s", row["run"], reply["storage_error"])
             self.db.update_slurm_task(row["task_id"], row["run"], state="COMPLETED", done=1,
                                       ended_at=res.get("finished") or time.time(),
                                       started_at=row["started_at"] or res.get("started"),
-                                      node=row["node"] or res.get("host"),
-                                      message=f"{n_err} variable(s) failed" if n_err else None)
+                                      node=row["node"] or res.get("host"), message=msg)
+            self._store_log(row, "done" if not n_err else "done with errors",
+                            reply.get("log") or "")
             self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
-                                                "names": sorted(values), "status": "done"})
+                                                "names": sorted(values),
+                                                "status": RunStatus.DONE.value})
             t = res.get("timings") or {}
             if t.get("run_start") and t.get("run_end"):
                 startup = (f"start-up {t['run_start'] - t['process_started']:.2f} s, "
@@ -631,7 +660,8 @@ class SlurmExecutor:
                 msg = (f"Slurm job {row['task_id']} running" + (f" on {node}" if node else "")
                        if st.state == "RUNNING" else f"Slurm job {row['task_id']} {st.state.lower()}")
                 self.db.update_slurm_task(row["task_id"], row["run"],
-                                          run_status=(row["proposal"], "processing", msg), **fields)
+                                          run_status=(row["proposal"], RunStatus.PROCESSING, msg),
+                                          **fields)
                 return "state" in fields
             return False
         if self._ingest_if_there(row):  # written just before the job ended
@@ -652,6 +682,17 @@ class SlurmExecutor:
         return any(t["task_id"] == row["task_id"] and not t["done"]
                    for t in self.db.slurm_tasks(run=row["run"], job_id=row["job_id"]))
 
+    def _store_log(self, row: dict, status: str, text: str) -> None:
+        """The run's processing log (``run_logs``, as for a local evaluation), headed by the
+        job and its variables; never raises."""
+        from backend.store.runlogs import add_run_log
+        head = (f"(Slurm job {row['task_id']}, only {', '.join(row['names'])}; "
+                f"log: {row['log_file']})\n")
+        try:
+            add_run_log(self.db, row["proposal"], row["run"], status, head + (text or ""))
+        except Exception as e:
+            log.error("Run %d: could not store its processing log: %s", row["run"], e)
+
     def _fail(self, row: dict, state: str, detail: str | None, st: TaskState | None = None):
         if not self._open(row):
             return
@@ -659,7 +700,7 @@ class SlurmExecutor:
                + f"; log: {row['log_file']}")
         attrs = {"error": msg, "error_type": "SlurmJob" + state.title().replace("_", ""),
                  "slurm_state": state, "slurm_job": row["task_id"], "log_file": row["log_file"]}
-        values = {n: StoredValue(None, "error", dict(attrs)) for n in row["names"]}
+        values = {n: StoredValue(None, SummaryType.ERROR.value, dict(attrs)) for n in row["names"]}
         self.db.write_values(row["proposal"], row["run"], values)
         self.db.update_slurm_task(row["task_id"], row["run"], state=state, done=1,
                                   ended_at=time.time(),
@@ -671,9 +712,11 @@ class SlurmExecutor:
                                        "variables": row["names"], "log_file": row["log_file"]})
         except Exception:  # the event log is a convenience; the values carry the error
             log.exception("Could not log the end of Slurm job %s", row["task_id"])
+        self._store_log(row, "cancelled" if state == "CANCELLED" else "failed", msg + "\n")
         log.error("Run %d: %s", row["run"], msg)
         self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
-                                            "names": sorted(values), "status": "done"})
+                                            "names": sorted(values),
+                                            "status": RunStatus.DONE.value})
 
     def _update_runs(self, runs: Iterable[tuple[int, int]]) -> None:
         """Run status from the runs' tasks: ``processing`` with the job state while any is
@@ -694,18 +737,19 @@ class SlurmExecutor:
                     msg = f"Slurm job {t['task_id']} running" + (f" on {t['node']}" if t["node"] else "")
                 else:
                     msg = f"Slurm job {t['task_id']} {t['state'].lower()}"
-                status = "processing"
+                status = RunStatus.PROCESSING
             else:
-                n_err = sum(v.summary_type == "error" for v in self.db.get_values(*key).values())
+                n_err = sum(v.summary_type == SummaryType.ERROR
+                            for v in self.db.get_values(*key).values())
                 msg = f"{n_err} variable(s) failed" if n_err else None
-                status = "done"
-            if current.get(key) != (status, msg):
+                status = RunStatus.DONE
+            if current.get(key) != (status.value, msg):
                 changes.append((key[0], key[1], status, msg))
         self.db.set_run_statuses(changes)
         for p, r, status, _ in changes:
-            self.publish("run_status_changed", {"proposal": p, "run": r, "status": status})
+            self.publish("run_status_changed", {"proposal": p, "run": r, "status": status.value})
 
-    def refresh_run(self, proposal: int, run: int) -> None:
+    def refresh_run(self, proposal: int | str, run: int) -> None:
         """Say in the run's row that it still waits for Slurm, if it does (after a local
         processing of the same run set it ``done``)."""
         if self.db is None:
@@ -775,13 +819,17 @@ class Dispatcher:
             local = [n for n in local if n in names]
         return local, wanted
 
-    def process(self, proposal: int, run: int, data: str = "all", names=None,
+    def process(self, proposal: int | str, run: int, data: str = "all", names=None,
                 params: dict | None = None) -> RunOutcome:
+        from backend.store.trust import is_closed
+        if is_closed(self.processor.db):  # read-only table: no local run, no job either
+            return RunOutcome(proposal, run, "closed",
+                              "the proposal is closed (amore-proto reopen to change values)")
         local, remote = self.split(data, names)
         out = None
         if local is None or local:
             out = self.processor.process(proposal, run, data, local, params)
-            if out.status == "waiting":
+            if out.status == RunStatus.WAITING:
                 return out
         if not remote:
             self.slurm.refresh_run(proposal, run)

@@ -31,6 +31,8 @@ from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Callable
 
+from backend.vocab import RunStatus
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -130,6 +132,10 @@ class ControlServer:
                     pass
                 return
             lst = self.listener
+            from backend.store.trust import is_closed
+            if is_closed(lst.db):  # the command line then says so, as without a backend
+                send(kind="error", error="the proposal is closed")
+                return
             log.info("Reprocess of run(s) %s requested by PID %d (user %d)",
                      ", ".join(map(str, runs)), pid, uid)
             send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
@@ -142,7 +148,7 @@ class ControlServer:
                         send(kind="run", run=out.run, status=out.status, message=out.message,
                              n_errors=out.n_errors, seconds=round(out.seconds, 4))
                     except Exception as e:  # noqa: BLE001 - reported to the client
-                        send(kind="run", run=futs[fut], status="failed", message=str(e),
+                        send(kind="run", run=futs[fut], status=RunStatus.FAILED.value, message=str(e),
                              n_errors=0, seconds=0.0)
                 send(kind="done")
             except OSError:  # the client went away; the runs are processed anyway

@@ -313,7 +313,12 @@ class Listener:
         if self._stop.is_set():
             return None
         try:
-            return self.processor.recompute_for_manual(proposal, run, names)
+            deps = self.processor.dependents(names)
+            if not deps:
+                return None
+            log.info("Run %d: %s changed; recomputing %s", run, ", ".join(sorted(names)),
+                     ", ".join(deps))
+            return self.dispatcher.process(proposal, run, "all", names=deps)
         except Exception:
             log.exception("Recomputing run %d after a manual edit failed", run)
             return None
@@ -535,6 +540,7 @@ class Listener:
         self._backend_session = BackendSession.begin(self)
         self._start_integrity()
         try:
+            self._poll_slurm()  # results (or failures) of jobs that ended while no backend ran
             from backend.service.integrity import find_pending
             from backend.store.trust import is_closed
             if not is_closed(self.db) and find_pending(self.db, self.config, self.proposal,

@@ -502,7 +502,8 @@ class RunDB:
         """Record Slurm tasks (dicts with the ``slurm_jobs`` columns; ``names`` a list) and, in
         the same transaction, mark their runs ``processing`` ("Slurm job J pending"). Tasks
         already recorded are left alone. Returns how many were new."""
-        rows = [dict(r, names=json.dumps(list(r.get("names") or []))) for r in rows]
+        rows = [dict(r, names=json.dumps(list(r.get("names") or [])),
+                     proposal=normalize_proposal(r["proposal"])) for r in rows]
         if not rows:
             return 0
         with self.engine.begin() as conn:
@@ -514,14 +515,16 @@ class RunDB:
                 conn.execute(slurm_jobs_table.insert(), new)
                 conn.execute(sa.text(
                     "INSERT INTO runs(proposal, run, added_at, status, status_message) "
-                    "VALUES (:p, :r, :a, 'processing', :m) ON CONFLICT(proposal, run) DO UPDATE "
+                    "VALUES (:p, :r, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE "
                     "SET status = excluded.status, status_message = excluded.status_message"),
                     [{"p": r["proposal"], "r": r["run"], "a": time.time(),
+                      "st": RunStatus.PROCESSING.value,
                       "m": f"Slurm job {r['task_id']} {r['state'].lower()}"} for r in new])
         return len(new)
 
     def update_slurm_task(self, task_id: str, run: int | None = None,
-                          run_status: tuple[int, str, str | None] | None = None, **fields) -> None:
+                          run_status: tuple[int | str, RunStatus | str, str | None] | None = None,
+                          **fields) -> None:
         """Change columns (``state``, ``node``, ``done``, ...) of a recorded Slurm task: its row
         for ``run``, or all its rows. ``run_status`` = ``(proposal, status, message)`` sets the
         run's status in the same transaction (readers never see the two disagree)."""
@@ -538,7 +541,7 @@ class RunDB:
                     raise ValueError(f"unknown run status {st!r}")
                 conn.execute(runs_table.update().where(runs_table.c.proposal == p,
                                                        runs_table.c.run == run)
-                             .values(status=st, status_message=msg))
+                             .values(status=RunStatus(st).value, status_message=msg))
 
     def slurm_tasks(self, *, done: bool | None = None, run: int | None = None,
                     job_id: str | None = None, limit: int | None = None) -> list[dict]:
