@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from common import (BENCH_CONTEXT, PROPOSAL, REPO, TreeRSS, bench_env, ensure_pr
                     med, print_table, rng, warm_page_cache, work_dir)
 
 sys.path.insert(0, str(REPO))
+
+from backend.procs import stop_process_group  # noqa: E402
 
 
 def one_repeat(address, runs, pdir, w, rep) -> dict:
@@ -83,13 +84,7 @@ def one_repeat(address, runs, pdir, w, rep) -> dict:
         con.close()
     finally:
         sampler.stop()
-        if listener.poll() is None:
-            os.killpg(listener.pid, signal.SIGTERM)
-            try:
-                listener.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(listener.pid, signal.SIGKILL)
-                listener.wait()
+        stop_process_group(listener, grace=30)
     return {"peak_tree_rss_mb": sampler.peak / 2**20, "idle_tree_rss_mb": idle / 2**20,
             "processes": nproc, "wall_s": wall, "publish_s": t_sent, "values": rows,
             "errors": errors or 0}

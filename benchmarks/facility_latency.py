@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from backend.store.writer import RunDB  # noqa: E402
+from backend.procs import stop_process_group  # noqa: E402
 from backend.testing import facilitydata as fd  # noqa: E402
 
 
@@ -46,12 +47,7 @@ def _listen(ctx: Path, env: dict) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_group(proc, grace=20)
 
 
 def _wait_done(db: RunDB, proposal, run: int | None, timeout: float = 30.0) -> float:

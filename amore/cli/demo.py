@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from backend.contextdir import ContextDir
+from backend.procs import stop_process_group, wait_for_log_line
 from backend.vocab import RunStatus
 
 DEMO_PROPOSAL = 9999
@@ -75,21 +75,6 @@ def _announce(broker: str, topic: str, proposal: int, run: int, event: str, pdir
     p.flush(5)
 
 
-def _wait_ready(log_path: Path, proc: subprocess.Popen, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    start = log_path.stat().st_size if log_path.exists() else 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if log_path.exists():
-            with open(log_path, "rb") as f:
-                f.seek(start)
-                if b" Ready" in f.read():
-                    return True
-        time.sleep(0.2)
-    return False
-
-
 def run_demo(a) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -129,7 +114,7 @@ def run_demo(a) -> int:
                                 start_new_session=True)
     try:
         with console.status("Starting the backend..."):
-            if not _wait_ready(ContextDir(ctx).log_file, listener):
+            if not wait_for_log_line(ContextDir(ctx).log_file, listener):
                 console.print(f"[red]The backend did not start; see {ContextDir(ctx).log_file}")
                 return 1
         first = _next_run(pdir)
@@ -170,12 +155,7 @@ def run_demo(a) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if listener.poll() is None:
-            os.killpg(listener.pid, signal.SIGTERM)
-            try:
-                listener.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(listener.pid, signal.SIGKILL)
+        stop_process_group(listener)
 
 
 def _display_available() -> bool:

@@ -25,6 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from backend.procs import stop_process_group, wait_for_log_line
+
 ESRF_PROPOSAL = "mx2532"
 SWISSFEL_PGROUP = "p18493"
 ESS_PROPOSAL = 999999
@@ -162,22 +164,6 @@ class _Player:
             self._send(fd.ess_finished_writing(job_id=job, file_name=name))
 
 
-def _wait_ready(log_path: Path, proc: subprocess.Popen, timeout: float = 120) -> bool:
-    """Wait until the backend logs "Ready" (False if it exits or ``timeout`` s pass)."""
-    deadline = time.monotonic() + timeout
-    start = log_path.stat().st_size if log_path.exists() else 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if log_path.exists():
-            with open(log_path, "rb") as f:
-                f.seek(start)
-                if b" Ready" in f.read():
-                    return True
-        time.sleep(0.2)
-    return False
-
-
 def run_facility_demo(a) -> int:
     """``amore-proto demo --facility F``: see the module docstring. Returns the exit status."""
     from rich.console import Console
@@ -223,7 +209,7 @@ def run_facility_demo(a) -> int:
     player = None
     try:
         with console.status("Starting the backend..."):
-            if not _wait_ready(ctx / "amore.log", listener):
+            if not wait_for_log_line(ctx / "amore.log", listener):
                 console.print(f"[red]The backend did not start; see {ctx / 'amore.log'}")
                 return 1
         player = _Player(a.facility, paths, broker)
@@ -255,9 +241,4 @@ def run_facility_demo(a) -> int:
             player.producer.flush(2)
             del player.producer
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            stop_process_group(p)
