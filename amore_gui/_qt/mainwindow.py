@@ -366,13 +366,17 @@ class MainWindow(QMainWindow):
 
     # -- loading ---------------------------------------------------------------------------
     def start_load(self):
-        """(Re)read the table in the background."""
+        """(Re)read the table in the background. Asked while a load runs, it reads again once
+        that load is done (what changed meanwhile, e.g. a column added, is never missed)."""
         if self.load_thread is not None and self.load_thread.isRunning():
+            self._load_again = True
             return
+        self._load_again = False
         self.session.load_started()
         self.model.loading = True
         self.load_thread = LoadThread(self.context_dir, self)
         self.load_thread.loaded.connect(self._on_loaded)
+        self.load_thread.finished.connect(self._on_load_thread_finished)
         self.load_thread.chunk.connect(self._on_chunk)
         self.load_thread.done.connect(self._on_load_done)
         self.load_thread.failed.connect(self._on_load_failed)
@@ -410,6 +414,12 @@ class MainWindow(QMainWindow):
         self._update_counts()
         self._load_comments()
         self.fully_loaded.emit()
+
+    def _on_load_thread_finished(self):
+        """Start the load asked for while the last one ran."""
+        if getattr(self, "_load_again", False):
+            self.load_thread.wait()  # finished is emitted just before the thread ends
+            self.start_load()
 
     def _on_load_failed(self, msg):
         self.model.loading = False
