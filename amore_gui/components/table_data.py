@@ -322,23 +322,74 @@ class TableData:
         row = self.add_run(upd.proposal, upd.run)
         changed = set(self.set_info(row, upd.info)) if upd.info else set()
         added = []
+        key_index = self._key_index
+        names, cells, vs = [], [], []
         for name, cell in upd.values.items():
-            v = self.var_of(name)
-            if v is None:
+            i = key_index.get(name)
+            if i is None or i < NSTATIC:
                 if name.startswith("#"):
                     continue
-                added.append(self.add_variable(builtin_column(name)))
-                v = self.nvars - 1
-            if self.set_cell(row, v, cell):
-                changed.add(NSTATIC + v)
+                if i is None:
+                    added.append(self.add_variable(builtin_column(name)))
+                    i = len(self.columns) - 1
+                else:
+                    continue
+            names.append(name)
+            cells.append(cell)
+            vs.append(i - NSTATIC)
+        if cells:
+            changed.update(NSTATIC + v for v in self._set_cells(row, vs, cells))
         if upd.complete:
-            for v in np.flatnonzero(self.kind[row] != K_MISSING):
-                name = self.columns[NSTATIC + v].key
-                if name not in upd.values:
-                    self.set_cell(row, int(v), None)
-                    changed.add(NSTATIC + int(v))
+            stale = self.kind[row] != K_MISSING
+            stale[vs] = False
+            for v in np.flatnonzero(stale):
+                self.set_cell(row, int(v), None)
+                changed.add(NSTATIC + int(v))
         self.max_timestamp = max(self.max_timestamp, upd.max_timestamp)
         return row, changed, new, added
+
+    def _set_cells(self, row: int, vs: list[int], cells: list[CellValue]) -> list[int]:
+        """:meth:`set_cell` for many cells of one row (``vs``: distinct variable indices):
+        kinds and numbers compared and assigned with numpy, objects and attributes only where
+        a cell has some. Returns the variable indices that changed."""
+        n = len(cells)
+        idx = np.fromiter(vs, np.intp, n)
+        kind_new = np.fromiter((c.kind for c in cells), np.uint8, n)
+        num_new = np.fromiter((c.num for c in cells), float, n)
+        kind_old = self.kind[row, idx]
+        num_old = self.num[row, idx]
+        with np.errstate(invalid="ignore"):
+            diff = (kind_old != kind_new) | ~((num_old == num_new)
+                                              | (np.isnan(num_old) & np.isnan(num_new)))
+        attrs = self.attrs
+        # cells with an object or attributes, before or after (few: strings, sparklines, errors)
+        special = {j for j, c in enumerate(cells) if c.obj is not None or c.attrs}
+        special.update(j for j, o in enumerate(self.obj[row, idx].tolist()) if o is not None)
+        if attrs:
+            special.update(j for j, v in enumerate(vs) if (row, v) in attrs)
+        obj = self.obj
+        for j in special:
+            if not diff[j]:
+                c = cells[j]
+                o = obj[row, vs[j]]
+                if not (o is c.obj or _eq(o, c.obj)) or attrs.get((row, vs[j])) != c.attrs:
+                    diff[j] = True
+        ch = np.flatnonzero(diff)
+        if not len(ch):
+            return []
+        at = idx[ch]
+        self.kind[row, at] = kind_new[ch]
+        self.num[row, at] = num_new[ch]
+        for j in special:
+            if diff[j]:
+                c = cells[j]
+                v = vs[j]
+                obj[row, v] = c.obj
+                if c.attrs:
+                    attrs[(row, v)] = c.attrs
+                else:
+                    attrs.pop((row, v), None)
+        return at.tolist()
 
     # -- reading cells -----------------------------------------------------------------------
     def cell_kind(self, row: int, col: int) -> int:
