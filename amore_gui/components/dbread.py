@@ -19,8 +19,10 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -343,13 +345,24 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
         res.seconds = time.perf_counter() - t0
         yield res
         return
+    # at most ``threads`` chunks read ahead of the one handed out: a chunk's arrays exist
+    # until it is merged, so this bounds the memory the load needs on top of the table
     with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-        futs = [ex.submit(_load_chunk, path, var_index, row_of, nvars, *c) for c in chunks]
-        futs[0].result().merge_into(data)
+        todo = iter(chunks)
+        futs = deque(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c)
+                     for c in islice(todo, max(1, threads)))
+
+        def next_result():
+            f = futs.popleft()
+            c = next(todo, None)
+            if c is not None:
+                futs.append(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c))
+            return f.result()
+        next_result().merge_into(data)
         res.seconds = time.perf_counter() - t0
         yield res
-        for f in futs[1:]:
-            yield f.result()
+        while futs:
+            yield next_result()
 
 
 def load_table(context_dir: str | Path, threads: int = 2) -> LoadResult:

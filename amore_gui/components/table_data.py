@@ -1,9 +1,9 @@
 """The run table as column arrays, with sorting and filtering (plain Python, no Qt).
 
 :class:`TableData` holds one row per run and one column per variable in numpy arrays: a 2-D
-``float64`` array of numeric values, a 2-D ``uint8`` array of value kinds (``K_*``), a 2-D object
-array for strings/sparkline bytes and a sparse dict of cell attributes (errors, bold,
-background). Thumbnails are not held: only their presence is (they are read lazily for the
+``float64`` array of numeric values, a 2-D ``uint8`` array of value kinds (``K_*``), object
+arrays for strings/sparkline bytes (:class:`ObjColumns`: only for the variables that have such
+values) and a sparse dict of cell attributes (errors, bold, background). Thumbnails are not held: only their presence is (they are read lazily for the
 visible cells). A one-run update (:class:`RunUpdate`) touches only that run's row.
 
 :class:`RowView` is the display order of rows (sorted, filtered). It is rebuilt only when the
@@ -164,6 +164,65 @@ def cell_from_stored(value, summary_type: str, attrs: dict | None) -> CellValue:
     return CellValue(k, math.nan, None, _attrs_used(attrs))
 
 
+class ObjColumns:
+    """The object cells of a :class:`TableData` (strings, sparkline bytes, arrays as text):
+    one ``object`` array of ``capacity`` rows per variable that holds any, nothing for the
+    others (most variables hold only numbers, and 8 bytes per cell of a 5,000 x 300 table are
+    12 MB). Indexed like a 2-D object array with one variable index: ``obj[row, v]`` (None if
+    empty), ``obj[rows, v]`` (``rows`` a slice or an index array), ``obj[row, v] = value``.
+    """
+
+    __slots__ = ("cols", "cap")
+
+    def __init__(self, capacity: int, nvars: int):
+        self.cap = capacity
+        self.cols: list[np.ndarray | None] = [None] * nvars
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.cap, len(self.cols)
+
+    def __getitem__(self, key):
+        rows, v = key
+        c = self.cols[v]
+        if c is None:
+            if isinstance(rows, (int, np.integer)):
+                return None
+            return np.empty(self.cap, object)[rows]
+        return c[rows]
+
+    def __setitem__(self, key, value) -> None:
+        rows, v = key
+        c = self.cols[v]
+        if c is None:
+            if value is None:
+                return
+            c = self.cols[v] = np.empty(self.cap, object)
+        c[rows] = value
+
+    def row_objects(self, row: int) -> dict[int, Any]:
+        """``variable index -> object`` of the non-empty object cells of one row."""
+        out = {}
+        for v, c in enumerate(self.cols):
+            if c is not None:
+                o = c[row]
+                if o is not None:
+                    out[v] = o
+        return out
+
+    def add_variable(self) -> None:
+        self.cols.append(None)
+
+    def grow(self, capacity: int) -> None:
+        """Room for ``capacity`` rows (new cells empty)."""
+        extra = capacity - self.cap
+        if extra <= 0:
+            return
+        self.cols = [None if c is None else np.concatenate([c, np.empty(extra, object)])
+                     for c in self.cols]
+        self.cap = capacity
+
+
 class TableData:
     """Column arrays of the run table of one context directory (see module docstring).
 
@@ -189,7 +248,7 @@ class TableData:
         self.included = np.ones(cap, bool)
         self.num = np.full((cap, nv), np.nan)
         self.kind = np.zeros((cap, nv), np.uint8)
-        self.obj = np.empty((cap, nv), object)
+        self.obj = ObjColumns(cap, nv)
         #: (row, variable index) -> attributes dict (only cells that have some)
         self.attrs: dict[tuple[int, int], dict] = {}
         #: (proposal, run) -> row
@@ -231,7 +290,7 @@ class TableData:
         self._key_index[col.key] = len(self.columns) - 1
         self.num = np.concatenate([self.num, np.full((cap, 1), np.nan)], axis=1)
         self.kind = np.concatenate([self.kind, np.zeros((cap, 1), np.uint8)], axis=1)
-        self.obj = np.concatenate([self.obj, np.empty((cap, 1), object)], axis=1)
+        self.obj.add_variable()
         return len(self.columns) - 1
 
     def _grow(self, need: int) -> None:
@@ -254,7 +313,7 @@ class TableData:
         self.comment += [None] * extra
         self.num = ext(self.num, np.nan)
         self.kind = ext(self.kind, 0)
-        self.obj = np.concatenate([self.obj, np.empty((extra, self.obj.shape[1]), object)])
+        self.obj.grow(new)
 
     def add_run(self, proposal: int, run: int) -> int:
         """Row of a run, appending an empty row (status pending) if it is new."""
@@ -364,14 +423,17 @@ class TableData:
         attrs = self.attrs
         # cells with an object or attributes, before or after (few: strings, sparklines, errors)
         special = {j for j, c in enumerate(cells) if c.obj is not None or c.attrs}
-        special.update(j for j, o in enumerate(self.obj[row, idx].tolist()) if o is not None)
+        old_objs = self.obj.row_objects(row)
+        if old_objs:
+            where = {v: j for j, v in enumerate(vs)}
+            special.update(where[v] for v in old_objs if v in where)
         if attrs:
             special.update(j for j, v in enumerate(vs) if (row, v) in attrs)
         obj = self.obj
         for j in special:
             if not diff[j]:
                 c = cells[j]
-                o = obj[row, vs[j]]
+                o = old_objs.get(vs[j])
                 if not (o is c.obj or _eq(o, c.obj)) or attrs.get((row, vs[j])) != c.attrs:
                     diff[j] = True
         ch = np.flatnonzero(diff)
