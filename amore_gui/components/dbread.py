@@ -179,10 +179,12 @@ _CHUNK_QUERY = sql.CHUNK_SQL
 
 
 def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
-                proposal: int | str, lo: int, hi: int) -> ValueChunk:
+                proposal: int | str, lo: int, hi: int, strings: dict | None = None) -> ValueChunk:
     """Values of runs ``lo..hi`` of one proposal in one scan, grouped per run: numbers as
     comma-separated text (parsed by numpy), the other cells (strings, sparklines as hex,
-    errors, which cells hold thumbnails, bold/background attributes) as a JSON array."""
+    errors, which cells hold thumbnails, bold/background attributes) as a JSON array.
+    ``strings``: text -> the one str object kept for it (shared by the chunks of a load)."""
+    strings = {} if strings is None else strings
     rows = np.array(sorted(row for (p, r), row in row_of.items()
                            if p == proposal and lo <= r <= hi), np.int64)
     local = {int(row): i for i, row in enumerate(rows)}
@@ -248,6 +250,8 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
                 else:
                     kind[i, v] = k
                     if k != K_THUMBNAIL and value is not None:
+                        if type(value) is str:      # one object per distinct text (samples...)
+                            value = strings.setdefault(value, value)
                         objs.append((i, v, value))
     finally:
         con.close()
@@ -347,16 +351,17 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
         return
     # at most ``threads`` chunks read ahead of the one handed out: a chunk's arrays exist
     # until it is merged, so this bounds the memory the load needs on top of the table
+    strings: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
         todo = iter(chunks)
-        futs = deque(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c)
+        futs = deque(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c, strings)
                      for c in islice(todo, max(1, threads)))
 
         def next_result():
             f = futs.popleft()
             c = next(todo, None)
             if c is not None:
-                futs.append(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c))
+                futs.append(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c, strings))
             return f.result()
         next_result().merge_into(data)
         res.seconds = time.perf_counter() - t0
