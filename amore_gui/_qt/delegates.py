@@ -2,7 +2,8 @@
 
 :class:`CellDelegate` paints variable cells straight from the model's column arrays: text with
 the number formatting of :mod:`amore_gui.components.formatting`, sparklines drawn with ``QPainter`` from the
-float32 bytes, thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
+float32 bytes (once per value and cell size, into a cached pixmap: an antialiased polyline is
+the slowest thing a repaint does), thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
 cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
 editable comment use the standard delegate behaviour.
 """
