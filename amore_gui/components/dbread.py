@@ -150,7 +150,7 @@ class ValueChunk:
     rows: np.ndarray                 # data rows, ascending
     num: np.ndarray                  # (len(rows), nvars) float64
     kind: np.ndarray                 # (len(rows), nvars) uint8
-    objs: list = field(default_factory=list)      # (i, v, value)
+    objs: dict = field(default_factory=dict)      # v -> ([i...], [value...])
     attrs: dict = field(default_factory=dict)     # (row, v) -> dict
     extra: list = field(default_factory=list)     # (row, name, CellValue): names without column
     max_timestamp: float = 0.0
@@ -162,8 +162,10 @@ class ValueChunk:
         data.kind[self.rows, :nv] = self.kind
         rows = self.rows
         obj = data.obj
-        for i, v, value in self.objs:
-            obj[rows[i], v] = value
+        for v, (ii, values) in self.objs.items():
+            arr = np.empty(len(values), object)
+            arr[:] = values                 # str/bytes from SQLite: one object per element
+            obj.set_many(rows[ii], v, arr)
         data.attrs.update(self.attrs)
         added = []
         for row, name, cell in self.extra:
@@ -191,6 +193,13 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
     ch = ValueChunk(rows, np.full((len(rows), nvars), np.nan), np.zeros((len(rows), nvars), np.uint8))
     num, kind = ch.num, ch.kind
     objs, attrs_of = ch.objs, ch.attrs
+
+    def add_obj(i, v, value):
+        o = objs.get(v)
+        if o is None:
+            o = objs[v] = ([], [])
+        o[0].append(i)
+        o[1].append(value)
     codes = KIND_CODE
     name_cache: dict[str, np.ndarray | None] = {}
     con = connect(path)
@@ -246,13 +255,13 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
                     cell = cell_from_stored(value, st, None)
                     kind[i, v], num[i, v] = cell.kind, cell.num
                     if cell.obj is not None:
-                        objs.append((i, v, cell.obj))
+                        add_obj(i, v, cell.obj)
                 else:
                     kind[i, v] = k
                     if k != K_THUMBNAIL and value is not None:
                         if type(value) is str:      # one object per distinct text (samples...)
                             value = strings.setdefault(value, value)
-                        objs.append((i, v, value))
+                        add_obj(i, v, value)
     finally:
         con.close()
     return ch
