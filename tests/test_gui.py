@@ -188,6 +188,38 @@ def test_live_update_by_watching_the_database(open_window, gui_ctx):
     assert cell(w, 5, "flaky", Qt.UserRole + 1) == K_ERROR
 
 
+def test_live_update_redraws_a_sparkline_with_the_new_trend(open_window, gui_ctx):
+    """A sparkline cell shows a run's new trend after a live update (sparklines are drawn
+    once per value into a cached pixmap: the cache must not show the old one)."""
+    from backend.store.writer import RunDB, StoredValue
+    w = open_window()
+    m = w.model
+    col = m.column_of("xgm_trend")
+
+    def slope_in_cell():
+        idx = m.index(m.view_row_of(GUI_PROPOSAL, 2), col)
+        w.table.scrollTo(idx)
+        qtbot_wait_until(lambda: not w.table.visualRect(idx).isEmpty())
+        img = w.table.viewport().grab(w.table.visualRect(idx)).toImage()
+        a = np.array([[img.pixelColor(x, y).getRgb()[:3] for x in range(img.width())]
+                      for y in range(img.height())], int)
+        line = (a[..., 2] - a[..., 0] > 60)           # the sparkline's blue
+        ys, xs = np.nonzero(line)
+        assert len(xs) > 10, "no sparkline drawn"
+        third = img.width() / 3
+        left, right = ys[xs < third].mean(), ys[xs > 2 * third].mean()
+        return "falling" if right > left + 3 else "rising" if left > right + 3 else "flat"
+
+    for trend, pts in (("falling", np.linspace(10, 0, 60)), ("rising", np.linspace(0, 10, 60))):
+        db = RunDB(gui_ctx["ctx"])
+        db.write_values(GUI_PROPOSAL, 2, {"xgm_trend": StoredValue(
+            pts.astype("<f4").tobytes(), "sparkline")})
+        db.close()
+        qtbot_wait_until(lambda: np.array_equal(
+            m.sparkline(m.data_obj.row_of[(GUI_PROPOSAL, 2)], col), pts.astype("<f4")))
+        assert slope_in_cell() == trend
+
+
 def test_comment_edit_seen_by_second_window(open_window, gui_ctx):
     from backend.store.writer import RunDB
     a = open_window()

@@ -2,7 +2,8 @@
 
 :class:`CellDelegate` paints variable cells straight from the model's column arrays: text with
 the number formatting of :mod:`amore_gui.components.formatting`, sparklines drawn with ``QPainter`` from the
-float32 bytes, thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
+float32 bytes (once per value and cell size, into a cached pixmap: an antialiased polyline is
+the slowest thing a repaint does), thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
 cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
 editable comment use the standard delegate behaviour.
 """
@@ -12,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 from PyQt5.QtCore import QPointF, QRect, QRectF, Qt, pyqtSignal, QObject
-from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPolygonF
+from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
 from PyQt5.QtWidgets import QStyle, QStyledItemDelegate
 
 from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
@@ -74,11 +75,17 @@ class CellDelegate(QStyledItemDelegate):
     """Paints variable cells from the model's arrays (see module docstring)."""
 
     PAD = 6
+    #: sparkline pixmaps kept (LRU; ~12 kB each at 100 x 30 px): a few screens of rows
+    SPARK_CACHE = 400
 
     def __init__(self, model_getter, thumbs: ThumbnailCache, parent=None):
         super().__init__(parent)
         self._model = model_getter
         self.thumbs = thumbs
+        #: (data row, column) -> (bytes object drawn, size, selected, dpr, QPixmap): a sparkline
+        #: is drawn (antialiased polyline, the slow part of a repaint) once per value and size;
+        #: a new value is a new bytes object, so identity tells when to draw again
+        self._sparks: OrderedDict = OrderedDict()
 
     def paint(self, painter: QPainter, option, index):
         model = self._model()
@@ -99,7 +106,8 @@ class CellDelegate(QStyledItemDelegate):
                 painter.fillRect(rect, bg)
         kind = d.cell_kind(row, col)
         if kind == K_SPARKLINE:
-            self._paint_sparkline(painter, rect, model.sparkline(row, col), selected, option)
+            self._paint_sparkline_cached(painter, rect, d.obj[row, col - NSTATIC], (row, col),
+                                         selected, option)
             return
         if kind == K_THUMBNAIL:
             prop = d.proposal[row]  # int, or str such as 'mx2532'
@@ -137,6 +145,37 @@ class CellDelegate(QStyledItemDelegate):
             text = fm.elidedText(text, Qt.ElideRight, r.width())
         painter.drawText(r, int(align), text)
         painter.restore()
+
+    def _paint_sparkline_cached(self, painter, rect: QRect, raw, key, selected, option):
+        """Paint a sparkline from a pixmap drawn once per (value, cell size, selection)."""
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            return
+        dev = painter.device()
+        dpr = dev.devicePixelRatioF() if dev is not None else 1.0
+        size = (rect.width(), rect.height())
+        hit = self._sparks.get(key)
+        if (hit is not None and hit[0] is raw and hit[1] == size and hit[2] == selected
+                and hit[3] == dpr):
+            self._sparks.move_to_end(key)
+            pm = hit[4]
+        else:
+            pm = QPixmap(max(1, int(round(size[0] * dpr))), max(1, int(round(size[1] * dpr))))
+            pm.setDevicePixelRatio(dpr)
+            pm.fill(Qt.transparent)
+            p = QPainter(pm)
+            try:
+                self._paint_sparkline(p, QRect(0, 0, size[0], size[1]),
+                                      np.frombuffer(raw, dtype="<f4"), selected, option)
+            finally:
+                p.end()
+            self._sparks[key] = (raw, size, selected, dpr, pm)
+            while len(self._sparks) > self.SPARK_CACHE:
+                self._sparks.popitem(last=False)
+        painter.drawPixmap(rect.topLeft(), pm)
+
+    def clear_sparklines(self) -> None:
+        """Forget the drawn sparklines (after the table was replaced)."""
+        self._sparks.clear()
 
     def _paint_sparkline(self, painter, rect: QRect, pts, selected, option):
         if pts is None or len(pts) < 2:

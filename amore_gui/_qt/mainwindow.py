@@ -393,6 +393,7 @@ class MainWindow(QMainWindow):
         self.session.table_loaded(res.metadata, data, res.seconds)
         sort_key, descending = self.session.sort
         self.thumbs.clear()
+        self.delegate.clear_sparklines()
         self.model.set_table(data, sort_key, descending)
         self._refresh_tags()
         self._apply_layout()

@@ -416,9 +416,10 @@ class RunTableModel(QAbstractTableModel):
         one row, makes them repaint the whole viewport - every pixel again over a remote X
         connection."""
         cols = sorted(changed) if changed else range(self.columnCount())
+        make, emit = self.createIndex, self.dataChanged.emit
         for c in cols:
-            idx = self.index(view_row, c)
-            self.dataChanged.emit(idx, idx)
+            idx = make(view_row, c)             # not index(): no rowCount/columnCount calls
+            emit(idx, idx)
 
     # -- helpers for plots/export ----------------------------------------------------------
     def visible_rows(self) -> np.ndarray:

@@ -19,8 +19,10 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +150,7 @@ class ValueChunk:
     rows: np.ndarray                 # data rows, ascending
     num: np.ndarray                  # (len(rows), nvars) float64
     kind: np.ndarray                 # (len(rows), nvars) uint8
-    objs: list = field(default_factory=list)      # (i, v, value)
+    objs: dict = field(default_factory=dict)      # v -> ([i...], [value...])
     attrs: dict = field(default_factory=dict)     # (row, v) -> dict
     extra: list = field(default_factory=list)     # (row, name, CellValue): names without column
     max_timestamp: float = 0.0
@@ -160,8 +162,10 @@ class ValueChunk:
         data.kind[self.rows, :nv] = self.kind
         rows = self.rows
         obj = data.obj
-        for i, v, value in self.objs:
-            obj[rows[i], v] = value
+        for v, (ii, values) in self.objs.items():
+            arr = np.empty(len(values), object)
+            arr[:] = values                 # str/bytes from SQLite: one object per element
+            obj.set_many(rows[ii], v, arr)
         data.attrs.update(self.attrs)
         added = []
         for row, name, cell in self.extra:
@@ -177,16 +181,25 @@ _CHUNK_QUERY = sql.CHUNK_SQL
 
 
 def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
-                proposal: int | str, lo: int, hi: int) -> ValueChunk:
+                proposal: int | str, lo: int, hi: int, strings: dict | None = None) -> ValueChunk:
     """Values of runs ``lo..hi`` of one proposal in one scan, grouped per run: numbers as
     comma-separated text (parsed by numpy), the other cells (strings, sparklines as hex,
-    errors, which cells hold thumbnails, bold/background attributes) as a JSON array."""
+    errors, which cells hold thumbnails, bold/background attributes) as a JSON array.
+    ``strings``: text -> the one str object kept for it (shared by the chunks of a load)."""
+    strings = {} if strings is None else strings
     rows = np.array(sorted(row for (p, r), row in row_of.items()
                            if p == proposal and lo <= r <= hi), np.int64)
     local = {int(row): i for i, row in enumerate(rows)}
     ch = ValueChunk(rows, np.full((len(rows), nvars), np.nan), np.zeros((len(rows), nvars), np.uint8))
     num, kind = ch.num, ch.kind
     objs, attrs_of = ch.objs, ch.attrs
+
+    def add_obj(i, v, value):
+        o = objs.get(v)
+        if o is None:
+            o = objs[v] = ([], [])
+        o[0].append(i)
+        o[1].append(value)
     codes = KIND_CODE
     name_cache: dict[str, np.ndarray | None] = {}
     con = connect(path)
@@ -242,11 +255,13 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
                     cell = cell_from_stored(value, st, None)
                     kind[i, v], num[i, v] = cell.kind, cell.num
                     if cell.obj is not None:
-                        objs.append((i, v, cell.obj))
+                        add_obj(i, v, cell.obj)
                 else:
                     kind[i, v] = k
                     if k != K_THUMBNAIL and value is not None:
-                        objs.append((i, v, value))
+                        if type(value) is str:      # one object per distinct text (samples...)
+                            value = strings.setdefault(value, value)
+                        add_obj(i, v, value)
     finally:
         con.close()
     return ch
@@ -343,13 +358,25 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
         res.seconds = time.perf_counter() - t0
         yield res
         return
+    # at most ``threads`` chunks read ahead of the one handed out: a chunk's arrays exist
+    # until it is merged, so this bounds the memory the load needs on top of the table
+    strings: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-        futs = [ex.submit(_load_chunk, path, var_index, row_of, nvars, *c) for c in chunks]
-        futs[0].result().merge_into(data)
+        todo = iter(chunks)
+        futs = deque(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c, strings)
+                     for c in islice(todo, max(1, threads)))
+
+        def next_result():
+            f = futs.popleft()
+            c = next(todo, None)
+            if c is not None:
+                futs.append(ex.submit(_load_chunk, path, var_index, row_of, nvars, *c, strings))
+            return f.result()
+        next_result().merge_into(data)
         res.seconds = time.perf_counter() - t0
         yield res
-        for f in futs[1:]:
-            yield f.result()
+        while futs:
+            yield next_result()
 
 
 def load_table(context_dir: str | Path, threads: int = 2) -> LoadResult:

@@ -141,6 +141,12 @@ class _Vec:
 
 
 _TEXT_KINDS = (K_STRING, K_COMPLEX, K_ARRAY)
+#: kind code -> is text / has no value (lookup tables: cheaper than np.isin, above all for the
+#: one-row evaluation of a live update)
+_IS_TEXT = np.zeros(256, bool)
+_IS_TEXT[list(_TEXT_KINDS)] = True
+_NO_VALUE = np.zeros(256, bool)
+_NO_VALUE[[K_MISSING, K_NONE, K_ERROR, K_SKIPPED]] = True
 
 
 def _column_getter(data: TableData, col: int) -> Callable[[TableData, np.ndarray | slice], _Vec]:
@@ -169,11 +175,11 @@ def _column_getter(data: TableData, col: int) -> Callable[[TableData, np.ndarray
         kinds = d.kind[:d.nrows, v][rows]
         isnum = (kinds == K_NUMBER) | (kinds == K_BOOL)
         num = np.where(isnum, d.num[:d.nrows, v][rows], np.nan)
-        istext = np.isin(kinds, _TEXT_KINDS)
+        istext = _IS_TEXT[kinds]
         text = None
         if istext.any():
             text = np.where(istext, d.obj[:d.nrows, v][rows], None)
-        has = ~np.isin(kinds, (K_MISSING, K_NONE, K_ERROR, K_SKIPPED))
+        has = ~_NO_VALUE[kinds]
         is_bool = bool(isnum.any()) and bool(np.all(kinds[isnum] == K_BOOL))
         return _Vec(num, text, has, kinds == K_ERROR, units, is_bool)
     return variable
