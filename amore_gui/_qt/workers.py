@@ -198,7 +198,10 @@ class UpdateThread(QThread):
                 reload = True
             elif kind == "comment_changed":
                 if data.get("run") is not None and data.get("proposal") is not None:
-                    key = (int(data["proposal"]), int(data["run"]))
+                    try:
+                        key = (int(data["proposal"]), int(data["run"]))
+                    except (TypeError, ValueError):
+                        continue
                     if key not in runs:
                         runs.append(key)
                 else:

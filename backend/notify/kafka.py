@@ -154,6 +154,9 @@ class UpdateConsumer:
     def __init__(self, config: Config, db_id: str):
         self.topic: str = config.update_topic(db_id)
         self._consumer = None
+        #: number of skipped malformed messages by kind of problem
+        self.skipped: dict[str, int] = {}
+        self._malformed_throttle = Throttle()
         broker = config.broker
         if broker is None:
             return
@@ -222,9 +225,15 @@ class UpdateConsumer:
                     continue
                 try:
                     out.append(parse_update_message(m.value()))
-                except MalformedEvent as e:
-                    log.warning("Skipping malformed update message on %s [%d] at offset %d: %s",
-                                m.topic(), m.partition(), m.offset(), e)
+                except Exception as e:  # whatever it is, it must not stop the ones behind it
+                    kind = e.kind if isinstance(e, MalformedEvent) else "unreadable"
+                    self.skipped[kind] = self.skipped.get(kind, 0) + 1
+                    ok, suppressed = self._malformed_throttle(kind)
+                    log.log(logging.WARNING if ok else logging.DEBUG,
+                            "Skipping malformed update message on %s [%d] at offset %d: %s%s",
+                            m.topic(), m.partition(), m.offset(), f"{e!s:.300}",
+                            f" ({suppressed} more of this kind skipped since the last report)"
+                            if ok and suppressed else "")
             if out or time.monotonic() >= deadline:
                 return out
 

@@ -198,14 +198,57 @@ class Listener:
                 if self.update_source == "none":
                     self.update_source = "watcher"
 
+    def record_event(self, level: str, source: str, message: str, run: int | None = None,
+                     details: dict | None = None) -> None:
+        """Add an entry to the event log; never raises (a full disk or a locked database is
+        logged instead)."""
+        try:
+            self.db.add_event(level, source, message, run=run, proposal=self.proposal,
+                              details=details)
+        except Exception as e:
+            log.warning("Could not write to the event log (%s): %s", e, message)
+
     def add_source(self, source) -> None:
         """Start a :class:`~backend.sources.base.RunSource`: each event it announces is recorded
-        (:meth:`handle_event`), then acknowledged to the source. An event that cannot be recorded
-        is not acknowledged, so a source that can deliver again does so after a restart."""
+        (:meth:`handle_event`), then acknowledged to the source.
+
+        While the database cannot be written for a reason that may pass (locked by another
+        process, disk full), recording is retried (logged; the source waits, so events stay in
+        order). An event that cannot be recorded for any other reason (a bug, a value the
+        database refuses) is logged, put in the event log and acknowledged: it is never retried
+        forever in front of the events behind it. An event interrupted by shutdown is not
+        acknowledged, so a source that can deliver again does so after a restart."""
+        from backend.kafkaclient import Throttle
+        from backend.store.writer import is_transient_db_error
+        throttle = Throttle(30.0)
+
         def on_event(ev: RunEvent, token) -> None:
-            self.handle_event(ev)
+            delay = 0.5
+            while True:
+                try:
+                    self.handle_event(ev)
+                    break
+                except Exception as e:
+                    if self._stop.is_set():
+                        raise
+                    if is_transient_db_error(e):
+                        ok, _ = throttle(("transient", type(e).__name__))
+                        log.log(logging.WARNING if ok else logging.DEBUG,
+                                "Run %d: cannot record it yet (%s); retrying", ev.run, e)
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, 10.0)
+                        continue
+                    log.exception("Run %d: cannot record %s; skipped", ev.run, ev)
+                    self.record_event("error", "listener",
+                                      f"Run {ev.run}: announcement could not be recorded "
+                                      f"({type(e).__name__}: {e!s:.200}); skipped",
+                                      details={"source": ev.source, "event": ev.event})
+                    break
             source.ack(token)
 
+        if hasattr(source, "on_problem"):
+            source.on_problem = lambda level, message, details: self.record_event(
+                level, "kafka", message, details=details)
         source.start(on_event)
         self.sources.append(source)
 

@@ -23,19 +23,32 @@ from backend.sources.base import MalformedEvent, RunEvent
 
 log = logging.getLogger(__name__)
 
+#: Largest proposal and run number accepted from a message (SQLite and every reader store them
+#: as 64-bit integers; real ones have at most 6 and 4 digits).
+MAX_NUMBER = 2**31 - 1
+#: Longest message value looked at, bytes. Facility events are a few hundred bytes.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
 def _as_int(msg: dict, key: str) -> int:
     if key not in msg:
-        raise MalformedEvent(f"missing field {key!r}")
+        raise MalformedEvent(f"missing field {key!r}", "missing field")
     v = msg[key]
     if isinstance(v, bool):
-        raise MalformedEvent(f"field {key!r} is not a number: {v!r}")
+        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
     if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.strip().isdigit():
-        return int(v.strip())
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    raise MalformedEvent(f"field {key!r} is not a number: {v!r}")
+        n = v
+    elif isinstance(v, str) and 0 < len(v.strip()) <= 18 and v.strip().isascii() \
+            and v.strip().isdigit():
+        n = int(v.strip())
+    elif isinstance(v, float) and v.is_integer():
+        n = int(v)
+    else:
+        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
+    if not 0 < n <= MAX_NUMBER:
+        raise MalformedEvent(f"field {key!r} out of range (1..{MAX_NUMBER}): {n!r:.40}",
+                             "out of range")
+    return n
 
 
 def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str], *,
@@ -45,29 +58,37 @@ def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str],
     ``event_kinds`` maps event names to ``"raw"``/``"proc"`` (configuration
     ``kafka.events``). Unknown events count as malformed for AMORE, so they are logged once.
 
-    Raises :class:`MalformedEvent` if the value is not a JSON object, lacks ``event``,
-    ``proposal`` or ``run``, has non-numeric ``proposal``/``run``, or names an unknown event.
+    Raises :class:`MalformedEvent` (with its ``kind``) for every value that is not a JSON object
+    of at most :data:`MAX_MESSAGE_BYTES` with a known ``event`` and ``proposal``/``run`` numbers
+    (ints or digit strings) in ``1..MAX_NUMBER``, whatever goes wrong while decoding it (deep
+    nesting, huge integers, binary data...). Nothing else is raised; the value is never
+    evaluated or unpickled.
     """
     if raw is None:
-        raise MalformedEvent("empty message")
+        raise MalformedEvent("empty message", "empty")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedEvent(f"message of {len(raw)} bytes (at most {MAX_MESSAGE_BYTES})",
+                             "too large")
     try:
         msg = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedEvent(f"not JSON: {e}") from None
+        raise MalformedEvent(f"not JSON: {e}", "not JSON") from None
+    except (ValueError, RecursionError, TypeError) as e:   # huge ints, deep nesting
+        raise MalformedEvent(f"not JSON AMORE can read: {type(e).__name__}: {e!s:.100}",
+                             "not JSON") from None
     if not isinstance(msg, dict):
-        raise MalformedEvent(f"not a JSON object: {type(msg).__name__}")
+        raise MalformedEvent(f"not a JSON object: {type(msg).__name__}", "not a JSON object")
     ev = msg.get("event")
+    if "event" not in msg:
+        raise MalformedEvent("missing field 'event'", "missing field")
     if not isinstance(ev, str):
-        raise MalformedEvent("missing field 'event'")
+        raise MalformedEvent(f"field 'event' is not a string: {ev!r:.80}", "wrong type")
     if ev not in event_kinds:
-        raise MalformedEvent(f"unknown event {ev!r}")
+        raise MalformedEvent(f"unknown event {ev!r:.80}", "unknown event")
     proposal = _as_int(msg, "proposal")
     run = _as_int(msg, "run")
-    if proposal <= 0 or run <= 0:
-        raise MalformedEvent(f"proposal and run must be positive, got {proposal}, {run}")
     return RunEvent(proposal=proposal, run=run, data=event_kinds[ev], source=source,
                     timestamp=time.time() if timestamp is None else timestamp, event=ev)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +161,12 @@ class FacilityEventSource:
         self._closed = False
         self._unknown_topics_logged: set[str] = set()
         self._msg_errors = Throttle()
+        self._malformed_throttle = Throttle()
+        #: number of skipped messages by kind of problem (see :class:`MalformedEvent`)
+        self.skipped: dict[str, int] = {}
+        #: ``on_problem(level, message, details)``: called (rate-limited, from the polling
+        #: thread) for problems people should see in the event log; set by the listener.
+        self.on_problem = None
 
         self._consumer = Consumer({
             **common_settings(broker, "event consumer", f"amore-listener-{db_id}"),
@@ -279,8 +306,11 @@ class FacilityEventSource:
                     ev = parse_facility_message(m.value(), self._kinds, source=source,
                                                 timestamp=record_time(m))
                 except MalformedEvent as e:
-                    log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s",
-                                topic, part, off, e)
+                    self._malformed(topic, part, off, e.kind, str(e))
+                    ev = None
+                except Exception as e:  # never let one message stop the ones behind it
+                    self._malformed(topic, part, off, "unreadable",
+                                    f"{type(e).__name__}: {e!s:.200}")
                     ev = None
                 pending = self._pending.setdefault(key, {})
                 if ev is not None and ev.proposal == self.proposal:
@@ -296,6 +326,29 @@ class FacilityEventSource:
             if advances:
                 self._commit(advances, asynchronous=True)
         return events
+
+    def _malformed(self, topic: str, part: int, off: int, kind: str, reason: str) -> None:
+        """Report a skipped message: WARNING with topic, partition and offset, at most once a
+        minute per kind of problem (the count of similar ones follows in the next report); the
+        same reports go to :attr:`on_problem` (the listener's event log)."""
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        ok, suppressed = self._malformed_throttle(kind)
+        if not ok:
+            log.debug("Skipping malformed facility message on %s [%d] at offset %d: %s",
+                      topic, part, off, reason)
+            return
+        more = f" ({suppressed} more of this kind skipped since the last report)" \
+            if suppressed else ""
+        log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s%s",
+                    topic, part, off, reason, more)
+        if self.on_problem is not None:
+            try:
+                self.on_problem("warning", f"Skipped a malformed facility message ({kind}): "
+                                f"{reason}{more}",
+                                {"topic": topic, "partition": part, "offset": off, "kind": kind,
+                                 "reason": reason, "suppressed_before": suppressed})
+            except Exception:
+                log.exception("Could not report a malformed message")
 
     def _message_error(self, msg, err: KafkaError):
         topic = msg.topic()

@@ -31,7 +31,9 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -47,7 +49,31 @@ from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F40
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 30.0
+#: Seconds one attempt to get the write lock waits inside SQLite before AMORE logs that it is
+#: still waiting and tries again.
+BUSY_TIMEOUT_S = 5.0
+#: Longest total wait for the write lock (another process holding a write transaction, e.g. a
+#: database browser) before a write gives up with ``OperationalError``.
+MAX_LOCK_WAIT_S = 1800.0
+#: Waits for the write lock at least this long are recorded in the event log.
+LOCK_REPORT_S = 2.0
+
+_lock_wait = threading.local()
+
+
+def _is_busy(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def is_transient_db_error(e: BaseException) -> bool:
+    """True for database errors that may go away by themselves (a lock held too long, a full
+    disk, an I/O error), as opposed to bugs or bad data: callers may retry later."""
+    if not isinstance(e, (sa.exc.OperationalError, sqlite3.OperationalError)):
+        return False
+    text = str(e).lower()
+    return any(w in text for w in ("locked", "busy", "full", "disk i/o", "unable to open",
+                                   "readonly"))
 
 class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
@@ -81,8 +107,21 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
     def _on_begin(conn):
         if conn.get_execution_options().get("readonly"):
             conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # Another process may hold the write lock for long (a database browser with an open
+        # transaction): wait for it as long as MAX_LOCK_WAIT_S, saying so every few seconds.
+        t0 = time.monotonic()
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                break
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as e:
+                waited = time.monotonic() - t0
+                if not _is_busy(e) or waited > MAX_LOCK_WAIT_S:
+                    raise
+                log.warning("%s is locked by another process; waiting to write "
+                            "(%.0f s so far)", path, waited)
+        _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0) + time.monotonic() - t0
 
     return engine
 
@@ -119,12 +158,36 @@ class RunDB:
 
     def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
         self.path = db_path(context_dir)
+        self._reporting_wait = False
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
         if _current_revision(self.path) != SCHEMA_HEAD:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
+
+    @contextmanager
+    def _begin(self):
+        """A write transaction. It waits for another process's write lock (up to
+        :data:`MAX_LOCK_WAIT_S`); a wait of :data:`LOCK_REPORT_S` or more is recorded in the
+        event log once the transaction is done."""
+        _lock_wait.seconds = 0.0
+        with self.engine.begin() as conn:
+            yield conn
+        waited, _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0), 0.0
+        if waited >= LOCK_REPORT_S and not self._reporting_wait:
+            self._reporting_wait = True
+            try:
+                log.warning("Waited %.1f s for %s: another process held a write lock",
+                            waited, self.path.name)
+                self.add_event(EventLevel.WARNING, "database",
+                               f"Waited {waited:.0f} s to write to {self.path.name}: another "
+                               f"process held a write lock; nothing was lost",
+                               details={"seconds": round(waited, 1)})
+            except Exception as e:
+                log.warning("Could not record the wait in the event log: %s", e)
+            finally:
+                self._reporting_wait = False
 
     @classmethod
     def create(cls, context_dir: str | os.PathLike, proposal: int | None = None) -> "RunDB":
@@ -135,7 +198,7 @@ class RunDB:
         path = db_path(context_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(context_dir, _create=True)
-        with db.engine.begin() as conn:
+        with db._begin() as conn:
             existing = dict(conn.execute(sa.select(metadata_table.c.key, metadata_table.c.value)).all())
             if "db_id" not in existing:
                 conn.execute(metadata_table.insert().values(key="db_id", value=uuid.uuid4().hex))
@@ -154,7 +217,7 @@ class RunDB:
         return default if v is None else v
 
     def set_metadata(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(sa.text("INSERT INTO metadata(key, value) VALUES (:k, :v) "
                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
                          {"k": key, "v": value})
@@ -178,7 +241,7 @@ class RunDB:
         Returns True if the run was new.
         """
         now = time.time() if added_at is None else added_at
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(sa.text(
                 "INSERT INTO runs(proposal, run, start_time, added_at, status) "
                 "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
@@ -195,7 +258,7 @@ class RunDB:
         """Set a run's processing status (one of :data:`RUN_STATUSES`) and message."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO runs(proposal, run, start_time, added_at, status, status_message) "
                 "VALUES (:p, :r, :s, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
@@ -207,7 +270,7 @@ class RunDB:
     def set_comment(self, proposal: int, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
         self.ensure_run(proposal, run)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(runs_table.update()
                          .where(runs_table.c.proposal == proposal, runs_table.c.run == run)
                          .values(comment=text or None))
@@ -245,7 +308,7 @@ class RunDB:
         gone = [n for n in delete_missing if n not in values]
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                with self._begin() as conn:
                     conn.execute(sa.text(
                         "INSERT INTO runs(proposal, run, start_time, added_at, status) "
                         "VALUES (:p, :r, :s, :a, 'pending') ON CONFLICT(proposal, run) DO NOTHING"),
@@ -300,7 +363,7 @@ class RunDB:
     def set_variables(self, variables: Iterable[VariableInfo]) -> bool:
         """Replace the stored variable definitions; returns True if anything changed."""
         new = {v.name: v.row() for v in variables}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             old = {r["name"]: dict(r) for r in conn.execute(sa.select(variables_table)).mappings()}
             if old == new:
                 return False
@@ -321,7 +384,7 @@ class RunDB:
     def add_comment(self, text: str, author: str | None = None, timestamp: float | None = None,
                     proposal: int | None = None, run: int | None = None) -> int:
         """Add a standalone timestamped comment; returns its id."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(comments_table.insert().values(
                 text=text, author=author, timestamp=time.time() if timestamp is None else timestamp,
                 proposal=proposal, run=run))
@@ -344,7 +407,7 @@ class RunDB:
         traceback...). Raises ``ValueError`` for an unknown level.
         """
         level = EventLevel(level).value
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(events_table.insert().values(
                 timestamp=time.time() if timestamp is None else timestamp, level=level,
                 source=source, proposal=proposal, run=run, message=message,

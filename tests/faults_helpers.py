@@ -1,0 +1,349 @@
+"""Fault injection helpers shared by ``tests/test_faults_*.py`` and ``benchmarks/faults.py``.
+
+Real faults, no mocks of the thing that fails:
+
+* :class:`TcpProxy` - a threaded TCP proxy in front of the broker that can be stopped (every
+  connection cut, new ones refused) and started again on the same port;
+* :class:`KafkaBackend` - ``amore-proto listen DIR`` as a process reading the facility topics of
+  a real broker, which can be SIGKILLed and restarted;
+* :func:`poison_messages` - the kinds of bad input a topic may carry;
+* :func:`tmpfs` - a size-limited tmpfs (real ENOSPC);
+* :func:`hold_write_lock` - another process holding a write transaction on ``runs.sqlite``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+PROPOSAL = 2832
+
+#: A context file with cheap variables on real run files.
+SIMPLE_CONTEXT = textwrap.dedent("""
+    from amore.context import Variable
+
+    @Variable(title="Trains")
+    def n_trains(run):
+        return len(run.train_ids)
+
+    @Variable(title="Run number")
+    def run_no(run, run_nr: "meta#run_number"):
+        return run_nr
+""")
+
+
+def amore_cmd(*args):
+    return [sys.executable, "-m", "amore.cli", *map(str, args)]
+
+
+def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A TCP proxy that can be cut
+
+class TcpProxy:
+    """Forwards ``127.0.0.1:<port>`` to ``target`` (``host:port``). :meth:`stop` closes the
+    listening socket and every open connection (the network is down: connections reset, new
+    ones refused); :meth:`start` listens again on the same port."""
+
+    def __init__(self, target: str, port: int = 0):
+        host, _, p = target.rpartition(":")
+        self.target = (host, int(p))
+        self.port = port
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.cuts = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "TcpProxy":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        self.port = s.getsockname()[1]
+        s.listen(64)
+        self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        return self
+
+    def _accept(self, s):
+        while True:
+            try:
+                client, _ = s.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not s:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(1 << 16)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                with contextlib.suppress(OSError):
+                    x.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        with self._lock:
+            s, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if s is not None:
+            s.close()
+            self.cuts += 1
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                c.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend reading a real broker
+
+def kafka_toml(tag: str, jobs: int = 2, extra: str = "") -> str:
+    """amore.toml of a backend reading the facility topics ``r2d2-<tag>`` and
+    ``corrections-<tag>`` in its own consumer group, updates on ``amore.<tag>-<db_id>``."""
+    return textwrap.dedent(f"""
+        [kafka]
+        event_topics = ["r2d2-{tag}", "corrections-{tag}"]
+        consumer_group = "amore-{tag}-{{db_id}}"
+        update_topic = "amore.{tag}-{{db_id}}"
+        connect_timeout = 5.0
+        auto_offset_reset = "earliest"
+
+        [watch]
+        enabled = false
+
+        [processing]
+        jobs = {jobs}
+    """) + extra
+
+
+class KafkaBackend:
+    """``amore-proto listen DIR`` with ``AMORE_BROKER=broker``, in its own process group."""
+
+    def __init__(self, ctx_dir: Path, broker: str, ready_timeout: float = 60.0):
+        self.dir = Path(ctx_dir)
+        self.broker = broker
+        self.log = self.dir / "amore.log"
+        self.proc: subprocess.Popen | None = None
+        self.kills = 0
+        self.start(ready_timeout)
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        env = dict(os.environ, AMORE_BROKER=self.broker)
+        n_ready = self.log.read_text().count(" Ready") if self.log.exists() else 0
+        self.out = open(self.dir / f"stdout-{uuid.uuid4().hex[:6]}.txt", "wb")
+        self.proc = subprocess.Popen(amore_cmd("listen", self.dir), stdout=self.out,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        wait_for(lambda: self.log.exists() and self.log.read_text().count(" Ready") > n_ready
+                 or self.proc.poll() is not None, ready_timeout, what="backend ready")
+        assert self.proc.poll() is None, f"backend exited with {self.proc.returncode}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the backend process only (its workers notice and exit by themselves)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                raise
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def facility_msg(run, event="migration_complete", proposal=PROPOSAL, **extra) -> bytes:
+    msg = {"event": event, "proposal": proposal, "run": run,
+           "path": f"/gpfs/exfel/exp/MID/202201/p{proposal:06d}/raw/r{run}",
+           "instrument": "MID", "cycle": "202201", **extra}
+    return json.dumps(msg).encode()
+
+
+def make_producer(broker: str):
+    from confluent_kafka import Producer
+    return Producer({"bootstrap.servers": broker, "linger.ms": 5, "log_level": 0,
+                     "message.max.bytes": 20_000_000, "message.timeout.ms": 60000,
+                     "error_cb": lambda err: None})
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+class Booby:
+    """Unpickling this creates the file ``path`` (proof that something unpickled input)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def poison_messages(marker: str, big: bool = True) -> list[tuple[str, bytes | None]]:
+    """One of each kind of bad facility message: ``[(label, value), ...]``. Unpickling the
+    pickled one creates the file ``marker``."""
+    ok = {"event": "migration_complete", "proposal": PROPOSAL}
+    out = [
+        ("not JSON", b"this is not JSON {"),
+        ("binary", bytes(range(256)) * 4),
+        ("pickled object", pickle.dumps(Booby(marker))),
+        ("not an object", b"[1, 2, 3]"),
+        ("null", b"null"),
+        ("empty", b""),
+        ("tombstone", None),
+        ("wrong types", json.dumps({"event": 5, "proposal": [1], "run": {"a": 1}}).encode()),
+        ("bool run", json.dumps({**ok, "run": True}).encode()),
+        ("list run", json.dumps({**ok, "run": [3]}).encode()),
+        ("negative run", json.dumps({**ok, "run": -3}).encode()),
+        ("zero run", json.dumps({**ok, "run": 0}).encode()),
+        ("enormous run", json.dumps({**ok, "run": 10**30}).encode()),
+        ("enormous float run", json.dumps({**ok, "run": 1e300}).encode()),
+        ("huge integer literal", b'{"event": "migration_complete", "proposal": 2832, "run": '
+         + b"9" * 5000 + b"}"),
+        ("NaN run", b'{"event": "migration_complete", "proposal": 2832, "run": NaN}'),
+        ("negative proposal", json.dumps({**ok, "proposal": -PROPOSAL, "run": 3}).encode()),
+        ("SQL in run", json.dumps({**ok, "run": "1; DROP TABLE runs; --"}).encode()),
+        ("quotes in proposal", json.dumps({**ok, "proposal": "2832' OR '1'='1",
+                                           "run": 3}).encode()),
+        ("unicode digits", json.dumps({**ok, "run": "\u0663"}).encode()),
+        ("unknown event", json.dumps({**ok, "event": "run_deleted", "run": 3}).encode()),
+        ("event not a string", json.dumps({**ok, "event": None, "run": 3}).encode()),
+        ("missing run", json.dumps(ok).encode()),
+        ("missing proposal", json.dumps({"event": "migration_complete", "run": 3}).encode()),
+        ("missing event", json.dumps({"proposal": PROPOSAL, "run": 3}).encode()),
+        ("empty object", b"{}"),
+        ("deep nesting", b"[" * 200_000 + b"]" * 200_000),
+        ("invalid UTF-8", b'{"event": "migration_complete", "run": "\xff\xfe"}'),
+    ]
+    if big:
+        out.append(("10 MB payload", b'{"event": "migration_complete", "proposal": 2832, '
+                    b'"run": 4, "pad": "' + b"x" * 10_000_000 + b'"}'))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk full, locked database
+
+def can_mount_tmpfs(probe_dir: Path) -> str | None:
+    """None if a tmpfs can be mounted here, else the reason it cannot."""
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe_dir)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        return f"cannot mount a tmpfs: {r.stderr.strip() or r.returncode}"
+    subprocess.run(["umount", str(probe_dir)], check=True)
+    return None
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "20m"):
+    """Mount a tmpfs of ``size`` on ``path`` for the duration of the block."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(directory: Path, leave_bytes: int = 0) -> Path:
+    """Write a file into ``directory`` until the file system is full (minus ``leave_bytes``
+    if > 0). Returns the filler's path; delete it to free the space."""
+    filler = directory / "filler.bin"
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize - leave_bytes
+    with open(filler, "wb") as f:
+        chunk = b"\0" * (1 << 20)
+        try:
+            while free > 0:
+                n = min(len(chunk), free)
+                f.write(chunk[:n])
+                free -= n
+            if leave_bytes <= 0:
+                while True:
+                    f.write(chunk[:4096])
+                    f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sqlite3, sys, time
+    con = sqlite3.connect(sys.argv[1], isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("INSERT INTO metadata(key, value) VALUES ('held_by_test', '1') "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.execute("ROLLBACK")
+""")
+
+
+def hold_write_lock(db_file: Path, seconds: float) -> subprocess.Popen:
+    """Start a process that holds a write transaction on ``db_file`` for ``seconds``; returns
+    once the lock is held."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db_file), str(seconds)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
