@@ -41,6 +41,7 @@ class Worker:
         self.ctx = None
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
+        self.memory_limit_mb = 0.0  # address-space limit (RLIMIT_AS) of this process, MB
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
 
     def _ensure_context(self) -> None:
@@ -120,6 +121,11 @@ class Worker:
                 continue
             if not res.ok:
                 attrs = {"error": res.error, "error_type": res.error_type}
+                if res.error_type == "MemoryError":
+                    limit = f" of {self.memory_limit_mb:.0f} MB ([processing] " \
+                            f"worker_memory_mb)" if self.memory_limit_mb else ""
+                    attrs["error"] = f"out of memory: the variable needed more than the " \
+                                     f"worker's limit{limit}" + (f" ({res.error})" if res.error else "")
                 if res.line:
                     attrs["line"] = res.line
                 if res.traceback:
@@ -153,6 +159,83 @@ class Worker:
                             "store": t_end - t_vars}}
 
 
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every living descendant of ``root`` (from /proc; [] where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..."; comm may contain spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(e))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_leftover_processes() -> int:
+    """Kill every process the context file started and left behind (forked children, spawned
+    programs, daemons that detached with setsid: as a child subreaper the worker inherits those)
+    and reap them. Returns how many were killed."""
+    import signal
+    pids = _descendants(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if not _descendants(os.getpid()):
+                break
+            time.sleep(0.01)
+    if pids:
+        print(f"AMORE: killed {len(pids)} process(es) the context file left running",
+              file=sys.stderr)
+    return len(pids)
+
+
+def apply_memory_limit(megabytes: float) -> None:
+    """Limit this process's address space (RLIMIT_AS) to ``megabytes`` MB (<= 0: no limit).
+    Allocations beyond it raise MemoryError in the variable that makes them."""
+    if megabytes and megabytes > 0:
+        import resource
+        limit = int(megabytes * 2**20)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def _release_memory() -> None:
     """After a run: close figures, collect garbage and hand freed heap pages back to the OS
     (glibc keeps them otherwise, and a long-lived worker's RSS would only grow)."""
@@ -167,6 +250,21 @@ def _release_memory() -> None:
         pass
 
 
+def _watch_parent() -> None:
+    """Exit when the backend that started this worker is gone (killed with SIGKILL, its pipes
+    may stay open in children): checked every second in a daemon thread."""
+    import threading
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                kill_leftover_processes()
+                os._exit(3)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     context_dir = Path(argv[0]) if argv else Path.cwd()
@@ -178,6 +276,10 @@ def main(argv=None):
     px = int(os.environ.get("AMORE_THUMBNAIL_PX", "150"))
     npts = int(os.environ.get("AMORE_SPARKLINE_POINTS", "100"))
     worker = Worker(context_dir, px, npts)
+    # Processes the context file leaves behind are reparented to this worker (not to init), so
+    # they can be cleaned up after each run.
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _watch_parent()
     mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
@@ -188,6 +290,8 @@ def main(argv=None):
     import h5py  # noqa: F401
     import xarray  # noqa: F401
     from backend.ctxrunner import results  # noqa: F401
+    worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
+    apply_memory_limit(worker.memory_limit_mb)
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -210,6 +314,8 @@ def main(argv=None):
         out["id"] = req.get("id") if isinstance(req, dict) else None
         reply.write(json.dumps(out, default=str) + "\n")
         reply.flush()
+        if req.get("op") == "run":
+            kill_leftover_processes()
         _release_memory()  # after the reply: not on the run's critical path
 
 

@@ -59,6 +59,8 @@ class WorkerProcess:
         env["AMORE_SPARKLINE_POINTS"] = str(self.config["processing"]["sparkline_points"])
         if self.config.data_root:
             env["EXTRA_DATA_DATA_ROOT"] = str(self.config.data_root)
+        env["AMORE_MEMORY_LIMIT_MB"] = str(float(
+            self.config["processing"].get("worker_memory_mb") or 0))
         env.pop("AMORE_MYMDC", None)
         try:
             from backend.ctxrunner.mymdc import MetadataError, resolve_config
@@ -78,10 +80,40 @@ class WorkerProcess:
                          name=f"worker{self.index}-stderr", daemon=True).start()
         log.debug("Started context worker %d (PID %d, %s)", self.index, self.proc.pid, python)
 
-    @staticmethod
-    def _pump_stderr(proc, wlog):
-        for line in iter(proc.stderr.readline, b""):
-            wlog.info("%s", line.decode("utf-8", "replace").rstrip())
+    #: Longest line of worker output logged (longer ones are cut), characters.
+    MAX_LINE = 2000
+    #: At most this many lines of worker output are logged per :data:`OUTPUT_WINDOW` seconds;
+    #: the rest are counted and the count is logged.
+    MAX_LINES = 200
+    OUTPUT_WINDOW = 10.0
+
+    @classmethod
+    def _pump_stderr(cls, proc, wlog):
+        """Log what the worker (user code) prints, without letting megabytes of output fill the
+        log or the memory: long lines are cut, floods are counted, not logged."""
+        window_start, n, dropped = time.monotonic(), 0, 0
+        while True:
+            line = proc.stderr.readline(1 << 16)
+            if not line:
+                break
+            now = time.monotonic()
+            if now - window_start >= cls.OUTPUT_WINDOW:
+                if dropped:
+                    wlog.warning("(%d more lines of output not logged)", dropped)
+                window_start, n, dropped = now, 0, 0
+            if n >= cls.MAX_LINES:
+                if not dropped:
+                    wlog.warning("(output flood: further lines are not logged for %.0f s)",
+                                 cls.OUTPUT_WINDOW - (now - window_start))
+                dropped += 1
+                continue
+            n += 1
+            text = line.decode("utf-8", "replace").rstrip()
+            if len(text) > cls.MAX_LINE:
+                text = text[:cls.MAX_LINE] + f"... [cut at {cls.MAX_LINE} characters]"
+            wlog.info("%s", text)
+        if dropped:
+            wlog.warning("(%d more lines of output not logged)", dropped)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -109,7 +141,9 @@ class WorkerProcess:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if wait is not None and wait == 0.0:
                     self.kill()
-                    raise WorkerDied(f"no answer within {timeout:.0f} s; worker killed")
+                    raise WorkerDied(f"timed out: no result within {timeout:g} s "
+                                     f"([processing] run_timeout); its worker process was "
+                                     f"killed")
                 if not sel.select(wait):
                     continue
                 chunk = os.read(fd, 1 << 20)
@@ -117,7 +151,13 @@ class WorkerProcess:
                     raise WorkerDied(self._death_reason())
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+            if not isinstance(reply, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:   # something wrote into the reply channel
+            self.kill()
+            raise WorkerDied(f"the worker's reply could not be read ({e}); worker restarted")
         return reply
 
     def _death_reason(self) -> str:
@@ -131,15 +171,33 @@ class WorkerProcess:
                 name = signal.Signals(-rc).name
             except ValueError:
                 name = str(-rc)
-            return f"context worker process was killed by {name}"
+            why = {"SIGSEGV": "a crash in native code (segmentation fault)",
+                   "SIGBUS": "a crash in native code (bus error)",
+                   "SIGABRT": "an abort in native code",
+                   "SIGILL": "a crash in native code (illegal instruction)",
+                   "SIGFPE": "a crash in native code (arithmetic error)",
+                   "SIGKILL": "killed (out of memory, or by someone)"}.get(name)
+            return f"context worker process was killed by {name}" + (f": {why}" if why else "")
         return f"context worker process exited with code {rc}"
 
     def kill(self) -> None:
+        """Kill the worker, its process group and every process it started (also those that
+        left the group with setsid)."""
         if self.proc and self.proc.poll() is None:
+            import psutil
+            try:
+                tree = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                tree = []
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for p in tree:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
             self.proc.wait()
 
     def stop(self, timeout: float = 2.0) -> None:
