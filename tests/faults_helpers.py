@@ -172,7 +172,9 @@ class KafkaBackend:
     def start(self, ready_timeout: float = 60.0) -> None:
         env = dict(os.environ, AMORE_BROKER=self.broker)
         n_ready = self.log.read_text().count(" Ready") if self.log.exists() else 0
-        self.out = open(self.dir / f"stdout-{uuid.uuid4().hex[:6]}.txt", "wb")
+        import tempfile
+        fd, self.out_path = tempfile.mkstemp(prefix="amore-backend-", suffix=".txt")
+        self.out = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(amore_cmd("listen", self.dir), stdout=self.out,
                                      stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_for(lambda: self.log.exists() and self.log.read_text().count(" Ready") > n_ready
@@ -206,6 +208,10 @@ class KafkaBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def out_text(self) -> str:
+        """What the backend printed (stdout and stderr; kept outside the context directory)."""
+        return Path(self.out_path).read_text(errors="replace")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -307,24 +313,23 @@ def tmpfs(path: Path, size: str = "20m"):
 
 
 def fill_disk(directory: Path, leave_bytes: int = 0) -> Path:
-    """Write a file into ``directory`` until the file system is full (minus ``leave_bytes``
-    if > 0). Returns the filler's path; delete it to free the space."""
-    filler = directory / "filler.bin"
+    """Write a file into ``directory`` until the file system is full, or has only
+    ``leave_bytes`` free if > 0. Returns the filler's path; delete it to free the space."""
+    filler = directory / f"filler-{uuid.uuid4().hex[:6]}.bin"
     st = os.statvfs(directory)
     free = st.f_bavail * st.f_frsize - leave_bytes
-    with open(filler, "wb") as f:
-        chunk = b"\0" * (1 << 20)
-        try:
-            while free > 0:
-                n = min(len(chunk), free)
-                f.write(chunk[:n])
-                free -= n
-            if leave_bytes <= 0:
-                while True:
-                    f.write(chunk[:4096])
-                    f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    chunk = b"\0" * (1 << 20)
+    try:
+        while free > 0:
+            free -= os.write(fd, chunk[:min(len(chunk), free)])
+        if leave_bytes <= 0:
+            while True:
+                os.write(fd, chunk[:4096])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return filler
 
 

@@ -80,18 +80,21 @@ class Worker:
         import extra_data
         from extra_data.read_machinery import find_proposal
         try:
+            prop_path = find_proposal(f"p{proposal:06d}")
+        except Exception:
+            prop_path = ""
+        try:
             run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
         except FileNotFoundError as e:
             return {"ok": False, "kind": "missing_run", "error": f"Run {run} of proposal {proposal} "
                                                                  f"not found: {e}"}
         except Exception as e:
+            damaged = damaged_files(prop_path, run, set())
+            why = f": {_describe_damage(damaged)}" if damaged else ""
             return {"ok": False, "kind": "missing_run",
-                    "error": f"Cannot open run {run} of proposal {proposal}: {type(e).__name__}: {e}"}
+                    "error": f"Cannot open run {run} of proposal {proposal}: "
+                             f"{type(e).__name__}: {e}{why}"}
         t_open = time.perf_counter()
-        try:
-            prop_path = find_proposal(f"p{proposal:06d}")
-        except Exception:
-            prop_path = ""
         has_proc = bool(prop_path) and (Path(prop_path) / "proc" / f"r{run:04d}").is_dir()
         if data == "all" and not has_proc:
             data = "raw"  # proc variables wait for their data
@@ -141,11 +144,22 @@ class Worker:
                 values[name] = StoredValue(None, "error", {"error": str(e),
                                                            "error_type": type(e).__name__})
             values[name].attributes["seconds"] = round(res.seconds, 4)
+        if any(v.summary_type == "error" for v in values.values()):
+            # Say which files of the run could not be read (extra-data skips them silently).
+            opened = {Path(f.filename).name for f in getattr(run_dc, "files", [])}
+            damaged = damaged_files(prop_path, run, opened)
+            if damaged:
+                note = f" (this run has damaged or unreadable files: {_describe_damage(damaged)})"
+                for v in values.values():
+                    if v.summary_type == "error":
+                        v.attributes["error"] = (v.attributes.get("error") or "") + note
+                        v.attributes["damaged_files"] = damaged
         h5_error = None
         try:
             store_errors = write_run_file(h5_path(self.context_dir, proposal, run), to_store) if to_store else {}
         except OSError as e:  # e.g. a full disk: the table values are still worth keeping
-            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {e}"
+            reason = os.strerror(e.errno) if e.errno else (str(e).splitlines() or [""])[0]
+            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {reason}"
             store_errors = {}
             for name in to_store:
                 values[name].attributes["storage_error"] = h5_error
@@ -157,6 +171,40 @@ class Worker:
                 "start_time": start_time, "data": data, "storage_error": h5_error,
                 "timings": {"open": t_open - t0, "variables": t_vars - t_open,
                             "store": t_end - t_vars}}
+
+
+def damaged_files(proposal_path, run: int, opened: set[str]) -> dict[str, str]:
+    """Files of run ``run`` (``raw/`` and ``proc/`` of ``proposal_path``) that are not among
+    ``opened`` (file names) and cannot be read as HDF5: ``{name: reason}`` (truncated file,
+    bad superblock, not a regular file, permission denied...)."""
+    import h5py
+    out = {}
+    if not proposal_path:
+        return out
+    for kind in ("raw", "proc"):
+        d = Path(proposal_path) / kind / f"r{run:04d}"
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for f in entries:
+            if f.suffix != ".h5" or f.name in opened:
+                continue
+            if not f.is_file():
+                out[f.name] = "not a regular file" + (" (a directory)" if f.is_dir() else "")
+                continue
+            try:
+                with h5py.File(f, "r"):
+                    pass
+            except Exception as e:
+                out[f.name] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
+def _describe_damage(damaged: dict[str, str], most: int = 5) -> str:
+    items = [f"{n} ({why})" for n, why in list(damaged.items())[:most]]
+    more = f" and {len(damaged) - most} more" if len(damaged) > most else ""
+    return "; ".join(items) + more
 
 
 def _prctl(option: int, arg: int) -> bool:

@@ -293,6 +293,15 @@ class RunProcessor:
         self.variables: list[VariableInfo] = []
         #: Set when the backend shuts down: runs whose worker is killed stay pending.
         self.stopping = False
+        #: ``(proposal, run)`` whose values could not be stored for a reason that may pass
+        #: (disk full, database locked too long); the listener processes them again later.
+        self.deferred: set[tuple[int, int]] = set()
+
+    def take_deferred(self) -> list[tuple[int, int]]:
+        """The runs to process again (see :attr:`deferred`); the set is emptied."""
+        with self._lock:
+            out, self.deferred = sorted(self.deferred), set()
+        return out
 
     def load_context(self) -> str | None:
         """(Re)load the context file in a worker; store its variables. Returns the error text
@@ -316,6 +325,21 @@ class RunProcessor:
         except Exception as e:
             log.error("Run %d: could not record status %s: %s", run, status, e)
 
+    def _status_or_defer(self, proposal, run, status, message) -> bool:
+        """Record a run's status; if the database cannot be written for a reason that may pass
+        (disk full...), log it, remember the run for a later retry and return False."""
+        from backend.store.writer import is_transient_db_error
+        try:
+            self.db.set_run_status(proposal, run, status, message)
+            return True
+        except Exception as e:
+            if not is_transient_db_error(e):
+                raise
+            log.error("Run %d: could not record status %s: %s; retried later", run, status, e)
+            with self._lock:
+                self.deferred.add((proposal, run))
+            return False
+
     def busy(self) -> bool:
         """True while any run is being processed."""
         with self._lock:
@@ -333,7 +357,9 @@ class RunProcessor:
         """
         t0 = time.perf_counter()
         with self._run_lock(proposal, run):
-            self.db.set_run_status(proposal, run, "processing")
+            if not self._status_or_defer(proposal, run, "processing", None):
+                return RunOutcome(proposal, run, "failed", "the database cannot be written",
+                                  seconds=time.perf_counter() - t0)
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
                                                 "status": "processing"})
             timeout = float(self.config["processing"]["run_timeout"])
@@ -356,6 +382,10 @@ class RunProcessor:
                 except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
                     log.error("Run %d: could not store values in the database: %s", run, e)
                     self._try_status(proposal, run, "failed", f"could not store values: {e}")
+                    from backend.store.writer import is_transient_db_error
+                    if is_transient_db_error(e):
+                        with self._lock:
+                            self.deferred.add((proposal, run))
                     return RunOutcome(proposal, run, "failed", str(e),
                                       seconds=time.perf_counter() - t0)
                 outcome = RunOutcome(proposal, run, "done", msg, sorted(values), n_err)
@@ -367,18 +397,18 @@ class RunProcessor:
             elif reply.get("kind") == "context":
                 self.context_error = reply.get("error")
                 msg = f"{CONTEXT_WAIT_PREFIX}: {reply.get('error')}"
-                self.db.set_run_status(proposal, run, "pending", msg)
+                self._status_or_defer(proposal, run, "pending", msg)
                 outcome = RunOutcome(proposal, run, "waiting", msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
-                self.db.set_run_status(proposal, run, "pending", msg)
+                self._status_or_defer(proposal, run, "pending", msg)
                 outcome = RunOutcome(proposal, run, "waiting", msg)
                 log.warning("Run %d abandoned at shutdown", run)
             else:
                 msg = reply.get("error", "unknown error")
-                self.db.set_run_status(proposal, run, "failed", msg)
+                self._status_or_defer(proposal, run, "failed", msg)
                 outcome = RunOutcome(proposal, run, "failed", msg)
                 log.error("Run %d failed: %s", run, msg)
             outcome.seconds = time.perf_counter() - t0

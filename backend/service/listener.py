@@ -57,6 +57,7 @@ class Listener:
         self.context_dir = Path(context_dir).resolve()
         self.config = config or load_config(self.context_dir)
         self.db = RunDB(self.context_dir)
+        self.db.keep_open()   # the database stays readable and fails cleanly on a full disk
         self.proposal = self.db.proposal
         if self.proposal is None:
             raise RuntimeError(f"{self.context_dir}: the database has no proposal; "
@@ -114,6 +115,16 @@ class Listener:
             return None
         self.last_run = (run, time.time())
         return out
+
+    def _retry_deferred(self) -> None:
+        """Process again the runs whose values could not be stored (disk full...): the
+        catch-up once space is back. A run that fails again is deferred again."""
+        runs = self.processor.take_deferred()
+        if runs:
+            log.info("Retrying %d run(s) whose values could not be stored: %s", len(runs),
+                     ", ".join(str(r) for _, r in runs))
+            for proposal, run in runs:
+                self.submit(proposal, run, "all")
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
         n = 0
@@ -273,9 +284,14 @@ class Listener:
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)
             log.info("Ready")
+            retry_every = float(self.config["processing"].get("store_retry_seconds", 30.0))
+            next_retry = time.monotonic() + retry_every
             while not self._stop.wait(1.0):
                 self._check_context()
                 self._backend_session.tick()
+                if time.monotonic() >= next_retry:
+                    next_retry = time.monotonic() + retry_every
+                    self._retry_deferred()
         except Exception:
             log.exception("The backend failed")
             raise
@@ -306,6 +322,7 @@ class Listener:
         if self.publisher:
             self.publisher.flush(2)
             self.publisher.close()
+        self.db.close()
         if getattr(self, "_backend_session", None) is not None:
             self._backend_session.close()  # status record first, so no one revives the socket
             self._backend_session = None

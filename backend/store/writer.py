@@ -435,7 +435,22 @@ class RunDB:
             r["details"] = json.loads(r["details"]) if r["details"] else None
         return rows[::-1]
 
+    def keep_open(self) -> None:
+        """Hold one connection open until :meth:`close` (the backend does). SQLite removes the
+        ``-wal``/``-shm`` files when the last connection closes and must create them again for
+        the next one; on a full disk that fails and nobody, not even a reader, could open the
+        database. With a connection held, readers keep working on a full disk and writes fail
+        cleanly ("database or disk is full")."""
+        if getattr(self, "_keeper", None) is None:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("SELECT count(*) FROM metadata").fetchall()
+            self._keeper = con
+
     def close(self) -> None:
+        keeper, self._keeper = getattr(self, "_keeper", None), None
+        if keeper is not None:
+            keeper.close()
         self.engine.dispose()
 
 
