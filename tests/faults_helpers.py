@@ -139,7 +139,7 @@ class TcpProxy:
 # ---------------------------------------------------------------------------------------------
 # The backend reading a real broker
 
-def kafka_toml(tag: str, jobs: int = 2, extra: str = "") -> str:
+def kafka_toml(tag: str, jobs: int = 2, extra: str = "", reset: str = "earliest") -> str:
     """amore.toml of a backend reading the facility topics ``r2d2-<tag>`` and
     ``corrections-<tag>`` in its own consumer group, updates on ``amore.<tag>-<db_id>``."""
     return textwrap.dedent(f"""
@@ -148,7 +148,7 @@ def kafka_toml(tag: str, jobs: int = 2, extra: str = "") -> str:
         consumer_group = "amore-{tag}-{{db_id}}"
         update_topic = "amore.{tag}-{{db_id}}"
         connect_timeout = 5.0
-        auto_offset_reset = "earliest"
+        auto_offset_reset = "{reset}"
 
         [watch]
         enabled = false
