@@ -59,18 +59,35 @@ def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
 # ---------------------------------------------------------------------------------------------
 # A TCP proxy that can be cut
 
+def _client_id(first: bytes) -> str | None:
+    """Client id in the header of a Kafka request (size, api key, version, correlation id,
+    client id), or None if ``first`` is too short."""
+    if len(first) < 14:
+        return None
+    n = int.from_bytes(first[12:14], "big", signed=True)
+    if n < 0:
+        return ""
+    if len(first) < 14 + n:
+        return None
+    return first[14:14 + n].decode("utf-8", "replace")
+
+
 class TcpProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``target`` (``host:port``). :meth:`stop` closes the
-    listening socket and every open connection (the network is down: connections reset, new
-    ones refused); :meth:`start` listens again on the same port."""
+    """Forwards ``127.0.0.1:<port>`` to ``target`` (``host:port``): the network between
+    Kafka clients and a broker.
+
+    :meth:`cut` takes the network down for clients whose Kafka client id ``blocked(id)`` says
+    (all if None): their connections are reset and new ones are closed at once; :meth:`restore`
+    brings it back. Others (the facility's producer) keep their path to the broker."""
 
     def __init__(self, target: str, port: int = 0):
         host, _, p = target.rpartition(":")
         self.target = (host, int(p))
         self.port = port
         self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
+        self._conns: list[tuple[str, socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
+        self._blocked = None      # None: network up; else predicate on client ids
         self.cuts = 0
 
     @property
@@ -82,10 +99,21 @@ class TcpProxy:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", self.port))
         self.port = s.getsockname()[1]
-        s.listen(64)
+        s.listen(128)
         self._listener = s
         threading.Thread(target=self._accept, args=(s,), daemon=True).start()
         return self
+
+    def close(self) -> None:
+        s, self._listener = self._listener, None
+        if s is not None:
+            s.close()
+        self._blocked = lambda cid: True
+        self._reset(lambda cid: True)
+
+    def _is_blocked(self, cid: str) -> bool:
+        b = self._blocked
+        return b is not None and b(cid)
 
     def _accept(self, s):
         while True:
@@ -93,20 +121,36 @@ class TcpProxy:
                 client, _ = s.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                if self._listener is not s:
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        first = b""
+        client.settimeout(10)
+        try:
+            while (cid := _client_id(first)) is None:
+                chunk = client.recv(4096)
+                if not chunk:
                     client.close()
-                    upstream.close()
                     return
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                first += chunk
+        except OSError:
+            client.close()
+            return
+        client.settimeout(None)
+        if self._is_blocked(cid):
+            self._rst(client)
+            return
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            upstream.sendall(first)
+        except OSError:
+            self._rst(client)
+            return
+        with self._lock:
+            self._conns.append((cid, client, upstream))
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(a, b):
@@ -123,17 +167,80 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     x.shutdown(socket.SHUT_RDWR)
 
-    def stop(self) -> None:
+    @staticmethod
+    def _rst(sock):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            sock.close()
+
+    def _reset(self, pred) -> None:
         with self._lock:
-            s, self._listener = self._listener, None
-            conns, self._conns = self._conns, []
-        if s is not None:
-            s.close()
-            self.cuts += 1
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                c.close()
+            cut = [c for c in self._conns if pred(c[0])]
+            self._conns = [c for c in self._conns if not pred(c[0])]
+        for _, a, b in cut:
+            self._rst(a)
+            self._rst(b)
+
+    def cut(self, blocked=None) -> None:
+        """Network down for clients ``blocked(client_id)`` (all if None)."""
+        self._blocked = blocked or (lambda cid: True)
+        self._reset(self._blocked)
+        self.cuts += 1
+
+    def restore(self) -> None:
+        self._blocked = None
+
+
+def is_amore_client(cid: str) -> bool:
+    """AMORE's Kafka clients (their client ids start with "amore", admin clients "rdkafka")."""
+    return not cid.startswith("facility")
+
+
+class Tansu:
+    """A tansu broker (in-memory storage) on a fixed port, advertising ``advertised`` (the
+    proxy in front of it); :meth:`restart` loses every topic and offset."""
+
+    def __init__(self, log_path: Path, advertised_port: int):
+        from tests.kafka_broker import _free_port, tansu_binary
+        self.binary = tansu_binary()
+        self.port = _free_port()
+        self.advertised = f"127.0.0.1:{advertised_port}"
+        self.log_path = log_path
+        self.proc = None
+        self.restarts = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        from tests.kafka_broker import _answers
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [self.binary, "broker", "--listener-url", f"tcp://{self.address}",
+                 "--advertised-listener-url", f"tcp://{self.advertised}",
+                 "--storage-engine", "memory://tansu/"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                time.sleep(0.5)       # port still held: try again
+                return self.start(max(deadline - time.monotonic(), 1.0))
+            if _answers(self.address, 0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("tansu did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.restarts += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,8 +332,10 @@ def facility_msg(run, event="migration_complete", proposal=PROPOSAL, **extra) ->
 
 
 def make_producer(broker: str):
+    """The facility's producer (client id "facility...")."""
     from confluent_kafka import Producer
     return Producer({"bootstrap.servers": broker, "linger.ms": 5, "log_level": 0,
+                     "client.id": "facility-daq",
                      "message.max.bytes": 20_000_000, "message.timeout.ms": 60000,
                      "error_cb": lambda err: None})
 
@@ -352,3 +461,26 @@ def hold_write_lock(db_file: Path, seconds: float) -> subprocess.Popen:
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p
+
+
+def facility_create_topics(broker: str, names, timeout: float = 20.0) -> None:
+    """Create topics as the facility does (client id "facility-admin"); existing ones stay."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker, "client.id": "facility-admin",
+                         "log_level": 0, "error_cb": lambda err: None})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for fut in admin.create_topics([NewTopic(n, num_partitions=1) for n in names],
+                                           request_timeout=5).values():
+                try:
+                    fut.result(10)
+                except KafkaException as e:
+                    if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

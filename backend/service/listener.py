@@ -116,6 +116,16 @@ class Listener:
         self.last_run = (run, time.time())
         return out
 
+    def _update_source_state(self) -> None:
+        """Show "(reconnecting)" in the status record while a Kafka source cannot reach its
+        broker."""
+        if not self.update_source.startswith("kafka"):
+            return
+        down = any(getattr(getattr(s, "connectivity", None), "state", "") == "reconnecting"
+                   for s in self.sources)
+        base = self.update_source.removesuffix(" (reconnecting)")
+        self.update_source = base + (" (reconnecting)" if down else "")
+
     def _retry_deferred(self) -> None:
         """Process again the runs whose values could not be stored (disk full...): the
         catch-up once space is back. A run that fails again is deferred again."""
@@ -288,6 +298,7 @@ class Listener:
             next_retry = time.monotonic() + retry_every
             while not self._stop.wait(1.0):
                 self._check_context()
+                self._update_source_state()
                 self._backend_session.tick()
                 if time.monotonic() >= next_retry:
                     next_retry = time.monotonic() + retry_every

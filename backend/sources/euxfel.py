@@ -18,7 +18,8 @@ from confluent_kafka import (OFFSET_INVALID, Consumer, KafkaError,
 
 from backend.config import Config, ConfigError
 from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, OFFSET_RESET_ALIASES,
-                                 SESSION_TIMEOUT_MS, Throttle, common_settings, record_time)
+                                 SESSION_TIMEOUT_MS, Connectivity, Throttle, common_settings,
+                                 record_time)
 from backend.sources.base import MalformedEvent, RunEvent
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,22 @@ class FacilityEventSource:
         #: thread) for problems people should see in the event log; set by the listener.
         self.on_problem = None
 
+        #: Reachability of the broker ("connected"/"reconnecting"), checked by :meth:`poll`.
+        self.connectivity = Connectivity("run events", broker, on_change=self._on_connection)
+        # partitions this source read before: if the group has no committed offset for one of
+        # them later, the broker lost its state (restart with in-memory storage) and the
+        # topic was created again: read it from its start, not its end.
+        self._seen: set[tuple[str, int]] = set()
         self._consumer = Consumer({
-            **common_settings(broker, "event consumer", f"amore-listener-{db_id}"),
+            **common_settings(broker, "event consumer", f"amore-listener-{db_id}",
+                              on_error=self.connectivity.on_error),
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": self.auto_offset_reset,
+            # Start positions are set explicitly (_on_assign); this only applies when a
+            # position is out of range, i.e. the topic was deleted and created again: then
+            # every message it holds is new.
+            "auto.offset.reset": "earliest",
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 3,
             "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
@@ -206,7 +217,12 @@ class FacilityEventSource:
             except KafkaException as e:
                 log.warning("Could not get offsets of %s [%d]: %s", tp.topic, tp.partition, e)
                 continue
-            tp.offset = high if self.auto_offset_reset == "latest" else low
+            lost = (tp.topic, tp.partition) in self._seen
+            tp.offset = low if lost or self.auto_offset_reset == "earliest" else high
+            if lost:
+                log.warning("Kafka group %s has no offset for %s [%d] any more (the broker lost "
+                            "its state?): reading it from its start", self.group_id, tp.topic,
+                            tp.partition)
             fresh.append(TopicPartition(tp.topic, tp.partition, tp.offset))
         consumer.assign(committed)
         if fresh:
@@ -217,6 +233,7 @@ class FacilityEventSource:
         with self._lock:
             for tp in committed:
                 key = (tp.topic, tp.partition)
+                self._seen.add(key)
                 self._pending[key] = {}
                 self._commit_due.pop(key, None)
                 self._commit_pos[key] = tp.offset if tp.offset >= 0 else -1
@@ -287,8 +304,14 @@ class FacilityEventSource:
             events.extend(self._handle(msgs))
             if events or time.monotonic() >= deadline:
                 break
+        self.connectivity.check(self._consumer)
         self._retry_commits()
         return events
+
+    def _on_connection(self, state: str, message: str) -> None:
+        if self.on_problem is not None:
+            self.on_problem("warning" if state == "reconnecting" else "info", message,
+                            {"state": state, "broker": self.connectivity.broker})
 
     def _handle(self, msgs) -> list[tuple[RunEvent, Any]]:
         events = []
