@@ -164,8 +164,9 @@ class Worker:
             for name in to_store:
                 values[name].attributes["storage_error"] = h5_error
         for name, err in store_errors.items():
-            values[name] = StoredValue(None, "error", {"error": f"could not be stored: {err}",
-                                                       "error_type": "StorageError"})
+            # the table value is still good: keep it, say why the full data is missing
+            values[name].attributes["storage_error"] = \
+                f"could not be stored in {h5_path(self.context_dir, proposal, run).name}: {err}"
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
                 "start_time": start_time, "data": data, "storage_error": h5_error,
@@ -328,7 +329,9 @@ def main(argv=None):
     # they can be cleaned up after each run.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _watch_parent()
-    mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
+    # The API key is for this process only: not for the user's code, its prints and the
+    # programs it starts.
+    mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
         worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.ctxrunner.mymdc.resolve_config

@@ -37,6 +37,8 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
     sh.setFormatter(fmt)
     root.addHandler(sh)
     if context_dir is not None:
+        from backend.files import restrict_umask
+        restrict_umask(context_dir)
         fh = logging.FileHandler(Path(context_dir) / LOG_FILE_NAME)
         fh.setFormatter(fmt)
         root.addHandler(fh)
@@ -275,7 +277,9 @@ class Listener:
 
     # -- main ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> None:
+        from backend.files import restrict_umask
         from backend.service import manager
+        restrict_umask(self.context_dir)
         # exclusive lock + status record; raises manager.BackendLockedError if another
         # backend runs on this directory
         self._backend_session = manager.BackendSession.begin(self)

@@ -213,7 +213,9 @@ def _fmt_duration(s: float) -> str:
 def _open_lock(d: Path) -> int:
     path = d / LOCK_FILE_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # no access for other users: whoever can open it can flock() it and keep the
+        # backend from starting
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     except PermissionError:
         # another user's lock file in a directory not shared with the group: flock() works on
         # a read-only descriptor too
@@ -363,7 +365,8 @@ class BackendSession:
     def _write(self) -> None:
         self.record["heartbeat"] = time.time()
         try:
-            write_json_atomic(self.context_dir / STATUS_FILE_NAME, self.record)
+            # not for other users (host, user and PID; only the group shares the directory)
+            write_json_atomic(self.context_dir / STATUS_FILE_NAME, self.record, mode=0o660)
             self._written = time.monotonic()
             self._warned = False
         except OSError as e:
