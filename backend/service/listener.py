@@ -138,9 +138,11 @@ class Listener:
             for proposal, run in runs:
                 self.submit(proposal, run, "all")
 
-    def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
+    def _requeue_pending(self, only_waiting_for_context: bool = False, runs=None) -> int:
+        """Process the runs recorded but not processed (``runs``: rows of the ``runs`` table
+        read earlier; default: now). Returns how many were queued."""
         n = 0
-        for r in self.db.runs():
+        for r in (self.db.runs() if runs is None else runs):
             if r["proposal"] != self.proposal:
                 continue
             waiting = (r["status_message"] or "").startswith(CONTEXT_WAIT_PREFIX)
@@ -292,9 +294,12 @@ class Listener:
                 signal.signal(sig, lambda *_: self._stop.set())
         self.pool.start()
         try:
+            # Runs left unfinished by the previous backend, read before the sources start (runs
+            # they announce from now on are queued by them; reading later would do them twice).
+            unfinished = self.db.runs()
             self._start_sources()
             self._check_context(wait=True)
-            n = self._requeue_pending()
+            n = self._requeue_pending(runs=unfinished)
             if n:
                 log.info("Resuming %d run(s) recorded but not processed", n)
             log.info("Ready")
