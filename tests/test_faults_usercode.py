@@ -144,5 +144,9 @@ def test_runaway_user_code(processor, caplog):
     assert row["status"] == "done" and values["runaway"].value == 6
     assert values["n_trains"].value == 5
     assert pool.workers[0].alive()
+    # The timeout and the crash are in the event log.
+    worker_events = [e["message"] for e in db.events() if e["source"] == "worker"]
+    assert any("Run 1: timed out" in m for m in worker_events), worker_events
+    assert any("Run 3:" in m and "SIGSEGV" in m for m in worker_events), worker_events
     # Only runs 1 (timeout) and 3 (segfault) cost a worker.
     assert len(set(worker_pids)) == 3, worker_pids

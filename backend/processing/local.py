@@ -325,6 +325,13 @@ class RunProcessor:
         except Exception as e:
             log.error("Run %d: could not record status %s: %s", run, status, e)
 
+    def _event(self, level, source, message, run, proposal) -> None:
+        """Add to the event log; never raises (the database may be what fails)."""
+        try:
+            self.db.add_event(level, source, message, run=run, proposal=proposal)
+        except Exception as e:
+            log.debug("Could not write to the event log: %s", e)
+
     def _status_or_defer(self, proposal, run, status, message) -> bool:
         """Record a run's status; if the database cannot be written for a reason that may pass
         (disk full...), log it, remember the run for a later retry and return False."""
@@ -382,6 +389,8 @@ class RunProcessor:
                 except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
                     log.error("Run %d: could not store values in the database: %s", run, e)
                     self._try_status(proposal, run, "failed", f"could not store values: {e}")
+                    self._event("error", "database", f"Run {run}: values could not be stored "
+                                f"({e}); retried later", run, proposal)
                     from backend.store.writer import is_transient_db_error
                     if is_transient_db_error(e):
                         with self._lock:
@@ -409,6 +418,8 @@ class RunProcessor:
             else:
                 msg = reply.get("error", "unknown error")
                 self._status_or_defer(proposal, run, "failed", msg)
+                if reply.get("kind") == "died":   # timeout, crash, killed: worth a log entry
+                    self._event("error", "worker", f"Run {run}: {msg}", run, proposal)
                 outcome = RunOutcome(proposal, run, "failed", msg)
                 log.error("Run %d failed: %s", run, msg)
             outcome.seconds = time.perf_counter() - t0
