@@ -24,6 +24,13 @@ RUNAWAY_CONTEXT = textwrap.dedent("""
     import ctypes, os, subprocess, sys, time
     from amore.context import Variable
 
+    # started when the context file is loaded, used by every run: kept while the worker lives
+    HELPER = subprocess.Popen(["sleep", "602"])
+
+    @Variable(title="Helper")
+    def helper_pid(run):
+        return HELPER.pid
+
     @Variable(title="Trains")
     def n_trains(run):
         return len(run.train_ids)
@@ -85,9 +92,15 @@ def processor(make_context_dir, write_run):
 
 
 def sleepers():
-    return [p for p in psutil.process_iter(["cmdline"])
-            if (p.info["cmdline"] or [])[:1] == ["sleep"] and p.info["cmdline"][1:] in
-            (["600"], ["601"])]
+    """The sleep processes run 5 leaves behind, still running (zombies do not count: they are
+    reaped by whoever inherits them)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if cmd[:1] == ["sleep"] and cmd[1:] in (["600"], ["601"]) \
+                and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
 
 
 def test_runaway_user_code(processor, caplog):
@@ -138,6 +151,8 @@ def test_runaway_user_code(processor, caplog):
     assert not [p for p in spawned if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not sleepers(), "the detached daemon outlived the run"
+    helper = values["helper_pid"].value
+    assert psutil.Process(helper).status() != psutil.STATUS_ZOMBIE, "load-time helper killed"
 
     # The pool lives on: run 6 is computed normally.
     out, row, values = process(6)
@@ -150,3 +165,12 @@ def test_runaway_user_code(processor, caplog):
     assert any("Run 3:" in m and "SIGSEGV" in m for m in worker_events), worker_events
     # Only runs 1 (timeout) and 3 (segfault) cost a worker.
     assert len(set(worker_pids)) == 3, worker_pids
+    # The load-time helper goes with its worker.
+    pool.stop()
+    time.sleep(0.5)
+    assert not psutil.pid_exists(helper) or \
+        psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    # ... and so did those of the workers that were killed (timeout) or crashed (segfault)
+    assert not [p for p in psutil.process_iter(["cmdline", "status"])
+                if (p.info["cmdline"] or []) == ["sleep", "602"]
+                and p.info["status"] != psutil.STATUS_ZOMBIE]

@@ -246,12 +246,13 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def kill_leftover_processes() -> int:
+def kill_leftover_processes(keep: set[int] | frozenset = frozenset()) -> int:
     """Kill every process the context file started and left behind (forked children, spawned
-    programs, daemons that detached with setsid: as a child subreaper the worker inherits those)
-    and reap them. Returns how many were killed."""
+    programs, daemons that detached with setsid: as a child subreaper the worker inherits those),
+    except the PIDs in ``keep`` (processes that existed before the run, e.g. a pool the context
+    file starts when it is loaded), and reap them. Returns how many were killed."""
     import signal
-    pids = _descendants(os.getpid())
+    pids = [p for p in _descendants(os.getpid()) if p not in keep]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -264,7 +265,7 @@ def kill_leftover_processes() -> int:
         except ChildProcessError:
             break
         if pid == 0:
-            if not _descendants(os.getpid()):
+            if not set(_descendants(os.getpid())) - set(keep):
                 break
             time.sleep(0.01)
     if pids:
@@ -343,6 +344,7 @@ def main(argv=None):
     from backend.ctxrunner import results  # noqa: F401
     worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
     apply_memory_limit(worker.memory_limit_mb)
+    before: set[int] = set()
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -352,10 +354,13 @@ def main(argv=None):
             req = json.loads(line)
             op = req.get("op")
             if op == "exit":
+                kill_leftover_processes()
                 break
             elif op == "load":
                 out = worker.load(req)
             elif op == "run":
+                worker._ensure_context()   # what loading the file starts is kept
+                before = set(_descendants(os.getpid()))
                 out = worker.run(req)
             else:
                 out = {"ok": False, "kind": "error", "error": f"unknown op {op!r}"}
@@ -365,8 +370,8 @@ def main(argv=None):
         out["id"] = req.get("id") if isinstance(req, dict) else None
         reply.write(json.dumps(out, default=str) + "\n")
         reply.flush()
-        if req.get("op") == "run":
-            kill_leftover_processes()
+        if isinstance(req, dict) and req.get("op") == "run":
+            kill_leftover_processes(keep=before)
         _release_memory()  # after the reply: not on the run's critical path
 
 

@@ -166,6 +166,11 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             rc = self.proc.returncode
+        # processes the dead worker's context code started are still in its process group
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if rc is not None and rc < 0:
             try:
                 name = signal.Signals(-rc).name
