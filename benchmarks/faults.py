@@ -314,6 +314,17 @@ def bench_load(env: Env, broker: str, n=1000, seconds=60.0) -> Row:
     cfg = load_config(ctx)
     cfg["kafka"]["broker"] = broker
     consumers = [UpdateConsumer(cfg, RunDB(ctx).db_id) for _ in range(2)]
+    # two open GUIs (the real window, offscreen), measuring their event loops
+    guis, gui_out = [], []
+    for i in range(2):
+        out = env.root / f"gui-{tag}-{i}.jsonl"
+        gui_out.append(out)
+        guis.append(subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "b3_gui_observer.py"), str(ctx), str(out)],
+            env=dict(os.environ, AMORE_BROKER=broker), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+    fh.wait_for(lambda: all(o.exists() and "observer_ready" in o.read_text() for o in gui_out),
+                120, 0.2, "GUIs ready")
     got = [0, 0]
     gaps = [0.0, 0.0]
     stop = threading.Event()
@@ -357,10 +368,19 @@ def bench_load(env: Env, broker: str, n=1000, seconds=60.0) -> Row:
         t.join(5)
     crashes = 0 if b.alive() else 1
     b.stop()
+    loops = []
+    for g, o in zip(guis, gui_out):
+        g.terminate()
+        g.wait(60)
+        recs = [json.loads(line) for line in o.read_text().splitlines() if line.strip()]
+        loops += [r for r in recs if r.get("msg_kind") == "event_loop"]
     in_db, lost, dups = outcome(ctx, runs)
+    gui_note = ("; GUIs: " + ", ".join(f"{r['cells']} runs shown, longest stall "
+                                       f"{r['max_stall_ms']:.0f} ms" for r in loops)) if loops \
+        else "; GUIs: no report"
     return Row(f"load: {n} runs in {seconds:.0f} s", n, n, in_db, lost, dups, crashes, rec,
                f"backend+workers RSS {rss0:.0f} -> peak {peak:.0f} MB; 2 update readers got "
-               f"{min(got)}+ messages, longest poll gap {max(gaps) * 1e3:.0f} ms")
+               f"{min(got)}+ messages, longest poll gap {max(gaps) * 1e3:.0f} ms" + gui_note)
 
 
 def print_table(rows: list[Row]) -> str:
