@@ -284,9 +284,11 @@ class FacilityEventSource:
         record's timestamp (Unix seconds), ``data`` ``"raw"``/``"proc"`` from the event name.
 
         Messages for other proposals are skipped; malformed messages (see
-        :func:`~backend.sources.base.parse_facility_message`) are logged once at WARNING with
-        topic, partition, offset and reason, and skipped. Skipped offsets are committed
-        (asynchronously) once no unacknowledged event precedes them. Broker problems are logged,
+        :func:`~backend.sources.base.parse_facility_message`, or whatever else fails on one
+        message) are skipped and logged at WARNING with topic, partition, offset and reason, at
+        most once a minute per kind of problem (with the count of those not logged), and passed
+        to :attr:`on_problem`. Skipped offsets are committed (asynchronously) once no
+        unacknowledged event precedes them. Broker problems are logged,
         not raised. Raises RuntimeError after :meth:`close`.
         """
         if self._closed:

@@ -22,8 +22,11 @@ Tables (long/narrow):
 ``comments``
     standalone timestamped comments (``run`` may be NULL).
 
-Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
-workers may write at once without ``database is locked`` errors.
+Writes use ``BEGIN IMMEDIATE`` in WAL mode and are short, so many workers may write at once
+without ``database is locked`` errors. A write waits for another process's write lock (a
+database browser holding a transaction) up to :data:`MAX_LOCK_WAIT_S`, logging every
+:data:`BUSY_TIMEOUT_S` seconds that it waits and putting the wait in the event log (at most
+every 30 s).
 """
 from __future__ import annotations
 
@@ -159,6 +162,7 @@ class RunDB:
     def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
         self.path = db_path(context_dir)
         self._reporting_wait = False
+        self._last_wait_report = -1e9
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
@@ -175,8 +179,10 @@ class RunDB:
         with self.engine.begin() as conn:
             yield conn
         waited, _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0), 0.0
-        if waited >= LOCK_REPORT_S and not self._reporting_wait:
+        if waited >= LOCK_REPORT_S and not self._reporting_wait \
+                and time.monotonic() - self._last_wait_report >= 30.0:
             self._reporting_wait = True
+            self._last_wait_report = time.monotonic()
             try:
                 log.warning("Waited %.1f s for %s: another process held a write lock",
                             waited, self.path.name)
