@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import uuid

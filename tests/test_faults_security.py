@@ -7,10 +7,8 @@ import http.server
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
-import sys
 import textwrap
 import threading
 import time

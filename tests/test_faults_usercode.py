@@ -8,7 +8,6 @@ clear status; the backend's pool lives on and the next run is computed normally.
 from __future__ import annotations
 
 import logging
-import os
 import textwrap
 import time
 
