@@ -155,3 +155,26 @@ def test_poison_messages_on_update_topic(kafka_broker, tmp_path, caplog):
                 and "Skipping malformed update message" in r.getMessage()]
     assert len(consumer.skipped) <= len(warnings) <= 2 * len(consumer.skipped)
     assert all(" at offset " in r.getMessage() for r in warnings)
+
+
+def test_every_poison_kind_is_a_malformed_event(tmp_path):
+    """Each bad value raises MalformedEvent (never anything else) with a kind for the logs; the
+    same for the update-message parser."""
+    from backend.config import Config
+    from backend.notify.messages import parse_update_message
+    from backend.sources.euxfel import parse_facility_message
+    from backend.vocab import MalformedEvent
+    kinds = Config().event_kinds()
+    marker = tmp_path / "UNPICKLED"
+    for label, value in poison_messages(str(marker)):
+        for parse in (lambda v: parse_facility_message(v, kinds),
+                      parse_update_message):
+            try:
+                parse(value)
+            except MalformedEvent as e:
+                assert e.kind and e.kind != "malformed", (label, e)
+            else:
+                raise AssertionError(f"{label} accepted")
+    assert not marker.exists()
+    ev = parse_facility_message(facility_msg(" 12 "), kinds)   # numeric strings are fine
+    assert (ev.proposal, ev.run, ev.data) == (PROPOSAL, 12, "raw")
