@@ -1,6 +1,6 @@
 """The long versions of AMORE's fault suite (tests/test_faults_*.py), with one table of figures.
 
-    python benchmarks/faults.py                 # everything (about 20 minutes)
+    python benchmarks/faults.py                 # everything (about 16 minutes; root for the tmpfs)
     python benchmarks/faults.py --outage 60     # a 1-minute broker outage instead of 10
     python benchmarks/faults.py --only kill,input
 
