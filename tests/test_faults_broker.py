@@ -70,8 +70,6 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
     tag = uuid.uuid4().hex[:8]
     topics = [f"r2d2-{tag}", f"corrections-{tag}"]
     ctx = make_context_dir(code=SIMPLE_CONTEXT, name=tag, config=kafka_toml(tag, jobs=1))
-    for r in range(1, 10):
-        write_run(r, ntrains=5)
     facility_create_topics(proxy.address, topics)
     b = KafkaBackend(ctx, proxy.address)
     gui = None
@@ -81,6 +79,10 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         facility = make_producer(proxy.address)
 
         def announce(runs):
+            # written just before they are announced, as at the facility (runs already on disk
+            # when the backend starts would be found by its catch-up, not announced)
+            for r in runs:
+                write_run(r, ntrains=5)
             for r in runs:
                 facility.produce(topics[0], facility_msg(r))
             assert facility.flush(30) == 0

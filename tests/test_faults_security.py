@@ -260,4 +260,6 @@ def test_nothing_unpickled_or_evaluated():
             for n, line in enumerate(f.read_text().splitlines(), 1):
                 if UNSAFE.search(line.split("#")[0]):
                     hits.append(f"{f.relative_to(REPO)}:{n}: {line.strip()}")
-    assert hits == ["backend/ctxrunner/context.py:243: exec(compiled, ns)"], hits
+    # (line numbers move as context.py changes; the file and the code are what matter)
+    assert [re.sub(r":\d+:", ":", h, count=1) for h in hits] == \
+        ["backend/ctxrunner/context.py: exec(compiled, ns)"], hits

@@ -309,15 +309,35 @@ class Worker:
 
 
 class _Tee:
-    """A text stream that keeps what is written (for the run's log) and passes it on."""
+    """A text stream that keeps what is written (for the run's log) and passes it on. Only a
+    bounded excerpt is kept: the first and the last :data:`KEEP` characters (megabytes of
+    output must not fill the worker's memory or the database)."""
+
+    KEEP = 64 * 1024
 
     def __init__(self, passthrough):
-        import io
-        self._buf = io.StringIO()
+        import collections
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: collections.deque = collections.deque()
+        self._tail_len = 0
+        self._dropped = 0
         self._pass = passthrough
 
     def write(self, s: str) -> int:
-        self._buf.write(s)
+        if self._head_len < self.KEEP:
+            part = s[:self.KEEP - self._head_len]
+            self._head.append(part)
+            self._head_len += len(part)
+            rest = s[len(part):]
+        else:
+            rest = s
+        if rest:
+            self._tail.append(rest)
+            self._tail_len += len(rest)
+            while self._tail_len - len(self._tail[0]) >= self.KEEP:
+                self._dropped += len(self._tail[0])
+                self._tail_len -= len(self._tail.popleft())
         try:
             self._pass.write(s)
         except (OSError, ValueError):
@@ -334,7 +354,13 @@ class _Tee:
         return False
 
     def getvalue(self) -> str:
-        return self._buf.getvalue()
+        tail = "".join(self._tail)
+        if self._tail_len > self.KEEP:
+            self._dropped += self._tail_len - self.KEEP
+            tail, self._tail_len = tail[-self.KEEP:], self.KEEP
+            self._tail = __import__("collections").deque([tail])
+        cut = f"\n[... {self._dropped} characters of output not kept ...]\n" if self._dropped else ""
+        return "".join(self._head) + cut + tail
 
 
 def damaged_files(proposal_path, run: int, opened: set[str]) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from backend.vocab import MalformedEvent
+from backend.vocab import MalformedEvent, normalize_proposal
 
 #: Message format version of AMORE's own update messages.
 UPDATE_MESSAGE_VERSION = 1
@@ -13,9 +13,10 @@ UPDATE_MESSAGE_VERSION = 1
 def make_update_message(kind: str, data: dict[str, Any]) -> bytes:
     """AMORE's update message: ``{"version": 1, "kind": kind, "data": data}`` as UTF-8 JSON.
 
-    Kinds: ``run_values_updated`` (data: proposal, run, names), ``run_status_changed``
+    Kinds: ``run_values_updated`` (data: proposal, run, names; ``manual: true`` for an edit of
+    a manual column), ``run_status_changed``
     (proposal, run, status), ``variables_changed`` (names), ``comment_changed``
-    (proposal, run or id).
+    (proposal, run or id), ``slurm_job_finished`` (job, proposal).
     """
     return json.dumps({"version": UPDATE_MESSAGE_VERSION, "kind": kind, "data": data}).encode()
 
@@ -26,7 +27,27 @@ MAX_UPDATE_BYTES = 4 << 20
 MAX_NUMBER = 2**31 - 1
 
 _RUN_KINDS = ("run_values_updated", "run_status_changed")
-KNOWN_KINDS = _RUN_KINDS + ("variables_changed", "comment_changed")
+#: Kinds whose data is checked: the run kinds, ``variables_changed`` (also for manual columns),
+#: ``comment_changed`` (from GUIs and the CLI) and ``slurm_job_finished`` (a Slurm job's end,
+#: see :mod:`backend.notify.jobdone`).
+KNOWN_KINDS = _RUN_KINDS + ("variables_changed", "comment_changed", "slurm_job_finished")
+
+
+def _proposal(data: dict) -> None:
+    """A proposal: a number (European XFEL, ESS) or an identifier (ESRF, SwissFEL), see
+    :func:`backend.vocab.normalize_proposal`."""
+    if "proposal" not in data:
+        raise MalformedEvent("update message lacks 'proposal'", "missing field")
+    v = data["proposal"]
+    if isinstance(v, int) and not isinstance(v, bool):
+        _number(data, "proposal")
+        return
+    if not isinstance(v, str) or len(v) > 100:
+        raise MalformedEvent(f"'proposal' is not a proposal: {v!r:.80}", "wrong type")
+    try:
+        normalize_proposal(v)
+    except ValueError:
+        raise MalformedEvent(f"'proposal' is not a proposal: {v!r:.80}", "wrong type") from None
 
 
 def _number(data: dict, key: str, required: bool = True) -> int | None:
@@ -78,17 +99,25 @@ def parse_update_message(raw: bytes | str) -> tuple[str, dict]:
     if not isinstance(kind, str) or not isinstance(data, dict):
         raise MalformedEvent("update message lacks 'kind' or 'data'", "missing field")
     if kind in _RUN_KINDS:
-        _number(data, "proposal")
+        _proposal(data)
         _number(data, "run")
         _names(data, required=kind == "run_values_updated")
         if "status" in data and not isinstance(data["status"], str):
             raise MalformedEvent(f"'status' is not a string: {data['status']!r:.80}", "wrong type")
+        if "manual" in data and not isinstance(data["manual"], bool):  # a manual column's edit
+            raise MalformedEvent(f"'manual' is not true/false: {data['manual']!r:.80}", "wrong type")
     elif kind == "variables_changed":
         _names(data, required=False)
     elif kind == "comment_changed":
         if data.get("run") is not None:
-            _number(data, "proposal")
+            _proposal(data)
             _number(data, "run")
         elif data.get("id") is not None:
             _number(data, "id")
+    elif kind == "slurm_job_finished":
+        if not isinstance(data.get("job"), str) or not data["job"] or len(data["job"]) > 100:
+            raise MalformedEvent(f"'job' is not a Slurm job id: {data.get('job')!r:.80}",
+                                 "wrong type")
+        if data.get("proposal") not in (None, 0):
+            _proposal(data)
     return kind, data

@@ -192,9 +192,9 @@ class RunDB:
     @contextmanager
     def _begin(self):
         """A write transaction. It waits for another process's write lock (up to
-        :data:`MAX_LOCK_WAIT_S`); a wait of :data:`LOCK_REPORT_S` or more is recorded in the
-        event log once the transaction is done."""
-        _lock_wait.seconds = 0.0
+        :data:`MAX_LOCK_WAIT_S`); once it is done, waits of :data:`LOCK_REPORT_S` or more of
+        this thread since the last report (also those of other modules' transactions on this
+        engine: snapshots, manual columns, run logs) are recorded in the event log."""
         with self.engine.begin() as conn:
             yield conn
         waited, _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0), 0.0
