@@ -141,6 +141,11 @@ DEFAULTS: dict[str, Any] = {
         "context_python": None,
         # Seconds a run may take before its worker is killed and the run marked failed.
         "run_timeout": 3600.0,
+        # Seconds between retries of runs whose values could not be stored (disk full...).
+        "store_retry_seconds": 30.0,
+        # Address-space limit of each worker process, MB (0 = none). A variable allocating
+        # more gets an "out of memory" error instead of exhausting the machine.
+        "worker_memory_mb": 0,
         # Thumbnail size (longest side, pixels) for 2-D data and figures.
         "thumbnail_px": 150,
         # Number of points kept for a 1-D sparkline.

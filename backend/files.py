@@ -48,12 +48,29 @@ def share_like_dir(path, dir_path=None) -> bool:
         return False
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def restrict_umask(directory=None) -> int:
+    """Make sure files AMORE creates from now on are never world-writable, and group-writable
+    only in a group-shared ``directory`` (a group-writable one; :func:`share_like_dir` then
+    grants the group access), whatever umask the user has (even ``umask 000``). Only adds bits
+    to the umask. Returns the previous umask."""
+    extra = 0o002
+    if directory is not None:
+        try:
+            if not os.stat(directory).st_mode & stat.S_IWGRP:
+                extra |= 0o020
+        except OSError:
+            pass
+    old = os.umask(0)
+    os.umask(old | extra)
+    return old
+
+
+def write_json_atomic(path: Path, data: dict, mode: int = 0o666) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or
-    the new content, never a part. The file honours the umask (not mkstemp's 0600), then
-    :func:`share_like_dir`."""
+    the new content, never a part. The file gets ``mode`` less the umask (not mkstemp's
+    0600), then :func:`share_like_dir`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)

@@ -89,10 +89,79 @@ class _NullLog:
         pass
 
 
-def _error_callback(client: str):
+#: Error codes that mean "the broker may be unreachable" (checked with a probe).
+CONNECTION_ERRORS = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
+
+
+class Connectivity:
+    """Whether a Kafka client reaches its broker: ``state`` is ``"connected"`` or
+    ``"reconnecting"``.
+
+    librdkafka reconnects by itself but says nothing when it is back. Connection errors (from
+    ``error_cb``, :meth:`on_error`) only make the state suspect; the owner's thread calls
+    :meth:`check` regularly (cheap unless suspect), which probes with a metadata request
+    (``list_topics``, at most every ``probe_seconds``, blocking up to 1 s) and reports changes:
+    a WARNING "... unreachable; reconnecting" when down, INFO "... reachable again" with the
+    outage's length when back, and ``on_change(state, message)`` for status displays and the
+    event log. :attr:`reconnects` counts recoveries (a reader may catch up after one)."""
+
+    def __init__(self, what: str, broker: str, on_change=None, probe_seconds: float = 2.0):
+        self.what = what
+        self.broker = broker
+        self.on_change = on_change
+        self.probe_seconds = probe_seconds
+        self.state = "connected"
+        self.reconnects = 0
+        self.down_since: float | None = None
+        self._suspect = False
+        self._next_probe = 0.0
+
+    def on_error(self, err: KafkaError) -> None:
+        if err.code() in CONNECTION_ERRORS:
+            self._suspect = True
+
+    def check(self, client) -> str:
+        """Probe if needed; returns the state. Call from the thread that owns ``client``."""
+        if not self._suspect and self.state == "connected":
+            return self.state
+        now = time.monotonic()
+        if now < self._next_probe:
+            return self.state
+        self._next_probe = now + self.probe_seconds
+        try:
+            md = client.list_topics(timeout=1.0)
+            ok = bool(md.brokers)
+        except Exception:
+            ok = False
+        if ok:
+            self._suspect = False
+            if self.state != "connected":
+                down = time.monotonic() - (self.down_since or now)
+                self.state, self.down_since = "connected", None
+                self.reconnects += 1
+                self._report(logging.INFO, f"Kafka broker {self.broker} is reachable again for the "
+                             f"{self.what} after {down:.0f} s")
+        elif self.state != "reconnecting":
+            self.state, self.down_since = "reconnecting", now
+            self._report(logging.WARNING, f"Kafka broker {self.broker} unreachable for the "
+                         f"{self.what}; reconnecting")
+        return self.state
+
+    def _report(self, level, message):
+        log.log(level, "%s", message)
+        if self.on_change is not None:
+            try:
+                self.on_change(self.state, message)
+            except Exception:
+                log.exception("Reporting a Kafka connection change failed")
+
+
+def _error_callback(client: str, also=None):
     throttle = Throttle()
 
     def on_error(err: KafkaError):
+        if also is not None:
+            also(err)
         ok, suppressed = throttle(err.code())
         if ok:
             more = f" ({suppressed} similar since last report)" if suppressed else ""
@@ -102,12 +171,17 @@ def _error_callback(client: str):
     return on_error
 
 
-def common_settings(broker: str, client: str, client_id: str) -> dict:
+def common_settings(broker: str, client: str, client_id: str, on_error=None) -> dict:
+    """librdkafka settings shared by AMORE's clients; ``on_error(KafkaError)`` is called for
+    every client error (e.g. :meth:`Connectivity.on_error`) besides the throttled logging."""
     return {
         "bootstrap.servers": broker,
         "client.id": client_id,
         "logger": _LibrdkafkaLog(),
-        "error_cb": _error_callback(client),
+        "error_cb": _error_callback(client, on_error),
+        # Topics that disappear with a broker restart (in-memory storage) and come back are
+        # noticed within seconds, not after librdkafka's default 5 minutes.
+        "topic.metadata.refresh.interval.ms": 5000,
         # A dead broker is retried every few seconds, not every 10 s at the end of the backoff.
         "reconnect.backoff.max.ms": 2000,
     }

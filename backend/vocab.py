@@ -148,4 +148,12 @@ class VariableInfo:
 class MalformedEvent(ValueError):
     """A message (a facility's run announcement, or one of AMORE's update messages) could not be
     understood; the text says why. Raised by the parsers in :mod:`backend.sources` and
-    :mod:`backend.notify.messages`."""
+    :mod:`backend.notify.messages`.
+
+    ``kind`` names the class of problem (``"not JSON"``, ``"missing field"``, ``"wrong type"``,
+    ``"out of range"``, ``"unknown event"``, ``"too large"``...), so that logs and the event log
+    can report each kind once instead of every message."""
+
+    def __init__(self, message: str, kind: str = "malformed"):
+        super().__init__(message)
+        self.kind = kind

@@ -14,6 +14,8 @@ is positioned at the end of the update topic, so no later message is missed). Li
 ``b3_gui_observer.py`` (which stamps after ``MainWindow.handle_update()`` returned).
 
 usage: python b3_gui_observer.py CONTEXT_DIR OUT_JSONL [WATCH_VAR]
+On SIGTERM it writes ``{"msg_kind": "event_loop", "max_stall_ms": ..., "stalls_over_100ms":
+..., "cells": ...}`` (how long the GUI's event loop was blocked at most while ready) and exits.
 Stop it with SIGTERM. Needs ``QT_QPA_PLATFORM=offscreen`` on a headless machine (set here if
 unset).
 """
@@ -87,7 +89,22 @@ def main():
     tick = QTimer()                  # lets Python see SIGTERM while Qt's loop runs
     tick.timeout.connect(lambda: None)
     tick.start(200)
+    # How long the event loop was blocked: a 20 ms timer that fires late by that much.
+    lag = {"last": time.monotonic(), "max": 0.0, "over_100ms": 0}
+
+    def beat():
+        now = time.monotonic()
+        late = now - lag["last"] - 0.020
+        lag["last"] = now
+        if state["ready"]:
+            lag["max"] = max(lag["max"], late)
+            lag["over_100ms"] += late > 0.100
+    beat_timer = QTimer()
+    beat_timer.timeout.connect(beat)
+    beat_timer.start(20)
     app.exec_()
+    write({"t": time.time(), "msg_kind": "event_loop", "max_stall_ms": round(lag["max"] * 1e3, 1),
+           "stalls_over_100ms": lag["over_100ms"], "cells": len(logged)})
     win.close()
 
 

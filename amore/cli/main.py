@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run ``amore-proto`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from backend.files import restrict_umask
+    restrict_umask()   # nothing AMORE writes is world-writable, whatever the user's umask
     args = build_parser().parse_args(argv)
     return args.func(args) or 0
 

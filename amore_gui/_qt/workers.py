@@ -75,6 +75,7 @@ class UpdateThread(QThread):
 
     POLL_DB = 0.25         # seconds between data_version checks without Kafka
     POLL_BACKEND = 5.0     # seconds between backend status checks
+    BACKSTOP = 5.0         # seconds between database checks while Kafka is used
 
     def __init__(self, context_dir: Path, db_id: str | None, since: float, runs: dict,
                  variables_sig: str, comments_sig: tuple, use_kafka: bool = True, parent=None):
@@ -146,6 +147,8 @@ class UpdateThread(QThread):
         self._emit_changes(watcher.poll(force=True))
         self.ready.emit()
         next_backend = 0.0
+        kafka_state, seen_reconnects = "connected", 0
+        next_backstop = time.monotonic() + self.BACKSTOP
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -158,6 +161,25 @@ class UpdateThread(QThread):
                         break
                     if msgs:
                         self._handle_messages(msgs, watcher)
+                    state = getattr(consumer, "state", "connected")
+                    if state != kafka_state:
+                        kafka_state = state
+                        self.source.emit("kafka", f"Live: Kafka {cfg.broker}" + (
+                            " (unreachable: reconnecting; reading runs.sqlite meanwhile)"
+                            if state == "reconnecting" else ""))
+                    if state == "reconnecting":
+                        # the broker is away: the database still tells what changed
+                        self._emit_changes(watcher.poll())
+                    if now >= next_backstop:
+                        # Messages can be lost (a broker that restarted without its topics):
+                        # the database is checked now and then anyway (cheap when unchanged).
+                        next_backstop = now + self.BACKSTOP
+                        self._emit_changes(watcher.poll())
+                    reconnects = getattr(consumer, "reconnects", 0)
+                    if reconnects != seen_reconnects:
+                        # back after an outage: catch up with what messages may have missed
+                        seen_reconnects = reconnects
+                        self._emit_changes(watcher.poll(force=True))
                     if self._wake.is_set():
                         self._wake.clear()
                         self._emit_changes(watcher.poll())
@@ -199,7 +221,10 @@ class UpdateThread(QThread):
                 reload = True
             elif kind == "comment_changed":
                 if data.get("run") is not None and data.get("proposal") is not None:
-                    key = (normalize_proposal(data["proposal"]), int(data["run"]))
+                    try:
+                        key = (normalize_proposal(data["proposal"]), int(data["run"]))
+                    except (TypeError, ValueError):
+                        continue
                     if key not in runs:
                         runs.append(key)
                 else:

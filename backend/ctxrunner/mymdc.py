@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -46,6 +47,23 @@ def resolve_config(section: dict) -> dict | None:
             "timeout": float(section.get("timeout") or 10.0)}
 
 
+class _NoKeyOnRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows redirects within the same host only with the API key; to another host the key
+    is not sent (urllib would copy every header)."""
+
+    def __init__(self, key_header: str):
+        self.key_header = key_header
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != \
+                urllib.parse.urlsplit(req.full_url).netloc:
+            for h in list(new.headers):
+                if h.lower() == self.key_header.lower():
+                    del new.headers[h]
+        return new
+
+
 class MyMdcClient:
     """Looks up a run's sample name and run type. ``url``: API base; ``token``: API key."""
 
@@ -54,6 +72,7 @@ class MyMdcClient:
         self.url = url.rstrip("/")
         self.headers = {header: token} if token else {}
         self.timeout = float(timeout)
+        self._opener = urllib.request.build_opener(_NoKeyOnRedirect(header))
         self._cache: dict[str, dict] = {}
 
     def _get(self, path: str) -> dict:
@@ -62,7 +81,7 @@ class MyMdcClient:
             req = urllib.request.Request(url, headers={"Accept": "application/json",
                                                        **self.headers})
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     self._cache[url] = json.load(resp)
             except urllib.error.HTTPError as e:
                 raise MetadataError(f"metadata service: HTTP {e.code} for {url}") from None

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     worker = Worker(Path(spec["context_dir"]), int(os.environ.get("AMORE_THUMBNAIL_PX", "150")),
                     int(os.environ.get("AMORE_SPARKLINE_POINTS", "100")))
     worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
-    mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
+    mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")  # not for user code
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
         worker.mymdc = MyMdcClient(**mymdc_conf)

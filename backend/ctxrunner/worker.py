@@ -53,6 +53,7 @@ class Worker:
         self.ctx_error: str | None = None
         self.ctx_mtime: float | None = None
         self.manual: frozenset = frozenset()  # manual column names the context may read
+        self.memory_limit_mb = 0.0  # address-space limit (RLIMIT_AS) of this process, MB
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
         #: ``$AMORE_FACILITY``: {"facility", "columns", "attributo_config", "options"}
         self.facility_conf: dict = {}
@@ -169,18 +170,21 @@ class Worker:
         import extra_data
         from extra_data.read_machinery import find_proposal
         try:
+            prop_path = find_proposal(f"p{proposal:06d}")
+        except Exception:
+            prop_path = ""
+        try:
             run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
         except FileNotFoundError as e:
             return {"ok": False, "kind": "missing_run", "error": f"Run {run} of proposal {proposal} "
                                                                  f"not found: {e}"}
         except Exception as e:
+            damaged = damaged_files(prop_path, run, set())
+            why = f": {_describe_damage(damaged)}" if damaged else ""
             return {"ok": False, "kind": "missing_run",
-                    "error": f"Cannot open run {run} of proposal {proposal}: {type(e).__name__}: {e}"}
+                    "error": f"Cannot open run {run} of proposal {proposal}: "
+                             f"{type(e).__name__}: {e}{why}"}
         t_open = time.perf_counter()
-        try:
-            prop_path = find_proposal(f"p{proposal:06d}")
-        except Exception:
-            prop_path = ""
         has_proc = bool(prop_path) and (Path(prop_path) / "proc" / f"r{run:04d}").is_dir()
         if data == "all" and not has_proc:
             data = "raw"  # proc variables wait for their data
@@ -208,8 +212,13 @@ class Worker:
                 md = {}
             columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
                                       md, None, "the run's metadata")
+        damaged = None
+        if any(not r.ok and r.skipped is None for r in results.values()):
+            # Say which files of the run could not be read (extra-data skips them silently).
+            opened = {Path(f.filename).name for f in getattr(run_dc, "files", [])}
+            damaged = damaged_files(prop_path, run, opened)
         return self._finish(results, proposal, run, data, start_time, t0, t_open, columns,
-                            log_parts, req.get("only"))
+                            log_parts, req.get("only"), damaged=damaged)
 
     def _execute_logged(self, run_obj, **kw) -> tuple[dict, list[str]]:
         """:meth:`ContextFile.execute` with what the variables print captured (and passed on
@@ -228,10 +237,12 @@ class Worker:
         return results, log_parts
 
     def _finish(self, results, proposal, run, data, start_time, t0, t_open, columns,
-                log_parts=(), only=None) -> dict:
+                log_parts=(), only=None, damaged=None) -> dict:
         """Table values of the variables' results (plus metadata ``columns``), the run's
         HDF5 file, the reply (with the run's ``log``). ``only``: names to report (a Slurm
-        job's variables; not the metadata columns or the inputs computed for them)."""
+        job's variables; not the metadata columns or the inputs computed for them).
+        ``damaged``: ``{file name: reason}`` of the run's unreadable files (see
+        :func:`damaged_files`), named in the error of every variable that failed."""
         from backend.ctxrunner.results import h5_path, table_value, write_run_file
         from backend.vocab import StoredValue, SummaryType
         t_vars = time.perf_counter()
@@ -248,6 +259,11 @@ class Worker:
                 continue
             if not res.ok:
                 attrs = {"error": res.error, "error_type": res.error_type}
+                if res.error_type == "MemoryError":
+                    limit = f" of {self.memory_limit_mb:.0f} MB ([processing] " \
+                            f"worker_memory_mb)" if self.memory_limit_mb else ""
+                    attrs["error"] = f"out of memory: the variable needed more than the " \
+                                     f"worker's limit{limit}" + (f" ({res.error})" if res.error else "")
                 if res.line:
                     attrs["line"] = res.line
                 if res.traceback:
@@ -263,17 +279,27 @@ class Worker:
                 values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": str(e),
                                                            "error_type": type(e).__name__})
             values[name].attributes["seconds"] = round(res.seconds, 4)
+        if damaged and any(v.summary_type == "error" for v in values.values()):
+            # Say which files of the run could not be read (extra-data skips them silently).
+            if damaged:
+                note = f" (this run has damaged or unreadable files: {_describe_damage(damaged)})"
+                for v in values.values():
+                    if v.summary_type == "error":
+                        v.attributes["error"] = (v.attributes.get("error") or "") + note
+                        v.attributes["damaged_files"] = damaged
         h5_error = None
         try:
             store_errors = write_run_file(h5_path(self.context_dir, proposal, run), to_store) if to_store else {}
         except OSError as e:  # e.g. a full disk: the table values are still worth keeping
-            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {e}"
+            reason = os.strerror(e.errno) if e.errno else (str(e).splitlines() or [""])[0]
+            h5_error = f"could not write {h5_path(self.context_dir, proposal, run)}: {reason}"
             store_errors = {}
             for name in to_store:
                 values[name].attributes["storage_error"] = h5_error
         for name, err in store_errors.items():
-            values[name] = StoredValue(None, SummaryType.ERROR.value, {"error": f"could not be stored: {err}",
-                                                       "error_type": "StorageError"})
+            # the table value is still good: keep it, say why the full data is missing
+            values[name].attributes["storage_error"] = \
+                f"could not be stored in {h5_path(self.context_dir, proposal, run).name}: {err}"
         t_end = time.perf_counter()
         return {"ok": True, "values": {n: v.to_json() for n, v in values.items()},
                 "start_time": start_time, "data": data, "storage_error": h5_error,
@@ -283,15 +309,35 @@ class Worker:
 
 
 class _Tee:
-    """A text stream that keeps what is written (for the run's log) and passes it on."""
+    """A text stream that keeps what is written (for the run's log) and passes it on. Only a
+    bounded excerpt is kept: the first and the last :data:`KEEP` characters (megabytes of
+    output must not fill the worker's memory or the database)."""
+
+    KEEP = 64 * 1024
 
     def __init__(self, passthrough):
-        import io
-        self._buf = io.StringIO()
+        import collections
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: collections.deque = collections.deque()
+        self._tail_len = 0
+        self._dropped = 0
         self._pass = passthrough
 
     def write(self, s: str) -> int:
-        self._buf.write(s)
+        if self._head_len < self.KEEP:
+            part = s[:self.KEEP - self._head_len]
+            self._head.append(part)
+            self._head_len += len(part)
+            rest = s[len(part):]
+        else:
+            rest = s
+        if rest:
+            self._tail.append(rest)
+            self._tail_len += len(rest)
+            while self._tail_len - len(self._tail[0]) >= self.KEEP:
+                self._dropped += len(self._tail[0])
+                self._tail_len -= len(self._tail.popleft())
         try:
             self._pass.write(s)
         except (OSError, ValueError):
@@ -308,7 +354,125 @@ class _Tee:
         return False
 
     def getvalue(self) -> str:
-        return self._buf.getvalue()
+        tail = "".join(self._tail)
+        if self._tail_len > self.KEEP:
+            self._dropped += self._tail_len - self.KEEP
+            tail, self._tail_len = tail[-self.KEEP:], self.KEEP
+            self._tail = __import__("collections").deque([tail])
+        cut = f"\n[... {self._dropped} characters of output not kept ...]\n" if self._dropped else ""
+        return "".join(self._head) + cut + tail
+
+
+def damaged_files(proposal_path, run: int, opened: set[str]) -> dict[str, str]:
+    """Files of run ``run`` (``raw/`` and ``proc/`` of ``proposal_path``) that are not among
+    ``opened`` (file names) and cannot be read as HDF5: ``{name: reason}`` (truncated file,
+    bad superblock, not a regular file, permission denied...)."""
+    import h5py
+    out = {}
+    if not proposal_path:
+        return out
+    for kind in ("raw", "proc"):
+        d = Path(proposal_path) / kind / f"r{run:04d}"
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for f in entries:
+            if f.suffix != ".h5" or f.name in opened:
+                continue
+            if not f.is_file():
+                out[f.name] = "not a regular file" + (" (a directory)" if f.is_dir() else "")
+                continue
+            try:
+                with h5py.File(f, "r"):
+                    pass
+            except Exception as e:
+                out[f.name] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
+def _describe_damage(damaged: dict[str, str], most: int = 5) -> str:
+    items = [f"{n} ({why})" for n, why in list(damaged.items())[:most]]
+    more = f" and {len(damaged) - most} more" if len(damaged) > most else ""
+    return "; ".join(items) + more
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every living descendant of ``root`` (from /proc; [] where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..."; comm may contain spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(e))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_leftover_processes(keep: set[int] | frozenset = frozenset()) -> int:
+    """Kill every process the context file started and left behind (forked children, spawned
+    programs, daemons that detached with setsid: as a child subreaper the worker inherits those),
+    except the PIDs in ``keep`` (processes that existed before the run, e.g. a pool the context
+    file starts when it is loaded), and reap them. Returns how many were killed."""
+    import signal
+    pids = [p for p in _descendants(os.getpid()) if p not in keep]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if not set(_descendants(os.getpid())) - set(keep):
+                break
+            time.sleep(0.01)
+    if pids:
+        print(f"AMORE: killed {len(pids)} process(es) the context file left running",
+              file=sys.stderr)
+    return len(pids)
+
+
+def apply_memory_limit(megabytes: float) -> None:
+    """Limit this process's address space (RLIMIT_AS) to ``megabytes`` MB (<= 0: no limit).
+    Allocations beyond it raise MemoryError in the variable that makes them."""
+    if megabytes and megabytes > 0:
+        import resource
+        limit = int(megabytes * 2**20)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _release_memory() -> None:
@@ -323,6 +487,21 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _watch_parent() -> None:
+    """Exit when the backend that started this worker is gone (killed with SIGKILL, its pipes
+    may stay open in children): checked every second in a daemon thread."""
+    import threading
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                kill_leftover_processes()
+                os._exit(3)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv=None):
@@ -341,7 +520,13 @@ def main(argv=None):
     install_compat_modules()
     worker = Worker(context_dir, px, npts)
     worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
-    mymdc_conf = json.loads(os.environ.get("AMORE_MYMDC", "{}"))
+    # Processes the context file leaves behind are reparented to this worker (not to init), so
+    # they can be cleaned up after each run.
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _watch_parent()
+    # The API key is for this process only: not for the user's code, its prints and the
+    # programs it starts.
+    mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
     if mymdc_conf.get("url"):
         from backend.ctxrunner.mymdc import MyMdcClient
         worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.ctxrunner.mymdc.resolve_config
@@ -351,6 +536,9 @@ def main(argv=None):
     import h5py  # noqa: F401
     import xarray  # noqa: F401
     from backend.ctxrunner import results  # noqa: F401
+    worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
+    apply_memory_limit(worker.memory_limit_mb)
+    before: set[int] = set()
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -360,10 +548,13 @@ def main(argv=None):
             req = json.loads(line)
             op = req.get("op")
             if op == "exit":
+                kill_leftover_processes()
                 break
             elif op == "load":
                 out = worker.load(req)
             elif op == "run":
+                worker._ensure_context()   # what loading the file starts is kept
+                before = set(_descendants(os.getpid()))
                 out = worker.run(req)
             else:
                 out = {"ok": False, "kind": "error", "error": f"unknown op {op!r}"}
@@ -373,6 +564,8 @@ def main(argv=None):
         out["id"] = req.get("id") if isinstance(req, dict) else None
         reply.write(json.dumps(out, default=str) + "\n")
         reply.flush()
+        if isinstance(req, dict) and req.get("op") == "run":
+            kill_leftover_processes(keep=before)
         _release_memory()  # after the reply: not on the run's critical path
 
 

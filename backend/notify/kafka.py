@@ -6,15 +6,17 @@ is :mod:`backend.notify.messages`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
-from confluent_kafka import (OFFSET_END, Consumer, KafkaError,
+from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError,
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient
 
 from backend.config import Config
-from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, MESSAGE_TIMEOUT_S, Throttle, common_settings, ensure_topic)
+from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, MESSAGE_TIMEOUT_S, Connectivity,
+                                 Throttle, common_settings, ensure_topic)
 from backend.notify.messages import make_update_message, parse_update_message
 from backend.vocab import MalformedEvent
 
@@ -50,6 +52,10 @@ class UpdatePublisher:
         if broker is None:
             return
         timeout = float(config["kafka"].get("connect_timeout", 5.0))
+        self._timeout = timeout
+        self._topic_check = threading.Lock()
+        self._need_topic = False
+        self._last_delivery = time.monotonic()
         settings = common_settings(broker, "update publisher", f"amore-publisher-{db_id}")
         self._producer = Producer({
             **settings,
@@ -59,18 +65,36 @@ class UpdatePublisher:
             "message.timeout.ms": int(MESSAGE_TIMEOUT_S * 1000),
             "queue.buffering.max.messages": 10000,
         })
-        admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
-        ensure_topic(admin, self.topic, timeout)
+        self._admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
+        ensure_topic(self._admin, self.topic, timeout)
 
     @property
     def enabled(self) -> bool:
         """False when no broker is configured (or after :meth:`close`)."""
         return self._producer is not None
 
+    def _recreate_topic(self) -> None:
+        """The topic vanished (a broker restarted with in-memory storage): create it again,
+        in a thread of its own (publish() never blocks)."""
+        if not self._topic_check.acquire(blocking=False):
+            return
+
+        def work():
+            try:
+                if ensure_topic(self._admin, self.topic, self._timeout):
+                    self._need_topic = False
+            finally:
+                self._topic_check.release()
+        threading.Thread(target=work, name="update-topic", daemon=True).start()
+
     def _on_delivery(self, err, msg):
         if err is None:
             self.delivered += 1
+            self._last_delivery = time.monotonic()
             return
+        if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                          KafkaError._UNKNOWN_PARTITION, KafkaError._MSG_TIMED_OUT):
+            self._need_topic = True
         self.failed += 1
         ok, suppressed = self._throttle(err.code())
         log.log(logging.WARNING if ok else logging.DEBUG,
@@ -83,6 +107,10 @@ class UpdatePublisher:
         publisher is disabled or the message could not be queued (logged). Never raises."""
         if self._producer is None:
             return False
+        if self._need_topic or (len(self._producer) and
+                                time.monotonic() - self._last_delivery > 5.0):
+            # nothing delivered for a while: the topic may be gone with a broker restart
+            self._recreate_topic()
         try:
             value = make_update_message(kind, data)
         except (TypeError, ValueError):
@@ -154,24 +182,53 @@ class UpdateConsumer:
     def __init__(self, config: Config, db_id: str):
         self.topic: str = config.update_topic(db_id)
         self._consumer = None
+        #: number of skipped malformed messages by kind of problem
+        self.skipped: dict[str, int] = {}
+        self._malformed_throttle = Throttle()
         broker = config.broker
         if broker is None:
             return
         timeout = float(config["kafka"].get("connect_timeout", 5.0))
-        settings = common_settings(broker, "update consumer", f"amore-gui-{db_id}")
+        #: Reachability of the broker; :attr:`state` and :attr:`reconnects` come from it.
+        self.connectivity = Connectivity("update messages", broker)
+        settings = common_settings(broker, "update consumer", f"amore-gui-{db_id}",
+                                   on_error=self._on_error)
+        self._timeout = timeout
+        self._next_topic_check = 0.0
+        self._reassign_tries = 0
+        self._next_reassign = 0.0
         self._consumer = Consumer({
             **settings,
             # Required by librdkafka, never used: no subscribe(), no commits.
             "group.id": f"amore-updates-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest",
+            # The start is set explicitly; this applies only when the position is out of range,
+            # i.e. the topic was created again after a broker lost it: all it holds is new.
+            "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             "enable.partition.eof": False,
         })
-        admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
-        ensure_topic(admin, self.topic, timeout)
+        self._admin = AdminClient({k: v for k, v in settings.items() if k != "client.id"})
+        ensure_topic(self._admin, self.topic, timeout)
         self._consumer.assign(self._start_positions(timeout))
+        self._topic_missing = False
+
+    def _on_error(self, err) -> None:
+        self.connectivity.on_error(err)
+        if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            self._topic_missing = True
+
+    @property
+    def state(self) -> str:
+        """``"connected"``, ``"reconnecting"`` (broker unreachable) or ``"disabled"``."""
+        return "disabled" if self._consumer is None else self.connectivity.state
+
+    @property
+    def reconnects(self) -> int:
+        """How often the broker came back after being unreachable: a reader that missed
+        messages meanwhile catches up from the database when this grows."""
+        return self.connectivity.reconnects
 
     def _start_positions(self, timeout: float) -> list[TopicPartition]:
         """Current end of every partition, resolved now (so nothing published after the
@@ -217,16 +274,61 @@ class UpdateConsumer:
             for m in msgs:
                 err = m.error()
                 if err is not None:
+                    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                        self._topic_missing = True
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.debug("Update consumer: %s", err.str())
                     continue
                 try:
                     out.append(parse_update_message(m.value()))
-                except MalformedEvent as e:
-                    log.warning("Skipping malformed update message on %s [%d] at offset %d: %s",
-                                m.topic(), m.partition(), m.offset(), e)
+                except Exception as e:  # whatever it is, it must not stop the ones behind it
+                    kind = e.kind if isinstance(e, MalformedEvent) else "unreadable"
+                    self.skipped[kind] = self.skipped.get(kind, 0) + 1
+                    ok, suppressed = self._malformed_throttle(kind)
+                    log.log(logging.WARNING if ok else logging.DEBUG,
+                            "Skipping malformed update message on %s [%d] at offset %d: %s%s",
+                            m.topic(), m.partition(), m.offset(), f"{e!s:.300}",
+                            f" ({suppressed} more of this kind skipped since the last report)"
+                            if ok and suppressed else "")
             if out or time.monotonic() >= deadline:
+                self.connectivity.check(self._consumer)
+                if self._topic_missing and time.monotonic() >= self._next_topic_check \
+                        and self.connectivity.state == "connected":
+                    # a broker that lost its topics: make ours again, the backend writes to it
+                    self._next_topic_check = time.monotonic() + 5.0
+                    if ensure_topic(self._admin, self.topic, 2.0):
+                        self._topic_missing = False
+                        self._reassign_tries = 10
+                if self._reassign_tries and time.monotonic() >= self._next_reassign:
+                    self._next_reassign = time.monotonic() + 1.0
+                    self._reassign_tries -= 1
+                    if self._reassign(last_try=not self._reassign_tries):
+                        self._reassign_tries = 0
                 return out
+
+    def _reassign(self, last_try: bool) -> bool:
+        """Read the topic again after it was created anew: from where we were if that is still
+        inside it, else from its start (everything in a new topic is new). Returns False if
+        the new topic's offsets are not known yet (try again), unless ``last_try``: then read
+        from the start."""
+        parts = []
+        for tp in self._consumer.assignment() or [TopicPartition(self.topic, 0)]:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=1.0)
+                pos = self._consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
+            except KafkaException as e:
+                log.debug("Update consumer: no offsets for %s yet: %s", tp.topic, e)
+                if not last_try:
+                    return False
+                low = high = pos = OFFSET_BEGINNING
+            start = pos if 0 <= low <= pos <= high else low
+            parts.append(TopicPartition(tp.topic, tp.partition, start))
+        self._consumer.assign(parts)
+        self.connectivity.reconnects += 1   # messages may be lost: readers catch up
+        log.info("Update consumer: reading %s again from %s", self.topic,
+                 ", ".join(f"[{tp.partition}]@{tp.offset}" for tp in parts))
+        return True
 
     def close(self):
         """Release the connection. Idempotent."""

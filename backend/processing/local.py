@@ -122,6 +122,8 @@ class WorkerProcess:
     def start(self) -> None:
         python = context_python(self.config)
         env = worker_env(self.config)
+        env["AMORE_MEMORY_LIMIT_MB"] = str(float(
+            self.config["processing"].get("worker_memory_mb") or 0))
         self.proc = subprocess.Popen(
             [python, "-m", "backend.ctxrunner.worker", str(self.context_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -132,10 +134,40 @@ class WorkerProcess:
                          name=f"worker{self.index}-stderr", daemon=True).start()
         log.debug("Started context worker %d (PID %d, %s)", self.index, self.proc.pid, python)
 
-    @staticmethod
-    def _pump_stderr(proc, wlog):
-        for line in iter(proc.stderr.readline, b""):
-            wlog.info("%s", line.decode("utf-8", "replace").rstrip())
+    #: Longest line of worker output logged (longer ones are cut), characters.
+    MAX_LINE = 2000
+    #: At most this many lines of worker output are logged per :data:`OUTPUT_WINDOW` seconds;
+    #: the rest are counted and the count is logged.
+    MAX_LINES = 200
+    OUTPUT_WINDOW = 10.0
+
+    @classmethod
+    def _pump_stderr(cls, proc, wlog):
+        """Log what the worker (user code) prints, without letting megabytes of output fill the
+        log or the memory: long lines are cut, floods are counted, not logged."""
+        window_start, n, dropped = time.monotonic(), 0, 0
+        while True:
+            line = proc.stderr.readline(1 << 16)
+            if not line:
+                break
+            now = time.monotonic()
+            if now - window_start >= cls.OUTPUT_WINDOW:
+                if dropped:
+                    wlog.warning("(%d more lines of output not logged)", dropped)
+                window_start, n, dropped = now, 0, 0
+            if n >= cls.MAX_LINES:
+                if not dropped:
+                    wlog.warning("(output flood: further lines are not logged for %.0f s)",
+                                 cls.OUTPUT_WINDOW - (now - window_start))
+                dropped += 1
+                continue
+            n += 1
+            text = line.decode("utf-8", "replace").rstrip()
+            if len(text) > cls.MAX_LINE:
+                text = text[:cls.MAX_LINE] + f"... [cut at {cls.MAX_LINE} characters]"
+            wlog.info("%s", text)
+        if dropped:
+            wlog.warning("(%d more lines of output not logged)", dropped)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -163,7 +195,9 @@ class WorkerProcess:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if wait is not None and wait == 0.0:
                     self.kill()
-                    raise WorkerDied(f"no answer within {timeout:.0f} s; worker killed")
+                    raise WorkerDied(f"timed out: no result within {timeout:g} s "
+                                     f"([processing] run_timeout); its worker process was "
+                                     f"killed")
                 if not sel.select(wait):
                     continue
                 chunk = os.read(fd, 1 << 20)
@@ -171,7 +205,13 @@ class WorkerProcess:
                     raise WorkerDied(self._death_reason())
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+            if not isinstance(reply, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:   # something wrote into the reply channel
+            self.kill()
+            raise WorkerDied(f"the worker's reply could not be read ({e}); worker restarted")
         return reply
 
     def _death_reason(self) -> str:
@@ -180,20 +220,43 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             rc = self.proc.returncode
+        # processes the dead worker's context code started are still in its process group
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if rc is not None and rc < 0:
             try:
                 name = signal.Signals(-rc).name
             except ValueError:
                 name = str(-rc)
-            return f"context worker process was killed by {name}"
+            why = {"SIGSEGV": "a crash in native code (segmentation fault)",
+                   "SIGBUS": "a crash in native code (bus error)",
+                   "SIGABRT": "an abort in native code",
+                   "SIGILL": "a crash in native code (illegal instruction)",
+                   "SIGFPE": "a crash in native code (arithmetic error)",
+                   "SIGKILL": "killed (out of memory, or by someone)"}.get(name)
+            return f"context worker process was killed by {name}" + (f": {why}" if why else "")
         return f"context worker process exited with code {rc}"
 
     def kill(self) -> None:
+        """Kill the worker, its process group and every process it started (also those that
+        left the group with setsid)."""
         if self.proc and self.proc.poll() is None:
+            import psutil
+            try:
+                tree = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                tree = []
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for p in tree:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
             self.proc.wait()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -294,6 +357,15 @@ class RunProcessor:
         self.stopping = False
         #: Set by :meth:`cancel`: runs in flight go back to their previous state.
         self.cancelled = False
+        #: ``(proposal, run)`` whose values could not be stored for a reason that may pass
+        #: (disk full, database locked too long); the listener processes them again later.
+        self.deferred: set[tuple[int | str, int]] = set()
+
+    def take_deferred(self) -> list[tuple[int | str, int]]:
+        """The runs to process again (see :attr:`deferred`); the set is emptied."""
+        with self._lock:
+            out, self.deferred = sorted(self.deferred, key=lambda k: (str(k[0]), k[1])), set()
+        return out
 
     def cancel(self) -> None:
         """Cancel the work in progress (a reprocess stopped by the user): runs being processed
@@ -363,6 +435,28 @@ class RunProcessor:
         except Exception as e:
             log.error("Run %d: could not record status %s: %s", run, status, e)
 
+    def _event(self, level, source, message, run, proposal) -> None:
+        """Add to the event log; never raises (the database may be what fails)."""
+        try:
+            self.db.add_event(level, source, message, run=run, proposal=proposal)
+        except Exception as e:
+            log.debug("Could not write to the event log: %s", e)
+
+    def _status_or_defer(self, proposal, run, status, message) -> bool:
+        """Record a run's status; if the database cannot be written for a reason that may pass
+        (disk full...), log it, remember the run for a later retry and return False."""
+        from backend.store.writer import is_transient_db_error
+        try:
+            self.db.set_run_status(proposal, run, status, message)
+            return True
+        except Exception as e:
+            if not is_transient_db_error(e):
+                raise
+            log.error("Run %d: could not record status %s: %s; retried later", run, status, e)
+            with self._lock:
+                self.deferred.add((proposal, run))
+            return False
+
     def busy(self) -> bool:
         """True while any run is being processed."""
         with self._lock:
@@ -387,7 +481,10 @@ class RunProcessor:
             if self.cancelled:
                 return RunOutcome(proposal, run, "cancelled", "cancelled before it started")
             before = self.db.get_run(proposal, run)
-            self.db.set_run_status(proposal, run, RunStatus.PROCESSING.value)
+            if not self._status_or_defer(proposal, run, RunStatus.PROCESSING.value, None):
+                return RunOutcome(proposal, run, RunStatus.FAILED.value,
+                                  "the database cannot be written",
+                                  seconds=time.perf_counter() - t0)
             self.publish("run_status_changed", {"proposal": proposal, "run": run,
                                                 "status": RunStatus.PROCESSING.value})
             timeout = float(self.config["processing"]["run_timeout"])
@@ -411,6 +508,12 @@ class RunProcessor:
                 except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
                     log.error("Run %d: could not store values in the database: %s", run, e)
                     self._try_status(proposal, run, RunStatus.FAILED.value, f"could not store values: {e}")
+                    self._event("error", "database", f"Run {run}: values could not be stored "
+                                f"({e}); retried later", run, proposal)
+                    from backend.store.writer import is_transient_db_error
+                    if is_transient_db_error(e):
+                        with self._lock:
+                            self.deferred.add((proposal, run))
                     return RunOutcome(proposal, run, RunStatus.FAILED.value, str(e),
                                       seconds=time.perf_counter() - t0)
                 outcome = RunOutcome(proposal, run, RunStatus.DONE.value, msg, sorted(values), n_err)
@@ -425,7 +528,7 @@ class RunProcessor:
             elif reply.get("kind") == "context":
                 self.context_error = reply.get("error")
                 msg = f"waiting for a working context file: {reply.get('error')}"
-                self.db.set_run_status(proposal, run, RunStatus.WAITING.value, msg)
+                self._status_or_defer(proposal, run, RunStatus.WAITING.value, msg)
                 outcome = RunOutcome(proposal, run, RunStatus.WAITING.value, msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
@@ -440,13 +543,13 @@ class RunProcessor:
                 log.warning("Run %d: %s", run, msg)
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
-                self.db.set_run_status(proposal, run, RunStatus.PENDING.value, msg)
+                self._status_or_defer(proposal, run, RunStatus.PENDING.value, msg)
                 self._store_log(proposal, run, "cancelled", msg + "\n")
                 outcome = RunOutcome(proposal, run, RunStatus.PENDING.value, msg)
                 log.warning("Run %d abandoned at shutdown", run)
             else:
                 msg = reply.get("error", "unknown error")
-                self.db.set_run_status(proposal, run, RunStatus.FAILED.value, msg)
+                self._status_or_defer(proposal, run, RunStatus.FAILED.value, msg)
                 self._store_log(proposal, run, "failed", msg + "\n")
                 outcome = RunOutcome(proposal, run, RunStatus.FAILED.value, msg)
                 log.error("Run %d failed: %s", run, msg)

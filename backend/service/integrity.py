@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Status messages of runs whose worker died (see backend.processing.local.WorkerProcess).
 DIED_MARKERS = ("context worker process was killed", "context worker process exited",
-                "no answer within")
+                "timed out: no result within", "the worker's reply could not be read",
+                "no answer within")   # (the last: the timeout's words before 2026-11-27)
 #: How often catch-up retries a run whose worker died (counted in the event log).
 MAX_DIED_RETRIES = 2
 

@@ -41,6 +41,8 @@ def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
     sh.setFormatter(fmt)
     root.addHandler(sh)
     if context_dir is not None:
+        from backend.files import restrict_umask
+        restrict_umask(context_dir)
         fh = logging.FileHandler(ContextDir(context_dir).log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
@@ -54,6 +56,7 @@ class Listener:
         self.context_dir = Path(context_dir).resolve()
         self.config = config or load_config(self.context_dir)
         self.db = RunDB(self.context_dir)
+        self.db.keep_open()   # the database stays readable and fails cleanly on a full disk
         self.proposal = self.db.proposal
         self.facility = self.config.facility
         if self.proposal is None:
@@ -217,6 +220,26 @@ class Listener:
         if out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED) and self.integrity is not None:
             self.integrity.submit(proposal, run)
         return out
+
+    def _update_source_state(self) -> None:
+        """Show "(reconnecting)" in the status record while a Kafka source cannot reach its
+        broker."""
+        if not self.update_source.startswith("kafka"):
+            return
+        down = any(getattr(getattr(s, "connectivity", None), "state", "") == "reconnecting"
+                   for s in self.sources)
+        base = self.update_source.removesuffix(" (reconnecting)")
+        self.update_source = base + (" (reconnecting)" if down else "")
+
+    def _retry_deferred(self) -> None:
+        """Process again the runs whose values could not be stored (disk full...): the
+        catch-up once space is back. A run that fails again is deferred again."""
+        runs = self.processor.take_deferred()
+        if runs:
+            log.info("Retrying %d run(s) whose values could not be stored: %s", len(runs),
+                     ", ".join(str(r) for _, r in runs))
+            for proposal, run in runs:
+                self.submit(proposal, run, "all")
 
     def _requeue_pending(self, only_waiting_for_context: bool = False) -> int:
         """Queue the unfinished runs (``pending``, ``processing``, ``waiting``), or only those
@@ -444,10 +467,40 @@ class Listener:
 
     def add_source(self, source) -> None:
         """Start a :class:`~backend.sources.base.RunSource`: each event it announces is recorded
-        (:meth:`handle_event`), then acknowledged to the source. An event that cannot be recorded
-        is not acknowledged, so a source that can deliver again does so after a restart."""
+        (:meth:`handle_event`), then acknowledged to the source.
+
+        While the database cannot be written for a reason that may pass (locked by another
+        process, disk full), recording is retried (logged; the source waits, so events stay in
+        order). An event that cannot be recorded for any other reason (a bug, a value the
+        database refuses) is logged, put in the event log and acknowledged: it is never retried
+        forever in front of the events behind it. An event interrupted by shutdown is not
+        acknowledged, so a source that can deliver again does so after a restart."""
+        from backend.kafkaclient import Throttle
+        from backend.store.writer import is_transient_db_error
+        throttle = Throttle(30.0)
+
         def on_event(ev: RunEvent, token) -> None:
-            self.handle_event(ev)
+            delay = 0.5
+            while True:
+                try:
+                    self.handle_event(ev)
+                    break
+                except Exception as e:
+                    if self._stop.is_set():
+                        raise
+                    if is_transient_db_error(e):
+                        ok, _ = throttle(("transient", type(e).__name__))
+                        log.log(logging.WARNING if ok else logging.DEBUG,
+                                "Run %d: cannot record it yet (%s); retrying", ev.run, e)
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, 10.0)
+                        continue
+                    log.exception("Run %d: cannot record %s; skipped", ev.run, ev)
+                    self.report("error", f"Run {ev.run}: announcement could not be recorded "
+                                f"({type(e).__name__}: {e!s:.200}); skipped",
+                                {"source": ev.source, "event": ev.event}, source="listener",
+                                run=ev.run, log_it=False)
+                    break
             source.ack(token)
 
         if getattr(source, "on_problem", None) is None:
@@ -462,6 +515,8 @@ class Listener:
     def run(self, handle_signals: bool = True) -> None:
         from backend.service.session import BackendSession
         from backend.service.status import this_host
+        from backend.files import restrict_umask
+        restrict_umask(self.context_dir)
         # exclusive lock + status record; raises BackendLockedError if another
         # backend runs on this directory
         self._backend_session = BackendSession.begin(self)
@@ -478,6 +533,9 @@ class Listener:
         self.control = ControlServer(self)
         try:
             self.control.start()
+            # What the previous backend left unfinished, read before the sources start: runs
+            # they announce from now on are queued by them (reading later would do them twice).
+            pending = self._find_pending()
             self._start_sources()
             self._check_context(wait=True)
             self._poll_slurm()  # jobs that ended while the backend was down
@@ -485,13 +543,19 @@ class Listener:
             if self.publisher is not None:  # Kafka in use: jobs announce their end there
                 threading.Thread(target=self._job_messages, name="slurm-messages",
                                  daemon=True).start()
-            self.catch_up()
+            self.catch_up(pending)
             self._check_manual()
             log.info("Ready")
+            retry_every = float(self.config["processing"].get("store_retry_seconds", 30.0))
+            next_retry = time.monotonic() + retry_every
             while not self._stop.wait(1.0):
                 self._check_manual()
                 self._check_context()
+                self._update_source_state()
                 self._backend_session.tick()
+                if time.monotonic() >= next_retry:
+                    next_retry = time.monotonic() + retry_every
+                    self._retry_deferred()
         except Exception:
             log.exception("The backend failed")
             raise
@@ -503,30 +567,48 @@ class Listener:
         self.integrity = IntegrityWorker(self.db, self.config, self.proposal_dir,
                                          busy=self.processor.busy)
 
-    def catch_up(self):
-        """Derive all pending work from the database and the file system
-        (:func:`backend.service.integrity.find_pending`) and queue it: runs on disk the database
-        does not know, runs left pending/processing, runs whose worker died, processed runs
-        without data check or checksums. Returns the :class:`PendingWork` and the futures."""
+    def _find_pending(self):
+        """The pending work now (:func:`backend.service.integrity.find_pending`), or None
+        if the proposal is closed."""
         from backend.service.integrity import find_pending
+        from backend.store.trust import is_closed
+        if is_closed(self.db):
+            return None
+        return find_pending(self.db, self.config, self.proposal, self.proposal_dir)
+
+    def catch_up(self, work=None):
+        """Derive all pending work from the database and the file system
+        (:func:`backend.service.integrity.find_pending`; or take ``work`` found earlier, e.g.
+        before the run sources started) and queue it: runs on disk the database does not know,
+        runs left pending/processing, runs whose worker died, processed runs without data check
+        or checksums. Returns the :class:`PendingWork` and the futures."""
         from backend.store.trust import is_closed
         if is_closed(self.db):
             log.info("The proposal is closed: nothing is processed")
             return None, []
-        work = find_pending(self.db, self.config, self.proposal, self.proposal_dir)
+        if work is None:
+            work = self._find_pending()
+        else:   # found earlier: leave out the runs finished since (a Slurm job's results)
+            now = {r["run"]: r["status"] for r in self.db.runs() if r["proposal"] == self.proposal}
+            work.unfinished = [r for r in work.unfinished if now.get(r) in (
+                RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)]
         on_slurm = {r for p, r in self.slurm.active_runs() if p == self.proposal}
         if on_slurm:  # their Slurm jobs still run: followed by the Slurm poll, not requeued
             work.unfinished = [r for r in work.unfinished if r not in on_slurm]
         if work:
             log.info("Catching up: %s", work.describe())
         from backend.service.integrity import snapshot_event
+        announced = set()
         for run in work.unknown:
             snapshot_event(self.db, RunEvent(self.proposal, run, "raw", source="catch-up",
                                              event="found_on_disk",
                                              location=str(self.proposal_dir / "raw" / f"r{run:04d}")))
             if self.db.ensure_run(self.proposal, run):
                 self._carry_over(self.proposal, run)
-        futs = [self.submit(self.proposal, run, "all") for run in work.to_process]
+            else:   # a run source announced it meanwhile, and queued it
+                announced.add(run)
+        futs = [self.submit(self.proposal, run, "all") for run in work.to_process
+                if run not in announced]
         if self.integrity is not None:
             for run in sorted(set(work.no_check) | set(work.no_checksums)):
                 self.integrity.submit(self.proposal, run, checks=run in work.no_check,
@@ -621,6 +703,7 @@ class Listener:
         if self.publisher:
             self.publisher.flush(2)
             self.publisher.close()
+        self.db.close()
         if getattr(self, "_backend_session", None) is not None:
             self._backend_session.close()  # status record first, so no one revives the socket
             self._backend_session = None

@@ -25,7 +25,9 @@ from backend.service.status import BackendLockedError, context_paths, format_tim
 def _open_lock(d: Path) -> int:
     path = ContextDir(d).lock_file
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # no access for other users: whoever can open it can flock() it and keep the
+        # backend from starting
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     except PermissionError:
         # another user's lock file in a directory not shared with the group: flock() works on
         # a read-only descriptor too

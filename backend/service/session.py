@@ -95,7 +95,8 @@ class BackendSession:
     def _write(self) -> None:
         self.record["heartbeat"] = time.time()
         try:
-            write_json_atomic(ContextDir(self.context_dir).status_file, self.record)
+            # not for other users (host, user and PID; only the group shares the directory)
+            write_json_atomic(ContextDir(self.context_dir).status_file, self.record, mode=0o660)
             self._written = time.monotonic()
             self._warned = False
         except OSError as e:

@@ -18,25 +18,39 @@ from confluent_kafka import (OFFSET_INVALID, Consumer, KafkaError,
 
 from backend.config import Config, ConfigError
 from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, OFFSET_RESET_ALIASES,
-                                 SESSION_TIMEOUT_MS, Throttle, common_settings, record_time)
+                                 SESSION_TIMEOUT_MS, Connectivity, Throttle, common_settings,
+                                 record_time)
 from backend.sources.base import MalformedEvent, RunEvent
 from backend.vocab import normalize_proposal
 
 log = logging.getLogger(__name__)
 
+#: Largest proposal and run number accepted from a message (SQLite and every reader store them
+#: as 64-bit integers; real ones have at most 6 and 4 digits).
+MAX_NUMBER = 2**31 - 1
+#: Longest message value looked at, bytes. Facility events are a few hundred bytes.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
 def _as_int(msg: dict, key: str) -> int:
     if key not in msg:
-        raise MalformedEvent(f"missing field {key!r}")
+        raise MalformedEvent(f"missing field {key!r}", "missing field")
     v = msg[key]
     if isinstance(v, bool):
-        raise MalformedEvent(f"field {key!r} is not a number: {v!r}")
+        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
     if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.strip().isdigit():
-        return int(v.strip())
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    raise MalformedEvent(f"field {key!r} is not a number: {v!r}")
+        n = v
+    elif isinstance(v, str) and 0 < len(v.strip()) <= 18 and v.strip().isascii() \
+            and v.strip().isdigit():
+        n = int(v.strip())
+    elif isinstance(v, float) and v.is_integer():
+        n = int(v)
+    else:
+        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
+    if not 0 < n <= MAX_NUMBER:
+        raise MalformedEvent(f"field {key!r} out of range (1..{MAX_NUMBER}): {n!r:.40}",
+                             "out of range")
+    return n
 
 
 def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str], *,
@@ -47,27 +61,36 @@ def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str],
     ``event_kinds`` maps event names to ``"raw"``/``"proc"`` (configuration
     ``kafka.events``). Unknown events count as malformed for AMORE, so they are logged once.
 
-    Raises :class:`MalformedEvent` if the value is not a JSON object, lacks ``event``,
-    ``proposal`` or ``run``, has non-numeric ``proposal``/``run``, or names an unknown event.
+    Raises :class:`MalformedEvent` (with its ``kind``) for every value that is not a JSON object
+    of at most :data:`MAX_MESSAGE_BYTES` with a known ``event`` and ``proposal``/``run`` numbers
+    (ints or digit strings) in ``1..MAX_NUMBER``, whatever goes wrong while decoding it (deep
+    nesting, huge integers, binary data...). Nothing else is raised; the value is never
+    evaluated or unpickled.
     """
     if raw is None:
-        raise MalformedEvent("empty message")
+        raise MalformedEvent("empty message", "empty")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedEvent(f"message of {len(raw)} bytes (at most {MAX_MESSAGE_BYTES})",
+                             "too large")
     try:
         msg = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedEvent(f"not JSON: {e}") from None
+        raise MalformedEvent(f"not JSON: {e}", "not JSON") from None
+    except (ValueError, RecursionError, TypeError) as e:   # huge ints, deep nesting
+        raise MalformedEvent(f"not JSON AMORE can read: {type(e).__name__}: {e!s:.100}",
+                             "not JSON") from None
     if not isinstance(msg, dict):
-        raise MalformedEvent(f"not a JSON object: {type(msg).__name__}")
+        raise MalformedEvent(f"not a JSON object: {type(msg).__name__}", "not a JSON object")
     ev = msg.get("event")
+    if "event" not in msg:
+        raise MalformedEvent("missing field 'event'", "missing field")
     if not isinstance(ev, str):
-        raise MalformedEvent("missing field 'event'")
+        raise MalformedEvent(f"field 'event' is not a string: {ev!r:.80}", "wrong type")
     if ev not in event_kinds:
-        raise MalformedEvent(f"unknown event {ev!r}")
+        raise MalformedEvent(f"unknown event {ev!r:.80}", "unknown event")
     proposal = _as_int(msg, "proposal")
     run = _as_int(msg, "run")
-    if proposal <= 0 or run <= 0:
-        raise MalformedEvent(f"proposal and run must be positive, got {proposal}, {run}")
-    text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
     return RunEvent(proposal=proposal, run=run, data=event_kinds[ev], source=source,
                     timestamp=time.time() if timestamp is None else timestamp, event=ev,
                     location=location, message=text)
@@ -161,25 +184,27 @@ class FacilityEventSource:
         self._closed = False
         self._unknown_topics_logged: set[str] = set()
         self._msg_errors = Throttle()
+        self._malformed_throttle = Throttle()
+        #: number of skipped messages by kind of problem (see :class:`MalformedEvent`)
+        self.skipped: dict[str, int] = {}
         self.broker = broker
-        self._down = False
-
-        settings = common_settings(broker, "event consumer", f"amore-listener-{db_id}")
-        log_error = settings["error_cb"]
-
-        def on_error(err: KafkaError) -> None:
-            log_error(err)
-            if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-                self._lost(err.str())
-
-        settings["error_cb"] = on_error
-        self._next_probe = 0.0
+        #: Reachability of the broker ("connected"/"reconnecting"), checked by :meth:`poll`;
+        #: a lost and a restored connection go to the event log (:meth:`_on_connection`).
+        self.connectivity = Connectivity("run events", broker, on_change=self._on_connection)
+        # partitions this source read before: if the group has no committed offset for one of
+        # them later, the broker lost its state (restart with in-memory storage) and the
+        # topic was created again: read it from its start, not its end.
+        self._seen: set[tuple[str, int]] = set()
         self._consumer = Consumer({
-            **settings,
+            **common_settings(broker, "event consumer", f"amore-listener-{db_id}",
+                              on_error=self.connectivity.on_error),
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": self.auto_offset_reset,
+            # Start positions are set explicitly (_on_assign); this only applies when a
+            # position is out of range, i.e. the topic was deleted and created again: then
+            # every message it holds is new.
+            "auto.offset.reset": "earliest",
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 3,
             "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
@@ -212,7 +237,12 @@ class FacilityEventSource:
             except KafkaException as e:
                 log.warning("Could not get offsets of %s [%d]: %s", tp.topic, tp.partition, e)
                 continue
-            tp.offset = high if self.auto_offset_reset == "latest" else low
+            lost = (tp.topic, tp.partition) in self._seen
+            tp.offset = low if lost or self.auto_offset_reset == "earliest" else high
+            if lost:
+                log.warning("Kafka group %s has no offset for %s [%d] any more (the broker lost "
+                            "its state?): reading it from its start", self.group_id, tp.topic,
+                            tp.partition)
             fresh.append(TopicPartition(tp.topic, tp.partition, tp.offset))
         consumer.assign(committed)
         if fresh:
@@ -223,6 +253,7 @@ class FacilityEventSource:
         with self._lock:
             for tp in committed:
                 key = (tp.topic, tp.partition)
+                self._seen.add(key)
                 self._pending[key] = {}
                 self._commit_due.pop(key, None)
                 self._commit_pos[key] = tp.offset if tp.offset >= 0 else -1
@@ -273,9 +304,11 @@ class FacilityEventSource:
         record's timestamp (Unix seconds), ``data`` ``"raw"``/``"proc"`` from the event name.
 
         Messages for other proposals are skipped; malformed messages (see
-        :func:`~backend.sources.base.parse_facility_message`) are logged once at WARNING with
-        topic, partition, offset and reason, and skipped. Skipped offsets are committed
-        (asynchronously) once no unacknowledged event precedes them. Broker problems are logged,
+        :func:`~backend.sources.base.parse_facility_message`, or whatever else fails on one
+        message) are skipped and logged at WARNING with topic, partition, offset and reason, at
+        most once a minute per kind of problem (with the count of those not logged), and passed
+        to :attr:`on_problem`. Skipped offsets are committed (asynchronously) once no
+        unacknowledged event precedes them. Broker problems are logged,
         not raised. Raises RuntimeError after :meth:`close`.
         """
         if self._closed:
@@ -293,9 +326,14 @@ class FacilityEventSource:
             events.extend(self._handle(msgs))
             if events or time.monotonic() >= deadline:
                 break
-        self._probe()
+        self.connectivity.check(self._consumer)
         self._retry_commits()
         return events
+
+    def _on_connection(self, state: str, message: str) -> None:
+        if self.on_problem is not None:
+            self.on_problem("warning" if state == "reconnecting" else "info", message,
+                            {"state": state, "broker": self.connectivity.broker})
 
     def _handle(self, msgs) -> list[tuple[RunEvent, Any]]:
         events = []
@@ -312,12 +350,11 @@ class FacilityEventSource:
                 try:
                     ev = self._parse(m.value(), source, record_time(m), f"{topic}[{part}]@{off}")
                 except MalformedEvent as e:
-                    log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s",
-                                topic, part, off, e)
-                    self._report_problem("warning", f"Malformed message on {topic} [{part}] at "
-                                         f"offset {off} skipped: {e}",
-                                         {"topic": topic, "partition": part, "offset": off,
-                                          "reason": str(e), "value": _preview(m.value())})
+                    self._malformed(topic, part, off, e.kind, str(e), m.value())
+                    ev = None
+                except Exception as e:  # never let one message stop the ones behind it
+                    self._malformed(topic, part, off, "unreadable",
+                                    f"{type(e).__name__}: {e!s:.200}", m.value())
                     ev = None
 
                 pending = self._pending.setdefault(key, {})
@@ -335,28 +372,15 @@ class FacilityEventSource:
                 self._commit(advances, asynchronous=True)
         return events
 
-    def _lost(self, why: str) -> None:
-        """The connection to the broker is gone: say so once (the event log)."""
-        if not self._down:
-            self._down = True
-            self._next_probe = time.monotonic() + 2.0
-            self._report_problem("warning", f"Lost the connection to Kafka broker {self.broker}: "
-                                 f"{why}", {"broker": self.broker, "error": why})
-
-    def _probe(self) -> None:
-        """While the broker is gone, ask for its metadata every few seconds; say once when it
-        answers again."""
-        if not self._down or time.monotonic() < self._next_probe:
-            return
-        self._next_probe = time.monotonic() + 3.0
-        try:
-            md = self._consumer.list_topics(timeout=1.0)
-        except KafkaException:
-            return
-        if md.brokers:
-            self._down = False
-            self._report_problem("info", f"Kafka broker {self.broker} is reachable again",
-                                 {"broker": self.broker})
+    def _on_connection(self, state: str, message: str) -> None:
+        """The broker became unreachable or reachable again (:class:`Connectivity`): say so
+        in the event log."""
+        if state == "reconnecting":
+            self._report_problem("warning", f"Lost the connection to Kafka broker {self.broker} "
+                                 f"(run events); reconnecting",
+                                 {"state": state, "broker": self.broker})
+        else:
+            self._report_problem("info", message, {"state": state, "broker": self.broker})
 
     def _report_problem(self, level: str, message: str, details: dict) -> None:
         """Tell people through :attr:`on_problem` (the listener's event log); never raises."""
@@ -374,12 +398,33 @@ class FacilityEventSource:
         return parse_facility_message(value, self._kinds, source=source, timestamp=timestamp,
                                       location=location)
 
+    def _malformed(self, topic: str, part: int, off: int, kind: str, reason: str,
+                   value=None) -> None:
+        """Report a skipped message: WARNING with topic, partition and offset, at most once a
+        minute per kind of problem (the count of similar ones follows in the next report); the
+        same reports go to :attr:`on_problem` (the listener's event log)."""
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        ok, suppressed = self._malformed_throttle(kind)
+        if not ok:
+            log.debug("Skipping malformed facility message on %s [%d] at offset %d: %s",
+                      topic, part, off, reason)
+            return
+        more = f" ({suppressed} more of this kind skipped since the last report)" \
+            if suppressed else ""
+        log.warning("Skipping malformed facility message on %s [%d] at offset %d: %s%s",
+                    topic, part, off, reason, more)
+        self._report_problem("warning", f"Malformed message on {topic} [{part}] at offset {off} "
+                             f"skipped ({kind}): {reason}{more}",
+                             {"topic": topic, "partition": part, "offset": off, "kind": kind,
+                              "reason": reason, "suppressed_before": suppressed,
+                              "value": _preview(value)})
+
     def _message_error(self, msg, err: KafkaError):
         topic = msg.topic()
         if err.code() == KafkaError._PARTITION_EOF:
             return
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self._lost(err.str())
+            self.connectivity.on_error(err)
         if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
             if topic not in self._unknown_topics_logged:
                 self._unknown_topics_logged.add(topic)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import context_templates
 from backend.contextdir import ContextDir
-from backend.files import share_like_dir
+from backend.files import restrict_umask, share_like_dir
 from backend.store.writer import RunDB
 
 
@@ -59,6 +59,12 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
     if template is None:
         template = facility if facility not in (None, "euxfel") else "generic"
     cd = ContextDir(context_dir)
+    # Never world-writable; group-writable only under a group-shared directory, whatever the
+    # umask (the directories created here take the sharing of the nearest existing one).
+    existing = cd.path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    restrict_umask(existing)
     cd.path.mkdir(parents=True, exist_ok=True)
     ctx = cd.context_file
     src = context_file if context_file is not None else context_templates.path(template)

@@ -6,8 +6,11 @@ built from those tables, and :mod:`backend.store.reader` reads them. The schema 
 with Alembic (``backend/store/migrations``); opening a database upgrades it to the current
 revision.
 
-Writes use ``BEGIN IMMEDIATE`` with a 30 s busy timeout in WAL mode, and are short, so many
-workers may write at once without ``database is locked`` errors. :class:`RunDB` is used only by
+Writes use ``BEGIN IMMEDIATE`` in WAL mode and are short, so many workers may write at once
+without ``database is locked`` errors. A write waits for another process's write lock (a
+database browser holding a transaction) up to :data:`MAX_LOCK_WAIT_S`, logging every
+:data:`BUSY_TIMEOUT_S` seconds that it waits and putting the wait in the event log (at most
+every 30 s). :class:`RunDB` is used only by
 the backend (the database's one writer), and for what people edit (comments, from the GUI
 or the command line).
 """
@@ -17,7 +20,9 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -36,7 +41,31 @@ from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F40
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 30.0
+#: Seconds one attempt to get the write lock waits inside SQLite before AMORE logs that it is
+#: still waiting and tries again.
+BUSY_TIMEOUT_S = 5.0
+#: Longest total wait for the write lock (another process holding a write transaction, e.g. a
+#: database browser) before a write gives up with ``OperationalError``.
+MAX_LOCK_WAIT_S = 1800.0
+#: Waits for the write lock at least this long are recorded in the event log.
+LOCK_REPORT_S = 2.0
+
+_lock_wait = threading.local()
+
+
+def _is_busy(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def is_transient_db_error(e: BaseException) -> bool:
+    """True for database errors that may go away by themselves (a lock held too long, a full
+    disk, an I/O error), as opposed to bugs or bad data: callers may retry later."""
+    if not isinstance(e, (sa.exc.OperationalError, sqlite3.OperationalError)):
+        return False
+    text = str(e).lower()
+    return any(w in text for w in ("locked", "busy", "full", "disk i/o", "unable to open",
+                                   "readonly"))
 
 def _new_run():
     """Record a run (status ``pending``) unless it exists. Parameters: proposal, run,
@@ -81,7 +110,7 @@ class StorageError(Exception):
 
 
 def make_engine(path: str | os.PathLike) -> sa.Engine:
-    """SQLAlchemy engine for an SQLite file: WAL, 30 s busy timeout, ``BEGIN IMMEDIATE`` for
+    """SQLAlchemy engine for an SQLite file: WAL, a busy timeout (see :data:`MAX_LOCK_WAIT_S`), ``BEGIN IMMEDIATE`` for
     transactions that may write (``BEGIN`` for connections with execution option
     ``readonly=True``)."""
     engine = sa.create_engine(f"sqlite:///{Path(path)}",
@@ -102,8 +131,21 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
     def _on_begin(conn):
         if conn.get_execution_options().get("readonly"):
             conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # Another process may hold the write lock for long (a database browser with an open
+        # transaction): wait for it as long as MAX_LOCK_WAIT_S, saying so every few seconds.
+        t0 = time.monotonic()
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                break
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as e:
+                waited = time.monotonic() - t0
+                if not _is_busy(e) or waited > MAX_LOCK_WAIT_S:
+                    raise
+                log.warning("%s is locked by another process; waiting to write "
+                            "(%.0f s so far)", path, waited)
+        _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0) + time.monotonic() - t0
 
     return engine
 
@@ -138,12 +180,39 @@ class RunDB:
 
     def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
         self.path = db_file(context_dir)
+        self._reporting_wait = False
+        self._last_wait_report = -1e9
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
         if _current_revision(self.path) != SCHEMA_HEAD:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
+
+    @contextmanager
+    def _begin(self):
+        """A write transaction. It waits for another process's write lock (up to
+        :data:`MAX_LOCK_WAIT_S`); once it is done, waits of :data:`LOCK_REPORT_S` or more of
+        this thread since the last report (also those of other modules' transactions on this
+        engine: snapshots, manual columns, run logs) are recorded in the event log."""
+        with self.engine.begin() as conn:
+            yield conn
+        waited, _lock_wait.seconds = getattr(_lock_wait, "seconds", 0.0), 0.0
+        if waited >= LOCK_REPORT_S and not self._reporting_wait \
+                and time.monotonic() - self._last_wait_report >= 30.0:
+            self._reporting_wait = True
+            self._last_wait_report = time.monotonic()
+            try:
+                log.warning("Waited %.1f s for %s: another process held a write lock",
+                            waited, self.path.name)
+                self.add_event(EventLevel.WARNING, "database",
+                               f"Waited {waited:.0f} s to write to {self.path.name}: another "
+                               f"process held a write lock; nothing was lost",
+                               details={"seconds": round(waited, 1)})
+            except Exception as e:
+                log.warning("Could not record the wait in the event log: %s", e)
+            finally:
+                self._reporting_wait = False
 
     @classmethod
     def create(cls, context_dir: str | os.PathLike, proposal: int | str | None = None) -> "RunDB":
@@ -159,7 +228,7 @@ class RunDB:
         path = db_file(context_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = cls(context_dir, _create=True)
-        with db.engine.begin() as conn:
+        with db._begin() as conn:
             existing = dict(conn.execute(sa.select(metadata_table.c.key, metadata_table.c.value)).all())
             if "db_id" not in existing:
                 conn.execute(metadata_table.insert().values(key="db_id", value=uuid.uuid4().hex))
@@ -178,7 +247,7 @@ class RunDB:
         return default if v is None else v
 
     def set_metadata(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             ins = sqlite_insert(metadata_table).values(key=key, value=value)
             conn.execute(ins.on_conflict_do_update(index_elements=[metadata_table.c.key],
                                                    set_={"value": ins.excluded.value}))
@@ -203,7 +272,7 @@ class RunDB:
         Returns True if the run was new.
         """
         now = time.time() if added_at is None else added_at
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
                                           "start_time": start_time, "added_at": now})
             new = res.rowcount > 0
@@ -218,7 +287,7 @@ class RunDB:
         """Set a run's processing status (one of :data:`RUN_STATUSES`) and message."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(_RUN_STATUS, {"proposal": proposal, "run": run, "start_time": start_time,
                                        "added_at": time.time(), "status": RunStatus(status).value,
                                        "status_message": message})
@@ -237,7 +306,7 @@ class RunDB:
             r["st"] = RunStatus(r["st"]).value
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO runs(proposal, run, added_at, status, status_message) "
                 "VALUES (:p, :r, :a, :st, :m) ON CONFLICT(proposal, run) DO UPDATE SET "
@@ -246,7 +315,7 @@ class RunDB:
     def set_comment(self, proposal: int | str, run: int, text: str | None) -> None:
         """Set the editable comment of a run (None or empty clears it)."""
         self.ensure_run(proposal, run)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(runs_table.update()
                          .where(runs_table.c.proposal == proposal, runs_table.c.run == run)
                          .values(comment=text or None))
@@ -290,7 +359,7 @@ class RunDB:
         now = time.time()
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                with self._begin() as conn:
                     row = conn.execute(sa.select(source_runs_table).where(
                         source_runs_table.c.source == source,
                         source_runs_table.c.key == key)).mappings().first()
@@ -376,7 +445,7 @@ class RunDB:
         gone = [n for n in delete_missing if n not in values]
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                with self._begin() as conn:
                     conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
                                             "start_time": start_time, "added_at": now})
                     if rows:
@@ -425,7 +494,7 @@ class RunDB:
     def set_variables(self, variables: Iterable[VariableInfo]) -> bool:
         """Replace the stored variable definitions; returns True if anything changed."""
         new = {v.name: v.row() for v in variables}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             old = {r["name"]: dict(r) for r in conn.execute(sa.select(variables_table)).mappings()}
             if old == new:
                 return False
@@ -446,7 +515,7 @@ class RunDB:
     def add_comment(self, text: str, author: str | None = None, timestamp: float | None = None,
                     proposal: int | str | None = None, run: int | None = None) -> int:
         """Add a standalone timestamped comment; returns its id."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(comments_table.insert().values(
                 text=text, author=author, timestamp=time.time() if timestamp is None else timestamp,
                 proposal=proposal, run=run))
@@ -469,7 +538,7 @@ class RunDB:
         traceback...). Raises ``ValueError`` for an unknown level.
         """
         level = EventLevel(level).value
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             res = conn.execute(events_table.insert().values(
                 timestamp=time.time() if timestamp is None else timestamp, level=level,
                 source=source, proposal=proposal, run=run, message=message,
@@ -506,7 +575,7 @@ class RunDB:
                      proposal=normalize_proposal(r["proposal"])) for r in rows]
         if not rows:
             return 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             known = {(t, r) for t, r in conn.execute(
                 sa.select(slurm_jobs_table.c.task_id, slurm_jobs_table.c.run)
                 .where(slurm_jobs_table.c.task_id.in_(sorted({r["task_id"] for r in rows}))))}
@@ -533,7 +602,7 @@ class RunDB:
         q = slurm_jobs_table.update().where(slurm_jobs_table.c.task_id == task_id)
         if run is not None:
             q = q.where(slurm_jobs_table.c.run == run)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(q.values(**fields))
             if run_status is not None and run is not None:
                 p, st, msg = run_status
@@ -562,8 +631,22 @@ class RunDB:
         for r in rows:
             r["names"] = json.loads(r["names"] or "[]")
         return rows
+    def keep_open(self) -> None:
+        """Hold one connection open until :meth:`close` (the backend does). SQLite removes the
+        ``-wal``/``-shm`` files when the last connection closes and must create them again for
+        the next one; on a full disk that fails and nobody, not even a reader, could open the
+        database. With a connection held, readers keep working on a full disk and writes fail
+        cleanly ("database or disk is full")."""
+        if getattr(self, "_keeper", None) is None:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("SELECT count(*) FROM metadata").fetchall()
+            self._keeper = con
 
     def close(self) -> None:
+        keeper, self._keeper = getattr(self, "_keeper", None), None
+        if keeper is not None:
+            keeper.close()
         self.engine.dispose()
 
 

@@ -1,0 +1,175 @@
+"""Fault: runaway user code in the context file, on the real worker pool.
+
+An endless loop (killed at ``run_timeout``), a memory hog (an "out of memory" error under
+``[processing] worker_memory_mb``), a segfault in native code, megabytes printed to stdout and
+stderr, processes forked or spawned (and detached) that would outlive the run. Each run gets a
+clear status; the backend's pool lives on and the next run is computed normally.
+"""
+from __future__ import annotations
+
+import logging
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from backend.config import load_config
+from backend.processing.local import RunProcessor, WorkerPool
+from backend.store.writer import RunDB
+from tests.faults_helpers import PROPOSAL
+
+RUNAWAY_CONTEXT = textwrap.dedent("""
+    import ctypes, os, subprocess, sys, time
+    from amore.context import Variable
+
+    # started when the context file is loaded, used by every run: kept while the worker lives
+    HELPER = subprocess.Popen(["sleep", "602"])
+
+    @Variable(title="Helper")
+    def helper_pid(run):
+        return HELPER.pid
+
+    @Variable(title="Trains")
+    def n_trains(run):
+        return len(run.train_ids)
+
+    @Variable(title="Runaway")
+    def runaway(run, r: "meta#run_number"):
+        if r == 1:                      # endless loop
+            while True:
+                pass
+        if r == 2:                      # memory hog: 8 GB
+            return len(bytearray(8 << 30))
+        if r == 3:                      # crash in native code
+            ctypes.string_at(0)
+        if r == 4:                      # megabytes of output, one 3 MB line without newline
+            for i in range(20000):
+                print("x" * 100, i)
+                print("e" * 100, i, file=sys.stderr)
+            os.write(1, b"y" * (3 << 20))
+            os.write(2, b"z" * (3 << 20))
+            return 4
+        if r == 5:                      # processes outliving the run
+            pids = []
+            p = subprocess.Popen(["sleep", "600"])
+            pids.append(p.pid)
+            p = subprocess.Popen(["sleep", "601"], start_new_session=True)
+            pids.append(p.pid)
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()
+                if os.fork() == 0:      # a detached daemon (double fork)
+                    time.sleep(600)
+                os._exit(0)
+            with open("spawned.txt", "w") as f:
+                f.write(" ".join(map(str, pids)))
+            return 5
+        return r
+""")
+
+
+@pytest.fixture
+def processor(make_context_dir, write_run):
+    ctx = make_context_dir(code=RUNAWAY_CONTEXT, config=textwrap.dedent("""
+        [processing]
+        jobs = 1
+        run_timeout = 4
+        worker_memory_mb = 1500
+    """))
+    for r in range(1, 7):
+        write_run(r, ntrains=5)
+    config = load_config(ctx)
+    db = RunDB(ctx)
+    pool = WorkerPool(ctx, config, 1)
+    proc = RunProcessor(ctx, config, db, pool)
+    assert proc.load_context() is None
+    yield ctx, db, pool, proc
+    pool.stop()
+    for w in pool.workers:
+        w.kill()
+
+
+def sleepers():
+    """The sleep processes run 5 leaves behind, still running (zombies do not count: they are
+    reaped by whoever inherits them)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if cmd[:1] == ["sleep"] and cmd[1:] in (["600"], ["601"]) \
+                and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+def test_runaway_user_code(processor, caplog):
+    ctx, db, pool, proc = processor
+    caplog.set_level(logging.INFO)
+    worker_pids = []
+
+    def process(run):
+        out = proc.process(PROPOSAL, run)
+        worker_pids.append(pool.workers[0].pid)
+        return out, db.get_run(PROPOSAL, run), db.get_values(PROPOSAL, run)
+
+    # Endless loop: killed at run_timeout, the run failed and says why.
+    t0 = time.monotonic()
+    out, row, _ = process(1)
+    assert 4 <= time.monotonic() - t0 < 15
+    assert row["status"] == "failed" and "timed out" in row["status_message"] \
+        and "run_timeout" in row["status_message"]
+
+    # Memory hog: the variable gets "out of memory"; the others of the run are computed.
+    out, row, values = process(2)
+    assert row["status"] == "done", row
+    assert values["runaway"].summary_type == "error"
+    assert "out of memory" in values["runaway"].attributes["error"]
+    assert "worker_memory_mb" in values["runaway"].attributes["error"]
+    assert values["n_trains"].value == 5
+
+    # Segfault: the run failed with a clear reason; a new worker takes the next run.
+    out, row, _ = process(3)
+    assert row["status"] == "failed" and "SIGSEGV" in row["status_message"] \
+        and "native code" in row["status_message"]
+
+    # Megabytes of output: the protocol holds, the log gets a bounded excerpt.
+    caplog.clear()
+    out, row, values = process(4)
+    assert row["status"] == "done" and values["runaway"].value == 4, row
+    time.sleep(0.5)  # the output pump thread catches up
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("amore.worker")]
+    assert len(logged) <= pool.workers[0].MAX_LINES + 5
+    assert sum(map(len, logged)) < 1 << 20
+    assert any("not logged" in m for m in logged) or any("cut at" in m for m in logged)
+
+    # Processes outliving the run: gone when the run is done.
+    out, row, values = process(5)
+    assert row["status"] == "done" and values["runaway"].value == 5, row
+    spawned = [int(x) for x in (ctx / "spawned.txt").read_text().split()]
+    assert spawned
+    assert not [p for p in spawned if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not sleepers(), "the detached daemon outlived the run"
+    helper = values["helper_pid"].value
+    assert psutil.Process(helper).status() != psutil.STATUS_ZOMBIE, "load-time helper killed"
+
+    # The pool lives on: run 6 is computed normally.
+    out, row, values = process(6)
+    assert row["status"] == "done" and values["runaway"].value == 6
+    assert values["n_trains"].value == 5
+    assert pool.workers[0].alive()
+    # The timeout and the crash are in the event log.
+    worker_events = [e["message"] for e in db.events() if e["source"] == "worker"]
+    assert any("Run 1: timed out" in m for m in worker_events), worker_events
+    assert any("Run 3:" in m and "SIGSEGV" in m for m in worker_events), worker_events
+    # Only runs 1 (timeout) and 3 (segfault) cost a worker.
+    assert len(set(worker_pids)) == 3, worker_pids
+    # The load-time helper goes with its worker.
+    pool.stop()
+    time.sleep(0.5)
+    assert not psutil.pid_exists(helper) or \
+        psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    # ... and so did those of the workers that were killed (timeout) or crashed (segfault)
+    assert not [p for p in psutil.process_iter(["cmdline", "status"])
+                if (p.info["cmdline"] or []) == ["sleep", "602"]
+                and p.info["status"] != psutil.STATUS_ZOMBIE]
