@@ -255,3 +255,21 @@ def test_manual_edits_reach_other_guis_through_kafka(qtbot, open_window, gui_ctx
     edit_cell(a, 4, "distance", lambda e: e.setValue(12.5))
     qtbot.waitUntil(lambda: cell(b, 4, "distance") == "12.5", timeout=WAIT)
     assert a.update_thread.mode == b.update_thread.mode == "kafka"
+
+
+def test_selection_survives_a_reload(qtbot, open_window, gui_ctx):
+    """Runs selected for a multi-run edit stay selected when the table reloads (a column added
+    from another GUI or the command line), so the edit still reaches all of them."""
+    ctx = gui_ctx["ctx"]
+    w = open_window()
+    from PyQt5.QtCore import QItemSelectionModel
+    select_runs(w, [2, 3])
+    w.table.selectionModel().setCurrentIndex(
+        w.model.index(w.model.view_row_of(GUI_PROPOSAL, 2), 0), QItemSelectionModel.NoUpdate)
+    ManualStore(RunDB(ctx)).add_column("crystal", "choice", choices=["lysozyme", "buffer"])
+    w.reload()
+    qtbot.waitUntil(lambda: w.model.column_of("crystal") >= 0, timeout=WAIT)
+    assert sorted(r for _, r in w.selected_runs()) == [2, 3]
+    edit_cell(w, 2, "crystal", lambda e: e.setCurrentIndex(e.findData("buffer")))
+    qtbot.waitUntil(lambda: cell(w, 2, "crystal") == "buffer" and cell(w, 3, "crystal") == "buffer",
+                    timeout=WAIT)

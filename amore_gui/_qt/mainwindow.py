@@ -15,7 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from PyQt5.QtCore import QModelIndex, QSize, Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import (QItemSelection, QItemSelectionModel, QModelIndex, QSize, Qt, QTimer,
+                          pyqtSignal)
 from PyQt5.QtGui import QFontMetrics, QIntValidator, QKeySequence
 from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, QDockWidget,
                              QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
@@ -394,7 +395,9 @@ class MainWindow(QMainWindow):
         sort_key, descending = self.session.sort
         self.thumbs.clear()
         self.delegate.clear_sparklines()
+        selection = self._selection_by_keys()
         self.model.set_table(data, sort_key, descending)
+        self._restore_selection(selection)
         self._refresh_tags()
         self._apply_layout()
         col = self.model.column_of(self.model.view.sort_key)
@@ -775,6 +778,47 @@ class MainWindow(QMainWindow):
         self.table.selectRow(vr)
         self.table.scrollTo(idx, QAbstractItemView.PositionAtCenter)
         return True
+
+    def _selection_by_keys(self):
+        """The selection and current cell as (runs, first and last column keys) ranges, which
+        survive a reload (rows and columns may move; a reset clears Qt's own selection)."""
+        sm = self.table.selectionModel()
+        if sm is None or not self.model.rowCount():
+            return [], None
+        cols = self.model.data_obj.columns
+        last = len(cols) - 1
+        # whole rows stay whole rows (None), however many columns the reload brings
+        ranges = [([self.model.run_at(r) for r in range(rg.top(), rg.bottom() + 1)],
+                   None if (rg.left(), rg.right()) == (0, last) else cols[rg.left()].key,
+                   None if (rg.left(), rg.right()) == (0, last) else cols[rg.right()].key)
+                  for rg in sm.selection()]
+        cur = sm.currentIndex()
+        current = ((self.model.run_at(cur.row()), cols[cur.column()].key)
+                   if cur.isValid() else None)
+        return ranges, current
+
+    def _restore_selection(self, selection) -> None:
+        """Select again what :meth:`_selection_by_keys` recorded (runs still in the view)."""
+        ranges, current = selection
+        m = self.model
+        sel = QItemSelection()
+        for runs, left, right in ranges:
+            c0, c1 = ((0, m.columnCount() - 1) if left is None
+                      else (m.column_of(left), m.column_of(right)))
+            if c0 < 0 or c1 < 0:
+                continue
+            for prop, run in runs:
+                row = m.view_row_of(prop, run)
+                if row >= 0:
+                    sel.select(m.index(row, c0), m.index(row, c1))
+        sm = self.table.selectionModel()
+        if not sel.isEmpty():
+            sm.select(sel, QItemSelectionModel.ClearAndSelect)
+        if current is not None:
+            (prop, run), key = current
+            row, col = m.view_row_of(prop, run), m.column_of(key)
+            if row >= 0 and col >= 0:
+                sm.setCurrentIndex(m.index(row, col), QItemSelectionModel.NoUpdate)
 
     def selected_runs(self) -> list[tuple[int, int]]:
         """(proposal, run) of the selected rows, in view order."""

@@ -589,9 +589,13 @@ class Listener:
         if work is None:
             work = self._find_pending()
         else:   # found earlier: leave out the runs finished since (a Slurm job's results)
+            from backend.service.integrity import runs_on_disk
             now = {r["run"]: r["status"] for r in self.db.runs() if r["proposal"] == self.proposal}
             work.unfinished = [r for r in work.unfinished if now.get(r) in (
                 RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)]
+            # and add the runs written while the sources started (a directory watcher only sees
+            # what changes after it started): look at the disk again, now that they listen
+            work.unknown = sorted(set(work.unknown) | (runs_on_disk(self.proposal_dir) - set(now)))
         on_slurm = {r for p, r in self.slurm.active_runs() if p == self.proposal}
         if on_slurm:  # their Slurm jobs still run: followed by the Slurm poll, not requeued
             work.unfinished = [r for r in work.unfinished if r not in on_slurm]
