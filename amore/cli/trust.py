@@ -36,6 +36,23 @@ def _runs(a, db, pdir, cmd):
         return None
 
 
+def _open_runs(a, cmd):
+    """``(db, config, proposal dir, runs)`` for ``check`` and ``verify``, or the exit status
+    (1: no database or proposal directory, 2: bad run list) after saying why."""
+    opened = _open(a, cmd)
+    if opened is None:
+        return 1
+    db, config, pdir = opened
+    if pdir is None:
+        print(f"amore-proto {cmd}: proposal {db.proposal} not found under the data root",
+              file=sys.stderr)
+        return 1
+    runs = _runs(a, db, pdir, cmd)
+    if runs is None:
+        return 2
+    return db, config, pdir, runs
+
+
 def _t(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -89,17 +106,10 @@ def cmd_run_info(a) -> int:
 def cmd_check(a) -> int:
     from backend.integrity.datacheck import describe
     from backend.service.integrity import data_check
-    opened = _open(a, "check")
-    if opened is None:
-        return 1
-    db, config, pdir = opened
-    if pdir is None:
-        print(f"amore-proto check: proposal {db.proposal} not found under the data root",
-              file=sys.stderr)
-        return 1
-    runs = _runs(a, db, pdir, "check")
-    if runs is None:
-        return 2
+    opened = _open_runs(a, "check")
+    if isinstance(opened, int):
+        return opened
+    db, config, pdir, runs = opened
     bad, out = 0, {}
     for r in runs:
         try:
@@ -125,17 +135,10 @@ def cmd_check(a) -> int:
 
 def cmd_verify(a) -> int:
     from backend.service.integrity import checksum_run
-    opened = _open(a, "verify")
-    if opened is None:
-        return 1
-    db, config, pdir = opened
-    if pdir is None:
-        print(f"amore-proto verify: proposal {db.proposal} not found under the data root",
-              file=sys.stderr)
-        return 1
-    runs = _runs(a, db, pdir, "verify")
-    if runs is None:
-        return 2
+    opened = _open_runs(a, "verify")
+    if isinstance(opened, int):
+        return opened
+    db, config, pdir, runs = opened
     bad = 0
     for r in runs:
         comp = checksum_run(db, config, db.proposal, r, pdir, algorithm=a.algorithm,
