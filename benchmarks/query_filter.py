@@ -40,25 +40,12 @@ EXPRESSIONS = [
 
 
 def build(work: Path, nruns: int, nvars: int) -> Path:
-    from benchmarks.gui_load import build_db
-    from backend.store.manual import ManualStore
-    from backend.store.writer import RunDB
+    from benchmarks.gui_load import add_manual_columns, build_db
     ctx = work / f"q-{nruns}x{nvars}"
     if (ctx / "runs.sqlite").exists():
         return ctx
     build_db(ctx, nruns, nvars)
-    db = RunDB(ctx)
-    m = ManualStore(db)
-    m.add_column("sample", "choice", choices="lyso,buffer,empty")
-    m.add_column("distance", "number", units="mm")
-    m.add_column("good", "boolean")
-    runs = list(range(1, nruns + 1))
-    m.set_values(runs[::3], "sample", "lyso", via="api")
-    m.set_values(runs[1::3], "sample", "buffer", via="api")
-    m.set_values(runs[::2], "distance", "2 cm", via="api")
-    m.set_values(runs[1::2], "distance", "12 mm", via="api")
-    m.set_values(runs[::5], "good", "yes", via="api")
-    db.close()
+    add_manual_columns(ctx, nruns)
     return ctx
 
 
