@@ -173,6 +173,29 @@ def change_run(db_path: Path, run: int, factor: float = 1.5) -> list[str]:
 
 # --- child: one fresh GUI process -------------------------------------------------------------
 
+def wait_painted(app, win) -> tuple[float, float]:
+    """Wait until a shown MainWindow painted its first rows, then every value, then its live
+    updates are up (their catch-up poll done). Returns the times (Unix s) of the two paints."""
+    from PyQt5 import QtCore
+    loop = QtCore.QEventLoop()
+    win.loaded.connect(loop.quit)
+    if not win.is_loaded:
+        loop.exec_()
+    app.processEvents()
+    win.table.viewport().repaint()
+    t_first = time.time()
+    win.fully_loaded.connect(loop.quit)
+    if not win.is_fully_loaded:
+        loop.exec_()
+    app.processEvents()
+    win.table.viewport().repaint()
+    t_painted = time.time()
+    while not win.live_ready:
+        app.processEvents()
+        time.sleep(0.01)
+    return t_first, t_painted
+
+
 def child(context_dir: str, spawn_t: float, query: str = "") -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     t_start = time.time()
@@ -186,24 +209,9 @@ def child(context_dir: str, spawn_t: float, query: str = "") -> None:
     win = MainWindow(Path(context_dir), live_updates=True)
     win.resize(1280, 800)
     win.show()
+    t_first, t_painted = wait_painted(app, win)
     loop = QtCore.QEventLoop()
-    win.loaded.connect(loop.quit)
-    if not win.is_loaded:
-        loop.exec_()
-    app.processEvents()
-    win.table.viewport().repaint()
-    t_first = time.time()
     nvis = win.visible_cell_count()
-    win.fully_loaded.connect(loop.quit)
-    if not win.is_fully_loaded:
-        loop.exec_()
-    app.processEvents()
-    win.table.viewport().repaint()
-    t_painted = time.time()
-    # wait for the live-update thread to be up (its catch-up poll done)
-    while not win.live_ready:
-        app.processEvents()
-        time.sleep(0.01)
     t_settle = time.time() + 1.0
     while time.time() < t_settle:
         app.processEvents()
@@ -355,9 +363,13 @@ def main(argv=None) -> int:
     def med(key, sub=None):
         vals = [r[key] if sub is None else statistics.median(r[key]) for r in results
                 if sub is None or r[key]]
+        if not vals:    # nothing measured (e.g. no live update reached a cell on a small table)
+            return None
         return statistics.median(vals), min(vals), max(vals)
 
     def fmt(t, unit="", prec=2):
+        if t is None:
+            return "-"
         m, lo, hi = t
         return f"{m:.{prec}f}{unit} [{lo:.{prec}f}-{hi:.{prec}f}]"
 

@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.gui_load import PROPOSAL, build_db, change_run  # noqa: E402
+from benchmarks.gui_load import build_db, change_run, wait_painted  # noqa: E402
 
 
 def child(context_dir: str, spawn_t: float) -> None:
@@ -52,22 +52,8 @@ def child(context_dir: str, spawn_t: float) -> None:
     win = MainWindow(Path(context_dir), live_updates=True, use_kafka=False)
     win.resize(1280, 800)
     win.show()
+    t_first, t_painted = wait_painted(app, win)
     loop = QtCore.QEventLoop()
-    win.loaded.connect(loop.quit)
-    if not win.is_loaded:
-        loop.exec_()
-    app.processEvents()
-    win.table.viewport().repaint()
-    t_first = time.time()
-    win.fully_loaded.connect(loop.quit)
-    if not win.is_fully_loaded:
-        loop.exec_()
-    app.processEvents()
-    win.table.viewport().repaint()
-    t_painted = time.time()
-    while not win.live_ready:
-        app.processEvents()
-        time.sleep(0.01)
 
     def settle(seconds):
         t = time.time() + seconds
