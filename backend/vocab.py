@@ -69,6 +69,9 @@ SUMMARY_TYPES = tuple(s.value for s in SummaryType)
 #: The facilities AMORE knows (``facility`` in ``amore.toml``).
 FACILITIES = ("euxfel", "ess", "esrf", "swissfel")
 
+#: Types of manual columns (``manual_columns.type``), the values typed by hand into the table.
+MANUAL_COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
+
 
 def normalize_proposal(proposal: "int | str") -> "int | str":
     """A proposal identifier in the one form AMORE stores and compares.

@@ -328,6 +328,13 @@ def test_one_off_reprocess_is_handed_to_the_running_backend(make_context_dir, wr
     assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 40
     assert {p.pid for p in b.workers()} == workers  # the backend's own warm workers did it
     assert "Reprocess of run(s) 1 requested by PID" in b.log.read_text()
+    # the hand-over starts no heavy library in the command (that is what makes it quick)
+    cmd = amore_cmd("reprocess", "1", "--var", "n_trains", "-d", ctx)
+    p = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], capture_output=True, text=True,
+                       timeout=60)
+    assert "running backend" in p.stdout, p.stdout + p.stderr
+    loaded = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if "|" in line}
+    assert not loaded & {"sqlalchemy", "numpy", "h5py", "extra_data", "confluent_kafka"}
     # an unknown variable is not handed over: the local path names the variables that exist
     p = subprocess.run(amore_cmd("reprocess", "1", "--var", "nope", "-d", ctx),
                        capture_output=True, text=True, timeout=120)

@@ -215,7 +215,7 @@ def cmd_history(a) -> int:
 
 def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
-    from backend.store.manual import COLUMN_TYPES
+    from backend.vocab import MANUAL_COLUMN_TYPES as COLUMN_TYPES
     c = sub.add_parser("column", help="manual columns: add, list, rename, describe, delete")
     csub = c.add_subparsers(dest="column_command", required=True)
 

@@ -30,10 +30,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
                                   run_values_table, runs_table, variables_table)
 from backend.units import UnitError, convert, normalise_units, parse_quantity
-from backend.vocab import RunStatus, normalize_proposal
+from backend.vocab import MANUAL_COLUMN_TYPES, RunStatus, normalize_proposal
 
-#: Types of manual columns.
-COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
+#: Types of manual columns (defined in :mod:`backend.vocab`).
+COLUMN_TYPES = MANUAL_COLUMN_TYPES
 #: Where an edit came from (``manual_history.via``).
 EDIT_SOURCES = ("gui", "cli", "api", "carry-over", "import")
 
