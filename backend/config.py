@@ -194,10 +194,13 @@ DEFAULTS: dict[str, Any] = {
         # At most this many tasks per array job; larger reprocesses are chained arrays.
         "max_array_size": 1000,
         # Runs one array task of a reprocess computes, one after the other (start-up, imports
-        # and scheduling are paid once per task). "auto": about 4 tasks per max_concurrent.
+        # and scheduling are paid once per task). "auto": about 2 tasks per max_concurrent.
         "runs_per_task": "auto",
         # Seconds between checks of the job states (squeue/scontrol/sacct) and result files.
         "poll_seconds": 5.0,
+        # Also notice a result file at once through inotify (jobs on this host, local file
+        # systems; GPFS does not report other hosts' writes, so the checks above stay).
+        "watch_results": True,
         # Seconds a Slurm command (sbatch, squeue, ...) may take.
         "command_timeout": 30.0,
     },

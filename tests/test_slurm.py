@@ -271,9 +271,9 @@ def test_reprocess_20_runs_on_slurm_as_one_throttled_array(slurm, make_context_d
     assert throttle == "2" and most_running <= 2
     rows = tasks(ctx)
     assert len(rows) == 20 and {r["job_id"] for r in rows} == set(submitted)
-    # 3 runs per task ("auto": about 4 tasks per allowed concurrent one), 7 tasks
-    assert "in 7 task(s) of up to 3 run(s)" in out
-    assert len({r["task_id"] for r in rows}) == 7
+    # 5 runs per task ("auto": about 2 tasks per allowed concurrent one), 4 tasks
+    assert "in 4 task(s) of up to 5 run(s)" in out
+    assert len({r["task_id"] for r in rows}) == 4
     assert all(r["state"] == "COMPLETED" and r["done"] for r in rows)
     for r in range(1, 21):
         v = values(ctx, r)
@@ -318,12 +318,12 @@ def test_follow_stops_on_ctrl_c_jobs_go_on_and_cancel_all_records_them(
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Stopped following" in err
-    assert len(slurm.jobs()) == 3  # the jobs go on
+    assert len(slurm.jobs()) == 2  # the jobs go on (2 tasks: runs 1-2 and run 3)
     p = subprocess.run(amore_cmd("cancel", "--all", "-d", ctx), capture_output=True, text=True,
                        timeout=90)
     assert p.returncode == 0 and "Cancelled" in p.stdout, p.stdout + p.stderr
     assert not slurm.jobs()
-    for r in (1, 2, 3):  # the running task and the two queued ones
+    for r in (1, 2, 3):  # the running task's two runs and the queued task's one
         v = values(ctx, r)
         for n in ("n_trains", "heavy", "heavier"):
             assert v[n].summary_type == "error" and "ended CANCELLED" in v[n].attributes["error"]
@@ -408,8 +408,10 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     from backend.config import load_config
     from tests.kafka_broker import create_topics
     monkeypatch.setenv("AMORE_BROKER", kafka_broker)
-    # the backend polls only every 2 minutes: the job's message must bring its values
-    config = slurm_config(slurm).replace("poll_seconds = 0.3", "poll_seconds = 120")
+    # the backend polls only every 2 minutes and inotify is off: the job's message must bring
+    # its values
+    config = slurm_config(slurm).replace("poll_seconds = 0.3",
+                                         "poll_seconds = 120\nwatch_results = false")
     ctx = make_context_dir(CONTEXT, config=config.replace("[watch]\n", "[watch]\nenabled = true\n", 1))
     cfg = load_config(ctx)
     create_topics(kafka_broker, cfg["kafka"]["event_topics"] + [cfg.update_topic(RunDB(ctx).db_id)])
@@ -423,6 +425,21 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
     job = tasks(ctx)[0]["task_id"]
     assert f"Slurm job {job} says it finished" in b.log.read_text()
+    assert b.stop() == 0
+
+
+def test_result_file_is_noticed_at_once_without_a_broker(slurm, make_context_dir, write_run,
+                                                         backends):
+    """No broker and a 2-minute poll: inotify sees the job's result file (the job ran on this
+    host) and the values are in the table within seconds."""
+    config = slurm_config(slurm).replace("poll_seconds = 0.3", "poll_seconds = 120")
+    ctx = make_context_dir(CONTEXT, config=config)
+    b = backends(ctx)
+    write_run(1)
+    wait_for(lambda: tasks(ctx), 60, what="job submitted")
+    wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
+    v = values(ctx, 1)
+    assert v["heavy"].value == v["n_trains"].value * 10 + 1
     assert b.stop() == 0
 
 

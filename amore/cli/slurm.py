@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 from amore.cli.common import context_dir
@@ -91,6 +92,8 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
     period = float(config["slurm"].get("poll_seconds", 5.0))
     total = len(runs)
     reported: set[str] = set()
+    wake = threading.Event()  # a result file appeared: look now, not at the next period
+    watch = ex.watch_results(wake.set) if ingest else None
     try:
         with Progress(TextColumn("[bold]Slurm"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
@@ -109,13 +112,17 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
                 progress.update(bar, completed=done, last=f"{running} running")
                 if rows and done >= total:
                     break
-                time.sleep(period)
+                wake.wait(period)
+                wake.clear()
     except KeyboardInterrupt:
         print(f"\nStopped following; job(s) {', '.join(jobs)} keep running "
               f"('amore-proto jobs' shows them, 'amore-proto cancel --job ID' stops them)."
               + ("" if not ingest else " Their results are stored when the backend starts "
                  "or 'amore-proto jobs' runs."), file=sys.stderr)
         return 130
+    finally:
+        if watch is not None:
+            watch.stop()
     rows = [r for j in jobs for r in db.slurm_tasks(job_id=j)]
     bad = [r for r in rows if r["state"] != "COMPLETED"]
     print(f"Reprocessed {total - len(bad)}/{total} runs on Slurm in "

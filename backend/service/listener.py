@@ -655,15 +655,21 @@ class Listener:
             log.exception("Following the Slurm jobs failed")
 
     def _slurm_loop(self) -> None:
-        """Follow Slurm jobs: result files and job states (no inotify: GPFS does not deliver
-        events from other hosts), at once when a job says on the broker that it finished."""
+        """Follow Slurm jobs: result files and job states every ``[slurm] poll_seconds`` (GPFS
+        does not deliver inotify events from other hosts), and at once when a job says on the
+        broker that it finished or inotify sees its result file appear."""
         period = float(self.config["slurm"].get("poll_seconds", 5.0))
-        while not self._stop.is_set():
-            self._slurm_wake.wait(period)
-            self._slurm_wake.clear()
-            if self._stop.is_set():
-                return
-            self._poll_slurm()
+        watch = self.slurm.watch_results(self._slurm_wake.set)
+        try:
+            while not self._stop.is_set():
+                self._slurm_wake.wait(period)
+                self._slurm_wake.clear()
+                if self._stop.is_set():
+                    return
+                self._poll_slurm()
+        finally:
+            if watch is not None:
+                watch.stop()
 
     def _job_messages(self) -> None:
         """Wake the Slurm loop for each ``slurm_job_finished`` message on the update topic."""

@@ -13,34 +13,19 @@ import threading
 import time
 from pathlib import Path
 
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
-
 from backend.sources.base import EventCallback, RunEvent
+from backend.watch import FileChange, FileWatch
 
 log = logging.getLogger(__name__)
 
 _RUN_DIR = re.compile(r"^r(\d{4,})$")
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "RunDirectoryWatcher"):
-        self.watcher = watcher
-
-    # Opening or reading a file (extra-data does both, and writes its own cache file) is no
-    # sign of new data; only writes, creations and renames of HDF5 files and run directories are.
-    _KINDS = {"created", "modified", "moved", "closed"}
-
-    def on_any_event(self, event):
-        if event.event_type not in self._KINDS:
-            return
-        for p in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
-            if p:
-                path = Path(p if isinstance(p, str) else p.decode())
-                # a run directory appearing counts; its "modified" events (any file created
-                # in it, such as extra-data's cache) do not
-                if path.suffix == ".h5" or (event.is_directory and event.event_type != "modified"):
-                    self.watcher.touched(path)
+def _on_change(watcher: "RunDirectoryWatcher", change: FileChange) -> None:
+    # a run directory appearing counts; its "modified" events (any file created in it, such as
+    # extra-data's cache) do not; of the files, only HDF5 files are data
+    if change.path.suffix == ".h5" or (change.is_directory and change.kind != "modified"):
+        watcher.touched(change.path)
 
 
 class RunDirectoryWatcher:
@@ -85,12 +70,12 @@ class RunDirectoryWatcher:
     def start(self, on_event: EventCallback) -> None:
         """Watch ``raw/`` and ``proc/`` and call ``on_event(event, None)`` for each quiet run directory."""
         self.callback = on_event
-        self._observer = Observer()
-        for sub in ("raw", "proc"):
-            d = self.proposal_dir / sub
+        dirs = [self.proposal_dir / sub for sub in ("raw", "proc")]
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
-            self._observer.schedule(_Handler(self), str(d), recursive=True)
-        self._observer.start()
+        self._observer = FileWatch(dirs, lambda change: _on_change(self, change))
+        if not self._observer.start():  # the watch is this source's only way to notice runs
+            raise OSError(f"cannot watch {self.proposal_dir}/raw and /proc for new runs")
         self._thread = threading.Thread(target=self._loop, name="run-watcher", daemon=True)
         self._thread.start()
         log.info("Watching %s/{raw,proc} for new runs (quiet time %.1f s)",
@@ -119,6 +104,5 @@ class RunDirectoryWatcher:
         self._stop.set()
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -13,29 +13,16 @@ import threading
 import time
 from pathlib import Path
 
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
-
 from backend.sources.base import EventCallback, MalformedEvent, ProblemCallback, RunEvent
+from backend.watch import FileChange, FileWatch
 
 log = logging.getLogger(__name__)
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, source: "JsonFileSource"):
-        self.source = source
-
-    def on_any_event(self, event):
-        if event.event_type not in ("created", "modified", "moved", "closed"):
-            return
-        for p in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
-            if p:
-                path = Path(p if isinstance(p, str) else p.decode())
-                if not event.is_directory and self.source.wanted(path):
-                    # closed after writing, or renamed into place: complete, read it now
-                    self.source.touched(path, settled=event.event_type in ("closed", "moved")
-                                        and path == Path(getattr(event, "dest_path", None)
-                                                         or event.src_path))
+def _on_change(source: "JsonFileSource", change: FileChange) -> None:
+    if not change.is_directory and source.wanted(change.path):
+        # closed after writing, or renamed into place: complete, read it now
+        source.touched(change.path, settled=change.complete)
 
 
 class JsonFileSource:
@@ -171,13 +158,8 @@ class JsonFileSource:
                  self.rescan_every)
 
     def _start_observer(self) -> None:
-        try:
-            self._observer = Observer()
-            self._observer.schedule(_Handler(self), str(self.root), recursive=True)
-            self._observer.start()
-        except OSError as e:
-            log.warning("Cannot watch %s (%s); relying on rescans", self.root, e)
-            self._observer = None
+        watch = FileWatch([self.root], lambda change: _on_change(self, change))
+        self._observer = watch if watch.start() else None
 
     def _loop(self) -> None:
         self._emit(self.scan())
@@ -204,6 +186,5 @@ class JsonFileSource:
         self._stop.set()
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
