@@ -173,6 +173,11 @@ class Worker:
             prop_path = find_proposal(f"p{proposal:06d}")
         except Exception:
             prop_path = ""
+        if prop_path:  # AMORE is nearly always the first to open a new run: make that quick
+            from backend.ctxrunner.filemap import write_files_map
+            for origin in ("raw",) if data == "raw" else ("raw", "proc"):
+                if os.path.isdir(run_dir := os.path.join(prop_path, origin, f"r{run:04d}")):
+                    write_files_map(run_dir)
         try:
             run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
         except FileNotFoundError as e:
