@@ -29,7 +29,8 @@ Measured in one run:
     through the running backend's path (``RunProcessor.process`` with a warm worker process,
     what ``amore-proto listen`` does for every run, HDF5 + SQLite write included) against the
     same code bare in an already started Python process, alternating, after one warm-up each,
-    page cache warm. Target: AMORE / bare <= 1.05.
+    page cache warm. Target: AMORE / bare <= 1.05, shown for the medians and for the best of
+    each (interference on a shared machine only adds time).
 
     python benchmarks/b6_realistic_run.py [--runs 5] [--repeats 9] [--trains 6000]
         [--trains-per-seq 250] [--modules 16] [--gap 3] [--work DIR] [--keep] [--out FILE.json]
@@ -333,6 +334,10 @@ def main():
 
         am, bm, lb = det["amore"], det["bare"], det["light_bare"]
         ratio = med(am) / med(bm)
+        # Interference from other jobs on a shared VM (and its memory reclaim, which evicts
+        # cached pages within seconds) only ever adds time: the best of each is the cleanest
+        # estimate of the backend's own overhead; the medians are shown too.
+        best_ratio = min(am) / min(bm)
         size = (f"{a.trains:,} trains, {a.modules} AGIPD modules, {len(files)} files per run")
         print_table(f"B6: real run proportions ({size}); {a.runs} events, {a.repeats} pairs, "
                     "medians",
@@ -347,6 +352,9 @@ def main():
              f"({filled / 2**20:.0f} MB), backend vs bare",
              f"{med(am):.3f} s {rng(am, 3)}", f"{med(bm):.3f} s {rng(bm, 3)}",
              f"**{ratio:.3f}**", "<= 1.05", "yes" if ratio <= 1.05 else "NO"],
+            ["... the same, best of each (what the code costs when nothing else runs)",
+             f"{min(am):.3f} s", f"{min(bm):.3f} s", f"**{best_ratio:.3f}**", "<= 1.05",
+             "yes" if best_ratio <= 1.05 else "NO"],
         ])
         print(f"\nbackend start-up {startup:.1f} s (not in the latency); warm-up event "
               f"{warmup:.2f} s; data generated in {gen_s:.0f} s; stored detector value equals "
@@ -356,7 +364,8 @@ def main():
             Path(a.out).write_text(json.dumps({
                 "params": vars(a), "files_per_run": len(files), "data_mb": data_mb,
                 "event_db_s": db_lat, "warmup_s": warmup, "broker_rtt_s": base,
-                "light_bare_s": lb, "detector": {"amore": am, "bare": bm, "ratio": ratio},
+                "light_bare_s": lb, "detector": {"amore": am, "bare": bm, "ratio": ratio,
+                                                       "best_ratio": best_ratio},
                 "value_ok": value_ok, "startup_s": startup, "generate_s": gen_s}, indent=1))
     finally:
         stop(listener)

@@ -103,21 +103,24 @@ def file_entry(path: str | os.PathLike) -> dict | None:
     finally:
         fid.close()
     return {"filename": os.path.basename(path), "mtime": st.st_mtime, "size": st.st_size,
-            "train_ids": [int(t) for t in train_ids],
+            "train_ids": train_ids.tolist(),
             "control_sources": sorted(control), "instrument_sources": sorted(instrument),
             "legacy_sources": {k: legacy[k] for k in sorted(legacy)},
-            "suspect_train_indices": [int(i) for i in (~flag).nonzero()[0]]}
+            "suspect_train_indices": (~flag).nonzero()[0].tolist()}
 
 
 def write_files_map(run_dir: str | os.PathLike) -> int:
-    """Make sure extra-data finds a run files map covering ``run_dir``'s HDF5 files: entries
-    already valid in an existing map are kept, the other files are read with :func:`file_entry`,
-    and the map is written atomically to the first of extra-data's candidate places that can be
-    written. Returns the number of files newly mapped (0: nothing to do, or nowhere to write).
-    Never raises: on any problem extra-data simply opens the files itself."""
+    """Make sure extra-data finds a run files map for ``run_dir``'s HDF5 files when there is
+    none yet: the files are read with :func:`file_entry` and the map is written atomically to
+    the first of extra-data's candidate places that can be written. Where a map exists already
+    (a run opened before) nothing is done: extra-data itself opens any file the map lacks and
+    completes the map. Returns the number of files newly mapped (0: nothing to do, or nowhere
+    to write). Never raises: on any problem extra-data simply opens the files itself."""
     try:
         from extra_data.run_files_map import RunFilesMap
-        fmap = RunFilesMap(run_dir)  # loads and validates an existing map (mtime, size)
+        if any(os.path.exists(p) for p in _candidates(RunFilesMap, run_dir)):
+            return 0
+        fmap = RunFilesMap(run_dir)
         names = sorted(f for f in os.listdir(run_dir)
                        if f.endswith(".h5") and f.lower() != "overview.h5")
         missing = [f for f in names if f not in fmap.files_data]
@@ -144,3 +147,11 @@ def write_files_map(run_dir: str | os.PathLike) -> int:
         log.debug("No run files map for %s: %s", run_dir, e)
     return 0
 
+
+def _candidates(files_map_class, run_dir) -> list[str]:
+    """Where extra-data looks for the run's map (``RunFilesMap.map_paths_for_run`` uses no
+    instance state; an instance would load the map, which is what this check avoids)."""
+    try:
+        return list(files_map_class.map_paths_for_run(None, os.path.abspath(run_dir)))
+    except Exception:  # noqa: BLE001 - another extra-data version: its usual place
+        return [os.path.join(run_dir, "karabo_data_map.json")]

@@ -195,7 +195,8 @@ class Worker:
             data = "raw"  # proc variables wait for their data
         start_time = None
         try:
-            ts = run_dc.train_timestamps()
+            # the first train's timestamp only: reads one file's index, not every file's
+            ts = run_dc.select_trains(slice(0, 1)).train_timestamps() if run_dc.train_ids else []
             if len(ts) and not __import__("numpy").isnat(ts[0]):
                 start_time = float(ts[0].astype("datetime64[ns]").astype("int64")) / 1e9
         except Exception:
