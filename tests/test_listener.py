@@ -302,6 +302,41 @@ def test_main_loop_keeps_its_heartbeat_while_workers_are_busy(make_context_dir, 
     wait_for(lambda: "Context file reloaded" in b.log.read_text(), 10, what="reload")
 
 
+def test_handed_over_reprocess_cancelled_by_its_command_drops_runs_not_started(
+        make_context_dir, write_run, backend):
+    """The GUI's Cancel (SIGTERM to the command) of a reprocess handed to the backend: the runs
+    not started yet are dropped there; the run being computed finishes."""
+    ctx = make_context_dir(HANGING_CONTEXT, config=FAST_WATCH + "[processing]\njobs = 1\n")
+    b = backend(ctx)
+    for r in (1, 2, 3):
+        write_run(r)
+    wait_for(lambda: all(run_status(ctx, r) == "done" for r in (1, 2, 3)), what="runs processed")
+    def stamp(run):
+        import sqlite3
+        con = sqlite3.connect(ctx / "runs.sqlite")
+        try:
+            return con.execute("SELECT timestamp FROM run_values WHERE run = ? AND name = 'slow'",
+                               (run,)).fetchone()[0]
+        finally:
+            con.close()
+    stamps = {r: stamp(r) for r in (1, 2, 3)}
+    (ctx / "hang").write_text("")
+    cli = subprocess.Popen(amore_cmd("reprocess", "1", "2", "3", "-d", ctx), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    cli.terminate()
+    cli.communicate(timeout=30)
+    wait_for(lambda: "cancelled by its client: run(s) 2, 3 not started" in b.log.read_text(), 10,
+             what="runs 2 and 3 dropped")
+    (ctx / "hang").unlink()
+    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 finished")
+    time.sleep(1.0)
+    after = {r: stamp(r) for r in (1, 2, 3)}
+    assert after[1] > stamps[1] and after[2] == stamps[2] and after[3] == stamps[3]
+    assert run_status(ctx, 2) == run_status(ctx, 3) == "done"
+    assert b.stop() == 0
+
+
 def test_one_off_reprocess_is_handed_to_the_running_backend(make_context_dir, write_run, backend):
     ctx = make_context_dir(template="mid", config=FAST_WATCH)
     b = backend(ctx)

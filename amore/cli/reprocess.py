@@ -229,6 +229,10 @@ def _hand_to_backend(a, d, runs, params):
     except ConnectionError as e:
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nStopped: the backend drops the runs it has not started; a run being computed "
+              "finishes.", file=sys.stderr)
+        return 130
     dt = time.perf_counter() - t0
     print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "
           f"(in the running backend, PID {acc['pid']})")

@@ -9,7 +9,7 @@ import re
 import shutil
 import sys
 
-from PyQt5.QtCore import QProcess, Qt, pyqtSignal
+from PyQt5.QtCore import QProcess, Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
@@ -204,9 +204,11 @@ class ReprocessDialog(QDialog):
 
     def _cancel_or_close(self):
         if self.proc is not None:
-            self.proc.terminate()
-            if not self.proc.waitForFinished(3000):
-                self.proc.kill()
+            # SIGTERM; a run handed to the backend is cancelled there when the command goes
+            # away. Killed after 3 s if still running; the event loop is never blocked.
+            proc = self.proc
+            proc.terminate()
+            QTimer.singleShot(3000, lambda: _kill_if_running(proc))
             return
         self.close()
 
@@ -215,6 +217,14 @@ class ReprocessDialog(QDialog):
             self.proc.kill()
             self.proc.waitForFinished(3000)
         super().closeEvent(ev)
+
+
+def _kill_if_running(proc: QProcess) -> None:
+    try:
+        if proc.state() != QProcess.NotRunning:
+            proc.kill()
+    except RuntimeError:  # the dialog and its process are gone already
+        pass
 
 
 def _compact(runs: list[int]) -> str:

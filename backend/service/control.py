@@ -16,6 +16,8 @@ replies  ``{"version": 1, "kind": "accepted", "pid": int, "host": str}``, then o
          ``{"version": 1, "kind": "run", "run": int, "status": str, "message": str|null,
          "n_errors": int, "seconds": float}`` per run as it finishes, then
          ``{"version": 1, "kind": "done"}``; or ``{"version": 1, "kind": "error", "error": str}``.
+The client sends nothing more; when it goes away (Ctrl+C, the GUI's Cancel) the runs of its
+request that have not started are cancelled.
 """
 from __future__ import annotations
 
@@ -141,8 +143,13 @@ class ControlServer:
             send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
             futs = {lst.executor.submit(lst.processor.process, lst.proposal, r, "all", names,
                                         params): r for r in runs}
+            finished = threading.Event()
+            threading.Thread(target=self._cancel_when_gone, args=(f, futs, finished, pid),
+                             name="control-watch", daemon=True).start()
             try:
                 for fut in as_completed(futs):
+                    if fut.cancelled():
+                        continue
                     try:
                         out = fut.result()
                         send(kind="run", run=out.run, status=out.status, message=out.message,
@@ -151,8 +158,27 @@ class ControlServer:
                         send(kind="run", run=futs[fut], status=RunStatus.FAILED.value, message=str(e),
                              n_errors=0, seconds=0.0)
                 send(kind="done")
-            except OSError:  # the client went away; the runs are processed anyway
+            except OSError:  # the client went away: runs not started were cancelled
                 pass
+            finally:
+                finished.set()
+
+    @staticmethod
+    def _cancel_when_gone(f, futs: dict, finished: threading.Event, pid: int) -> None:
+        """The client sends nothing after its request: end of file means it went away (Ctrl+C,
+        the GUI's Cancel, killed). Then the runs of its request that have not started are
+        cancelled; a run being computed finishes (it is in a worker shared with other runs)."""
+        try:
+            while f.readline():
+                pass
+        except OSError:
+            pass
+        if finished.is_set():
+            return
+        dropped = sorted(r for fut, r in futs.items() if fut.cancel())
+        if dropped:
+            log.info("Reprocess requested by PID %d cancelled by its client: run(s) %s not "
+                     "started", pid, ", ".join(map(str, dropped)))
 
 
 class BackendUnavailable(Exception):
