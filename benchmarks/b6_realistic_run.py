@@ -15,11 +15,15 @@ Measured in one run:
     protocol, ``tests/kafka_broker.py``) on a free loopback port, ``amore-proto listen`` on a
     context directory with that file; after one warm-up event (run 1), a ``migration_complete``
     message per run (the production path); seconds from the produce call until all 11 names of
-    that run are rows of ``run_values`` in runs.sqlite. Target: <= 0.5 s median. Baselines in the
+    that run are rows of ``run_values`` in runs.sqlite. Target: <= 0.5 s median. Each run's
+    files are read once just before its event, as the migration has just written them (this
+    VM's memory reclaim, DAMON, pages out idle cached data within seconds). Baselines in the
     same run: the broker's produce -> consume round trip, and the same 11 functions run bare
     (``extra_data.open_run`` + the function bodies) in an already warm Python process, on the
     same runs, each opened without extra-data's file map (``karabo_data_map.json``, written by
-    the first opener; the backend met each run without it): opening 408 files is most of it.
+    the first opener; the backend met each run without it) and with its files just read, as
+    before each event. extra-data's first open of 408 files is most of the bare time; the
+    backend writes that map itself, quicker (``backend/ctxrunner/filemap.py``).
 (b) **detector-bound variable**: the mean of AGIPD module 0 over all 6,000 trains of run 1::
 
         @Variable(title="AGIPD/Module 0 mean")
@@ -125,6 +129,10 @@ WARM = textwrap.dedent(f'''\
         # the backend met each run without extra-data's file map (karabo_data_map.json, written
         # by the first opener): the bare code does too
         (raw_dir / f"r{{r:04d}}" / "karabo_data_map.json").unlink(missing_ok=True)
+        for p in sorted((raw_dir / f"r{{r:04d}}").glob("*.h5")):  # as before each event
+            with open(p, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
         t = time.perf_counter()
         run = extra_data.open_run(proposal, r, data="raw")
         done = {{}}
@@ -272,6 +280,9 @@ def main():
 
         def event(run):
             os.rename(staged / f"r{run:04d}", pdir / "raw" / f"r{run:04d}")
+            # the migration has just written the run: its files are in the page cache (this
+            # VM's memory reclaim evicts idle cached pages within seconds)
+            warm_page_cache(sorted((pdir / "raw" / f"r{run:04d}").glob("*.h5")))
             t0 = time.monotonic()
             produce(address, topic, json.dumps({
                 "event": "migration_complete", "proposal": PROPOSAL, "run": run,

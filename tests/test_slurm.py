@@ -200,6 +200,27 @@ def test_job_whose_worker_is_killed(slurm, make_context_dir, write_run, backends
     assert ev and "FAILED" in ev[0]["message"] and ev[0]["level"] == "error"
 
 
+def test_job_on_a_node_that_fails(slurm, make_context_dir, write_run, backends):
+    """The job's node goes down while it runs (``scontrol update state=down``, as an admin or
+    Slurm's health check does): the job ends NODE_FAIL (not requeued, ``--no-requeue``) and
+    exactly its variables say so."""
+    ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, extra='extra_args = ["--no-requeue"]'))
+    (ctx / "hold").write_text("")
+    backends(ctx)
+    write_run(1)
+    wait_for(lambda: [t for t in tasks(ctx) if t["state"] == "RUNNING"], 60, what="job running")
+    try:
+        slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=down",
+                  "reason=amore-test")
+        wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60,
+                 what="job handled")
+    finally:
+        slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume", check=False)
+        wait_for(lambda: "idle" in slurm.run("sinfo", "-h", "-o", "%T", check=False), 60,
+                 what="node back")
+    assert_slurm_error(ctx, 1, "NODE_FAIL")
+
+
 def test_backend_restarted_while_jobs_run(slurm, make_context_dir, write_run, backends):
     ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
     by_state = {t["state"]: t for t in tasks(ctx)}
