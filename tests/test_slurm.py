@@ -464,6 +464,24 @@ def test_result_file_is_noticed_at_once_without_a_broker(slurm, make_context_dir
     assert b.stop() == 0
 
 
+def test_every_variable_on_slurm_and_the_data_check_at_once(slurm, make_context_dir, write_run,
+                                                             backends):
+    """``[processing] slurm = "all"``: nothing is computed locally, the run's values come from
+    its job, and its data check (which reads the files, not the values) is done at once."""
+    from backend.store.trust import DATA_CHECK
+    ctx = make_context_dir(FAST_CONTEXT, config=slurm_config(slurm) + '[processing]\nslurm = "all"\n')
+    b = backends(ctx)
+    write_run(1)
+    wait_for(lambda: (RunDB(ctx).get_run(PROPOSAL, 1) or {}).get("status") == "done", 60,
+             what="values")
+    v = values(ctx, 1)
+    assert v["n_trains"].value == 50 and v["heavy"].value == 501  # both from the job
+    assert set(tasks(ctx)[0]["names"]) == {"n_trains", "heavy"}
+    wait_for(lambda: DATA_CHECK in values(ctx, 1), 30, what="data check")
+    assert values(ctx, 1)[DATA_CHECK].summary_type != "error"
+    assert b.stop() == 0
+
+
 def test_job_slurm_forgot_while_nobody_followed_is_reported(slurm, make_context_dir, write_run):
     """A job recorded as submitted that Slurm no longer knows (it ended long before anyone
     looked, past MinJobAge, without a result): its variables become errors, nothing stays

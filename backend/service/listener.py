@@ -217,7 +217,10 @@ class Listener:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
         self.last_run = (run, time.time())
-        if out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED) and self.integrity is not None:
+        # the data check and checksums look at the run's files, not at its values: also when
+        # every variable went to Slurm ("submitted")
+        if (out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED, "submitted")
+                and self.integrity is not None):
             self.integrity.submit(proposal, run)
         return out
 
