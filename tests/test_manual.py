@@ -112,6 +112,33 @@ def test_each_column_type_from_cli_several_runs_refused_values_history(make_cont
     assert values(ctx, 2)["det_distance"] == 2000.0
 
 
+def test_edit_while_no_backend_runs_is_recomputed_by_listen_once(make_context_dir, write_run):
+    """A manual value typed while no backend ran: ``listen --once`` (catch-up) recomputes the
+    variables that read it, as a normal start does."""
+    ctx = make_context_dir(MANUAL_CONTEXT, config=FAST_WATCH)
+    cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm")
+    cli(ctx, "column", "add", "sample", "--type", "string")
+    write_run(1, ntrains=10)
+    out = subprocess.run(amore_cmd("listen", "--once", ctx), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["twice"].summary_type == "skipped"
+    cli(ctx, "set", "1", "distance", "3 mm")
+    out = subprocess.run(amore_cmd("listen", "--once", ctx), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert values(ctx, 1)["twice"] == 6.0 and values(ctx, 1)["four"] == 12.0
+    log = (ctx / "amore.log").read_text()
+    assert log.count("distance changed; recomputing") == 1
+    # nothing edited since: nothing recomputed
+    out = subprocess.run(amore_cmd("listen", "--once", ctx), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    log = (ctx / "amore.log").read_text()
+    assert log.count("distance changed; recomputing") == 1
+    assert log.rstrip().splitlines()[-3].endswith("Caught up: nothing")
+
+
 def test_carry_over_recompute_after_edit_and_run_logs(make_context_dir, write_run, backend):
     ctx = make_context_dir(MANUAL_CONTEXT, config=FAST_WATCH)
     cli(ctx, "column", "add", "distance", "--type", "number", "--units", "mm", "--carry-over")

@@ -306,10 +306,20 @@ class Listener:
 
     MANUAL_SEEN_KEY = "manual_applied_id"
 
-    def _check_manual(self) -> None:
+    def _manual_edits_pending(self) -> bool:
+        """Whether manual values were edited since the last check (e.g. while no backend ran)."""
+        try:
+            seen = self.db.get_metadata(self.MANUAL_SEEN_KEY)
+            return seen is not None and self.manual.last_edit_id() > int(seen)
+        except Exception:
+            log.exception("Checking manual edits failed")
+            return False
+
+    def _check_manual(self) -> list:
         """Recompute variables that depend on manual values edited since the last check (by
         the CLI, GUIs or the API, also while the backend was down), and reload the context
-        when manual columns were added, renamed or removed."""
+        when manual columns were added, renamed or removed. Returns the futures of the
+        recomputations submitted."""
         try:
             sig = tuple(c.name for c in self.manual.columns())
             if self._manual_sig is not None and sig != self._manual_sig:
@@ -318,22 +328,24 @@ class Listener:
             seen = self.db.get_metadata(self.MANUAL_SEEN_KEY)
             if seen is None:
                 self.db.set_metadata(self.MANUAL_SEEN_KEY, str(self.manual.last_edit_id()))
-                return
+                return []
             # carried-over values are in place before their run is processed
             last, edits = self.manual.edits_since(int(seen), exclude_via=("carry-over",))
             if last == int(seen):
-                return
+                return []
             self.db.set_metadata(self.MANUAL_SEEN_KEY, str(last))
         except Exception:
             log.exception("Checking manual edits failed")
-            return
+            return []
         per_run: dict[tuple[int, int], set] = {}
         for p, r, name in edits:
             if p == self.proposal:
                 per_run.setdefault((p, r), set()).add(name)
+        futs = []
         for (p, r), names in per_run.items():
             if self.processor.dependents(names) and not self._stop.is_set():
-                self.executor.submit(self._recompute, p, r, names)
+                futs.append(self.executor.submit(self._recompute, p, r, names))
+        return futs
 
     def _recompute(self, proposal, run, names):
         if self._stop.is_set():
@@ -632,14 +644,18 @@ class Listener:
             self._poll_slurm()  # results (or failures) of jobs that ended while no backend ran
             from backend.service.integrity import find_pending
             from backend.store.trust import is_closed
-            if not is_closed(self.db) and find_pending(self.db, self.config, self.proposal,
-                                                       self.proposal_dir).to_process:
+            closed = is_closed(self.db)
+            manual = not closed and self._manual_edits_pending()
+            if not closed and (manual or find_pending(self.db, self.config, self.proposal,
+                                                      self.proposal_dir).to_process):
                 self.pool.start()
                 self._check_context(wait=True)
             work, futs = self.catch_up()
-            if work is None or not work:
+            # values that depend on manual values edited while no backend ran
+            recomputed = self._check_manual() if not closed else []  # (first time: baseline)
+            if (work is None or not work) and not recomputed:
                 log.info("Nothing to do")
-            for f in futs:
+            for f in futs + recomputed:
                 f.result()
             self.integrity.wait_idle()
             log.info("Caught up: %s", work.describe() if work is not None else "closed")
