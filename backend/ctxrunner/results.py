@@ -383,3 +383,24 @@ def _read_group(grp):
         return xr.DataArray(grp["data"][()], dims=dims, coords=coords,
                             name=grp.attrs.get("name"))
     return grp["data"][()]
+
+
+def warm_up(thumbnail_px: int = 150, sparkline_points: int = 100) -> None:
+    """Convert and store a few made-up results (a number with units, an image, a train-resolved
+    ``xarray.DataArray`` with and without a summary, a text) the way a run's results are, in a
+    temporary file, so that what those paths load on first use (pint's unit registry,
+    matplotlib's colour maps and PIL for thumbnails, xarray's array-type checks) is loaded
+    before a worker's first run instead of during it (~0.35 s). Never raises."""
+    try:
+        import xarray as xr
+        trend = xr.DataArray(np.arange(4.0), dims=["trainId"], coords={"trainId": np.arange(1, 5)})
+        samples = {"number": (1.5, "uJ"), "image": (np.arange(64.0).reshape(8, 8), None),
+                   "trend": (trend, "uJ"), "text": ("warm", None)}
+        for value, units in samples.values():
+            table_value(value, units=units, thumbnail_px=thumbnail_px,
+                        sparkline_points=sparkline_points)
+        table_value(trend, summary="mean", units="uJ")
+        with tempfile.TemporaryDirectory(prefix="amore-warm-") as d:
+            write_run_file(Path(d) / "warm.h5", samples)
+    except Exception:  # noqa: BLE001 - only a speed-up
+        pass

@@ -541,7 +541,8 @@ def main(argv=None):
     import extra_data  # noqa: F401
     import h5py  # noqa: F401
     import xarray  # noqa: F401
-    from backend.ctxrunner import results  # noqa: F401
+    from backend.ctxrunner import results
+    results.warm_up(px, npts)  # and what converting results loads on first use
     worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
     apply_memory_limit(worker.memory_limit_mb)
     before: set[int] = set()
