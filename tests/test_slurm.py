@@ -13,7 +13,7 @@ import pytest
 
 from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, amore_cmd, wait_for
-from tests.test_listener import FAST_WATCH, Backend
+from tests.test_listener import FAST_WATCH, backend  # noqa: F401 (fixture)
 
 
 def slurm_config(cluster, time_limit="00:10:00", max_concurrent=2, extra=""):
@@ -49,17 +49,10 @@ CONTEXT = textwrap.dedent("""
 
 
 @pytest.fixture
-def backends():
-    started = []
-
-    def start(ctx):
-        b = Backend(ctx)
-        started.append(b)
-        return b
-    yield start
-    for b in started:
-        if b.proc.poll() is None:
-            os.killpg(b.proc.pid, signal.SIGKILL)
+def backends(backend):
+    """``backends(ctx)`` starts a backend (tests/test_listener.py's ``backend`` fixture: each
+    one is killed at the end of the test)."""
+    return backend
 
 
 def values(ctx, run):
