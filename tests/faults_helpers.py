@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.conftest import amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
+
 PROPOSAL = 2832
 
 #: A context file with cheap variables on real run files.
@@ -40,20 +42,6 @@ SIMPLE_CONTEXT = textwrap.dedent("""
     def run_no(run, run_nr: "meta#run_number"):
         return run_nr
 """)
-
-
-def amore_cmd(*args):
-    return [sys.executable, "-m", "amore.cli", *map(str, args)]
-
-
-def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ log = logging.getLogger("amore")
 
 
 def cmd_listen(a) -> int:
-    from backend.service.listener import Listener, setup_logging
+    from backend.service.listener import Listener
+    from backend.service.logs import setup_logging
     from backend.store.writer import StorageError
     d = context_dir(a.dir)
     setup_logging(d, logging.DEBUG if a.debug else logging.INFO)

@@ -12,7 +12,8 @@ log = logging.getLogger("amore")
 
 def cmd_reprocess(a) -> int:
     d = context_dir(a.dir)
-    _setup_logging(logging.WARNING if not a.verbose else logging.INFO)
+    from backend.service.logs import setup_logging
+    setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
     if not a.slurm and not a.jobs and not a.match and "all" not in a.runs:
         try:  # a few named runs and a backend here: hand them over before loading much
             few = parse_runs(a.runs, [])
@@ -156,18 +157,6 @@ def cmd_reprocess(a) -> int:
 #: A reprocess of at most this many runs goes to a backend running on this machine (its warm
 #: workers), when there is one; larger ones get their own worker pool.
 HANDOVER_MAX_RUNS = 8
-
-
-def _setup_logging(level) -> None:
-    """Log to stderr as the backend does (same format), without importing the service."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(level)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    h = logging.StreamHandler()
-    h.setFormatter(fmt)
-    root.addHandler(h)
 
 
 def _params(a) -> dict:

@@ -38,7 +38,7 @@ def _executor(d, config, db, publish=None):
 
 def _open(a):
     from backend.config import load_config
-    from backend.service.listener import setup_logging
+    from backend.service.logs import setup_logging
     from backend.store.writer import RunDB, StorageError
     d = context_dir(a.dir)
     setup_logging(None, logging.INFO if getattr(a, "verbose", False) else logging.WARNING)

@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """Start the GUI for parsed arguments (see :func:`add_arguments`)."""
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    from backend.service.logs import LOG_FORMAT
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
     from amore_gui.components.settings import Settings

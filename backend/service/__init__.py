@@ -6,5 +6,6 @@
 * ``tmux``: the tmux client (the backend runs in a tmux session);
 * ``lock``: the exclusive ``flock`` of a context directory;
 * ``status``: the status record ``backend-status.json`` and the errors of backend management;
+* ``logs``: the one log format, to stderr and ``amore.log`` (light: the command line uses it);
 * ``integrity``: the trust work beside processing (run snapshots, data check, checksums).
 """

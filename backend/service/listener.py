@@ -30,24 +30,6 @@ log = logging.getLogger(__name__)
 
 
 
-def setup_logging(context_dir: Path | None, level=logging.INFO) -> None:
-    """Log to stderr and, if ``context_dir`` is given, to ``context_dir/amore.log``."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(level)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    sh = logging.StreamHandler()
-    sh.setFormatter(fmt)
-    root.addHandler(sh)
-    if context_dir is not None:
-        from backend.files import restrict_umask
-        restrict_umask(context_dir)
-        fh = logging.FileHandler(ContextDir(context_dir).log_file)
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-
-
 class Listener:
     """The backend of one context directory. :meth:`run` blocks until :meth:`stop` (or
     SIGINT/SIGTERM when installed with ``handle_signals=True``)."""
