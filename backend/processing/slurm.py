@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 RECORD_KIND = "amore.slurm-job"
+#: :class:`~backend.processing.local.RunOutcome` status of a run whose every variable went to a
+#: Slurm job (nothing was computed locally).
+SUBMITTED = "submitted"
 #: Slurm states of a job that has not ended yet.
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                  "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
@@ -865,7 +868,7 @@ class Dispatcher:
                 return self.processor.process(proposal, run, data, remote, params)
             self.slurm.poll()  # records the job: the row says "queued" at once
             if out is None:
-                out = RunOutcome(proposal, run, "submitted", f"Slurm job {job}")
+                out = RunOutcome(proposal, run, SUBMITTED, f"Slurm job {job}")
             else:
                 out.message = "; ".join(filter(None, [out.message, f"Slurm job {job}"]))
         return out

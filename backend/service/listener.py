@@ -29,7 +29,6 @@ from backend.vocab import RunStatus, normalize_proposal
 log = logging.getLogger(__name__)
 
 
-
 class Listener:
     """The backend of one context directory. :meth:`run` blocks until :meth:`stop` (or
     SIGINT/SIGTERM when installed with ``handle_signals=True``)."""
@@ -200,8 +199,9 @@ class Listener:
             return None
         self.last_run = (run, time.time())
         # the data check and checksums look at the run's files, not at its values: also when
-        # every variable went to Slurm ("submitted")
-        if (out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED, "submitted")
+        # every variable went to Slurm
+        from backend.processing.slurm import SUBMITTED
+        if (out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED, SUBMITTED)
                 and self.integrity is not None):
             self.integrity.submit(proposal, run)
         return out
