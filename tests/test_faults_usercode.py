@@ -90,6 +90,15 @@ def processor(make_context_dir, write_run):
         w.kill()
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (one that ends while being looked at
+    is not running)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def sleepers():
     """The sleep processes run 5 leaves behind, still running (zombies do not count: they are
     reaped by whoever inherits them)."""
@@ -147,11 +156,10 @@ def test_runaway_user_code(processor, caplog):
     assert row["status"] == "done" and values["runaway"].value == 5, row
     spawned = [int(x) for x in (ctx / "spawned.txt").read_text().split()]
     assert spawned
-    assert not [p for p in spawned if psutil.pid_exists(p)
-                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in spawned if running(p)]
     assert not sleepers(), "the detached daemon outlived the run"
     helper = values["helper_pid"].value
-    assert psutil.Process(helper).status() != psutil.STATUS_ZOMBIE, "load-time helper killed"
+    assert running(helper), "load-time helper killed"
 
     # The pool lives on: run 6 is computed normally.
     out, row, values = process(6)
@@ -167,8 +175,7 @@ def test_runaway_user_code(processor, caplog):
     # The load-time helper goes with its worker.
     pool.stop()
     time.sleep(0.5)
-    assert not psutil.pid_exists(helper) or \
-        psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    assert not running(helper)
     # ... and so did those of the workers that were killed (timeout) or crashed (segfault)
     assert not [p for p in psutil.process_iter(["cmdline", "status"])
                 if (p.info["cmdline"] or []) == ["sleep", "602"]
