@@ -139,6 +139,10 @@ DEFAULTS: dict[str, Any] = {
         # Python interpreter for the context file (an environment with the user's packages).
         # None = the interpreter running AMORE.
         "context_python": None,
+        # Processes one run may use while other workers are idle: its worker shares the files
+        # map and the variables (in groups, by the seconds they took on the last run) with
+        # forked copies of itself, so a new run's row fills sooner. 1 = one process per run.
+        "processes_per_run": 2,
         # Seconds a run may take before its worker is killed and the run marked failed.
         "run_timeout": 3600.0,
         # Seconds between retries of runs whose values could not be stored (disk full...).
@@ -146,6 +150,11 @@ DEFAULTS: dict[str, Any] = {
         # Address-space limit of each worker process, MB (0 = none). A variable allocating
         # more gets an "out of memory" error instead of exhausting the machine.
         "worker_memory_mb": 0,
+        # Freed memory (MB) each worker keeps for its next run instead of handing it back to
+        # the system: a run's arrays then reuse pages that are already there (fresh memory
+        # costs page faults, on virtual machines up to ~1.5 s per GB after a few idle seconds).
+        # A worker whose freed memory exceeds this after a run hands all of it back. 0 = keep none.
+        "worker_keep_mb": 512,
         # Thumbnail size (longest side, pixels) for 2-D data and figures.
         "thumbnail_px": 150,
         # Number of points kept for a 1-D sparkline.

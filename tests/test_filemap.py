@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from backend.ctxrunner import filemap
 from backend.ctxrunner.filemap import write_files_map
 from tests.conftest import PROPOSAL, amore_cmd
 
@@ -27,7 +28,12 @@ def written_map(run_dir) -> dict:
     return {e["filename"]: e for e in json.loads((run_dir / MAP).read_text())}
 
 
-def test_map_equals_extra_datas_own_for_raw_and_proc(write_run, proposal_dir):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_map_equals_extra_datas_own_for_raw_and_proc(write_run, proposal_dir, processes,
+                                                      monkeypatch):
+    # processes=2: half of the files are read by a forked copy (from 64 files per process on;
+    # here from 2, as this run has 9 raw files)
+    monkeypatch.setattr(filemap, "MIN_FILES_PER_PROCESS", 2)
     write_run(1, ntrains=120, trains_per_seq=50, agipd_modules=2, proc=True, timeserver=True)
     raw, proc = proposal_dir / "raw" / "r0001", proposal_dir / "proc" / "r0001"
     f0 = sorted(raw.glob("*DA01-S00001.h5"))[0]
@@ -43,7 +49,7 @@ def test_map_equals_extra_datas_own_for_raw_and_proc(write_run, proposal_dir):
         f[f"INSTRUMENT/{old}"] = h5py.SoftLink("/INSTRUMENT/MID_DET_NEWNAME/DET/1CH0:xtdf")
     for run_dir in (raw, proc):
         theirs = extra_datas_own_map(run_dir)
-        assert write_files_map(run_dir) == len(theirs) > 0
+        assert write_files_map(run_dir, processes) == len(theirs) > 0
         assert written_map(run_dir) == theirs
     assert written_map(raw)[f0.name]["suspect_train_indices"] == [3]
     assert written_map(raw)[agipd.name]["legacy_sources"] == {old: "MID_DET_NEWNAME/DET/1CH0:xtdf"}

@@ -109,9 +109,47 @@ def file_entry(path: str | os.PathLike) -> dict | None:
             "suspect_train_indices": (~flag).nonzero()[0].tolist()}
 
 
-def write_files_map(run_dir: str | os.PathLike) -> int:
+#: Fewest files per process worth a forked copy (:mod:`backend.ctxrunner.forked`) of the
+#: reader: ~0.4 ms per file against ~3 ms to fork.
+MIN_FILES_PER_PROCESS = 64
+
+
+def file_entries(run_dir: str, names: list[str]) -> dict[str, dict]:
+    """``{name: entry}`` of :func:`file_entry` for the files ``names`` of ``run_dir`` that it
+    maps (the others are left out)."""
+    out = {}
+    for name in names:
+        entry = file_entry(os.path.join(run_dir, name))
+        if entry is not None:
+            out[name] = entry
+    return out
+
+
+def _file_entries_shared(run_dir: str, names: list[str], processes: int) -> dict[str, dict]:
+    """:func:`file_entries`, with the second half of the files read by a forked copy of this
+    process when ``processes`` > 1 and there are enough files (408 files of a real-size run:
+    0.18 s alone, 0.10 s shared). If the copy fails, this process reads its files too."""
+    from backend.ctxrunner.forked import ForkedPart, ForkedPartFailed, can_fork
+    if processes < 2 or len(names) < 2 * MIN_FILES_PER_PROCESS or not can_fork():
+        return file_entries(run_dir, names)
+    half = len(names) // 2
+    try:
+        copy = ForkedPart(file_entries, run_dir, names[half:])
+    except OSError:
+        return file_entries(run_dir, names)
+    out = file_entries(run_dir, names[:half])
+    try:
+        out.update(copy.result())
+    except ForkedPartFailed as e:
+        log.debug("Reading the files map in a second process failed (%s)", e)
+        out.update(file_entries(run_dir, names[half:]))
+    return out
+
+
+def write_files_map(run_dir: str | os.PathLike, processes: int = 1) -> int:
     """Make sure extra-data finds a run files map for ``run_dir``'s HDF5 files when there is
-    none yet: the files are read with :func:`file_entry` and the map is written atomically to
+    none yet: the files are read with :func:`file_entry` (by ``processes`` processes, this one
+    and forked copies of it, when there are many files) and the map is written atomically to
     the first of extra-data's candidate places that can be written. Where a map exists already
     (a run opened before) nothing is done: extra-data itself opens any file the map lacks and
     completes the map. Returns the number of files newly mapped (0: nothing to do, or nowhere
@@ -126,11 +164,7 @@ def write_files_map(run_dir: str | os.PathLike) -> int:
         missing = [f for f in names if f not in fmap.files_data]
         if not missing:
             return 0
-        new = {}
-        for name in missing:
-            entry = file_entry(os.path.join(run_dir, name))
-            if entry is not None:
-                new[name] = entry
+        new = _file_entries_shared(os.fspath(run_dir), missing, processes)
         if not new:
             return 0
         entries = dict(fmap.files_data, **new)

@@ -124,6 +124,8 @@ class WorkerProcess:
         env = worker_env(self.config)
         env["AMORE_MEMORY_LIMIT_MB"] = str(float(
             self.config["processing"].get("worker_memory_mb") or 0))
+        env["AMORE_KEEP_MEMORY_MB"] = str(float(
+            self.config["processing"].get("worker_keep_mb") or 0))
         self.proc = subprocess.Popen(
             [python, "-m", "backend.ctxrunner.worker", str(self.context_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -276,8 +278,13 @@ class WorkerPool:
 
     def __init__(self, context_dir: Path, config: Config, n: int):
         self.workers = [WorkerProcess(context_dir, config, i) for i in range(n)]
-        self._idle: queue.Queue[WorkerProcess] = queue.Queue()
-        for w in self.workers:
+        #: [processing] processes_per_run: a run may share its work with forked copies of its
+        #: worker, one per other idle worker, up to this many processes in all
+        self.processes_per_run = max(1, int(config["processing"].get("processes_per_run") or 1))
+        # last in, first out: the worker that finished last takes the next run (its memory,
+        # caches and the variables' timings are warm; the others lend their cores to it)
+        self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
+        for w in reversed(self.workers):
             self._idle.put(w)
 
     def start(self) -> None:
@@ -287,8 +294,13 @@ class WorkerPool:
                 w.start()
 
     def request(self, req: dict, timeout: float | None = None) -> dict:
+        """Send ``req`` to an idle worker (waiting for one) and return its reply; a run request
+        gets ``"split"``: how many processes it may use (1 + the workers idle now, at most
+        ``processes_per_run``). Raises :class:`WorkerDied` as :meth:`WorkerProcess.request`."""
         w = self._idle.get()
         try:
+            if req.get("op") == "run":
+                req = dict(req, split=min(self.processes_per_run, 1 + self._idle.qsize()))
             return w.request(req, timeout)
         finally:
             self._idle.put(w)
@@ -521,8 +533,9 @@ class RunProcessor:
                                 (f"(only {', '.join(sorted(names))})\n" if names else "")
                                 + (reply.get("log") or ""))
                 t = reply.get("timings", {})
-                log.info("Run %d: %d variables in %.2f s (open %.2f, variables %.2f, store %.2f)%s",
-                         run, len(values), time.perf_counter() - t0, t.get("open", 0),
+                shared = f"{t['processes']} processes; " if t.get("processes", 1) > 1 else ""
+                log.info("Run %d: %d variables in %.2f s (%sopen %.2f, variables %.2f, store %.2f)%s",
+                         run, len(values), time.perf_counter() - t0, shared, t.get("open", 0),
                          t.get("variables", 0), t.get("store", 0),
                          f"; {n_err} failed" if n_err else "")
             elif reply.get("kind") == "context":
