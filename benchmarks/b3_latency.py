@@ -2,7 +2,9 @@
 
 Starts a tansu broker on a free loopback port, a context directory with the shared benchmark
 context file on the shared fake proposal, and ``amore-proto listen``; after one warm-up event
-publishes ``migration_complete`` for fresh runs (the same message DAMNIT's harness sends) and
+publishes ``migration_complete`` for fresh runs (each run appears in ``raw/`` of the benchmark's
+own data root, linked to the shared proposal's files, just before its event: runs already on
+disk when the backend starts are processed at once, not on their event) (the same message DAMNIT's harness sends) and
 records, per event, the seconds until ``n_trains`` of that run is in runs.sqlite and until the
 update message reaches a consumer; with ``--gui`` also until the real AMORE GUI (offscreen,
 ``b3_gui_observer.py``, live updates through Kafka) has the cell in its table model.
@@ -26,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, REPO, bench_env, ensure_proposal, med, print_table,
-                    rng, warm_page_cache, work_dir)
+from common import (BENCH_CONTEXT, PROPOSAL, REPO, StagedRuns, bench_env, data_root,
+                    ensure_proposal, med, print_table, rng, warm_page_cache, work_dir)
 
 sys.path.insert(0, str(REPO))
 
@@ -44,15 +46,21 @@ def main():
     from backend.notify.kafka import UpdateConsumer
     from backend.store.writer import RunDB
 
-    pdir = ensure_proposal(runs="1-40")
-    warm_page_cache(pdir)
+    shared = ensure_proposal(runs="1-40")
+    warm_page_cache(shared)
     w = work_dir() / "b3"
     subprocess.run(["rm", "-rf", str(w)])
     w.mkdir(parents=True)
+    # a data root of its own, whose runs appear in raw/ only with their events (a starting
+    # backend processes at once the runs it finds on disk): links to the shared proposal's runs
+    root = w / "data"
+    pdir = root / shared.relative_to(data_root())
+    staged = StagedRuns(shared / "raw", w / "staged", range(1, 2 + a.events),
+                        raw=pdir / "raw", link=True)
     broker = TansuBroker(tansu_binary(), w / "tansu.log")
     address = broker.start()
-    env = bench_env({"AMORE_BROKER": address})
-    os.environ.update({"AMORE_BROKER": address})
+    env = bench_env({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
+    os.environ.update({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
     ctx = w / "ctx"
     subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
                     str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
@@ -117,7 +125,7 @@ def main():
             return None
 
         def event(run):
-            path = pdir / "raw" / f"r{run:04d}"
+            path = staged.announce(run)
             t0w = time.time()
             t0 = time.monotonic()
             produce(address, topic, json.dumps({"event": "migration_complete", "proposal": PROPOSAL,

@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, REPO, TreeRSS, bench_env, ensure_proposal, measure,
-                    med, print_table, rng, warm_page_cache, work_dir)
+from common import (BENCH_CONTEXT, PROPOSAL, REPO, StagedRuns, TreeRSS, bench_env, data_root,
+                    ensure_proposal, measure, med, print_table, rng, warm_page_cache, work_dir)
 
 sys.path.insert(0, str(REPO))
 
@@ -36,7 +36,12 @@ def one_repeat(address, runs, pdir, w, rep) -> dict:
     from backend.store.writer import RunDB
     from tests.kafka_broker import create_topics, produce
 
-    env = bench_env({"AMORE_BROKER": address})
+    # a data root of its own whose runs appear in raw/ only just before the events (a starting
+    # backend processes at once the runs it finds on disk): links to the shared proposal's runs
+    root = w / f"data{rep}"
+    staged = StagedRuns(pdir / "raw", w / f"staged{rep}", runs,
+                        raw=root / pdir.relative_to(data_root()) / "raw", link=True)
+    env = bench_env({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
     ctx = w / f"ctx{rep}"
     subprocess.run(["rm", "-rf", str(ctx)], check=True)
     subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
@@ -63,12 +68,12 @@ def one_repeat(address, runs, pdir, w, rep) -> dict:
         idle = sampler.peak
         nproc = 1 + len(__import__("psutil").Process(listener.pid).children(recursive=True))
         con = sqlite3.connect(ctx / "runs.sqlite", timeout=30)
+        paths = {r: staged.announce(r) for r in runs}
         t0 = time.monotonic()
         for r in runs:
             produce(address, topic, json.dumps({
                 "event": "migration_complete", "proposal": PROPOSAL, "run": r,
-                "path": str(pdir / "raw" / f"r{r:04d}"), "instrument": "MID",
-                "cycle": "202201"}).encode())
+                "path": str(paths[r]), "instrument": "MID", "cycle": "202201"}).encode())
         t_sent = time.monotonic() - t0
         while True:
             n = con.execute("SELECT count(*) FROM run_values WHERE name = 'n_trains'").fetchone()[0]

@@ -58,7 +58,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import BENCH_CONTEXT, PROPOSAL, REPO, SHARED, med, print_table, rng
+from common import BENCH_CONTEXT, PROPOSAL, REPO, SHARED, StagedRuns, med, print_table, rng
 
 sys.path.insert(0, str(REPO))
 
@@ -266,10 +266,7 @@ def main():
                       + [config.update_topic(RunDB(ctx).db_id)])
         # runs on disk when the backend starts are caught up at once: keep the announced runs
         # aside and move each into raw/ just before its event, as the migration does
-        staged = w / "staged"
-        staged.mkdir()
-        for run in range(1, a.runs + 2):
-            os.rename(pdir / "raw" / f"r{run:04d}", staged / f"r{run:04d}")
+        staged = StagedRuns(pdir / "raw", w / "staged", range(1, a.runs + 2))
         listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
@@ -282,7 +279,7 @@ def main():
                                f"AND name IN ({qmarks})", (run, *names)).fetchone()[0]
 
         def event(run):
-            os.rename(staged / f"r{run:04d}", pdir / "raw" / f"r{run:04d}")
+            staged.announce(run)
             # the migration has just written the run: its files are in the page cache (this
             # VM's memory reclaim evicts idle cached pages within seconds)
             warm_page_cache(sorted((pdir / "raw" / f"r{run:04d}").glob("*.h5")))

@@ -79,6 +79,41 @@ def ensure_proposal(runs="1-40", ntrains=300, trains_per_seq=250, agipd_modules=
     return pdir
 
 
+class StagedRuns:
+    """Runs kept out of a proposal's ``raw/`` until their event: a starting backend catches up
+    at once on the runs it finds on disk, so runs meant to be announced to it must not be there
+    yet. ``runs`` (numbers) are taken from ``source`` (a ``raw/`` folder): moved aside into
+    ``staging`` when ``link`` is False (``source`` is then also where :meth:`announce` puts them
+    back), else hard-linked there (copied where links are not possible) so that ``source`` (a
+    shared proposal) stays as it is, and announced into ``raw``."""
+
+    def __init__(self, source: Path, staging: Path, runs, raw: Path | None = None,
+                 link: bool = False):
+        self.raw = Path(raw or source)
+        self.raw.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(staging)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        for run in runs:
+            name = f"r{run:04d}"
+            if not link:
+                os.rename(Path(source) / name, self.staging / name)
+            elif subprocess.run(["cp", "-al", str(Path(source) / name), str(self.staging)],
+                                stderr=subprocess.DEVNULL).returncode != 0:
+                shutil.rmtree(self.staging / name, ignore_errors=True)
+                shutil.copytree(Path(source) / name, self.staging / name)
+
+    def announce(self, run: int) -> Path:
+        """Put run ``run`` into ``raw/``, as a migration finishing; returns its directory."""
+        target = self.raw / f"r{run:04d}"
+        os.rename(self.staging / f"r{run:04d}", target)
+        return target
+
+    def restore(self) -> None:
+        """Put every run not announced back into ``raw/``."""
+        for d in sorted(self.staging.glob("r[0-9]*")):
+            os.rename(d, self.raw / d.name)
+
+
 def warm_page_cache(path: Path) -> int:
     n = 0
     for p in sorted(Path(path).rglob("*.h5")):
