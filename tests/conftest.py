@@ -65,6 +65,32 @@ def make_context_dir(tmp_path, data_root):
     return make
 
 
+@pytest.fixture
+def run_processor():
+    """``run_processor(ctx, workers=1)`` -> ``(db, pool, processor)``: the backend's run
+    processing for context directory ``ctx`` (a ``RunProcessor`` on a real ``WorkerPool`` of
+    ``workers`` processes), its context file loaded (asserted). The pools are stopped, and their
+    workers killed, after the test."""
+    from backend.config import load_config
+    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.store.writer import RunDB
+    pools = []
+
+    def make(ctx, workers=1):
+        config = load_config(ctx)
+        db = RunDB(ctx)
+        pool = WorkerPool(ctx, config, workers)
+        pools.append(pool)
+        proc = RunProcessor(ctx, config, db, pool)
+        assert proc.load_context() is None
+        return db, pool, proc
+    yield make
+    for pool in pools:
+        pool.stop()
+        for w in pool.workers:
+            w.kill()
+
+
 def amore_cmd(*args):
     """Command line running ``amore-proto`` with this interpreter."""
     return [sys.executable, "-m", "amore.cli", *map(str, args)]

@@ -17,8 +17,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backend.config import load_config
-from backend.processing.local import RunProcessor, WorkerPool
 from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, REPO, amore_cmd, wait_for
 
@@ -156,7 +154,8 @@ TOKEN_CONTEXT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("path", ["redirect", "echo", ""])
-def test_metadata_token_never_leaks(make_context_dir, write_run, tmp_path, caplog, path):
+def test_metadata_token_never_leaks(make_context_dir, write_run, tmp_path, caplog, path,
+                                    run_processor):
     """The API key reaches the metadata service only: not another host it redirects to, not
     the logs, values, event log or any process's command line, not the user's code."""
     token = "SECRET-TOKEN-8f3a9c"
@@ -169,17 +168,13 @@ def test_metadata_token_never_leaks(make_context_dir, write_run, tmp_path, caplo
                            f'token_file = "{tmp_path / "token"}"\n[processing]\njobs = 1\n')
     write_run(1, ntrains=5)
     caplog.set_level("DEBUG")
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 1)
-    proc = RunProcessor(ctx, config, db, pool)
     try:
-        assert proc.load_context() is None
+        db, pool, proc = run_processor(ctx)
         cmdlines = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
         proc.process(PROPOSAL, 1)
         time.sleep(0.5)   # worker output reaches the log
-    finally:
         pool.stop()
+    finally:
         a.shutdown()
         b.shutdown()
     values = db.get_values(PROPOSAL, 1)
@@ -204,7 +199,7 @@ HOSTILE = ["Robert'); DROP TABLE runs; --", '" OR 1=1 --', "a\\x00b\x00c", "🧪
            "%s %(x)s {0} $1 ?", "'" * 50, "\\'; SELECT * FROM metadata; --"]
 
 
-def test_hostile_strings_stored_verbatim(make_context_dir, write_run):
+def test_hostile_strings_stored_verbatim(make_context_dir, write_run, run_processor):
     """Run comments, standalone comments, authors, event messages, status messages and string
     values from user code containing SQL and quotes are stored and read back verbatim; the
     database is intact."""
@@ -213,14 +208,9 @@ def test_hostile_strings_stored_verbatim(make_context_dir, write_run):
         for i, h in enumerate(HOSTILE))
     ctx = make_context_dir(code=code, config="[processing]\njobs = 1\n")
     write_run(1, ntrains=5)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, load_config(ctx), 1)
-    proc = RunProcessor(ctx, load_config(ctx), db, pool)
-    try:
-        assert proc.load_context() is None
-        assert proc.process(PROPOSAL, 1).status == "done"
-    finally:
-        pool.stop()
+    db, pool, proc = run_processor(ctx)
+    assert proc.process(PROPOSAL, 1).status == "done"
+    pool.stop()
     values = db.get_values(PROPOSAL, 1)
     assert [values[f"v{i}"].value for i in range(len(HOSTILE))] == HOSTILE
     assert [v.title for v in db.get_variables()] == HOSTILE

@@ -17,8 +17,6 @@ import time
 import h5py
 import pytest
 
-from backend.config import load_config
-from backend.processing.local import RunProcessor, WorkerPool
 from backend.store.init import init_context_dir
 from backend.store.writer import RunDB
 from tests.faults_helpers import (PROPOSAL, KafkaBackend, can_mount_tmpfs, fill_disk,
@@ -172,7 +170,7 @@ DAMAGE_CONTEXT = textwrap.dedent("""
 """)
 
 
-def test_damaged_run_files(make_context_dir, write_run, proposal_dir):
+def test_damaged_run_files(make_context_dir, write_run, proposal_dir, run_processor):
     """Truncated files, a bad superblock, a directory where a file should be (unreadable even
     for root): a clear error naming the file on that run (per variable, or for the run when no
     file can be read); the other runs untouched."""
@@ -192,15 +190,9 @@ def test_damaged_run_files(make_context_dir, write_run, proposal_dir):
     f4 = agipd_file(4)                               # run 4: not a file
     f4.unlink()
     f4.mkdir()
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 1)
-    proc = RunProcessor(ctx, config, db, pool)
-    try:
-        assert proc.load_context() is None
-        outcomes = {r: proc.process(PROPOSAL, r) for r in range(1, 6)}
-    finally:
-        pool.stop()
+    db, pool, proc = run_processor(ctx)
+    outcomes = {r: proc.process(PROPOSAL, r) for r in range(1, 6)}
+    pool.stop()
     for r in (1, 5):                                 # untouched
         v = db.get_values(PROPOSAL, r)
         assert outcomes[r].status == "done" and not outcomes[r].message, outcomes[r]

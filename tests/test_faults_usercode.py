@@ -14,9 +14,6 @@ import time
 import psutil
 import pytest
 
-from backend.config import load_config
-from backend.processing.local import RunProcessor, WorkerPool
-from backend.store.writer import RunDB
 from tests.faults_helpers import PROPOSAL
 
 RUNAWAY_CONTEXT = textwrap.dedent("""
@@ -70,7 +67,7 @@ RUNAWAY_CONTEXT = textwrap.dedent("""
 
 
 @pytest.fixture
-def processor(make_context_dir, write_run):
+def processor(make_context_dir, write_run, run_processor):
     ctx = make_context_dir(code=RUNAWAY_CONTEXT, config=textwrap.dedent("""
         [processing]
         jobs = 1
@@ -79,15 +76,7 @@ def processor(make_context_dir, write_run):
     """))
     for r in range(1, 7):
         write_run(r, ntrains=5)
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 1)
-    proc = RunProcessor(ctx, config, db, pool)
-    assert proc.load_context() is None
-    yield ctx, db, pool, proc
-    pool.stop()
-    for w in pool.workers:
-        w.kill()
+    return (ctx, *run_processor(ctx))
 
 
 def running(pid: int) -> bool:

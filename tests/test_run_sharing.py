@@ -10,11 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from backend.config import load_config
 from backend.ctxrunner.results import h5_path, read_run_value
-from backend.processing.local import RunProcessor, WorkerPool
 from backend.store.runlogs import run_logs
-from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, REPO
 
 # Two heavy variables, each with a dependent, and one that dies when told to. The worker learns
@@ -56,17 +53,12 @@ CONTEXT = textwrap.dedent("""
 
 
 @pytest.fixture
-def backend(make_context_dir, write_run):
-    ctx = make_context_dir(code=CONTEXT, config="[processing]\njobs = 2\n")
+def backend(make_context_dir, write_run, run_processor):
+    ctx = make_context_dir(code=CONTEXT)
     for r in range(1, 5):
         write_run(r, ntrains=20)
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 2)
-    proc = RunProcessor(ctx, config, db, pool)
-    assert proc.load_context() is None
-    yield ctx, db, proc
-    pool.stop()
+    db, _, proc = run_processor(ctx, workers=2)
+    return ctx, db, proc
 
 
 def test_a_run_is_shared_between_two_processes_and_loses_nothing(backend):
@@ -114,22 +106,15 @@ def test_a_killed_copy_fails_only_its_own_variables(backend):
     assert db.get_values(PROPOSAL, 3)["n_trains"].value == 20
 
 
-def test_one_process_per_run_when_told(make_context_dir, write_run):
+def test_one_process_per_run_when_told(make_context_dir, write_run, run_processor):
     ctx = make_context_dir(code=CONTEXT, config="[processing]\nprocesses_per_run = 1\n")
     for r in (1, 2):
         write_run(r, ntrains=20)
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 2)
-    proc = RunProcessor(ctx, config, db, pool)
-    try:
-        assert proc.load_context() is None
-        for r in (1, 2):
-            assert proc.process(PROPOSAL, r).status == "done"
-        v = db.get_values(PROPOSAL, 2)
-        assert v["heavy_a"].value == v["heavy_b"].value
-    finally:
-        pool.stop()
+    db, _, proc = run_processor(ctx, workers=2)
+    for r in (1, 2):
+        assert proc.process(PROPOSAL, r).status == "done"
+    v = db.get_values(PROPOSAL, 2)
+    assert v["heavy_a"].value == v["heavy_b"].value
 
 
 KEEP = textwrap.dedent("""
