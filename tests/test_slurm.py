@@ -319,6 +319,40 @@ def test_reprocess_larger_than_one_array_chains_arrays(slurm, make_context_dir, 
     assert "n_trains" not in values(ctx, 1) and values(ctx, 3)["heavy"].value == 31
 
 
+SHARED_JOB_CONTEXT = textwrap.dedent("""
+    import os, time
+    from amore.context import Variable
+
+    @Variable(title="Azimuthal integration", cluster=True)
+    def azint(run):
+        time.sleep(0.3)
+        return os.getpid()
+
+    @Variable(title="Peak finding", cluster=True)
+    def peaks(run):
+        time.sleep(0.3)
+        return os.getpid()
+""")
+
+
+def test_a_job_with_two_cpus_shares_its_runs_between_two_processes(slurm, make_context_dir,
+                                                                    write_run):
+    # one task computes both runs, one after the other; the second run is shared, as in a
+    # local worker, between the job's process and a forked copy on its second CPU (the test
+    # cluster's node has the machine's CPUs: 2 or more here and in CI)
+    ctx = make_context_dir(SHARED_JOB_CONTEXT, config=slurm_config(
+        slurm, extra='runs_per_task = 2\nextra_args = ["--cpus-per-task=2"]'))
+    for r in (1, 2):
+        write_run(r, ntrains=5)
+    p = subprocess.run(amore_cmd("reprocess", "1-2", "--slurm", "-d", ctx),
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len({r["task_id"] for r in tasks(ctx)}) == 1
+    first, second = values(ctx, 1), values(ctx, 2)
+    assert first["azint"].value == first["peaks"].value       # no timings yet: one process
+    assert second["azint"].value != second["peaks"].value     # two processes
+
+
 def test_follow_stops_on_ctrl_c_jobs_go_on_and_cancel_all_records_them(
         slurm, make_context_dir, write_run):
     ctx = make_context_dir(CONTEXT, config=slurm_config(slurm, max_concurrent=1))

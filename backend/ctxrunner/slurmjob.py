@@ -5,8 +5,10 @@ context directory, proposal, runs (array task ``i`` computes ``runs[i*k:(i+1)*k]
 other, ``k`` = ``runs_per_task``), the variables (``names``; their inputs are computed too but not
 reported), ``data`` and ``params``, and what a local worker's request carries besides:
 ``manual_columns`` (names) and ``run_inputs`` (run number as text -> ``{"facility_run",
-"manual"}``, see :mod:`backend.ctxrunner.worker`). The facility's settings come from
-``$AMORE_FACILITY`` as for a local worker.
+"manual"}``, see :mod:`backend.ctxrunner.worker`), and ``processes_per_run`` (optional, default
+1: how many processes a run may use, here at most the job's CPUs, :func:`job_cpus`; from the
+second run of a task on, as in a local worker, see :mod:`backend.ctxrunner.forked`). The
+facility's settings come from ``$AMORE_FACILITY`` as for a local worker.
 
 The job never touches ``runs.sqlite`` (SQLite is not safe across hosts on a network file
 system). It writes the run's HDF5 data (``extracted_data/``, as a local worker does) and its table
@@ -56,6 +58,21 @@ def process_started() -> float | None:
         return None
 
 
+def job_cpus() -> int:
+    """CPUs this job may use: what Slurm allocated (``$SLURM_CPUS_PER_TASK``, set with
+    ``--cpus-per-task``, else ``$SLURM_JOB_CPUS_PER_NODE``, e.g. ``"2"`` or ``"2(x3)"``), at
+    most the CPUs this process may run on; those CPUs alone outside Slurm."""
+    import re
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE"):
+        if m := re.match(r"\d+", os.environ.get(var, "")):
+            return max(1, min(n, int(m.group())))
+    return max(1, n)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
@@ -102,7 +119,8 @@ def main(argv=None) -> int:
             req = {"op": "run", "proposal": proposal, "run": run,
                    "data": spec.get("data", "all"), "names": names, "only": names,
                    "params": spec.get("params") or {},
-                   "manual_columns": spec.get("manual_columns")}
+                   "manual_columns": spec.get("manual_columns"),
+                   "split": min(int(spec.get("processes_per_run") or 1), job_cpus())}
             req.update((spec.get("run_inputs") or {}).get(str(run)) or {})
             reply = worker.run(req)
         except Exception as e:  # noqa: BLE001 - reported in the result, as a local worker would

@@ -400,7 +400,8 @@ class SlurmExecutor:
         spec_file = self.cdir.slurm_specs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
         spec = {"version": SPEC_VERSION, "context_dir": str(self.cdir.path),
                 "proposal": proposal, "runs": runs, "names": list(names),
-                "runs_per_task": k, "data": data, "params": params or {}}
+                "runs_per_task": k, "data": data, "params": params or {},
+                "processes_per_run": int(self.config["processing"].get("processes_per_run") or 1)}
         spec.update(self._run_inputs(proposal, runs))
         write_json_atomic(spec_file, spec)
         logs = self.cdir.slurm_logs_dir
