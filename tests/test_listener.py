@@ -302,10 +302,11 @@ def test_main_loop_keeps_its_heartbeat_while_workers_are_busy(make_context_dir, 
     wait_for(lambda: "Context file reloaded" in b.log.read_text(), 10, what="reload")
 
 
-def test_handed_over_reprocess_cancelled_by_its_command_drops_runs_not_started(
+def test_handed_over_reprocess_cancelled_by_its_command_stops_its_runs(
         make_context_dir, write_run, backend):
     """The GUI's Cancel (SIGTERM to the command) of a reprocess handed to the backend: the runs
-    not started yet are dropped there; the run being computed finishes."""
+    not started yet are dropped there, and the run being computed is stopped, keeping its
+    values from before; the backend goes on with a new worker."""
     ctx = make_context_dir(HANGING_CONTEXT, config=FAST_WATCH + "[processing]\njobs = 1\n")
     b = backend(ctx)
     for r in (1, 2, 3):
@@ -324,16 +325,25 @@ def test_handed_over_reprocess_cancelled_by_its_command_drops_runs_not_started(
     cli = subprocess.Popen(amore_cmd("reprocess", "1", "2", "3", "-d", ctx), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
+    t0 = time.monotonic()
     cli.terminate()
     cli.communicate(timeout=30)
-    wait_for(lambda: "cancelled by its client: run(s) 2, 3 not started" in b.log.read_text(), 10,
-             what="runs 2 and 3 dropped")
-    (ctx / "hang").unlink()
-    wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 finished")
+    wait_for(lambda: "cancelled by its client: run(s) 2, 3 not started; run(s) 1 stopped"
+             in b.log.read_text(), 10, what="runs 2 and 3 dropped, run 1 stopped")
+    # run 1 is stopped although its variable still hangs ("hang" is there)
+    wait_for(lambda: run_status(ctx, 1) == "done", 10, what="run 1 back to done")
+    assert time.monotonic() - t0 < 10
     time.sleep(1.0)
     after = {r: stamp(r) for r in (1, 2, 3)}
-    assert after[1] > stamps[1] and after[2] == stamps[2] and after[3] == stamps[3]
+    assert after == stamps   # every run keeps its values from before
     assert run_status(ctx, 2) == run_status(ctx, 3) == "done"
+    assert "cancelled" in RunDB(ctx).get_run(PROPOSAL, 1)["status_message"]
+    # the backend goes on: the same run, reprocessed again, is computed by a new worker
+    (ctx / "hang").unlink()
+    p = subprocess.run(amore_cmd("reprocess", "1", "-d", ctx), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "in the running backend" in p.stdout, p.stdout + p.stderr
+    assert stamp(1) > stamps[1]
     assert b.stop() == 0
 
 

@@ -219,8 +219,8 @@ def _hand_to_backend(a, d, runs, params):
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nStopped: the backend drops the runs it has not started; a run being computed "
-              "finishes.", file=sys.stderr)
+        print("\nStopped: the backend drops the runs it has not started and stops those being "
+              "computed (they keep their values from before).", file=sys.stderr)
         return 130
     dt = time.perf_counter() - t0
     print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "

@@ -286,6 +286,8 @@ class WorkerPool:
         self._idle: queue.LifoQueue[WorkerProcess] = queue.LifoQueue()
         for w in reversed(self.workers):
             self._idle.put(w)
+        self._keys_lock = threading.Lock()
+        self._by_key: dict = {}  # request key -> the worker handling it
 
     def start(self) -> None:
         """Start every worker now (their imports then overlap with other start-up work)."""
@@ -293,17 +295,38 @@ class WorkerPool:
             if not w.alive():
                 w.start()
 
-    def request(self, req: dict, timeout: float | None = None) -> dict:
+    def request(self, req: dict, timeout: float | None = None, key=None,
+                cancelled: Callable[[], bool] | None = None) -> dict:
         """Send ``req`` to an idle worker (waiting for one) and return its reply; a run request
         gets ``"split"``: how many processes it may use (1 + the workers idle now, at most
-        ``processes_per_run``). Raises :class:`WorkerDied` as :meth:`WorkerProcess.request`."""
+        ``processes_per_run``). ``key`` (hashable) names the request for :meth:`kill_request`;
+        ``cancelled()``, asked once the worker is taken, says it was cancelled meanwhile.
+        Raises :class:`WorkerDied` as :meth:`WorkerProcess.request`, and when cancelled."""
         w = self._idle.get()
         try:
+            if key is not None:
+                with self._keys_lock:
+                    self._by_key[key] = w
+            if cancelled is not None and cancelled():
+                raise WorkerDied("cancelled before it started")
             if req.get("op") == "run":
                 req = dict(req, split=min(self.processes_per_run, 1 + self._idle.qsize()))
             return w.request(req, timeout)
         finally:
+            if key is not None:
+                with self._keys_lock:
+                    self._by_key.pop(key, None)
             self._idle.put(w)
+
+    def kill_request(self, key) -> bool:
+        """Kill the worker handling the request named ``key`` (it is replaced at its next
+        request; the request raises :class:`WorkerDied`). False if no such request runs."""
+        with self._keys_lock:
+            w = self._by_key.get(key)
+        if w is None:
+            return False
+        w.kill()
+        return True
 
     def kill_busy(self) -> None:
         """Kill workers that are handling a request (used when abandoning work at shutdown)."""
@@ -369,6 +392,9 @@ class RunProcessor:
         self.stopping = False
         #: Set by :meth:`cancel`: runs in flight go back to their previous state.
         self.cancelled = False
+        #: ``(proposal, run)`` handed to the pool now, and those of them :meth:`cancel_run` stops
+        self._in_flight: set[tuple[int | str, int]] = set()
+        self._cancelled_runs: set[tuple[int | str, int]] = set()
         #: ``(proposal, run)`` whose values could not be stored for a reason that may pass
         #: (disk full, database locked too long); the listener processes them again later.
         self.deferred: set[tuple[int | str, int]] = set()
@@ -385,6 +411,21 @@ class RunProcessor:
         cancelled (their previous values stay); runs not started are not touched."""
         self.cancelled = True
         self.pool.kill_busy()
+
+    def cancel_run(self, proposal: int | str, run: int) -> None:
+        """Stop the processing of one run now (a one-off reprocess whose requester cancelled):
+        its worker is killed (and replaced), the run returns to its previous status and keeps
+        its previous values, as with :meth:`cancel`. Nothing happens to a run not in flight."""
+        key = (proposal, run)
+        with self._lock:
+            if key not in self._in_flight:
+                return
+            self._cancelled_runs.add(key)
+        self.pool.kill_request(key)
+
+    def _run_cancelled(self, key) -> bool:
+        with self._lock:
+            return key in self._cancelled_runs
 
     def load_context(self) -> str | None:
         """(Re)load the context file in a worker; store its variables. Returns the error text
@@ -503,10 +544,19 @@ class RunProcessor:
             req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                    "names": list(names) if names else None, "params": params or {}}
             req.update(run_inputs(self.db, self.config, proposal, run, self.manual))
+            key = (proposal, run)
+            with self._lock:
+                self._in_flight.add(key)
             try:
-                reply = self.pool.request(req, timeout=timeout)
+                reply = self.pool.request(req, timeout=timeout, key=key,
+                                          cancelled=lambda: self._run_cancelled(key))
             except WorkerDied as e:
                 reply = {"ok": False, "kind": "died", "error": str(e)}
+            finally:
+                with self._lock:
+                    run_cancelled = key in self._cancelled_runs
+                    self._cancelled_runs.discard(key)
+                    self._in_flight.discard(key)
             if reply.get("ok"):
                 values = {n: StoredValue.from_json(v) for n, v in reply["values"].items()}
                 n_err = sum(v.summary_type == SummaryType.ERROR for v in values.values())
@@ -545,7 +595,7 @@ class RunProcessor:
                 outcome = RunOutcome(proposal, run, RunStatus.WAITING.value, msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
-            elif reply.get("kind") == "died" and self.cancelled:
+            elif reply.get("kind") == "died" and (self.cancelled or run_cancelled):
                 prev = (before or {}).get("status")
                 status = (prev if prev in (RunStatus.DONE.value, RunStatus.FAILED.value)
                           else RunStatus.PENDING.value)

@@ -17,7 +17,8 @@ replies  ``{"version": 1, "kind": "accepted", "pid": int, "host": str}``, then o
          "n_errors": int, "seconds": float}`` per run as it finishes, then
          ``{"version": 1, "kind": "done"}``; or ``{"version": 1, "kind": "error", "error": str}``.
 The client sends nothing more; when it goes away (Ctrl+C, the GUI's Cancel) the runs of its
-request that have not started are cancelled.
+request that have not started are dropped and those being computed are stopped (their values
+and status from before are kept).
 """
 from __future__ import annotations
 
@@ -163,11 +164,11 @@ class ControlServer:
             finally:
                 finished.set()
 
-    @staticmethod
-    def _cancel_when_gone(f, futs: dict, finished: threading.Event, pid: int) -> None:
+    def _cancel_when_gone(self, f, futs: dict, finished: threading.Event, pid: int) -> None:
         """The client sends nothing after its request: end of file means it went away (Ctrl+C,
         the GUI's Cancel, killed). Then the runs of its request that have not started are
-        cancelled; a run being computed finishes (it is in a worker shared with other runs)."""
+        dropped, and those being computed are stopped (their worker is killed and replaced;
+        they keep their previous values and status)."""
         try:
             while f.readline():
                 pass
@@ -176,9 +177,13 @@ class ControlServer:
         if finished.is_set():
             return
         dropped = sorted(r for fut, r in futs.items() if fut.cancel())
-        if dropped:
-            log.info("Reprocess requested by PID %d cancelled by its client: run(s) %s not "
-                     "started", pid, ", ".join(map(str, dropped)))
+        stopped = sorted(r for fut, r in futs.items() if fut.running())
+        for r in stopped:
+            self.listener.processor.cancel_run(self.listener.proposal, r)
+        if dropped or stopped:
+            log.info("Reprocess requested by PID %d cancelled by its client: %s", pid, "; ".join(
+                f"run(s) {', '.join(map(str, rs))} {what}"
+                for rs, what in ((dropped, "not started"), (stopped, "stopped")) if rs))
 
 
 class BackendUnavailable(Exception):
