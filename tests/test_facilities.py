@@ -136,7 +136,11 @@ def test_ess_parser_uses_streaming_data_types():
     assert (ev.proposal, ev.run, ev.state, ev.key) == (999999, 13947, "running", "J1")
     assert ev.info["file"] == "/ess/raw/coda/999999/raw/" + name
     assert ev.info["start_time"] == pytest.approx(1730106401.186)
-    assert p.parse(fd.ess_run_stop(job_id="J1", stop=1730106461.0)) is None
+    # the stop is recorded with its run (kept across a restart before wrdn)
+    ev = p.parse(fd.ess_run_stop(job_id="J1", stop=1730106461.0))
+    assert (ev.proposal, ev.run, ev.state, ev.key, ev.event) == (999999, 13947, "running", "J1", "6s4t")
+    assert ev.info == {"job_id": "J1", "stop_time": 1730106461.0}
+    assert p.parse(fd.ess_run_stop(job_id="unseen", stop=1.0)) is None  # its pl72 not seen
     ev = p.parse(fd.ess_finished_writing(job_id="J1", file_name=name))
     assert (ev.run, ev.state, ev.info["stop_time"]) == (13947, "ready", 1730106461.0)
     ev = p.parse(fd.ess_finished_writing(job_id="J2", file_name="ymir_1234_00000005.hdf",
@@ -238,12 +242,25 @@ def test_ess_file_writer_runs_through_the_real_broker(tmp_path, backend, kafka_b
     produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-4", file_name=name4))
     b = backend(ctx)
     wait_for(lambda: _status(ctx, proposal, 13950) == "done", 30, what="run sent while down")
+    # the backend restarted between a run's stop (6s4t) and its file being closed (wrdn): the
+    # stop time recorded with the run still gives its duration
+    name5 = fd.ess_file_name("coda_estia", proposal, 13951)
+    fd.write_ess_nexus(raw / name5, proposal=proposal, counter=13951, job_id="job-5")
+    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-5", filename=name5,
+                                                  proposal=proposal, start=start))
+    produce(kafka_broker, topic, fd.ess_run_stop(job_id="job-5", stop=start + 7))
+    wait_for(lambda: "Run 13951: running (6s4t" in b.log.read_text(), 20, what="stop recorded")
+    assert b.stop() == 0
+    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-5", file_name=name5))
+    b = backend(ctx)
+    wait_for(lambda: _status(ctx, proposal, 13951) == "done", 30, what="run closed while down")
+    assert RunDB(ctx).get_values(proposal, 13951)["duration"].value == pytest.approx(7.0)
     produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-1", file_name=name))
     time.sleep(1.5)
     db = RunDB(ctx)
-    assert db.run_numbers() == [13947, 13948, 13949, 13950]
+    assert db.run_numbers() == [13947, 13948, 13949, 13950, 13951]
     assert db.get_values(proposal, 13947)["title"] == done_at
-    assert [r["status"] for r in db.runs()] == ["done", "failed", "done", "done"]
+    assert [r["status"] for r in db.runs()] == ["done", "failed", "done", "done", "done"]
     assert b.stop() == 0
 
 

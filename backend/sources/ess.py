@@ -7,7 +7,9 @@ Messages are told apart by their flatbuffer file identifier and read with
     a run begins: job id, file name, start time (ms since the epoch), run name, instrument, the
     ``metadata`` JSON. AMORE records the run as ``running`` with its start time.
 ``6s4t`` RunStop
-    the stop time of a job (kept; the run is computed at ``wrdn``).
+    the stop time of a job: recorded with the run started by that job's ``pl72`` (so it
+    survives a restart before ``wrdn``); the run is computed at ``wrdn``. A stop of a job whose
+    start this process has not seen is kept in memory only until its ``wrdn``.
 ``wrdn`` FinishedWriting
     the file is closed: the run is computed; with ``error_encountered`` it is marked failed with
     the writer's message.
@@ -96,7 +98,7 @@ class EssMessageParser:
     def parse(self, value: bytes | None, source: str = "", timestamp: float | None = None,
               location: str = "") -> RunEvent | None:
         """One message value -> a :class:`RunEvent`, or None for messages AMORE does not act on
-        (``6s4t``). Raises :class:`MalformedEvent` for undeserialisable or unknown messages.
+        (a ``6s4t`` of a job whose ``pl72`` this parser has not seen). Raises :class:`MalformedEvent` for undeserialisable or unknown messages.
         ``location`` (``topic[partition]@offset``) and the deserialised message (as JSON) go into
         the event for the run's snapshot."""
         self._location = location
@@ -116,9 +118,7 @@ class EssMessageParser:
             if schema == "6s4t":
                 from streaming_data_types.run_stop_6s4t import deserialise_6s4t
                 msg = deserialise_6s4t(value)
-                job = self._jobs.setdefault(msg.job_id, {})
-                job["stop_time"] = _ms_to_s(msg.stop_time)
-                return None
+                return self._stop(msg, source, ts)
             if schema == "wrdn":
                 from streaming_data_types.finished_writing_wrdn import deserialise_wrdn
                 msg = deserialise_wrdn(value)
@@ -157,6 +157,23 @@ class EssMessageParser:
                                  f"name {msg.filename!r}")
         run = self.run_number(msg.filename, msg.run_name)
         return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="pl72",
+                        key=msg.job_id, info=info, state="running", **self._snapshot(info))
+
+    def _stop(self, msg, source, ts) -> RunEvent | None:
+        """A ``6s4t``: the job's stop time, as an update of its still running run (``info``:
+        ``job_id``, ``stop_time``) when its ``pl72`` was seen, else kept for its ``wrdn``."""
+        if not msg.job_id:
+            raise MalformedEvent("6s4t without job_id")
+        job = self._jobs.setdefault(msg.job_id, {})
+        job["stop_time"] = _ms_to_s(msg.stop_time)
+        if "file" not in job:
+            return None
+        proposal = self.proposal(job.get("metadata") or {}, job["file"])
+        if proposal is None:  # its pl72 was reported as malformed already
+            return None
+        run = self.run_number(job["file"], job.get("run_name"))
+        info = {"job_id": msg.job_id, "stop_time": job["stop_time"]}
+        return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="6s4t",
                         key=msg.job_id, info=info, state="running", **self._snapshot(info))
 
     def _finished(self, msg, source, ts) -> RunEvent:
