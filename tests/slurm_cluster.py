@@ -5,7 +5,9 @@
 with their own free ports and ``slurm.conf`` (the settings of FACILITY.md, section 5);
 ``slurm`` (per test) points ``SLURM_CONF`` at it and cancels the test's left-over jobs. Tests
 using them are skipped, with the reason printed, only where the cluster cannot be started
-(``slurmctld`` not installed, not root).
+(``slurmctld`` not installed, not root). Where ``slurmdbd`` and ``mariadb-server`` are
+installed the cluster has accounting (``sacct``; ``slurm_cluster.accounting``); where not, it
+runs without and the one test that needs it is skipped, saying why.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from backend.testing.slurmcluster import ClusterUnavailable, start_cluster
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """Start slurmctld + slurmd (own ports, state in a temp dir); stop them at the end."""
+    """Start slurmctld + slurmd, with slurmdbd + MariaDB where installed (own ports, state in
+    a temp dir); stop them at the end."""
     d = tempfile.mkdtemp(prefix="amore-slurm-")
     try:
         cluster = start_cluster(d)
@@ -28,6 +31,9 @@ def slurm_cluster():
         shutil.rmtree(d, ignore_errors=True)
         print(f"\nSlurm tests skipped: {e}", file=sys.stderr)
         pytest.skip(f"Slurm test cluster not available: {e}")
+    if not cluster.accounting:
+        print(f"\nSlurm test cluster without accounting (sacct): {cluster.accounting_reason}",
+              file=sys.stderr)
     try:
         yield cluster
     finally:

@@ -530,3 +530,54 @@ def test_job_slurm_forgot_while_nobody_followed_is_reported(slurm, make_context_
     assert "ended VANISHED" in err and "p2832_r0001-987654.out" in err
     assert RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done"
     assert (jobs / "done" / "987654.json").exists()
+
+
+def test_jobs_that_ended_badly_after_slurm_forgot_them_are_reconciled_from_sacct(
+        slurm, make_context_dir, write_run, backends):
+    """While the backend is down, one job fails (its process is killed) and the queued one is
+    cancelled by someone else; by the time anyone looks slurmctld has forgotten both (past
+    MinJobAge). ``amore-proto jobs`` without a backend gets their real final state from the
+    accounting database (``sacct``): the variables become errors naming FAILED/CANCELLED and
+    the log file, not VANISHED."""
+    if not slurm.accounting:
+        pytest.skip(f"the test cluster has no accounting: {slurm.accounting_reason}")
+    from backend.processing.slurm import SlurmCommands
+    ctx, b = held_jobs(slurm, make_context_dir, write_run, backends)
+    by_state = {t["state"]: t for t in tasks(ctx)}
+    queued, running = by_state["PENDING"], by_state["RUNNING"]
+    assert b.stop() == 0
+    slurm.run("scancel", queued["task_id"])
+    pids = wait_for(lambda: job_pids(str(ctx)), 30, what="job process")
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: not slurm.jobs(), 60, what="jobs ended")
+    ids = [running["task_id"], queued["task_id"]]
+
+    def only_accounting_knows():  # slurmctld forgot them, sacct has their end
+        forgotten = all(subprocess.run(["scontrol", "show", "job", i], capture_output=True,
+                                       text=True).returncode for i in ids)
+        st = SlurmCommands().states(ids)
+        return forgotten and len(st) == 2 and not any(s.active for s in st.values())
+    wait_for(only_accounting_knows, 60, interval=0.5,
+             what="slurmctld forgetting the jobs (MinJobAge), sacct having their end")
+    assert RunDB(ctx).get_run(PROPOSAL, running["run"])["status"] == "processing"
+    # only the accounting database knows them now: the job-completion file (the fallback
+    # after sacct) is put aside while AMORE looks
+    aside = slurm.jobcomp.with_name("jobcomp.aside")
+    slurm.jobcomp.rename(aside)
+    try:
+        p = subprocess.run(amore_cmd("jobs", "-d", ctx), capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        aside.rename(slurm.jobcomp)
+    assert p.returncode == 0, p.stderr
+    lines = [line.split()[:3] for line in p.stdout.splitlines()]
+    assert [running["task_id"], str(running["run"]), "FAILED"] in lines, p.stdout
+    assert [queued["task_id"], str(queued["run"]), "CANCELLED"] in lines, p.stdout
+    assert all(t["done"] for t in tasks(ctx))
+    assert_slurm_error(ctx, running["run"], "FAILED")
+    assert "0:9" in values(ctx, running["run"])["heavy"].attributes["error"]  # killed by signal 9
+    assert_slurm_error(ctx, queued["run"], "CANCELLED")
+    assert [r["status"] for r in RunDB(ctx).runs()] == ["done", "done"]
+    states = SlurmCommands().states(ids)  # and it was sacct that said so
+    assert {i: (s.state, s.source) for i, s in states.items()} == {
+        running["task_id"]: ("FAILED", "sacct"), queued["task_id"]: ("CANCELLED", "sacct")}
