@@ -121,7 +121,8 @@ KEEP = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
     import numpy as np
-    from backend.ctxrunner.worker import _release_memory, keep_memory
+    from backend.ctxrunner.memory import keep_memory
+    from backend.ctxrunner.worker import _release_memory
 
     def rss_mb():
         with open("/proc/self/statm") as f:

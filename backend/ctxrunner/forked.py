@@ -9,7 +9,7 @@ document through a pipe; nothing is pickled. The copy is in the worker's process
 killing the worker (a run timeout, a cancel) kills it too, and it dies with the worker
 (``PR_SET_PDEATHSIG``).
 
-Runs in the user's Python: standard library only.
+Runs in the user's Python: standard library only (and :mod:`backend.ctxrunner.memory`).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import traceback
 import warnings
 from typing import Any, Callable
 
+from backend.ctxrunner.memory import hand_back
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -31,18 +33,6 @@ def prctl(option: int, arg: int) -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-
-
-def _drop_inherited_free_memory() -> None:
-    """In a fresh copy: hand back the free heap memory inherited from the worker (which keeps
-    freed memory for its next run, see ``backend.ctxrunner.worker.keep_memory``). Otherwise
-    both processes would reuse the same shared pages, and every page either writes would be
-    copied first."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def can_fork() -> bool:
@@ -84,7 +74,10 @@ class ForkedPart:
             try:
                 os.close(read_fd)
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                _drop_inherited_free_memory()
+                # the free memory inherited from the worker, handed back: otherwise both
+                # processes would reuse the same shared pages, and every page either writes
+                # would be copied first
+                hand_back(everything=True)
                 try:
                     out = {"ok": True, "result": fn(*args)}
                 except BaseException as e:  # noqa: BLE001 - reported to the parent

@@ -34,8 +34,6 @@ Requests and replies:
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import os
 import sys
@@ -623,62 +621,16 @@ def apply_memory_limit(megabytes: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (sizes in bytes; main arena)."""
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                 "uordblks", "fordblks", "keepcost")]
-
-
-@functools.lru_cache(maxsize=1)
-def _libc():
-    """glibc, or None (another C library: memory is handed back as that library does)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        return libc
-    except (OSError, AttributeError):  # not glibc, or glibc < 2.33 (no mallinfo2)
-        return None
-
-
-#: Bytes of freed memory a worker keeps between runs (set by :func:`keep_memory`).
-_keep_bytes = 0
-
-
-def keep_memory(megabytes: float) -> bool:
-    """Let this process keep up to ``megabytes`` MB of freed heap memory between runs
-    (:func:`_release_memory` hands it back only beyond that): glibc then serves large arrays
-    from its heap instead of fresh ``mmap`` regions and never trims the heap on its own
-    (``M_MMAP_MAX`` = 0, ``M_TRIM_THRESHOLD`` = 2 GB). A run's arrays reuse the pages of the
-    last run's instead of faulting in new ones, which costs ~0.03 s per 200 MB, and on this
-    project's virtual machines, whose host reclaims memory freed a few seconds earlier, up to
-    0.3 s. Returns False where it cannot be done (not glibc >= 2.33, or ``megabytes`` <= 0)."""
-    global _keep_bytes
-    libc = _libc() if megabytes and megabytes > 0 else None
-    if libc is None:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    # (mallopt takes a C int: 2**31 - 1 bytes is glibc's largest trim threshold)
-    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
-        return False
-    _keep_bytes = int(megabytes * 2**20)
-    return True
-
-
 def _release_memory() -> None:
     """After a run: close figures and collect garbage; then, if more freed heap memory is left
-    than :func:`keep_memory` allows, hand it all back to the system (glibc keeps it otherwise,
+    than :func:`backend.ctxrunner.memory.keep_memory` allows, hand it all back to the system (glibc keeps it otherwise,
     and a long-lived worker's RSS would only grow)."""
     import gc
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
     gc.collect()
-    libc = _libc()
-    if libc is None:
-        return
-    if _keep_bytes and libc.mallinfo2().fordblks <= _keep_bytes:
-        return
-    libc.malloc_trim(0)
+    from backend.ctxrunner.memory import hand_back
+    hand_back()
 
 
 def _watch_parent() -> None:
@@ -731,6 +683,7 @@ def main(argv=None):
     from backend.ctxrunner import results
     results.warm_up(px, npts)  # and what converting results loads on first use
     worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
+    from backend.ctxrunner.memory import keep_memory
     keep_memory(float(os.environ.get("AMORE_KEEP_MEMORY_MB") or 0))
     apply_memory_limit(worker.memory_limit_mb)
     before: set[int] = set()
