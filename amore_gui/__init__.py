@@ -1,2 +1,3 @@
-"""AMORE's GUI: ``components/`` holds the Qt-free models and session state, ``_qt/`` the widgets
-that display them and forward user actions."""
+"""AMORE's front-ends. ``application/`` is the Qt-free application layer every front-end goes
+through (open a context directory, read the table, follow live updates, edit, control the
+backend); ``_qt/`` is the Qt GUI, which only displays and forwards."""

@@ -1,7 +1,7 @@
 """Physical units, with pint: parsing, normalising and converting (no SQLAlchemy, Kafka or Qt).
 
 Used by manual columns (:mod:`backend.store.manual`) and the query language
-(:mod:`amore_gui.components.query`). One :class:`pint.UnitRegistry` per process, made on first use
+(:mod:`amore_gui.application.query`). One :class:`pint.UnitRegistry` per process, made on first use
 (it takes ~0.3 s).
 """
 from __future__ import annotations

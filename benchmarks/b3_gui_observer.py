@@ -36,7 +36,7 @@ def main():
     ctx, out = Path(sys.argv[1]), open(sys.argv[2], "a", buffering=1)
     watch = sys.argv[3] if len(sys.argv) > 3 else "n_trains"
 
-    from PyQt5.QtCore import QTimer
+    from qtpy.QtCore import QTimer
 
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
@@ -102,7 +102,7 @@ def main():
     beat_timer = QTimer()
     beat_timer.timeout.connect(beat)
     beat_timer.start(20)
-    app.exec_()
+    app.exec()
     write({"t": time.time(), "msg_kind": "event_loop", "max_stall_ms": round(lag["max"] * 1e3, 1),
            "stalls_over_100ms": lag["over_100ms"], "cells": len(logged)})
     win.close()

@@ -170,12 +170,12 @@ def convert(damnit_dir: Path, ctx: Path) -> dict:
 def child(ctx: Path) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     t_interp = time.time() - T0
-    from PyQt5.QtCore import QEventLoop, Qt
+    from qtpy.QtCore import QEventLoop, Qt
 
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.dbread import read_run_update
-    from amore_gui.components.settings import Settings
+    from amore_gui.application.dbread import read_run_update
+    from amore_gui.application.settings import Settings
     t_imports = time.time() - T0
 
     app = make_app([sys.argv[0]])
@@ -185,7 +185,7 @@ def child(ctx: Path) -> None:
     loop = QEventLoop()
     win.loaded.connect(loop.quit)
     if not win.is_loaded:
-        loop.exec_()
+        loop.exec()
     app.processEvents()
     win.table.viewport().repaint()
     t_painted = time.time() - T0
@@ -193,7 +193,7 @@ def child(ctx: Path) -> None:
     loop2 = QEventLoop()
     win.fully_loaded.connect(loop2.quit)
     if not win.is_fully_loaded:
-        loop2.exec_()
+        loop2.exec()
     app.processEvents()
     win.table.viewport().repaint()
     t_full = time.time() - T0

@@ -176,17 +176,17 @@ def change_run(db_path: Path, run: int, factor: float = 1.5) -> list[str]:
 def wait_painted(app, win) -> tuple[float, float]:
     """Wait until a shown MainWindow painted its first rows, then every value, then its live
     updates are up (their catch-up poll done). Returns the times (Unix s) of the two paints."""
-    from PyQt5 import QtCore
+    from qtpy import QtCore
     loop = QtCore.QEventLoop()
     win.loaded.connect(loop.quit)
     if not win.is_loaded:
-        loop.exec_()
+        loop.exec()
     app.processEvents()
     win.table.viewport().repaint()
     t_first = time.time()
     win.fully_loaded.connect(loop.quit)
     if not win.is_fully_loaded:
-        loop.exec_()
+        loop.exec()
     app.processEvents()
     win.table.viewport().repaint()
     t_painted = time.time()
@@ -199,7 +199,7 @@ def wait_painted(app, win) -> tuple[float, float]:
 def child(context_dir: str, spawn_t: float, query: str = "") -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     t_start = time.time()
-    from PyQt5 import QtCore
+    from qtpy import QtCore
 
     from amore_gui._qt.mainwindow import MainWindow
     from amore_gui._qt.app import make_app
@@ -223,7 +223,7 @@ def child(context_dir: str, spawn_t: float, query: str = "") -> None:
         assert len(win.model.view) == win.model.data_obj.nrows, "benchmark filter hides runs"
 
     # --- one run's update of all variables, applied on the GUI thread
-    from amore_gui.components.dbread import read_run_update
+    from amore_gui.application.dbread import read_run_update
     db = win.db_file
     times, t_model = [], []
     model = win.model
@@ -281,7 +281,7 @@ def child(context_dir: str, spawn_t: float, query: str = "") -> None:
         win.model.runApplied.connect(on_applied)
         guard.start(10000)
         if "t" not in seen:
-            loop.exec_()
+            loop.exec()
         guard.stop()
         win.model.runApplied.disconnect(on_applied)
         if "t" in seen:

@@ -40,9 +40,9 @@ from benchmarks.gui_load import build_db, change_run, wait_painted  # noqa: E402
 
 
 def child(context_dir: str, spawn_t: float) -> None:
-    from PyQt5 import QtCore
-    from PyQt5.QtGui import QGuiApplication, QPaintEvent
-    from PyQt5.QtWidgets import QWidget
+    from qtpy import QtCore
+    from qtpy.QtGui import QGuiApplication, QPaintEvent
+    from qtpy.QtWidgets import QWidget
 
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
@@ -100,7 +100,7 @@ def child(context_dir: str, spawn_t: float) -> None:
         change_run(Path(context_dir) / "runs.sqlite", run, 1.5 + k)
         guard.start(10000)
         if "t" not in seen:
-            loop.exec_()
+            loop.exec()
         guard.stop()
         model.runApplied.disconnect(on_applied)
         settle(0.5)

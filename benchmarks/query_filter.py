@@ -2,7 +2,7 @@
 
 Builds the B2 table of :mod:`benchmarks.gui_load` (real schema, 5 % strings, units, errors,
 thumbnails, sparklines), adds manual columns filled through :class:`backend.store.manual.ManualStore`
-(a choice, a number in mm, a boolean), loads it as the GUI does (:func:`amore_gui.components.dbread.load_table`)
+(a choice, a number in mm, a boolean), loads it as the GUI does (:func:`amore_gui.application.dbread.load_table`)
 and measures, without Qt:
 
 * ``compile``: parsing + checking an expression against the table's columns;
@@ -62,9 +62,9 @@ def main(argv=None) -> int:
     ctx = build(work, a.runs, a.vars)
     print(f"table ready in {time.perf_counter() - t0:.1f} s: {ctx}")
 
-    from amore_gui.components import dbread
-    from amore_gui.components.query import ExpressionFilter, Query
-    from amore_gui.components.table_data import RowView
+    from amore_gui.application import dbread
+    from amore_gui.application.query import ExpressionFilter, Query
+    from amore_gui.application.table_data import RowView
     res = dbread.load_table(ctx)
     data = res.data
     print(f"loaded {data.nrows} runs x {data.nvars} columns in {res.seconds:.2f} s")

@@ -52,10 +52,10 @@ def main():
         for r in range(1, a.runs + 1):
             db.ensure_run(PROPOSAL, r)
 
-        from PyQt5.QtCore import QElapsedTimer, QTimer
+        from qtpy.QtCore import QElapsedTimer, QTimer
 
         from amore_gui._qt.app import make_app
-        from amore_gui.components.table_data import C_STATUS
+        from amore_gui.application.table_data import C_STATUS
         from amore_gui._qt.mainwindow import MainWindow
         app = make_app([])
         win = MainWindow(ctx, live_updates=True)

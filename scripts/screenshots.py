@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         ctx = make_demo(Path(tempfile.mkdtemp(prefix="amore-shots-")) / "demo", a.runs)
         decorate(ctx)
 
-    from PyQt5.QtCore import QEventLoop, QTimer
+    from qtpy.QtCore import QEventLoop, QTimer
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
 
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     win.fully_loaded.connect(loop.quit)
     QTimer.singleShot(30000, loop.quit)
     if not win.is_fully_loaded:
-        loop.exec_()
+        loop.exec()
     m = win.model
     d = m.data_obj
     # uncheck one run so the Status column shows both states

@@ -106,7 +106,7 @@ def test_group_context_runs_unchanged_through_the_worker(make_context_dir, write
     assert float(da.mean()) == pytest.approx(energy.value, rel=1e-5)
 
     # and the GUI's table shows the columns by name, with the group on the header's first line
-    from amore_gui.components import dbread
+    from amore_gui.application import dbread
     table = dbread.load_table(ctx).data
     col = next(c for c in table.columns if c.key == "beamline.total")
     assert col.header == "SASE2\nEnergy x pulses"

@@ -42,7 +42,7 @@ class Gui:
 
     def __init__(self, qtbot, ctx):
         from amore_gui._qt.workers import UpdateThread
-        from amore_gui.components.dbread import load_table
+        from amore_gui.application.dbread import load_table
         res = load_table(ctx)
         self.sources: list[str] = []
         self.done: set[int] = set()

@@ -229,7 +229,7 @@ def test_hostile_strings_stored_verbatim(make_context_dir, write_run, run_proces
     assert [e["message"] for e in ev] == HOSTILE and [e["details"]["x"] for e in ev] == HOSTILE
     assert db.run_numbers() == [1] and db.proposal == PROPOSAL
     # the GUI's reader gets them verbatim too
-    from amore_gui.components.dbread import read_run_update
+    from amore_gui.application.dbread import read_run_update
     up = read_run_update(ctx, PROPOSAL, 1)
     assert [up.values[f"v{i}"].obj for i in range(len(HOSTILE))] == HOSTILE
     import sqlite3

@@ -7,9 +7,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PyQt5.QtCore import Qt  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 
-from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERROR, K_SPARKLINE,  # noqa: E402
+from amore_gui.application.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERROR, K_SPARKLINE,  # noqa: E402
                                   K_THUMBNAIL, NSTATIC, NumberRange)
 from tests.gui_fixtures import (GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx,  # noqa: E402,F401
                                 process_runs, write_runs)
@@ -21,7 +21,7 @@ WAIT = 15000
 def open_window(qtbot, gui_ctx):
     """``open_window(ctx=None, **kw)`` -> a loaded MainWindow (closed after the test)."""
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
+    from amore_gui.application.settings import Settings
     wins = []
 
     def open_(ctx=None, wait_live=True, **kw):
@@ -81,7 +81,7 @@ def test_open_shows_runs_newest_first(open_window, gui_ctx):
 
 
 def qtbot_wait_until(pred, timeout=WAIT):
-    from PyQt5.QtTest import QTest
+    from qtpy.QtTest import QTest
     import time
     t = time.time()
     while not pred():
@@ -414,7 +414,7 @@ def test_missing_context_dir_is_offered_and_created(qtbot, tmp_path, monkeypatch
         seen["proposal"] = self.proposal.value()
         self.template.setCurrentText("generic")
         return True
-    monkeypatch.setattr(CreateContextDialog, "exec_", fake_exec)
+    monkeypatch.setattr(CreateContextDialog, "exec", fake_exec)
     target = tmp_path / "new-ctx"
     d = gui_app.resolve_or_ask(str(target))
     assert d == target.resolve() and (d / "runs.sqlite").is_file() and (d / "context.py").is_file()
@@ -443,7 +443,7 @@ def test_model_signals_are_consistent(qtmodeltester):
     """Qt's model tester watches sort, filter and one-row updates that move, insert and
     remove rows."""
     from amore_gui._qt.model import RunTableModel
-    from amore_gui.components.table_data import K_NUMBER, CellValue, RunUpdate
+    from amore_gui.application.table_data import K_NUMBER, CellValue, RunUpdate
     from tests.test_gui_data import _synthetic
     d = _synthetic(60)
     m = RunTableModel(d)
@@ -469,9 +469,9 @@ def test_model_signals_are_consistent(qtmodeltester):
 
 
 def test_dialogs(qtbot, gui_ctx):
-    from amore_gui.components import dbread
+    from amore_gui.application import dbread
     from amore_gui._qt.dialogs import ColumnsDialog, FilterDialog, OpenDialog
-    from amore_gui.components.table_data import TextContains
+    from amore_gui.application.table_data import TextContains
     d = dbread.load_table(gui_ctx["ctx"]).data
     fd = FilterDialog(d, d.col_of("xgm_energy"))
     qtbot.addWidget(fd)
@@ -504,10 +504,10 @@ def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, 
     import tempfile
     from pathlib import Path
 
-    from PyQt5.QtWidgets import QMessageBox
+    from qtpy.QtWidgets import QMessageBox
 
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
+    from amore_gui.application.settings import Settings
     from backend.service import manager
     from backend.service.tmux import find_tmux_servers
     from backend.store.init import init_context_dir

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from amore_gui.components import dbread
-from amore_gui.components.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
+from amore_gui.application import dbread
+from amore_gui.application.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
                                   K_SPARKLINE, K_STRING, K_THUMBNAIL, NSTATIC, CellValue, Column,
                                   NumberRange, OnlyIncluded, RowView, RunUpdate, TableData,
                                   TextContains)
@@ -59,7 +59,7 @@ def test_load_table_matches_database(gui_ctx):
 
 
 def test_number_formatting_is_readable(gui_ctx):
-    from amore_gui.components.formatting import format_number, header_text
+    from amore_gui.application.formatting import format_number, header_text
     assert format_number(0.1 + 0.2) == "0.3"
     assert format_number(12345.678) == "12346"
     assert format_number(1.23456789e-7) == "1.235e-07"
@@ -179,7 +179,7 @@ def test_db_change_watcher_sees_other_writers(gui_ctx):
 
 def test_export_csv_and_excel(tmp_path):
     import pandas as pd
-    from amore_gui.components.export import export_table
+    from amore_gui.application.export import export_table
     d = _synthetic(10)
     v = RowView(d)
     cols = [d.col_of(C_RUN), d.col_of("a"), d.col_of("s")]
@@ -194,7 +194,7 @@ def test_export_csv_and_excel(tmp_path):
 
 
 def test_settings_roundtrip_and_layout(tmp_path):
-    from amore_gui.components.settings import Settings, apply_column_layout
+    from amore_gui.application.settings import Settings, apply_column_layout
     s = Settings(tmp_path / "g.json")
     s.for_dir(tmp_path)["columns"] = {"order": ["#run", "b", "a"], "hidden": ["a"]}
     s.add_recent(tmp_path)
@@ -221,7 +221,7 @@ def test_locate_proposal_and_directories(gui_ctx):
 
 
 def test_context_check_in_subprocess(gui_ctx):
-    from amore_gui.components.context_check import validate
+    from amore_gui.application.context_check import validate
     code = (gui_ctx["ctx"] / "context.py").read_text()
     ok = validate(code, gui_ctx["ctx"])
     assert ok.ok and "xgm_energy" in ok.variables

@@ -46,8 +46,8 @@ def _demo_context(tmp_path, facility):
     ("swissfel", "p18493", "pgroup p18493")])
 def test_gui_opens_each_facilitys_context_dir(qtbot, tmp_path, facility, proposal, title):
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
-    from amore_gui.components.table_data import C_PROPOSAL
+    from amore_gui.application.settings import Settings
+    from amore_gui.application.table_data import C_PROPOSAL
     ctx = _ess_context(tmp_path) if facility == "ess" else _demo_context(tmp_path, facility)
     db = RunDB(ctx)
     assert all(r["status"] == "done" for r in db.runs()) and len(db.runs()) == 2
@@ -62,8 +62,8 @@ def test_gui_opens_each_facilitys_context_dir(qtbot, tmp_path, facility, proposa
     assert sorted(runs) == sorted((proposal, r["run"]) for r in db.runs())
     col = m.column_of(C_PROPOSAL)
     assert m.data(m.index(0, col)) == str(proposal)
-    from PyQt5.QtCore import Qt
-    from amore_gui.components.table_data import C_RUN
+    from qtpy.QtCore import Qt
+    from amore_gui.application.table_data import C_RUN
     run_word = {"esrf": "Collection"}.get(facility, "Run")
     assert m.headerData(m.column_of(C_RUN), Qt.Horizontal, Qt.DisplayRole) == run_word
     for v in db.get_variables():          # every variable has a column with a value
@@ -103,7 +103,7 @@ def test_inspect_plots_one_d_data_against_time_or_pulse_id(qtbot, tmp_path):
     import numpy as np
 
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
+    from amore_gui.application.settings import Settings
     from backend.ctxrunner.results import h5_path, read_run_value
     from backend.store.init import init_context_dir
     src = tmp_path / "ctx.py"

@@ -5,8 +5,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json  # noqa: E402
 
-from PyQt5.QtCore import Qt  # noqa: E402
-from PyQt5.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox,  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox,  # noqa: E402
                              QSpinBox, QStyleOptionViewItem, QLineEdit)
 
 from backend.store.manual import ManualStore  # noqa: E402
@@ -30,7 +30,7 @@ def add_column_from_dialog(qtbot, w, **fields):
 
 
 def select_runs(w, runs):
-    from PyQt5.QtCore import QItemSelection, QItemSelectionModel
+    from qtpy.QtCore import QItemSelection, QItemSelectionModel
     m = w.model
     sel = QItemSelection()
     for r in runs:
@@ -43,7 +43,7 @@ def edit_cell(w, run, key, set_editor):
     """Open the delegate's editor on a cell, let ``set_editor(editor)`` change it, commit."""
     m = w.model
     idx = m.index(m.view_row_of(GUI_PROPOSAL, run), m.column_of(key))
-    from PyQt5.QtCore import QItemSelectionModel
+    from qtpy.QtCore import QItemSelectionModel
     # like F2 on the current cell: the selection (several runs) stays
     w.table.selectionModel().setCurrentIndex(idx, QItemSelectionModel.NoUpdate)
     editor = w.delegate.createEditor(w.table.viewport(), QStyleOptionViewItem(), idx)
@@ -123,7 +123,7 @@ def test_manual_columns_from_the_gui(qtbot, open_window, gui_ctx, tmp_path):
                     and cell(w, 5, "crystal") == "buffer", timeout=WAIT)
     assert "Carried over" in cell(w, 5, "crystal", Qt.ToolTipRole)
     assert cell(w, 5, "crystal", Qt.FontRole).italic()
-    from PyQt5.QtWidgets import QMenu
+    from qtpy.QtWidgets import QMenu
     menu = QMenu(w)
     m = w.model
     manual.table_menu_items(w, menu, m.index(m.view_row_of(GUI_PROPOSAL, 5),
@@ -132,11 +132,11 @@ def test_manual_columns_from_the_gui(qtbot, open_window, gui_ctx, tmp_path):
     assert texts[:3] == ["History of crystal in run 5…", "Confirm carried-over crystal of 1 run(s)",
                          "Clear crystal of 1 run(s)"]
     assert "Processing log of run 5…" in texts and "Group rows by crystal…" in texts
-    from amore_gui.components.manual_edit import set_manual_values
+    from amore_gui.application.manual_edit import set_manual_values
     set_manual_values(w.session, [(GUI_PROPOSAL, 5)], "crystal", None, confirm=True,
                       on_done=lambda *_: manual.poke(w))
     qtbot.waitUntil(lambda: not (cell(w, 5, "crystal", Qt.FontRole) or
-                                 __import__("PyQt5.QtGui").QtGui.QFont()).italic(), timeout=WAIT)
+                                 __import__("qtpy.QtGui").QtGui.QFont()).italic(), timeout=WAIT)
     assert "Carried over" not in cell(w, 5, "crystal", Qt.ToolTipRole)
     assert cell(w, 5, "crystal") == "buffer"
 
@@ -200,7 +200,7 @@ def test_expression_filter_box_grouping_logs_copy(qtbot, open_window, gui_ctx):
 
 def test_dark_theme_remembered_and_toolbar_shortcuts(qtbot, open_window, gui_ctx, tmp_path):
     w = open_window()
-    from PyQt5.QtWidgets import QToolBar
+    from qtpy.QtWidgets import QToolBar
     tb_actions = [a for tb in w.findChildren(QToolBar) for a in tb.actions()
                   if a.text() and not a.isSeparator()]
     assert len(tb_actions) >= 6
@@ -212,7 +212,7 @@ def test_dark_theme_remembered_and_toolbar_shortcuts(qtbot, open_window, gui_ctx
             if not a.shortcut().isEmpty()]
     assert len(keys) == len(set(keys)), sorted(keys)     # no shortcut used twice
     # the shortcut works: Ctrl+Shift+D switches the dark theme on, remembered
-    from PyQt5.QtTest import QTest
+    from qtpy.QtTest import QTest
     w.activateWindow()
     w.table.setFocus()
     QTest.keyClick(w.table, Qt.Key_D, Qt.ControlModifier | Qt.ShiftModifier)
@@ -262,7 +262,7 @@ def test_selection_survives_a_reload(qtbot, open_window, gui_ctx):
     from another GUI or the command line), so the edit still reaches all of them."""
     ctx = gui_ctx["ctx"]
     w = open_window()
-    from PyQt5.QtCore import QItemSelectionModel
+    from qtpy.QtCore import QItemSelectionModel
     select_runs(w, [2, 3])
     w.table.selectionModel().setCurrentIndex(
         w.model.index(w.model.view_row_of(GUI_PROPOSAL, 2), 0), QItemSelectionModel.NoUpdate)

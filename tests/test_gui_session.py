@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 
-from amore_gui.components import dbread
-from amore_gui.components.backend_status import BackendIndicator
-from amore_gui.components.session import Session
-from amore_gui.components.settings import Settings
-from amore_gui.components.table_data import (C_RUN, NumberRange, OnlyIncluded, RowView,
+from amore_gui.application import dbread
+from amore_gui.application.backend_status import BackendIndicator
+from amore_gui.application.session import Session
+from amore_gui.application.settings import Settings
+from amore_gui.application.table_data import (C_RUN, NumberRange, OnlyIncluded, RowView,
                                              TextContains)
 from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa: F401
 
@@ -40,7 +40,7 @@ def open_session(gui_ctx, **kw):
 
 
 def test_session_model_has_no_qt(gui_ctx):
-    code = ("import sys; from amore_gui.components.session import Session; "
+    code = ("import sys; from amore_gui.application.session import Session; "
             f"s = Session({str(gui_ctx['ctx'])!r}); s.set_search('x'); "
             "assert not any(m.split('.')[0] in ('PyQt5', 'pyqtgraph') for m in sys.modules), "
             "sorted(m for m in sys.modules if 'Qt' in m)")

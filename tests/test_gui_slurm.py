@@ -4,9 +4,9 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt5.QtCore import Qt  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 
-from amore_gui.components.table_data import C_STATUS  # noqa: E402
+from amore_gui.application.table_data import C_STATUS  # noqa: E402
 from backend.store.writer import RunDB  # noqa: E402
 from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: E402,F401
 from tests.test_gui import WAIT, cell, open_window, qtbot_wait_until  # noqa: E402,F401

@@ -7,7 +7,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import subprocess  # noqa: E402
 
-from PyQt5.QtCore import Qt  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 
 from backend.store.writer import RunDB  # noqa: E402
 from backend.testing import mockdata as md  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amore_gui.components import qt_platform
+from amore_gui import qt_platform
 from tests.gui_fixtures import gui_base, gui_ctx  # noqa: F401
 from tests.xvfb import xvfb
 
@@ -147,7 +147,7 @@ def test_missing_x11_library_gives_amores_message_not_qts_abort(gui_ctx, display
     assert "sudo apt-get install " + " ".join(qt_platform.QT_X11_PACKAGES) in r.stderr
     assert "conda env create -f environment.yml" in r.stderr
     # the check on its own (what the demo runs before it starts the GUI)
-    r = subprocess.run([sys.executable, "-m", "amore_gui.components.qt_platform"],
+    r = subprocess.run([sys.executable, "-m", "amore_gui.qt_platform"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == qt_platform.EXIT_NO_PLATFORM and "libxcb-icccm.so.9" in r.stderr
     assert str(tmp_path / "site" / "PyQt5") in r.stderr        # names the plugin it checked

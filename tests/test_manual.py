@@ -245,7 +245,7 @@ def test_damnit_user_editable_variables_become_manual_columns(make_context_dir, 
 
 
 def test_gui_context_check_knows_manual_columns(make_context_dir):
-    from amore_gui.components.context_check import validate
+    from amore_gui.application.context_check import validate
     ctx = make_context_dir(template="generic")
     code = MANUAL_CONTEXT
     res = validate(code, ctx)
@@ -305,7 +305,7 @@ def test_manual_columns_and_logs_of_an_identifier_proposal(tmp_path):
     carry-over and run logs keep the proposal as text, and the GUI's reader lists the column."""
     import sqlite3
 
-    from amore_gui.components import dbread
+    from amore_gui.application import dbread
     from backend.store.runlogs import add_run_log
 
     db = RunDB.create(tmp_path / "esrf", "mx2532")

@@ -6,9 +6,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from amore_gui.components import dbread
-from amore_gui.components.query import ExpressionFilter, Query, QueryError, filter_rows
-from amore_gui.components.table_data import RowView
+from amore_gui.application import dbread
+from amore_gui.application.query import ExpressionFilter, Query, QueryError, filter_rows
+from amore_gui.application.table_data import RowView
 from backend.store.writer import RunDB
 
 from tests.conftest import amore_cmd
@@ -130,7 +130,7 @@ def test_query_language_on_a_real_table(table):
 
 
 def check_markdown_and_tsv(ctx, data):
-    from amore_gui.components.export import export_table, markdown_table, tsv_text
+    from amore_gui.application.export import export_table, markdown_table, tsv_text
     rows = filter_rows(data, "run in 1..2")
     cols = [data.col_of("#run"), data.col_of("distance"), data.col_of("crystal"),
             data.col_of("good")]
@@ -156,7 +156,7 @@ def test_show_where_on_the_command_line(table):
 
 def check_grouping(ctx, data):
     """Group rows by one or more columns (numbers within a tolerance): counts and means."""
-    from amore_gui.components.manual_edit import group_rows
+    from amore_gui.application.manual_edit import group_rows
     rows = filter_rows(data, "run in 1..4")
     dist, crystal, trains = (data.col_of(k) for k in ("distance", "crystal", "n_trains"))
     groups = {g.label: g for g in group_rows(data, rows, [dist], mean_cols=[trains, dist])}
@@ -165,7 +165,7 @@ def check_grouping(ctx, data):
     two = {g.label: g.count for g in group_rows(data, rows, [crystal, dist])}
     assert two == {("lysozyme", "15"): 2, ("buffer", "25"): 1, ("(empty)", "25"): 1}
     # 15 mm and 15.1 mm are one group within 1 %, two groups without tolerance
-    from amore_gui.components.table_data import NSTATIC
+    from amore_gui.application.table_data import NSTATIC
     data.num[int(rows[0]), dist - NSTATIC] = 15.1
     within = {g.label: g.count for g in group_rows(data, rows, [dist], tolerance=0.01)}
     assert within == {("15–15.1",): 2, ("25",): 2}

@@ -22,7 +22,7 @@ import numpy as np
 
 def image_stats(img) -> dict:
     """Distinct colours (of a sample) and the share of the most common colour of a QImage."""
-    from PyQt5.QtGui import QImage
+    from qtpy.QtGui import QImage
     img = img.convertToFormat(QImage.Format_RGB32)
     w, h = img.width(), img.height()
     if w == 0 or h == 0:
@@ -40,15 +40,15 @@ def main(argv=None) -> int:
     ctx, out = Path(argv[0]), Path(argv[1])
     only_main = "--only" in argv
     out.mkdir(parents=True, exist_ok=True)
-    from PyQt5.QtCore import QTimer
-    from PyQt5.QtGui import QGuiApplication, QPaintEvent
-    from PyQt5.QtTest import QTest
-    from PyQt5.QtWidgets import QApplication, QMessageBox, QWidget
+    from qtpy.QtCore import QTimer
+    from qtpy.QtGui import QGuiApplication, QPaintEvent
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication, QMessageBox, QWidget
 
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
-    from amore_gui.components.table_data import C_RUN
+    from amore_gui.application.settings import Settings
+    from amore_gui.application.table_data import C_RUN
 
     app = make_app(["amore-x11-test"])
     result = {"platform": QGuiApplication.platformName(), "windows": {}}
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     win.show_backend_log()
     shoot("backend_log", win.log_window)
 
-    from PyQt5.QtWidgets import QOpenGLWidget
+    from qtpy.QtWidgets import QOpenGLWidget
     result["opengl_widgets"] = sum(len(w.findChildren(QOpenGLWidget))
                                    for w in QApplication.topLevelWidgets())
 

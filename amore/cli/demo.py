@@ -102,7 +102,7 @@ def run_demo(a) -> int:
                                               else "the backend's directory watcher (offline)"))
     gui = problem = None
     if not a.no_gui and _display_available():
-        from amore_gui.components.qt_platform import check_platform
+        from amore_gui.qt_platform import check_platform
         problem = check_platform(env)
         if problem is not None:     # AMORE's message instead of Qt's abort; the terminal table
             console.print(problem.message(), markup=False, highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 def cmd_gui(a) -> int:
     """``amore-proto gui [DIR | PROPOSAL]``: the run-table GUI (amore_gui). Exit code 3 with
     AMORE's own message when Qt's platform cannot load (missing X11 libraries, no display)."""
-    from amore_gui.components.qt_platform import import_problem, preflight
+    from amore_gui.qt_platform import import_problem, preflight
     rc = preflight()
     if rc:
         return rc

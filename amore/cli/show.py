@@ -15,8 +15,8 @@ def cmd_show(a) -> int:
     only = None
     try:
         if a.where:
-            from amore_gui.components import dbread
-            from amore_gui.components.query import QueryError, filter_rows
+            from amore_gui.application import dbread
+            from amore_gui.application.query import QueryError, filter_rows
             dbread.ensure_schema(d)
             data = dbread.load_table(d).data
             try:

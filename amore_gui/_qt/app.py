@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QColor, QFont, QPalette
-from PyQt5.QtWidgets import QApplication
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QFont, QPalette
+from qtpy.QtWidgets import QApplication
 
 STYLE_SHEET = """
 QTableView { gridline-color: #e6e6e6; selection-background-color: #cfe3fa;

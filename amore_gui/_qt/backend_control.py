@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, QTimer, pyqtSignal
-from PyQt5.QtGui import QFontDatabase
-from PyQt5.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtGui import QFontDatabase
+from qtpy.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
 
 from amore_gui._qt.workers import Tasks
 
@@ -21,13 +21,13 @@ class BackendController(QObject):
 
     Signals: ``busy(str)`` when an action starts (its name); then ``done(str, object)`` with
     the action's name and the status afterwards
-    (:class:`amore_gui.components.backend_status.BackendIndicator`), or ``failed(str, str, object)`` with the
+    (:class:`amore_gui.application.backend_status.BackendIndicator`), or ``failed(str, str, object)`` with the
     action's name, the error message and the status afterwards.
     """
 
-    busy = pyqtSignal(str)
-    done = pyqtSignal(str, object)
-    failed = pyqtSignal(str, str, object)
+    busy = Signal(str)
+    done = Signal(str, object)
+    failed = Signal(str, str, object)
 
     def __init__(self, context_dir: Path, parent=None):
         super().__init__(parent)
@@ -60,7 +60,7 @@ class BackendController(QObject):
         self.busy.emit(name)
 
         def work():  # on the pool thread: the action, then the state it left
-            from amore_gui.components.backend_status import backend_status
+            from amore_gui.application.backend_status import backend_status
             try:
                 func()
                 error = None
@@ -72,7 +72,7 @@ class BackendController(QObject):
             self._busy = False
             message, status = result if result is not None else (error, None)
             if status is None:
-                from amore_gui.components.backend_status import BackendIndicator
+                from amore_gui.application.backend_status import BackendIndicator
                 status = BackendIndicator.unknown(message or "")
             if message:
                 self.failed.emit(name, message, status)

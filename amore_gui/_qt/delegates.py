@@ -1,7 +1,7 @@
 """Painting of the run table's cells.
 
 :class:`CellDelegate` paints variable cells straight from the model's column arrays: text with
-the number formatting of :mod:`amore_gui.components.formatting`, sparklines drawn with ``QPainter`` from the
+the number formatting of :mod:`amore_gui.application.formatting`, sparklines drawn with ``QPainter`` from the
 float32 bytes (once per value and cell size, into a cached pixmap: an antialiased polyline is
 the slowest thing a repaint does), thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
 cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
-from PyQt5.QtCore import QPointF, QRect, QRectF, Qt, pyqtSignal, QObject
-from PyQt5.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
-from PyQt5.QtWidgets import QStyle, QStyledItemDelegate
+from qtpy.QtCore import QPointF, QRect, QRectF, Qt, Signal, QObject
+from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
+from qtpy.QtWidgets import QStyle, QStyledItemDelegate
 
-from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
+from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE)
 from amore_gui._qt.model import ERROR_FG, SKIPPED_FG, STATUS_FG
 
@@ -32,7 +32,7 @@ class ThumbnailCache(QObject):
     thumbnail loader thread) once, and ``loaded`` is emitted when the image arrives.
     """
 
-    changed = pyqtSignal(object)    # key
+    changed = Signal(object)    # key
 
     def __init__(self, request=None, capacity: int = 600, parent=None):
         super().__init__(parent)

@@ -6,17 +6,17 @@ import getpass
 import html
 from pathlib import Path
 
-from PyQt5.QtCore import Qt, pyqtSignal
-from PyQt5.QtGui import QDoubleValidator
-from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox,
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QDoubleValidator
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox,
                              QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                              QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
                              QWidget, QTextBrowser)
 
 from backend.contextdir import ContextDir
 
-from amore_gui.components.formatting import format_time
-from amore_gui.components.table_data import C_STATUS, NumberRange, TableData, TextContains
+from amore_gui.application.formatting import format_time
+from amore_gui.application.table_data import C_STATUS, NumberRange, TableData, TextContains
 
 
 class OpenDialog(QDialog):
@@ -99,7 +99,7 @@ class CreateContextDialog(QDialog):
 
 class FilterDialog(QDialog):
     """Add a row filter on one column: a number range for numeric columns, text otherwise.
-    :meth:`result_filter` gives the filter after ``exec_()``."""
+    :meth:`result_filter` gives the filter after ``exec()``."""
 
     def __init__(self, data: TableData, column: int | None = None, parent=None):
         super().__init__(parent)
@@ -241,7 +241,7 @@ class CommentsPanel(QWidget):
     """The logbook: standalone timestamped comments, oldest first, and a line to add one.
     Emits ``add(text)``; the window writes it to the database."""
 
-    add = pyqtSignal(str)
+    add = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__(parent)

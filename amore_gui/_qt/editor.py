@@ -1,6 +1,6 @@
 """The context-file editor: line numbers, Python highlighting, validation before saving.
 
-Validation runs :mod:`amore_gui.components.context_check` in a ``QProcess`` (the user's code never runs in
+Validation runs :mod:`amore_gui.application.context_check` in a ``QProcess`` (the user's code never runs in
 the GUI process); errors are shown with their line number and the line is highlighted. Saving
 writes the file atomically; the backend notices the change and reloads it.
 """
@@ -12,22 +12,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from PyQt5.QtCore import QProcess, QProcessEnvironment, QRect, QRegExp, QSize, Qt, pyqtSignal
-from PyQt5.QtGui import (QColor, QFont, QPainter, QSyntaxHighlighter, QTextCharFormat,
+from qtpy.QtCore import QProcess, QProcessEnvironment, QRect, QRegularExpression, QSize, Qt, Signal
+from qtpy.QtGui import (QColor, QFont, QPainter, QSyntaxHighlighter, QTextCharFormat,
                          QTextCursor, QTextFormat)
-from PyQt5.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
+from qtpy.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
                              QSplitter, QTextEdit, QToolBar, QWidget)
 
 from backend.contextdir import ContextDir
 
-from amore_gui.components import context_check
+from amore_gui.application import context_check
 from amore_gui._qt.app import monospace_font
 
 
 def open_in_external_editor(path: Path) -> bool:
     """Open ``path`` in ``$VISUAL``, ``$EDITOR`` (in a terminal when one is available) or
     ``xdg-open``; returns False if none could be started."""
-    from PyQt5.QtCore import QProcess as P
+    from qtpy.QtCore import QProcess as P
     path = str(path)
     vis = os.environ.get("VISUAL")
     if vis:
@@ -63,19 +63,18 @@ class PythonHighlighter(QSyntaxHighlighter):
                 f.setFontWeight(QFont.Bold)
             f.setFontItalic(italic)
             return f
-        self.rules = [(QRegExp(r"\b(%s)\b" % "|".join(self.KEYWORDS)), fmt("#0033b3", True)),
-                      (QRegExp(r"@\w+"), fmt("#9e880d")),
-                      (QRegExp(r"\b[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\b"), fmt("#1750eb")),
-                      (QRegExp(r"\"[^\"]*\"|'[^']*'"), fmt("#067d17")),
-                      (QRegExp(r"#[^\n]*"), fmt("#8c8c8c", italic=True))]
+        self.rules = [(QRegularExpression(r"\b(%s)\b" % "|".join(self.KEYWORDS)), fmt("#0033b3", True)),
+                      (QRegularExpression(r"@\w+"), fmt("#9e880d")),
+                      (QRegularExpression(r"\b[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\b"), fmt("#1750eb")),
+                      (QRegularExpression(r"\"[^\"]*\"|'[^']*'"), fmt("#067d17")),
+                      (QRegularExpression(r"#[^\n]*"), fmt("#8c8c8c", italic=True))]
 
     def highlightBlock(self, text):
         for rx, f in self.rules:
-            i = rx.indexIn(text, 0)
-            while i >= 0:
-                n = rx.matchedLength()
-                self.setFormat(i, n, f)
-                i = rx.indexIn(text, i + n)
+            it = rx.globalMatch(text)
+            while it.hasNext():
+                m = it.next()
+                self.setFormat(m.capturedStart(), m.capturedLength(), f)
 
 
 class _LineNumbers(QWidget):
@@ -178,8 +177,8 @@ class ContextEditor(QMainWindow):
     Signals: ``checked(CheckResult)`` after each validation; ``saved(path)``.
     """
 
-    checked = pyqtSignal(object)
-    saved = pyqtSignal(str)
+    checked = Signal(object)
+    saved = Signal(str)
 
     def __init__(self, context_dir: Path, parent_window=None):
         super().__init__(None)

@@ -1,17 +1,17 @@
 """The event log pane (a dock), the status bar's count of new warnings and the notice that the
-proposal is closed. State lives in :class:`amore_gui.components.eventlog.EventLogState`; the
+proposal is closed. State lives in :class:`amore_gui.application.eventlog.EventLogState`; the
 database is polled every 2 s on the window's task pool, never on the GUI thread."""
 from __future__ import annotations
 
 import json
 import time
 
-from PyQt5.QtCore import QObject, Qt, QTimer
-from PyQt5.QtGui import QBrush, QColor
-from PyQt5.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QHeaderView, QLabel,
+from qtpy.QtCore import QObject, Qt, QTimer
+from qtpy.QtGui import QBrush, QColor
+from qtpy.QtWidgets import (QComboBox, QDockWidget, QHBoxLayout, QHeaderView, QLabel,
                              QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from amore_gui.components.eventlog import LEVELS, EventLogState
+from amore_gui.application.eventlog import LEVELS, EventLogState
 
 POLL_MS = 2000
 _COLOURS = {"warning": "#fff3cd", "error": "#f4c7c3"}

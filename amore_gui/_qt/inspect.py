@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QFont, QImage, QPixmap
-from PyQt5.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVBoxLayout,
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont, QImage, QPixmap
+from qtpy.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVBoxLayout,
                              QWidget)
 
-from amore_gui.components.formatting import format_number
-from amore_gui.components.table_data import K_ERROR, K_SKIPPED
+from amore_gui.application.formatting import format_number
+from amore_gui.application.table_data import K_ERROR, K_SKIPPED
 from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
 
 

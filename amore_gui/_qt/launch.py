@@ -8,7 +8,7 @@ A directory without ``runs.sqlite`` is offered to be created from a context temp
 (:func:`backend.store.init.init_context_dir`).
 
 ``amore-proto gui`` (and :func:`main`) first run
-:func:`amore_gui.components.qt_platform.preflight`: when Qt's platform plugin cannot load (X11
+:func:`amore_gui.qt_platform.preflight`: when Qt's platform plugin cannot load (X11
 libraries or the display missing), they print which and how to get them and exit with code 3,
 instead of Qt aborting the process.
 """
@@ -42,7 +42,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.components.settings import Settings
+    from amore_gui.application.settings import Settings
 
     app = make_app(sys.argv[:1])
     settings = Settings()
@@ -54,9 +54,9 @@ def run(args) -> int:
         return 1 if args.target else 0
     win = MainWindow(d, settings=settings, use_kafka=not args.no_kafka, offer_backend=True)
     win.show()
-    rc = app.exec_()
+    rc = app.exec()
     # delete closed windows now, not in arbitrary order at interpreter exit
-    from PyQt5.QtCore import QCoreApplication, QEvent
+    from qtpy.QtCore import QCoreApplication, QEvent
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
     if "amore_gui._qt.plots" in sys.modules:
         sys.modules["amore_gui._qt.plots"].forget_views()
@@ -65,7 +65,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m amore_gui._qt.launch [DIR | PROPOSAL]``."""
-    from amore_gui.components.qt_platform import preflight
+    from amore_gui.qt_platform import preflight
     args = build_parser().parse_args(argv)
     return preflight() or run(args)
 

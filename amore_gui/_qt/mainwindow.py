@@ -2,7 +2,7 @@
 
 The window only displays and forwards: the state of the open table (filters, column layout,
 live source, backend state, comment writes) is the Qt-free
-:class:`~amore_gui.components.session.Session`, which the window observes through its events.
+:class:`~amore_gui.application.session.Session`, which the window observes through its events.
 The window never waits for the database, Kafka or a subprocess on the GUI thread: loading is
 done by :class:`~amore_gui._qt.workers.LoadThread`, live updates by
 :class:`~amore_gui._qt.workers.UpdateThread`, thumbnails by
@@ -15,20 +15,20 @@ import logging
 import os
 from pathlib import Path
 
-from PyQt5.QtCore import (QItemSelection, QItemSelectionModel, QModelIndex, QSize, Qt, QTimer,
-                          pyqtSignal)
-from PyQt5.QtGui import QFontMetrics, QIntValidator, QKeySequence
-from PyQt5.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, QDockWidget,
+from qtpy.QtCore import (QItemSelection, QItemSelectionModel, QModelIndex, QSize, Qt, QTimer,
+                          Signal)
+from qtpy.QtGui import QFontMetrics, QIntValidator, QKeySequence
+from qtpy.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, QDockWidget,
                              QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                              QMainWindow, QMenu, QMessageBox, QShortcut, QTableView, QToolButton,
                              QVBoxLayout, QWidget)
 
 from backend.contextdir import ContextDir
 
-from amore_gui.components import export as export_mod
-from amore_gui.components.session import Session
-from amore_gui.components.settings import Settings
-from amore_gui.components.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL,
+from amore_gui.application import export as export_mod
+from amore_gui.application.session import Session
+from amore_gui.application.settings import Settings
+from amore_gui.application.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE, K_THUMBNAIL,
                                              NSTATIC)
 from amore_gui._qt.backend_control import BackendController, BackendLogWindow
 from amore_gui._qt.delegates import CellDelegate, ThumbnailCache
@@ -75,14 +75,14 @@ class MainWindow(QMainWindow):
     """The run table window of one context directory.
 
     ``live_updates``: start the live-update thread (Kafka or database watching).
-    ``settings``: a :class:`~amore_gui.components.settings.Settings` (default: the user's file).
-    ``session``: the window's :class:`~amore_gui.components.session.Session` (its state).
+    ``settings``: a :class:`~amore_gui.application.settings.Settings` (default: the user's file).
+    ``session``: the window's :class:`~amore_gui.application.session.Session` (its state).
     Signals: ``loaded`` once the table is shown (newest runs' values in), ``fully_loaded``
     when all values are in.
     """
 
-    loaded = pyqtSignal()
-    fully_loaded = pyqtSignal()
+    loaded = Signal()
+    fully_loaded = Signal()
 
     def __init__(self, context_dir: Path, live_updates: bool = True,
                  settings: Settings | None = None, use_kafka: bool = True,
@@ -634,7 +634,7 @@ class MainWindow(QMainWindow):
         from amore_gui._qt.dialogs import ColumnsDialog
         order, hidden = self.column_layout()
         dlg = ColumnsDialog(self.model.data_obj, order, hidden, self)
-        if dlg.exec_():
+        if dlg.exec():
             order, hidden = dlg.result()
             self.set_column_order(order)
             self.session.set_hidden_columns(hidden)
@@ -676,7 +676,7 @@ class MainWindow(QMainWindow):
             for c in hidden[:40]:
                 sub.addAction(c.title, lambda k=c.key: self.set_column_hidden(k, False))
         m.addAction("Columns…", self.columns_dialog)
-        m.exec_(hh.mapToGlobal(pos))
+        m.exec(hh.mapToGlobal(pos))
 
     def _table_menu(self, pos):
         idx = self.table.indexAt(pos)
@@ -701,7 +701,7 @@ class MainWindow(QMainWindow):
             extra(m, idx, keys)
         m.addSeparator()
         m.addAction(self.act_export)
-        m.exec_(self.table.viewport().mapToGlobal(pos))
+        m.exec(self.table.viewport().mapToGlobal(pos))
 
     # -- filters and navigation ------------------------------------------------------------
     def _filters_changed(self, filters):
@@ -731,7 +731,7 @@ class MainWindow(QMainWindow):
         """Ask for a row filter (number range or text) on a column and add it."""
         from amore_gui._qt.dialogs import FilterDialog
         dlg = FilterDialog(self.model.data_obj, column, self)
-        if dlg.exec_():
+        if dlg.exec():
             f = dlg.result_filter()
             if f is not None:
                 self.add_filter(f)

@@ -1,7 +1,7 @@
 """Manual columns, expression filters, logs, grouping, copying and the dark theme in the main
 window. :func:`install` adds them to a :class:`~amore_gui._qt.mainwindow.MainWindow`; the state
-and the writes are Qt-free (:mod:`amore_gui.components.manual_edit`,
-:mod:`amore_gui.components.query`, :mod:`amore_gui.components.export`).
+and the writes are Qt-free (:mod:`amore_gui.application.manual_edit`,
+:mod:`amore_gui.application.query`, :mod:`amore_gui.application.export`).
 
 * Cells of manual columns edit in place (double-click or F2) with an editor that fits the type:
   a check box (boolean), a spin box showing the units (integer, number), a combo box (choice),
@@ -18,17 +18,17 @@ import html
 import math
 import time
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QColor, QFont, QKeySequence, QPalette
-from PyQt5.QtWidgets import (QAbstractItemView, QAction, QApplication, QCheckBox, QComboBox,
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QFont, QKeySequence, QPalette
+from qtpy.QtWidgets import (QAbstractItemView, QAction, QApplication, QCheckBox, QComboBox,
                              QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                              QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit,
                              QShortcut, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from amore_gui.components import export as export_mod
-from amore_gui.components.manual_edit import (add_manual_column, group_rows, read_history,
+from amore_gui.application import export as export_mod
+from amore_gui.application.manual_edit import (add_manual_column, group_rows, read_history,
                                               read_run_log, set_manual_values)
-from amore_gui.components.table_data import NSTATIC
+from amore_gui.application.table_data import NSTATIC
 from amore_gui._qt.delegates import CellDelegate
 
 #: shortcuts of toolbar actions (attribute of the main window -> key sequence), for those the
@@ -444,7 +444,7 @@ def set_dark_theme(win, on: bool, remember: bool = True) -> None:
 
 def show_filter_state(win, _filters=None) -> None:
     """Mark the filter box red with the error when its expression is not right."""
-    from amore_gui.components.query import ExpressionFilter
+    from amore_gui.application.query import ExpressionFilter
     err = win.session.search_error
     if err is None:
         for f in win.model.view.filters:

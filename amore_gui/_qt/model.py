@@ -1,7 +1,7 @@
-"""The run table model: a ``QAbstractTableModel`` over :class:`~amore_gui.components.table_data.TableData`.
+"""The run table model: a ``QAbstractTableModel`` over :class:`~amore_gui.application.table_data.TableData`.
 
 Cells are served from the column arrays (no item object per cell). Sorting and filtering are done
-by :class:`~amore_gui.components.table_data.RowView` inside the model (no ``QSortFilterProxyModel``): a live
+by :class:`~amore_gui.application.table_data.RowView` inside the model (no ``QSortFilterProxyModel``): a live
 update of one run changes only that run's row and emits ``dataChanged`` for each of its changed
 cells (so only those are repainted), or one row move / insert / remove when it changes the order
 or the filter result.
@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PyQt5.QtCore import QAbstractTableModel, QModelIndex, Qt, pyqtSignal
-from PyQt5.QtGui import QBrush, QColor, QFont
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from qtpy.QtGui import QBrush, QColor, QFont
 
 from backend.vocab import normalize_proposal
-from amore_gui.components.dbread import ValueChunk
-from amore_gui.components.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
+from amore_gui.application.dbread import ValueChunk
+from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
                           S_PENDING, S_PROCESSING, S_WAITING, RowView, RunUpdate, TableData)
 
@@ -60,11 +60,11 @@ class RunTableModel(QAbstractTableModel):
     ``includedChanged()`` when Status checkboxes change.
     """
 
-    runApplied = pyqtSignal(object)
-    commentEdited = pyqtSignal(object, int, str)
+    runApplied = Signal(object)
+    commentEdited = Signal(object, int, str)
     #: a manual cell was edited: ([(proposal, run)], column name, new value)
-    manualEdited = pyqtSignal(object, str, object)
-    includedChanged = pyqtSignal()
+    manualEdited = Signal(object, str, object)
+    includedChanged = Signal()
 
     def __init__(self, data: TableData | None = None, parent=None):
         super().__init__(parent)

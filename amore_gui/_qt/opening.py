@@ -9,14 +9,14 @@ def _create_context_dir(target, parent=None) -> bool:
     """Ask whether to create the missing context directory; create it. Returns True if it
     exists afterwards."""
     import context_templates
-    from PyQt5.QtWidgets import QMessageBox
+    from qtpy.QtWidgets import QMessageBox
 
     from amore_gui._qt.dialogs import CreateContextDialog
     from backend.store.init import init_context_dir
 
     dlg = CreateContextDialog(target.context_dir, target.proposal, context_templates.available(),
                               parent)
-    if not dlg.exec_():
+    if not dlg.exec():
         return False
     try:
         init_context_dir(target.context_dir, dlg.proposal.value(), dlg.template.currentText())
@@ -33,7 +33,7 @@ def _create_context_dir(target, parent=None) -> bool:
 def resolve_or_ask(arg: str, settings=None, parent=None) -> Path | None:
     """The context directory for ``arg`` (directory or proposal number), offering to create
     it if missing; None if the user gave up. Shows errors in message boxes."""
-    from PyQt5.QtWidgets import QMessageBox
+    from qtpy.QtWidgets import QMessageBox
 
     from backend.locate import LocateError, resolve
     try:
@@ -51,7 +51,7 @@ def choose_target(settings, parent=None) -> Path | None:
     from amore_gui._qt.dialogs import OpenDialog
     while True:
         dlg = OpenDialog(settings.recent, parent)
-        if not dlg.exec_() or not dlg.choice:
+        if not dlg.exec() or not dlg.choice:
             return None
         d = resolve_or_ask(dlg.choice, settings, parent)
         if d is not None:

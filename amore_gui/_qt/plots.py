@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                              QVBoxLayout, QWidget, QButtonGroup, QRadioButton)
 
-from amore_gui.components.formatting import format_number, format_time
-from amore_gui.components.table_data import (C_ADDED, C_RUN, C_START, C_STATUS, C_COMMENT, K_SPARKLINE, NSTATIC)
+from amore_gui.application.formatting import format_number, format_time
+from amore_gui.application.table_data import (C_ADDED, C_RUN, C_START, C_STATUS, C_COMMENT, K_SPARKLINE, NSTATIC)
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#323130",
                     imageAxisOrder="row-major")

@@ -9,12 +9,12 @@ import re
 import shutil
 import sys
 
-from PyQt5.QtCore import QProcess, Qt, QTimer, pyqtSignal
-from PyQt5.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+from qtpy.QtCore import QProcess, Qt, QTimer, Signal
+from qtpy.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
 
-from amore_gui.components.table_data import NSTATIC
+from amore_gui.application.table_data import NSTATIC
 
 _RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
 
@@ -36,7 +36,7 @@ class ReprocessDialog(QDialog):
     Signals: ``finished_job(exit_code)``.
     """
 
-    finished_job = pyqtSignal(int)
+    finished_job = Signal(int)
 
     def __init__(self, main, selected_runs: list[tuple[int, int]]):
         super().__init__(None, Qt.Window)

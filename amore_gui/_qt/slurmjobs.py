@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from PyQt5.QtCore import QProcess, Qt
-from PyQt5.QtWidgets import (QDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+from qtpy.QtCore import QProcess, Qt
+from qtpy.QtWidgets import (QDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                              QPlainTextEdit, QPushButton, QVBoxLayout)
 
-from amore_gui.components.slurmjobs import ACTIVE, read_log_tail, read_run_jobs
+from amore_gui.application.slurmjobs import ACTIVE, read_log_tail, read_run_jobs
 
 
 def cancel_argv(context_dir, runs: list[int]) -> list[str]:

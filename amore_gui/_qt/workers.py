@@ -1,9 +1,9 @@
 """Threads of the GUI: nothing here runs on the GUI thread except signal delivery.
 
-* :class:`LoadThread` - reads the table progressively (:func:`amore_gui.components.dbread.iter_load`).
+* :class:`LoadThread` - reads the table progressively (:func:`amore_gui.application.dbread.iter_load`).
 * :class:`UpdateThread` - live updates: the Kafka :class:`backend.notify.kafka.UpdateConsumer` when a
-  broker is reachable, otherwise :class:`amore_gui.components.dbread.DbChangeWatcher` polling the database;
-  reads the changed runs from SQLite and emits :class:`~amore_gui.components.table_data.RunUpdate` lists.
+  broker is reachable, otherwise :class:`amore_gui.application.dbread.DbChangeWatcher` polling the database;
+  reads the changed runs from SQLite and emits :class:`~amore_gui.application.table_data.RunUpdate` lists.
   Also checks the backend status every few seconds and publishes the GUI's own announcements
   (comment edits) when Kafka is in use.
 * :class:`ThumbnailLoader` - reads and decodes thumbnails for the cells being painted.
@@ -18,11 +18,11 @@ import time
 import traceback
 from pathlib import Path
 
-from PyQt5.QtCore import QObject, QRunnable, QThread, QThreadPool, Qt, pyqtSignal
-from PyQt5.QtGui import QImage
+from qtpy.QtCore import QObject, QRunnable, QThread, QThreadPool, Qt, Signal
+from qtpy.QtGui import QImage
 
-from amore_gui.components import dbread
-from amore_gui.components.backend_status import backend_status
+from amore_gui.application import dbread
+from amore_gui.application.backend_status import backend_status
 from backend.vocab import normalize_proposal
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,10 @@ class LoadThread(QThread):
     """Loads the run table: ``loaded(LoadResult)`` first (all runs, newest values), then
     ``chunk(ValueChunk)`` for older runs, then ``done(seconds)``; ``failed(message)``."""
 
-    loaded = pyqtSignal(object)
-    chunk = pyqtSignal(object)
-    done = pyqtSignal(float)
-    failed = pyqtSignal(str)
+    loaded = Signal(object)
+    chunk = Signal(object)
+    done = Signal(float)
+    failed = Signal(str)
 
     def __init__(self, context_dir: Path, parent=None):
         super().__init__(parent)
@@ -66,12 +66,12 @@ class UpdateThread(QThread):
     the table was read.
     """
 
-    source = pyqtSignal(str, str)
-    updates = pyqtSignal(object)
-    reload = pyqtSignal()
-    comments = pyqtSignal()
-    backend = pyqtSignal(object)
-    ready = pyqtSignal()
+    source = Signal(str, str)
+    updates = Signal(object)
+    reload = Signal()
+    comments = Signal()
+    backend = Signal(object)
+    ready = Signal()
 
     POLL_DB = 0.25         # seconds between data_version checks without Kafka
     POLL_BACKEND = 5.0     # seconds between backend status checks
@@ -242,7 +242,7 @@ class ThumbnailLoader(QThread):
     """Reads thumbnail PNGs from the database and decodes them (scaled to the row height) off
     the GUI thread; emits ``loaded(key, QImage)``. Requests are served newest first."""
 
-    loaded = pyqtSignal(object, object)
+    loaded = Signal(object, object)
 
     def __init__(self, context_dir: Path, parent=None):
         super().__init__(parent)
@@ -298,7 +298,7 @@ class ThumbnailLoader(QThread):
 
 
 class _Signals(QObject):
-    done = pyqtSignal(object, object, object)   # callback, result, error text
+    done = Signal(object, object, object)   # callback, result, error text
 
 
 class _Job(QRunnable):

@@ -3,7 +3,7 @@
 The SQL is built once, at import, from the SQLAlchemy tables of :mod:`backend.store.schema`
 (compiled for SQLite with ``?`` placeholders), so the writer (:mod:`backend.store.writer`) and
 the readers share one schema definition: renaming a column in ``schema.py`` renames it here.
-Readers are the GUI (:mod:`amore_gui.components.dbread`) and the public read API
+Readers are the GUI (:mod:`amore_gui.application.dbread`) and the public read API
 (:mod:`amore.api`). Nothing here writes; the backend is the database's only writer.
 
 Each ``*_SQL`` constant is a query string; its positional parameters are named in its comment.

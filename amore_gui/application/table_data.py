@@ -20,7 +20,7 @@ import numpy as np
 
 from backend.vocab import RUN_STATUSES, SUMMARY_TYPES, RunStatus, SummaryType, normalize_proposal
 
-from amore_gui.components.formatting import format_number, format_time, format_time_short, header_text
+from amore_gui.application.formatting import format_number, format_time, format_time_short, header_text
 
 
 def _num(proposal) -> float:

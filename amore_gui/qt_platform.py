@@ -19,7 +19,7 @@ out first, without loading the plugin into this process:
 Missing libraries are named with the distribution packages that provide them
 (:data:`LIB_PACKAGES`, Debian/Ubuntu names). :data:`QT_X11_PACKAGES` is the list the README tells
 users to install and that ``./dev demo`` / ``./dev test`` install (``python -m
-amore_gui.components.qt_platform --packages`` prints it). The other way to get the libraries is
+amore_gui.qt_platform --packages`` prints it). The other way to get the libraries is
 the conda environment (``environment.yml``), whose PyQt brings its own X11 client libraries.
 """
 from __future__ import annotations
@@ -259,7 +259,7 @@ def preflight(env=None) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m amore_gui.components.qt_platform [--packages | --missing-packages]``:
+    """``python -m amore_gui.qt_platform [--packages | --missing-packages]``:
     ``--packages`` prints :data:`QT_X11_PACKAGES`; ``--missing-packages`` prints them if the
     xcb plugin lacks libraries (nothing otherwise; exit 0); no option checks like
     ``amore-proto gui`` (exit 3 with the message on a problem)."""

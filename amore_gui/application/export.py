@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from amore_gui.components.table_data import C_STATUS, TableData
+from amore_gui.application.table_data import C_STATUS, TableData
 
 
 def visible_frame(data: TableData, rows: Iterable[int], cols: Iterable[int]):

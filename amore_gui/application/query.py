@@ -1,5 +1,5 @@
 """A query language for runs (the GUI's filter box, ``amore-proto show --where``), parsed with lark
-and evaluated vectorised over a :class:`~amore_gui.components.table_data.TableData`. No Qt.
+and evaluated vectorised over a :class:`~amore_gui.application.table_data.TableData`. No Qt.
 
 Examples::
 
@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from amore_gui.components.table_data import (C_ADDED, C_COMMENT, C_PROPOSAL, C_RUN, C_START,
+from amore_gui.application.table_data import (C_ADDED, C_COMMENT, C_PROPOSAL, C_RUN, C_START,
                                              C_STATUS, K_ARRAY, K_BOOL, K_COMPLEX, K_ERROR,
                                              K_MISSING, K_NONE, K_NUMBER, K_SKIPPED, K_STRING,
                                              NSTATIC, RUN_STATUSES, TableData)
@@ -531,7 +531,7 @@ def parse(expr: str):
 
 @dataclass(eq=False)
 class ExpressionFilter:
-    """A :class:`~amore_gui.components.table_data.RowView` filter from an expression (the GUI's
+    """A :class:`~amore_gui.application.table_data.RowView` filter from an expression (the GUI's
     filter box). Compiled lazily against the table, again when its columns change.
 
     ``strict=False`` (the filter box): an expression that does not fit the table (unknown
@@ -587,9 +587,9 @@ def looks_like_expression(text: str) -> bool:
 def search_filter(text: str):
     """The filter for the GUI's filter box: an :class:`ExpressionFilter` (non-strict) for
     expressions, else a case-insensitive text search
-    (:class:`~amore_gui.components.table_data.TextContains`). Raises :class:`QueryError` for
+    (:class:`~amore_gui.application.table_data.TextContains`). Raises :class:`QueryError` for
     an expression with a syntax error."""
-    from amore_gui.components.table_data import TextContains
+    from amore_gui.application.table_data import TextContains
     text = text.strip()
     if looks_like_expression(text):
         parse(text)

@@ -1,6 +1,6 @@
 """Reading ``runs.sqlite`` for the GUI (plain Python + sqlite3; called off the GUI thread).
 
-* :func:`load_table` - the whole run table into a :class:`~amore_gui.components.table_data.TableData`
+* :func:`load_table` - the whole run table into a :class:`~amore_gui.application.table_data.TableData`
   with few queries: numbers come grouped per run (``group_concat``, parsed by numpy) from two
   threads on separate connections (SQLite runs without the GIL), everything else (strings,
   sparklines, errors, which cells hold thumbnails) from one narrow query. Thumbnail PNGs are not
@@ -32,7 +32,7 @@ from backend.store import reader as sql
 from backend.store.reader import SCHEMA_HEAD
 from backend.vocab import SummaryType
 
-from amore_gui.components.table_data import (K_BOOL, K_NUMBER, K_THUMBNAIL, KIND_CODE, Column, RunUpdate, TableData,
+from amore_gui.application.table_data import (K_BOOL, K_NUMBER, K_THUMBNAIL, KIND_CODE, Column, RunUpdate, TableData,
                          _attrs_used, builtin_column, cell_from_stored)
 
 #: Alembic revision of the schema this module reads.

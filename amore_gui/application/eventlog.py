@@ -15,7 +15,7 @@ from pathlib import Path
 from backend.contextdir import db_file
 from backend.store import reader as sql
 
-from amore_gui.components import dbread
+from amore_gui.application import dbread
 
 LEVELS = ("info", "warning", "error")
 

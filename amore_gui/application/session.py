@@ -3,20 +3,20 @@
 :class:`Session` holds, for one context directory:
 
 * the **row filters** (search text, "checked only", column filters such as
-  :class:`~amore_gui.components.table_data.NumberRange`) and the **tag** that selects variables;
+  :class:`~amore_gui.application.table_data.NumberRange`) and the **tag** that selects variables;
 * the **column layout** remembered per directory in
-  :class:`~amore_gui.components.settings.Settings` (visual order, hidden columns, widths the user
+  :class:`~amore_gui.application.settings.Settings` (visual order, hidden columns, widths the user
   set, sort column, unchecked runs, tall rows, logbook visibility);
 * the **live source** (``kafka``, ``db`` or ``none``, with the status-bar text) and whether the
   live updates have caught up with the changes made while the table was read;
-* the **backend state** (:class:`~amore_gui.components.backend_status.BackendIndicator`) and which
+* the **backend state** (:class:`~amore_gui.application.backend_status.BackendIndicator`) and which
   start/stop/restart actions it allows; whether to offer to start a backend;
 * the **comment edits**: run comments and logbook comments, written through the storage layer
   (:class:`backend.store.writer.RunDB`) by a runner the GUI supplies (a thread pool) and announced
   to other GUIs through the live source's publisher.
 
 Widgets never read these by polling: they connect to ``session.events`` (see
-:mod:`amore_gui.components.events`) and forward the user's actions to the methods here.
+:mod:`amore_gui.application.events`) and forward the user's actions to the methods here.
 Events (arguments in brackets):
 
 ``filters(list)``         the row filters to apply changed (full list, in order)
@@ -42,9 +42,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from backend.vocab import BackendState, normalize_proposal
-from amore_gui.components.events import EventGroup
-from amore_gui.components.settings import Settings, apply_column_layout
-from amore_gui.components.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
+from amore_gui.application.events import EventGroup
+from amore_gui.application.settings import Settings, apply_column_layout
+from amore_gui.application.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
                                              S_PROCESSING, S_WAITING, Column, OnlyIncluded, TableData)
 from backend.contextdir import ContextDir
 
@@ -101,7 +101,7 @@ class Session:
         self.proposal: int | str | None = None
         # filters
         self.search_text = ""
-        #: the :class:`~amore_gui.components.query.QueryError` of the filter box text, or None
+        #: the :class:`~amore_gui.application.query.QueryError` of the filter box text, or None
         self.search_error = None
         self.only_checked = False
         self.extra_filters: list = []
@@ -133,9 +133,9 @@ class Session:
 
     @property
     def vocabulary(self):
-        """The facility's words (:class:`amore_gui.components.vocabulary.Vocabulary`)."""
+        """The facility's words (:class:`amore_gui.application.vocabulary.Vocabulary`)."""
         if getattr(self, "_vocabulary", None) is None:
-            from amore_gui.components.vocabulary import vocabulary_for
+            from amore_gui.application.vocabulary import vocabulary_for
             self._vocabulary = vocabulary_for(self.context_dir)
         return self._vocabulary
 
@@ -205,7 +205,7 @@ class Session:
         out = list(self.extra_filters)
         t = self.search_text.strip()
         if t:
-            from amore_gui.components.query import QueryError, search_filter
+            from amore_gui.application.query import QueryError, search_filter
             try:   # an expression (run > 10 and sample ~ "lyso") or plain text
                 out.append(search_filter(t))
                 self.search_error = None
@@ -476,7 +476,7 @@ class Session:
     def read_logbook(self) -> list[dict]:
         """The logbook comments (dicts with ``id``, ``timestamp``, ``author``, ``text``...),
         read from the database (call off the GUI thread)."""
-        from amore_gui.components import dbread
+        from amore_gui.application import dbread
         con = dbread.connect(self.context_dir)
         try:
             return dbread.read_comments(con)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from amore_gui.components.table_data import NSTATIC, TableData
+from amore_gui.application.table_data import NSTATIC, TableData
 
 
 def _store(context_dir):

@@ -1,6 +1,6 @@
 """Plain-Python events: how the GUI's Qt-free models tell the widgets that something changed.
 
-A model (e.g. :class:`~amore_gui.components.session.Session`) owns an :class:`EventGroup`; the
+A model (e.g. :class:`~amore_gui.application.session.Session`) owns an :class:`EventGroup`; the
 Qt layer connects callbacks to its events and only ever learns of changes through them (the idea
 of napari's evented models). No Qt here, so the models are tested without a display.
 
