@@ -10,9 +10,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+try:
+    from enum import StrEnum
+except ImportError:     # Python 3.10
+    class StrEnum(str, Enum):
+        """A string enum whose members print and format as their value (``enum.StrEnum``)."""
+
+        def __str__(self) -> str:
+            return self.value
+
+        def __format__(self, spec: str) -> str:
+            return format(self.value, spec)
 
 
-class EventLevel(str, Enum):
+class EventLevel(StrEnum):
     """Level of an entry in the event log (``events`` table), as in :mod:`logging`."""
 
     INFO = "info"
@@ -20,7 +31,7 @@ class EventLevel(str, Enum):
     ERROR = "error"
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """Processing status of a run (``runs.status``). Compare with strings freely
     (``RunStatus.DONE == "done"``); use ``.value`` when formatting."""
 
@@ -34,7 +45,7 @@ class RunStatus(str, Enum):
     RUNNING = "running"
 
 
-class SummaryType(str, Enum):
+class SummaryType(StrEnum):
     """How ``run_values.value`` is to be read (``run_values.summary_type``)."""
 
     NUMBER = "number"          #: int or float (NULL for NaN)
@@ -49,7 +60,7 @@ class SummaryType(str, Enum):
     NONE = "none"              #: the variable returned None
 
 
-class BackendState(str, Enum):
+class BackendState(StrEnum):
     """State of a context directory's backend, as classified by
     :func:`backend.service.manager.backend_state` (its ``state`` field holds the ``.value``)."""
 
@@ -58,6 +69,45 @@ class BackendState(str, Enum):
     STOPPED = "stopped"                      #: not running, nothing left behind
     STALE = "stale"                          #: not running, left-overs (socket, record) to heal
     UNKNOWN = "unknown"                      #: cannot be told (the reason is given with it)
+
+
+class Outcome(StrEnum):
+    """What became of one request to process a run (``RunOutcome.status``, what ``reprocess``
+    reports per run). The first four are the :class:`RunStatus` the run is then stored with; the
+    others say why the run was not computed here and now. Compares equal to the plain string."""
+
+    DONE = "done"              #: computed and stored (some variables may hold error cells)
+    FAILED = "failed"          #: could not be processed (the message says why)
+    WAITING = "waiting"        #: the context file is broken: computed once it is fixed
+    PENDING = "pending"        #: the backend stopped first: computed at its next start
+    SUBMITTED = "submitted"    #: every variable went to a Slurm job, which stores them
+    CLOSED = "closed"          #: the proposal is closed: nothing is computed
+    CANCELLED = "cancelled"    #: cancelled by the user; the run keeps its previous values
+
+
+class SourceRunState(StrEnum):
+    """State of a run as a facility's run source reports it (``RunEvent.state``,
+    ``source_runs.state``)."""
+
+    READY = "ready"            #: its data is complete: compute it
+    RUNNING = "running"        #: still being taken (ESS between ``pl72`` and ``wrdn``): show it
+    FAILED = "failed"          #: the facility says it failed (the file writer's message)
+
+
+class UpdateKind(StrEnum):
+    """Kinds of AMORE's update messages (``kind`` in
+    :func:`backend.notify.messages.make_update_message`); each names what changed, never values."""
+
+    #: values of a run were written (data: ``proposal``, ``run``, ``names``; ``status``;
+    #: ``manual: true`` for an edit of a manual column)
+    RUN_VALUES_UPDATED = "run_values_updated"
+    RUN_STATUS_CHANGED = "run_status_changed"   #: data: ``proposal``, ``run``, ``status``
+    #: the set of variables or manual columns changed (data: ``names``)
+    VARIABLES_CHANGED = "variables_changed"
+    #: a run comment (``proposal``, ``run``) or a time comment (``id``) was written
+    COMMENT_CHANGED = "comment_changed"
+    #: a Slurm job ended (``job``, ``proposal``); the backend then collects its results
+    SLURM_JOB_FINISHED = "slurm_job_finished"
 
 
 #: Every run status value, in display order.

@@ -12,6 +12,7 @@ import sys
 import time
 
 from amore.cli.common import context_dir, parse_runs
+from backend.vocab import UpdateKind
 
 
 def _open(a, prog):
@@ -56,7 +57,7 @@ def cmd_column_add(a) -> int:
     except ManualError as e:
         print(f"amore-proto column add: {e}", file=sys.stderr)
         return 1
-    announce(context_dir(a.dir), db, [("variables_changed", {"names": [col.name]})])
+    announce(context_dir(a.dir), db, [(UpdateKind.VARIABLES_CHANGED, {"names": [col.name]})])
     print(f"Added manual column {col.name!r} ({col.describe_type()}"
           f"{', carried over to new runs' if col.carry_over else ''})")
     return 0
@@ -97,7 +98,7 @@ def _column_change(a, prog, fn) -> int:
     except ManualError as e:
         print(f"amore-proto {prog}: {e}", file=sys.stderr)
         return 1
-    announce(context_dir(a.dir), db, [("variables_changed", {"names": [col.name]})])
+    announce(context_dir(a.dir), db, [(UpdateKind.VARIABLES_CHANGED, {"names": [col.name]})])
     print(msg)
     return 0
 
@@ -148,7 +149,7 @@ def cmd_column_import_damnit(a) -> int:
         return 1
     names = res["columns"] + res["reused"]
     if names:
-        announce(context_dir(a.dir), db, [("variables_changed", {"names": names})])
+        announce(context_dir(a.dir), db, [(UpdateKind.VARIABLES_CHANGED, {"names": names})])
     print(f"Imported {len(res['columns'])} DAMNIT user-editable variable(s) as manual columns"
           f"{': ' + ', '.join(res['columns']) if res['columns'] else ''}; "
           f"{res['values']} value(s) set")
@@ -181,7 +182,7 @@ def cmd_set(a) -> int:
         return 1
     col = m.column(a.name)
     announce(context_dir(a.dir), db, [
-        ("run_values_updated", {"proposal": e.proposal, "run": e.run, "names": [e.name],
+        (UpdateKind.RUN_VALUES_UPDATED, {"proposal": e.proposal, "run": e.run, "names": [e.name],
                                 "manual": True}) for e in edits])
     shown = col.format(edits[0].value) if edits and edits[0].value is not None else "(cleared)"
     runs_txt = ", ".join(str(e.run) for e in edits) or "none"

@@ -6,6 +6,7 @@ import sys
 import time
 
 from amore.cli.common import context_dir, parse_runs
+from backend.vocab import Outcome
 
 log = logging.getLogger("amore")
 
@@ -121,7 +122,7 @@ def cmd_reprocess(a) -> int:
         try:
             for fut in as_completed(futs):
                 out = fut.result()
-                if out.status != "done":
+                if out.status != Outcome.DONE:
                     failed.append(out)
                 label = f"run {out.run}: {out.status}" + (f", {out.n_errors} errors" if out.n_errors else "")
                 progress.update(task, advance=1, last=label)
@@ -142,8 +143,8 @@ def cmd_reprocess(a) -> int:
     dt = time.perf_counter() - t0
     if cancelled:
         done = [f.result() for f in futs if f.done() and not f.cancelled()]
-        n_done = sum(o.status == "done" for o in done)
-        n_cancel = sum(o.status == "cancelled" for o in done)
+        n_done = sum(o.status == Outcome.DONE for o in done)
+        n_cancel = sum(o.status == Outcome.CANCELLED for o in done)
         print(f"Cancelled after {dt:.1f} s: {n_done} run(s) reprocessed, {n_cancel} stopped "
               f"(their values from before are kept), {len(runs) - len(done)} not started",
               file=sys.stderr)

@@ -23,7 +23,7 @@ from qtpy.QtGui import QImage
 
 from amore_gui.application import dbread
 from amore_gui.application.backend_status import backend_status
-from backend.vocab import normalize_proposal
+from backend.vocab import normalize_proposal, UpdateKind
 
 log = logging.getLogger(__name__)
 
@@ -210,16 +210,16 @@ class UpdateThread(QThread):
         runs = []
         reload = comments = False
         for kind, data in msgs:
-            if kind in ("run_values_updated", "run_status_changed"):
+            if kind in (UpdateKind.RUN_VALUES_UPDATED, UpdateKind.RUN_STATUS_CHANGED):
                 try:
                     key = (normalize_proposal(data["proposal"]), int(data["run"]))
                 except (KeyError, TypeError, ValueError):
                     continue
                 if key not in runs:
                     runs.append(key)
-            elif kind == "variables_changed":
+            elif kind == UpdateKind.VARIABLES_CHANGED:
                 reload = True
-            elif kind == "comment_changed":
+            elif kind == UpdateKind.COMMENT_CHANGED:
                 if data.get("run") is not None and data.get("proposal") is not None:
                     try:
                         key = (normalize_proposal(data["proposal"]), int(data["run"]))

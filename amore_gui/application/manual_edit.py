@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from amore_gui.application.table_data import NSTATIC, TableData
+from backend.vocab import UpdateKind
 
 
 def _store(context_dir):
@@ -52,7 +53,7 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
             session.events.message.emit(f"Not saved: {msg}", True)
         else:
             for e in edits:
-                session.publish("run_values_updated", {"proposal": e.proposal, "run": e.run,
+                session.publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": e.proposal, "run": e.run,
                                                        "names": [e.name], "manual": True})
             runs = ", ".join(str(e.run) for e in edits)
             session.events.message.emit(
@@ -77,7 +78,7 @@ def add_manual_column(session, on_done: Callable[[object, str | None], None] | N
 
     def done(col, err):
         if err is None:
-            session.publish("variables_changed", {"names": [col.name]})
+            session.publish(UpdateKind.VARIABLES_CHANGED, {"names": [col.name]})
         if on_done is not None:
             on_done(col, err.split(": ", 1)[1] if err and err.startswith("ManualError: ") else err)
     session.runner(write, done)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from backend.vocab import BackendState, normalize_proposal
+from backend.vocab import BackendState, normalize_proposal, UpdateKind
 from amore_gui.application.events import EventGroup
 from amore_gui.application.settings import Settings, apply_column_layout
 from amore_gui.application.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
@@ -448,7 +448,7 @@ class Session:
             if err:
                 self.events.message.emit(f"The comment was not saved: {err}", True)
                 return
-            self.publish("comment_changed", {"proposal": proposal, "run": run})
+            self.publish(UpdateKind.COMMENT_CHANGED, {"proposal": proposal, "run": run})
             self.events.comment_saved.emit(proposal, run)
         self.runner(write, done)
 
@@ -469,7 +469,7 @@ class Session:
             if err:
                 self.events.message.emit(f"The comment was not saved: {err}", True)
                 return
-            self.publish("comment_changed", {"id": cid})
+            self.publish(UpdateKind.COMMENT_CHANGED, {"id": cid})
             self.events.logbook_changed.emit()
         self.runner(write, done)
 

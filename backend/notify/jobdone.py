@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from backend.vocab import UpdateKind
 
 
 def main(argv=None) -> int:
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
                       "log_level": 3})
         from backend.vocab import normalize_proposal
         proposal = os.environ.get("AMORE_JOB_PROPOSAL")
-        p.produce(topic, make_update_message("slurm_job_finished", {
+        p.produce(topic, make_update_message(UpdateKind.SLURM_JOB_FINISHED, {
             "job": argv[0], "proposal": normalize_proposal(proposal) if proposal else None}))
         if p.flush(6):
             print("AMORE: the 'job finished' message was not delivered; the backend's polling "

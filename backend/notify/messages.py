@@ -4,21 +4,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from backend.vocab import MalformedEvent, normalize_proposal
+from backend.vocab import MalformedEvent, normalize_proposal, UpdateKind
 
 #: Message format version of AMORE's own update messages.
 UPDATE_MESSAGE_VERSION = 1
 
 
-def make_update_message(kind: str, data: dict[str, Any]) -> bytes:
+def make_update_message(kind: UpdateKind | str, data: dict[str, Any]) -> bytes:
     """AMORE's update message: ``{"version": 1, "kind": kind, "data": data}`` as UTF-8 JSON.
 
-    Kinds: ``run_values_updated`` (data: proposal, run, names; ``manual: true`` for an edit of
-    a manual column), ``run_status_changed``
-    (proposal, run, status), ``variables_changed`` (names), ``comment_changed``
-    (proposal, run or id), ``slurm_job_finished`` (job, proposal).
+    ``kind`` is an :class:`~backend.vocab.UpdateKind` (its docstring lists each kind's data);
+    any other kind raises ``ValueError``.
     """
-    return json.dumps({"version": UPDATE_MESSAGE_VERSION, "kind": kind, "data": data}).encode()
+    return json.dumps({"version": UPDATE_MESSAGE_VERSION, "kind": UpdateKind(kind).value,
+                       "data": data}).encode()
 
 
 #: Largest update message looked at, bytes (real ones are well below: names, not values).
@@ -26,11 +25,10 @@ MAX_UPDATE_BYTES = 4 << 20
 #: Largest proposal/run number accepted in an update message (64-bit readers everywhere).
 MAX_NUMBER = 2**31 - 1
 
-_RUN_KINDS = ("run_values_updated", "run_status_changed")
-#: Kinds whose data is checked: the run kinds, ``variables_changed`` (also for manual columns),
-#: ``comment_changed`` (from GUIs and the CLI) and ``slurm_job_finished`` (a Slurm job's end,
-#: see :mod:`backend.notify.jobdone`).
-KNOWN_KINDS = _RUN_KINDS + ("variables_changed", "comment_changed", "slurm_job_finished")
+_RUN_KINDS = (UpdateKind.RUN_VALUES_UPDATED, UpdateKind.RUN_STATUS_CHANGED)
+#: Kinds whose data is checked: every :class:`~backend.vocab.UpdateKind` (``slurm_job_finished``
+#: comes from a Slurm job, see :mod:`backend.notify.jobdone`).
+KNOWN_KINDS = tuple(UpdateKind)
 
 
 def _proposal(data: dict) -> None:
@@ -71,7 +69,7 @@ def _names(data: dict, required: bool) -> None:
         raise MalformedEvent(f"'names' is not a list of strings: {names!r:.80}", "wrong type")
 
 
-def parse_update_message(raw: bytes | str) -> tuple[str, dict]:
+def parse_update_message(raw: bytes | str) -> tuple[UpdateKind | str, dict]:
     """Inverse of :func:`make_update_message`: returns ``(kind, data)``, checked.
 
     The data of the kinds AMORE sends is validated (``proposal``/``run`` integers in
@@ -98,23 +96,25 @@ def parse_update_message(raw: bytes | str) -> tuple[str, dict]:
     kind, data = msg.get("kind"), msg.get("data")
     if not isinstance(kind, str) or not isinstance(data, dict):
         raise MalformedEvent("update message lacks 'kind' or 'data'", "missing field")
+    if kind in KNOWN_KINDS:
+        kind = UpdateKind(kind)
     if kind in _RUN_KINDS:
         _proposal(data)
         _number(data, "run")
-        _names(data, required=kind == "run_values_updated")
+        _names(data, required=kind == UpdateKind.RUN_VALUES_UPDATED)
         if "status" in data and not isinstance(data["status"], str):
             raise MalformedEvent(f"'status' is not a string: {data['status']!r:.80}", "wrong type")
         if "manual" in data and not isinstance(data["manual"], bool):  # a manual column's edit
             raise MalformedEvent(f"'manual' is not true/false: {data['manual']!r:.80}", "wrong type")
-    elif kind == "variables_changed":
+    elif kind == UpdateKind.VARIABLES_CHANGED:
         _names(data, required=False)
-    elif kind == "comment_changed":
+    elif kind == UpdateKind.COMMENT_CHANGED:
         if data.get("run") is not None:
             _proposal(data)
             _number(data, "run")
         elif data.get("id") is not None:
             _number(data, "id")
-    elif kind == "slurm_job_finished":
+    elif kind == UpdateKind.SLURM_JOB_FINISHED:
         if not isinstance(data.get("job"), str) or not data["job"] or len(data["job"]) > 100:
             raise MalformedEvent(f"'job' is not a Slurm job id: {data.get('job')!r:.80}",
                                  "wrong type")

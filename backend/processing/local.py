@@ -27,7 +27,7 @@ from backend.config import Config
 from backend.store.manual import ManualStore
 from backend.store.runlogs import add_run_log
 from backend.store.writer import RunDB, StoredValue, VariableInfo
-from backend.vocab import RunStatus, SummaryType
+from backend.vocab import RunStatus, SummaryType, UpdateKind, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -351,13 +351,14 @@ class WorkerPool:
 
 @dataclass
 class RunOutcome:
-    """Result of processing one run: ``status`` (a :class:`~backend.vocab.RunStatus` value, as
-    stored for the run): ``done``, ``failed``, ``waiting`` when the context file is broken, or
-    ``pending`` when the backend stopped before the run was done; with value names written."""
+    """Result of processing one run: ``status`` (an :class:`~backend.vocab.Outcome`: ``done``,
+    ``failed``, ``waiting`` when the context file is broken, ``pending`` when the backend stopped
+    before the run was done, ``submitted`` to Slurm, ``closed``, ``cancelled``), with the names
+    of the values written."""
 
     proposal: int | str
     run: int
-    status: str
+    status: Outcome
     message: str | None = None
     names: list[str] = field(default_factory=list)
     n_errors: int = 0
@@ -443,7 +444,7 @@ class RunProcessor:
         self.inputs = dict(reply.get("inputs") or {})
         self.graph = reply.get("graph") or {}
         if self.db.set_variables(self.variables):
-            self.publish("variables_changed", {"names": [v.name for v in self.variables]})
+            self.publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in self.variables]})
         return None
 
     def _manual_names(self) -> list[str]:
@@ -528,17 +529,17 @@ class RunProcessor:
         t0 = time.perf_counter()
         from backend.store.trust import is_closed
         if is_closed(self.db):
-            return RunOutcome(proposal, run, "closed",
+            return RunOutcome(proposal, run, Outcome.CLOSED,
                               "the proposal is closed (amore-proto reopen to change values)")
         with self._run_lock(proposal, run):
             if self.cancelled:
-                return RunOutcome(proposal, run, "cancelled", "cancelled before it started")
+                return RunOutcome(proposal, run, Outcome.CANCELLED, "cancelled before it started")
             before = self.db.get_run(proposal, run)
             if not self._status_or_defer(proposal, run, RunStatus.PROCESSING.value, None):
-                return RunOutcome(proposal, run, RunStatus.FAILED.value,
+                return RunOutcome(proposal, run, Outcome.FAILED,
                                   "the database cannot be written",
                                   seconds=time.perf_counter() - t0)
-            self.publish("run_status_changed", {"proposal": proposal, "run": run,
+            self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
                                                 "status": RunStatus.PROCESSING.value})
             timeout = float(self.config["processing"]["run_timeout"])
             req = {"op": "run", "proposal": proposal, "run": run, "data": data,
@@ -576,9 +577,9 @@ class RunProcessor:
                     if is_transient_db_error(e):
                         with self._lock:
                             self.deferred.add((proposal, run))
-                    return RunOutcome(proposal, run, RunStatus.FAILED.value, str(e),
+                    return RunOutcome(proposal, run, Outcome.FAILED, str(e),
                                       seconds=time.perf_counter() - t0)
-                outcome = RunOutcome(proposal, run, RunStatus.DONE.value, msg, sorted(values), n_err)
+                outcome = RunOutcome(proposal, run, Outcome.DONE, msg, sorted(values), n_err)
                 self._store_log(proposal, run, "done" if not n_err else "done with errors",
                                 (f"(only {', '.join(sorted(names))})\n" if names else "")
                                 + (reply.get("log") or ""))
@@ -592,7 +593,7 @@ class RunProcessor:
                 self.context_error = reply.get("error")
                 msg = f"waiting for a working context file: {reply.get('error')}"
                 self._status_or_defer(proposal, run, RunStatus.WAITING.value, msg)
-                outcome = RunOutcome(proposal, run, RunStatus.WAITING.value, msg)
+                outcome = RunOutcome(proposal, run, Outcome.WAITING, msg)
                 log.error("Run %d recorded, not processed: context file is broken:\n%s",
                           run, reply.get("error"))
             elif reply.get("kind") == "died" and (self.cancelled or run_cancelled):
@@ -601,20 +602,20 @@ class RunProcessor:
                           else RunStatus.PENDING.value)
                 msg = "reprocessing cancelled; the values from before are kept"
                 self.db.set_run_status(proposal, run, status, msg)
-                outcome = RunOutcome(proposal, run, "cancelled", msg)
+                outcome = RunOutcome(proposal, run, Outcome.CANCELLED, msg)
                 self._store_log(proposal, run, "cancelled", msg + "\n")
                 log.warning("Run %d: %s", run, msg)
             elif reply.get("kind") == "died" and self.stopping:
                 msg = "interrupted by backend shutdown; processed at next start"
                 self._status_or_defer(proposal, run, RunStatus.PENDING.value, msg)
                 self._store_log(proposal, run, "cancelled", msg + "\n")
-                outcome = RunOutcome(proposal, run, RunStatus.PENDING.value, msg)
+                outcome = RunOutcome(proposal, run, Outcome.PENDING, msg)
                 log.warning("Run %d abandoned at shutdown", run)
             else:
                 msg = reply.get("error", "unknown error")
                 self._status_or_defer(proposal, run, RunStatus.FAILED.value, msg)
                 self._store_log(proposal, run, "failed", msg + "\n")
-                outcome = RunOutcome(proposal, run, RunStatus.FAILED.value, msg)
+                outcome = RunOutcome(proposal, run, Outcome.FAILED, msg)
                 log.error("Run %d failed: %s", run, msg)
                 if reply.get("kind") == "died":
                     try:
@@ -623,7 +624,7 @@ class RunProcessor:
                     except Exception as e:
                         log.error("Could not record the event: %s", e)
             outcome.seconds = time.perf_counter() - t0
-            self.publish("run_values_updated", {"proposal": proposal, "run": run,
+            self.publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": proposal, "run": run,
                                                 "names": outcome.names,
                                                 "status": outcome.status})
             return outcome

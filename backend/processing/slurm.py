@@ -50,16 +50,13 @@ from backend.files import write_json_atomic
 from backend.processing.local import (RunOutcome, RunProcessor, context_python, run_inputs,
                                       worker_env)
 from backend.store.writer import RunDB
-from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, normalize_proposal
+from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, normalize_proposal, UpdateKind, Outcome
 from backend.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 RECORD_KIND = "amore.slurm-job"
-#: :class:`~backend.processing.local.RunOutcome` status of a run whose every variable went to a
-#: Slurm job (nothing was computed locally).
-SUBMITTED = "submitted"
 #: Slurm states of a job that has not ended yet.
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED",
                  "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
@@ -642,7 +639,7 @@ class SlurmExecutor:
                                       node=row["node"] or res.get("host"), message=msg)
             self._store_log(row, "done" if not n_err else "done with errors",
                             reply.get("log") or "")
-            self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
+            self.publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": row["proposal"], "run": row["run"],
                                                 "names": sorted(values),
                                                 "status": RunStatus.DONE.value})
             t = res.get("timings") or {}
@@ -741,7 +738,7 @@ class SlurmExecutor:
             log.exception("Could not log the end of Slurm job %s", row["task_id"])
         self._store_log(row, "cancelled" if state == "CANCELLED" else "failed", msg + "\n")
         log.error("Run %d: %s", row["run"], msg)
-        self.publish("run_values_updated", {"proposal": row["proposal"], "run": row["run"],
+        self.publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": row["proposal"], "run": row["run"],
                                             "names": sorted(values),
                                             "status": RunStatus.DONE.value})
 
@@ -774,7 +771,7 @@ class SlurmExecutor:
                 changes.append((key[0], key[1], status, msg))
         self.db.set_run_statuses(changes)
         for p, r, status, _ in changes:
-            self.publish("run_status_changed", {"proposal": p, "run": r, "status": status.value})
+            self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": p, "run": r, "status": status.value})
 
     def refresh_run(self, proposal: int | str, run: int) -> None:
         """Say in the run's row that it still waits for Slurm, if it does (after a local
@@ -850,7 +847,7 @@ class Dispatcher:
                 params: dict | None = None) -> RunOutcome:
         from backend.store.trust import is_closed
         if is_closed(self.processor.db):  # read-only table: no local run, no job either
-            return RunOutcome(proposal, run, "closed",
+            return RunOutcome(proposal, run, Outcome.CLOSED,
                               "the proposal is closed (amore-proto reopen to change values)")
         local, remote = self.split(data, names)
         out = None
@@ -869,7 +866,7 @@ class Dispatcher:
                 return self.processor.process(proposal, run, data, remote, params)
             self.slurm.poll()  # records the job: the row says "queued" at once
             if out is None:
-                out = RunOutcome(proposal, run, SUBMITTED, f"Slurm job {job}")
+                out = RunOutcome(proposal, run, Outcome.SUBMITTED, f"Slurm job {job}")
             else:
                 out.message = "; ".join(filter(None, [out.message, f"Slurm job {job}"]))
         return out

@@ -24,7 +24,7 @@ from backend.contextdir import ContextDir
 from backend.processing.local import RunProcessor, WorkerPool
 from backend.store.manual import ManualStore
 from backend.store.writer import RunDB
-from backend.vocab import RunStatus, normalize_proposal
+from backend.vocab import RunStatus, normalize_proposal, UpdateKind, Outcome, SourceRunState
 
 log = logging.getLogger(__name__)
 
@@ -116,22 +116,22 @@ class Listener:
                  f", {ev.source}" if ev.source else "")
         # a run is new at its first event (ESS: while it is still running)
         carried = self._carry_over(ev.proposal, run) if new else []
-        if ev.state == "running":
+        if ev.state == SourceRunState.RUNNING:
             self.db.set_run_status(ev.proposal, run, RunStatus.RUNNING, None, start_time=start)
-            self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
+            self._publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": ev.proposal, "run": run,
                                                  "status": RunStatus.RUNNING.value})
             return
-        if ev.state == "failed":
+        if ev.state == SourceRunState.FAILED:
             self.db.set_run_status(ev.proposal, run, RunStatus.FAILED, ev.error, start_time=start)
             self.report("error", f"run {run}: {ev.error}", {"key": ev.key, "source": ev.source},
                         source=self.facility, run=run)
-            self._publish("run_status_changed", {"proposal": ev.proposal, "run": run,
+            self._publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": ev.proposal, "run": run,
                                                  "status": RunStatus.FAILED.value})
             return
         if self._closed_notice(ev, run):
             return
         if new:
-            self._publish("run_values_updated", {"proposal": ev.proposal, "run": run,
+            self._publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": ev.proposal, "run": run,
                                                  "names": carried,
                                                  "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, run, ev.data)
@@ -166,7 +166,7 @@ class Listener:
                  f", {ev.source}" if ev.source else "")
         if new:
             carried = self._carry_over(ev.proposal, ev.run)
-            self._publish("run_values_updated", {"proposal": ev.proposal, "run": ev.run,
+            self._publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": ev.proposal, "run": ev.run,
                                                  "names": carried,
                                                  "status": RunStatus.PENDING.value})
         self.submit(ev.proposal, ev.run, ev.data)
@@ -200,8 +200,7 @@ class Listener:
         self.last_run = (run, time.time())
         # the data check and checksums look at the run's files, not at its values: also when
         # every variable went to Slurm
-        from backend.processing.slurm import SUBMITTED
-        if (out is not None and out.status in (RunStatus.DONE, RunStatus.FAILED, SUBMITTED)
+        if (out is not None and out.status in (Outcome.DONE, Outcome.FAILED, Outcome.SUBMITTED)
                 and self.integrity is not None):
             self.integrity.submit(proposal, run)
         return out
@@ -683,7 +682,7 @@ class Listener:
         try:
             while not self._stop.is_set():
                 for kind, data in consumer.poll(1.0):
-                    if kind == "slurm_job_finished":
+                    if kind == UpdateKind.SLURM_JOB_FINISHED:
                         log.info("Slurm job %s says it finished", data.get("job"))
                         self._slurm_wake.set()
         finally:

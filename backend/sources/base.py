@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from backend.vocab import MalformedEvent  # noqa: F401  (sources raise it)
+from backend.vocab import MalformedEvent, SourceRunState  # noqa: F401  (sources raise it)
 
 #: ``on_problem(level, message, details)``: how a source tells people what they should see in
 #: the event log (``RunDB.add_event``): input it skipped (a malformed message or file), a lost
@@ -58,7 +58,7 @@ class RunEvent:
     metadata: dict | None = field(default=None, compare=False, hash=False)
     key: str | None = None
     info: dict = field(default_factory=dict, compare=False, hash=False)
-    state: str = "ready"
+    state: SourceRunState = SourceRunState.READY
     error: str | None = None
 
 

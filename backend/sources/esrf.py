@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backend.sources.base import MalformedEvent, RunEvent
+from backend.vocab import SourceRunState
 from backend.sources.jsonfiles import JsonFileSource
 
 METADATA_FILE = "metadata.json"
@@ -87,7 +88,7 @@ def parse_metadata_file(path: Path, proposal, prefix: str = "", replacement: str
             "tag": Path(mx_dir).parent.name, "sample": md.get("Sample_name"),
             "start_time": start, "stop_time": stop}
     return RunEvent(proposal, None, "all", source=f"esrf:{path}", event="metadata.json",
-                    key=str(path), info=info, state="ready")
+                    key=str(path), info=info, state=SourceRunState.READY)
 
 
 class EsrfMetadataSource(JsonFileSource):

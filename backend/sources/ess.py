@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 from backend.config import Config, ConfigError
 from backend.sources.base import MalformedEvent, RunEvent
 from backend.sources.euxfel import FacilityEventSource
-from backend.vocab import normalize_proposal
+from backend.vocab import SourceRunState, normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class EssMessageParser:
                                  f"name {msg.filename!r}")
         run = self.run_number(msg.filename, msg.run_name)
         return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="pl72",
-                        key=msg.job_id, info=info, state="running", **self._snapshot(info))
+                        key=msg.job_id, info=info, state=SourceRunState.RUNNING, **self._snapshot(info))
 
     def _stop(self, msg, source, ts) -> RunEvent | None:
         """A ``6s4t``: the job's stop time, as an update of its still running run (``info``:
@@ -174,7 +174,7 @@ class EssMessageParser:
         run = self.run_number(job["file"], job.get("run_name"))
         info = {"job_id": msg.job_id, "stop_time": job["stop_time"]}
         return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="6s4t",
-                        key=msg.job_id, info=info, state="running", **self._snapshot(info))
+                        key=msg.job_id, info=info, state=SourceRunState.RUNNING, **self._snapshot(info))
 
     def _finished(self, msg, source, ts) -> RunEvent:
         if not msg.job_id or not msg.file_name:
@@ -196,10 +196,10 @@ class EssMessageParser:
             error = f"file writer error: {msg.message or 'no message'}"
             # the snapshot keeps what the writer said, next to the file's details
             return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="wrdn",
-                            key=msg.job_id, info=info, state="failed", error=error,
+                            key=msg.job_id, info=info, state=SourceRunState.FAILED, error=error,
                             **self._snapshot({**info, "error": error}))
         return RunEvent(proposal, run, "all", source=source, timestamp=ts, event="wrdn",
-                        key=msg.job_id, info=info, state="ready", **self._snapshot(info))
+                        key=msg.job_id, info=info, state=SourceRunState.READY, **self._snapshot(info))
 
     def _snapshot(self, info: dict) -> dict:
         """The fields of a RunEvent kept as the run's snapshot: where the message was, the

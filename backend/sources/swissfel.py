@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backend.sources.base import MalformedEvent, RunEvent
+from backend.vocab import SourceRunState
 from backend.sources.jsonfiles import JsonFileSource
 
 _RUN_INFO = re.compile(r"^run_(\d{6})\.json$")
@@ -118,7 +119,7 @@ class SwissfelRequestSource(JsonFileSource):
                     "start_time": start, "proposal_path": str(self.root)}
             key = str(path)
         return RunEvent(self.proposal, run, "all", source=f"swissfel:{path}",
-                        event=path.name, key=key, info=info, state="ready")
+                        event=path.name, key=key, info=info, state=SourceRunState.READY)
 
     def order_key(self, ev: RunEvent):
         return (ev.run or 0, ev.info.get("acquisition") or 0)

@@ -36,7 +36,7 @@ from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, met
                                   run_values_table, runs_table, slurm_jobs_table,
                                   source_runs_table, variables_table)
 from backend.contextdir import db_file
-from backend.vocab import (RUN_STATUSES, EventLevel, SUMMARY_TYPES,  # noqa: F401
+from backend.vocab import (RUN_STATUSES, EventLevel, SourceRunState, SUMMARY_TYPES,  # noqa: F401
                            RunStatus, StoredValue, VariableInfo, normalize_proposal)
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class RunDB:
 
     # --- runs from other facilities ----------------------------------------------------------
     def register_source_run(self, source: str, key: str, proposal: int | str, info: dict,
-                            state: str = "ready", run: int | None = None,
+                            state: SourceRunState | str = SourceRunState.READY, run: int | None = None,
                             start_time: float | None = None) -> tuple[int, bool, bool]:
         """Record (or update) a run as a facility names it, in one transaction.
 
@@ -367,7 +367,7 @@ class RunDB:
                         if run is not None and run != row["run"]:
                             raise ValueError(f"{source} run {key!r} was recorded as run "
                                              f"{row['run']}, not {run}")
-                        if state == "running" and row["state"] in ("ready", "failed"):
+                        if state == SourceRunState.RUNNING and row["state"] in (SourceRunState.READY, SourceRunState.FAILED):
                             return row["run"], False, False  # a late/redelivered start message
                         old = json.loads(row["info"]) if row["info"] else {}
                         merged = {**old, **info}
@@ -393,7 +393,7 @@ class RunDB:
                         "VALUES (:p, :r, :s, :a, :st) ON CONFLICT(proposal, run) DO UPDATE SET "
                         "start_time = coalesce(runs.start_time, excluded.start_time)"),
                         {"p": proposal, "r": run, "s": start_time, "a": now,
-                         "st": (RunStatus.RUNNING if state == "running" else RunStatus.PENDING).value})
+                         "st": (RunStatus.RUNNING if state == SourceRunState.RUNNING else RunStatus.PENDING).value})
                     return run, True, True
             except sa.exc.OperationalError as e:  # pragma: no cover - only under extreme load
                 if "locked" not in str(e) or attempt == 4:
