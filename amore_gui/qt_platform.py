@@ -2,15 +2,16 @@
 
 Qt aborts the whole process (``Could not load the Qt platform plugin "xcb" ... This application
 failed to start``, SIGABRT) when its X11 platform plugin cannot be loaded, most often because a
-fresh Linux machine lacks X11 client libraries the PyQt5 wheel's plugin
-(``PyQt5/Qt5/plugins/platforms/libqxcb.so``) links against. :func:`check_platform` finds that
+fresh Linux machine lacks X11 client libraries the PyQt wheel's plugin
+(``PyQt5/Qt5/plugins/platforms/libqxcb.so``, or ``PyQt6/Qt6/...`` with PyQt6) links against. :func:`check_platform` finds that
 out first, without loading the plugin into this process:
 
 * which platform Qt will use: ``$QT_QPA_PLATFORM`` (the part before ``:``), else ``xcb`` on
   Linux (Qt 5's default, also in Wayland sessions). Only ``xcb`` is checked; ``offscreen``,
   ``minimal``, ``vnc`` ... need no X11 libraries.
 * where the plugin is: ``$QT_QPA_PLATFORM_PLUGIN_PATH``, then ``$QT_PLUGIN_PATH/platforms``,
-  then the installed PyQt5's own ``Qt5/plugins/platforms`` (a pip wheel) or, for other layouts
+  then the own ``Qt5/plugins/platforms`` (``Qt6/...``) of the binding qtpy will load (a pip wheel:
+  :func:`qt_binding`) or, for other layouts
   (conda), the plugin path Qt reports (asked in a subprocess);
 * which libraries it cannot find: ``ldd`` on the plugin (all of them at once); without ``ldd``,
   loading the plugin with ``ctypes`` in a subprocess (the first one);
@@ -34,15 +35,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Debian/Ubuntu packages of every library the PyQt5 wheel's xcb plugin links against that a
-#: minimal installation may lack, plus a font. The README's installation section lists these.
+#: Debian/Ubuntu packages of every library the PyQt5 or PyQt6 wheel's xcb plugin links against
+#: that a minimal installation may lack, plus a font. The README's installation section lists
+#: these.
 QT_X11_PACKAGES = (
     "libxcb-icccm4", "libxcb-keysyms1", "libxcb-xinerama0", "libxcb-image0",
     "libxcb-render-util0", "libxkbcommon-x11-0", "libxcb-randr0", "libxcb-shape0",
     "libxcb-xkb1", "libxcb-xfixes0", "libxcb-shm0", "libxcb-render0", "libxcb-sync1",
     "libxcb-util1", "libxcb1", "libx11-xcb1", "libx11-6", "libxext6", "libxkbcommon0",
     "libfontconfig1", "libfreetype6", "libgl1", "libglib2.0-0", "libdbus-1-3",
-    "fonts-dejavu-core",
+    "libxcb-cursor0", "libegl1", "fonts-dejavu-core",
 )
 
 #: soname -> Debian/Ubuntu package providing it (for the libraries of the xcb plugin).
@@ -59,7 +61,8 @@ LIB_PACKAGES = {
     "libxkbcommon.so.0": "libxkbcommon0", "libfontconfig.so.1": "libfontconfig1",
     "libfreetype.so.6": "libfreetype6", "libGL.so.1": "libgl1",
     "libglib-2.0.so.0": "libglib2.0-0", "libgthread-2.0.so.0": "libglib2.0-0",
-    "libdbus-1.so.3": "libdbus-1-3",
+    "libdbus-1.so.3": "libdbus-1-3", "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libEGL.so.1": "libegl1",
 }
 
 PLUGIN_FILE = "libqxcb.so"
@@ -120,18 +123,41 @@ def platform_name(env=None) -> str:
     return "xcb" if sys.platform.startswith("linux") else ""
 
 
+#: Qt bindings the GUI runs on (through qtpy), in qtpy's order of preference when ``$QT_API``
+#: names none: ``(qtpy's name, module, the Qt directory inside a pip wheel)``.
+BINDINGS = (("pyqt5", "PyQt5", "Qt5"), ("pyqt6", "PyQt6", "Qt6"))
+
+
+def qt_binding(env=None) -> tuple[str, str, str] | None:
+    """The binding qtpy will load, found without importing Qt: the one ``$QT_API`` names if it is
+    installed, else the first installed of :data:`BINDINGS` (PyQt5 first, the default). None
+    when none is installed."""
+    env = os.environ if env is None else env
+    wanted = (env.get("QT_API") or "").strip().lower()
+    order = sorted(BINDINGS, key=lambda b: b[0] != wanted)
+    for b in order:
+        if importlib.util.find_spec(b[1]) is not None:
+            return b
+    return None
+
+
 def _default_plugin_dirs(env) -> list[Path]:
-    """Qt's own platform plugin directory of the installed PyQt5 (wheel layout first)."""
-    spec = importlib.util.find_spec("PyQt5")
+    """Qt's own platform plugin directory of the binding qtpy will load (wheel layout first)."""
+    binding = qt_binding(env)
+    if binding is None:
+        return []
+    _, module, qtdir = binding
+    spec = importlib.util.find_spec(module)
     out = []
     if spec is not None and spec.submodule_search_locations:
         base = Path(list(spec.submodule_search_locations)[0])
-        out.append(base / "Qt5" / "plugins" / "platforms")
+        out.append(base / qtdir / "plugins" / "platforms")
         out.append(base / "Qt" / "plugins" / "platforms")
     if not any((d / PLUGIN_FILE).is_file() for d in out):
         # other layouts (conda: <prefix>/plugins, found through qt.conf): ask Qt (QtCore only)
-        code = ("from PyQt5.QtCore import QLibraryInfo; "
-                "print(QLibraryInfo.location(QLibraryInfo.PluginsPath))")
+        where = ("QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)" if module == "PyQt6"
+                 else "QLibraryInfo.location(QLibraryInfo.PluginsPath)")
+        code = f"from {module}.QtCore import QLibraryInfo; print({where})"
         try:
             r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                timeout=30, env=dict(env))
@@ -238,7 +264,7 @@ def check_platform(env=None, platform: str | None = None,
 
 
 def import_problem(err: ImportError) -> PlatformProblem | None:
-    """A :class:`PlatformProblem` for an ``ImportError`` of PyQt5 that names a missing shared
+    """A :class:`PlatformProblem` for an ``ImportError`` of PyQt that names a missing shared
     library (e.g. ``libGL.so.1: cannot open shared object file``); None for other errors."""
     missing = sorted(set(_DLOPEN.findall(str(err))))
     if not missing:

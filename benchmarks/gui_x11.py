@@ -39,6 +39,12 @@ sys.path.insert(0, str(REPO))
 from benchmarks.gui_load import build_db, change_run, wait_painted  # noqa: E402
 
 
+def _rects(region) -> list:
+    """The rectangles of a ``QRegion``: ``rects()`` in PyQt5; PyQt6 has neither that nor
+    iteration, so its bounding rectangle (which covers them all: never less than painted)."""
+    return list(region.rects()) if hasattr(region, "rects") else [region.boundingRect()]
+
+
 def child(context_dir: str, spawn_t: float) -> None:
     from qtpy import QtCore
     from qtpy.QtGui import QGuiApplication, QPaintEvent
@@ -69,7 +75,7 @@ def child(context_dir: str, spawn_t: float) -> None:
         def eventFilter(self, obj, ev):
             if isinstance(ev, QPaintEvent):
                 painted.extend((r.x(), r.y(), r.width(), r.height())
-                               for r in ev.region().rects())
+                               for r in _rects(ev.region()))
             return False
     rec = Recorder()
     vp.installEventFilter(rec)

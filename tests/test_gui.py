@@ -90,6 +90,23 @@ def qtbot_wait_until(pred, timeout=WAIT):
         QTest.qWait(20)
 
 
+def test_the_gui_runs_on_one_qt_binding(open_window):
+    """PyQt5 is the default; ``QT_API=pyqt6`` (or PyQt6 alone) runs the same GUI on PyQt6. One
+    binding is loaded, and pyqtgraph's plot windows use the same one."""
+    import sys
+
+    import qtpy
+    wanted = (os.environ.get("QT_API") or "pyqt5").lower()
+    w = open_window()
+    plot = w.open_plot("run", "xgm_energy")
+    assert plot.isVisible()
+    import pyqtgraph
+    other = {"pyqt5": "PyQt6", "pyqt6": "PyQt5"}[wanted]
+    assert qtpy.API_NAME.lower() == wanted, (qtpy.API_NAME, wanted)
+    assert pyqtgraph.Qt.QT_LIB == qtpy.API_NAME, (pyqtgraph.Qt.QT_LIB, qtpy.API_NAME)
+    assert other not in sys.modules, f"{other} was loaded beside {qtpy.API_NAME}"
+
+
 def test_sorting_any_column(open_window):
     w = open_window()
     m = w.model

@@ -42,7 +42,7 @@ def open_session(gui_ctx, **kw):
 def test_session_model_has_no_qt(gui_ctx):
     code = ("import sys; from amore_gui.application.session import Session; "
             f"s = Session({str(gui_ctx['ctx'])!r}); s.set_search('x'); "
-            "assert not any(m.split('.')[0] in ('PyQt5', 'pyqtgraph') for m in sys.modules), "
+            "assert not any(m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', 'pyqtgraph') for m in sys.modules), "
             "sorted(m for m in sys.modules if 'Qt' in m)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**__import__("os").environ, "AMORE_GUI_CONFIG": str(gui_ctx["settings"])})

@@ -101,18 +101,21 @@ def test_main_window_at_scale_factor_2(gui_ctx, display, tmp_path):
 
 
 def pyqt_without_libxcb_icccm(tmp_path) -> Path:
-    """A copy of the installed PyQt5 (symbolic links, nothing copied but two files) in which Qt's
-    xcb plugin and its helper library ask for ``libxcb-icccm.so.9`` instead of
-    ``libxcb-icccm.so.4`` - a library no machine has: Qt meets exactly what it meets on a fresh
-    machine without libxcb-icccm4. Returns the directory to put first on ``PYTHONPATH``."""
+    """A copy of the installed PyQt that qtpy will load (PyQt5, or PyQt6 with ``QT_API=pyqt6``;
+    symbolic links, nothing copied but two files) in which Qt's xcb plugin and its helper library
+    ask for ``libxcb-icccm.so.9`` instead of ``libxcb-icccm.so.4`` - a library no machine has:
+    Qt meets exactly what it meets on a fresh machine without libxcb-icccm4. Returns the
+    directory to put first on ``PYTHONPATH``."""
     import importlib.util
-    real = Path(list(importlib.util.find_spec("PyQt5").submodule_search_locations)[0])
+    _, module, qt = qt_platform.qt_binding()
+    real = Path(list(importlib.util.find_spec(module).submodule_search_locations)[0])
     site = tmp_path / "site"
-    patch = {Path("Qt5/plugins/platforms/libqxcb.so"), Path("Qt5/lib/libQt5XcbQpa.so.5")}
+    helper = {"Qt5": "libQt5XcbQpa.so.5", "Qt6": "libQt6XcbQpa.so.6"}[qt]
+    patch = {Path(f"{qt}/plugins/platforms/libqxcb.so"), Path(f"{qt}/lib/{helper}")}
     descend = {p for f in patch for p in f.parents if p != Path(".")}
 
     def mirror(rel: Path):
-        dst = site / "PyQt5" / rel
+        dst = site / module / rel
         dst.mkdir(parents=True)
         for f in (real / rel).iterdir():
             r = rel / f.name
@@ -134,8 +137,9 @@ def test_missing_x11_library_gives_amores_message_not_qts_abort(gui_ctx, display
     env = x11_env(display)
     env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
     # Qt on its own aborts the process
+    module = qt_platform.qt_binding()[1]
     r = subprocess.run([sys.executable, "-c",
-                        "from PyQt5.QtWidgets import QApplication; QApplication([])"],
+                        f"from {module}.QtWidgets import QApplication; QApplication([])"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == -6 and "Could not load the Qt platform plugin" in r.stderr
     # amore-proto gui checks first and says what to do
@@ -150,7 +154,7 @@ def test_missing_x11_library_gives_amores_message_not_qts_abort(gui_ctx, display
     r = subprocess.run([sys.executable, "-m", "amore_gui.qt_platform"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == qt_platform.EXIT_NO_PLATFORM and "libxcb-icccm.so.9" in r.stderr
-    assert str(tmp_path / "site" / "PyQt5") in r.stderr        # names the plugin it checked
+    assert str(tmp_path / "site" / module) in r.stderr        # names the plugin it checked
     # the real plugin passes; no display is named as such
     assert qt_platform.check_platform(x11_env(display)) is None
     nodisp = x11_env(display)

@@ -20,6 +20,12 @@ from pathlib import Path
 import numpy as np
 
 
+def _rects(region) -> list:
+    """The rectangles of a ``QRegion``: ``rects()`` in PyQt5; PyQt6 has neither that nor
+    iteration, so its bounding rectangle (which covers them all: never less than painted)."""
+    return list(region.rects()) if hasattr(region, "rects") else [region.boundingRect()]
+
+
 def image_stats(img) -> dict:
     """Distinct colours (of a sample) and the share of the most common colour of a QImage."""
     from qtpy.QtGui import QImage
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
     class Recorder(QWidget):
         def eventFilter(self, obj, ev):
             if isinstance(ev, QPaintEvent):
-                painted.extend((r.x(), r.y(), r.width(), r.height()) for r in ev.region().rects())
+                painted.extend((r.x(), r.y(), r.width(), r.height()) for r in _rects(ev.region()))
             return False
     for w in win._live_windows():
         w.close()

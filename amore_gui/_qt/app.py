@@ -30,8 +30,9 @@ def make_app(argv=None) -> QApplication:
     app = QApplication.instance()
     if app is not None:
         return app
-    QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
-    QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
+    for attr in ("AA_EnableHighDpiScaling", "AA_UseHighDpiPixmaps"):  # always on in Qt 6
+        if hasattr(Qt, attr):
+            QApplication.setAttribute(getattr(Qt, attr), True)
     app = QApplication(list(argv) if argv is not None else sys.argv[:1])
     app.setApplicationName("AMORE")
     app.setOrganizationName("AMORE")
