@@ -136,8 +136,11 @@ def qt_binding(env=None) -> tuple[str, str, str] | None:
     wanted = (env.get("QT_API") or "").strip().lower()
     order = sorted(BINDINGS, key=lambda b: b[0] != wanted)
     for b in order:
-        if importlib.util.find_spec(b[1]) is not None:
-            return b
+        try:
+            if importlib.util.find_spec(b[1]) is not None:
+                return b
+        except (ImportError, ValueError):    # blocked (sys.modules[name] = None) or broken
+            pass
     return None
 
 

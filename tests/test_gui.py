@@ -456,6 +456,29 @@ def test_amore_proto_gui_command_starts(gui_ctx, tmp_path):
         p.wait(10)
 
 
+def test_gui_command_with_pyqt6_alone(gui_ctx, tmp_path):
+    """Where a facility's Python has PyQt6 and not PyQt5, ``amore-proto gui`` runs on PyQt6 with
+    no setting (PyQt5 made unimportable in the child process)."""
+    import subprocess
+    import sys
+    import time
+    code = ("import sys; sys.modules['PyQt5'] = None; "
+            "import qtpy; print('BINDING', qtpy.API_NAME, flush=True); "
+            "from amore.cli.main import main; "
+            "sys.argv = ['amore-proto', 'gui', sys.argv[1]]; sys.exit(main())")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AMORE_GUI_CONFIG=str(tmp_path / "g.json"))
+    env.pop("QT_API", None)
+    p = subprocess.Popen([sys.executable, "-c", code, str(gui_ctx["ctx"])], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(5)
+        assert p.poll() is None, p.stdout.read()
+    finally:
+        p.terminate()
+        out = p.communicate(timeout=20)[0]
+    assert "BINDING PyQt6" in out, out     # PyQt5 cannot load there: the window ran on PyQt6
+
+
 def test_model_signals_are_consistent(qtmodeltester):
     """Qt's model tester watches sort, filter and one-row updates that move, insert and
     remove rows."""
