@@ -17,7 +17,7 @@ exclude_patterns = ["_build"]
 
 language = "en"
 html_theme = "alabaster"
-html_title = "AMORE — Automated Run Overview"
+html_title = "AMORE"
 html_theme_options = {"description": "Automated Run Overview", "fixed_sidebar": True,
                       "page_width": "1100px", "sidebar_width": "240px"}
 html_show_sourcelink = False
