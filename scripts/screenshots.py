@@ -1,6 +1,6 @@
 """Save PNG screenshots of the AMORE GUI with demo data (offscreen Qt).
 
-    python scripts/screenshots.py OUTDIR [--demo-dir DIR] [--runs 16]
+    python scripts/screenshots.py OUTDIR [--demo-dir DIR] [--runs 16] [--only NAME,...] [--palette]
 
 Without ``--demo-dir`` a demo proposal is made first with ``amore-proto demo DIR --no-gui``
 (real mock runs processed by the real backend, no broker). A few comments, one unchecked run
@@ -15,6 +15,9 @@ those states. Writes:
 * ``inspect-line.png`` - per-train pulse energy against train ID;
 * ``editor.png`` - the context-file editor after a check found an error;
 * ``reprocess.png`` - the reprocess dialog.
+
+``--only main,plot`` saves only the named ones; ``--palette`` saves 8-bit palette PNGs (Pillow,
+which matplotlib brings), about 2.5 times smaller, as kept under ``docs/_static/screenshots/``.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+#: The screenshots this script makes, by name (``<name>.png``).
+SHOTS = ("main", "main-scrolled", "plot", "histogram", "inspect-image", "inspect-line", "editor",
+         "reprocess")
 
 
 def make_demo(base: Path, runs: int) -> Path:
@@ -65,6 +71,18 @@ def decorate(ctx: Path) -> None:
     db.close()
 
 
+def save(widget, out: Path, name: str, only: set[str] | None, palette: bool, *note) -> None:
+    """Save ``widget`` as ``out/<name>.png`` unless ``only`` leaves it out."""
+    if only is not None and name not in only:
+        return
+    path = out / f"{name}.png"
+    widget.grab().save(str(path))
+    if palette:
+        from PIL import Image
+        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+    print("saved", path, *note)
+
+
 def settle(app, seconds: float) -> None:
     t = time.time()
     while time.time() - t < seconds:
@@ -77,7 +95,13 @@ def main(argv=None) -> int:
     p.add_argument("outdir")
     p.add_argument("--demo-dir", help="existing demo base directory or context directory")
     p.add_argument("--runs", type=int, default=16)
+    p.add_argument("--only", help="comma-separated names of the screenshots to save (default: all)")
+    p.add_argument("--palette", action="store_true", help="save 8-bit palette PNGs (smaller)")
     a = p.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else None
+    if only is not None and only - set(SHOTS):
+        p.error(f"unknown screenshot(s) {', '.join(sorted(only - set(SHOTS)))}; "
+                f"known: {', '.join(SHOTS)}")
     out = Path(a.outdir)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -116,8 +140,7 @@ def main(argv=None) -> int:
         m.set_included([(int(d.proposal[1]), int(d.run[1]))], False)
     win.comments_dock.setVisible(False)
     settle(app, 2.0)
-    win.grab().save(str(out / "main.png"))
-    print("saved", out / "main.png")
+    save(win, out, "main", only, a.palette)
 
     # scrolled to the images/sparklines
     col = m.column_of("cam_mean")
@@ -127,25 +150,22 @@ def main(argv=None) -> int:
         sb = win.table.horizontalScrollBar()
         sb.setValue(sb.maximum())
         settle(app, 1.5)
-        win.grab().save(str(out / "main-scrolled.png"))
-        print("saved", out / "main-scrolled.png")
+        save(win, out, "main-scrolled", only, a.palette)
         win.comments_dock.setVisible(False)
 
     plot = win.open_plot("xgm_energy", "cam_peak")
     plot.only_checked.setChecked(False)
     plot.resize(900, 600)
     settle(app, 1.0)
-    plot.grab().save(str(out / "plot.png"))
-    print("saved", out / "plot.png")
+    save(plot, out, "plot", only, a.palette)
     plot.mode_hist.setChecked(True)
     plot.bins.setValue(10)
     settle(app, 0.8)
-    plot.grab().save(str(out / "histogram.png"))
-    print("saved", out / "histogram.png")
+    save(plot, out, "histogram", only, a.palette)
     plot.close()
 
     run_row = m.view_row_of(int(d.proposal[0]), int(d.run[d.nrows - 2]))
-    for name, fname in (("cam_mean", "inspect-image.png"), ("xgm_energy", "inspect-line.png")):
+    for name, fname in (("cam_mean", "inspect-image"), ("xgm_energy", "inspect-line")):
         c = m.column_of(name)
         if c < 0:
             continue
@@ -155,8 +175,7 @@ def main(argv=None) -> int:
         while w.kind is None and time.time() - t < 20:
             settle(app, 0.1)
         settle(app, 0.8)
-        w.grab().save(str(out / fname))
-        print("saved", out / fname, "kind", w.kind)
+        save(w, out, fname, only, a.palette, "kind", w.kind)
         w.close()
 
     ed = win.open_editor()
@@ -171,8 +190,7 @@ def main(argv=None) -> int:
     while "r" not in res and time.time() - t < 60:
         settle(app, 0.1)
     settle(app, 0.5)
-    ed.grab().save(str(out / "editor.png"))
-    print("saved", out / "editor.png", res.get("r"))
+    save(ed, out, "editor", only, a.palette, res.get("r"))
     ed.editor.document().setModified(False)
     ed.close()
 
@@ -180,8 +198,7 @@ def main(argv=None) -> int:
     rp = win.open_reprocess()
     rp.resize(520, 560)
     settle(app, 0.5)
-    rp.grab().save(str(out / "reprocess.png"))
-    print("saved", out / "reprocess.png")
+    save(rp, out, "reprocess", only, a.palette)
     rp.close()
     win.close()
     settle(app, 0.5)         # let closed windows be deleted before the interpreter exits
