@@ -3,7 +3,6 @@ opening and creating context directories, the workspace's reads, writes and comm
 live-update policy (database watching; Kafka with the real tansu broker, its backstop, a broker
 outage) - on real SQLite databases filled by the real backend."""
 import subprocess
-import sys
 import threading
 import time
 
@@ -12,6 +11,7 @@ import pytest
 from amore_gui.application import opening
 from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, amore_cmd, wait_for
+from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: F401
 
 
 # --- opening and creating ----------------------------------------------------------------------
@@ -57,9 +57,6 @@ def test_cli_init_shares_the_create_only_the_database_rule(tmp_path, data_root):
 
 
 # --- following live updates (Qt-free: a plain thread runs LiveUpdates.run) --------------------
-
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: E402,F401
-
 
 class Follower:
     """Runs a workspace's LiveUpdates in a thread, as a front-end does, recording its events
