@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor, QFont, QPalette
-from qtpy.QtWidgets import QApplication
+from qtpy.QtGui import QColor, QFont, QKeySequence, QPalette
+from qtpy.QtWidgets import QAction, QApplication
 
 STYLE_SHEET = """
 QTableView { gridline-color: #e6e6e6; selection-background-color: #cfe3fa;
@@ -65,6 +65,22 @@ def monospace_font(size: float | None = None) -> QFont:
     if size:
         f.setPointSizeF(size)
     return f
+
+
+def make_action(parent, text: str, slot, shortcut: str | None = None, tip: str | None = None,
+                checkable: bool = False) -> QAction:
+    """A ``QAction`` of ``parent`` (a window: it holds the action's shortcut) calling ``slot``
+    when triggered (with the checked state if ``checkable``), with its shortcut and its tooltip
+    (also shown in the status bar)."""
+    a = QAction(text, parent)
+    if shortcut:
+        a.setShortcut(QKeySequence(shortcut))
+    if tip:
+        a.setToolTip(tip)
+        a.setStatusTip(tip)
+    a.setCheckable(checkable)
+    a.triggered.connect(slot)
+    return a
 
 
 def dark_palette() -> QPalette:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QAction, QLabel, QMessageBox, QPlainTextEdit, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QMessageBox, QPlainTextEdit, QVBoxLayout, QWidget
 
 from amore_gui.application.backend_status import BackendIndicator
+from amore_gui._qt.app import make_action
 from amore_gui._qt.workers import Tasks
 
 
@@ -41,19 +42,14 @@ class BackendController(QObject):
         self.log_window: BackendLogWindow | None = None
         self.label = QLabel("Backend: …")
 
-        def act(text, slot, tip):
-            a = QAction(text, window)
-            a.setToolTip(tip)
-            a.setStatusTip(tip)
-            a.triggered.connect(slot)
-            return a
-        self.act_start = act("Start backend", lambda: self.start(),
-                             "Start the backend on this machine (in tmux)")
-        self.act_stop = act("Stop backend", lambda: self.stop(),
-                            "Stop the backend running on this machine")
-        self.act_restart = act("Restart backend", lambda: self.restart(),
-                               "Restart the backend (e.g. after updating AMORE)")
-        self.act_log = act("Backend log", lambda: self.show_log(), "Live view of amore.log")
+        self.act_start = make_action(window, "Start backend", lambda: self.start(),
+                                     tip="Start the backend on this machine (in tmux)")
+        self.act_stop = make_action(window, "Stop backend", lambda: self.stop(),
+                                    tip="Stop the backend running on this machine")
+        self.act_restart = make_action(window, "Restart backend", lambda: self.restart(),
+                                       tip="Restart the backend (e.g. after updating AMORE)")
+        self.act_log = make_action(window, "Backend log", lambda: self.show_log(),
+                                   tip="Live view of amore.log")
         self.actions = [self.act_start, self.act_stop, self.act_restart, self.act_log]
         self.busy.connect(self._on_busy)
         self.done.connect(self._on_done)

@@ -9,11 +9,12 @@ widths of columns the user did not size, and hands the header's state back to th
 from __future__ import annotations
 
 from qtpy.QtCore import QObject, Qt, QTimer
-from qtpy.QtGui import QFontMetrics, QKeySequence
-from qtpy.QtWidgets import QAction, QComboBox, QMenu
+from qtpy.QtGui import QFontMetrics
+from qtpy.QtWidgets import QComboBox, QMenu
 
 from amore_gui.application.table_data import (C_COMMENT, C_RUN, C_STATUS, K_SPARKLINE,
                                              K_THUMBNAIL, NSTATIC)
+from amore_gui._qt.app import make_action
 from amore_gui._qt.delegates import CellDelegate
 from amore_gui._qt.table import ROW_COMPACT, ROW_IMAGES
 
@@ -40,11 +41,11 @@ class ColumnsController(QObject):
         self.tag_combo.addItem("All", "")
         self.tag_combo.currentIndexChanged.connect(
             lambda _: self.session.set_tag(self.tag_combo.currentData() or ""))
-        self.act_columns = self._action("Columns…", self.dialog, "Ctrl+Shift+L",
-                                        "Show, hide and reorder columns")
-        self.act_images = self._action("Tall rows for images", self.session.set_tall_rows,
-                                       "Ctrl+Shift+T", "Row height fitting thumbnails",
-                                       checkable=True)
+        self.act_columns = make_action(window, "Columns…", self.dialog, "Ctrl+Shift+L",
+                                       "Show, hide and reorder columns")
+        self.act_images = make_action(window, "Tall rows for images", self.session.set_tall_rows,
+                                      "Ctrl+Shift+T", "Row height fitting thumbnails",
+                                      checkable=True)
 
         hh = self.table.horizontalHeader()
         hh.customContextMenuRequested.connect(self._header_menu)
@@ -55,15 +56,6 @@ class ColumnsController(QObject):
         ev.columns.connect(self.apply_visibility)
         ev.row_height.connect(lambda tall: self.set_row_height(ROW_IMAGES if tall else ROW_COMPACT))
         ev.save_requested.connect(self.request_save)
-
-    def _action(self, text, slot, shortcut, tip, checkable=False) -> QAction:
-        a = QAction(text, self.window)
-        a.setShortcut(QKeySequence(shortcut))
-        a.setToolTip(tip)
-        a.setStatusTip(tip)
-        a.setCheckable(checkable)
-        a.triggered.connect(slot)
-        return a
 
     def keys(self) -> list[str]:
         """Column keys in logical (model) order."""

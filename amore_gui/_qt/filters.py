@@ -13,8 +13,10 @@ import html
 
 from qtpy.QtCore import QObject, QTimer
 from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (QAction, QCheckBox, QHBoxLayout, QLabel, QLineEdit, QShortcut,
-                             QToolButton, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QLineEdit, QShortcut, QToolButton,
+                             QWidget)
+
+from amore_gui._qt.app import make_action
 
 FILTER_HELP = ("<b>Search text</b> (runs, comments, text cells) <b>or an expression</b>:<br>"
                "<tt>run in 100..140 and sample ~ \"lyso\"</tt><br>"
@@ -54,12 +56,8 @@ class FiltersController(QObject):
         self._chips_lay.setContentsMargins(8, 4, 8, 4)
         self.chips.setVisible(False)
 
-        tip = "Filter runs by a number range or text"
-        self.act_filter = QAction("Filter…", window)
-        self.act_filter.setShortcut(QKeySequence("Ctrl+Shift+F"))
-        self.act_filter.setToolTip(tip)
-        self.act_filter.setStatusTip(tip)
-        self.act_filter.triggered.connect(lambda: self.dialog())
+        self.act_filter = make_action(window, "Filter…", lambda: self.dialog(), "Ctrl+Shift+F",
+                                      "Filter runs by a number range or text")
         self.session.events.filters.connect(self._filters_changed)
 
     def add(self, f) -> None:

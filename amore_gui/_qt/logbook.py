@@ -11,11 +11,11 @@ import getpass
 import html
 
 from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (QAction, QDockWidget, QHBoxLayout, QLineEdit, QPushButton,
+from qtpy.QtWidgets import (QDockWidget, QHBoxLayout, QLineEdit, QPushButton,
                              QTextBrowser, QVBoxLayout, QWidget)
 
 from amore_gui.application.formatting import format_time
+from amore_gui._qt.app import make_action
 
 
 class CommentsPanel(QWidget):
@@ -93,13 +93,9 @@ class LogbookController(QObject):
         window.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.setVisible(self.session.logbook_visible)
         self.dock.visibilityChanged.connect(self._toggled)
-        tip = "Standalone timestamped comments"
-        self.act_logbook = QAction("Logbook", window)
-        self.act_logbook.setShortcut(QKeySequence("Ctrl+L"))
-        self.act_logbook.setToolTip(tip)
-        self.act_logbook.setStatusTip(tip)
-        self.act_logbook.setCheckable(True)
-        self.act_logbook.triggered.connect(lambda c: self.dock.setVisible(c))
+        self.act_logbook = make_action(window, "Logbook", lambda c: self.dock.setVisible(c),
+                                       "Ctrl+L", "Standalone timestamped comments",
+                                       checkable=True)
         self.act_logbook.setChecked(self.dock.isVisible())
         self.session.events.logbook_changed.connect(self.load)
 

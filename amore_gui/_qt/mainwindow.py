@@ -174,16 +174,8 @@ class MainWindow(QMainWindow):
                 pass
 
     def _build_actions(self):
-        def act(text, slot, shortcut=None, tip=None, checkable=False):
-            a = QAction(text, self)
-            if shortcut:
-                a.setShortcut(QKeySequence(shortcut))
-            if tip:
-                a.setToolTip(tip)
-                a.setStatusTip(tip)
-            a.setCheckable(checkable)
-            a.triggered.connect(slot)
-            return a
+        def act(*args, **kwargs):
+            return qt_app.make_action(self, *args, **kwargs)
         self.act_open = act("Open…", self._open_other, "Ctrl+O", "Open another proposal or directory")
         self.act_export = act("Export…", self.export_dialog, "Ctrl+E",
                               "Export the visible table to CSV or Excel")

@@ -21,13 +21,14 @@ import time
 
 from qtpy.QtCore import QObject, Qt
 from qtpy.QtGui import QFont, QKeySequence
-from qtpy.QtWidgets import (QAbstractItemView, QAction, QCheckBox, QComboBox, QDialog,
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                              QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
                              QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QShortcut,
                              QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from amore_gui.application.manual_edit import add_manual_column, group_rows, set_manual_values
 from amore_gui.application.table_data import NSTATIC
+from amore_gui._qt.app import make_action
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,17 +216,11 @@ class ManualColumns(QObject):
         self.model = window.model
         self.model.manualEdited.connect(self.edit)
         window.table_view.add_menu_section(self.menu_items)
-        self.act_add_column = self._action("Add manual column…", self.open_add_column,
-                                           "Ctrl+Shift+N")
-        self.act_group = self._action("Group rows by current column…", self.group_current,
-                                      "Ctrl+Shift+G")
+        self.act_add_column = make_action(window, "Add manual column…",
+                                          lambda: self.open_add_column(), "Ctrl+Shift+N")
+        self.act_group = make_action(window, "Group rows by current column…",
+                                     lambda: self.group_current(), "Ctrl+Shift+G")
         QShortcut(QKeySequence("Ctrl+Shift+H"), window, activated=self.history_current)
-
-    def _action(self, text, slot, shortcut) -> QAction:
-        a = QAction(text, self.window)
-        a.setShortcut(QKeySequence(shortcut))
-        a.triggered.connect(lambda: slot())
-        return a
 
     def _written(self, *_):
         self.window.live.poke()

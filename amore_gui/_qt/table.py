@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from qtpy.QtCore import QItemSelection, QItemSelectionModel, QModelIndex, QObject, Qt
 from qtpy.QtGui import QFontMetrics, QIntValidator, QKeySequence
-from qtpy.QtWidgets import (QAbstractItemView, QAction, QApplication, QHeaderView, QLineEdit,
+from qtpy.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLineEdit,
                              QMenu, QShortcut, QTableView)
 
 from amore_gui.application import export as export_mod
 from amore_gui.application.table_data import C_RUN, NSTATIC
+from amore_gui._qt.app import make_action
 from amore_gui._qt.delegates import ManualDelegate, ThumbnailCache
 from amore_gui._qt.workers import ThumbnailLoader
 
@@ -83,14 +84,12 @@ class TableController(QObject):
         self.goto.returnPressed.connect(lambda: self.jump_to_run(self.goto.text()))
         QShortcut(QKeySequence("Ctrl+G"), window, activated=lambda: (self.goto.setFocus(),
                                                                      self.goto.selectAll()))
-        self.act_copy_tsv = QAction("Copy selection as TSV", window)
-        self.act_copy_tsv.setShortcut(QKeySequence("Ctrl+C"))
+        self.act_copy_tsv = make_action(window, "Copy selection as TSV",
+                                        lambda: self.copy_selection("tsv"), "Ctrl+C")
         self.act_copy_tsv.setShortcutContext(Qt.WidgetWithChildrenShortcut)
-        self.act_copy_tsv.triggered.connect(lambda: self.copy_selection("tsv"))
         self.view.addAction(self.act_copy_tsv)
-        self.act_copy_md = QAction("Copy selection as Markdown", window)
-        self.act_copy_md.setShortcut(QKeySequence("Ctrl+Shift+C"))
-        self.act_copy_md.triggered.connect(lambda: self.copy_selection("markdown"))
+        self.act_copy_md = make_action(window, "Copy selection as Markdown",
+                                       lambda: self.copy_selection("markdown"), "Ctrl+Shift+C")
         self.thumb_loader.start()
 
     def add_menu_section(self, section) -> None:
