@@ -94,7 +94,7 @@ class CreateContextDialog(QDialog):
 
 class FilterDialog(QDialog):
     """Add a row filter on one column: a number range for numeric columns, text otherwise.
-    :meth:`result_filter` gives the filter after ``exec()``."""
+    :meth:`result_filter` gives the filter once the dialog is accepted."""
 
     def __init__(self, data: TableData, column: int | None = None, parent=None):
         super().__init__(parent)
