@@ -237,8 +237,9 @@ def test_hostile_strings_stored_verbatim(make_context_dir, write_run, run_proces
         "PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+# Python's eval()/exec(), not a method of that name (Qt's QDialog.exec(), QMenu.exec())
 UNSAFE = re.compile(r"\b(pickle|cPickle|dill|cloudpickle|marshal|shelve)\.(loads?|Unpickler)\b"
-                    r"|\byaml\.load\(|(?<![.\w])eval\(|(?<![.\w])exec\("   # built-ins, not Qt's .exec()
+                    r"|\byaml\.load\(|(?<!\.)\beval\(|(?<!\.)\bexec\("
                     r"|np\.load\([^)]*allow_pickle\s*=\s*True")
 
 

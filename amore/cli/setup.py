@@ -10,18 +10,21 @@ from backend.vocab import FACILITIES, normalize_proposal
 
 
 def cmd_init(a) -> int:
-    from backend.store.init import init_context_dir  # SQLAlchemy: only for commands using it
+    # the one way every front-end creates a context directory (SQLAlchemy: imported only here)
+    from amore_gui.application.opening import create_context_dir
     from backend.store.writer import StorageError
     d = context_dir(a.dir)
     try:
-        ctx = init_context_dir(d, a.proposal, a.template, Path(a.context) if a.context else None,
-                               facility=a.facility, root=a.root)
+        made = create_context_dir(d, a.proposal, a.template,
+                                  Path(a.context) if a.context else None,
+                                  facility=a.facility, root=a.root)
     except (FileExistsError, StorageError, KeyError, ValueError) as e:
         print(f"amore-proto init: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
     extra = f" ({a.facility}; settings in {d / 'amore.toml'})" if a.facility else ""
-    print(f"Initialised {d} for proposal {a.proposal}{extra}; edit {ctx} to define variables, "
-          f"then run 'amore-proto listen {d}'")
+    kept = f" (kept the existing {made.context_file.name})" if made.kept_context else ""
+    print(f"Initialised {d} for proposal {a.proposal}{extra}{kept}; edit {made.context_file} to "
+          f"define variables, then run 'amore-proto listen {d}'")
     return 0
 
 

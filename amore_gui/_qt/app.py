@@ -1,11 +1,12 @@
-"""The QApplication with AMORE's calm look (Fusion style, light palette, readable font)."""
+"""The QApplication with AMORE's calm look (Fusion style, light palette, readable font), and the
+dark theme it can switch to."""
 from __future__ import annotations
 
 import sys
 
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor, QFont, QPalette
-from qtpy.QtWidgets import QApplication
+from qtpy.QtGui import QColor, QFont, QKeySequence, QPalette
+from qtpy.QtWidgets import QAction, QApplication
 
 STYLE_SHEET = """
 QTableView { gridline-color: #e6e6e6; selection-background-color: #cfe3fa;
@@ -65,3 +66,59 @@ def monospace_font(size: float | None = None) -> QFont:
     if size:
         f.setPointSizeF(size)
     return f
+
+
+def make_action(parent, text: str, slot, shortcut: str | None = None, tip: str | None = None,
+                checkable: bool = False) -> QAction:
+    """A ``QAction`` of ``parent`` (a window: it holds the action's shortcut) calling ``slot``
+    when triggered (with the checked state if ``checkable``), with its shortcut and its tooltip
+    (also shown in the status bar)."""
+    a = QAction(text, parent)
+    if shortcut:
+        a.setShortcut(QKeySequence(shortcut))
+    if tip:
+        a.setToolTip(tip)
+        a.setStatusTip(tip)
+    a.setCheckable(checkable)
+    a.triggered.connect(slot)
+    return a
+
+
+def dark_palette() -> QPalette:
+    """The palette of the dark theme."""
+    p = QPalette()
+    base, alt, text = QColor(35, 38, 41), QColor(45, 49, 53), QColor(230, 230, 230)
+    p.setColor(QPalette.Window, QColor(49, 54, 59))
+    p.setColor(QPalette.WindowText, text)
+    p.setColor(QPalette.Base, base)
+    p.setColor(QPalette.AlternateBase, alt)
+    p.setColor(QPalette.ToolTipBase, QColor(60, 64, 70))
+    p.setColor(QPalette.ToolTipText, text)
+    p.setColor(QPalette.Text, text)
+    p.setColor(QPalette.Button, QColor(49, 54, 59))
+    p.setColor(QPalette.ButtonText, text)
+    p.setColor(QPalette.BrightText, QColor(255, 80, 80))
+    p.setColor(QPalette.Link, QColor(90, 170, 255))
+    p.setColor(QPalette.Highlight, QColor(61, 174, 233))
+    p.setColor(QPalette.HighlightedText, QColor(20, 20, 20))
+    p.setColor(QPalette.Disabled, QPalette.Text, QColor(128, 128, 128))
+    p.setColor(QPalette.Disabled, QPalette.ButtonText, QColor(128, 128, 128))
+    return p
+
+
+_LIGHT: dict = {}
+
+
+def set_dark_theme(on: bool) -> None:
+    """Switch the application's palette and style to dark (``on``) or back to the light ones
+    it had."""
+    app = QApplication.instance()
+    if "palette" not in _LIGHT:
+        _LIGHT["palette"] = QPalette(app.palette())
+        _LIGHT["style"] = app.style().objectName()
+    if on:
+        app.setStyle("Fusion")
+        app.setPalette(dark_palette())
+    else:
+        app.setStyle(_LIGHT["style"] or "Fusion")
+        app.setPalette(_LIGHT["palette"])

@@ -6,15 +6,22 @@ float32 bytes (once per value and cell size, into a cached pixmap: an antialiase
 the slowest thing a repaint does), thumbnails from :class:`ThumbnailCache` (PNG decoded off the GUI thread, only for
 cells that get painted), errors in a distinct colour. The Status column (checkbox) and the
 editable comment use the standard delegate behaviour.
+
+:class:`ManualDelegate` (the table's delegate) adds editors that fit the type of a manual
+column: a check box (boolean), a spin box showing the units (integer, number), a combo box
+(choice), a line edit (string).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 
+import math
+
 import numpy as np
 from qtpy.QtCore import QPointF, QRect, QRectF, Qt, Signal, QObject
 from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
-from qtpy.QtWidgets import QStyle, QStyledItemDelegate
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QStyle,
+                             QStyledItemDelegate)
 
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE)
@@ -236,3 +243,70 @@ class CellDelegate(QStyledItemDelegate):
                 c = STATUS_FG.get(s)
                 if c is not None:
                     option.palette.setColor(option.palette.Text, c)
+
+
+class ManualDelegate(CellDelegate):
+    """The table's delegate, with type-fitting editors for manual columns."""
+
+    def _manual(self, index):
+        return self._model().data_obj.columns[index.column()].manual
+
+    def createEditor(self, parent, option, index):
+        m = self._manual(index)
+        if not m:
+            return super().createEditor(parent, option, index)
+        col = self._model().data_obj.columns[index.column()]
+        t = m["type"]
+        if t == "boolean":
+            w = QCheckBox(col.title, parent)
+            w.setAutoFillBackground(True)
+        elif t == "choice":
+            w = QComboBox(parent)
+            w.addItem("", None)
+            for c in m.get("choices") or []:
+                w.addItem(c, c)
+        elif t == "integer":
+            w = QSpinBox(parent)
+            w.setRange(-2_000_000_000, 2_000_000_000)
+        elif t == "number":
+            w = QDoubleSpinBox(parent)
+            w.setDecimals(6)
+            w.setRange(-1e15, 1e15)
+        else:
+            w = QLineEdit(parent)
+        if t in ("integer", "number") and col.units:
+            w.setSuffix(f" {col.units}")
+        w.setObjectName(f"manual-editor-{t}")
+        return w
+
+    def setEditorData(self, editor, index):
+        m = self._manual(index)
+        if not m:
+            return super().setEditorData(editor, index)
+        v = index.data(Qt.EditRole)
+        if isinstance(editor, QCheckBox):
+            editor.setChecked(bool(v))
+        elif isinstance(editor, QComboBox):
+            i = editor.findData(v)
+            editor.setCurrentIndex(max(i, 0))
+        elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                editor.setValue(int(v) if isinstance(editor, QSpinBox) else float(v))
+        else:
+            editor.setText("" if v is None else str(v))
+
+    def setModelData(self, editor, model, index):
+        m = self._manual(index)
+        if not m:
+            return super().setModelData(editor, model, index)
+        if isinstance(editor, QCheckBox):
+            value = editor.isChecked()
+        elif isinstance(editor, QComboBox):
+            value = editor.currentData()
+        elif isinstance(editor, QSpinBox):
+            value = int(editor.value())
+        elif isinstance(editor, QDoubleSpinBox):
+            value = float(editor.value())
+        else:
+            value = editor.text()
+        model.setData(index, value, Qt.EditRole)

@@ -1,21 +1,16 @@
-"""Small dialogs and panels: open a proposal/directory, create a context directory, add a row
-filter, choose columns, and the logbook of standalone comments."""
+"""Small dialogs: open a proposal/directory, create a context directory, add a row filter,
+choose columns."""
 from __future__ import annotations
 
-import getpass
-import html
 from pathlib import Path
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox,
                              QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                             QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout,
-                             QWidget, QTextBrowser)
+                             QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout)
 
-from backend.contextdir import ContextDir
-
-from amore_gui.application.formatting import format_time
+from amore_gui.application.opening import has_database
 from amore_gui.application.table_data import C_STATUS, NumberRange, TableData, TextContains
 
 
@@ -42,7 +37,7 @@ class OpenDialog(QDialog):
         for d in recent:
             it = QListWidgetItem(d)
             it.setToolTip(d)
-            if not ContextDir(d).db_file.exists():
+            if not has_database(d):
                 it.setForeground(Qt.gray)
             self.recent.addItem(it)
         self.recent.itemClicked.connect(lambda it: self.edit.setText(it.text()))
@@ -99,7 +94,7 @@ class CreateContextDialog(QDialog):
 
 class FilterDialog(QDialog):
     """Add a row filter on one column: a number range for numeric columns, text otherwise.
-    :meth:`result_filter` gives the filter after ``dialog.exec()``."""
+    :meth:`result_filter` gives the filter once the dialog is accepted."""
 
     def __init__(self, data: TableData, column: int | None = None, parent=None):
         super().__init__(parent)
@@ -235,62 +230,3 @@ class ColumnsDialog(QDialog):
             if it.checkState() != Qt.Checked:
                 hidden.add(key)
         return order, hidden
-
-
-class CommentsPanel(QWidget):
-    """The logbook: standalone timestamped comments, oldest first, and a line to add one.
-    Emits ``add(text)``; the window writes it to the database."""
-
-    add = Signal(str)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 4, 6, 6)
-        self.view = QTextBrowser()
-        self.view.setOpenLinks(False)
-        self.view.setStyleSheet("QTextBrowser { border: 1px solid #e1e1e1; background: white; }")
-        lay.addWidget(self.view, 1)
-        row = QHBoxLayout()
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText("Add a timestamped comment…")
-        self.edit.returnPressed.connect(self._add)
-        row.addWidget(self.edit, 1)
-        b = QPushButton("Add")
-        b.clicked.connect(self._add)
-        row.addWidget(b)
-        lay.addLayout(row)
-        self.comments: list[dict] = []
-        self.setMinimumWidth(300)
-
-    def _add(self):
-        t = self.edit.text().strip()
-        if t:
-            self.edit.clear()
-            self.add.emit(t)
-
-    def set_comments(self, comments: list[dict]) -> None:
-        """Show the comments (dicts as from dbread.read_comments)."""
-        self.comments = comments
-        parts = []
-        for c in comments:
-            meta = format_time(c["timestamp"])
-            if c.get("run") is not None:
-                meta += f" · run {c['run']}"
-            if c.get("author"):
-                meta += f" · {html.escape(str(c['author']))}"
-            parts.append(f"<p style='margin:0 0 10px 0'><span style='color:#797775;"
-                         f"font-size:small'>{meta}</span><br>{html.escape(c['text'])}</p>")
-        if not parts:
-            parts.append("<p style='color:#797775'>No comments yet.</p>")
-        self.view.setHtml("".join(parts))
-        sb = self.view.verticalScrollBar()
-        sb.setValue(sb.maximum())
-
-
-def current_user() -> str:
-    """The login name of the user (empty if unknown)."""
-    try:
-        return getpass.getuser()
-    except Exception:
-        return ""

@@ -2,14 +2,14 @@
 
 Validation runs :mod:`amore_gui.application.context_check` in a ``QProcess`` (the user's code never runs in
 the GUI process); errors are shown with their line number and the line is highlighted. Saving
-writes the file atomically; the backend notices the change and reloads it.
+writes the file atomically (:meth:`amore_gui.application.workspace.Workspace.save_context_file`);
+the backend notices the change and reloads it.
 """
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
-import tempfile
 from pathlib import Path
 
 from qtpy.QtCore import QProcess, QProcessEnvironment, QRect, QRegularExpression, QSize, Qt, Signal
@@ -17,8 +17,6 @@ from qtpy.QtGui import (QColor, QFont, QPainter, QSyntaxHighlighter, QTextCharFo
                          QTextCursor, QTextFormat)
 from qtpy.QtWidgets import (QAction, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
                              QSplitter, QTextEdit, QToolBar, QWidget)
-
-from backend.contextdir import ContextDir
 
 from amore_gui.application import context_check
 from amore_gui._qt.app import monospace_font
@@ -180,11 +178,12 @@ class ContextEditor(QMainWindow):
     checked = Signal(object)
     saved = Signal(str)
 
-    def __init__(self, context_dir: Path, parent_window=None):
+    def __init__(self, workspace, parent_window=None):
         super().__init__(None)
         self.setAttribute(Qt.WA_DeleteOnClose, True)
-        self.context_dir = Path(context_dir)
-        self.path = ContextDir(self.context_dir).context_file
+        self.workspace = workspace
+        self.context_dir = workspace.context_dir
+        self.path = workspace.context_file
         self.editor = CodeEditor()
         self.messages = QPlainTextEdit()
         self.messages.setReadOnly(True)
@@ -223,7 +222,7 @@ class ContextEditor(QMainWindow):
 
     def load(self):
         try:
-            text = self.path.read_text()
+            text = self.workspace.read_context_file()
         except OSError as e:
             text = ""
             self.messages.setPlainText(f"Cannot read {self.path}: {e}")
@@ -293,16 +292,8 @@ class ContextEditor(QMainWindow):
         self.validate(then_save=True)
 
     def _write(self):
-        text = self.editor.toPlainText()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".context-", suffix=".py", dir=self.context_dir)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            try:
-                os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
-            except OSError:
-                pass
-            os.replace(tmp, self.path)
+            self.workspace.save_context_file(self.editor.toPlainText())
         except OSError as e:
             QMessageBox.warning(self, "AMORE", f"Could not save {self.path}: {e}")
             return

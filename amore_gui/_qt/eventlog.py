@@ -69,13 +69,13 @@ class EventLogPanel(QWidget):
 
 class EventLogController(QObject):
     """Adds the "Event log" dock, the new-warnings button and the closed notice to ``window``
-    (a :class:`~amore_gui._qt.mainwindow.MainWindow`: uses its ``context_dir``, ``tasks`` and
+    (a :class:`~amore_gui._qt.mainwindow.MainWindow`: uses its ``workspace``, ``tasks`` and
     status bar, and disables its ``act_reprocess`` while the proposal is closed)."""
 
     def __init__(self, window):
         super().__init__(window)
         self.window = window
-        self.state = EventLogState(window.context_dir)
+        self.state: EventLogState = window.workspace.event_log()
         self.panel = EventLogPanel(self.state)
         self.dock = QDockWidget("Event log", window)
         self.dock.setObjectName("eventlog")
@@ -110,7 +110,7 @@ class EventLogController(QObject):
             self._update_button()
 
     def poll(self) -> None:
-        if self._polling or getattr(self.window, "_closing", False):
+        if self._polling or self.window.closing:
             return
         self._polling = True
         self.window.tasks.submit(self.state.poll, callback=self._polled)

@@ -5,7 +5,7 @@
 * nothing: a dialog asking for a proposal number or folder, listing recent directories.
 
 A directory without ``runs.sqlite`` is offered to be created from a context template
-(:func:`backend.store.init.init_context_dir`).
+(:func:`amore_gui.application.opening.create_context_dir`).
 
 ``amore-proto gui`` (and :func:`main`) first run
 :func:`amore_gui.qt_platform.preflight`: when Qt's platform plugin cannot load (X11
@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     """Start the GUI for parsed arguments (see :func:`add_arguments`)."""
-    from backend.service.logs import LOG_FORMAT
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    from amore_gui.application.backend_status import setup_logging
+    setup_logging(logging.WARNING)
     from amore_gui._qt.app import make_app
     from amore_gui._qt.mainwindow import MainWindow
     from amore_gui.application.settings import Settings

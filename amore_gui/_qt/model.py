@@ -14,7 +14,6 @@ import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from qtpy.QtGui import QBrush, QColor, QFont
 
-from backend.vocab import normalize_proposal
 from amore_gui.application.dbread import ValueChunk
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
@@ -150,7 +149,7 @@ class RunTableModel(QAbstractTableModel):
 
     def view_row_of(self, proposal: int, run: int) -> int:
         """View row of a run, -1 if unknown or filtered out."""
-        r = self.data_obj.row_of.get((normalize_proposal(proposal), int(run)))
+        r = self.data_obj.find_row(proposal, run)
         if r is None or r >= len(self.view.pos):
             return -1
         return int(self.view.pos[r])

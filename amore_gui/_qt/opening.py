@@ -1,29 +1,27 @@
 """Opening a context directory from the GUI: resolve a directory or proposal number, offer to
-create a missing context directory, or ask with the Open dialog."""
+create a missing context directory, or ask with the Open dialog (the rules are the Qt-free
+:mod:`amore_gui.application.opening`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from amore_gui.application import opening
+
 
 def _create_context_dir(target, parent=None) -> bool:
-    """Ask whether to create the missing context directory; create it. Returns True if it
-    exists afterwards."""
-    import context_templates
+    """Ask whether to create the missing context directory; create it
+    (:func:`amore_gui.application.opening.create_context_dir`). Returns True if it exists
+    afterwards."""
     from qtpy.QtWidgets import QMessageBox
 
     from amore_gui._qt.dialogs import CreateContextDialog
-    from backend.store.init import init_context_dir
 
-    dlg = CreateContextDialog(target.context_dir, target.proposal, context_templates.available(),
-                              parent)
+    dlg = CreateContextDialog(target.context_dir, target.proposal, opening.templates(), parent)
     if not dlg.exec():
         return False
     try:
-        init_context_dir(target.context_dir, dlg.proposal.value(), dlg.template.currentText())
-    except FileExistsError:
-        # a context.py exists but no database: create only the database
-        from backend.store.writer import RunDB
-        RunDB.create(target.context_dir, dlg.proposal.value()).close()
+        opening.create_context_dir(target.context_dir, dlg.proposal.value(),
+                                   dlg.template.currentText())
     except Exception as e:
         QMessageBox.critical(parent, "AMORE", f"Could not create {target.context_dir}:\n{e}")
         return False
@@ -35,10 +33,9 @@ def resolve_or_ask(arg: str, settings=None, parent=None) -> Path | None:
     it if missing; None if the user gave up. Shows errors in message boxes."""
     from qtpy.QtWidgets import QMessageBox
 
-    from backend.locate import LocateError, resolve
     try:
-        target = resolve(arg)
-    except LocateError as e:
+        target = opening.locate(arg)
+    except opening.LocateError as e:
         QMessageBox.warning(parent, "AMORE", str(e))
         return None
     if not target.exists and not _create_context_dir(target, parent):

@@ -4,7 +4,8 @@
   (optionally only the checked runs), axes can be swapped, or a histogram of one variable;
   hovering a point shows its run and values; the plot refreshes as runs arrive.
 * :class:`CorrelationWindow` - for selected runs, the per-train data of two variables read from
-  the runs' HDF5 files (off the GUI thread) and matched on train ID.
+  the runs' HDF5 files (off the GUI thread) and matched on train ID
+  (:meth:`amore_gui.application.workspace.Workspace.read_per_train`).
 """
 from __future__ import annotations
 
@@ -286,52 +287,6 @@ class ScatterPlotWindow(_PlotBase):
                                f"{counts[i]} runs")
 
 
-def read_per_train(context_dir, runs, names):
-    """Per-train data of variables ``names`` for ``(proposal, run)`` pairs from the runs'
-    HDF5 files: returns ``(result, problems)`` with ``result[(p, r)] = (train_ids, [arrays])``
-    matched on train ID, and a list of problem texts. Plain Python (runs on a worker thread)."""
-    from backend.ctxrunner.results import h5_path, read_run_value
-    out, problems = {}, []
-    for p, r in runs:
-        series = []
-        try:
-            for n in names:
-                v = read_run_value(h5_path(context_dir, p, r), n)
-                tids, vals = _train_series(v)
-                if tids is None:
-                    raise ValueError(f"{n} is not per-train data")
-                series.append((tids, vals))
-        except (OSError, KeyError, ValueError) as e:
-            problems.append(f"run {r}: {e if not isinstance(e, KeyError) else 'no ' + str(e)}")
-            continue
-        common = series[0][0]
-        for t, _ in series[1:]:
-            common = np.intersect1d(common, t)
-        arrays = []
-        for t, vals in series:
-            _, idx, _ = np.intersect1d(t, common, return_indices=True)
-            arrays.append(np.asarray(vals, float)[idx])
-        out[(p, r)] = (common, arrays)
-    return out, problems
-
-
-def _train_series(v):
-    """(train IDs, values) of a 1-D per-train result, else (None, None)."""
-    dims = getattr(v, "dims", None)
-    if dims is not None:
-        if v.ndim != 1:
-            return None, None
-        dim = dims[0]
-        if "trainId" in v.coords:
-            tid = np.asarray(v.coords["trainId"].values)
-        elif dim in v.coords:
-            tid = np.asarray(v.coords[dim].values)
-        else:
-            return None, None
-        return tid.astype(np.int64), np.asarray(v.values, float)
-    return None, None
-
-
 class CorrelationWindow(_PlotBase):
     """Per-train data of two variables for selected runs, matched on train ID.
 
@@ -390,7 +345,7 @@ class CorrelationWindow(_PlotBase):
             return
         self.info.setText("Reading per-train data…")
         self._req = (xk, yk)
-        self.main.tasks.submit(read_per_train, self.main.context_dir, self.runs, [xk, yk],
+        self.main.tasks.submit(self.main.workspace.read_per_train, self.runs, [xk, yk],
                                callback=lambda res, err, req=(xk, yk): self._show(req, res, err))
 
     def _show(self, req, res, err):

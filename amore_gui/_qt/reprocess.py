@@ -1,33 +1,19 @@
-"""Reprocessing runs from the GUI: ``amore-proto reprocess`` in a ``QProcess`` with progress.
+"""Reprocessing runs from the GUI: the dialog runs the job of
+:class:`amore_gui.application.reprocess.ReprocessJob` (``amore-proto reprocess``) in a
+``QProcess`` and shows its progress.
 
 The command's log lines (``Run N: ...``, ``Run N failed``) advance the progress bar; the new
 values reach the table through the normal live-update path.
 """
 from __future__ import annotations
 
-import re
-import shutil
-import sys
-
 from qtpy.QtCore import QProcess, Qt, QTimer, Signal
 from qtpy.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
 
+from amore_gui.application.reprocess import TERMINATE_GRACE, compact_runs, slurm_available
 from amore_gui.application.table_data import NSTATIC
-
-_RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
-
-
-def reprocess_argv(context_dir, runs: list[str], names: list[str] | None,
-                   slurm: bool = False) -> list[str]:
-    """Command line of the reprocess job (``names`` None = all variables; ``slurm``: as Slurm
-    array jobs, else in local workers)."""
-    argv = [sys.executable, "-m", "amore.cli", "reprocess", *runs, "--dir", str(context_dir),
-            "--slurm" if slurm else "--local", "--quiet", "--verbose"]
-    for n in names or []:
-        argv += ["--var", n]
-    return argv
 
 
 class ReprocessDialog(QDialog):
@@ -46,8 +32,8 @@ class ReprocessDialog(QDialog):
         lay = QVBoxLayout(self)
         self.sel_runs = [r for _, r in selected_runs]
         self.rb_sel = QRadioButton(
-            f"Selected: run {_compact(self.sel_runs)}" if len(self.sel_runs) == 1 else
-            f"Selected: runs {_compact(self.sel_runs)}" if self.sel_runs else
+            f"Selected: run {compact_runs(self.sel_runs)}" if len(self.sel_runs) == 1 else
+            f"Selected: runs {compact_runs(self.sel_runs)}" if self.sel_runs else
             "Selected runs (none selected)")
         self.rb_sel.setEnabled(bool(self.sel_runs))
         self.rb_all = QRadioButton(f"All {main.model.data_obj.nrows} runs")
@@ -69,7 +55,7 @@ class ReprocessDialog(QDialog):
         lay.addWidget(QLabel("<b>Where</b>"))
         self.rb_local = QRadioButton("Here, in local worker processes")
         self.rb_slurm = QRadioButton("On Slurm, as array jobs ([slurm] settings)")
-        has_sbatch = shutil.which("sbatch") is not None
+        has_sbatch = slurm_available()
         self.rb_slurm.setEnabled(has_sbatch)
         if not has_sbatch:
             self.rb_slurm.setToolTip("sbatch not found on this machine")
@@ -116,9 +102,8 @@ class ReprocessDialog(QDialog):
         row.addWidget(self.cancel_btn)
         lay.addLayout(row)
         self.proc: QProcess | None = None
-        self.done_runs: set[int] = set()
+        self.job = None
         self.exit_code = None
-        self._buf = b""
         self.resize(520, 620)
 
     def chosen_runs(self) -> list[str]:
@@ -135,21 +120,6 @@ class ReprocessDialog(QDialog):
                  if self.vars.item(i).checkState() == Qt.Checked]
         return None if len(names) == self.vars.count() else names
 
-    def _expected(self, runs) -> int:
-        if runs == ["all"]:
-            return self.main.model.data_obj.nrows
-        n = 0
-        for t in runs:
-            if "-" in t:
-                a, _, b = t.partition("-")
-                try:
-                    n += int(b) - int(a) + 1
-                except ValueError:
-                    pass
-            else:
-                n += 1
-        return max(n, 1)
-
     def start(self):
         """Start the reprocess job."""
         runs = self.chosen_runs()
@@ -158,18 +128,18 @@ class ReprocessDialog(QDialog):
             self.log.setVisible(True)
             self.log.setPlainText("Choose at least one run and one variable.")
             return
-        argv = reprocess_argv(self.main.context_dir, runs, names, self.rb_slurm.isChecked())
-        self.expected = self._expected(runs)
-        self.progress.setRange(0, self.expected)
+        job = self.job = self.main.workspace.reprocess_job(
+            runs, names, slurm=self.rb_slurm.isChecked(), all_runs=self.main.model.data_obj.nrows)
+        self.progress.setRange(0, job.expected)
         self.progress.setValue(0)
-        self.progress.setFormat(f"%v / {self.expected} runs")
+        self.progress.setFormat(f"%v / {job.expected} runs")
         self.progress.setVisible(True)
         self.log.setVisible(True)
-        self.log.appendPlainText("$ amore-proto " + " ".join(argv[3:]))
-        self.done_runs = set()
+        self.log.appendPlainText(job.command_text)
+        argv = job.argv
         self.proc = QProcess(self)
         self.proc.setProcessChannelMode(QProcess.MergedChannels)
-        self.proc.setWorkingDirectory(str(self.main.context_dir))
+        self.proc.setWorkingDirectory(str(job.cwd))
         self.proc.readyRead.connect(self._read)
         self.proc.finished.connect(self._finished)
         self.start_btn.setEnabled(False)
@@ -177,38 +147,33 @@ class ReprocessDialog(QDialog):
         self.proc.start(argv[0], argv[1:])
 
     def _read(self):
-        self._buf += bytes(self.proc.readAll())
-        *lines, self._buf = self._buf.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            m = _RUN_DONE.search(line)
-            if m and "INFO" in line or m and ("ERROR" in line or "WARNING" in line):
-                self.done_runs.add(int(m.group(1)))
-                self.progress.setValue(min(len(self.done_runs), self.expected))
-            short = line.split(": ", 1)[-1] if " backend." in line else line
-            self.log.appendPlainText(short)
+        for line in self.job.feed(bytes(self.proc.readAll())):
+            self.log.appendPlainText(line)
+        self.progress.setValue(self.job.progress)
 
     def _finished(self, code, status):
         self._read()
         self.exit_code = code
-        self.progress.setValue(self.expected if code == 0 else len(self.done_runs))
-        self.log.appendPlainText("Done." if code == 0 else f"Finished with exit code {code}.")
+        self.log.appendPlainText(self.job.finish(code))
+        self.progress.setValue(self.job.progress)
         self.start_btn.setEnabled(True)
         self.cancel_btn.setText("Close")
         self.proc = None
-        if self.main.update_thread is not None:
-            self.main.update_thread.poke()
+        self.main.live.poke()
         self.finished_job.emit(code)
+
+    @property
+    def done_runs(self) -> set[int]:
+        """Runs the job has finished so far."""
+        return self.job.done_runs if self.job is not None else set()
 
     def _cancel_or_close(self):
         if self.proc is not None:
             # SIGTERM; a run handed to the backend is cancelled there when the command goes
-            # away. Killed after 3 s if still running; the event loop is never blocked.
+            # away. Killed after a grace time if still running; the event loop never blocks.
             proc = self.proc
             proc.terminate()
-            QTimer.singleShot(3000, lambda: _kill_if_running(proc))
+            QTimer.singleShot(int(TERMINATE_GRACE * 1000), lambda: _kill_if_running(proc))
             return
         self.close()
 
@@ -225,16 +190,3 @@ def _kill_if_running(proc: QProcess) -> None:
             proc.kill()
     except RuntimeError:  # the dialog and its process are gone already
         pass
-
-
-def _compact(runs: list[int]) -> str:
-    runs = sorted(runs)
-    parts, i = [], 0
-    while i < len(runs):
-        j = i
-        while j + 1 < len(runs) and runs[j + 1] == runs[j] + 1:
-            j += 1
-        parts.append(str(runs[i]) if i == j else f"{runs[i]}–{runs[j]}")
-        i = j + 1
-    s = ", ".join(parts)
-    return s if len(s) < 60 else s[:57] + "…"

@@ -1,19 +1,14 @@
 """A run's Slurm jobs in the GUI: their state and log (read on the task pool) and Cancel
-(``amore-proto cancel`` in a ``QProcess``, so nothing blocks the GUI thread)."""
+(:class:`amore_gui.application.reprocess.CancelJob`, ``amore-proto cancel``, in a
+``QProcess``, so nothing blocks the GUI thread)."""
 from __future__ import annotations
-
-import sys
 
 from qtpy.QtCore import QProcess, Qt
 from qtpy.QtWidgets import (QDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                              QPlainTextEdit, QPushButton, QVBoxLayout)
 
-from amore_gui.application.slurmjobs import ACTIVE, read_log_tail, read_run_jobs
-
-
-def cancel_argv(context_dir, runs: list[int]) -> list[str]:
-    """Command line cancelling the Slurm jobs of ``runs``."""
-    return [sys.executable, "-m", "amore.cli", "cancel", *map(str, runs), "--dir", str(context_dir)]
+from amore_gui.application.reprocess import CancelJob
+from amore_gui.application.slurmjobs import ACTIVE
 
 
 class SlurmJobsDialog(QDialog):
@@ -55,7 +50,7 @@ class SlurmJobsDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        self.main.tasks.submit(read_run_jobs, self.main.context_dir, self.proposal, self.run,
+        self.main.tasks.submit(self.main.workspace.slurm_jobs, self.proposal, self.run,
                                callback=self._got_jobs)
 
     def _got_jobs(self, rows, error) -> None:
@@ -87,12 +82,12 @@ class SlurmJobsDialog(QDialog):
             self.log.clear()
             return
         r = it.data(Qt.UserRole)
-        self.main.tasks.submit(read_log_tail, r["log_file"],
+        self.main.tasks.submit(self.main.workspace.read_log_tail, r["log_file"],
                                callback=lambda text, err: self.log.setPlainText(
                                    err or f"{r['log_file']}\n\n{text}"))
 
     def cancel_jobs(self) -> None:
-        argv = cancel_argv(self.main.context_dir, [self.run])
+        argv = self.main.workspace.cancel_job([self.run]).argv
         self.cancel_btn.setEnabled(False)
         self.proc = QProcess(self)
         self.proc.setProcessChannelMode(QProcess.MergedChannels)
@@ -100,8 +95,7 @@ class SlurmJobsDialog(QDialog):
         self.proc.start(argv[0], argv[1:])
 
     def _cancelled(self, code, _status) -> None:
-        out = bytes(self.proc.readAll()).decode(errors="replace").strip()
-        self.last_action = out or f"amore-proto cancel finished with exit code {code}"
+        self.last_action = CancelJob.summary(bytes(self.proc.readAll()), code)
         self.summary.setText(self.last_action)
         self.proc = None
         self.refresh()

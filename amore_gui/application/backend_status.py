@@ -1,11 +1,21 @@
-"""The backend's state for the GUI's status bar (plain Python, no Qt).
+"""The backend as front-ends see and drive it (plain Python, no Qt): its state, start, stop,
+restart and its log. The one module of the application layer that calls
+:mod:`backend.service.manager`.
 
-One function, :func:`backend_status`, built on :func:`backend.service.manager.backend_state` (status
-record, tmux session, processes). Asking also heals what can be healed without the user: a
-deleted tmux socket of a living backend is recreated, a stale socket on this machine removed.
+* :func:`backend_status` - the state for a status bar, built on
+  :func:`backend.service.manager.backend_state` (status record, tmux session, processes).
+  Asking also heals what can be healed without the user: a deleted tmux socket of a living
+  backend is recreated, a stale socket on this machine removed.
+* :func:`backend_action` - start, stop or restart, then the state it left.
+* :class:`BackendLog` - the live tail of ``amore.log``.
+
+All of them block (tmux, process waits, file reads): call them off the event loop (Qt: a
+worker thread; asyncio: ``asyncio.to_thread``); :func:`backend_status` and
+:func:`backend_action` never raise.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +58,8 @@ class BackendIndicator:
 
 
 def backend_status(context_dir: str | os.PathLike) -> BackendIndicator:
-    """The backend's state for the status bar. Never raises (``unknown`` with the reason)."""
+    """The backend's state for the status bar. Blocks (tmux, up to a few seconds); never raises
+    (``unknown`` with the reason)."""
     from backend.service import manager
     try:
         st = manager.backend_state(Path(context_dir))
@@ -60,3 +71,57 @@ def backend_status(context_dir: str | os.PathLike) -> BackendIndicator:
     if st.state == BackendState.RUNNING_ELSEWHERE:
         detail += (f"\nTo stop or restart it, run the GUI or 'amore-proto backend' on {st.host}.")
     return BackendIndicator(st.state, st.summary(), detail.strip(), st.host)
+
+
+#: The actions :func:`backend_action` takes.
+ACTIONS = ("start", "stop", "restart")
+
+
+def backend_action(context_dir: str | os.PathLike, action: str,
+                   force: bool = False) -> tuple[str | None, BackendIndicator]:
+    """Start, stop or restart (``action``, one of :data:`ACTIONS`) the backend of
+    ``context_dir`` on this machine; ``force`` (start only): take over from a backend last
+    recorded on another machine that stopped reporting.
+
+    Returns ``(error, status)``: ``error`` None, or the message of what went wrong (e.g. the
+    backend runs on another host, or died right after starting, with its last output);
+    ``status`` the state afterwards. Blocks until the backend is up or down (up to
+    ``[backend] start_timeout`` / ``stop_timeout`` seconds); never raises (an unknown
+    ``action`` is an error message)."""
+    from backend.service import manager
+    calls = {"start": lambda: manager.start_backend(context_dir, force=force),
+             "stop": lambda: manager.stop_backend(context_dir),
+             "restart": lambda: manager.restart_backend(context_dir)}
+    try:
+        calls[action]()
+        error = None
+    except KeyError:
+        error = f"unknown backend action {action!r}; one of {', '.join(ACTIONS)}"
+    except Exception as e:  # reported to the user, never raised into a front-end
+        error = str(e) or type(e).__name__
+    return error, backend_status(context_dir)
+
+
+class BackendLog:
+    """The live tail of the backend's log (``amore.log`` of the context directory).
+
+    :meth:`read_new` returns the last ``initial_lines`` lines first, then the complete lines
+    appended since the last call ([] if none); copes with the log being truncated or replaced.
+    Poll it (e.g. twice a second); each call reads the file (blocks briefly), never raises.
+    :attr:`path` is the log file.
+    """
+
+    def __init__(self, context_dir: str | os.PathLike, initial_lines: int = 200):
+        from backend.service.manager import LogFollower
+        self._follower = LogFollower(context_dir, initial_lines=initial_lines)
+        self.path: Path = self._follower.path
+
+    def read_new(self) -> list[str]:
+        return self._follower.read_new()
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
+    """Log to stderr at ``level`` in the format of every AMORE process (the backend's
+    :data:`backend.service.logs.LOG_FORMAT`), for a front-end's own messages."""
+    from backend.service.logs import LOG_FORMAT
+    logging.basicConfig(level=level, format=LOG_FORMAT)

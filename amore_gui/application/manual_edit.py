@@ -1,7 +1,9 @@
 """Manual columns from the GUI, without Qt: writing edits (several runs at once), adding columns,
 reading a cell's history and a run's processing log, and grouping rows.
 
-Writes go through :class:`backend.store.manual.ManualStore` (short ``BEGIN IMMEDIATE``
+:func:`write_manual_values` and :func:`create_manual_column` block (a front-end calls them off
+its event loop, or through a session's runner with :func:`set_manual_values` /
+:func:`add_manual_column`). Writes go through :class:`backend.store.manual.ManualStore` (short ``BEGIN IMMEDIATE``
 transactions, like comments) by the session's runner (a thread pool in the GUI) and are
 announced to other GUIs with the session's publisher (``run_values_updated``,
 ``variables_changed``); GUIs without Kafka see them by watching the database.
@@ -24,33 +26,56 @@ def _store(context_dir):
     return ManualStore(RunDB(context_dir))
 
 
+def write_manual_values(context_dir, keys: Iterable[tuple[int, int]], name: str, raw,
+                        via: str = "gui", confirm: bool = False) -> list:
+    """Set manual column ``name`` of runs ``keys`` ((proposal, run) pairs) to ``raw`` (typed
+    text, or bool/int/float from an editor; None clears), recorded as done ``via`` (``gui``,
+    ``web``...); ``confirm``: keep the values and drop their "carried over" mark instead.
+    Returns the edits (:class:`backend.store.manual.Edit`: ``proposal``, ``run``,
+    ``name``...). Blocks (short write transactions); raises
+    :class:`backend.store.manual.ManualError` for a refused value (nothing written)."""
+    keys = list(keys)
+    store = _store(context_dir)
+    try:
+        out = []
+        for proposal in sorted({p for p, _ in keys}, key=str):
+            runs = [r for p, r in keys if p == proposal]
+            out += store.set_values(runs, name, raw, via=via, proposal=proposal,
+                                    confirm_only=confirm)
+        return out
+    finally:
+        store.db.close()
+
+
+def create_manual_column(context_dir, **definition):
+    """Create a manual column (``name``, ``type``, ``title``, ``units``, ``choices``,
+    ``description``, ``carry_over``; see :meth:`backend.store.manual.ManualStore.add_column`)
+    and return it. Blocks; raises :class:`backend.store.manual.ManualError`."""
+    store = _store(context_dir)
+    try:
+        return store.add_column(**definition)
+    finally:
+        store.db.close()
+
+
+def _refusal(err: str | None) -> str | None:
+    """A runner's error text without the ``ManualError:`` prefix (the user's words)."""
+    return err.split(": ", 1)[1] if err and err.startswith("ManualError: ") else err
+
+
 def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                       on_done: Callable[[list, str | None], None] | None = None,
                       confirm: bool = False) -> None:
-    """Set manual column ``name`` of runs ``keys`` ((proposal, run) pairs) to ``raw`` (typed
-    text, or bool/int/float from an editor; None clears) from the GUI. Runs the write with the
-    session's runner; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing
-    written). Also tells the user through ``session.events.message``. ``confirm``: keep the
-    values and drop their "carried over" mark instead."""
+    """:func:`write_manual_values` with the session's runner (off the event loop), from the
+    GUI; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing written).
+    Also tells the user through ``session.events.message`` and announces the edits with the
+    session's publisher."""
     keys = list(keys)
     ctx = session.context_dir
 
-    def write():
-        store = _store(ctx)
-        try:
-            out = []
-            for proposal in sorted({p for p, _ in keys}, key=str):
-                runs = [r for p, r in keys if p == proposal]
-                out += store.set_values(runs, name, raw, via="gui", proposal=proposal,
-                                        confirm_only=confirm)
-            return out
-        finally:
-            store.db.close()
-
     def done(edits, err):
         if err:
-            msg = err.split(": ", 1)[1] if err.startswith("ManualError: ") else err
-            session.events.message.emit(f"Not saved: {msg}", True)
+            session.events.message.emit(f"Not saved: {_refusal(err)}", True)
         else:
             for e in edits:
                 session.publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": e.proposal, "run": e.run,
@@ -60,28 +85,21 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                 f"{name} {'confirmed' if confirm else 'set'} for run(s) {runs}", False)
         if on_done is not None:
             on_done(edits or [], err)
-    session.runner(write, done)
+    session.runner(lambda: write_manual_values(ctx, keys, name, raw, confirm=confirm), done)
 
 
 def add_manual_column(session, on_done: Callable[[object, str | None], None] | None = None,
                       **definition) -> None:
-    """Create a manual column (``name``, ``type``, ``title``, ``units``, ``choices``,
-    ``description``, ``carry_over``) with the session's runner; ``on_done(column, error)``."""
+    """:func:`create_manual_column` with the session's runner; ``on_done(column, error)``;
+    the new column is announced with the session's publisher."""
     ctx = session.context_dir
-
-    def write():
-        store = _store(ctx)
-        try:
-            return store.add_column(**definition)
-        finally:
-            store.db.close()
 
     def done(col, err):
         if err is None:
             session.publish(UpdateKind.VARIABLES_CHANGED, {"names": [col.name]})
         if on_done is not None:
-            on_done(col, err.split(": ", 1)[1] if err and err.startswith("ManualError: ") else err)
-    session.runner(write, done)
+            on_done(col, _refusal(err))
+    session.runner(lambda: create_manual_column(ctx, **definition), done)
 
 
 def read_history(context_dir, proposal: int | str, run: int, name: str) -> list[dict]:

@@ -11,9 +11,12 @@
   live updates have caught up with the changes made while the table was read;
 * the **backend state** (:class:`~amore_gui.application.backend_status.BackendIndicator`) and which
   start/stop/restart actions it allows; whether to offer to start a backend;
-* the **comment edits**: run comments and logbook comments, written through the storage layer
-  (:class:`backend.store.writer.RunDB`) by a runner the GUI supplies (a thread pool) and announced
-  to other GUIs through the live source's publisher.
+* the **comment edits**: run comments and logbook comments, written by its
+  :class:`~amore_gui.application.workspace.Workspace` with a runner the GUI supplies (a thread
+  pool) and announced to other GUIs through the live source's publisher.
+
+A session is one view's state (one window, one browser tab); the directory's data and commands
+are its :attr:`Session.workspace`, which several sessions may share.
 
 Widgets never read these by polling: they connect to ``session.events`` (see
 :mod:`amore_gui.application.events`) and forward the user's actions to the methods here.
@@ -46,7 +49,7 @@ from amore_gui.application.events import EventGroup
 from amore_gui.application.settings import Settings, apply_column_layout
 from amore_gui.application.table_data import (C_PROPOSAL, C_RUN, NSTATIC, S_FAILED,
                                              S_PROCESSING, S_WAITING, Column, OnlyIncluded, TableData)
-from backend.contextdir import ContextDir
+from amore_gui.application.workspace import Workspace
 
 #: ``runner(fn, callback)``: call ``fn()`` (possibly on another thread), then
 #: ``callback(result, error)`` where ``error`` is None or a one-line message.
@@ -75,15 +78,21 @@ class Session:
     ``settings``: the :class:`Settings` file (default: the user's); the directory is put first
     in its recent list. ``runner``: how writes run (default :func:`run_now`; the GUI passes its
     thread pool so the GUI thread never waits for SQLite). ``offer_backend``: ask once to start
-    a backend when the first status says none runs.
+    a backend when the first status says none runs. ``workspace``: the directory's
+    :class:`~amore_gui.application.workspace.Workspace` to share (default: a new one on
+    ``context_dir``).
     """
 
     EVENTS = ("filters", "columns", "row_height", "metadata", "source", "live_ready", "backend",
               "offer_backend", "comment_saved", "logbook_changed", "message", "save_requested")
 
     def __init__(self, context_dir, settings: Settings | None = None,
-                 runner: Runner | None = None, offer_backend: bool = False):
-        self.paths = ContextDir(Path(context_dir).resolve())
+                 runner: Runner | None = None, offer_backend: bool = False,
+                 workspace: Workspace | None = None):
+        #: the directory's data and commands
+        self.workspace = workspace if workspace is not None else \
+            Workspace(Path(context_dir).resolve())
+        self.paths = self.workspace.paths
         self.context_dir: Path = self.paths.path
         self.db_file: Path = self.paths.db_file
         self.settings = settings if settings is not None else Settings()
@@ -135,8 +144,7 @@ class Session:
     def vocabulary(self):
         """The facility's words (:class:`amore_gui.application.vocabulary.Vocabulary`)."""
         if getattr(self, "_vocabulary", None) is None:
-            from amore_gui.application.vocabulary import vocabulary_for
-            self._vocabulary = vocabulary_for(self.context_dir)
+            self._vocabulary = self.workspace.vocabulary
         return self._vocabulary
 
     def table_loaded(self, metadata: dict, data: TableData, seconds: float) -> None:
@@ -431,17 +439,12 @@ class Session:
 
     # -- comments --------------------------------------------------------------------------
     def edit_comment(self, proposal: int, run: int, text: str) -> None:
-        """Write a run's comment (through :class:`backend.store.writer.RunDB`, by the runner);
-        then ``comment_saved`` and an announcement, or ``message`` with the error."""
-        ctx = self.context_dir
+        """Write a run's comment (:meth:`Workspace.set_comment`, by the runner); then
+        ``comment_saved`` and an announcement, or ``message`` with the error."""
+        ws = self.workspace
 
         def write():
-            from backend.store.writer import RunDB
-            db = RunDB(ctx)
-            try:
-                db.set_comment(proposal, run, text)
-            finally:
-                db.close()
+            ws.set_comment(proposal, run, text)
             return True
 
         def done(_res, err):
@@ -455,15 +458,10 @@ class Session:
     def add_logbook_comment(self, text: str, author: str = "") -> None:
         """Add a standalone timestamped comment (logbook) for this proposal; then
         ``logbook_changed``, or ``message`` with the error."""
-        ctx, proposal = self.context_dir, self.proposal
+        ws, proposal = self.workspace, self.proposal
 
         def write():
-            from backend.store.writer import RunDB
-            db = RunDB(ctx)
-            try:
-                return db.add_comment(text, author=author, proposal=proposal)
-            finally:
-                db.close()
+            return ws.add_logbook_comment(text, author=author, proposal=proposal)
 
         def done(cid, err):
             if err:
@@ -475,13 +473,8 @@ class Session:
 
     def read_logbook(self) -> list[dict]:
         """The logbook comments (dicts with ``id``, ``timestamp``, ``author``, ``text``...),
-        read from the database (call off the GUI thread)."""
-        from amore_gui.application import dbread
-        con = dbread.connect(self.context_dir)
-        try:
-            return dbread.read_comments(con)
-        finally:
-            con.close()
+        read from the database (blocks: call off the GUI thread)."""
+        return self.workspace.read_logbook()
 
 
 def _plain(proposal):

@@ -322,6 +322,11 @@ class TableData:
         self.kind = ext(self.kind, 0)
         self.obj.grow(new)
 
+    def find_row(self, proposal: int | str, run: int) -> int | None:
+        """Row of a run (``proposal`` as a number, numpy int or identifier), None if it is not
+        in the table."""
+        return self.row_of.get((normalize_proposal(proposal), int(run)))
+
     def add_run(self, proposal: int, run: int) -> int:
         """Row of a run, appending an empty row (status pending) if it is new."""
         key = (normalize_proposal(proposal), int(run))

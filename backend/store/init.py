@@ -42,16 +42,20 @@ def facility_toml(facility: str, proposal, root: str | None = None) -> str:
 
 def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, template: str | None = None,
                      context_file: Path | None = None, facility: str | None = None,
-                     root: str | None = None) -> Path:
+                     root: str | None = None, keep_context: bool = False) -> Path:
     """Create a context directory: ``runs.sqlite`` for ``proposal``, ``context.py`` from a
     template of :mod:`context_templates` (or a given file) and ``extracted_data/``. With
     ``facility`` (``euxfel``, ``ess``, ``esrf``, ``swissfel``) also ``amore.toml`` for it (kept if
     one exists) and, unless a template is named, that facility's template (``generic`` at
     European XFEL).
 
-    Returns the path of the new ``context.py``. Raises ``FileExistsError`` if a context file
-    already exists, :class:`backend.store.writer.StorageError` if the database belongs to another
-    proposal, ``KeyError`` for an unknown template or facility.
+    ``keep_context``: a directory holding a ``context.py`` but no database yet (copied from
+    elsewhere, or the database deleted) gets the rest around its context file, which is kept.
+
+    Returns the path of the ``context.py``. Raises ``FileExistsError`` if a context file
+    already exists (with ``keep_context``: if the database exists too),
+    :class:`backend.store.writer.StorageError` if the database belongs to another proposal,
+    ``KeyError`` for an unknown template or facility.
     """
     from backend.vocab import FACILITIES
     if facility is not None and facility not in FACILITIES:
@@ -68,13 +72,15 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
     cd.path.mkdir(parents=True, exist_ok=True)
     ctx = cd.context_file
     src = context_file if context_file is not None else context_templates.path(template)
-    if ctx.exists():
+    kept = ctx.exists()
+    if kept and (not keep_context or cd.db_file.exists()):
         raise FileExistsError(f"{ctx} already exists; not overwriting it")
     db = RunDB.create(cd.path, proposal)
     db.close()
-    shutil.copyfile(src, ctx)
+    if not kept:
+        shutil.copyfile(src, ctx)
     cd.extracted_dir.mkdir(exist_ok=True)
-    made = [db.path, ctx, cd.extracted_dir]
+    made = [db.path, cd.extracted_dir] + ([] if kept else [ctx])
     if facility is not None:
         toml = cd.path / "amore.toml"
         if not toml.exists():

@@ -1,0 +1,159 @@
+"""Filling the main window's run table and keeping it live.
+
+:class:`LiveTable` reads the table off the GUI thread (:class:`~amore_gui._qt.workers.LoadThread`:
+the newest runs first, older ones merged as they arrive), then follows the database
+(:class:`~amore_gui._qt.workers.UpdateThread` running the Qt-free policy
+:class:`amore_gui.application.live.LiveUpdates`) and applies each update to the model. It owns
+the status bar's run counts and live-source labels.
+"""
+from __future__ import annotations
+
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import QLabel
+
+from amore_gui._qt.workers import LoadThread, UpdateThread
+
+
+class LiveTable(QObject):
+    """Loading and live updates of the window's table (see module docstring).
+
+    ``window``: the :class:`~amore_gui._qt.mainwindow.MainWindow`; ``live_updates``: follow
+    changes after loading; ``use_kafka``: False watches the database even with a broker.
+    Signals: ``loaded`` once the table is shown (newest runs' values in), ``fully_loaded``
+    when all values are in.
+    """
+
+    loaded = Signal()
+    fully_loaded = Signal()
+
+    def __init__(self, window, live_updates: bool = True, use_kafka: bool = True):
+        super().__init__(window)
+        self.window = window
+        self.session = window.session
+        self.model = window.model
+        self.live_updates = live_updates
+        self.use_kafka = use_kafka
+        self.load_thread: LoadThread | None = None
+        self.update_thread: UpdateThread | None = None
+        self._load_again = False
+        self.counts_label = QLabel("Loading…")
+        self.source_label = QLabel(self.session.update_source_text)
+        self._counts_timer = QTimer(self, singleShot=True, interval=200)
+        self._counts_timer.timeout.connect(self.update_counts)
+        self.session.events.source.connect(self._on_source)
+
+    # -- loading ---------------------------------------------------------------------------
+    def start_load(self) -> None:
+        """(Re)read the table in the background. Asked while a load runs, it reads again once
+        that load is done (what changed meanwhile, e.g. a column added, is never missed)."""
+        if self.load_thread is not None and self.load_thread.isRunning():
+            self._load_again = True
+            return
+        self._load_again = False
+        self.session.load_started()
+        self.model.loading = True
+        self.load_thread = LoadThread(self.session.workspace, self)
+        self.load_thread.loaded.connect(self._on_loaded)
+        self.load_thread.finished.connect(self._on_load_thread_finished)
+        self.load_thread.chunk.connect(self._on_chunk)
+        self.load_thread.done.connect(self._on_load_done)
+        self.load_thread.failed.connect(self._on_load_failed)
+        self.load_thread.start()
+
+    def reload(self) -> None:
+        """Read the whole table again (e.g. after the variables changed)."""
+        self.window.columns.save()
+        self.start_load()
+
+    def _on_loaded(self, res):
+        win = self.window
+        first = not self.session.is_loaded
+        data = res.data
+        self.session.table_loaded(res.metadata, data, res.seconds)
+        sort_key, descending = self.session.sort
+        win.thumbs.clear()
+        win.delegate.clear_sparklines()
+        selection = win.table_view.selection_by_keys()
+        self.model.set_table(data, sort_key, descending)
+        win.table_view.restore_selection(selection)
+        win.columns.refresh_tags()
+        win.columns.apply_layout()
+        win.columns.show_sort()
+        self.update_counts()
+        if first and self.live_updates:
+            self._start_updates(res)
+        self.loaded.emit()
+
+    def _on_chunk(self, chunk):
+        self.model.merge_chunk(chunk)
+        self._counts_timer.start()
+
+    def _on_load_done(self, seconds):
+        self.model.finish_loading()
+        self.session.load_finished(seconds)
+        self.update_counts()
+        self.window.logbook.load()
+        self.fully_loaded.emit()
+
+    def _on_load_thread_finished(self):
+        """Start the load asked for while the last one ran."""
+        if self._load_again:
+            self.load_thread.wait()  # finished is emitted just before the thread ends
+            self.start_load()
+
+    def _on_load_failed(self, msg):
+        self.model.loading = False
+        self.counts_label.setText(f"Could not read the database: {msg}")
+        self.window.message(f"Could not read {self.session.db_file}:\n{msg}", error=True)
+
+    # -- live updates ----------------------------------------------------------------------
+    def _start_updates(self, res):
+        t = UpdateThread(self.session.context_dir, res.metadata.get("db_id"),
+                         self.load_thread.t_start, res.runs, res.variables_sig,
+                         res.comments_sig, use_kafka=self.use_kafka, parent=self)
+        self.update_thread = t
+        t.source.connect(self.session.set_source)
+        t.updates.connect(self.apply_updates)
+        t.reload.connect(self.reload)
+        t.comments.connect(self.window.logbook.load)
+        t.backend.connect(self.session.set_backend_state)
+        t.ready.connect(self.session.set_live_ready)
+        self.session.publisher = t.publish
+        t.start()
+
+    def apply_updates(self, updates) -> None:
+        """Apply RunUpdates from the live updates (GUI thread; cheap per run)."""
+        for upd in updates:
+            self.model.apply_run_update(upd)
+        self._counts_timer.start()
+        # A table opened (nearly) empty sized its columns and rows from the headers alone: fit
+        # them again while the first runs arrive, unless the user has arranged them.
+        if self.window.columns.layout_rows < 5 and not self.session.user_widths:
+            self.window.columns.apply_layout()
+
+    def poke(self) -> None:
+        """Check the database now (this window just wrote to it)."""
+        if self.update_thread is not None:
+            self.update_thread.poke()
+
+    # -- status bar ------------------------------------------------------------------------
+    def _on_source(self, mode, text):
+        self.source_label.setText(text)
+        self.source_label.setToolTip(self.session.source_tooltip)
+
+    def update_counts(self) -> None:
+        self.counts_label.setText(self.session.counts_text(self.model.data_obj,
+                                                           self.model.rowCount()))
+
+    # -- closing ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the live updates to stop (returns at once)."""
+        if self.update_thread is not None:
+            self.update_thread.stop()
+
+    def wait(self, wait_ms: int = 5000) -> None:
+        """Wait for the loading and live-update threads to end."""
+        if self.load_thread is not None:
+            self.load_thread.wait(wait_ms)
+        if self.update_thread is not None:
+            self.update_thread.wait(wait_ms)

@@ -1,0 +1,163 @@
+"""Reprocessing runs and cancelling Slurm jobs from a front-end: the commands and how to read
+their output (no Qt, no process started here).
+
+Both run the command line in a process of its own (``amore-proto reprocess`` /
+``amore-proto cancel`` with this Python), so a front-end never waits for the workers or Slurm:
+
+* :class:`ReprocessJob` - the command (:attr:`~ReprocessJob.argv`, :attr:`~ReprocessJob.cwd`),
+  the number of runs to expect, and :meth:`~ReprocessJob.feed` turning the process's merged
+  stdout/stderr into progress (runs done) and lines to show. The new values reach the table
+  through the normal live updates.
+* :class:`CancelJob` - cancelling the Slurm jobs of runs; :meth:`~CancelJob.summary` says what
+  happened.
+
+A front-end starts ``argv`` in ``cwd`` without blocking (Qt: ``QProcess``; asyncio:
+``asyncio.create_subprocess_exec``), feeds it the output as it arrives, and calls
+:meth:`ReprocessJob.finish` with the exit code. To stop a job: SIGTERM (a run already handed to
+the backend is cancelled there when the command goes away), then SIGKILL after
+:data:`TERMINATE_GRACE` seconds if it still runs.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+#: Seconds between asking a reprocess job to stop (SIGTERM) and killing it.
+TERMINATE_GRACE = 3.0
+
+#: A log line saying a run is finished (processed, failed, recorded or abandoned).
+_RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
+
+
+def _cli(*args: str) -> list[str]:
+    """The command line running ``amore-proto ARGS`` with this Python."""
+    return [sys.executable, "-m", "amore.cli", *args]
+
+
+def slurm_available() -> bool:
+    """Can this machine submit Slurm jobs (``sbatch`` on ``PATH``)?"""
+    return shutil.which("sbatch") is not None
+
+
+def expected_runs(run_args: list[str], all_runs: int) -> int:
+    """How many runs the run arguments (``["3", "5-7"]`` or ``["all"]``) name, at least 1;
+    ``all_runs``: the number of runs in the table (for ``all``)."""
+    if run_args == ["all"]:
+        return all_runs
+    n = 0
+    for t in run_args:
+        if "-" in t:
+            a, _, b = t.partition("-")
+            try:
+                n += int(b) - int(a) + 1
+            except ValueError:
+                pass
+        else:
+            n += 1
+    return max(n, 1)
+
+
+def compact_runs(runs: list[int], width: int = 60) -> str:
+    """Run numbers as ranges for a label: ``[1, 2, 3, 7]`` -> ``"1–3, 7"`` (cut with ``…``
+    beyond ``width`` characters)."""
+    runs = sorted(runs)
+    parts, i = [], 0
+    while i < len(runs):
+        j = i
+        while j + 1 < len(runs) and runs[j + 1] == runs[j] + 1:
+            j += 1
+        parts.append(str(runs[i]) if i == j else f"{runs[i]}–{runs[j]}")
+        i = j + 1
+    s = ", ".join(parts)
+    return s if len(s) < width else s[:width - 3] + "…"
+
+
+class ReprocessJob:
+    """One ``amore-proto reprocess`` job (see module docstring).
+
+    ``context_dir``; ``runs``: run arguments (numbers, ranges ``"3-7"`` or ``["all"]``);
+    ``names``: variable names (None: all variables); ``slurm``: as Slurm array jobs, else in
+    local worker processes; ``all_runs``: the number of runs in the table (progress of ``all``).
+
+    :attr:`done_runs` (run numbers) and :attr:`progress` grow as :meth:`feed` sees runs finish;
+    :attr:`exit_code` is set by :meth:`finish`.
+    """
+
+    def __init__(self, context_dir, runs: list[str], names: list[str] | None = None,
+                 slurm: bool = False, all_runs: int = 0):
+        self.context_dir = Path(context_dir)
+        self.runs = list(runs)
+        self.names = None if names is None else list(names)
+        self.slurm = slurm
+        self.expected = expected_runs(self.runs, all_runs)
+        self.done_runs: set[int] = set()
+        self.exit_code: int | None = None
+        self._buf = b""
+
+    @property
+    def argv(self) -> list[str]:
+        """The command to run (``argv[0]`` is the Python interpreter)."""
+        argv = _cli("reprocess", *self.runs, "--dir", str(self.context_dir),
+                    "--slurm" if self.slurm else "--local", "--quiet", "--verbose")
+        for n in self.names or []:
+            argv += ["--var", n]
+        return argv
+
+    @property
+    def cwd(self) -> Path:
+        """The working directory to run it in."""
+        return self.context_dir
+
+    @property
+    def command_text(self) -> str:
+        """The command as the user would type it (``$ amore-proto reprocess ...``)."""
+        return "$ amore-proto " + " ".join(self.argv[3:])
+
+    @property
+    def progress(self) -> int:
+        """Runs finished so far (at most :attr:`expected`; all of them after a clean exit)."""
+        if self.exit_code == 0:
+            return self.expected
+        return min(len(self.done_runs), self.expected)
+
+    def feed(self, data: bytes) -> list[str]:
+        """Take output of the process (any chunk of bytes); returns the complete lines in it
+        to show (log prefixes of AMORE's modules dropped), and counts the runs they say are
+        finished. A partial last line waits for the next chunk."""
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        out = []
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            m = _RUN_DONE.search(line)
+            if m and ("INFO" in line or "ERROR" in line or "WARNING" in line):
+                self.done_runs.add(int(m.group(1)))
+            out.append(line.split(": ", 1)[-1] if " backend." in line else line)
+        return out
+
+    def finish(self, exit_code: int) -> str:
+        """The process ended with ``exit_code``: the closing line to show."""
+        self.exit_code = exit_code
+        return "Done." if exit_code == 0 else f"Finished with exit code {exit_code}."
+
+
+class CancelJob:
+    """``amore-proto cancel``: cancel the Slurm jobs of ``runs`` (run numbers)."""
+
+    def __init__(self, context_dir, runs: list[int]):
+        self.context_dir = Path(context_dir)
+        self.runs = list(runs)
+
+    @property
+    def argv(self) -> list[str]:
+        return _cli("cancel", *map(str, self.runs), "--dir", str(self.context_dir))
+
+    @staticmethod
+    def summary(output: bytes, exit_code: int) -> str:
+        """What to tell the user from the command's merged output and exit code."""
+        out = output.decode(errors="replace").strip()
+        return out or f"amore-proto cancel finished with exit code {exit_code}"
