@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from backend.store.reader import schema_revision
+from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, slurm_jobs_table,
                                   source_runs_table, variables_table)
@@ -109,6 +109,16 @@ class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
 
 
+class ForeignDatabase(StorageError):
+    """The database is not AMORE's (DAMNIT's, a newer AMORE's, something else): it is left as
+    it is. The message says what it is and what to do; ``identity`` is the
+    :class:`backend.store.identify.DbIdentity`."""
+
+    def __init__(self, message: str, identity):
+        super().__init__(message)
+        self.identity = identity
+
+
 def make_engine(path: str | os.PathLike) -> sa.Engine:
     """SQLAlchemy engine for an SQLite file: WAL, a busy timeout (see :data:`MAX_LOCK_WAIT_S`), ``BEGIN IMMEDIATE`` for
     transactions that may write (``BEGIN`` for connections with execution option
@@ -150,15 +160,6 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
     return engine
 
 
-def _current_revision(path: Path) -> str | None:
-    """The Alembic revision of the database file (None for a new or empty file)."""
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
-    try:
-        return schema_revision(con)
-    finally:
-        con.close()
-
-
 def upgrade_schema(path: str | os.PathLike) -> None:
     """Run the Alembic migrations on the SQLite file at ``path`` up to the head revision."""
     from alembic import command
@@ -185,7 +186,13 @@ class RunDB:
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
-        if _current_revision(self.path) != SCHEMA_HEAD:
+        # Only AMORE's own database is migrated or written (nothing, not even WAL mode, is
+        # switched on another program's database): see backend.store.identify.
+        try:
+            ident = check_amore_db(self.path, allow_empty=_create)
+        except NotAmoreDatabase as e:
+            raise ForeignDatabase(str(e), e.identity) from None
+        if ident.kind is not DbKind.AMORE or ident.needs_upgrade:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
 
