@@ -26,7 +26,8 @@ cell is still the imported one, new comments and user values. A value AMORE has 
 or edited) is never overwritten, so DAMNIT and AMORE can run side by side during a hand-over.
 
 The import is recorded in DEST's ``metadata`` (key :data:`RECORD_KEY`: the source, DAMNIT's
-``db_id``, the data format, the times of the first and the last import).
+``db_id``, the data format, the times of the first and the last import, and the newest DAMNIT
+write it saw).
 """
 from __future__ import annotations
 
@@ -276,7 +277,10 @@ def _import_into(db: RunDB, source: DamnitSource, summary: ImportSummary, variab
     cd = ContextDir(db.path.parent)
     user_names = {v.name for v in variables if v.user_editable}
     computed = [v for v in variables if not v.user_editable and v.name != COMMENT_NAME]
-    last_import = float(rec.get("last") or 0.0)
+    # DAMNIT's newest write seen by the last import: DAMNIT values written after it that AMORE
+    # has its own value for are counted as kept
+    seen = float(rec.get("damnit_seen") or 0.0)
+    newest = seen
 
     existing_runs = {(r["proposal"], r["run"]): r for r in db.runs()} if update else {}
     dest_cells: dict[tuple, dict] = {}
@@ -311,14 +315,15 @@ def _import_into(db: RunDB, source: DamnitSource, summary: ImportSummary, variab
                 if u:
                     units.setdefault(c.name, {}).setdefault(str(u), 0)
                     units[c.name][str(u)] += 1
+                if c.timestamp is not None:
+                    newest = max(newest, c.timestamp)
                 have = dest_cells.get((p, r, c.name))
                 if have is not None:
                     untouched = IMPORTED_AT in have
                     newer = c.timestamp is not None and c.timestamp > float(
                         have.get(IMPORTED_AT) or 0.0)
                     if not (untouched and newer):
-                        if not untouched and c.timestamp is not None \
-                                and c.timestamp > last_import:
+                        if not untouched and c.timestamp is not None and c.timestamp > seen:
                             summary.kept += 1
                         continue
                 sv = stored_value(c, sparkline_points)
@@ -340,6 +345,7 @@ def _import_into(db: RunDB, source: DamnitSource, summary: ImportSummary, variab
                 imported_names[(p, r)] = list(values)
             if progress is not None:
                 progress("runs", lo + chunk.index((p, r, start, added)) + 1, len(runs))
+    rec["damnit_seen"] = newest
 
     # variables: titles, descriptions, tags, units (DEST's own definitions are kept)
     have_vars = {v.name: v for v in db.get_variables()}

@@ -128,3 +128,36 @@ def as_python(cell: DamnitCell) -> Any:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return None
     return v
+
+
+def damnit_table(source) -> tuple[list, list[dict], dict]:
+    """DAMNIT's run table, read without changing anything, as AMORE shows its own:
+    ``(variables, runs, values)`` - :class:`backend.vocab.VariableInfo` of the computed then the
+    user-editable variables, runs as dicts (``proposal``, ``run``, ``start_time``, ``added_at``,
+    ``status``, ``comment``) and ``(proposal, run) -> {name: StoredValue}``
+    (:func:`stored_value`; user-editable values too)."""
+    from backend.damnit.source import COMMENT_NAME
+    from backend.vocab import VariableInfo
+    with source.snapshot() as con:
+        dvars = source.variables(con)
+        runs = source.runs(con)
+        cells = list(source.cells(con))
+    values: dict[tuple, dict] = {}
+    comments: dict[tuple, str] = {}
+    units: dict[str, str] = {}
+    for c in cells:
+        if c.name == COMMENT_NAME:
+            comments[(c.proposal, c.run)] = c.value
+            continue
+        sv = stored_value(c)
+        if sv is not None:
+            values.setdefault((c.proposal, c.run), {})[c.name] = sv
+            if sv.attributes.get("units"):
+                units.setdefault(c.name, str(sv.attributes["units"]))
+    order = [v for v in dvars if not v.user_editable] + [v for v in dvars if v.user_editable]
+    variables = [VariableInfo(v.name, v.title or None, v.description or None, units.get(v.name),
+                              list(v.tags)) for v in order if v.name != COMMENT_NAME]
+    rows = [{"proposal": p, "run": r, "start_time": st, "added_at": added,
+             "status": "done" if (p, r) in values else "pending",
+             "comment": comments.get((p, r))} for p, r, st, added in runs]
+    return variables, rows, values
