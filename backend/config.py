@@ -184,6 +184,18 @@ DEFAULTS: dict[str, Any] = {
         "header": "X-API-key",
         "timeout": 10.0,
     },
+    "logbook": {
+        # Posting rows and pictures to the beamtime's logbook (backend/logbook.py). A zulip.cfg
+        # next to context.py (the facility's logbook proxy, as DAMNIT has it) comes first;
+        # otherwise a Zulip server directly: a zuliprc file ([api] email, key, site; readable
+        # by its owner only), the stream and the topic to post to.
+        "zuliprc": None,
+        "stream": None,
+        "topic": "AMORE",
+        "topics": [],
+        # Longest message (characters; Zulip's limit); longer tables are split between rows.
+        "message_limit": 10000,
+    },
     "check": {
         # Data consistency check of every run ("Data check" column, 'amore-proto check').
         # Sources not checked (glob patterns, e.g. "*/CAM/*:daqOutput").

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amore.cli import (backend, damnit, demo, gui, listen, logs, manual, reprocess, setup, show,
-                       slurm, trust)
+from amore.cli import (backend, damnit, demo, gui, listen, logs, manual, post, reprocess, setup,
+                       show, slurm, trust)
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
 COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm,
-                   damnit]
+                   damnit, post]
 
 
 def build_parser() -> argparse.ArgumentParser:
