@@ -36,6 +36,7 @@ import numpy as np
 from backend.contextdir import ContextDir
 from backend.locate import LocateError, resolve
 from backend.store import reader as sql
+from backend.store.identify import read_snapshot
 from backend.vocab import SummaryType, normalize_proposal
 
 if TYPE_CHECKING:
@@ -178,14 +179,8 @@ class AmoreDB:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection inside one read transaction (a consistent snapshot)."""
-        con = sql.connect(self.db_file, uri_readonly=True)
-        con.isolation_level = None
-        try:
-            con.execute("BEGIN")
+        with read_snapshot(sql.connect(self.db_file, uri_readonly=True)) as con:
             yield con
-            con.execute("COMMIT")
-        finally:
-            con.close()
 
     def __enter__(self) -> "AmoreDB":
         return self

@@ -332,3 +332,64 @@ def tree_state(path: Path) -> dict:
             entry["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
         out[rel] = entry
     return out
+
+
+# --- local HTTP servers standing in for the facility's services ------------------------------
+
+def send_json(handler, code: int, body) -> None:
+    """Answer a request of a :class:`http.server.BaseHTTPRequestHandler` with JSON."""
+    import json
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+#: The API key :func:`mymdc_server` accepts.
+MYMDC_KEY = "mymdc-test-key-5f1e"
+
+
+@pytest.fixture
+def mymdc_server():
+    """A stand-in for MyMdC (the one part that cannot run here): a local HTTP server answering
+    MyMdC's API under ``/api/mymdc`` (where extra-proposal and AMORE's own client ask), only
+    with the API key :data:`MYMDC_KEY`. Run 1 of proposal 2832: sample "Lysozyme crystals",
+    run type "Pump-probe", one technique; run 2 unknown. Yields an object with ``url`` (the
+    server), ``api`` (``url + "/api/mymdc"``), ``key`` and ``seen`` (every request: ``path``,
+    ``key``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    replies = {
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/1": {
+            "runs": [{"id": 501, "sample_id": 7, "experiment_id": 3, "run_number": 1}]},
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/2": {"runs": []},
+        "/api/mymdc/samples/7": {"name": "Lysozyme crystals", "id": 7},
+        "/api/mymdc/experiments/3": {"name": "Pump-probe", "id": 3},
+        "/api/mymdc/runs/501": {"id": 501, "techniques": [
+            {"identifier": "PaNET01188", "name": "serial femtosecond crystallography"}]},
+    }
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append({"path": self.path, "key": self.headers.get("X-API-key")})
+            body = replies.get(self.path.split("?")[0])
+            if self.headers.get("X-API-key") != MYMDC_KEY:
+                send_json(self, 403, {"info": "bad key"})
+            elif body is None:
+                send_json(self, 404, {"info": "not found"})
+            else:
+                send_json(self, 200, body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield SimpleNamespace(url=url, api=url + "/api/mymdc", key=MYMDC_KEY, seen=seen)
+    server.shutdown()

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from tests.conftest import PROPOSAL, amore_cmd
+from tests.conftest import PROPOSAL, amore_cmd, send_json
 
 PROXY_KEY = "proxy-key-7c2d9a"
 ZULIP_KEY = "zulip-bot-key-41be0f"
@@ -52,15 +52,6 @@ class Recorder(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-def _send(handler, code: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    handler.send_response(code)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
-
-
 class ProxyHandler(BaseHTTPRequestHandler):
     """Answers like the facility's logbook proxy (DAMNIT's zulip_messenger talks to it)."""
 
@@ -74,17 +65,17 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._record()
         if self.headers.get("X-API-key") != PROXY_KEY:
-            return _send(self, 403, {"result": "error", "msg": "bad key"})
+            return send_json(self, 403, {"result": "error", "msg": "bad key"})
         if self.path == "/zulip/me":
-            return _send(self, 200, {"stream": "p2832 beamtime"})
-        _send(self, 404, {})
+            return send_json(self, 200, {"stream": "p2832 beamtime"})
+        send_json(self, 404, {})
 
     def do_POST(self):
         fields, files = parse_body(self)
         self._record(fields, files)
         if self.server.reply_error:
-            return _send(self, 200, {"result": "error", "msg": self.server.reply_error})
-        _send(self, 200, {"result": "success"})
+            return send_json(self, 200, {"result": "error", "msg": self.server.reply_error})
+        send_json(self, 200, {"result": "success"})
 
     def log_message(self, *a):
         pass
@@ -101,21 +92,21 @@ class ZulipHandler(BaseHTTPRequestHandler):
         self.server.requests.append({"method": "GET", "path": self.path,
                                      "auth": self._auth_ok()})
         if self.path.startswith("/api/v1/server_settings"):
-            return _send(self, 200, {"result": "success", "msg": "", "zulip_version": "9.0",
+            return send_json(self, 200, {"result": "success", "msg": "", "zulip_version": "9.0",
                                      "zulip_feature_level": 300})
-        _send(self, 404, {"result": "error", "msg": "no"})
+        send_json(self, 404, {"result": "error", "msg": "no"})
 
     def do_POST(self):
         fields, files = parse_body(self)
         self.server.requests.append({"method": "POST", "path": self.path, "auth": self._auth_ok(),
                                      "fields": fields, "files": files})
         if not self._auth_ok():
-            return _send(self, 401, {"result": "error", "msg": "bad credentials"})
+            return send_json(self, 401, {"result": "error", "msg": "bad credentials"})
         if self.path == "/api/v1/user_uploads":
-            return _send(self, 200, {"result": "success", "uri": "/user_uploads/2/ab/figure.png"})
+            return send_json(self, 200, {"result": "success", "uri": "/user_uploads/2/ab/figure.png"})
         if self.path == "/api/v1/messages":
-            return _send(self, 200, {"result": "success", "id": 42})
-        _send(self, 404, {"result": "error", "msg": "no"})
+            return send_json(self, 200, {"result": "success", "id": 42})
+        send_json(self, 404, {"result": "error", "msg": "no"})
 
     def log_message(self, *a):
         pass

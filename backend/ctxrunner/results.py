@@ -132,7 +132,9 @@ def figure_png(fig, px: int | None = None, dpi: float = 100) -> bytes:
     return buf.getvalue()
 
 
-def _scalar_value(v) -> StoredValue | None:
+def scalar_value(v) -> StoredValue | None:
+    """The table value of a Python/numpy scalar (bool, int, float, complex, str, bytes); None
+    for anything else."""
     if isinstance(v, (bool, np.bool_)):
         return StoredValue(int(bool(v)), SummaryType.BOOL.value)
     if isinstance(v, (int, np.integer)):
@@ -184,14 +186,14 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
 
     value, preview = _axes_to_figure(value), _axes_to_figure(preview)
     if summary_value is not None:
-        sv = _scalar_value(summary_value)
+        sv = scalar_value(summary_value)
         if sv is None:
             raise TypeError(f"Cell summary_value must be a number or string, "
                             f"not {type(summary_value).__name__}")
         return done(sv)
     if value is None and preview is None:
         return done(StoredValue(None, "none"))
-    sv = _scalar_value(value)
+    sv = scalar_value(value)
     if sv is not None:
         return done(sv)
 
@@ -217,12 +219,12 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
                              f"'mean', 'nanmax', 'std')")
         with np.errstate(all="ignore"):
             red = func(np.asarray(getattr(value, "values", value)))
-        sv = _scalar_value(red.item() if isinstance(red, np.ndarray) and red.size == 1 else red)
+        sv = scalar_value(red.item() if isinstance(red, np.ndarray) and red.size == 1 else red)
         if sv is None:
             raise TypeError(f"summary {summary!r} gave a {type(red).__name__}, not a number")
         return done(sv)
     if arr.ndim == 0:
-        sv = _scalar_value(arr.item())
+        sv = scalar_value(arr.item())
         if sv is not None:
             return done(sv)
     if _numeric(arr) and arr.ndim == 1:

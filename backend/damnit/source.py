@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from backend.contextdir import ContextDir
-from backend.store.identify import DbKind, identify, open_untouched
+from backend.store.identify import DbKind, identify, open_untouched, read_snapshot
 from backend.vocab import normalize_proposal
 
 #: The DAMNIT data formats AMORE imports (DAMNIT 0.4.0 writes 4).
@@ -128,14 +128,8 @@ class DamnitSource:
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection inside one read transaction (a consistent view while DAMNIT
         writes)."""
-        con = open_untouched(self.dir.db_file, timeout=30.0)
-        con.isolation_level = None
-        try:
-            con.execute("BEGIN")
+        with read_snapshot(open_untouched(self.dir.db_file, timeout=30.0)) as con:
             yield con
-            con.execute("COMMIT")
-        finally:
-            con.close()
 
     # --- reading -----------------------------------------------------------------------------
     @staticmethod

@@ -4,7 +4,7 @@ as it shows its own.
 =========================================  ==================================================
 DAMNIT ``run_variables`` row               AMORE table value (``summary_type``)
 =========================================  ==================================================
-integer, real                              ``number``
+integer, real                              ``number`` (``bool`` for a numpy bool)
 text                                       ``string``
 PNG blob (thumbnail of an image, a         ``thumbnail`` (the same PNG)
 figure, a Plotly figure)
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.ctxrunner.results import downsample_1d
+from backend.ctxrunner.results import downsample_1d, scalar_value
 from backend.damnit.source import DamnitCell
 from backend.vocab import StoredValue, SummaryType
 
@@ -44,17 +44,8 @@ IMPORTED_AT = "damnit_timestamp"
 
 
 def _number_or_text(v) -> StoredValue:
-    if isinstance(v, (bool, np.bool_)):
-        return StoredValue(int(bool(v)), SummaryType.NUMBER.value)
-    if isinstance(v, (int, np.integer)):
-        return StoredValue(int(v), SummaryType.NUMBER.value)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return StoredValue(None if np.isnan(f) else f, SummaryType.NUMBER.value,
-                           {"nan": True} if np.isnan(f) else {})
-    if isinstance(v, (complex, np.complexfloating)):
-        return StoredValue(str(complex(v)), SummaryType.COMPLEX.value)
-    return StoredValue(str(v), SummaryType.STRING.value)
+    sv = scalar_value(v)
+    return sv if sv is not None else StoredValue(str(v), SummaryType.STRING.value)
 
 
 def _array(arr: np.ndarray, trendline: bool, points: int) -> StoredValue:

@@ -41,6 +41,7 @@ import os
 import re
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -148,6 +149,19 @@ def open_untouched(path: str | os.PathLike, timeout: float = 10.0) -> sqlite3.Co
     con = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     con.execute("PRAGMA query_only = 1")
     return con
+
+
+@contextmanager
+def read_snapshot(con: sqlite3.Connection):
+    """Use ``con`` inside one read transaction (a consistent view while another process writes)
+    and close it afterwards: ``with read_snapshot(open_untouched(path)) as con: ...``."""
+    con.isolation_level = None
+    try:
+        con.execute("BEGIN")
+        yield con
+        con.execute("COMMIT")
+    finally:
+        con.close()
 
 
 def _classify(path: Path, con: sqlite3.Connection, wal: bool) -> DbIdentity:
