@@ -4,7 +4,8 @@ The database is the source of truth; messages only carry names. Its tables are d
 in :mod:`backend.store.schema` (described there); this module writes them with statements
 built from those tables, and :mod:`backend.store.reader` reads them. The schema is versioned
 with Alembic (``backend/store/migrations``); opening a database upgrades it to the current
-revision.
+revision - only a database AMORE made: any other (DAMNIT's...) is refused before anything is
+written or migrated (:mod:`backend.store.identify`).
 
 Writes use ``BEGIN IMMEDIATE`` in WAL mode and are short, so many workers may write at once
 without ``database is locked`` errors. A write waits for another process's write lock (a
@@ -32,7 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
-from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
+from backend.store.schema import (comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, slurm_jobs_table,
                                   source_runs_table, variables_table)
 from backend.contextdir import db_file
@@ -175,7 +176,8 @@ class RunDB:
     """Access to ``runs.sqlite`` of one context directory.
 
     ``RunDB(dir)`` opens an existing database (upgrading its schema); ``RunDB.create(dir, proposal)``
-    makes one. Raises :class:`StorageError` if the file does not exist.
+    makes one. Raises :class:`StorageError` if the file does not exist, :class:`ForeignDatabase`
+    (the file left untouched) if it is not AMORE's own (:mod:`backend.store.identify`).
     All methods are safe to call from several processes at once.
     """
 
