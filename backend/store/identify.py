@@ -10,6 +10,8 @@ How a database is opened here so that nothing can change (see :func:`open_untouc
 
 * a database in rollback-journal mode (DAMNIT's): SQLite's ``mode=ro``, which takes a shared
   lock and never creates a file;
+* (the file's own header, which says which mode it is in, is read directly only when no
+  connection can have it open in WAL mode: see :func:`_peek`)
 * a database in WAL mode whose ``-wal`` and ``-shm`` files exist (a writer has it open):
   ``mode=ro`` as well (the files are there already);
 * a database in WAL mode without them (closed cleanly, everything is in the main file):
@@ -32,8 +34,9 @@ Recognition (:func:`identify`), in this order:
 ``other``
     anything else: other tables, not SQLite at all, or unreadable.
 
-This module uses the standard library only (and the site configuration, for the suggested
-import destination).
+This module uses the standard library only (and, lazily, the site configuration for the
+suggested import destination): the command line checks a directory with it before loading
+anything heavy.
 """
 from __future__ import annotations
 
@@ -48,7 +51,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from backend.contextdir import db_file
-from backend.store.schema import SCHEMA_HEAD
 
 #: The 100-byte header of an SQLite 3 file starts with this.
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -94,6 +96,8 @@ class DbIdentity:
 
     @property
     def needs_upgrade(self) -> bool:
+        """AMORE's own database at an older revision than this AMORE writes."""
+        from backend.store.schema import SCHEMA_HEAD
         return self.kind is DbKind.AMORE and self.revision != SCHEMA_HEAD
 
 
@@ -128,6 +132,26 @@ def _is_wal(head: bytes) -> bool:
     return len(head) >= 20 and head[18] == 2 and head[19] == 2
 
 
+def _side_files(path: Path) -> bool:
+    """The ``-wal`` and ``-shm`` files exist: a connection has the database open in WAL mode
+    (or left them behind)."""
+    return Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+
+
+def _peek(path: Path) -> tuple[bytes | None, bool]:
+    """(the file's header, or None if it must not be read directly; WAL mode).
+
+    With ``-wal`` and ``-shm`` present the file is in WAL mode and may be open in this very
+    process; it is then left to SQLite alone: closing any file descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's own included (the readers of another thread
+    would then read a half-checkpointed file). Without them no connection in WAL mode has it
+    open, and its header is read with a plain ``open``."""
+    if _side_files(path):
+        return None, True
+    head = _header(path)
+    return head, _is_wal(head)
+
+
 def open_untouched(path: str | os.PathLike, timeout: float = 10.0) -> sqlite3.Connection:
     """A read-only :mod:`sqlite3` connection to the SQLite file ``path`` (or a context directory)
     that can neither change the file nor create one beside it (see the module docstring for how).
@@ -136,16 +160,10 @@ def open_untouched(path: str | os.PathLike, timeout: float = 10.0) -> sqlite3.Co
     path = Path(db_file(path)).absolute()
     if not path.is_file():
         raise FileNotFoundError(f"No database at {path}")
-    head = _header(path)
-    if not head.startswith(SQLITE_MAGIC):
+    head, wal = _peek(path)
+    if head is not None and not head.startswith(SQLITE_MAGIC):
         raise sqlite3.DatabaseError(f"{path} is not an SQLite database")
-    wal = _is_wal(head)
-    uri = path.as_uri()
-    side_files = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
-    if wal and not side_files:
-        uri += "?immutable=1"
-    else:
-        uri += "?mode=ro"
+    uri = path.as_uri() + ("?immutable=1" if head is not None and wal else "?mode=ro")
     con = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     con.execute("PRAGMA query_only = 1")
     return con
@@ -199,16 +217,15 @@ def identify(path: str | os.PathLike) -> DbIdentity:
     if not path.is_file():
         return DbIdentity(path, DbKind.MISSING)
     try:
-        head = _header(path)
+        head, wal = _peek(path)
     except OSError as e:
         return DbIdentity(path, DbKind.OTHER, detail=f"unreadable: {e.strerror or e}")
-    if not head:
+    if head is not None and not head:
         return DbIdentity(path, DbKind.EMPTY)
-    if not head.startswith(SQLITE_MAGIC):
+    if head is not None and not head.startswith(SQLITE_MAGIC):
         return DbIdentity(path, DbKind.OTHER, detail="not an SQLite database")
-    wal = _is_wal(head)
     last = None
-    for attempt in range(3):    # an immutable read may see a writer's half-done change
+    for attempt in range(5):    # an immutable read may see a writer's half-done change
         try:
             con = open_untouched(path)
             try:
@@ -217,7 +234,7 @@ def identify(path: str | os.PathLike) -> DbIdentity:
                 con.close()
         except sqlite3.DatabaseError as e:
             last = e
-            time.sleep(0.05 * (attempt + 1))
+            time.sleep(0.1 * (attempt + 1))
     return DbIdentity(path, DbKind.OTHER, detail=f"unreadable: {last}", wal=wal)
 
 
@@ -244,8 +261,8 @@ def describe(ident: DbIdentity, suggested_dest: str | os.PathLike | None = None)
                 f"{where} {dest}")
     if ident.kind is DbKind.AMORE_NEWER:
         return (f"{ident.path} was written by a newer AMORE (schema revision "
-                f"{ident.revision}; this AMORE knows up to {SCHEMA_HEAD}); AMORE does not change "
-                f"it. Use the newer AMORE for this directory.")
+                f"{ident.revision}; this AMORE knows up to {max(known_revisions())}); AMORE "
+                f"does not change it. Use the newer AMORE for this directory.")
     if ident.kind is DbKind.MISSING:
         return (f"No AMORE database at {ident.path} (create one with 'amore-proto init "
                 f"{where} --proposal N')")
