@@ -36,6 +36,7 @@ import numpy as np
 from backend.contextdir import ContextDir
 from backend.locate import LocateError, resolve
 from backend.store import reader as sql
+from backend.store.identify import read_snapshot
 from backend.vocab import SummaryType, normalize_proposal
 
 if TYPE_CHECKING:
@@ -62,13 +63,16 @@ def open(location: int | str | os.PathLike) -> "AmoreDB":  # noqa: A001 - the AP
     """Open the results of a proposal for reading.
 
     ``location``: a proposal number (``2832``, ``"2832"``, ``"p002832"``; its context
-    directory ``<proposal dir>/usr/Shared/amore`` is found under the data root as
-    ``amore-proto gui 2832`` finds it), at ESRF and SwissFEL a proposal identifier
+    directory ``<proposal dir>/usr/Shared/amore-proto``, or an AMORE directory made earlier in
+    ``usr/Shared/amore``, is found under the data root as ``amore-proto gui 2832`` finds it:
+    :func:`backend.locate.resolve`), at ESRF and SwissFEL a proposal identifier
     (``"mx2532"``, ``"p18493"``; found where the site's facility keeps context directories),
     a context directory, a proposal directory, or a ``runs.sqlite`` file.
 
-    Raises :class:`LocateError` for an unknown proposal, :class:`FileNotFoundError` if the
-    directory has no ``runs.sqlite``.
+    Raises :class:`LocateError` for an unknown proposal or for a directory whose database is
+    not AMORE's (DAMNIT's: the message names the ``amore-proto import-damnit`` command; the
+    database is not touched), :class:`FileNotFoundError` if the directory has no
+    ``runs.sqlite``.
     """
     return AmoreDB(location)
 
@@ -155,6 +159,11 @@ class AmoreDB:
         self._paths = ContextDir(self.context_dir)
         self.db_file: Path = self._paths.db_file
         if not self.db_file.is_file():
+            if target.damnit_dir is not None:
+                raise FileNotFoundError(
+                    f"No AMORE database at {self.db_file}; {target.damnit_dir} holds DAMNIT's "
+                    f"(AMORE does not change it). To take this beamtime over: amore-proto "
+                    f"import-damnit {target.damnit_dir} {self.context_dir}")
             raise FileNotFoundError(f"No AMORE database at {self.db_file} (is {self.context_dir} "
                                     f"the context directory of a proposal AMORE processes?)")
         with self._snapshot() as con:
@@ -170,14 +179,8 @@ class AmoreDB:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection inside one read transaction (a consistent snapshot)."""
-        con = sql.connect(self.db_file, uri_readonly=True)
-        con.isolation_level = None
-        try:
-            con.execute("BEGIN")
+        with read_snapshot(sql.connect(self.db_file, uri_readonly=True)) as con:
             yield con
-            con.execute("COMMIT")
-        finally:
-            con.close()
 
     def __enter__(self) -> "AmoreDB":
         return self
@@ -488,7 +491,12 @@ class VariableData:
 
         * a ``numpy.ndarray`` (shape and dtype as returned) or numpy scalar / ``str``;
         * an ``xarray.DataArray`` (dims, coordinates and name kept) or ``xarray.Dataset``;
-        * PNG ``bytes`` for a matplotlib figure; None for a result of None.
+        * PNG ``bytes`` for a matplotlib figure; None for a result of None;
+        * a ``plotly.graph_objects.Figure`` for a Plotly figure (rebuilt from the Plotly JSON
+          stored in the run's file; ``fig.to_json()`` gives that JSON back);
+        * for values imported from DAMNIT (``amore-proto import-damnit``), what DAMNIT's own
+          API gives: the same types, plus ``pandas`` objects and, for a matplotlib figure,
+          its RGBA image as a ``uint8`` array of shape (height, width, 4).
 
         Raises :class:`KeyError` (:class:`AmoreKeyError`) naming the run and variable if there
         is no stored value: the variable failed or was skipped for this run (the message gives

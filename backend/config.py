@@ -29,8 +29,13 @@ else:  # pragma: no cover - Python 3.10
 from backend.contextdir import ContextDir
 from backend.vocab import FACILITIES
 
-#: Where a proposal's context directory lives by convention, relative to the proposal directory.
-CONTEXT_SUBDIR = Path("usr") / "Shared" / "amore"
+#: Where a new AMORE context directory of a proposal lives by convention (European XFEL),
+#: relative to the proposal directory: the default of the site setting ``[euxfel] context_subdir``.
+CONTEXT_SUBDIR = Path("usr") / "Shared" / "amore-proto"
+#: Where DAMNIT keeps a proposal's context directory (``[euxfel] damnit_subdir``). AMORE
+#: directories made there before AMORE moved to :data:`CONTEXT_SUBDIR` keep working there;
+#: a DAMNIT database there is never changed (``amore-proto import-damnit`` takes it over).
+DAMNIT_SUBDIR = Path("usr") / "Shared" / "amore"
 #: extra-data's own default data root (European XFEL), used when nothing else is configured.
 DEFAULT_DATA_ROOT = "/gpfs/exfel/exp"
 
@@ -48,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
         # proposal directory <root>/<INSTRUMENT>/<CYCLE>/p<proposal>, or "instrument" below).
         "online_topics": ["test.euxfel.{instrument}.daq", "test.euxfel.{instrument}.cal"],
         "instrument": None,
+        # Where a proposal's AMORE context directory lives, relative to the proposal directory
+        # (new directories: 'amore-proto init --proposal N', 'amore-proto gui N',
+        # amore.api.open(N), the default destination of 'amore-proto import-damnit').
+        "context_subdir": str(CONTEXT_SUBDIR),
+        # Where DAMNIT keeps its context directory (an AMORE database found there is used too).
+        "damnit_subdir": str(DAMNIT_SUBDIR),
     },
     "ess": {
         # Topics carrying the file writer's pl72 / 6s4t / wrdn messages (broker: [kafka] broker).
@@ -172,6 +183,18 @@ DEFAULTS: dict[str, Any] = {
         "token_file": None,
         "header": "X-API-key",
         "timeout": 10.0,
+    },
+    "logbook": {
+        # Posting rows and pictures to the beamtime's logbook (backend/logbook.py). A zulip.cfg
+        # next to context.py (the facility's logbook proxy, as DAMNIT has it) comes first;
+        # otherwise a Zulip server directly: a zuliprc file ([api] email, key, site; readable
+        # by its owner only), the stream and the topic to post to.
+        "zuliprc": None,
+        "stream": None,
+        "topic": "AMORE",
+        "topics": [],
+        # Longest message (characters; Zulip's limit); longer tables are split between rows.
+        "message_limit": 10000,
     },
     "check": {
         # Data consistency check of every run ("Data check" column, 'amore-proto check').
@@ -310,6 +333,28 @@ class Config:
             raise ConfigError(f"facility must be one of {', '.join(FACILITIES)}, not "
                               f"{self.values.get('facility')!r}")
         return f
+
+    @property
+    def context_subdir(self) -> Path:
+        """Where a proposal's AMORE context directory lives, relative to its proposal directory
+        (``[euxfel] context_subdir``, default :data:`CONTEXT_SUBDIR`)."""
+        return Path(self.values["euxfel"].get("context_subdir") or CONTEXT_SUBDIR)
+
+    @property
+    def damnit_subdir(self) -> Path:
+        """Where DAMNIT keeps a proposal's context directory, relative to its proposal directory
+        (``[euxfel] damnit_subdir``, default :data:`DAMNIT_SUBDIR`)."""
+        return Path(self.values["euxfel"].get("damnit_subdir") or DAMNIT_SUBDIR)
+
+    def import_destination(self, damnit_dir: str | os.PathLike) -> Path | None:
+        """Where ``amore-proto import-damnit`` puts the AMORE directory of DAMNIT's directory
+        ``damnit_dir`` by default: ``<proposal dir>/<context_subdir>`` when ``damnit_dir`` is
+        ``<proposal dir>/<damnit_subdir>``; None for a directory elsewhere."""
+        d = Path(damnit_dir).absolute()
+        parts = self.damnit_subdir.parts
+        if len(d.parts) > len(parts) and d.parts[-len(parts):] == parts:
+            return Path(*d.parts[:-len(parts)]) / self.context_subdir
+        return None
 
     def consumer_group(self, db_id: str, proposal: int | str | None) -> str:
         return self.values["kafka"]["consumer_group"].format(db_id=db_id, proposal=proposal)

@@ -1,7 +1,8 @@
 """A context directory: every path AMORE keeps for one proposal, named once.
 
-By convention a proposal's context directory is ``<proposal>/usr/Shared/amore`` (see
-:data:`backend.config.CONTEXT_SUBDIR`). It holds:
+By convention a European XFEL proposal's context directory is
+``<proposal>/usr/Shared/amore-proto`` (:data:`backend.config.CONTEXT_SUBDIR`; DAMNIT keeps
+``usr/Shared/amore``, where AMORE directories made earlier keep working). It holds:
 
 =========================  ===================================================================
 ``context.py``             the user's context file (variables to compute from a run)

@@ -1,9 +1,20 @@
 """Finding a context directory from a proposal number or a path (plain Python).
 
 Used by the GUI (``amore-proto gui 2832``), the read API (``amore.api.open(2832)``) and the
-command line. ``2832`` means ``<proposal dir>/usr/Shared/amore`` of proposal 2832, the
-proposal directory found under the data root (``[data] root`` in the configuration or
-``$EXTRA_DATA_DATA_ROOT``, default ``/gpfs/exfel/exp``) as extra-data finds it.
+command line. ``2832`` means the AMORE context directory of proposal 2832 in its proposal
+directory, found under the data root (``[data] root`` in the configuration or
+``$EXTRA_DATA_DATA_ROOT``, default ``/gpfs/exfel/exp``) as extra-data finds it:
+
+* ``<proposal dir>/usr/Shared/amore-proto`` (the site setting ``[euxfel] context_subdir``):
+  where new AMORE directories go;
+* ``<proposal dir>/usr/Shared/amore`` (``[euxfel] damnit_subdir``) when it holds an AMORE
+  database made there before (and ``amore-proto`` has none): it keeps working there. When it
+  holds DAMNIT's database, that is DAMNIT's directory: AMORE never changes it
+  (:attr:`Target.damnit_dir` names it; ``amore-proto import-damnit`` takes it over).
+
+:func:`resolve` also refuses a directory whose ``runs.sqlite`` is not AMORE's (DAMNIT's, a newer
+AMORE's, something else) with :class:`ForeignDatabaseError`, whose message says what it is and
+what to do; nothing in that directory is changed (:mod:`backend.store.identify`).
 """
 from __future__ import annotations
 
@@ -11,21 +22,37 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.config import CONTEXT_SUBDIR, Config, load_config
+from backend.config import Config, load_config
 from backend.contextdir import ContextDir
+from backend.store.identify import DbKind, describe, identify, import_destination
 
 
 class LocateError(Exception):
     """The proposal or directory cannot be found; the message says what was tried."""
 
 
+class ForeignDatabaseError(LocateError):
+    """The directory holds a database AMORE did not create (DAMNIT's, a newer AMORE's,
+    something else); nothing there is changed. ``identity``: the
+    :class:`backend.store.identify.DbIdentity`; ``import_dest``: where ``amore-proto
+    import-damnit`` would put the AMORE directory of a DAMNIT directory (or None)."""
+
+    def __init__(self, message: str, identity, import_dest: Path | None = None):
+        super().__init__(message)
+        self.identity = identity
+        self.import_dest = import_dest
+
+
 @dataclass
 class Target:
     """What to open: ``context_dir``; ``proposal`` when known (from a proposal number or the
-    database); ``exists``: the directory has a ``runs.sqlite``."""
+    database); ``exists``: the directory has a ``runs.sqlite``; ``damnit_dir``: the proposal's
+    DAMNIT directory when the AMORE directory was chosen beside it (a DAMNIT database in
+    ``usr/Shared/amore``), else None."""
 
     context_dir: Path
     proposal: int | str | None = None
+    damnit_dir: Path | None = None
 
     @property
     def exists(self) -> bool:
@@ -47,15 +74,49 @@ def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
     return matches[0] if matches else None
 
 
+def context_dir_in(proposal_dir: str | os.PathLike, config: Config | None = None) -> Target:
+    """The AMORE context directory of a European XFEL proposal directory (see the module
+    docstring): ``<context_subdir>`` (``usr/Shared/amore-proto``) unless only
+    ``<damnit_subdir>`` (``usr/Shared/amore``) holds an AMORE database. ``damnit_dir`` is set
+    when ``<damnit_subdir>`` holds DAMNIT's. Nothing is created or changed."""
+    cfg = config or load_config(None)
+    pdir = Path(proposal_dir)
+    new, old = pdir / cfg.context_subdir, pdir / cfg.damnit_subdir
+    proposal = int(pdir.name[1:]) if pdir.name[:1] == "p" and pdir.name[1:].isdigit() else None
+    if ContextDir(new).db_file.is_file() or new == old:
+        return Target(new, proposal)
+    kind = identify(old).kind
+    if kind in (DbKind.AMORE, DbKind.AMORE_NEWER):
+        return Target(old, proposal)
+    return Target(new, proposal, damnit_dir=old if kind is DbKind.DAMNIT else None)
+
+
 def proposal_context_dir(proposal: int) -> Path:
-    """``<proposal dir>/usr/Shared/amore``; raises :class:`LocateError` if the proposal
-    directory is not under the data root."""
+    """The AMORE context directory of a European XFEL proposal (:func:`context_dir_in`: by
+    default ``<proposal dir>/usr/Shared/amore-proto``); raises :class:`LocateError` if the
+    proposal directory is not under the data root."""
+    return _proposal_target(int(proposal)).context_dir
+
+
+def _proposal_target(proposal: int) -> Target:
     cfg = load_config(None)
     pdir = find_proposal_dir(int(proposal), cfg)
     if pdir is None:
         raise LocateError(f"Proposal {proposal} not found under {data_root()} "
                           f"(looked for */*/p{int(proposal):06d}; set EXTRA_DATA_DATA_ROOT?)")
-    return pdir / CONTEXT_SUBDIR
+    t = context_dir_in(pdir, cfg)
+    t.proposal = int(proposal)
+    return t
+
+
+def check_target(target: Target) -> Target:
+    """``target`` itself if its directory has no database or AMORE's own; raises
+    :class:`ForeignDatabaseError` (saying what the database is and what to do) otherwise."""
+    ident = identify(target.context_dir)
+    if ident.kind in (DbKind.AMORE, DbKind.MISSING):
+        return target
+    dest = import_destination(target.context_dir) if ident.kind is DbKind.DAMNIT else None
+    raise ForeignDatabaseError(describe(ident, dest), ident, dest)
 
 
 def facility_context_dir(proposal: str) -> Target | None:
@@ -89,25 +150,30 @@ def facility_context_dir(proposal: str) -> Target | None:
 def resolve(arg: str | os.PathLike) -> Target:
     """A proposal number (``"2832"``, ``"p2832"``, ``"p002832"``) or a directory -> :class:`Target`.
 
-    A directory that is a proposal directory (``.../p002832``) means its ``usr/Shared/amore``.
-    Raises :class:`LocateError` for an unknown proposal.
+    A proposal number or a proposal directory (``.../p002832``) means its AMORE context
+    directory (:func:`context_dir_in`). Raises :class:`LocateError` for an unknown proposal,
+    :class:`ForeignDatabaseError` for a directory holding a database that is not AMORE's.
     """
+    return check_target(_resolve(arg))
+
+
+def _resolve(arg: str | os.PathLike) -> Target:
     s = str(arg).strip()
     found = facility_context_dir(s) if not Path(s).exists() else None
     if found is not None:
         return found
     num = s[1:] if s[:1] in "pP" and s[1:].isdigit() else s
     if num.isdigit() and not Path(s).exists():
-        p = int(num)
-        return Target(proposal_context_dir(p), p)
+        return _proposal_target(int(num))
     d = Path(s).expanduser().resolve()
     if d.name.startswith("p") and d.name[1:].isdigit() and (d / "raw").is_dir():
-        return Target(d / CONTEXT_SUBDIR, int(d.name[1:]))
+        return context_dir_in(d)
     proposal = None
     if d.is_file() and d.suffix == ".sqlite":
         d = d.parent
+    cfg = load_config(None)
     for parent in d.parents:
         if parent.name.startswith("p") and parent.name[1:].isdigit() and \
-                d == parent / CONTEXT_SUBDIR:
+                d in (parent / cfg.context_subdir, parent / cfg.damnit_subdir):
             proposal = int(parent.name[1:])
     return Target(d, proposal)

@@ -105,3 +105,291 @@ def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- DAMNIT 0.4.0, made by its own commands -----------------------------------------------------
+
+DAMNIT_VERSION = "0.4.0"
+
+
+def test_cache_dir() -> Path:
+    """Where tests keep what they download (``$AMORE_TEST_CACHE``, else a per-user directory
+    under the system's temporary directory)."""
+    import os
+    import tempfile
+    base = os.environ.get("AMORE_TEST_CACHE") or os.path.join(
+        tempfile.gettempdir(), f"amore-test-cache-{os.getuid()}")
+    return Path(base)
+
+
+test_cache_dir.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def damnit_venv() -> Path:
+    """A virtual environment of its own holding DAMNIT (``damnit[backend]==0.4.0`` from PyPI,
+    so its ``damnit`` command and ``DamnitDB`` API are DAMNIT's own, not AMORE's), made once
+    and kept in the test cache keyed by version (several test sessions at once take turns)."""
+    import fcntl
+    import shutil
+    import subprocess
+    cache = test_cache_dir() / f"damnit-{DAMNIT_VERSION}"
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / "venv"
+    ready = venv / "amore-test-ready"
+    with open(cache / ".venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+            r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                                "--disable-pip-version-check",
+                                f"damnit[backend]=={DAMNIT_VERSION}"],
+                               capture_output=True, text=True, timeout=1200)
+            assert r.returncode == 0, f"installing damnit=={DAMNIT_VERSION} failed:\n{r.stderr[-3000:]}"
+            ready.write_text(DAMNIT_VERSION)
+    return venv
+
+
+#: The context file of the DAMNIT directory the tests make (DAMNIT's own API, damnit_ctx).
+DAMNIT_CONTEXT = '''
+from damnit_ctx import Variable, Cell, Skip
+import numpy as np
+import xarray as xr
+
+XGM = "SA2_XTD1_XGM/XGM/DOOCS:output"
+
+@Variable(title="XGM energy", units="uJ", summary="mean", tags=["xgm", "beam"])
+def xgm(run):
+    return run[XGM, "data.intensityTD"].xarray()[:, :4].mean("dim_0")
+
+@Variable(title="Run number", description="The run's number")
+def number(run, n: "meta#run_number"):
+    return n
+
+@Variable(title="Sample text")
+def text(run):
+    return "hello"
+
+@Variable(title="Image")
+def image(run, n: "meta#run_number"):
+    return np.arange(400.0).reshape(20, 20) * n
+
+@Variable(title="Trend")
+def trend(run, n: "meta#run_number"):
+    return np.sin(np.arange(300) / 20.0) + n
+
+@Variable(title="Complex")
+def cplx(run):
+    return 1 + 2j
+
+@Variable(title="Parts")
+def parts(run):
+    return xr.Dataset({"a": ("x", np.arange(3.0)), "b": ("x", np.ones(3))})
+
+@Variable(title="Broken")
+def broken(run):
+    raise ValueError("no good")
+
+@Variable(title="Not here")
+def missing(run):
+    raise Skip("no camera in this run")
+
+@Variable(title="Plotly line")
+def fig(run, n: "meta#run_number"):
+    import plotly.express as px
+    return px.line(x=[1, 2, 3], y=[3, 1, n], title="A line")
+'''
+
+#: DamnitDB calls (DAMNIT's own API, run in DAMNIT's venv) giving the directory what people
+#: add by hand: user-editable variables and their values, a run comment, time comments.
+DAMNIT_EDITS = '''
+import sys
+from pathlib import Path
+from damnit.backend.db import DamnitDB, ReducedData
+from damnit.backend.user_variables import UserEditableVariable
+P = int(sys.argv[2])
+db = DamnitDB(Path(sys.argv[1]) / "runs.sqlite")
+db.add_user_variable(UserEditableVariable("good_run", "Good run?", "boolean"))
+db.add_user_variable(UserEditableVariable("att", "Attenuator", "integer", "foils in"))
+db.add_user_variable(UserEditableVariable("sample", "Sample", "string"))
+db.add_user_variable(UserEditableVariable("ratio", "Ratio", "number"))
+db.set_variable(P, 1, "good_run", ReducedData(True), provenance="")
+db.set_variable(P, 2, "good_run", ReducedData(False), provenance="")
+db.set_variable(P, 1, "att", ReducedData(3), provenance="")
+db.set_variable(P, 1, "sample", ReducedData("lysozyme"), provenance="")
+db.set_variable(P, 2, "sample", ReducedData("buffer"), provenance="")
+db.set_variable(P, 2, "ratio", ReducedData(0.25), provenance="")
+db.change_run_comment(P, 1, "first good run")
+db.add_standalone_comment(1700000000.5, "beam is back")
+db.add_standalone_comment(1700003600.0, "changed sample")
+db.close()
+'''
+
+#: What DAMNIT does after the first import (for --update): a further time comment, new user
+#: values, a changed one, and a value computed again.
+DAMNIT_LATER_EDITS = '''
+import sys
+from pathlib import Path
+from damnit.backend.db import DamnitDB, ReducedData
+P = int(sys.argv[2])
+db = DamnitDB(Path(sys.argv[1]) / "runs.sqlite")
+db.set_variable(P, 3, "sample", ReducedData("crystal"), provenance="")
+db.set_variable(P, 1, "att", ReducedData(5), provenance="")
+db.set_variable(P, 2, "sample", ReducedData("buffer 2"), provenance="")
+db.set_variable(P, 2, "text", ReducedData("again"), provenance="context.py")
+db.set_variable(P, 1, "text", ReducedData("again"), provenance="context.py")
+db.change_run_comment(P, 3, "third run")
+db.add_standalone_comment(1700007200.0, "end of shift")
+db.close()
+'''
+
+
+def _damnit(venv: Path, *args, cwd=None, env=None, timeout=600):
+    import subprocess
+    r = subprocess.run([str(venv / "bin" / "damnit"), *map(str, args)], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"damnit {' '.join(map(str, args))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="session")
+def damnit_made(damnit_venv, tmp_path_factory) -> dict:
+    """A European XFEL proposal tree (runs 1-3 of proposal 2832, 30 trains each) with a DAMNIT
+    context directory in ``usr/Shared/amore`` made by DAMNIT 0.4.0's own commands: ``damnit
+    init`` (:data:`DAMNIT_CONTEXT`), ``damnit db-config context_python``, ``damnit reprocess 1
+    2 --direct``, ``damnit combiner now``, then :data:`DAMNIT_EDITS` through ``DamnitDB``.
+
+    ``later`` is a copy of that tree in which DAMNIT went on after an import: ``damnit
+    reprocess 3 --direct``, ``damnit combiner now`` and :data:`DAMNIT_LATER_EDITS`.
+
+    Returns ``{"base", "later"}``: the two tree roots (each holding ``exp/`` and the DAMNIT
+    directory ``exp/MID/202201/p002832/usr/Shared/amore``). Tests copy what they use
+    (:func:`copy_damnit_tree`)."""
+    import os
+    import shutil
+    import subprocess
+    from backend.testing.mockdata import write_run as _write
+    base = tmp_path_factory.mktemp("damnit-made") / "tree"
+    pdir = base / "exp" / INSTRUMENT / CYCLE / f"p{PROPOSAL:06d}"
+    (pdir / "raw").mkdir(parents=True)
+    for r in (1, 2, 3):
+        _write(pdir, PROPOSAL, r, ntrains=30)
+    ctx_src = base / "damnit-context.py"
+    ctx_src.write_text(DAMNIT_CONTEXT)
+    python = damnit_venv / "bin" / "python"
+
+    def damnit_env(root: Path) -> dict:
+        return {**os.environ, "EXTRA_DATA_DATA_ROOT": str(root / "exp"), "AMORE_BROKER": "none",
+                "MPLBACKEND": "Agg"}
+
+    ddir = pdir / "usr" / "Shared" / "amore"
+    env = damnit_env(base)
+    _damnit(damnit_venv, "init", ddir, "--proposal", PROPOSAL, "--context", ctx_src, env=env)
+    _damnit(damnit_venv, "db-config", "context_python", python, cwd=ddir, env=env)
+    _damnit(damnit_venv, "reprocess", 1, 2, "--direct", cwd=ddir, env=env, timeout=900)
+    _damnit(damnit_venv, "combiner", "now", ddir, env=env)
+    subprocess.run([str(python), "-c", DAMNIT_EDITS, str(ddir), str(PROPOSAL)], env=env,
+                   check=True, timeout=120)
+    (ddir / "zulip.cfg").write_text("[ZULIP]\nkey = not-a-real-key\nurl = http://127.0.0.1:9/"
+                                    "zulip\ntopics = [\"DAMNIT\", \"shift\"]\n")
+
+    later = base.parent / "later"
+    shutil.copytree(base, later, symlinks=True)
+    lddir = later / ddir.relative_to(base)
+    lenv = damnit_env(later)
+    _damnit(damnit_venv, "reprocess", 3, "--direct", cwd=lddir, env=lenv, timeout=900)
+    _damnit(damnit_venv, "combiner", "now", lddir, env=lenv)
+    subprocess.run([str(python), "-c", DAMNIT_LATER_EDITS, str(lddir), str(PROPOSAL)], env=lenv,
+                   check=True, timeout=120)
+    return {"base": base, "later": later,
+            "damnit_rel": ddir.relative_to(base), "pdir_rel": pdir.relative_to(base)}
+
+
+def copy_damnit_tree(made: dict, dest: Path, which: str = "base") -> dict:
+    """A private copy of a tree of :func:`damnit_made` at ``dest`` (modes and times kept):
+    ``{"root": dest/exp, "pdir", "damnit"}``."""
+    import shutil
+    shutil.copytree(made[which], dest, symlinks=True)
+    return {"root": dest / "exp", "pdir": dest / made["pdir_rel"],
+            "damnit": dest / made["damnit_rel"]}
+
+
+def tree_state(path: Path) -> dict:
+    """Everything a byte-for-byte comparison of a directory needs: for every file and directory
+    below ``path`` (and ``path`` itself), its mode, size, modification time and (files) a
+    SHA-256 of its content; a file created (even one removed again) changes a directory's
+    modification time."""
+    import hashlib
+    import os
+    out = {}
+    for p in [path, *sorted(path.rglob("*"))]:
+        st = os.lstat(p)
+        rel = str(p.relative_to(path))
+        entry = {"mode": oct(st.st_mode), "mtime_ns": st.st_mtime_ns}
+        if p.is_file() and not p.is_symlink():
+            entry["size"] = st.st_size
+            entry["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+        out[rel] = entry
+    return out
+
+
+# --- local HTTP servers standing in for the facility's services ------------------------------
+
+def send_json(handler, code: int, body) -> None:
+    """Answer a request of a :class:`http.server.BaseHTTPRequestHandler` with JSON."""
+    import json
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+#: The API key :func:`mymdc_server` accepts.
+MYMDC_KEY = "mymdc-test-key-5f1e"
+
+
+@pytest.fixture
+def mymdc_server():
+    """A stand-in for MyMdC (the one part that cannot run here): a local HTTP server answering
+    MyMdC's API under ``/api/mymdc`` (where extra-proposal and AMORE's own client ask), only
+    with the API key :data:`MYMDC_KEY`. Run 1 of proposal 2832: sample "Lysozyme crystals",
+    run type "Pump-probe", one technique; run 2 unknown. Yields an object with ``url`` (the
+    server), ``api`` (``url + "/api/mymdc"``), ``key`` and ``seen`` (every request: ``path``,
+    ``key``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    replies = {
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/1": {
+            "runs": [{"id": 501, "sample_id": 7, "experiment_id": 3, "run_number": 1}]},
+        f"/api/mymdc/proposals/by_number/{PROPOSAL}/runs/2": {"runs": []},
+        "/api/mymdc/samples/7": {"name": "Lysozyme crystals", "id": 7},
+        "/api/mymdc/experiments/3": {"name": "Pump-probe", "id": 3},
+        "/api/mymdc/runs/501": {"id": 501, "techniques": [
+            {"identifier": "PaNET01188", "name": "serial femtosecond crystallography"}]},
+    }
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append({"path": self.path, "key": self.headers.get("X-API-key")})
+            body = replies.get(self.path.split("?")[0])
+            if self.headers.get("X-API-key") != MYMDC_KEY:
+                send_json(self, 403, {"info": "bad key"})
+            elif body is None:
+                send_json(self, 404, {"info": "not found"})
+            else:
+                send_json(self, 200, body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield SimpleNamespace(url=url, api=url + "/api/mymdc", key=MYMDC_KEY, seen=seen)
+    server.shutdown()

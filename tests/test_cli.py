@@ -74,7 +74,7 @@ def test_demo_shows_at_least_five_runs(tmp_path):
     rows = [l for l in final.splitlines() if re.match(r"^│\s+\d+ │", l)]
     assert len(rows) == 5
     assert all(" done " in r for r in rows)
-    ctx = tmp_path / "demo/data/MID/202601/p009999/usr/Shared/amore"
+    ctx = tmp_path / "demo/data/MID/202601/p009999/usr/Shared/amore-proto"
     db = RunDB(ctx)
     assert len(db.runs()) == 5
     values = db.get_values(9999, 3)

@@ -10,6 +10,17 @@ def context_dir(arg) -> Path:
     return Path(arg if arg else os.getcwd()).resolve()
 
 
+def foreign_database_message(d: Path) -> str | None:
+    """What to tell the user when directory ``d`` holds a ``runs.sqlite`` that AMORE did not
+    create (DAMNIT's, a newer AMORE's, something else), found without touching it; None when
+    it holds AMORE's own database or none."""
+    from backend.store.identify import DbKind, describe, identify
+    ident = identify(d)
+    if ident.kind in (DbKind.AMORE, DbKind.MISSING, DbKind.EMPTY):
+        return None
+    return describe(ident)
+
+
 def parse_runs(tokens: list[str], known: list[int]) -> list[int]:
     """Run numbers from CLI tokens: ``all``, ``5``, ``3-7``. Raises ValueError for bad tokens."""
     runs: list[int] = []

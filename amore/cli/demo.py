@@ -1,7 +1,7 @@
 """``amore-proto demo``: AMORE's main job on a built-in demo proposal.
 
 Writes a realistic demo proposal (:mod:`backend.testing.mockdata`) under ``DIR/data``, creates its
-context directory ``<proposal>/usr/Shared/amore`` with the demo context file, starts the backend
+context directory ``<proposal>/usr/Shared/amore-proto`` with the demo context file, starts the backend
 (``amore-proto listen``) and plays the facility: every ``--interval`` seconds a new run is written
 and announced (a ``migration_complete`` Kafka event when a broker is configured and reachable,
 otherwise the backend's directory watcher sees it). The run table is printed as it fills.

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from amore.cli import (backend, demo, gui, listen, logs, manual, reprocess, setup, show, slurm,
-                       trust)
+from amore.cli import (backend, damnit, demo, gui, listen, logs, manual, post, reprocess, setup,
+                       show, slurm, trust)
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm,
+                   damnit, post]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,12 +26,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Commands that look at a directory holding another program's database themselves: ``show``
+#: reads a DAMNIT table read-only, ``demo`` makes its own tree, ``gui`` resolves its target.
+OWN_DIRECTORY_CHECK = {"show", "demo", "gui"}
+
+
+def refuse_foreign_directory(args) -> int:
+    """Exit status 1, with a plain message on stderr, if the command's context directory
+    (``DIR``/``--dir``, else the current directory; ``gui``: its target) holds a database
+    AMORE did not create: before the command creates anything (a log, a lock, a socket) in it.
+    0 otherwise."""
+    from amore.cli.common import context_dir, foreign_database_message
+    if args.command == "gui":
+        if not getattr(args, "target", None):
+            return 0
+        from backend.locate import ForeignDatabaseError, LocateError, resolve
+        try:
+            resolve(args.target)
+        except ForeignDatabaseError as e:
+            print(f"amore-proto gui: {e}", file=sys.stderr)
+            return 1
+        except LocateError:
+            return 0        # the GUI says it (and offers the Open dialog)
+        return 0
+    if args.command in OWN_DIRECTORY_CHECK or not hasattr(args, "dir"):
+        return 0
+    msg = foreign_database_message(context_dir(args.dir))
+    if msg is None:
+        return 0
+    print(f"amore-proto {args.command}: {msg}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     """Run ``amore-proto`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     from backend.files import restrict_umask
     restrict_umask()   # nothing AMORE writes is world-writable, whatever the user's umask
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    return refuse_foreign_directory(args) or args.func(args) or 0
 
 
 if __name__ == "__main__":

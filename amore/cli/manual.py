@@ -138,13 +138,20 @@ def cmd_column_restore(a) -> int:
 
 
 def cmd_column_import_damnit(a) -> int:
-    from backend.store.manual import ManualError, import_damnit_user_variables
+    from backend.damnit.source import DamnitError, DamnitSource
+    from backend.damnit.user_columns import import_user_variables
+    from backend.store.manual import ManualError
+    try:
+        source = DamnitSource(a.damnit)
+    except DamnitError as e:
+        print(f"amore-proto column import-damnit: {e}", file=sys.stderr)
+        return 1
     db, m = _open(a, "column import-damnit")
     if m is None:
         return 1
     try:
-        res = import_damnit_user_variables(m, a.damnit)
-    except (ManualError, FileNotFoundError) as e:
+        res = import_user_variables(m, source)
+    except ManualError as e:
         print(f"amore-proto column import-damnit: {e}", file=sys.stderr)
         return 1
     names = res["columns"] + res["reused"]
@@ -152,7 +159,8 @@ def cmd_column_import_damnit(a) -> int:
         announce(context_dir(a.dir), db, [(UpdateKind.VARIABLES_CHANGED, {"names": names})])
     print(f"Imported {len(res['columns'])} DAMNIT user-editable variable(s) as manual columns"
           f"{': ' + ', '.join(res['columns']) if res['columns'] else ''}; "
-          f"{res['values']} value(s) set")
+          f"{res['values']} value(s) set"
+          + (f"; {res['kept']} value(s) edited in AMORE kept" if res["kept"] else ""))
     for name, why in res["skipped"].items():
         print(f"  skipped {name}: {why}", file=sys.stderr)
     return 0

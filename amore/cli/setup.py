@@ -9,11 +9,25 @@ from backend.contextdir import ContextDir
 from backend.vocab import FACILITIES, normalize_proposal
 
 
+def _init_dir(a) -> Path:
+    """Where ``init`` creates the context directory: DIR; without it, for a European XFEL
+    proposal found under the data root, its conventional AMORE directory
+    (``<proposal>/usr/Shared/amore-proto``, :func:`backend.locate.context_dir_in`); else the
+    current directory."""
+    if a.dir or a.facility not in (None, "euxfel") or not isinstance(a.proposal, int):
+        return context_dir(a.dir)
+    from backend.config import load_config
+    from backend.locate import context_dir_in, find_proposal_dir
+    cfg = load_config(None)
+    pdir = find_proposal_dir(a.proposal, cfg)
+    return context_dir_in(pdir, cfg).context_dir if pdir is not None else context_dir(None)
+
+
 def cmd_init(a) -> int:
     # the one way every front-end creates a context directory (SQLAlchemy: imported only here)
     from amore_gui.application.opening import create_context_dir
     from backend.store.writer import StorageError
-    d = context_dir(a.dir)
+    d = _init_dir(a)
     try:
         made = create_context_dir(d, a.proposal, a.template,
                                   Path(a.context) if a.context else None,
@@ -57,7 +71,8 @@ def _proposal(text: str):
 def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
     s = sub.add_parser("init", help="create a context directory")
-    s.add_argument("dir", nargs="?")
+    s.add_argument("dir", nargs="?", help="the directory (default: for a European XFEL proposal "
+                   "its <proposal>/usr/Shared/amore-proto, else the current directory)")
     s.add_argument("--proposal", type=_proposal, required=True,
                    help="proposal: a number (2832) or an identifier (mx2532, p18493)")
     s.add_argument("--facility", choices=FACILITIES,

@@ -7,11 +7,38 @@ import sys
 from amore.cli.common import context_dir
 
 
+def show_damnit(d, a) -> int:
+    """``show`` of DAMNIT's directory: its table read-only (nothing in it is changed), with a
+    note saying so and how to take it over."""
+    from rich.console import Console
+
+    from amore.cli.table import render_rows
+    from backend.damnit.source import DamnitError, DamnitSource
+    from backend.damnit.values import damnit_table
+    from backend.store.identify import describe, identify
+    if a.where:
+        print("amore-proto show: --where needs an AMORE directory; "
+              + describe(identify(d)), file=sys.stderr)
+        return 1
+    try:
+        variables, runs, values = damnit_table(DamnitSource(d))
+    except DamnitError as e:
+        print(f"amore-proto show: {e}", file=sys.stderr)
+        return 1
+    console = Console()
+    console.print(render_rows(variables, runs, values, width=console.width))
+    print(f"(DAMNIT's table, read without changing it) {describe(identify(d))}", file=sys.stderr)
+    return 0
+
+
 def cmd_show(a) -> int:
     from amore.cli.table import render_table
     from rich.console import Console
+    from backend.store.identify import DbKind, identify
     from backend.store.writer import StorageError
     d = context_dir(a.dir or a.dir_opt)
+    if identify(d).kind is DbKind.DAMNIT:
+        return show_damnit(d, a)
     only = None
     try:
         if a.where:

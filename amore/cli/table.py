@@ -13,11 +13,7 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     With ``width`` (terminal columns), only as many variable columns as fit are shown, in
     context-file order; the caption says how many were left out.
     """
-    from rich.markup import escape
-    from rich.table import Table
-
     from backend.store.writer import RunDB, StoredValue
-    from backend.formatting import format_value
 
     db = RunDB(d)
     from backend.store.manual import ManualStore
@@ -25,13 +21,28 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     variables = db.get_variables() + [VariableInfo(c.name, c.title, units=c.units)
                                       for c in ManualStore(db).columns()]
     all_runs = db.runs()
-    if only is not None:
-        all_runs = [r for r in all_runs if (r["proposal"], r["run"]) in only]
-    runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
     values: dict[tuple[int, int], dict] = {}
     for p, r, name, value, st, _attrs in db.all_values():
         values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
     db.close()
+    return render_rows(variables, all_runs, values, max_rows=max_rows, width=width, only=only)
+
+
+def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | None = None,
+                width: int | None = None, only: set | None = None):
+    """A rich Table of runs (dicts with ``proposal``, ``run``, ``start_time``, ``status``; in
+    run order), ``variables`` (:class:`backend.vocab.VariableInfo`, in column order) and
+    ``values`` (``(proposal, run) -> {name: StoredValue}``), newest run first; see
+    :func:`render_table`."""
+    import time
+    from rich.markup import escape
+    from rich.table import Table
+
+    from backend.formatting import format_value
+
+    if only is not None:
+        all_runs = [r for r in all_runs if (r["proposal"], r["run"]) in only]
+    runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
     fixed = [("Run", [str(r["run"]) for r in runs]),
              ("Start", [time.strftime("%H:%M:%S", time.localtime(r["start_time"]))
                         if r["start_time"] else "" for r in runs]),

@@ -56,7 +56,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 def ensure_schema(path: str | Path) -> None:
-    """Upgrade an older database through :class:`backend.store.writer.RunDB` (only if needed)."""
+    """Upgrade an older database through :class:`backend.store.writer.RunDB` (only if needed).
+    Raises :class:`backend.store.identify.NotAmoreDatabase`, saying what it is and what to do,
+    for a database AMORE did not create (DAMNIT's...), which is left untouched."""
     con = connect(path)
     try:
         rev = sql.schema_revision(con)

@@ -27,7 +27,7 @@ A variable is a function of the run (an extra-data ``DataCollection``) decorated
     directory (``pathlib.Path``, as DAMNIT gives it; ``None`` if it cannot be found). Other
     facilities add what they know of the run (``meta#metadata``, ``meta#run_name``,
     ``meta#start_time``..., see :mod:`backend.ctxrunner.facilities`).
-``"mymdc#sample_name"``, ``"mymdc#run_type"``
+``"mymdc#sample_name"``, ``"mymdc#run_type"``, ``"mymdc#techniques"``
     the facility metadata service (only where configured; otherwise the variable fails with
     a "not available" error).
 ``"param#name"``
@@ -75,7 +75,7 @@ GROUP_INPUT_KINDS = INPUT_KINDS + ("self",)
 META_KEYS = ("run_number", "proposal", "proposal_path", "run_name", "instrument", "start_time",
              "stop_time", "file_name", "job_id", "metadata", "tag", "sample", "data_dir",
              "pgroup", "beamline")
-MYMDC_KEYS = ("sample_name", "run_type")
+from backend.ctxrunner.mymdc import KEYS as MYMDC_KEYS  # noqa: E402 - the keys, defined once
 
 
 class RunData(str, enum.Enum):
@@ -853,7 +853,8 @@ class ContextFile:
                         kwargs[inp.param] = inp.default
                         continue
                     raise _InputFailed(f"'mymdc#{inp.key}' is not available: no metadata service "
-                                       f"is configured (mymdc.url)", "MetadataUnavailable")
+                                       f"is configured ([mymdc] url) and extra-proposal is not "
+                                       f"installed", "MetadataUnavailable")
                 try:
                     kwargs[inp.param] = mymdc(inp.key)
                 except Exception as e:  # the service's error, named as the input that failed

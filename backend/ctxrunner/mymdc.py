@@ -1,19 +1,36 @@
-"""Client of the facility's metadata service (MyMdC at European XFEL) for ``mymdc#`` inputs.
+"""The facility's metadata service (MyMdC at European XFEL) for ``mymdc#`` inputs:
+``mymdc#sample_name`` (str), ``mymdc#run_type`` (str, e.g. ``"Sample"``, ``"Dark"``) and
+``mymdc#techniques`` (list of dicts with ``identifier`` and ``name``), the fields DAMNIT 0.4.0
+offers.
 
-Configured by ``[mymdc]`` in the configuration: ``url`` is the base of the service's API as
-AMORE reaches it (at European XFEL a proxy path such as ``https://<host>/api/mymdc``), ``token``
-or ``token_file`` the API key sent in the ``header`` (default ``X-API-key``), ``timeout`` in
-seconds. Requests (all GET, JSON replies):
+Two ways to reach it (:func:`metadata_client` chooses):
 
-``{url}/proposals/by_number/{proposal}/runs/{run}``
-    ``{"runs": [{"sample_id": int, "experiment_id": int, ...}]}``
-``{url}/samples/{sample_id}``
+* with no ``[mymdc] url`` configured, as DAMNIT does: through the ``extra-proposal`` package
+  (:class:`ExtraProposalClient`, ``extra_proposal.Proposal(proposal)[run].<field>()``). At
+  European XFEL it needs no configuration: extra-proposal finds the proposal directory under the
+  data root (``$EXTRA_DATA_DATA_ROOT``) and reads the API key and server from its
+  ``usr/mymdc-credentials.yml`` (``token``, ``server``; requests go to ``{server}/api/mymdc``,
+  key in the ``X-API-key`` header). The facility's token service writes that file when DAMNIT
+  or extra-proposal first asks MyMdC about a proposal; AMORE does not call that service itself
+  (no facility host is contacted behind the user's back, not even by the test suite): without
+  the file the variable says so;
+* with ``[mymdc]`` configured (other set-ups, or a proxy of one's own): ``url`` is the base of
+  the service's API as AMORE reaches it, ``token`` or ``token_file`` the API key sent in the
+  ``header`` (default ``X-API-key``), ``timeout`` in seconds (:class:`MyMdcClient`).
+
+Both make the same GET requests (JSON replies):
+
+``proposals/by_number/{proposal}/runs/{run}``
+    ``{"runs": [{"id": int, "sample_id": int, "experiment_id": int, ...}]}``
+``samples/{sample_id}``
     ``{"name": str, ...}`` (the sample name)
-``{url}/experiments/{experiment_id}``
+``experiments/{experiment_id}``
     ``{"name": str, ...}`` (the run type)
+``runs/{id}``
+    ``{"techniques": [{"identifier": str, "name": str}, ...], ...}``
 
-Replies are cached per worker process. Errors raise :class:`MetadataError` with the URL and the
-reason, which the variable that asked for the value shows.
+Replies are cached per worker process. Errors raise :class:`MetadataError` with the URL (never
+the key) and the reason, which the variable that asked for the value shows.
 """
 from __future__ import annotations
 
@@ -23,8 +40,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-#: ``mymdc#`` keys a context file may ask for.
-KEYS = ("sample_name", "run_type")
+#: ``mymdc#`` keys a context file may ask for (those DAMNIT 0.4.0 accepts).
+KEYS = ("sample_name", "run_type", "techniques")
 
 
 class MetadataError(Exception):
@@ -105,9 +122,79 @@ class MyMdcClient:
     def run_type(self, proposal: int, run: int) -> str:
         return str(self._get(f"experiments/{self.run_info(proposal, run)['experiment_id']}")["name"])
 
-    def lookup(self, key: str, proposal: int, run: int) -> str:
-        """Value of ``mymdc#<key>`` for a run; raises KeyError for keys other than :data:`KEYS`."""
-        if key not in KEYS:
-            raise KeyError(f"unknown 'mymdc#{key}' (use one of "
-                           f"{', '.join('mymdc#' + k for k in KEYS)})")
-        return getattr(self, key)(proposal, run)
+    def techniques(self, proposal: int, run: int) -> list[dict]:
+        return list(self._get(f"runs/{self.run_info(proposal, run)['id']}")["techniques"])
+
+    def lookup(self, key: str, proposal: int, run: int):
+        """Value of ``mymdc#<key>`` for a run; raises KeyError for keys other than :data:`KEYS`,
+        :class:`MetadataError` when the service cannot answer."""
+        _check_key(key)
+        try:
+            return getattr(self, key)(proposal, run)
+        except (KeyError, TypeError) as e:
+            raise MetadataError(f"metadata service: unexpected reply for {key} of run {run} "
+                                f"({type(e).__name__}: {e})") from None
+
+
+def _check_key(key: str) -> None:
+    if key not in KEYS:
+        raise KeyError(f"unknown 'mymdc#{key}' (use one of "
+                       f"{', '.join('mymdc#' + k for k in KEYS)})")
+
+
+#: Where extra-proposal finds MyMdC's server and API key, relative to the proposal directory.
+CREDENTIALS = "usr/mymdc-credentials.yml"
+
+
+class ExtraProposalClient:
+    """``mymdc#`` values through the ``extra-proposal`` package, as DAMNIT 0.4.0 gets them:
+    ``extra_proposal.Proposal(proposal)[run].<key>()`` (see the module docstring for where it
+    finds the service and its key). One ``Proposal`` per proposal, whose replies it caches."""
+
+    def __init__(self):
+        import extra_proposal   # noqa: F401 - fail here when it is not installed
+        self._proposals: dict = {}
+
+    def lookup(self, key: str, proposal: int, run: int):
+        """Value of ``mymdc#<key>`` for a run; raises KeyError for keys other than :data:`KEYS`,
+        :class:`MetadataError` (naming the proposal and run, never the key) otherwise."""
+        _check_key(key)
+        import extra_proposal
+        prop = self._proposals.get(proposal)
+        if prop is None:
+            try:
+                from extra_proposal.utils import find_proposal
+                creds = find_proposal(f"p{int(proposal):06d}") / CREDENTIALS
+            except Exception as e:   # noqa: BLE001 - shown as the variable's error
+                raise MetadataError(f"MyMdC is not available for proposal {proposal}: "
+                                    f"{type(e).__name__}: {e}") from None
+            if not creds.is_file():
+                raise MetadataError(
+                    f"MyMdC is not available: {creds} does not exist (the facility's token "
+                    f"service writes it when DAMNIT or extra-proposal first asks MyMdC about "
+                    f"this proposal; or configure [mymdc] url and token_file)")
+            prop = self._proposals[proposal] = extra_proposal.Proposal(int(proposal))
+        try:
+            return getattr(prop[int(run)], key)()
+        except Exception as e:   # noqa: BLE001 - shown as the variable's error
+            raise MetadataError(f"MyMdC (extra-proposal) could not give {key} of run {run} of "
+                                f"proposal {proposal}: {type(e).__name__}: {_no_key(e)}") from None
+
+
+def _no_key(e: Exception) -> str:
+    """An exception's text without request headers (requests' errors name the URL only)."""
+    text = str(e)
+    return text.split("headers=")[0][:500]
+
+
+def metadata_client(conf: dict):
+    """The client for ``mymdc#`` inputs in a worker: :class:`MyMdcClient` for ``conf`` from
+    :func:`resolve_config` (``[mymdc] url`` set); otherwise :class:`ExtraProposalClient` where the
+    ``extra-proposal`` package is installed in the context file's Python; else None (the
+    variable then says no metadata service is available)."""
+    if conf.get("url"):
+        return MyMdcClient(**conf)
+    try:
+        return ExtraProposalClient()
+    except ImportError:
+        return None

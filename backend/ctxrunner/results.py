@@ -14,14 +14,21 @@ array/DataArray with a ``summary``     ``number`` (the numpy reduction named by 
 1-D numeric array/DataArray            ``sparkline`` (float32 little-endian, <= N points)
 2-D numeric array/DataArray            ``thumbnail`` (PNG, <= thumbnail_px per side)
 matplotlib figure (or Axes)            ``thumbnail`` (PNG)
+Plotly figure                          ``thumbnail`` (PNG drawn by :mod:`.figures`)
 other arrays, xarray Dataset           ``array`` (text such as ``"float64 (4, 5, 6)"``)
 exception / Skip                       ``error`` / ``skipped`` (NULL; message in attributes)
 =====================================  =============================================
 
 The HDF5 layout is ``/<name>/data`` (dataset) with attributes ``amore_type`` (``scalar``,
-``string``, ``ndarray``, ``DataArray``, ``Dataset``, ``figure``) and ``units``; DataArrays add
-``/<name>/coords/<dim>`` datasets and a ``dims`` attribute (JSON list); Datasets store each data
-variable as a DataArray group under ``/<name>/vars/<var>``; figures store PNG bytes (uint8).
+``string``, ``ndarray``, ``DataArray``, ``Dataset``, ``figure``, ``plotly``) and ``units``;
+DataArrays add ``/<name>/coords/<dim>`` datasets and a ``dims`` attribute (JSON list); Datasets
+store each data variable as a DataArray group under ``/<name>/vars/<var>``; figures store PNG
+bytes (uint8); Plotly figures store Plotly's JSON as UTF-8 bytes (uint8, gzip-compressed).
+
+Groups written by DAMNIT (files imported by ``amore-proto import-damnit``: no ``amore_type``;
+DAMNIT's ``_damnit_objtype`` instead) are read too, as DAMNIT's own API reads them: xarray
+objects from their netCDF4 groups (h5netcdf), Plotly figures from their JSON, pandas objects
+from their Parquet bytes (needs pyarrow), everything else from ``/<name>/data``.
 
 Units shown with a table value: the :class:`Cell`'s, else the variable's, else the ``units``
 attribute of a returned DataArray (as DAMNIT does).
@@ -40,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from backend.contextdir import ContextDir
+from backend.ctxrunner.figures import (THUMBNAIL_PX, figure_from_json, figure_json,
+                                       is_plotly_figure, render_png)
 from backend.files import share_like_dir
 from backend.vocab import StoredValue, SummaryType
 
@@ -123,7 +132,9 @@ def figure_png(fig, px: int | None = None, dpi: float = 100) -> bytes:
     return buf.getvalue()
 
 
-def _scalar_value(v) -> StoredValue | None:
+def scalar_value(v) -> StoredValue | None:
+    """The table value of a Python/numpy scalar (bool, int, float, complex, str, bytes); None
+    for anything else."""
     if isinstance(v, (bool, np.bool_)):
         return StoredValue(int(bool(v)), SummaryType.BOOL.value)
     if isinstance(v, (int, np.integer)):
@@ -175,20 +186,23 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
 
     value, preview = _axes_to_figure(value), _axes_to_figure(preview)
     if summary_value is not None:
-        sv = _scalar_value(summary_value)
+        sv = scalar_value(summary_value)
         if sv is None:
             raise TypeError(f"Cell summary_value must be a number or string, "
                             f"not {type(summary_value).__name__}")
         return done(sv)
     if value is None and preview is None:
         return done(StoredValue(None, "none"))
-    sv = _scalar_value(value)
+    sv = scalar_value(value)
     if sv is not None:
         return done(sv)
 
     target = preview if preview is not None else value
     if _is_figure(target):
         return done(StoredValue(figure_png(target, px=thumbnail_px * 2), SummaryType.THUMBNAIL.value))
+    if is_plotly_figure(target):
+        return done(StoredValue(render_png(target, px=max(thumbnail_px * 2, THUMBNAIL_PX)),
+                                SummaryType.THUMBNAIL.value))
     if _is_xarray(value, "Dataset"):
         return done(StoredValue(f"Dataset ({', '.join(map(str, value.data_vars))})", SummaryType.ARRAY.value))
 
@@ -205,12 +219,12 @@ def table_value(value: Any, *, summary: str | None = None, units: str | None = N
                              f"'mean', 'nanmax', 'std')")
         with np.errstate(all="ignore"):
             red = func(np.asarray(getattr(value, "values", value)))
-        sv = _scalar_value(red.item() if isinstance(red, np.ndarray) and red.size == 1 else red)
+        sv = scalar_value(red.item() if isinstance(red, np.ndarray) and red.size == 1 else red)
         if sv is None:
             raise TypeError(f"summary {summary!r} gave a {type(red).__name__}, not a number")
         return done(sv)
     if arr.ndim == 0:
-        sv = _scalar_value(arr.item())
+        sv = scalar_value(arr.item())
         if sv is not None:
             return done(sv)
     if _numeric(arr) and arr.ndim == 1:
@@ -277,6 +291,10 @@ def write_value_group(f, name: str, value: Any, units: str | None = None) -> Non
     elif _is_figure(value):
         grp.attrs["amore_type"] = "figure"
         grp.create_dataset("data", data=np.frombuffer(figure_png(value), dtype=np.uint8))
+    elif is_plotly_figure(value):
+        grp.attrs["amore_type"] = "plotly"
+        grp.create_dataset("data", data=np.frombuffer(figure_json(value).encode("utf-8"),
+                                                      dtype=np.uint8), compression="gzip")
     elif isinstance(value, str):
         grp.attrs["amore_type"] = "string"
         grp.create_dataset("data", data=value, dtype=h5py.string_dtype())
@@ -305,17 +323,61 @@ def write_run_file(path: str | os.PathLike, values: dict[str, tuple[Any, str | N
     ``flock`` on ``.p<P>_r<R>.h5.lock`` beside it, so neither loses the other's groups.
     Returns name -> error message for results that could not be stored (the others are stored).
     """
+    return _locked_replace(Path(path), values)
+
+
+def _locked_replace(path: Path, values: dict[str, tuple[Any, str | None]],
+                    copy_from: Path | None = None, copy_names=()) -> dict[str, str]:
     import fcntl
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.lock"
     with open(lock_path, "a") as lock:
         share_like_dir(lock_path, path.parent)
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        return _replace_groups(path, values)
+        return _replace_groups(path, values, copy_from, copy_names)
 
 
-def _replace_groups(path: Path, values: dict[str, tuple[Any, str | None]]) -> dict[str, str]:
+def damnit_group_names(path: str | os.PathLike) -> set[str]:
+    """Names of the variables in a run file (DAMNIT's or AMORE's; not DAMNIT's ``.reduced``,
+    ``.preview``, ``.errors``)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        return {k for k in f.keys() if not k.startswith(".")}
+
+
+def copy_run_groups(src: str | os.PathLike, dest: str | os.PathLike,
+                    names) -> dict[str, str]:
+    """Copy the variables ``names`` of run file ``src`` (DAMNIT's, read only) into run file
+    ``dest``, replacing groups of the same names as :func:`write_run_file` does (on a copy,
+    under its lock). xarray objects (netCDF4 groups, whose dimension scales HDF5 cannot copy
+    between files) are rewritten in AMORE's layout; other groups are copied as they are.
+    Returns name -> error message for variables that could not be copied."""
+    import h5py
+    src = Path(src)
+    rewrite: dict[str, tuple[Any, str | None]] = {}
+    raw = []
+    errors = {}
+    with h5py.File(src, "r") as f:
+        kinds = {n: f[n].attrs.get(DAMNIT_OBJTYPE, "") for n in names if n in f}
+    for n in names:
+        kind = kinds.get(n)
+        if kind is None:
+            errors[n] = f"not in {src.name}"
+        elif kind in ("dataarray", "dataset", b"dataarray", b"dataset"):
+            try:
+                v = read_run_value(src, n)
+            except Exception as e:  # noqa: BLE001 - reported, the others are copied
+                errors[n] = f"{type(e).__name__}: {e}"
+                continue
+            rewrite[n] = (v, None)
+        else:
+            raw.append(n)
+    errors.update(_locked_replace(Path(dest), rewrite, src, raw))
+    return errors
+
+
+def _replace_groups(path: Path, values: dict[str, tuple[Any, str | None]],
+                    copy_from: Path | None = None, copy_names=()) -> dict[str, str]:
     import h5py
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".h5.tmp", dir=path.parent)
     os.close(fd)
@@ -332,6 +394,15 @@ def _replace_groups(path: Path, values: dict[str, tuple[Any, str | None]]) -> di
                     write_value_group(f, name, value, units)
                 except Exception as e:  # one bad result never loses the others
                     errors[name] = f"{type(e).__name__}: {e}"
+            if copy_names:
+                with h5py.File(copy_from, "r") as fsrc:
+                    for name in copy_names:
+                        try:
+                            if name in f:
+                                del f[name]
+                            fsrc.copy(fsrc[name], f, name)
+                        except Exception as e:  # noqa: BLE001 - one never loses the others
+                            errors[name] = f"{type(e).__name__}: {e}"
         share_like_dir(tmp, path.parent)
         os.replace(tmp, path)
     except BaseException:
@@ -345,17 +416,60 @@ def read_run_value(path: str | os.PathLike, name: str):
     """Read one variable back from a run's HDF5 file.
 
     Returns a numpy array / scalar / str, an ``xarray.DataArray`` (``amore_type`` DataArray),
-    a dict of DataArrays (Dataset), or PNG ``bytes`` (figure). Raises ``KeyError`` if the
-    variable is not in the file, ``FileNotFoundError`` if the file does not exist.
+    a dict of DataArrays (Dataset), PNG ``bytes`` (matplotlib figure), or a
+    ``plotly.graph_objects.Figure`` (Plotly figure). Groups DAMNIT wrote (imported files) give
+    what DAMNIT's API gives: an ``xarray.DataArray``/``xarray.Dataset``, a Plotly ``Figure``,
+    a ``pandas.DataFrame``/``Series``, the RGBA ``uint8`` array of a matplotlib figure, or the
+    array / scalar / str. Raises ``KeyError`` if the variable is not in the file,
+    ``FileNotFoundError`` if the file does not exist.
     """
     import h5py
     with h5py.File(path, "r") as f:
+        if name.startswith("."):        # DAMNIT's .reduced/.preview/.errors are no variables
+            raise KeyError(name)
         grp = f[name]
+        if "amore_type" not in grp.attrs:
+            return _read_damnit_group(grp)
         return _read_group(grp)
+
+
+#: DAMNIT's ``_damnit_objtype`` attribute (its ``DataType`` values) on groups it wrote.
+DAMNIT_OBJTYPE = "_damnit_objtype"
+
+
+def _read_damnit_group(grp):
+    """A variable's group as DAMNIT 0.4.0 writes it (``damnit_writing.DamnitFileWriter``)."""
+    import h5py
+    kind = grp.attrs.get(DAMNIT_OBJTYPE, "")
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    if kind in ("dataarray", "dataset"):
+        import xarray as xr
+        load = xr.load_dataarray if kind == "dataarray" else xr.load_dataset
+        obj = load(grp.file.filename, group=grp.name, engine="h5netcdf")
+        obj.attrs = {k: v for k, v in obj.attrs.items() if not str(k).startswith("_damnit_")}
+        return obj
+    ds = grp["data"]
+    if kind == "PlotlyFigure":
+        return figure_from_json(ds[()].tobytes())
+    if kind in ("dataframe", "series"):
+        import pandas as pd
+        try:
+            df = pd.read_parquet(io.BytesIO(ds[()].tobytes()))
+        except ImportError as e:
+            raise ImportError(f"reading a pandas object DAMNIT stored needs pyarrow: {e}") from e
+        return df.iloc[:, 0] if kind == "series" else df
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        if ds.ndim == 0:
+            return ds[()].decode("utf-8", "surrogateescape")
+        return ds.asstr("utf-8", "surrogateescape")[()]
+    return ds[()]
 
 
 def _read_group(grp):
     t = grp.attrs.get("amore_type", "ndarray")
+    if t == "plotly":
+        return figure_from_json(grp["data"][()].tobytes())
     if t == "none":
         return None
     if t == "figure":

@@ -101,9 +101,8 @@ def main(argv=None) -> int:
                     int(os.environ.get("AMORE_SPARKLINE_POINTS", "100")))
     worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")  # not for user code
-    if mymdc_conf.get("url"):
-        from backend.ctxrunner.mymdc import MyMdcClient
-        worker.mymdc = MyMdcClient(**mymdc_conf)
+    from backend.ctxrunner.mymdc import metadata_client
+    worker.mymdc = metadata_client(mymdc_conf)
     # the imports a warm local worker has done before its first run
     import extra_data  # noqa: F401
     import h5py  # noqa: F401

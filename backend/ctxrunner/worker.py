@@ -672,9 +672,8 @@ def main(argv=None):
     # The API key is for this process only: not for the user's code, its prints and the
     # programs it starts.
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
-    if mymdc_conf.get("url"):
-        from backend.ctxrunner.mymdc import MyMdcClient
-        worker.mymdc = MyMdcClient(**mymdc_conf)  # from backend.ctxrunner.mymdc.resolve_config
+    from backend.ctxrunner.mymdc import metadata_client
+    worker.mymdc = metadata_client(mymdc_conf)  # [mymdc] url, else extra-proposal (as DAMNIT)
     # Warm up the heavy imports before the first request, so the first run after the backend
     # starts is as quick as the others (extra-data imports xarray/pandas lazily on first use).
     import extra_data  # noqa: F401

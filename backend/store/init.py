@@ -8,10 +8,12 @@ from pathlib import Path
 import context_templates
 from backend.contextdir import ContextDir
 from backend.files import restrict_umask, share_like_dir
-from backend.store.writer import RunDB
+from backend.store.identify import NotAmoreDatabase, check_amore_db
+from backend.store.writer import ForeignDatabase, RunDB
 
 
-def _toml_str(s: str) -> str:
+def toml_str(s: str) -> str:
+    """A TOML basic string holding ``s``."""
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -20,7 +22,7 @@ def facility_toml(facility: str, proposal, root: str | None = None) -> str:
     settings (see :data:`backend.config.DEFAULTS`), with placeholders the user edits. ``root``:
     the ESRF beamtime folder / SwissFEL pgroup directory."""
     lines = ["# AMORE settings of this context directory (see README: Facilities)",
-             f"facility = {_toml_str(facility)}", ""]
+             f"facility = {toml_str(facility)}", ""]
     if facility == "ess":
         lines += ["[kafka]", "# broker = \"host:9092\"    # or AMORE_BROKER", "",
                   "[ess]", 'topics = ["ymir_filewriter"]',
@@ -29,11 +31,11 @@ def facility_toml(facility: str, proposal, root: str | None = None) -> str:
                   "# [columns.temperature]", '# hdf5 = "/entry/sample/temperature"',
                   '# type = "number"', '# reduce = "mean"']
     elif facility == "esrf":
-        lines += ["[esrf]", f"root = {_toml_str(root or f'/data/visitor/{proposal}')}",
+        lines += ["[esrf]", f"root = {toml_str(root or f'/data/visitor/{proposal}')}",
                   'attributo_config = "attributo-config.json"', 'path_prefix = ""',
                   'path_prefix_replacement = ""']
     elif facility == "swissfel":
-        lines += ["[swissfel]", f"root = {_toml_str(root or f'/sf/BEAMLINE/data/{proposal}')}",
+        lines += ["[swissfel]", f"root = {toml_str(root or f'/sf/BEAMLINE/data/{proposal}')}",
                   "", "# [columns.rate]", '# key = "rate_multiplicator"', '# type = "integer"']
     else:
         lines += ["[euxfel]", "online = false   # also the online cluster's per-instrument topics"]
@@ -55,7 +57,8 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
     Returns the path of the ``context.py``. Raises ``FileExistsError`` if a context file
     already exists (with ``keep_context``: if the database exists too),
     :class:`backend.store.writer.StorageError` if the database belongs to another proposal,
-    ``KeyError`` for an unknown template or facility.
+    :class:`backend.store.writer.ForeignDatabase` (nothing created) if the directory holds a
+    database that is not AMORE's (DAMNIT's), ``KeyError`` for an unknown template or facility.
     """
     from backend.vocab import FACILITIES
     if facility is not None and facility not in FACILITIES:
@@ -63,6 +66,12 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
     if template is None:
         template = facility if facility not in (None, "euxfel") else "generic"
     cd = ContextDir(context_dir)
+    # A directory holding another program's database (DAMNIT's) is left as it is: nothing is
+    # created in it (ForeignDatabase says what it is and what to do).
+    try:
+        check_amore_db(cd.db_file, allow_empty=True)
+    except NotAmoreDatabase as e:
+        raise ForeignDatabase(str(e), e.identity) from None
     # Never world-writable; group-writable only under a group-shared directory, whatever the
     # umask (the directories created here take the sharing of the nearest existing one).
     existing = cd.path.absolute()
@@ -86,7 +95,7 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
         if not toml.exists():
             toml.write_text(facility_toml(facility, proposal, root))
             made.append(toml)
-    # a proposal group shares usr/Shared/amore: what we create is group-writable where it is
+    # a proposal group shares its context directory: what we create is group-writable where it is
     for p in made:
         share_like_dir(p)
     return ctx

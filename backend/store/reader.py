@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as _sqlite
 
 from backend.contextdir import db_file
+from backend.store.identify import check_amore_db
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, manual_columns_table,
                                   metadata_table, run_values_table, runs_table, slurm_jobs_table,
                                   variables_table)
@@ -194,11 +195,15 @@ def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
     through it, not even by mistake); otherwise the connection is ``PRAGMA query_only``.
     Either way it reads consistently while the backend writes (WAL mode); ``timeout`` seconds
     of waiting for a lock. ``check_same_thread`` is off: use it from one thread at a time.
-    Raises ``FileNotFoundError`` if there is no database.
+    Raises ``FileNotFoundError`` if there is no database,
+    :class:`backend.store.identify.NotAmoreDatabase` (saying what it is) for a database that
+    is not AMORE's: that one is not opened at all (reading a WAL database would add files
+    beside it).
     """
     path = db_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"No AMORE database at {path}")
+    check_amore_db(path)
     if uri_readonly:
         con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True,
                               timeout=timeout, check_same_thread=False)

@@ -4,7 +4,8 @@ The database is the source of truth; messages only carry names. Its tables are d
 in :mod:`backend.store.schema` (described there); this module writes them with statements
 built from those tables, and :mod:`backend.store.reader` reads them. The schema is versioned
 with Alembic (``backend/store/migrations``); opening a database upgrades it to the current
-revision.
+revision - only a database AMORE made: any other (DAMNIT's...) is refused before anything is
+written or migrated (:mod:`backend.store.identify`).
 
 Writes use ``BEGIN IMMEDIATE`` in WAL mode and are short, so many workers may write at once
 without ``database is locked`` errors. A write waits for another process's write lock (a
@@ -31,8 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from backend.store.reader import schema_revision
-from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, metadata_table,
+from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
+from backend.store.schema import (comments_table, events_table, metadata_table,
                                   run_values_table, runs_table, slurm_jobs_table,
                                   source_runs_table, variables_table)
 from backend.contextdir import db_file
@@ -109,6 +110,16 @@ class StorageError(Exception):
     """The database cannot be used (wrong proposal, missing, unreadable)."""
 
 
+class ForeignDatabase(StorageError):
+    """The database is not AMORE's (DAMNIT's, a newer AMORE's, something else): it is left as
+    it is. The message says what it is and what to do; ``identity`` is the
+    :class:`backend.store.identify.DbIdentity`."""
+
+    def __init__(self, message: str, identity):
+        super().__init__(message)
+        self.identity = identity
+
+
 def make_engine(path: str | os.PathLike) -> sa.Engine:
     """SQLAlchemy engine for an SQLite file: WAL, a busy timeout (see :data:`MAX_LOCK_WAIT_S`), ``BEGIN IMMEDIATE`` for
     transactions that may write (``BEGIN`` for connections with execution option
@@ -150,15 +161,6 @@ def make_engine(path: str | os.PathLike) -> sa.Engine:
     return engine
 
 
-def _current_revision(path: Path) -> str | None:
-    """The Alembic revision of the database file (None for a new or empty file)."""
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
-    try:
-        return schema_revision(con)
-    finally:
-        con.close()
-
-
 def upgrade_schema(path: str | os.PathLike) -> None:
     """Run the Alembic migrations on the SQLite file at ``path`` up to the head revision."""
     from alembic import command
@@ -174,7 +176,8 @@ class RunDB:
     """Access to ``runs.sqlite`` of one context directory.
 
     ``RunDB(dir)`` opens an existing database (upgrading its schema); ``RunDB.create(dir, proposal)``
-    makes one. Raises :class:`StorageError` if the file does not exist.
+    makes one. Raises :class:`StorageError` if the file does not exist, :class:`ForeignDatabase`
+    (the file left untouched) if it is not AMORE's own (:mod:`backend.store.identify`).
     All methods are safe to call from several processes at once.
     """
 
@@ -185,7 +188,13 @@ class RunDB:
         if not _create and not self.path.is_file():
             raise StorageError(f"No AMORE database at {self.path} "
                                f"(create one with 'amore-proto init {self.path.parent} --proposal N')")
-        if _current_revision(self.path) != SCHEMA_HEAD:
+        # Only AMORE's own database is migrated or written (nothing, not even WAL mode, is
+        # switched on another program's database): see backend.store.identify.
+        try:
+            ident = check_amore_db(self.path, allow_empty=_create)
+        except NotAmoreDatabase as e:
+            raise ForeignDatabase(str(e), e.identity) from None
+        if ident.kind is not DbKind.AMORE or ident.needs_upgrade:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
 
