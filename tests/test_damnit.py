@@ -278,8 +278,8 @@ def test_import_brings_a_damnit_directory_across_whole(tree, tmp_path):
         fig = db[r, "fig"].read()
         assert type(fig).__name__ == "Figure" and fig.to_dict() == dmn[r, "fig"].read().to_dict()
     # ... and the GUI's inspection window reads them the same way
-    from amore_gui._qt.inspect import read_value
-    xr.testing.assert_identical(read_value(dest, PROPOSAL, 1, "xgm"), dmn[1, "xgm"].read())
+    from amore_gui.application.values import read_run_value
+    xr.testing.assert_identical(read_run_value(dest, PROPOSAL, 1, "xgm"), dmn[1, "xgm"].read())
 
     # comments, time comments with their times
     assert table.loc[table["run"] == 1, "comment"].item() == "first good run"
