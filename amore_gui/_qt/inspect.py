@@ -15,27 +15,9 @@ from qtpy.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVB
                              QWidget)
 
 from amore_gui.application.formatting import format_number
+from amore_gui.application.run_values import axis_values, read_value
 from amore_gui.application.table_data import K_ERROR, K_SKIPPED
 from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
-
-
-def read_value(context_dir, proposal, run, name):
-    """The full result of a variable for one run (plain Python, worker thread)."""
-    from backend.ctxrunner.results import h5_path, read_run_value
-    return read_run_value(h5_path(context_dir, proposal, run), name)
-
-
-def axis_values(x: np.ndarray, dim: str) -> tuple[np.ndarray, str]:
-    """x values and label for 1-D data along ``dim`` where there are no trains: times
-    (datetime64, e.g. an ESS NXlog) become seconds since the first point; SwissFEL pulse IDs
-    (``pulse_id``/``pulseId``) keep their integers."""
-    if x.dtype.kind == "M" and len(x):
-        first = x[0]
-        secs = (x - first) / np.timedelta64(1, "s")
-        return secs.astype(float), f"{dim} [s since {np.datetime_as_string(first, unit='s')}]"
-    if dim.replace("_", "").lower() == "pulseid":
-        return x, "Pulse ID"
-    return x, dim
 
 
 class InspectWindow(QWidget):

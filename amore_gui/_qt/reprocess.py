@@ -5,29 +5,15 @@ values reach the table through the normal live-update path.
 """
 from __future__ import annotations
 
-import re
 import shutil
-import sys
 
 from qtpy.QtCore import QProcess, Qt, QTimer, Signal
 from qtpy.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
 
+from amore_gui.application.reprocess_job import finished_run, reprocess_argv, short_line
 from amore_gui.application.table_data import NSTATIC
-
-_RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
-
-
-def reprocess_argv(context_dir, runs: list[str], names: list[str] | None,
-                   slurm: bool = False) -> list[str]:
-    """Command line of the reprocess job (``names`` None = all variables; ``slurm``: as Slurm
-    array jobs, else in local workers)."""
-    argv = [sys.executable, "-m", "amore.cli", "reprocess", *runs, "--dir", str(context_dir),
-            "--slurm" if slurm else "--local", "--quiet", "--verbose"]
-    for n in names or []:
-        argv += ["--var", n]
-    return argv
 
 
 class ReprocessDialog(QDialog):
@@ -183,12 +169,11 @@ class ReprocessDialog(QDialog):
             line = raw.decode(errors="replace").rstrip()
             if not line:
                 continue
-            m = _RUN_DONE.search(line)
-            if m and "INFO" in line or m and ("ERROR" in line or "WARNING" in line):
-                self.done_runs.add(int(m.group(1)))
+            run = finished_run(line)
+            if run is not None:
+                self.done_runs.add(run)
                 self.progress.setValue(min(len(self.done_runs), self.expected))
-            short = line.split(": ", 1)[-1] if " backend." in line else line
-            self.log.appendPlainText(short)
+            self.log.appendPlainText(short_line(line))
 
     def _finished(self, code, status):
         self._read()

@@ -26,12 +26,14 @@ def _store(context_dir):
 
 def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                       on_done: Callable[[list, str | None], None] | None = None,
-                      confirm: bool = False) -> None:
+                      confirm: bool = False, via: str = "gui", author: str | None = None) -> None:
     """Set manual column ``name`` of runs ``keys`` ((proposal, run) pairs) to ``raw`` (typed
-    text, or bool/int/float from an editor; None clears) from the GUI. Runs the write with the
-    session's runner; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing
-    written). Also tells the user through ``session.events.message``. ``confirm``: keep the
-    values and drop their "carried over" mark instead."""
+    text, or bool/int/float from an editor; None clears) from a front-end. Runs the write with
+    the session's runner; ``on_done(edits, error)`` afterwards (error: the refusal message,
+    nothing written). Also tells the user through ``session.events.message``. ``confirm``: keep
+    the values and drop their "carried over" mark instead. ``via``: where the edit came from
+    (``gui``, ``web``: :data:`backend.store.manual.EDIT_SOURCES`); ``author``: who made it
+    (default: this process's ``user@host``), both recorded in the cell's history."""
     keys = list(keys)
     ctx = session.context_dir
 
@@ -41,8 +43,8 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
             out = []
             for proposal in sorted({p for p, _ in keys}, key=str):
                 runs = [r for p, r in keys if p == proposal]
-                out += store.set_values(runs, name, raw, via="gui", proposal=proposal,
-                                        confirm_only=confirm)
+                out += store.set_values(runs, name, raw, via=via, author=author,
+                                        proposal=proposal, confirm_only=confirm)
             return out
         finally:
             store.db.close()

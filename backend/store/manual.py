@@ -35,7 +35,7 @@ from backend.vocab import MANUAL_COLUMN_TYPES, RunStatus, normalize_proposal
 #: Types of manual columns (defined in :mod:`backend.vocab`).
 COLUMN_TYPES = MANUAL_COLUMN_TYPES
 #: Where an edit came from (``manual_history.via``).
-EDIT_SOURCES = ("gui", "cli", "api", "carry-over", "import")
+EDIT_SOURCES = ("gui", "web", "cli", "api", "carry-over", "import")
 
 TRUE_WORDS = {"yes", "y", "true", "t", "1", "on", "✓", "x"}
 FALSE_WORDS = {"no", "n", "false", "f", "0", "off", "✗"}

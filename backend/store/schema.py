@@ -59,7 +59,7 @@ with either kind of parameter work and existing databases need no rewrite.
 ``manual_history``
     every edit of a manual cell: ``column_id``, ``proposal``, ``run``, ``value`` (as stored;
     NULL = cleared), ``text`` (what was typed), ``carried`` (0/1), ``author`` (user@host),
-    ``timestamp``, ``via`` (``cli``, ``gui``, ``api``, ``carry-over``, ``import``).
+    ``timestamp``, ``via`` (``cli``, ``gui``, ``web``, ``api``, ``carry-over``, ``import``).
 ``run_logs``
     what one evaluation of a run printed, and its tracebacks: ``proposal``, ``run``,
     ``timestamp``, ``status`` (``done``, ``failed``, ``cancelled``...), ``text``.
