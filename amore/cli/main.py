@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from amore.cli import (backend, demo, gui, listen, logs, manual, reprocess, setup, show, slurm,
-                       trust)
+                       trust, web)
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, web, backend, trust, manual, logs,
+                   slurm]
 
 
 def build_parser() -> argparse.ArgumentParser:
