@@ -176,9 +176,15 @@ function variableColDef(col, i) {
       const k = cellKind(p.value);
       return k === K.SPARKLINE || k === K.THUMBNAIL ? {component: SparkRenderer} : undefined;
     },
-    width: 110, enableCellChangeFlash: true,
+    width: headerWidth(col.header), enableCellChangeFlash: true,
   };
   return def;
+}
+
+/* A column's first width: its header's longest line (the user's own widths are remembered). */
+function headerWidth(header) {
+  const longest = Math.max(...String(header).split("\n").map((l) => l.length));
+  return Math.max(80, Math.min(240, Math.round(longest * 7.2 + 44)));
 }
 
 function staticColDef(col) {
@@ -190,11 +196,11 @@ function staticColDef(col) {
     cellClass: (p) => p.data ? ["st-" + p.data.sc] : [], pinned: "left",
     comparator: (a, b, na, nb) => compareNullable(na.data.sc + a, nb.data.sc + b)};
   if (key === "#proposal") return {...base, field: "p", valueGetter: (p) => p.data && p.data.p};
-  if (key === "#run") return {...base, field: "r", width: 80, pinned: "left", cellClass: "k-num",
+  if (key === "#run") return {...base, field: "r", width: 92, pinned: "left", cellClass: "k-num",
     valueGetter: (p) => p.data && p.data.r};
   if (key === "#start" || key === "#added") {
     const t = key === "#start" ? "t0" : "t1", T = key === "#start" ? "T0" : "T1";
-    return {...base, width: 140, valueGetter: (p) => p.data ? p.data[T] : null,
+    return {...base, width: 165, valueGetter: (p) => p.data ? p.data[T] : null,
       valueFormatter: (p) => p.data ? p.data[t] : ""};
   }
   if (key === "#comment") return {...base, field: "c", width: 220, editable: () => state.editor,
@@ -205,11 +211,17 @@ function staticColDef(col) {
   return base;
 }
 
-function buildColumnDefs(columns, layout) {
+function buildColumnDefs(columns, layout, rows) {
   const defs = new Map();
   columns.forEach((col, idx) => {
     const i = idx - STATIC_KEYS.length;
-    defs.set(col.key, col.variable ? variableColDef(col, i) : staticColDef(col));
+    const d = col.variable ? variableColDef(col, i) : staticColDef(col);
+    if (col.variable && rows && rows.length) {      // text columns as wide as their texts
+      let longest = 0;
+      for (const r of rows) longest = Math.max(longest, cellText(r.x[i]).length);
+      d.width = Math.max(d.width, Math.min(260, Math.round(longest * 7.2 + 28)));
+    }
+    defs.set(col.key, d);
   });
   const hidden = new Set(layout.hidden || []);
   const widths = layout.widths || {};
@@ -230,9 +242,9 @@ function buildColumnDefs(columns, layout) {
 
 /* -- the grid ----------------------------------------------------------------------------------- */
 
-function gridOptions(columns, layout) {
+function gridOptions(columns, layout, rows) {
   return {
-    columnDefs: buildColumnDefs(columns, layout),
+    columnDefs: buildColumnDefs(columns, layout, rows),
     rowData: [],
     getRowId: (p) => p.data.id,
     rowHeight: state.tall ? 64 : 28,
@@ -280,8 +292,9 @@ async function saveLayout() {
 
 function createGrid(first) {
   if (state.grid) state.grid.destroy();
+  $("grid").classList.toggle("tall", state.tall);
   state.columns = first.columns;
-  state.grid = agGrid.createGrid($("grid"), gridOptions(first.columns, first.layout));
+  state.grid = agGrid.createGrid($("grid"), gridOptions(first.columns, first.layout, first.rows));
 }
 
 /* -- rows: the first page, the rest, live updates ------------------------------------------------ */
@@ -660,8 +673,9 @@ async function openPlot() {
   const cols = plotColumns();
   const xs = el("select", {id: "plot-x"}), ys = el("select", {id: "plot-y"});
   for (const c of cols) {
-    xs.append(el("option", {value: c.key, text: c.title}));
-    ys.append(el("option", {value: c.key, text: c.title}));
+    const label = c.title.replace(/\//g, " › ") + (c.units ? ` [${c.units}]` : "");
+    xs.append(el("option", {value: c.key, text: label}));
+    ys.append(el("option", {value: c.key, text: label}));
   }
   xs.value = "#run";
   const firstVar = cols.find((c) => c.variable);
@@ -671,7 +685,8 @@ async function openPlot() {
   xs.addEventListener("change", () => drawPlot());
   ys.addEventListener("change", () => drawPlot());
   openModal("Plot across runs",
-    el("div", {class: "form-row"}, el("label", {text: "x"}), xs, el("label", {text: "y"}), ys, swap), div,
+    el("div", {class: "form-row"}, el("label", {class: "axis", text: "x"}), xs,
+      el("label", {class: "axis", text: "y"}), ys, swap), div,
     el("div", {class: "info", text: "Hover a point for its run; the plot follows new values."}));
   state.plot = {xs, ys, div};
   await loadPlotly();
@@ -853,6 +868,7 @@ function wire() {
   $("tall").addEventListener("change", (e) => {
     state.tall = e.target.checked;
     localStorage.setItem("amore.tall", state.tall ? "1" : "0");
+    $("grid").classList.toggle("tall", state.tall);
     state.grid.setGridOption("rowHeight", state.tall ? 64 : 28);
     state.grid.resetRowHeights();
   });
