@@ -28,8 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, REPO, StagedRuns, bench_env, data_root,
-                    ensure_proposal, med, print_table, rng, warm_page_cache, work_dir)
+from common import KafkaBackend, REPO, med, print_table, rng, work_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -41,50 +40,20 @@ def main():
     ap.add_argument("--gap", type=float, default=0.3, help="seconds between events")
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
-    from tests.kafka_broker import TansuBroker, create_topics, produce, tansu_binary
-    from backend.config import load_config
+    from tests.kafka_broker import create_topics, produce
     from backend.notify.kafka import UpdateConsumer
-    from backend.store.writer import RunDB
 
-    shared = ensure_proposal(runs="1-40")
-    warm_page_cache(shared)
-    w = work_dir() / "b3"
-    subprocess.run(["rm", "-rf", str(w)])
-    w.mkdir(parents=True)
-    # a data root of its own, whose runs appear in raw/ only with their events (a starting
-    # backend processes at once the runs it finds on disk): links to the shared proposal's runs
-    root = w / "data"
-    pdir = root / shared.relative_to(data_root())
-    staged = StagedRuns(shared / "raw", w / "staged", range(1, 2 + a.events),
-                        raw=pdir / "raw", link=True)
-    broker = TansuBroker(tansu_binary(), w / "tansu.log")
-    address = broker.start()
-    env = bench_env({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
-    os.environ.update({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
-    ctx = w / "ctx"
-    subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
-                    str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    config = load_config(ctx)
-    db_id = RunDB(ctx).db_id
-    topic = config["kafka"]["event_topics"][0]
-    create_topics(address, config["kafka"]["event_topics"] + [config.update_topic(db_id)])
-    t_start = time.monotonic()
-    listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    backend = KafkaBackend(work_dir() / "b3", range(1, 2 + a.events))
+    address, env, ctx = backend.address, backend.env, backend.ctx
+    config, db_id = backend.config, backend.db_id
     gui = None
-    gui_log = w / "gui_events.jsonl"
+    gui_log = work_dir() / "b3" / "gui_events.jsonl"
     gui_startup = None
     try:
-        log = ctx / "amore.log"
-        while not (log.exists() and " Ready" in log.read_text()):
-            time.sleep(0.05)
-            if time.monotonic() - t_start > 120:
-                raise RuntimeError("backend did not start")
-        startup = time.monotonic() - t_start
+        startup = backend.start()
         if a.gui:
             t_gui = time.monotonic()
+            w = work_dir() / "b3"
             genv = dict(env, AMORE_GUI_CONFIG=str(w / "gui-settings.json"))
             with open(w / "gui.out", "ab") as gout:
                 gui = subprocess.Popen([sys.executable, str(Path(__file__).with_name(
@@ -125,12 +94,8 @@ def main():
             return None
 
         def event(run):
-            path = staged.announce(run)
-            t0w = time.time()
             t0 = time.monotonic()
-            produce(address, topic, json.dumps({"event": "migration_complete", "proposal": PROPOSAL,
-                                                "run": run, "path": str(path), "instrument": "MID",
-                                                "cycle": "202201"}).encode())
+            t0w = backend.event(run)
             while not in_db(run):
                 time.sleep(0.002)
                 if time.monotonic() - t0 > 60:
@@ -205,10 +170,7 @@ def main():
             except subprocess.TimeoutExpired:
                 os.killpg(gui.pid, signal.SIGKILL)
                 gui.wait()
-        if listener.poll() is None:
-            os.killpg(listener.pid, signal.SIGTERM)
-            listener.wait(20)
-        broker.stop()
+        backend.stop()
 
 
 if __name__ == "__main__":

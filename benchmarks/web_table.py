@@ -26,54 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import REPO, med, print_table, rng
+from common import REPO, med, print_table, rng, start_web, stop_process_group
 from gui_load import add_manual_columns, build_db
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(ctx: Path, env: dict) -> tuple[subprocess.Popen, str, float]:
-    """``amore-proto web`` on a free port; returns (process, page URL, seconds to ready)."""
-    port = free_port()
-    t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "amore.cli", "web", str(ctx), "--port",
-                             str(port), "--no-kafka"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = proc.stdout.readline().split(" at ")[-1].strip()
-    if not url.startswith("http"):
-        raise RuntimeError(f"server did not start: {url}{proc.stdout.read()}")
-    while True:
-        try:
-            urllib.request.urlopen(url.replace("/d/", "/api/d/", 1) + "table?limit=1", timeout=5)
-            break
-        except OSError:
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError("server not ready") from None
-            time.sleep(0.1)
-    return proc, url, time.monotonic() - t0
-
-
-def stop(proc) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(20)
 
 
 def frame_costs(trace) -> tuple[list[float], list[float], list[float]]:
@@ -175,12 +139,12 @@ def main(argv=None) -> int:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for i in range(a.repeats):
-            proc, url, t_ready = start_server(ctx, env)
+            proc, url, _, t_ready = start_web(ctx, env, "--no-kafka")
             ready.append(t_ready)
             try:
                 r = one_repeat(browser, url, work / f"trace-{i}.json")
             finally:
-                stop(proc)
+                stop_process_group(proc)
             results.append(r)
             print(f"repeat {i + 1}: first rows painted {r['first_ms']:.0f} ms, all {r['rows']} "
                   f"rows in {r['all_ms']:.0f} ms, {len(r['costs'])} frames traced, p95 frame "

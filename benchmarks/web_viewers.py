@@ -25,28 +25,19 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import REPO, TreeRSS, print_table
+from common import REPO, TreeRSS, print_table, start_web, stop_process_group
 
 sys.path.insert(0, str(REPO))
 PROPOSAL = 4343
 #: store transactions of each writer process not counted (its warm-up)
 WARMUP = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(xs, q):
@@ -155,18 +146,8 @@ def main(argv=None) -> int:
     try:
         print(f"phase A: the writer alone, {a.runs} runs in {a.seconds:.0f} s", flush=True)
         alone = run_writer(ctx, 1, a, env, work / "alone.jsonl")
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "amore.cli", "web", str(ctx), "--port",
-                                   str(port)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        page = server.stdout.readline().split(" at ")[-1].strip()
-        api = page.replace("/d/", "/api/d/", 1)
-        while True:
-            try:
-                urllib.request.urlopen(api + "table?limit=1", timeout=5)
-                break
-            except OSError:
-                time.sleep(0.1)
+        server, page, api, _ = start_web(ctx, env)
+        port = int(page.split(":")[2].split("/")[0])
         rss = TreeRSS(server.pid)
         rss.start()
         first = a.runs + 1
@@ -186,8 +167,7 @@ def main(argv=None) -> int:
         rss.stop()
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(20)
+            stop_process_group(server)
         broker.stop()
     commit = {r["run"]: r["t"] for r in with_web}
     delays, missing = [], 0

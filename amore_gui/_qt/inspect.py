@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVB
                              QWidget)
 
 from amore_gui.application.formatting import format_number
-from amore_gui.application.run_values import axis_values, read_value
+from amore_gui.application.run_values import line_axis, read_value
 from amore_gui.application.table_data import K_ERROR, K_SKIPPED
 from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
 
@@ -92,7 +92,6 @@ class InspectWindow(QWidget):
             self.kind = "figure"
             self.info.setText(f"Figure, {img.width()} × {img.height()} px")
             return
-        dims = getattr(v, "dims", None)
         arr = np.asarray(getattr(v, "values", v))
         if arr.ndim == 0:
             item = arr.item()
@@ -113,13 +112,7 @@ class InspectWindow(QWidget):
         if np.iscomplexobj(arr):
             arr = np.abs(arr)
         if arr.ndim == 1:
-            x, xlabel = np.arange(len(arr)), "Index"
-            if dims is not None:
-                dim = dims[0]
-                if "trainId" in v.coords:
-                    x, xlabel = np.asarray(v.coords["trainId"].values), "Train ID"
-                elif dim in v.coords:
-                    x, xlabel = axis_values(np.asarray(v.coords[dim].values), str(dim))
+            x, xlabel = line_axis(v, len(arr))
             pw = pg.PlotWidget(axisItems={"bottom": plots.IntAxis(orientation="bottom")}
                                if xlabel in ("Train ID", "Pulse ID") else None)
             pw.showGrid(x=True, y=True, alpha=0.15)

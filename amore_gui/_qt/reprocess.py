@@ -12,7 +12,7 @@ from qtpy.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdi
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                              QRadioButton, QVBoxLayout)
 
-from amore_gui.application.reprocess_job import finished_run, reprocess_argv, short_line
+from amore_gui.application.reprocess_job import read_lines, reprocess_argv
 from amore_gui.application.table_data import NSTATIC
 
 
@@ -164,16 +164,10 @@ class ReprocessDialog(QDialog):
 
     def _read(self):
         self._buf += bytes(self.proc.readAll())
-        *lines, self._buf = self._buf.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            run = finished_run(line)
-            if run is not None:
-                self.done_runs.add(run)
-                self.progress.setValue(min(len(self.done_runs), self.expected))
-            self.log.appendPlainText(short_line(line))
+        whole, _, self._buf = self._buf.rpartition(b"\n")
+        for line in read_lines(whole, self.done_runs):
+            self.log.appendPlainText(line)
+        self.progress.setValue(min(len(self.done_runs), self.expected))
 
     def _finished(self, code, status):
         self._read()

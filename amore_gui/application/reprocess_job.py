@@ -47,6 +47,21 @@ def short_line(line: str) -> str:
     return line.split(": ", 1)[-1] if " backend." in line else line
 
 
+def read_lines(raw: bytes, done_runs: set[int]) -> list[str]:
+    """The job's output ``raw`` (whole lines) as the short lines to show; the runs they report
+    finished are added to ``done_runs``. Empty lines are dropped."""
+    out = []
+    for b in raw.split(b"\n"):
+        line = b.decode(errors="replace").rstrip()
+        if not line:
+            continue
+        run = finished_run(line)
+        if run is not None:
+            done_runs.add(run)
+        out.append(short_line(line))
+    return out
+
+
 class ReprocessJob:
     """One ``amore-proto reprocess`` child process (see module docstring).
 
@@ -91,14 +106,10 @@ class ReprocessJob:
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            run = finished_run(line)
-            if run is not None:
-                self.done_runs.add(run)
-            self.lines.append(short_line(line))
-            self._changed()
+            lines = read_lines(raw, self.done_runs)
+            if lines:
+                self.lines.extend(lines)
+                self._changed()
         code = self.proc.wait()
         self.exit_code = code
         self.lines.append("Cancelled." if self.cancelled else

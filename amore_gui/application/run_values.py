@@ -46,6 +46,18 @@ def axis_values(x: np.ndarray, dim: str) -> tuple[np.ndarray, str]:
     return x, dim
 
 
+def line_axis(v, n: int) -> tuple[np.ndarray, str]:
+    """x values and label of 1-D data ``v`` with ``n`` points: its train IDs (``Train ID``),
+    else its dimension's coordinate (see :func:`axis_values`), else the index (``Index``)."""
+    dims = getattr(v, "dims", None)
+    if dims is not None:
+        if "trainId" in v.coords:
+            return np.asarray(v.coords["trainId"].values), "Train ID"
+        if dims[0] in v.coords:
+            return axis_values(np.asarray(v.coords[dims[0]].values), str(dims[0]))
+    return np.arange(n), "Index"
+
+
 def _finite_list(a: np.ndarray) -> list:
     """Floats as a JSON-able list (NaN/inf -> None)."""
     a = np.asarray(a, float)
@@ -126,7 +138,6 @@ def describe_value(v, title: str = "", units: str | None = None) -> dict:
         return {"kind": "figure", "png": base64.b64encode(bytes(v)).decode("ascii")}
     if v is None:
         return {"kind": "text", "text": "(no value)", "info": ""}
-    dims = getattr(v, "dims", None)
     arr = np.asarray(getattr(v, "values", v))
     if arr.ndim == 0:
         item = arr.item()
@@ -141,13 +152,7 @@ def describe_value(v, title: str = "", units: str | None = None) -> dict:
         arr = np.abs(arr)
     ylabel = (title.split("/")[-1] if title else "") + (f" [{units}]" if units else "")
     if arr.ndim == 1:
-        x, xlabel = np.arange(len(arr)), "Index"
-        if dims is not None:
-            dim = dims[0]
-            if "trainId" in v.coords:
-                x, xlabel = np.asarray(v.coords["trainId"].values), "Train ID"
-            elif dim in v.coords:
-                x, xlabel = axis_values(np.asarray(v.coords[dim].values), str(dim))
+        x, xlabel = line_axis(v, len(arr))
         if x.dtype.kind not in "iuf":
             x, xlabel = np.arange(len(arr)), "Index"
         y = arr.astype(float)

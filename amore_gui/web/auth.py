@@ -45,12 +45,9 @@ TOKEN_PREFIX = "amore_"
 
 
 def access_path() -> Path:
-    """The token file (see module docstring)."""
-    env = os.environ.get("AMORE_WEB_ACCESS")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "amore" / "web-access.json"
+    """The token file (see module docstring; :func:`amore_gui.web.data.access_path`)."""
+    from amore_gui.web.data import access_path as path
+    return path()
 
 
 def _hash(token: str) -> str:

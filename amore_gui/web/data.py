@@ -48,15 +48,15 @@ from typing import Any, Callable
 import numpy as np
 
 from amore_gui.application import dbread, export, manual_edit
-from amore_gui.application.formatting import header_text
+from amore_gui.application.formatting import cell_colour, header_text
 from amore_gui.application.live_follower import LiveFollower
 from amore_gui.application.query import QueryError, search_filter
 from amore_gui.application.reprocess_job import ReprocessJob
 from amore_gui.application.run_values import describe_value, read_value
 from amore_gui.application.session import Session, run_now
-from amore_gui.application.settings import Settings
+from amore_gui.application.settings import Settings, config_dir
 from amore_gui.application.table_data import (
-    C_ADDED, C_COMMENT, C_RUN, C_START, C_STATUS, K_BOOL, K_ERROR, K_MISSING, K_NUMBER,
+    C_ADDED, C_RUN, C_START, C_STATUS, K_BOOL, K_ERROR, K_MISSING, K_NUMBER,
     K_SKIPPED, K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, RowView, TableData)
 from amore_gui.application.vocabulary import vocabulary_for
 
@@ -88,26 +88,25 @@ _CSS_COLOUR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20})$")
 
 
 def css_colour(spec) -> str | None:
-    """A ``Cell(background=...)`` value (name, ``#rrggbb``, RGB(A) 0-255 or 0-1) as a CSS colour
-    that cannot carry anything else (None if not understood)."""
-    if isinstance(spec, str):
-        return spec if _CSS_COLOUR.match(spec) else None
-    try:
-        vals = [float(x) for x in spec]
-    except (TypeError, ValueError):
+    """A ``Cell(background=...)`` value (:func:`~amore_gui.application.formatting.cell_colour`)
+    as a CSS colour that cannot carry anything else (None if not understood)."""
+    c = cell_colour(spec)
+    if isinstance(c, str):
+        return c if _CSS_COLOUR.match(c) else None
+    if c is None:
         return None
-    if len(vals) not in (3, 4):
-        return None
-    if all(v <= 1.0 for v in vals):
-        vals = [v * 255 for v in vals]
-    r, g, b = (int(max(0, min(255, v))) for v in vals[:3])
-    return f"rgb({r},{g},{b})"
+    return f"rgb({c[0]},{c[1]},{c[2]})"
+
+
+def access_path() -> Path:
+    """The web server's token file: ``$AMORE_WEB_ACCESS``, or ``web-access.json`` in AMORE's
+    config folder (:func:`~amore_gui.application.settings.config_dir`)."""
+    env = os.environ.get("AMORE_WEB_ACCESS")
+    return Path(env) if env else config_dir() / "web-access.json"
 
 
 def layouts_dir() -> Path:
-    """Where each web user's column layouts are kept: ``web-layouts/`` beside the token file
-    (see :func:`amore_gui.web.auth.access_path`)."""
-    from amore_gui.web.auth import access_path
+    """Where each web user's column layouts are kept: ``web-layouts/`` beside the token file."""
     return access_path().parent / "web-layouts"
 
 
