@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
