@@ -24,11 +24,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from common import KafkaBackend, REPO, med, print_table, rng, work_dir
+from common import REPO, KafkaBackend, UpdateArrivals, med, print_table, rng, work_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -41,7 +40,6 @@ def main():
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
     from tests.kafka_broker import create_topics, produce
-    from backend.notify.kafka import UpdateConsumer
 
     backend = KafkaBackend(work_dir() / "b3", range(1, 2 + a.events))
     address, env, ctx = backend.address, backend.env, backend.ctx
@@ -67,17 +65,8 @@ def main():
             if ready.get("mode") != "kafka":
                 raise RuntimeError(f"GUI observer not on Kafka: {ready}")
             gui_startup = time.monotonic() - t_gui
-        consumer = UpdateConsumer(config, db_id)
-        arrivals: dict[int, float] = {}
-        stop = threading.Event()
-
-        def consume():
-            while not stop.is_set():
-                for kind, data in consumer.poll(0.1):
-                    if kind == "run_values_updated" and data.get("names"):
-                        arrivals.setdefault(int(data["run"]), time.monotonic())
-        th = threading.Thread(target=consume, daemon=True)
-        th.start()
+        updates = UpdateArrivals(config, db_id)
+        arrivals = updates.arrivals
         con = sqlite3.connect(ctx / "runs.sqlite", timeout=30)
 
         def in_db(run):
@@ -138,9 +127,7 @@ def main():
                 pass
             base.append(time.monotonic() - t0)
         c.close()
-        stop.set()
-        th.join()
-        consumer.close()
+        updates.stop()
         rows = [["event -> `n_trains` in runs.sqlite", f"**{med(db_lat):.3f} s**", rng(db_lat, 3)],
                 ["event -> update message at a consumer", f"{med(msg_lat):.3f} s", rng(msg_lat, 3)]]
         if a.gui:

@@ -265,6 +265,31 @@ class KafkaBackend:
         self.broker.stop()
 
 
+class UpdateArrivals(threading.Thread):
+    """When each run's first ``run_values_updated`` message (with names) reaches a consumer of
+    the update topic: ``arrivals[run]`` in ``clock()`` seconds. A daemon thread; :meth:`stop`."""
+
+    def __init__(self, config, db_id: str, clock=time.monotonic):
+        super().__init__(daemon=True)
+        from backend.notify.kafka import UpdateConsumer
+        self.consumer = UpdateConsumer(config, db_id)
+        self.clock = clock
+        self.arrivals: dict[int, float] = {}
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self._halt.is_set():
+            for kind, data in self.consumer.poll(0.1):
+                if kind == "run_values_updated" and data.get("names"):
+                    self.arrivals.setdefault(int(data["run"]), self.clock())
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+        self.consumer.close()
+
+
 def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
     """``amore-proto web ctx`` on a free loopback port: (process, page URL, API base URL,
     seconds until its table answered)."""

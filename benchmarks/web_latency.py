@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-import threading
 import time
 
-from common import (REPO, KafkaBackend, med, print_table, rng, start_web, stop_process_group,
-                    work_dir)
+from common import (REPO, KafkaBackend, UpdateArrivals, med, print_table, rng, start_web,
+                    stop_process_group, work_dir)
 
 sys.path.insert(0, str(REPO))
 
@@ -55,7 +54,6 @@ def main():
     ap.add_argument("--events", type=int, default=10)
     ap.add_argument("--gap", type=float, default=0.3, help="seconds between events")
     a = ap.parse_args()
-    from backend.notify.kafka import UpdateConsumer
     from common import PROPOSAL
     w = work_dir() / "web-latency"
     backend = KafkaBackend(w, range(1, 2 + a.events))
@@ -64,17 +62,8 @@ def main():
         backend.start()
         web, page_url, _, _ = start_web(backend.ctx, dict(backend.env,
                                         AMORE_WEB_ACCESS=str(w / "web-access.json")))
-        consumer = UpdateConsumer(backend.config, backend.db_id)
-        arrivals: dict[int, float] = {}
-        stop = threading.Event()
-
-        def consume():
-            while not stop.is_set():
-                for kind, data in consumer.poll(0.1):
-                    if kind == "run_values_updated" and data.get("names"):
-                        arrivals.setdefault(int(data["run"]), time.time())
-        th = threading.Thread(target=consume, daemon=True)
-        th.start()
+        updates = UpdateArrivals(backend.config, backend.db_id, clock=time.time)
+        arrivals = updates.arrivals
         con = sqlite3.connect(backend.ctx / "runs.sqlite", timeout=30)
         from playwright.sync_api import sync_playwright
         with sync_playwright() as pw:
@@ -108,9 +97,7 @@ def main():
                 print(f"run {run}: in DB after {rows[-1][0]:.3f} s, update message "
                       f"{rows[-1][1]:.3f} s, in the browser's DOM {rows[-1][2]:.3f} s", flush=True)
             browser.close()
-        stop.set()
-        th.join()
-        consumer.close()
+        updates.stop()
         db_l, msg_l, dom_l = ([r[i] for r in rows] for i in range(3))
         web_l = [d - m for _, m, d in rows]
         print_table(f"Web: event -> value in Chromium's DOM ({a.events} events, median)",
