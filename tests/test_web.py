@@ -79,6 +79,9 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     page = open_table(browser_page, server)
     assert shown_runs(page) == sorted(GUI_RUNS, reverse=True)       # newest on top
     assert f"p{GUI_PROPOSAL}" in page.title()
+    # the backend's status says where the table is served
+    st = subprocess.run(amore_cmd("backend", "status", ctx), capture_output=True, text=True)
+    assert f"Web:            {server.url}/d/{SLUG}/" in st.stdout, st.stdout
     header = page.locator('.ag-header-cell[col-id="xgm_energy"] .ag-header-cell-text')
     page.evaluate("amore.state.grid.ensureColumnVisible('xgm_energy')")
     assert header.inner_text() == "XGM\nPulse energy [µJ]"
@@ -223,6 +226,7 @@ def test_after_the_server_was_stopped_and_started_again_the_page_catches_up(
     page = open_table(browser_page, server)
     server.stop()
     page.locator("#banner-disconnected").wait_for(state="visible", timeout=WAIT)
+    assert not (ctx / "amore-web.json").exists()       # the server's record goes with it
     db = RunDB(ctx)
     db.set_comment(GUI_PROPOSAL, 3, "changed while the server was away")
     db.close()

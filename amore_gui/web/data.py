@@ -39,6 +39,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,15 @@ def user_settings(user: str) -> Settings:
     """The settings file (:class:`~amore_gui.application.settings.Settings`) of one web user."""
     h = hashlib.sha256(user.encode()).hexdigest()[:20]
     return Settings(layouts_dir() / f"{h}.json")
+
+
+def amore_made(context_dir) -> bool:
+    """Did AMORE create this directory's database? (Only then does the server leave its record
+    there: nothing is written into a directory AMORE did not create.)"""
+    try:
+        return dbread.has_amore_schema(context_dir)
+    except (OSError, sqlite3.Error):
+        return False
 
 
 def directory_label(context_dir) -> tuple[str, str]:

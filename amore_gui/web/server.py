@@ -4,8 +4,8 @@
 :func:`prepare` checks the directories and the access policy and returns a :class:`WebServer`
 (or raises :class:`StartRefused` with the reason, for people); :meth:`WebServer.run` serves until
 interrupted. Each served directory gets a record ``<DIR>/amore-web.json`` (address, host, PID,
-user) while the server runs, when the directory is writable; :func:`read_record` reads it back
-and says whether that server still runs.
+user) while the server runs, when the directory is writable and AMORE created its database;
+:func:`read_record` reads it back and says whether that server still runs.
 """
 from __future__ import annotations
 
@@ -101,7 +101,10 @@ class WebServer:
                           on_started=self._write_records, on_stopped=self._remove_records)
 
     def _write_records(self) -> None:
+        from amore_gui.web.data import amore_made
         for d in self.directories:
+            if not amore_made(d.path):       # never write into a directory AMORE did not create
+                continue
             rec = {"url": self.url_of(d), "host": self.host, "port": self.port,
                    "pid": os.getpid(), "user": getpass.getuser(),
                    "hostname": socket.gethostname(), "started": time.time()}
