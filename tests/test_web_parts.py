@@ -225,3 +225,26 @@ def test_rows_carry_the_gui_texts_and_tooltips(gui_ctx):
     assert d.filter_ids("run in 2..3")["ids"] == [f"{GUI_PROPOSAL}:2", f"{GUI_PROPOSAL}:3"]
     e = d.filter_ids("run >")["error"]
     assert e["pos"] == 5 and "^" in e["text"]
+
+
+def test_stored_data_is_described_for_drawing_elsewhere():
+    """What a browser draws for a cell's full data: a line against train ID, an image with its
+    colour levels (binned when large), a Plotly figure as itself, a Dataset as tabs, text."""
+    import numpy as np
+    import xarray as xr
+    from amore_gui.application.run_values import describe_value
+    line = xr.DataArray(np.array([1.0, np.nan, 3.0]), dims=["trainId"],
+                        coords={"trainId": [10001, 10002, 10003]})
+    d = describe_value(line, "XGM/Energy", "µJ")
+    assert d["kind"] == "line" and d["xlabel"] == "Train ID" and d["x"] == [10001, 10002, 10003]
+    assert d["y"] == [1.0, None, 3.0] and d["ylabel"] == "Energy [µJ]" and d["integer_x"]
+    img = describe_value(np.arange(3000 * 10, dtype=float).reshape(3000, 10))
+    assert img["kind"] == "image" and img["binned"] == 3 and len(img["z"]) == 1000
+    assert img["zmin"] < img["zmax"]
+    fig = '{"data": [{"type": "bar", "y": [1, 2]}], "layout": {"title": {"text": "t"}}}'
+    assert describe_value(fig)["kind"] == "plotly"
+    assert describe_value(fig)["figure"]["data"][0]["type"] == "bar"
+    tabs = describe_value({"a": np.float64(2.5), "b": "text"}, units="mm")
+    assert tabs["kind"] == "tabs" and tabs["tabs"]["a"]["text"] == "2.5 mm"
+    assert describe_value("just text") == {"kind": "text", "text": "just text", "info": ""}
+    assert describe_value(np.zeros((2, 2, 2, 2)))["kind"] == "text"
