@@ -55,6 +55,11 @@ def shown_runs(page):
         amore.state.grid.forEachNodeAfterFilterAndSort(n => out.push(n.data.r)); return out; }""")
 
 
+def wait_runs(page, runs, timeout=WAIT / 1000):
+    """Wait until the page shows exactly ``runs`` (in this order)."""
+    wait_for(lambda: shown_runs(page) == runs, timeout, 0.05, f"the page to show runs {runs}")
+
+
 def table_texts(ctx):
     """Cell texts as the GUI's table code formats them (TableData.display)."""
     from amore_gui.application import dbread
@@ -191,8 +196,7 @@ def test_a_filter_expression_narrows_the_rows_and_a_mistake_shows_where(gui_ctx,
     box = page.locator("#filter")
     box.fill("run in 2..3")
     box.press("Enter")
-    page.wait_for_function("() => amore.state.grid.getDisplayedRowCount() === 2")
-    assert shown_runs(page) == [3, 2]
+    wait_runs(page, [3, 2])
     assert "4 runs, 2 shown" in page.locator("#counts").inner_text()
     # a syntax error: the message with its position, a caret under it, the rows stay
     box.fill("run in 2..3 and xgm_energy >")
@@ -211,11 +215,10 @@ def test_a_filter_expression_narrows_the_rows_and_a_mistake_shows_where(gui_ctx,
     # failed(...) and plain words
     box.fill("failed(flaky)")
     box.press("Enter")
-    page.wait_for_function("() => amore.state.grid.getDisplayedRowCount() === 2")
-    assert sorted(shown_runs(page)) == [1, 3]
+    wait_runs(page, [3, 1])
     box.fill("")
     box.press("Enter")
-    page.wait_for_function("() => amore.state.grid.getDisplayedRowCount() === 4")
+    wait_runs(page, [4, 3, 2, 1])
 
 
 def test_after_the_server_was_stopped_and_started_again_the_page_catches_up(
@@ -388,7 +391,7 @@ def test_export_link_to_a_run_and_a_remembered_layout(gui_ctx, web_server, brows
     page = open_table(browser_page, server)
     page.locator("#filter").fill("run >= 2")
     page.locator("#filter").press("Enter")
-    page.wait_for_function("() => amore.state.grid.getDisplayedRowCount() === 3")
+    wait_runs(page, [4, 3, 2])
     with page.expect_download() as dl:
         page.locator("#btn-csv").click()
     csv = open(dl.value.path(), encoding="utf-8").read().splitlines()
@@ -409,7 +412,9 @@ def test_export_link_to_a_run_and_a_remembered_layout(gui_ctx, web_server, brows
     # hide a column: remembered for this user and directory
     page.locator("#btn-columns").click()
     page.locator('#side-body input[data-key="sample"]').uncheck()
-    page.wait_for_timeout(1500)                       # the layout is saved after a short pause
+    saved = f"() => fetch('/api/d/{SLUG}/layout').then(r => r.json())" \
+            ".then(l => l.hidden.includes('sample'))"
+    page.wait_for_function(saved)                     # saved after a short pause
     again = open_table(browser_page, server)
     hidden = again.evaluate("amore.state.grid.getColumnState().filter(c => c.hide).map(c => c.colId)")
     assert "sample" in hidden

@@ -17,6 +17,14 @@ from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: F401
 
 # -- the push channel -------------------------------------------------------------------------------
 
+def _run(coro):
+    """Run a coroutine in a thread of its own (the browser tests' Playwright keeps an event loop
+    running in this one)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
 def _drain(sub) -> list[dict]:
     out = []
     while not sub.queue.empty():
@@ -47,7 +55,7 @@ def test_push_channel_replays_what_a_client_missed_or_asks_for_a_reload():
             ch.deliver(s, ch.encode(s, "rows", {"i": i}))
         assert [m["type"] for m in _drain(ch.subscribe(1, ch.epoch))] == ["reload"]
         assert [m["seq"] for m in _drain(ch.subscribe(4, ch.epoch))] == [5, 6, 7, 8]
-    asyncio.run(main())
+    _run(main())
 
 
 def test_a_slow_viewer_is_told_to_reload_instead_of_piling_up():
@@ -61,7 +69,7 @@ def test_a_slow_viewer_is_told_to_reload_instead_of_piling_up():
             ch.deliver(s, ch.encode(s, "rows", {"i": i}))
         msgs = _drain(slow)
         assert msgs[0]["type"] == "reload" and msgs[-1] is None and len(msgs) == 2
-    asyncio.run(main())
+    _run(main())
 
 
 def test_raw_row_texts_are_inserted_as_json():
