@@ -10,7 +10,7 @@ served by ``amore-proto web`` (a fresh server per repeat) and opened in Debian's
   AG Grid's ``firstDataRendered``: Chromium's performance timeline);
 * ``all rows in``: navigation start -> every page of rows loaded into the grid;
 * ``scroll frames``: the grid is scrolled with mouse-wheel events (down through all rows, then
-  right through all columns, one wheel step per frame) while Chromium traces
+  right through all columns; a wheel notch of 100 px per frame, 6,000 px/s) while Chromium traces
   (``devtools.timeline``). Per frame of that timeline: the main thread's busy time (its
   top-level tasks from one ``BeginMainThreadFrame`` to the next: what a frame costs; a frame
   is drawn in time when it stays under 16 ms), Chromium's ``AnimationFrame`` span (frame start
@@ -103,11 +103,11 @@ def one_repeat(browser, url: str, trace_path: Path) -> dict:
     box = page.locator("#grid").bounding_box()          # the mouse over the rows
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.6)
     raf = "() => new Promise(r => requestAnimationFrame(() => r()))"
-    for _ in range(300):                        # down: 300 wheel steps of 240 px
-        page.mouse.wheel(0, 240)
+    for _ in range(600):          # down: a wheel notch (100 px) per frame, 6,000 px/s
+        page.mouse.wheel(0, 100)
         page.evaluate(raf)
-    for _ in range(150):                        # right, across the columns
-        page.mouse.wheel(240, 0)
+    for _ in range(300):          # right, across the columns, the same
+        page.mouse.wheel(100, 0)
         page.evaluate(raf)
     browser.stop_tracing()
     ctx.close()

@@ -405,6 +405,7 @@ def test_export_link_to_a_run_and_a_remembered_layout(gui_ctx, web_server, brows
     page.locator("#goto").fill("3")
     page.locator("#goto").press("Enter")
     page.locator("#btn-link").click()
+    page.wait_for_function("() => document.body.dataset.link")
     link = page.evaluate("document.body.dataset.link")
     assert link.endswith(f"/d/{SLUG}/#run=3")
     other = browser_page(link)
@@ -414,7 +415,7 @@ def test_export_link_to_a_run_and_a_remembered_layout(gui_ctx, web_server, brows
     page.locator('#side-body input[data-key="sample"]').uncheck()
     saved = f"() => fetch('/api/d/{SLUG}/layout').then(r => r.json())" \
             ".then(l => l.hidden.includes('sample'))"
-    page.wait_for_function(saved)                     # saved after a short pause
+    wait_for(lambda: page.evaluate(saved), WAIT / 1000, 0.2, "the layout to be saved")
     again = open_table(browser_page, server)
     hidden = again.evaluate("amore.state.grid.getColumnState().filter(c => c.hide).map(c => c.colId)")
     assert "sample" in hidden

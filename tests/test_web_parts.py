@@ -256,3 +256,27 @@ def test_stored_data_is_described_for_drawing_elsewhere():
     assert tabs["kind"] == "tabs" and tabs["tabs"]["a"]["text"] == "2.5 mm"
     assert describe_value("just text") == {"kind": "text", "text": "just text", "info": ""}
     assert describe_value(np.zeros((2, 2, 2, 2)))["kind"] == "text"
+
+
+def test_the_first_drawn_cell_of_a_column_makes_browsers_read_the_columns_again(gui_ctx):
+    """A column announced without sparklines (its first runs failed) gets one: the browsers are
+    told to reload, so the column gets its renderer."""
+    from concurrent.futures import ThreadPoolExecutor
+    from amore_gui.application import dbread
+    from amore_gui.application.table_data import CellValue, K_ERROR, K_SPARKLINE, RunUpdate
+    from amore_gui.web.data import ServedDirectory
+    from amore_gui.web.push import PushChannel
+    import numpy as np
+    ctx = gui_ctx["ctx"]
+    d = ServedDirectory(ctx, "p", "p", PushChannel(), ThreadPoolExecutor(1), use_kafka=False)
+    d._take(dbread.load_table(ctx))
+    cols = {c["key"]: c for c in d.columns()}
+    assert cols["xgm_trend"]["drawn"] and not cols["flaky"]["drawn"]
+    sent = []
+    d._push = lambda kind, body=None, raw=None: sent.append(kind)
+    d._apply([RunUpdate(GUI_PROPOSAL, 3, values={"flaky": CellValue(K_ERROR, attrs={"error": "x"})})])
+    assert sent == []
+    spark = np.arange(5, dtype="<f4").tobytes()
+    d._apply([RunUpdate(GUI_PROPOSAL, 3, values={"flaky": CellValue(K_SPARKLINE, obj=spark)})])
+    assert sent == ["reload"]
+    assert {c["key"]: c for c in d.columns()}["flaky"]["drawn"]

@@ -170,6 +170,8 @@ class ServedDirectory:
         self.follower: LiveFollower | None = None
         self.row_version: np.ndarray = np.zeros(0, np.int64)
         self._cache: dict[int, str] = {}
+        #: variable indices of the columns announced as holding drawn cells
+        self._drawn: set[int] = set()
         self._ids: dict[str, tuple] = {}
         self._reloading = False
         self._pending: list = []
@@ -227,6 +229,9 @@ class ServedDirectory:
             res.metadata, res.data, res.seconds)
         self.row_version = np.zeros(res.data.capacity, np.int64)
         self._cache.clear()
+        kinds = res.data.kind[:res.data.nrows]
+        self._drawn = set(np.flatnonzero(np.isin(kinds, (K_SPARKLINE, K_THUMBNAIL)).any(axis=0))
+                          .tolist())
         self._ids = {f"{p}:{r}": (p, r) for (p, r) in res.data.row_of}
 
     def _start_reload(self) -> None:
@@ -268,7 +273,12 @@ class ServedDirectory:
                         _plain(d.proposal[row]), int(d.run[row]))
         if not push or not (changed_rows or added_cols):
             return
-        if added_cols:     # a value without a column (a new built-in check): new columns
+        drawn = np.isin(d.kind[changed_rows], (K_SPARKLINE, K_THUMBNAIL)).any(axis=0)
+        newly_drawn = set(np.flatnonzero(drawn).tolist()) - self._drawn
+        self._drawn |= newly_drawn
+        if added_cols or newly_drawn:
+            # a value without a column (a new built-in check), or the first drawn cell of a
+            # column (its renderer): the browsers read the columns again
             self._cache.clear()
             self._push("reload", {"why": "new columns", "epoch": self.channel.epoch})
             return
@@ -387,6 +397,8 @@ class ServedDirectory:
                 kinds = self.data.column_kinds(i)
                 e["numeric"] = bool(kinds & {K_NUMBER, K_BOOL}) and not (
                     kinds - {K_NUMBER, K_BOOL, K_MISSING, K_ERROR, K_SKIPPED})
+                # drawn cells (sparklines, thumbnails): only these columns need a renderer
+                e["drawn"] = i - NSTATIC in self._drawn
             out.append(e)
         return out
 

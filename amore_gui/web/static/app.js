@@ -172,10 +172,11 @@ function variableColDef(col, i) {
       const c = p.value;
       return c && typeof c === "object" && !Array.isArray(c) && c.bg ? {backgroundColor: c.bg} : null;
     },
-    cellRendererSelector: (p) => {
+    // plain text cells need no renderer (AG Grid's fast path); new kinds arrive with a reload
+    cellRendererSelector: col.drawn ? (p) => {
       const k = cellKind(p.value);
       return k === K.SPARKLINE || k === K.THUMBNAIL ? {component: SparkRenderer} : undefined;
-    },
+    } : undefined,
     width: headerWidth(col.header), enableCellChangeFlash: true,
   };
   return def;
@@ -251,6 +252,8 @@ function gridOptions(columns, layout, rows) {
     headerHeight: 46,
     defaultColDef: {sortable: true, resizable: true, suppressHeaderMenuButton: true,
                     suppressMovable: false},
+    valueCache: true,
+    suppressColumnMoveAnimation: true,
     rowSelection: {mode: "multiRow", checkboxes: false, headerCheckbox: false,
                    enableClickSelection: true},
     enableBrowserTooltips: true,
@@ -332,6 +335,7 @@ async function loadTable() {
   state.user = first.user;
   state.slurm = first.slurm;
   state.vocabulary = first.vocabulary;
+  state.layout = first.layout;
   document.body.classList.toggle("viewer", !first.editor);
   document.title = `AMORE — ${first.title}`;
   $("title").textContent = first.title;
@@ -863,9 +867,11 @@ function wire() {
     const rows = selectedRows();
     if (!rows.length) { message("Select a run first.", true); return; }
     const link = runLink(rows[0]);
-    try { await navigator.clipboard.writeText(link); message(`Copied: ${link}`, false); }
-    catch (e) { message(`Link: ${link}`, false); }
     document.body.dataset.link = link;
+    message(`Link: ${link}`, false);
+    // the clipboard may be refused (or never answer) outside a secure context
+    if (navigator.clipboard && window.isSecureContext)
+      navigator.clipboard.writeText(link).then(() => message(`Copied: ${link}`, false), () => {});
   });
   $("tall").checked = state.tall = localStorage.getItem("amore.tall") === "1";
   $("tall").addEventListener("change", (e) => {
