@@ -24,12 +24,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, REPO, StagedRuns, bench_env, data_root,
-                    ensure_proposal, med, print_table, rng, warm_page_cache, work_dir)
+from common import REPO, KafkaBackend, UpdateArrivals, med, print_table, rng, work_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -41,50 +39,19 @@ def main():
     ap.add_argument("--gap", type=float, default=0.3, help="seconds between events")
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
-    from tests.kafka_broker import TansuBroker, create_topics, produce, tansu_binary
-    from backend.config import load_config
-    from backend.notify.kafka import UpdateConsumer
-    from backend.store.writer import RunDB
+    from tests.kafka_broker import create_topics, produce
 
-    shared = ensure_proposal(runs="1-40")
-    warm_page_cache(shared)
-    w = work_dir() / "b3"
-    subprocess.run(["rm", "-rf", str(w)])
-    w.mkdir(parents=True)
-    # a data root of its own, whose runs appear in raw/ only with their events (a starting
-    # backend processes at once the runs it finds on disk): links to the shared proposal's runs
-    root = w / "data"
-    pdir = root / shared.relative_to(data_root())
-    staged = StagedRuns(shared / "raw", w / "staged", range(1, 2 + a.events),
-                        raw=pdir / "raw", link=True)
-    broker = TansuBroker(tansu_binary(), w / "tansu.log")
-    address = broker.start()
-    env = bench_env({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
-    os.environ.update({"AMORE_BROKER": address, "EXTRA_DATA_DATA_ROOT": str(root)})
-    ctx = w / "ctx"
-    subprocess.run([sys.executable, "-m", "amore.cli", "init", str(ctx), "--proposal",
-                    str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    config = load_config(ctx)
-    db_id = RunDB(ctx).db_id
-    topic = config["kafka"]["event_topics"][0]
-    create_topics(address, config["kafka"]["event_topics"] + [config.update_topic(db_id)])
-    t_start = time.monotonic()
-    listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen", str(ctx)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    backend = KafkaBackend(work_dir() / "b3", range(1, 2 + a.events))
+    address, env, ctx = backend.address, backend.env, backend.ctx
+    config, db_id = backend.config, backend.db_id
     gui = None
-    gui_log = w / "gui_events.jsonl"
+    gui_log = work_dir() / "b3" / "gui_events.jsonl"
     gui_startup = None
     try:
-        log = ctx / "amore.log"
-        while not (log.exists() and " Ready" in log.read_text()):
-            time.sleep(0.05)
-            if time.monotonic() - t_start > 120:
-                raise RuntimeError("backend did not start")
-        startup = time.monotonic() - t_start
+        startup = backend.start()
         if a.gui:
             t_gui = time.monotonic()
+            w = work_dir() / "b3"
             genv = dict(env, AMORE_GUI_CONFIG=str(w / "gui-settings.json"))
             with open(w / "gui.out", "ab") as gout:
                 gui = subprocess.Popen([sys.executable, str(Path(__file__).with_name(
@@ -98,17 +65,8 @@ def main():
             if ready.get("mode") != "kafka":
                 raise RuntimeError(f"GUI observer not on Kafka: {ready}")
             gui_startup = time.monotonic() - t_gui
-        consumer = UpdateConsumer(config, db_id)
-        arrivals: dict[int, float] = {}
-        stop = threading.Event()
-
-        def consume():
-            while not stop.is_set():
-                for kind, data in consumer.poll(0.1):
-                    if kind == "run_values_updated" and data.get("names"):
-                        arrivals.setdefault(int(data["run"]), time.monotonic())
-        th = threading.Thread(target=consume, daemon=True)
-        th.start()
+        updates = UpdateArrivals(config, db_id)
+        arrivals = updates.arrivals
         con = sqlite3.connect(ctx / "runs.sqlite", timeout=30)
 
         def in_db(run):
@@ -125,12 +83,8 @@ def main():
             return None
 
         def event(run):
-            path = staged.announce(run)
-            t0w = time.time()
             t0 = time.monotonic()
-            produce(address, topic, json.dumps({"event": "migration_complete", "proposal": PROPOSAL,
-                                                "run": run, "path": str(path), "instrument": "MID",
-                                                "cycle": "202201"}).encode())
+            t0w = backend.event(run)
             while not in_db(run):
                 time.sleep(0.002)
                 if time.monotonic() - t0 > 60:
@@ -173,9 +127,7 @@ def main():
                 pass
             base.append(time.monotonic() - t0)
         c.close()
-        stop.set()
-        th.join()
-        consumer.close()
+        updates.stop()
         rows = [["event -> `n_trains` in runs.sqlite", f"**{med(db_lat):.3f} s**", rng(db_lat, 3)],
                 ["event -> update message at a consumer", f"{med(msg_lat):.3f} s", rng(msg_lat, 3)]]
         if a.gui:
@@ -205,10 +157,7 @@ def main():
             except subprocess.TimeoutExpired:
                 os.killpg(gui.pid, signal.SIGKILL)
                 gui.wait()
-        if listener.poll() is None:
-            os.killpg(listener.pid, signal.SIGTERM)
-            listener.wait(20)
-        broker.stop()
+        backend.stop()
 
 
 if __name__ == "__main__":

@@ -193,3 +193,137 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+class KafkaBackend:
+    """B3's set-up, for benchmarks that time a run from its facility event: a tansu broker on a
+    free loopback port, a context directory ``<work>/ctx`` with the shared benchmark context
+    file on the shared fake proposal, and ``amore-proto listen`` (started by :meth:`start`,
+    which waits for its " Ready"). Runs ``first..first+count-1`` appear in ``raw/`` of the
+    benchmark's own data root only with their events (:meth:`event`); a starting backend
+    processes at once the runs it finds on disk. ``env`` is the environment of every process.
+    """
+
+    def __init__(self, work: Path, runs: range):
+        from tests.kafka_broker import TansuBroker, create_topics, tansu_binary
+        from backend.config import load_config
+        from backend.store.writer import RunDB
+        shared = ensure_proposal(runs="1-40")
+        warm_page_cache(shared)
+        subprocess.run(["rm", "-rf", str(work)])
+        work.mkdir(parents=True)
+        root = work / "data"
+        pdir = root / shared.relative_to(data_root())
+        self.staged = StagedRuns(shared / "raw", work / "staged", runs, raw=pdir / "raw",
+                                 link=True)
+        self.broker = TansuBroker(tansu_binary(), work / "tansu.log")
+        self.address = self.broker.start()
+        self.env = bench_env({"AMORE_BROKER": self.address, "EXTRA_DATA_DATA_ROOT": str(root)})
+        os.environ.update({"AMORE_BROKER": self.address, "EXTRA_DATA_DATA_ROOT": str(root)})
+        self.ctx = work / "ctx"
+        subprocess.run([sys.executable, "-m", "amore.cli", "init", str(self.ctx), "--proposal",
+                        str(PROPOSAL), "--context", str(BENCH_CONTEXT)], check=True, env=self.env,
+                       stdout=subprocess.DEVNULL)
+        self.config = load_config(self.ctx)
+        self.db_id = RunDB(self.ctx).db_id
+        self.topic = self.config["kafka"]["event_topics"][0]
+        create_topics(self.address, self.config["kafka"]["event_topics"]
+                      + [self.config.update_topic(self.db_id)])
+        self.listener = None
+
+    def start(self, timeout: float = 120) -> float:
+        """Start the backend; returns the seconds until it was ready."""
+        t0 = time.monotonic()
+        self.listener = subprocess.Popen([sys.executable, "-m", "amore.cli", "listen",
+                                          str(self.ctx)], env=self.env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+        log = self.ctx / "amore.log"
+        while not (log.exists() and " Ready" in log.read_text()):
+            time.sleep(0.05)
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError("backend did not start")
+        return time.monotonic() - t0
+
+    def event(self, run: int) -> float:
+        """Put run ``run`` into ``raw/`` and send its ``migration_complete`` event (the message
+        DAMNIT's harness sends); returns the wall time (``time.time()``) just before sending."""
+        from tests.kafka_broker import produce
+        path = self.staged.announce(run)
+        t0 = time.time()
+        produce(self.address, self.topic, json.dumps({
+            "event": "migration_complete", "proposal": PROPOSAL, "run": run, "path": str(path),
+            "instrument": "MID", "cycle": "202201"}).encode())
+        return t0
+
+    def stop(self) -> None:
+        """Stop the backend and the broker."""
+        import signal
+        if self.listener is not None and self.listener.poll() is None:
+            os.killpg(self.listener.pid, signal.SIGTERM)
+            self.listener.wait(20)
+        self.broker.stop()
+
+
+class UpdateArrivals(threading.Thread):
+    """When each run's first ``run_values_updated`` message (with names) reaches a consumer of
+    the update topic: ``arrivals[run]`` in ``clock()`` seconds. A daemon thread; :meth:`stop`."""
+
+    def __init__(self, config, db_id: str, clock=time.monotonic):
+        super().__init__(daemon=True)
+        from backend.notify.kafka import UpdateConsumer
+        self.consumer = UpdateConsumer(config, db_id)
+        self.clock = clock
+        self.arrivals: dict[int, float] = {}
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self._halt.is_set():
+            for kind, data in self.consumer.poll(0.1):
+                if kind == "run_values_updated" and data.get("names"):
+                    self.arrivals.setdefault(int(data["run"]), self.clock())
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+        self.consumer.close()
+
+
+def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
+    """``amore-proto web ctx`` on a free loopback port: (process, page URL, API base URL,
+    seconds until its table answered)."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "amore.cli", "web", str(ctx), "--port",
+                             str(port), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    first = proc.stdout.readline()
+    if " at http" not in first:
+        raise RuntimeError(f"amore-proto web did not start: {first}{proc.stdout.read()}")
+    page = first.split(" at ")[-1].strip()
+    api = page.replace("/d/", "/api/d/", 1)
+    while True:
+        try:
+            urllib.request.urlopen(api + "table?limit=1", timeout=5)
+            return proc, page, api, time.monotonic() - t0
+        except OSError:
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError("amore-proto web did not answer") from None
+            time.sleep(0.1)
+
+
+def stop_process_group(proc, timeout: float = 20) -> None:
+    """SIGTERM to a process started with ``start_new_session=True`` and its children."""
+    import signal
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.kafka_broker", "tests.slurm_cluster"]
+pytest_plugins = ["tests.kafka_broker", "tests.slurm_cluster", "tests.web_browser"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -90,3 +90,31 @@ def test_static_rendering_draws_common_traces_without_a_browser(trace):
     assert colours(img) > 3      # more than a blank canvas
     if trace["type"] == "heatmap":
         assert decode_array(trace["z"]).tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_front_ends_show_a_plotly_figure(qtbot, make_context_dir, write_run, tmp_path, monkeypatch):
+    """The Qt inspection window draws a Plotly cell statically (it has no web view); the
+    browser gets the figure's own JSON to draw it interactively."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.application.settings import Settings
+    from amore_gui.application.values import describe_value, read_run_value
+    ctx = make_context_dir(PLOTLY_CONTEXT)
+    write_run(1)
+    out, values, err = process(ctx, 1)
+    assert err is None and out.status == "done"
+    w = MainWindow(ctx, settings=Settings(tmp_path / "gui.json"))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.is_fully_loaded, timeout=15000)
+    m = w.model
+    iw = w.inspect(m.index(m.view_row_of(PROPOSAL, 1), m.column_of("trend")))
+    qtbot.waitUntil(lambda: iw.kind is not None, timeout=15000)
+    assert iw.kind == "plotly", iw.info.text()
+    assert "Plotly figure" in iw.info.text()
+    # the browser's description: the figure itself
+    d = describe_value(read_run_value(ctx, PROPOSAL, 1, "trend"), "Trend")
+    assert d["kind"] == "plotly" and d["figure"]["layout"]["title"]["text"] == "A sine"
+    assert len(d["figure"]["data"][0]["y"]) == 50 or "bdata" in str(d["figure"]["data"][0]["y"])
+    iw.close()
+    w.close()

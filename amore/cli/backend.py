@@ -78,6 +78,10 @@ def _print_backend_state(st) -> None:
             print(f"  tmux:           {st.socket_path} (amore-proto backend attach)")
     if st.message:
         print(f"  {st.message}")
+    from amore_gui.web.server import describe_record, read_record
+    web = read_record(st.context_dir)
+    if web is not None:
+        print(f"  Web:            {describe_record(web)}")
 
 
 def register(sub) -> None:

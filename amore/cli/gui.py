@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 
-
-
 def cmd_gui(a) -> int:
     """``amore-proto gui [DIR | PROPOSAL]``: the run-table GUI (amore_gui). Exit code 3 with
     AMORE's own message when Qt's platform cannot load (missing X11 libraries, no display)."""
@@ -20,7 +18,19 @@ def cmd_gui(a) -> int:
         import sys
         print(problem.message(), file=sys.stderr)
         return problem.exit_code
+    _say_web_address(a.target)
     return run(a)
+
+
+def _say_web_address(target) -> None:
+    """Print where the browser front-end serves this directory, if it runs (``amore-proto web``)."""
+    if not target:
+        return
+    from pathlib import Path
+    from amore_gui.web.server import describe_record, read_record
+    rec = read_record(Path(target))
+    if rec is not None and rec.get("running") is not False:
+        print(f"This run table is also in the browser: {describe_record(rec)}")
 
 
 def register(sub) -> None:

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from amore.cli import (backend, damnit, demo, gui, listen, logs, manual, post, reprocess, setup,
-                       show, slurm, trust)
+                       show, slurm, trust, web)
 
 #: Command modules, in the order ``amore-proto --help`` lists them.
-COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, backend, trust, manual, logs, slurm,
-                   damnit, post]
+COMMAND_MODULES = [setup, listen, reprocess, show, demo, gui, web, backend, trust, manual, logs,
+                   slurm, damnit, post]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,15 +14,24 @@ from qtpy.QtGui import QFont, QImage, QPixmap
 from qtpy.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVBoxLayout,
                              QWidget)
 
+from amore_gui.application.figures import FigureView, figure_view
 from amore_gui.application.formatting import format_number
 from amore_gui.application.table_data import K_ERROR, K_SKIPPED
-from amore_gui.application.values import axis_values
+from amore_gui.application.values import line_axis
 from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
+
+
+def _read_for_inspection(workspace, proposal, run: int, name: str):
+    """(In a worker thread) the variable's stored value; a Plotly figure as a
+    :class:`~amore_gui.application.figures.FigureView` (drawn to PNG here, off the GUI thread)."""
+    v = workspace.read_value(proposal, run, name)
+    view = figure_view(v) if not isinstance(v, (bytes, bytearray)) else None
+    return view if view is not None else v
 
 
 class InspectWindow(QWidget):
     """Shows one variable of one run (see module docstring). :attr:`kind` says what is shown
-    (``line``, ``image``, ``stack``, ``figure``, ``text``, ``error``, ``tabs``) and
+    (``line``, ``image``, ``stack``, ``figure``, ``plotly``, ``text``, ``error``, ``tabs``) and
     :attr:`value` the data read."""
 
     def __init__(self, main, proposal: int, run: int, name: str):
@@ -56,7 +65,7 @@ class InspectWindow(QWidget):
             self.info.setText("")
             return
         self._fallback = d.display(row, c) if row is not None else ""
-        main.tasks.submit(main.workspace.read_value, proposal, run, name,
+        main.tasks.submit(_read_for_inspection, main.workspace, proposal, run, name,
                           callback=self._loaded)
 
     def _loaded(self, value, err):
@@ -79,6 +88,9 @@ class InspectWindow(QWidget):
             layout.addWidget(tabs)
             self.kind = "tabs"
             return
+        plotly = isinstance(v, FigureView) and v.kind == "plotly"
+        if isinstance(v, FigureView):
+            v = v.png
         if isinstance(v, (bytes, bytearray)):
             img = QImage()
             img.loadFromData(bytes(v), "PNG")
@@ -89,10 +101,11 @@ class InspectWindow(QWidget):
             sa.setWidget(lab)
             sa.setWidgetResizable(True)
             layout.addWidget(sa)
-            self.kind = "figure"
-            self.info.setText(f"Figure, {img.width()} × {img.height()} px")
+            self.kind = "plotly" if plotly else "figure"
+            self.info.setText(
+                "Plotly figure, drawn statically here (the browser view, amore-proto web, shows "
+                "it interactively)" if plotly else f"Figure, {img.width()} × {img.height()} px")
             return
-        dims = getattr(v, "dims", None)
         arr = np.asarray(getattr(v, "values", v))
         if arr.ndim == 0:
             item = arr.item()
@@ -113,13 +126,7 @@ class InspectWindow(QWidget):
         if np.iscomplexobj(arr):
             arr = np.abs(arr)
         if arr.ndim == 1:
-            x, xlabel = np.arange(len(arr)), "Index"
-            if dims is not None:
-                dim = dims[0]
-                if "trainId" in v.coords:
-                    x, xlabel = np.asarray(v.coords["trainId"].values), "Train ID"
-                elif dim in v.coords:
-                    x, xlabel = axis_values(np.asarray(v.coords[dim].values), str(dim))
+            x, xlabel = line_axis(v, len(arr))
             pw = pg.PlotWidget(axisItems={"bottom": plots.IntAxis(orientation="bottom")}
                                if xlabel in ("Train ID", "Pulse ID") else None)
             pw.showGrid(x=True, y=True, alpha=0.15)

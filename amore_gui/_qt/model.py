@@ -15,6 +15,7 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from qtpy.QtGui import QBrush, QColor, QFont
 
 from amore_gui.application.dbread import ValueChunk
+from amore_gui.application.formatting import cell_colour
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
                           S_PENDING, S_PROCESSING, S_WAITING, RowView, RunUpdate, TableData)
@@ -34,21 +35,11 @@ STATUS_FG = {S_PROCESSING: QColor("#8a5300"), S_FAILED: QColor("#a4262c"),
 
 def parse_color(spec) -> QColor | None:
     """A ``Cell(background=...)`` value (name, ``#rrggbb``, RGB(A) tuple 0-255 or 0-1)."""
-    if spec is None:
+    c = cell_colour(spec)
+    if c is None:
         return None
-    if isinstance(spec, str):
-        c = QColor(spec)
-        return c if c.isValid() else None
-    try:
-        vals = [float(x) for x in spec]
-    except (TypeError, ValueError):
-        return None
-    if len(vals) not in (3, 4):
-        return None
-    if all(v <= 1.0 for v in vals):
-        vals = [v * 255 for v in vals]
-    c = QColor(*[int(max(0, min(255, v))) for v in vals])
-    return c
+    q = QColor(c) if isinstance(c, str) else QColor(*c)
+    return q if q.isValid() else None
 
 
 class RunTableModel(QAbstractTableModel):

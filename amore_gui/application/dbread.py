@@ -55,6 +55,16 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return sql.connect(path)
 
 
+def has_amore_schema(path: str | Path) -> bool:
+    """True if the database (or context directory's) carries an AMORE schema revision: AMORE
+    created it (a database another program made has none). Raises ``FileNotFoundError``."""
+    con = connect(path)
+    try:
+        return sql.schema_revision(con) is not None
+    finally:
+        con.close()
+
+
 def ensure_schema(path: str | Path) -> None:
     """Upgrade an older database through :class:`backend.store.writer.RunDB` (only if needed).
     Raises :class:`backend.store.identify.NotAmoreDatabase`, saying what it is and what to do,

@@ -49,3 +49,21 @@ def header_text(title: str, units: str | None, two_lines: bool = True) -> str:
     if group:
         return f"{group} › {label}"
     return label
+
+
+def cell_colour(spec) -> str | tuple[int, ...] | None:
+    """A ``Cell(background=...)`` value as a colour name or ``#rrggbb`` text (as given), or an
+    RGB(A) tuple of ints 0-255 (from 0-255 or 0-1 numbers); None if it is neither."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return spec
+    try:
+        vals = [float(x) for x in spec]
+    except (TypeError, ValueError):
+        return None
+    if len(vals) not in (3, 4):
+        return None
+    if all(v <= 1.0 for v in vals):
+        vals = [v * 255 for v in vals]
+    return tuple(int(max(0, min(255, v))) for v in vals)

@@ -27,10 +27,11 @@ def _store(context_dir):
 
 
 def write_manual_values(context_dir, keys: Iterable[tuple[int, int]], name: str, raw,
-                        via: str = "gui", confirm: bool = False) -> list:
+                        via: str = "gui", confirm: bool = False, author: str | None = None) -> list:
     """Set manual column ``name`` of runs ``keys`` ((proposal, run) pairs) to ``raw`` (typed
     text, or bool/int/float from an editor; None clears), recorded as done ``via`` (``gui``,
-    ``web``...); ``confirm``: keep the values and drop their "carried over" mark instead.
+    ``web``...) by ``author`` (default: this process's ``user@host``); ``confirm``: keep the
+    values and drop their "carried over" mark instead.
     Returns the edits (:class:`backend.store.manual.Edit`: ``proposal``, ``run``,
     ``name``...). Blocks (short write transactions); raises
     :class:`backend.store.manual.ManualError` for a refused value (nothing written)."""
@@ -40,7 +41,7 @@ def write_manual_values(context_dir, keys: Iterable[tuple[int, int]], name: str,
         out = []
         for proposal in sorted({p for p, _ in keys}, key=str):
             runs = [r for p, r in keys if p == proposal]
-            out += store.set_values(runs, name, raw, via=via, proposal=proposal,
+            out += store.set_values(runs, name, raw, via=via, author=author, proposal=proposal,
                                     confirm_only=confirm)
         return out
     finally:
@@ -65,11 +66,13 @@ def _refusal(err: str | None) -> str | None:
 
 def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                       on_done: Callable[[list, str | None], None] | None = None,
-                      confirm: bool = False) -> None:
-    """:func:`write_manual_values` with the session's runner (off the event loop), from the
-    GUI; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing written).
-    Also tells the user through ``session.events.message`` and announces the edits with the
-    session's publisher."""
+                      confirm: bool = False, via: str = "gui", author: str | None = None) -> None:
+    """:func:`write_manual_values` with the session's runner (off the event loop), from a
+    front-end; ``on_done(edits, error)`` afterwards (error: the refusal message, nothing
+    written). Also tells the user through ``session.events.message`` and announces the edits
+    with the session's publisher. ``via``: where the edit came from (``gui``, ``web``:
+    :data:`backend.store.manual.EDIT_SOURCES`); ``author``: who made it (default: this
+    process's ``user@host``), both recorded in the cell's history."""
     keys = list(keys)
     ctx = session.context_dir
 
@@ -85,7 +88,8 @@ def set_manual_values(session, keys: Iterable[tuple[int, int]], name: str, raw,
                 f"{name} {'confirmed' if confirm else 'set'} for run(s) {runs}", False)
         if on_done is not None:
             on_done(edits or [], err)
-    session.runner(lambda: write_manual_values(ctx, keys, name, raw, confirm=confirm), done)
+    session.runner(lambda: write_manual_values(ctx, keys, name, raw, via=via, confirm=confirm,
+                                               author=author), done)
 
 
 def add_manual_column(session, on_done: Callable[[object, str | None], None] | None = None,

@@ -11,18 +11,26 @@ Both run the command line in a process of its own (``amore-proto reprocess`` /
 * :class:`CancelJob` - cancelling the Slurm jobs of runs; :meth:`~CancelJob.summary` says what
   happened.
 
-A front-end starts ``argv`` in ``cwd`` without blocking (Qt: ``QProcess``; asyncio:
-``asyncio.create_subprocess_exec``), feeds it the output as it arrives, and calls
-:meth:`ReprocessJob.finish` with the exit code. To stop a job: SIGTERM (a run already handed to
-the backend is cancelled there when the command goes away), then SIGKILL after
-:data:`TERMINATE_GRACE` seconds if it still runs.
+A front-end starts ``argv`` in ``cwd`` without blocking (Qt: ``QProcess``), feeds it the output
+as it arrives, and calls :meth:`ReprocessJob.finish` with the exit code. A front-end without a
+process API of its own (the browser's server) hands the job to :class:`JobProcess`, which runs it
+with a reader thread. To stop a job: SIGTERM (a run already handed to the backend is cancelled
+there when the command goes away), then SIGKILL after :data:`TERMINATE_GRACE` seconds if it
+still runs.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections import deque
 from pathlib import Path
+from typing import Callable
 
 #: Seconds between asking a reprocess job to stop (SIGTERM) and killing it.
 TERMINATE_GRACE = 3.0
@@ -161,3 +169,79 @@ class CancelJob:
         """What to tell the user from the command's merged output and exit code."""
         out = output.decode(errors="replace").strip()
         return out or f"amore-proto cancel finished with exit code {exit_code}"
+
+
+class JobProcess:
+    """A :class:`ReprocessJob`'s command running as a child process (its own session), its
+    output read by a thread (see module docstring). ``on_change()`` is called in that thread
+    after new output lines and when the process ended.
+
+    State: :attr:`lines` (the last 2000 lines to show), :attr:`job` (progress:
+    ``job.done_runs``, ``job.progress``, ``job.exit_code``), :attr:`cancelled`.
+    """
+
+    def __init__(self, job: ReprocessJob, on_change: Callable[[], None] | None = None):
+        self.job = job
+        self.on_change = on_change
+        self.lines: deque[str] = deque(maxlen=2000)
+        self.cancelled = False
+        self.started = time.time()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the process and its reader thread; returns at once. Raises ``OSError`` if it
+        cannot start."""
+        self.lines.append(self.job.command_text)
+        self.proc = subprocess.Popen(self.job.argv, cwd=str(self.job.cwd),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._read, name="reprocess output", daemon=True).start()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            lines = self.job.feed(raw)
+            if lines:
+                self.lines.extend(lines)
+                self._changed()
+        code = self.proc.wait()
+        self.lines.extend(self.job.feed(b"\n"))       # a last line without its newline
+        end = self.job.finish(code)
+        self.lines.append("Cancelled." if self.cancelled else end)
+        self._changed()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.job.exit_code is None
+
+    def cancel(self) -> None:
+        """Stop the job: SIGTERM to its process group, SIGKILL after :data:`TERMINATE_GRACE`
+        seconds if it still runs. Returns at once."""
+        if not self.running:
+            return
+        self.cancelled = True
+        self._signal(signal.SIGTERM)
+        threading.Timer(TERMINATE_GRACE, self._kill_if_running).start()
+
+    def _signal(self, sig) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_if_running(self) -> None:
+        if self.running:
+            self._signal(signal.SIGKILL)
+
+    def to_dict(self) -> dict:
+        """The job's state as JSON-able data: ``command``, ``expected``, ``done`` (runs
+        finished), ``running``, ``exit_code``, ``cancelled``, ``lines`` (the last 200)."""
+        job = self.job
+        return {"command": job.command_text.removeprefix("$ "), "expected": job.expected,
+                "done": job.progress if not self.cancelled else len(job.done_runs),
+                "running": self.running, "exit_code": job.exit_code,
+                "cancelled": self.cancelled, "lines": list(self.lines)[-200:]}

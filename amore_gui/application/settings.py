@@ -17,13 +17,19 @@ from typing import Any
 MAX_RECENT = 12
 
 
+def config_dir() -> Path:
+    """AMORE's folder in the user's config dir: ``$XDG_CONFIG_HOME/amore`` or
+    ``~/.config/amore``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "amore"
+
+
 def config_path() -> Path:
     """Where the settings file lives (see module docstring)."""
     env = os.environ.get("AMORE_GUI_CONFIG")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "amore" / "gui.json"
+    return config_dir() / "gui.json"
 
 
 class Settings:

@@ -1,0 +1,181 @@
+"""Web table benchmark (issue 21): a 5,000 x 300 run table in headless Chromium.
+
+The database is the GUI benchmark's (``gui_load.build_db``: 5 % string columns, integers, a
+thumbnail and a sparkline column, floats with units, bold cells, errors; three manual columns),
+served by ``amore-proto web`` (a fresh server per repeat) and opened in Debian's Chromium
+(Playwright, ``/usr/bin/chromium``, a fresh browser context per repeat). Measured:
+
+* ``first rows painted``: navigation start -> the start of the frame after the one that drew
+  the grid's first rows (the page's ``performance.now()`` in the second animation frame after
+  AG Grid's ``firstDataRendered``: Chromium's performance timeline);
+* ``all rows in``: navigation start -> every page of rows loaded into the grid;
+* ``scroll frames``: the grid is scrolled with mouse-wheel events (down through all rows, then
+  right through all columns; a wheel notch of 100 px per frame, 6,000 px/s) while Chromium traces
+  (``devtools.timeline``). Per frame of that timeline: the main thread's busy time (its
+  top-level tasks from one ``BeginMainThreadFrame`` to the next: what a frame costs; a frame
+  is drawn in time when it stays under 16 ms), Chromium's ``AnimationFrame`` span (frame start
+  to rendered, including the wait for the display), and the interval between frames (dropped
+  frames show as 33 ms and more; 60 Hz is 16.7 ms).
+
+    python benchmarks/web_table.py [--runs 5000] [--vars 300] [--repeats 3] [--work DIR]
+
+Prints tables (medians and ranges over the repeats; frame percentiles over all frames).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, med, print_table, rng, start_web, stop_process_group
+from gui_load import add_manual_columns, build_db
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def frame_costs(trace) -> tuple[list[float], list[float], list[float]]:
+    """(frame durations, main-thread busy time per frame, time between frames), in ms, of the
+    renderer's main thread in a Chromium trace. A frame's duration is Chromium's own
+    ``AnimationFrame`` span (the animation frames of the performance timeline, as the Long
+    Animation Frames API and DevTools count them: from the frame's start to its rendering
+    done); busy time sums the top-level tasks (``ThreadControllerImpl::RunTask``) between two
+    ``BeginMainThreadFrame`` s."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    main = {k for k, n in names.items() if n == "CrRendererMain"}
+    on_main = [e for e in events if (e.get("pid"), e.get("tid")) in main]
+    begins: dict = {}
+    durations = []
+    for e in on_main:
+        if e.get("name") != "AnimationFrame" or e.get("ph") not in ("b", "e"):
+            continue
+        key = e.get("id") or (e.get("id2") or {}).get("local")
+        if e["ph"] == "b":
+            begins[key] = e["ts"]
+        elif key in begins:
+            durations.append((e["ts"] - begins.pop(key)) / 1000)
+    frames = sorted(e["ts"] for e in on_main if e.get("name") == "BeginMainThreadFrame")
+    tasks = sorted((e["ts"], e.get("dur", 0)) for e in on_main
+                   if e.get("name") in ("ThreadControllerImpl::RunTask", "RunTask")
+                   and e.get("ph") == "X")
+    busy, gaps = [], []
+    j = 0
+    for a, b in zip(frames, frames[1:]):
+        while j < len(tasks) and tasks[j][0] < a:
+            j += 1
+        k, total = j, 0
+        while k < len(tasks) and tasks[k][0] < b:
+            total += tasks[k][1]
+            k += 1
+        busy.append(total / 1000)
+        gaps.append((b - a) / 1000)
+    return durations, busy, gaps
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def one_repeat(browser, url: str, trace_path: Path) -> dict:
+    ctx = browser.new_context(viewport={"width": 1600, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(300_000)
+    page.goto(url)
+    page.wait_for_function("() => document.body.dataset.painted")
+    first = float(page.evaluate("document.body.dataset.painted"))
+    page.wait_for_function("() => document.body.dataset.loaded === '1'")
+    all_in = page.evaluate("performance.now()")
+    rows = page.evaluate("amore.state.rowsById.size")
+    cols = page.evaluate("amore.state.columns.length")
+    page.wait_for_timeout(500)
+    browser.start_tracing(page=page, path=str(trace_path),
+                          categories=["devtools.timeline", "toplevel",
+                                      "disabled-by-default-devtools.timeline.frame"])
+    box = page.locator("#grid").bounding_box()          # the mouse over the rows
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.6)
+    raf = "() => new Promise(r => requestAnimationFrame(() => r()))"
+    for _ in range(600):          # down: a wheel notch (100 px) per frame, 6,000 px/s
+        page.mouse.wheel(0, 100)
+        page.evaluate(raf)
+    for _ in range(300):          # right, across the columns, the same
+        page.mouse.wheel(100, 0)
+        page.evaluate(raf)
+    browser.stop_tracing()
+    ctx.close()
+    frames, busy, gaps = frame_costs(json.loads(trace_path.read_text()))
+    trace_path.unlink()
+    return {"first_ms": first, "all_ms": all_in, "rows": rows, "cols": cols,
+            "costs": frames, "busy": busy, "gaps": gaps}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5000)
+    p.add_argument("--vars", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--work", help="directory for the database (default: a temp dir)")
+    a = p.parse_args(argv)
+    work = Path(a.work or tempfile.mkdtemp(prefix="amore-web-bench-"))
+    ctx = work / f"ctx-{a.runs}x{a.vars}-manual"
+    if not (ctx / "runs.sqlite").exists():
+        t = time.time()
+        print(f"Building {a.runs} x {a.vars} database in {ctx} ...", flush=True)
+        build_db(ctx, a.runs, a.vars)
+        add_manual_columns(ctx, a.runs)
+        print(f"  built in {time.time() - t:.0f} s", flush=True)
+    env = dict(os.environ, AMORE_BROKER="none", PYTHONPATH=str(REPO),
+               AMORE_WEB_ACCESS=str(Path(tempfile.mkdtemp(prefix="amore-web-cfg-")) / "a.json"))
+    from playwright.sync_api import sync_playwright
+    results, ready = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        for i in range(a.repeats):
+            proc, url, _, t_ready = start_web(ctx, env, "--no-kafka")
+            ready.append(t_ready)
+            try:
+                r = one_repeat(browser, url, work / f"trace-{i}.json")
+            finally:
+                stop_process_group(proc)
+            results.append(r)
+            print(f"repeat {i + 1}: first rows painted {r['first_ms']:.0f} ms, all {r['rows']} "
+                  f"rows in {r['all_ms']:.0f} ms, {len(r['costs'])} frames traced, p95 frame "
+                  f"duration {pct(r['costs'], 95):.1f} ms", flush=True)
+        browser.close()
+    first = [r["first_ms"] / 1000 for r in results]
+    allin = [r["all_ms"] / 1000 for r in results]
+    costs = [c for r in results for c in r["costs"]]
+    gaps = [g for r in results for g in r["gaps"]]
+    busy = [b for r in results for b in r["busy"]]
+    print_table(f"Web table: {results[0]['rows']} runs x {results[0]['cols']} columns in Chromium "
+                f"({a.repeats} repeats, median [range])", ["measure", "value", "range"], [
+                    ["navigation -> first rows painted", f"**{med(first):.2f} s**", rng(first)],
+                    ["navigation -> all rows in the grid", f"{med(allin):.2f} s", rng(allin)],
+                    ["server start -> table read (not in the above)", f"{med(ready):.1f} s",
+                     rng(ready, 1)],
+                    ["target: first rows painted", "<= 1.5 s",
+                     "met" if med(first) <= 1.5 else "MISSED"]])
+    print_table(f"Scrolling: {len(costs)} frames (down through the rows, right through the "
+                "columns)", ["per frame", "median", "p95", "p99", "max"], [
+                    ["main-thread busy time (ms)", f"{statistics.median(busy):.1f}",
+                     f"**{pct(busy, 95):.1f}**", f"{pct(busy, 99):.1f}", f"{max(busy):.1f}"],
+                    ["animation frame span, start to rendered (ms)",
+                     f"{statistics.median(costs):.1f}", f"{pct(costs, 95):.1f}",
+                     f"{pct(costs, 99):.1f}", f"{max(costs):.1f}"],
+                    ["time between frames (ms)", f"{statistics.median(gaps):.1f}",
+                     f"{pct(gaps, 95):.1f}", f"{pct(gaps, 99):.1f}", f"{max(gaps):.1f}"],
+                    ["target: p95 main-thread time per frame", "", "<= 16 ms",
+                     "met" if pct(busy, 95) <= 16 else "MISSED", ""]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
