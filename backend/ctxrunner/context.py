@@ -17,6 +17,7 @@ as they always have).
 """
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import sys
 import types
@@ -41,12 +42,49 @@ CONTEXT_MODULE_NAME = "amore_context_file"
 
 
 @dataclass
+class DefaultPipeline:
+    """The default pipeline of one loading of a context file
+    (:meth:`backend.ctxrunner.pipeline.Pipeline.default`): ``pipeline`` (None until the file
+    asks for it), ``explicit`` (set by ``Pipeline.set_default``: its variables are the file's,
+    the module-level ones are not collected), ``loading`` (False for the one kept for a thread
+    outside any loading)."""
+
+    pipeline: Any = None
+    explicit: bool = False
+    loading: bool = False
+
+
+_DEFAULT_PIPELINE: contextvars.ContextVar[DefaultPipeline | None] = contextvars.ContextVar(
+    "amore_default_pipeline", default=None)
+
+
+def default_pipeline_slot() -> DefaultPipeline:
+    """The :class:`DefaultPipeline` of the context file being loaded in this thread; outside a
+    loading, one kept for the thread (created on first use)."""
+    slot = _DEFAULT_PIPELINE.get()
+    if slot is None:
+        slot = DefaultPipeline()
+        _DEFAULT_PIPELINE.set(slot)
+    return slot
+
+
+def is_loading_default(pipeline) -> bool:
+    """Whether ``pipeline`` is the default pipeline of the context file being loaded (then
+    what is added to it is checked together with the whole file, once it has run)."""
+    slot = _DEFAULT_PIPELINE.get()
+    return slot is not None and slot.loading and slot.pipeline is pipeline
+
+
+@dataclass
 class ContextFile:
     """A loaded context file: its variables in definition order.
 
     Use :meth:`from_path` or :meth:`from_str`; both raise :class:`ContextFileError` for syntax
     errors and exceptions while executing the file (naming file and line), for dependency cycles
     (naming the cycle), unknown ``var#`` inputs and raw variables depending on proc ones.
+    The variables are those the file defines at module level (variables and group instances)
+    and those it adds to ``Pipeline.default()``, or only those of the pipeline it gives to
+    ``Pipeline.set_default`` (as DAMNIT 0.4.0 does).
     """
 
     variables: dict[str, Variable]
@@ -86,6 +124,8 @@ class ContextFile:
         sys.modules[CONTEXT_MODULE_NAME] = module
         ns: dict[str, Any] = module.__dict__
         sys.path.insert(0, str(Path(path).parent))
+        default = DefaultPipeline(loading=True)  # Pipeline.default() while the file runs
+        token = _DEFAULT_PIPELINE.set(default)
         try:
             exec(compiled, ns)
         except ContextFileError:
@@ -97,11 +137,16 @@ class ContextFile:
             where = f"{path}, line {fs.lineno}" if fs else path
             raise ContextFileError(f"{where}: {type(e).__name__}: {e}") from None
         finally:
+            _DEFAULT_PIPELINE.reset(token)
             try:
                 sys.path.remove(str(Path(path).parent))
             except ValueError:
                 pass
-        return cls.from_namespace(ns, path, manual=manual)
+        members = list(ns.items())
+        if default.pipeline is not None:  # what the file added to it, or set as default
+            added = default.pipeline.members()
+            members = added if default.explicit else members + added
+        return cls.from_namespace(members, path, manual=manual)
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any] | Iterable[tuple[str, Any]],

@@ -103,7 +103,7 @@ def Group(_cls=None, *, tags: Iterable[str] | str | None = None):
 Group.__module__ = PUBLIC_MODULE
 
 
-def _assign_group_names(members: list[tuple[str, Any]]) -> None:
+def _assign_group_names(members: list[tuple[str | None, Any]]) -> None:
     """Name unnamed group instances after the name they are assigned to (``beam = Beam()`` ->
     ``beam``); nested instances after their path (``beam.xgm``), the shortest path winning.
     Raises GroupError for an instance reachable under two equally short names."""
@@ -119,7 +119,12 @@ def _assign_group_names(members: list[tuple[str, Any]]) -> None:
             entry[2].add(path)
 
     for key, value in members:
-        if not key.startswith("__") and is_group_instance(value):
+        if not is_group_instance(value):
+            continue
+        if key is None:
+            if value.name is not None:
+                record(value, value.name, 0)
+        elif not key.startswith("__"):
             record(value, value.name or key, 0)
     while pending:
         group, path, depth = pending.popleft()
@@ -215,12 +220,15 @@ def _expand_group(group) -> dict[str, Variable]:
     return out
 
 
-def collect_variables(members: Iterable[tuple[str, Any]], path: str) -> dict[str, Variable]:
+def collect_variables(members: Iterable[tuple[str | None, Any]],
+                      path: str) -> dict[str, Variable]:
     """The variables among ``members`` -- ``(name, object)`` pairs such as the items of an
     executed context file's namespace -- in their order: :class:`Variable` objects and the
-    variables of every group instance (nested ones after their parent); other objects are
-    ignored. Unnamed group instances are named after their key. ``path`` names the context
-    file in error messages. Raises GroupError for duplicate names."""
+    variables of every group instance (nested ones after their parent); other objects, and
+    groups under names starting with ``__``, are ignored. Unnamed group instances are named
+    after their name in ``members``; a name of None gives none (the group is named by
+    another entry, or it is an error). ``path`` names the context file in error messages.
+    Raises GroupError for duplicate names and unnamed groups."""
     members = list(members)
     _assign_group_names(members)
     variables: dict[str, Variable] = {}
@@ -248,6 +256,9 @@ def collect_variables(members: Iterable[tuple[str, Any]], path: str) -> dict[str
     for key, value in members:
         if isinstance(value, Variable) and value.name is not None and not value._in_class:
             add(value.name, value, "defined twice")
-        elif not key.startswith("__") and is_group_instance(value):
+        elif is_group_instance(value) and (key is None or not key.startswith("__")):
+            if value.name is None:
+                raise GroupError(f"{path}: group instance of {type(value).__name__!r} has no "
+                                 f"name; give it name=... or assign it to a name")
             add_group(value)
     return variables

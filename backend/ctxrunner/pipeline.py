@@ -8,7 +8,7 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from backend.ctxrunner.context import ContextFile
+from backend.ctxrunner.context import ContextFile, default_pipeline_slot, is_loading_default
 from backend.ctxrunner.evaluation import VariableResult
 from backend.ctxrunner.groups import is_group_instance
 from backend.ctxrunner.variables import Cell, GroupError, RunData, Variable
@@ -122,7 +122,8 @@ class Pipeline:
     backend. DAMNIT 0.4.0's spelling also works: ``Pipeline(proposal, run_number)``,
     ``Pipeline.from_context_file(path)``, ``Pipeline.from_str(code)``, ``.add(variables or
     group instances)``, ``.select(variables=..., match=..., run_data=...)``,
-    ``.execute(data=..., param_values=...)``, ``.results``, ``.vars``.
+    ``.execute(data=..., param_values=...)``, ``.results``, ``.vars``, and inside a context
+    file ``Pipeline.default()`` and ``Pipeline.set_default(pipeline)``.
     """
 
     def __init__(self, proposal: int | None = None, run_number: int | None = None, *,
@@ -134,8 +135,51 @@ class Pipeline:
         self.data = data
         self.run_data = RunData(run_data or RunData.ALL)
         self.param_values = dict(param_values or {})
-        self._context = context
+        self._base = context          # the context file (or selection) it was made from
+        self._added: list[tuple[str | None, Any]] = []   # what add() was given since, in order
+        self._context = context       # both, checked
         self._last: Results | None = None
+
+    # -- the default pipeline of a context file --------------------------------------------
+    @classmethod
+    def default(cls) -> "Pipeline":
+        """The default pipeline of the context file being loaded, as in DAMNIT 0.4.0.
+
+        Inside a context file, what is added to it (``Pipeline.default().add(group_instance,
+        variable, ...)``) becomes part of the file, besides the variables and group instances
+        the file defines at module level; a group or variable need not be assigned to a
+        module-level name then. Each loading of a context file has its own default pipeline
+        (a file loaded while another one loads does not share it). Outside a context file it
+        is one pipeline per thread (the same object on every call). Named ``"default"``.
+        """
+        slot = default_pipeline_slot()
+        if slot.pipeline is None:
+            slot.pipeline = cls(name="default")
+        return slot.pipeline
+
+    @classmethod
+    def set_default(cls, pipeline: "Pipeline") -> "Pipeline":
+        """Make ``pipeline`` the default pipeline of the context file being loaded (see
+        :meth:`default`): then the file's variables are those of ``pipeline`` only, and the
+        variables and groups it defines at module level are not collected. Returns
+        ``pipeline``; raises TypeError if it is not a :class:`Pipeline`."""
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"Pipeline.set_default expects a Pipeline instance, "
+                            f"not {type(pipeline).__name__}")
+        slot = default_pipeline_slot()
+        slot.pipeline, slot.explicit = pipeline, True
+        return pipeline
+
+    def members(self) -> list[tuple[str | None, Any]]:
+        """The ``(name, object)`` pairs this pipeline's variables come from, in order: those of
+        the context file it was made from (groups already expanded into variables), then the
+        :class:`Variable` objects and group instances given to :meth:`add`."""
+        return self._base_members() + list(self._added)
+
+    def _base_members(self) -> list[tuple[str | None, Any]]:
+        if self._base is None:
+            return []
+        return [(None, v) for v in self._base.variables.values()]
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -153,19 +197,22 @@ class Pipeline:
     def add(self, *items) -> "Pipeline":
         """Add :class:`Variable` objects and :func:`Group` instances (or dicts name -> group,
         or lists of them) to this pipeline; returns it. Unnamed groups in a dict take the key
-        as name. Raises TypeError for other objects, :class:`GroupError` for duplicate names."""
-        ns: dict[str, Any] = {}
-        if self._context is not None:
-            ns.update({f"__v{i}": v for i, v in enumerate(self._context.variables.values())})
+        as name. Raises TypeError for other objects, :class:`GroupError` for an unnamed group,
+        :class:`ContextFileError` for duplicate names or inputs naming no variable -- for the
+        default pipeline of a context file being loaded, when the whole file is checked, so
+        that what is added to it may take inputs from variables defined further down, and a
+        group may be named by its assignment in the file."""
+        added = list(self._added)
+        deferred = is_loading_default(self)
 
         def put(item, key=None):
             if isinstance(item, Variable):
-                ns[f"__v{len(ns)}"] = item
+                added.append((None, item))
             elif is_group_instance(item):
-                ns[key or item.name or f"__g{len(ns)}"] = item
-                if item.name is None and key is None:
+                if item.name is None and key is None and not deferred:
                     raise GroupError(f"Group instance of {type(item).__name__!r} has no name; "
                                      f"give it name=... or add it as {{name: group}}")
+                added.append((key, item))
             elif isinstance(item, dict):
                 for k, v in item.items():
                     put(v, k)
@@ -178,16 +225,23 @@ class Pipeline:
 
         for item in items:
             put(item)
-        # Variables from a previous context are already expanded: keep them as they are.
-        self._context = ContextFile.from_namespace(
-            {k: v for k, v in ns.items()}, self._context.path if self._context else "<pipeline>")
-        self._last = None
+        if deferred:  # checked with the whole file: inputs and names may come further down
+            self._context = None
+        else:
+            self._context = self._build(self._base_members() + added)
+        self._added, self._last = added, None
         return self
+
+    def _build(self, members) -> ContextFile:
+        # Variables from the context file are already expanded: they are kept as they are.
+        return ContextFile.from_namespace(
+            members, self._base.path if self._base is not None else "<pipeline>")
 
     @property
     def context(self) -> ContextFile:
+        """The pipeline's variables, checked (:class:`ContextFile`)."""
         if self._context is None:
-            self._context = ContextFile({}, "<pipeline>")
+            self._context = self._build(self.members())
         return self._context
 
     @property
@@ -216,7 +270,8 @@ class Pipeline:
         sub = ContextFile({n: ctx.variables[n] for n in keep}, ctx.path)
         sub.check()
         new = copy.copy(self)
-        new._context, new._last = sub, None
+        new._base = new._context = sub
+        new._added, new._last = [], None
         return new
 
     # -- running --------------------------------------------------------------------------
