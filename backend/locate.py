@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.config import CONTEXT_SUBDIR, Config, load_config
-from backend.contextdir import ContextDir
+from backend.contextdir import ContextDir, proposal_dir_name, proposal_of_dir_name
 
 
 class LocateError(Exception):
@@ -43,7 +43,7 @@ def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
     if not isinstance(proposal, int):
         return None
     root = config.effective_data_root()
-    matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
+    matches = sorted(root.glob(f"*/*/{proposal_dir_name(proposal)}"))
     return matches[0] if matches else None
 
 
@@ -54,7 +54,8 @@ def proposal_context_dir(proposal: int) -> Path:
     pdir = find_proposal_dir(int(proposal), cfg)
     if pdir is None:
         raise LocateError(f"Proposal {proposal} not found under {data_root()} "
-                          f"(looked for */*/p{int(proposal):06d}; set EXTRA_DATA_DATA_ROOT?)")
+                          f"(looked for */*/{proposal_dir_name(proposal)}; "
+                          f"set EXTRA_DATA_DATA_ROOT?)")
     return pdir / CONTEXT_SUBDIR
 
 
@@ -101,13 +102,12 @@ def resolve(arg: str | os.PathLike) -> Target:
         p = int(num)
         return Target(proposal_context_dir(p), p)
     d = Path(s).expanduser().resolve()
-    if d.name.startswith("p") and d.name[1:].isdigit() and (d / "raw").is_dir():
-        return Target(d / CONTEXT_SUBDIR, int(d.name[1:]))
+    if proposal_of_dir_name(d.name) is not None and (d / "raw").is_dir():
+        return Target(d / CONTEXT_SUBDIR, proposal_of_dir_name(d.name))
     proposal = None
     if d.is_file() and d.suffix == ".sqlite":
         d = d.parent
     for parent in d.parents:
-        if parent.name.startswith("p") and parent.name[1:].isdigit() and \
-                d == parent / CONTEXT_SUBDIR:
-            proposal = int(parent.name[1:])
+        if proposal_of_dir_name(parent.name) is not None and d == parent / CONTEXT_SUBDIR:
+            proposal = proposal_of_dir_name(parent.name)
     return Target(d, proposal)

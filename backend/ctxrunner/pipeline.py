@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from backend.contextdir import proposal_dir_name
 from backend.ctxrunner.context import ContextFile, default_pipeline_slot, is_loading_default
 from backend.ctxrunner.evaluation import VariableResult
 from backend.ctxrunner.groups import is_group_instance
@@ -314,7 +315,7 @@ class Pipeline:
             import extra_data
             from extra_data.read_machinery import find_proposal
             try:
-                prop_path = Path(find_proposal(f"p{int(proposal):06d}"))
+                prop_path = Path(find_proposal(proposal_dir_name(proposal)))
             except Exception:
                 prop_path = None
             has_proc = prop_path is not None and (prop_path / "proc" / f"r{run_number:04d}").is_dir()
