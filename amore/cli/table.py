@@ -1,6 +1,7 @@
 """The run table in a terminal (``amore-proto show`` and the demo without a display), with rich."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,12 +17,13 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     from rich.markup import escape
     from rich.table import Table
 
-    from backend.store.writer import RunDB, StoredValue
     from backend.formatting import format_value
+    from backend.store.reader import decode_value
+    from backend.store.writer import RunDB
+    from backend.vocab import SummaryType, VariableInfo
 
     db = RunDB(d)
     from backend.store.manual import ManualStore
-    from backend.vocab import VariableInfo
     variables = db.get_variables() + [VariableInfo(c.name, c.title, units=c.units)
                                       for c in ManualStore(db).columns()]
     all_runs = db.runs()
@@ -29,8 +31,9 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
         all_runs = [r for r in all_runs if (r["proposal"], r["run"]) in only]
     runs = all_runs[::-1][:max_rows] if max_rows else all_runs[::-1]
     values: dict[tuple[int, int], dict] = {}
-    for p, r, name, value, st, _attrs in db.all_values():
-        values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
+    for p, r, name, value, st, attrs in db.all_values():
+        attrs = json.loads(attrs) if st == SummaryType.ERROR and attrs else None  # error_type
+        values.setdefault((p, r), {})[name] = (decode_value(value, st), st, attrs)
     db.close()
     fixed = [("Run", [str(r["run"]) for r in runs]),
              ("Start", [time.strftime("%H:%M:%S", time.localtime(r["start_time"]))
@@ -39,7 +42,8 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     columns = []
     for v in variables:
         header = escape((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""))
-        cells = [format_value(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
+        cells = [format_value(*values.get((r["proposal"], r["run"]), {}).get(v.name, (None, None)))
+                 for r in runs]
         columns.append((header, cells))
     max_w = 16
 
