@@ -55,23 +55,25 @@ def test_groups_added_to_the_default_pipeline_get_columns(make_context_dir, writ
     assert titles["thrice.plus_one"] == "thrice/Plus one"
 
 
+SET_DEFAULT_CONTEXT = '''
+from damnit_ctx import Variable, Pipeline
+
+@Variable
+def base(run):
+    return 1
+
+@Variable
+def chosen(run):
+    return 2
+
+pipe = Pipeline()
+pipe.add(chosen)
+Pipeline.set_default(pipe)
+'''
+
+
 def test_set_default_makes_only_that_pipelines_variables_the_files():
-    code = textwrap.dedent('''
-        from damnit_ctx import Variable, Pipeline
-
-        @Variable
-        def base(run):
-            return 1
-
-        @Variable
-        def chosen(run):
-            return 2
-
-        pipe = Pipeline()
-        pipe.add(chosen)
-        Pipeline.set_default(pipe)
-    ''')
-    ctx = ContextFile.from_str(code)
+    ctx = ContextFile.from_str(SET_DEFAULT_CONTEXT)
     assert list(ctx.variables) == ["chosen"]
     out = ctx.execute(object(), run_number=1, proposal=PROPOSAL)
     assert (out["chosen"].value, "base" in out) == (2, False)
@@ -81,17 +83,6 @@ def test_each_loading_has_its_own_default_pipeline():
     """A context file loaded while another one loads (here by the outer file itself) does not
     share its default pipeline; nor do two files loaded one after the other, nor a file whose
     loading failed."""
-    inner = textwrap.dedent('''
-        from damnit_ctx import Variable, Pipeline
-
-        @Variable
-        def inner(run):
-            return 2
-
-        pipe = Pipeline()
-        pipe.add(inner)
-        Pipeline.set_default(pipe)
-    ''')
     outer = textwrap.dedent(f'''
         from damnit_ctx import Variable, Pipeline
 
@@ -99,11 +90,10 @@ def test_each_loading_has_its_own_default_pipeline():
         def outer(run):
             return 1
 
-        INNER = Pipeline.from_str({inner!r})
+        INNER = Pipeline.from_str({SET_DEFAULT_CONTEXT!r})
         Pipeline.default().add(outer)
     ''')
     ctx = ContextFile.from_str(outer)
-    assert list(ctx.variables) == ["outer"]
     assert list(ctx.variables) == ["outer"]
 
     failing = textwrap.dedent('''
@@ -120,7 +110,7 @@ def test_each_loading_has_its_own_default_pipeline():
         ContextFile.from_str(failing)
     plain = "from damnit_ctx import Variable\n@Variable\ndef only(run):\n    return 3\n"
     assert list(ContextFile.from_str(plain).variables) == ["only"]
-    assert list(ContextFile.from_str(inner).variables) == ["inner"]
+    assert list(ContextFile.from_str(SET_DEFAULT_CONTEXT).variables) == ["chosen"]
 
 
 def test_default_pipeline_mistakes_are_clear_errors():

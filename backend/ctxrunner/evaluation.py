@@ -123,20 +123,11 @@ def _inputs(var: Variable, variables, manual_columns, results, meta, params, mym
     kwargs = {}
     for inp in var.inputs:
         if inp.kind == "meta":
-            if inp.key in meta:
-                kwargs[inp.param] = meta[inp.key]
-            elif inp.default is not inspect.Parameter.empty:
-                kwargs[inp.param] = inp.default
-            else:
-                raise _InputFailed(f"'meta#{inp.key}' is not known for this run (the "
-                                   f"facility does not provide it)", "MetadataUnavailable")
+            kwargs[inp.param] = _given(inp, meta, f"'meta#{inp.key}' is not known for this run "
+                                       f"(the facility does not provide it)", "MetadataUnavailable")
         elif inp.kind == "param":
-            if inp.key in params:
-                kwargs[inp.param] = params[inp.key]
-            elif inp.default is not inspect.Parameter.empty:
-                kwargs[inp.param] = inp.default
-            else:
-                raise _InputFailed(f"parameter {inp.key!r} was not given", "MissingParameter")
+            kwargs[inp.param] = _given(inp, params, f"parameter {inp.key!r} was not given",
+                                       "MissingParameter")
         elif inp.kind == "mymdc":
             if mymdc is None:
                 if inp.default is not inspect.Parameter.empty:
@@ -176,3 +167,13 @@ def _inputs(var: Variable, variables, manual_columns, results, meta, params, mym
                 raise _InputFailed(f"{' needs '.join(chain)}, which {root}",
                                    dep.error_type or "Skipped", chain, root)
     return kwargs
+
+
+def _given(inp, values: dict, missing: str, error_type: str):
+    """``values[inp.key]``, else the argument's default; else raises :class:`_InputFailed`
+    with the message ``missing``."""
+    if inp.key in values:
+        return values[inp.key]
+    if inp.default is not inspect.Parameter.empty:
+        return inp.default
+    raise _InputFailed(missing, error_type)

@@ -164,15 +164,20 @@ def _missing_input(group, attr: str, path: str) -> Variable:
     return var
 
 
+def _attribute(group, name: str, what: str, path: str):
+    """``getattr(group, name)``; raises GroupError naming the ``self#path`` input if absent."""
+    try:
+        return getattr(group, name)
+    except AttributeError:
+        raise GroupError(f"Group {group.name!r} has no {what} {name!r} "
+                         f"(input 'self#{path}')") from None
+
+
 def _resolve_self(group, path: str) -> tuple[str, Variable | None]:
     """``self#path`` of ``group`` -> (variable name, placeholder variable or None)."""
     target, _, rest = path.partition(".")
     if rest:
-        try:
-            sub = getattr(group, target)
-        except AttributeError:
-            raise GroupError(f"Group {group.name!r} has no attribute {target!r} "
-                             f"(input 'self#{path}')") from None
+        sub = _attribute(group, target, "attribute", path)
         if sub is None:
             return "", _missing_input(group, target, path)
         if not is_group_instance(sub):
@@ -181,11 +186,7 @@ def _resolve_self(group, path: str) -> tuple[str, Variable | None]:
         return _resolve_self(sub, rest)
     if any(c in target for c in "*?["):
         return f"{group.name}.{target}", None
-    try:
-        ref = getattr(group, target)
-    except AttributeError:
-        raise GroupError(f"Group {group.name!r} has no variable {target!r} "
-                         f"(input 'self#{target}')") from None
+    ref = _attribute(group, target, "variable", target)
     if ref is None:
         return "", _missing_input(group, target, target)
     if not isinstance(ref, (GroupBoundVariable, Variable)):
