@@ -23,7 +23,6 @@ proposal :class:`LocateError`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from backend.contextdir import ContextDir
 from backend.locate import LocateError, resolve
 from backend.store import reader as sql
 from backend.store.identify import read_snapshot
+from backend.store.reader import decode_value
 from backend.vocab import SummaryType, normalize_proposal
 
 if TYPE_CHECKING:
@@ -77,42 +77,13 @@ def open(location: int | str | os.PathLike) -> "AmoreDB":  # noqa: A001 - the AP
     return AmoreDB(location)
 
 
-def _decode_summary(value: Any, summary_type: str) -> Any:
-    """A stored table value as a Python object (see :meth:`VariableData.summary`)."""
-    if summary_type == SummaryType.NUMBER:
-        if value is None:
-            return math.nan
-        if isinstance(value, (bytes, str)):
-            try:
-                return float(value)
-            except ValueError:
-                return math.nan
-        return value
-    if summary_type == SummaryType.BOOL:
-        return None if value is None else bool(value)
-    if summary_type == SummaryType.COMPLEX:
-        if value is None:
-            return None
-        try:
-            return complex(str(value).replace(" ", ""))
-        except ValueError:
-            return value
-    if summary_type == SummaryType.SPARKLINE:
-        return None if value is None else np.frombuffer(bytes(value), "<f4").copy()
-    if summary_type == SummaryType.THUMBNAIL:
-        return None if value is None else bytes(value)
-    if summary_type in (SummaryType.STRING, SummaryType.ARRAY):
-        return None if value is None else str(value)
-    return None   # error, skipped, none
-
-
 def _table_value(value: Any, summary_type: str) -> Any:
     """The value :meth:`AmoreDB.table` shows (placeholders for pictures)."""
     if summary_type == SummaryType.THUMBNAIL:
         return THUMBNAIL_PLACEHOLDER
     if summary_type == SummaryType.SPARKLINE:
         return SPARKLINE_PLACEHOLDER
-    return _decode_summary(value, summary_type)
+    return decode_value(value, summary_type)
 
 
 def _loads(text: str | None, default):
@@ -284,7 +255,7 @@ class AmoreDB:
             try:
                 vals = np.array(vs, np.float64)      # NULL (a NaN result) -> NaN
             except (TypeError, ValueError):          # text in a number cell
-                vals = np.array([_decode_summary(v, SummaryType.NUMBER) for v in vs], np.float64)
+                vals = np.array([decode_value(v, SummaryType.NUMBER) for v in vs], np.float64)
             ok = (ii >= 0) & (jj >= 0)
             num[ii[ok], jj[ok]] = vals[ok]
             has_num[ii[ok], jj[ok]] = True
@@ -475,7 +446,7 @@ class VariableData:
         return self._db._paths.run_file(self.proposal, self.run)
 
     def summary(self) -> Any:
-        """The table value, decoded:
+        """The table value, decoded (:func:`backend.store.reader.decode_value`):
 
         * a number (``int`` or ``float``; NaN where the result was NaN), a ``bool``, a
           ``complex`` or a ``str``;
@@ -484,7 +455,7 @@ class VariableData:
         * an array without summary: its description, such as ``"float64 (4, 5, 6)"``;
         * None for an error, a skipped variable or a result of None (see :attr:`error`).
         """
-        return _decode_summary(self._value, self.summary_type)
+        return decode_value(self._value, self.summary_type)
 
     def read(self) -> Any:
         """The whole stored value, as the context file's function returned it:

@@ -19,10 +19,10 @@
 Importable anywhere AMORE is installed (a notebook, an IDE, a linter). Context files written
 for DAMNIT (``from damnit_ctx import ...``, ``from damnit.context import ...``) or for the 2022
 AMORE prototype (``from amore_mid_prototype.context import ...``) get the same objects while
-AMORE evaluates them. The implementation lives in :mod:`backend.ctxrunner.context`, the part of
-AMORE that runs in the user's Python.
+AMORE evaluates them. The implementation lives in :mod:`backend.ctxrunner` (all of it in
+:mod:`backend.ctxrunner.api`), the part of AMORE that runs in the user's Python.
 """
-from backend.ctxrunner.context import (  # noqa: F401
+from backend.ctxrunner.api import (  # noqa: F401
     Cell, ContextFile, ContextFileError, Group, GroupError, Pipeline, Results, RunData, Skip,
     Variable, VariableError,
 )

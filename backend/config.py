@@ -252,7 +252,8 @@ DEFAULTS: dict[str, Any] = {
         "start_timeout": 30.0,
         "stop_timeout": 30.0,
         # Seconds between refreshes of DIR/backend-status.json while nothing else changes. A
-        # record from another host not refreshed for 4x this (at least 2 min) counts as stale.
+        # record from another host not refreshed for 4x this (at least 2 min) counts as stale
+        # (backend.service.status.reported_recently).
         "heartbeat_seconds": 30.0,
     },
 }

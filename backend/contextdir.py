@@ -2,7 +2,8 @@
 
 By convention a European XFEL proposal's context directory is
 ``<proposal>/usr/Shared/amore-proto`` (:data:`backend.config.CONTEXT_SUBDIR`; DAMNIT keeps
-``usr/Shared/amore``, where AMORE directories made earlier keep working). It holds:
+``usr/Shared/amore``, where AMORE directories made earlier keep working); the proposal directory
+itself is named :func:`proposal_dir_name` (``p002832``). It holds:
 
 =========================  ===================================================================
 ``context.py``             the user's context file (variables to compute from a run)
@@ -130,3 +131,17 @@ def db_file(context_dir: str | os.PathLike) -> Path:
     ``.sqlite`` file."""
     p = Path(context_dir)
     return p if p.suffix == ".sqlite" else ContextDir(p).db_file
+
+
+def proposal_dir_name(proposal: int | str) -> str:
+    """The name of a proposal's directory at European XFEL (and ESS), under
+    ``<data root>/<INSTRUMENT>/<CYCLE>/``: ``p`` and the number in six digits (``2832`` ->
+    ``"p002832"``), as extra-data's ``find_proposal`` takes it. Raises ValueError for a
+    proposal that is not a number (such as ESRF's ``"mx2532"``)."""
+    return f"p{int(proposal):06d}"
+
+
+def proposal_of_dir_name(name: str) -> int | None:
+    """The proposal number of a proposal directory's name (``"p002832"`` -> 2832; the digits
+    need not be six), or None for any other name."""
+    return int(name[1:]) if name[:1] == "p" and name[1:].isdigit() else None

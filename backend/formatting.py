@@ -1,20 +1,16 @@
 """Plain-text rendering of table values (terminal run table; shared formatting rules with the GUI).
 
-:func:`format_value` turns a :class:`backend.store.writer.StoredValue` into the short text a
-scientist reads: numbers with 4-5 significant digits, booleans as ✓/✗, sparklines as block
-characters, thumbnails as ``[image]``.
+:func:`format_value` turns a decoded table value (:func:`backend.store.reader.decode_value`)
+into the short text a scientist reads: numbers with 4-5 significant digits, booleans as ✓/✗,
+sparklines as block characters, thumbnails as ``▦ image``.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.vocab import SummaryType
-
-if TYPE_CHECKING:
-    from backend.vocab import StoredValue
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -40,11 +36,6 @@ def format_number(v, digits: int = 4) -> str:
     return f"{f:.{digits - 1}e}"
 
 
-def sparkline_values(sv: "StoredValue") -> np.ndarray:
-    """The float32 points of a ``sparkline`` value."""
-    return np.frombuffer(sv.value, dtype="<f4")
-
-
 def sparkline_text(points: np.ndarray, width: int = 12) -> str:
     """Unicode block sparkline of ``points`` resampled to ``width`` characters."""
     pts = np.asarray(points, dtype=float)
@@ -62,23 +53,24 @@ def sparkline_text(points: np.ndarray, width: int = 12) -> str:
                    for p in pts)
 
 
-def format_value(sv: "StoredValue | None") -> str:
-    """Short text of a table value (see module docstring)."""
-    if sv is None:
-        return ""
-    t = sv.summary_type
+def format_value(value, summary_type: str | None, attributes: dict | None = None) -> str:
+    """Short text of a table value (see module docstring): ``value`` as
+    :func:`backend.store.reader.decode_value` gives it for ``summary_type``; ``attributes``
+    the value's (an error shows its ``error_type``). Empty for no value (``summary_type``
+    None)."""
+    t = summary_type
     if t == SummaryType.NUMBER:
-        return format_number(sv.value)
+        return "NaN" if isinstance(value, float) and math.isnan(value) else format_number(value)
     if t == SummaryType.BOOL:
-        return "✓" if sv.value else "✗"
+        return "✓" if value else "✗"
     if t in (SummaryType.STRING, SummaryType.COMPLEX, SummaryType.ARRAY):
-        return str(sv.value)
+        return str(value)
     if t == SummaryType.SPARKLINE:
-        return sparkline_text(sparkline_values(sv), 8)
+        return "" if value is None else sparkline_text(value, 8)
     if t == SummaryType.THUMBNAIL:
         return "▦ image"
     if t == SummaryType.ERROR:
-        return f"error: {sv.attributes.get('error_type', '')}"
+        return f"error: {(attributes or {}).get('error_type', '')}"
     if t == SummaryType.SKIPPED:
         return "–"
     return ""

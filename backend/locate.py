@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.config import Config, load_config
-from backend.contextdir import ContextDir
+from backend.contextdir import ContextDir, proposal_dir_name, proposal_of_dir_name
 from backend.store.identify import DbKind, describe, identify, import_destination
 
 
@@ -70,7 +70,7 @@ def find_proposal_dir(proposal: int | str, config: Config) -> Path | None:
     if not isinstance(proposal, int):
         return None
     root = config.effective_data_root()
-    matches = sorted(root.glob(f"*/*/p{proposal:06d}"))
+    matches = sorted(root.glob(f"*/*/{proposal_dir_name(proposal)}"))
     return matches[0] if matches else None
 
 
@@ -103,7 +103,8 @@ def _proposal_target(proposal: int) -> Target:
     pdir = find_proposal_dir(int(proposal), cfg)
     if pdir is None:
         raise LocateError(f"Proposal {proposal} not found under {data_root()} "
-                          f"(looked for */*/p{int(proposal):06d}; set EXTRA_DATA_DATA_ROOT?)")
+                          f"(looked for */*/{proposal_dir_name(proposal)}; "
+                          f"set EXTRA_DATA_DATA_ROOT?)")
     t = context_dir_in(pdir, cfg)
     t.proposal = int(proposal)
     return t
@@ -166,14 +167,14 @@ def _resolve(arg: str | os.PathLike) -> Target:
     if num.isdigit() and not Path(s).exists():
         return _proposal_target(int(num))
     d = Path(s).expanduser().resolve()
-    if d.name.startswith("p") and d.name[1:].isdigit() and (d / "raw").is_dir():
+    if proposal_of_dir_name(d.name) is not None and (d / "raw").is_dir():
         return context_dir_in(d)
     proposal = None
     if d.is_file() and d.suffix == ".sqlite":
         d = d.parent
     cfg = load_config(None)
     for parent in d.parents:
-        if parent.name.startswith("p") and parent.name[1:].isdigit() and \
+        if proposal_of_dir_name(parent.name) is not None and \
                 d in (parent / cfg.context_subdir, parent / cfg.damnit_subdir):
-            proposal = int(parent.name[1:])
+            proposal = proposal_of_dir_name(parent.name)
     return Target(d, proposal)

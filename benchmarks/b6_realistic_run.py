@@ -62,6 +62,8 @@ from common import BENCH_CONTEXT, PROPOSAL, REPO, SHARED, StagedRuns, med, print
 
 sys.path.insert(0, str(REPO))
 
+from backend.contextdir import proposal_dir_name  # noqa: E402
+
 INSTRUMENT, CYCLE = "MID", "202201"
 SRC = "MID_DET_AGIPD1M-1/DET/0CH0:xtdf"
 DET_CONTEXT = textwrap.dedent(f'''\
@@ -166,7 +168,7 @@ def generate(root: Path, runs: int, trains: int, per_seq: int, modules: int, env
            "--agipd-modules", str(modules), "--frames", "1", "--no-proc"]
     print("generating data:", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return root / INSTRUMENT / CYCLE / f"p{PROPOSAL:06d}"
+    return root / INSTRUMENT / CYCLE / proposal_dir_name(PROPOSAL)
 
 
 def fill_module0(pdir: Path, run: int) -> int:

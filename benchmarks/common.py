@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from backend.contextdir import proposal_dir_name
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared" / "bench")).resolve()
 BENCH_CONTEXT = SHARED / "damnit" / "bench_context.py"
@@ -63,7 +65,7 @@ def ensure_proposal(runs="1-40", ntrains=300, trains_per_seq=250, agipd_modules=
     root = data_root()
     params = dict(proposal=proposal, runs=runs, ntrains=ntrains, trains_per_seq=trains_per_seq,
                   agipd_modules=agipd_modules, instrument=instrument, cycle=cycle)
-    pdir = root / instrument / cycle / f"p{proposal:06d}"
+    pdir = root / instrument / cycle / proposal_dir_name(proposal)
     marker = pdir / ".bench-params.json"
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return pdir

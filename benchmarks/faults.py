@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
+from backend.contextdir import proposal_dir_name  # noqa: E402
 from tests import faults_helpers as fh  # noqa: E402
 
 PROPOSAL = fh.PROPOSAL
@@ -60,7 +61,7 @@ class Env:
     def __init__(self, root: Path):
         self.root = root
         self.data = root / "exp"
-        self.pdir = self.data / "MID" / "202201" / f"p{PROPOSAL:06d}"
+        self.pdir = self.data / "MID" / "202201" / proposal_dir_name(PROPOSAL)
         (self.pdir / "raw").mkdir(parents=True, exist_ok=True)
         (root / "sw").mkdir(exist_ok=True)
         os.environ.update(EXTRA_DATA_DATA_ROOT=str(self.data), EXTRA_DATA_SW_ROOT=str(root / "sw"),

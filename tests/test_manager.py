@@ -264,6 +264,20 @@ def test_recorded_on_other_host(make_ctx, capsys):
     assert not sock.exists() and not (d / STATUS_FILE_NAME).exists()
 
 
+def test_one_liveness_rule_for_a_backend_on_another_host(make_ctx):
+    """``backend status`` and the Slurm commands (which store job results themselves only when
+    no backend runs) judge another host's record by the same rule: refreshed within 4
+    heartbeats of the directory's ``[backend] heartbeat_seconds`` (at least 2 minutes)."""
+    from amore.cli.slurm import _backend_runs
+    d = make_ctx(extra_toml="[backend]\nheartbeat_seconds = 60\n")
+    seen = {}
+    for age in (10, 180, 300):
+        (d / STATUS_FILE_NAME).write_text(json.dumps(_fake_record(age=age)))
+        seen[age] = (backend_state(d).state, _backend_runs(d))
+    assert seen == {10: ("running_elsewhere", True), 180: ("running_elsewhere", True),
+                    300: ("stale", False)}, seen
+
+
 def test_lock_is_exclusive(tmp_path):
     d = tmp_path
     lock = acquire_lock(d)

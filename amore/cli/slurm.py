@@ -19,16 +19,17 @@ log = logging.getLogger("amore")
 
 def _backend_runs(d) -> bool:
     """Whether a backend runs on the directory (then it, the single writer, stores the jobs'
-    results): its lock is held here, or another host's status record is fresh."""
-    import socket
+    results): its lock is held here, or another host's status record is fresh
+    (:func:`backend.service.status.reported_recently`, the rule ``backend status`` uses)."""
     from backend.service.lock import lock_held
-    from backend.service.status import read_status
+    from backend.service.status import (backend_settings, is_this_host, read_status,
+                                        reported_recently)
     if lock_held(d):
         return True
     rec = read_status(d)
-    if not rec or rec.get("hostname") == socket.gethostname():
+    if not rec or is_this_host(rec):
         return False
-    return time.time() - float(rec.get("heartbeat") or 0) < 120
+    return reported_recently(rec, backend_settings(d)["heartbeat_seconds"])
 
 
 def _executor(d, config, db, publish=None):

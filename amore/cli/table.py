@@ -1,6 +1,7 @@
 """The run table in a terminal (``amore-proto show`` and the demo without a display), with rich."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -13,17 +14,18 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     With ``width`` (terminal columns), only as many variable columns as fit are shown, in
     context-file order; the caption says how many were left out.
     """
-    from backend.store.writer import RunDB, StoredValue
+    from backend.store.writer import RunDB
+    from backend.vocab import StoredValue, SummaryType, VariableInfo
 
     db = RunDB(d)
     from backend.store.manual import ManualStore
-    from backend.vocab import VariableInfo
     variables = db.get_variables() + [VariableInfo(c.name, c.title, units=c.units)
                                       for c in ManualStore(db).columns()]
     all_runs = db.runs()
     values: dict[tuple[int, int], dict] = {}
-    for p, r, name, value, st, _attrs in db.all_values():
-        values.setdefault((p, r), {})[name] = StoredValue(value, st, {})
+    for p, r, name, value, st, attrs in db.all_values():
+        attrs = json.loads(attrs) if st == SummaryType.ERROR and attrs else None  # error_type
+        values.setdefault((p, r), {})[name] = StoredValue(value, st, attrs or {})
     db.close()
     return render_rows(variables, all_runs, values, max_rows=max_rows, width=width, only=only)
 
@@ -32,13 +34,19 @@ def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | N
                 width: int | None = None, only: set | None = None):
     """A rich Table of runs (dicts with ``proposal``, ``run``, ``start_time``, ``status``; in
     run order), ``variables`` (:class:`backend.vocab.VariableInfo`, in column order) and
-    ``values`` (``(proposal, run) -> {name: StoredValue}``), newest run first; see
-    :func:`render_table`."""
-    import time
+    ``values`` (``(proposal, run) -> {name: StoredValue}``, values as stored), newest run
+    first; see :func:`render_table`."""
     from rich.markup import escape
     from rich.table import Table
 
     from backend.formatting import format_value
+    from backend.store.reader import decode_value
+
+    def cell(sv) -> str:
+        if sv is None:
+            return ""
+        return format_value(decode_value(sv.value, sv.summary_type), sv.summary_type,
+                            sv.attributes)
 
     if only is not None:
         all_runs = [r for r in all_runs if (r["proposal"], r["run"]) in only]
@@ -50,7 +58,7 @@ def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | N
     columns = []
     for v in variables:
         header = escape((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""))
-        cells = [format_value(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
+        cells = [cell(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
         columns.append((header, cells))
     max_w = 16
 

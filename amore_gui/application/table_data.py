@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from backend.store.reader import decode_value
 from backend.vocab import RUN_STATUSES, SUMMARY_TYPES, RunStatus, SummaryType, normalize_proposal
 
 from amore_gui.application.formatting import format_number, format_time, format_time_short, header_text
@@ -146,17 +147,14 @@ def _attrs_used(attrs: dict | None) -> dict | None:
 
 
 def cell_from_stored(value, summary_type: str, attrs: dict | None) -> CellValue:
-    """:class:`CellValue` from a ``run_values`` row (value, summary_type, parsed attributes)."""
+    """:class:`CellValue` from a ``run_values`` row (value, summary_type, parsed attributes):
+    numbers and booleans decoded (:func:`backend.store.reader.decode_value`) into ``num``
+    (NaN where there is none); strings, complex numbers, array descriptions and sparkline bytes
+    kept in ``obj`` as stored (shown as they are, sparklines drawn from their bytes)."""
     k = KIND_CODE.get(summary_type, K_NONE)
     if k in NUMERIC_KINDS:
-        if value is None or isinstance(value, (bytes, str)):
-            try:
-                num = float(value) if value is not None else math.nan
-            except (TypeError, ValueError):
-                num = math.nan
-        else:
-            num = float(value)
-        return CellValue(k, num, None, _attrs_used(attrs))
+        num = decode_value(value, summary_type)
+        return CellValue(k, math.nan if num is None else float(num), None, _attrs_used(attrs))
     if k == K_THUMBNAIL:
         return CellValue(k, math.nan, None, _attrs_used(attrs))
     if k in OBJECT_KINDS:

@@ -4,8 +4,11 @@ Everything in this package may run in a different interpreter (``processing.cont
 with only numpy, h5py, extra-data and the standard library; it never imports SQLAlchemy, Kafka or
 Qt (an import-linter contract checks this). See ``README.md`` beside this file.
 
-* :mod:`.context` - ``Variable``, ``Cell``, ``Skip``, ``Group``, ``RunData``, ``Pipeline``: the
-  context-file API (re-exported as ``amore.context``) and its evaluation.
+* :mod:`.api` - the context-file API in one module (re-exported as ``amore.context``), made of
+  :mod:`.variables` (``Variable``, ``Cell``, ``Skip``, ``RunData``), :mod:`.groups` (``Group``),
+  :mod:`.compat` (DAMNIT's and the prototype's module names), :mod:`.context` (loading and
+  checking a context file: ``ContextFile``), :mod:`.evaluation` (computing its variables on one
+  run) and :mod:`.pipeline` (``Pipeline``: evaluating from a notebook).
 * :mod:`.results` - reducing results to table values, writing the run's HDF5 file.
 * :mod:`.worker` - the long-lived worker process the backend talks to over JSON lines.
 * :mod:`.mymdc` - the facility metadata service for ``mymdc#`` inputs.

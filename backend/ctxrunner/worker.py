@@ -42,7 +42,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.contextdir import ContextDir
+from backend.contextdir import ContextDir, proposal_dir_name
 
 
 class Worker:
@@ -175,7 +175,7 @@ class Worker:
         import extra_data
         from extra_data.read_machinery import find_proposal
         try:
-            prop_path = find_proposal(f"p{proposal:06d}")
+            prop_path = find_proposal(proposal_dir_name(proposal))
         except Exception:
             prop_path = ""
         if prop_path:  # AMORE is nearly always the first to open a new run: make that quick

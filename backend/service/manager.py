@@ -43,8 +43,9 @@ from typing import Iterator
 from backend.contextdir import ContextDir
 from backend.service.lock import lock_held
 from backend.service.status import (BackendError, backend_settings, context_paths, find_process,
-                                    format_duration, format_time, is_own_process, is_this_host,
-                                    read_status, remove_status, this_host)
+                                    format_duration, format_time, heartbeat_age, is_own_process,
+                                    is_this_host, read_status, remove_status, reported_recently,
+                                    this_host)
 from backend.service.tmux import (MAX_SOCKET_PATH, backend_command, capture_pane,
                                   find_tmux_servers, recreate_socket, server_pid, session_environment,
                                   session_panes, tmux_bin, tmux_run, tmux_server)
@@ -182,11 +183,10 @@ def _classify(f: _Facts) -> BackendInfo:
     session = f.cfg["tmux_session"]
 
     if f.foreign:
-        hb = rec.get("heartbeat") or rec.get("started") or 0
-        age = time.time() - float(hb)
-        stale_after = max(4 * float(f.cfg["heartbeat_seconds"]), 120.0)
+        now = time.time()
+        age = heartbeat_age(rec, now)
         who = f"PID {st.pid}, user {st.user}"
-        if age <= stale_after:
+        if reported_recently(rec, f.cfg["heartbeat_seconds"], now):
             st.state = RUNNING_ELSEWHERE
             st.message = (f"The backend runs on {st.host} ({who}). To control it, run the AMORE "
                           f"GUI or 'amore-proto backend' on {st.host}.")

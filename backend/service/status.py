@@ -110,6 +110,29 @@ def is_this_host(rec: dict) -> bool:
     return not host or host == this_host()
 
 
+#: A backend seen only through its status record (it runs on another host) counts as alive while
+#: the record was refreshed within this many heartbeats (``[backend] heartbeat_seconds``)...
+STALE_AFTER_HEARTBEATS = 4
+#: ... and at least this many seconds (clocks of two hosts, a slow shared file system).
+STALE_AFTER_MIN_SECONDS = 120.0
+
+
+def heartbeat_age(rec: dict, now: float | None = None) -> float:
+    """Seconds since the backend last refreshed its status record: its ``heartbeat``, else its
+    ``started`` time (Unix seconds, from the record); a record with neither counts from 1970."""
+    t = rec.get("heartbeat") or rec.get("started") or 0
+    return (time.time() if now is None else now) - float(t)
+
+
+def reported_recently(rec: dict, heartbeat_seconds: float, now: float | None = None) -> bool:
+    """The liveness rule for a backend known only from its status record (one on another host):
+    alive if :func:`heartbeat_age` is at most ``STALE_AFTER_HEARTBEATS`` heartbeats
+    (``heartbeat_seconds``, the ``[backend]`` setting) and at least
+    ``STALE_AFTER_MIN_SECONDS``; otherwise its record is stale."""
+    limit = max(STALE_AFTER_HEARTBEATS * float(heartbeat_seconds), STALE_AFTER_MIN_SECONDS)
+    return heartbeat_age(rec, now) <= limit
+
+
 def find_process(pid, create_time=None):
     """psutil.Process for a living ``pid`` (same start time if given), else None."""
     import psutil

@@ -7,13 +7,18 @@ Readers are the GUI (:mod:`amore_gui.application.dbread`) and the public read AP
 (:mod:`amore.api`). Nothing here writes; the backend is the database's only writer.
 
 Each ``*_SQL`` constant is a query string; its positional parameters are named in its comment.
+:func:`decode_value` turns a stored table value into the Python object it stands for (the read
+API, the GUI's table and the terminal table use it).
 """
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as _sqlite
 
@@ -24,8 +29,8 @@ from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, man
                                   variables_table)
 from backend.vocab import SummaryType
 
-__all__ = ["connect", "schema_revision", "SCHEMA_HEAD", "RUN_FIELDS", "VARIABLE_FIELDS",
-           "COMMENT_FIELDS", "MANUAL_COLUMN_FIELDS"]
+__all__ = ["connect", "schema_revision", "decode_value", "SCHEMA_HEAD", "RUN_FIELDS",
+           "VARIABLE_FIELDS", "COMMENT_FIELDS", "MANUAL_COLUMN_FIELDS"]
 
 _DIALECT = _sqlite.dialect(paramstyle="qmark")
 
@@ -220,3 +225,61 @@ def schema_revision(con: sqlite3.Connection) -> str | None:
     except sqlite3.OperationalError:
         return None
     return row[0] if row else None
+
+
+def decode_value(value: Any, summary_type: str) -> Any:
+    """A table value as stored in ``run_values.value`` (written by
+    :func:`backend.ctxrunner.results.table_value`), decoded by its ``summary_type``
+    (a :class:`backend.vocab.SummaryType` value):
+
+    ==============  ========================================  ===================================
+    summary type    stored (SQLite)                           decoded
+    ==============  ========================================  ===================================
+    ``number``      INTEGER or REAL (NULL for a NaN result)    ``int`` or ``float``; NaN for NULL
+                                                              or text that is not a number
+    ``bool``        INTEGER 0/1                               ``bool``; None for NULL or text
+                                                              that is not a number
+    ``complex``     TEXT such as ``"(1+2j)"``                 ``complex`` (the text itself if it
+                                                              does not parse); None for NULL
+    ``string``      TEXT                                      ``str``; None for NULL
+    ``array``       TEXT, the description (``"float64 (4,     ``str``; None for NULL
+                    5, 6)"``) of an array without summary
+    ``sparkline``   BLOB of little-endian float32 points      1-D ``numpy.ndarray`` of float32 (a
+                                                              copy); None for NULL
+    ``thumbnail``   BLOB, a PNG image                         ``bytes``; None for NULL
+    ``error``,      NULL (the message, error type or reason   None
+    ``skipped``,    are in the value's attributes)
+    ``none``
+    ==============  ========================================  ===================================
+
+    Never raises for what a database holds; an unknown summary type decodes to None.
+    """
+    if summary_type == SummaryType.NUMBER:
+        if isinstance(value, (bytes, str)):
+            try:
+                return float(value)
+            except ValueError:
+                return math.nan
+        return math.nan if value is None else value
+    if value is None:
+        return None
+    if summary_type == SummaryType.BOOL:
+        if isinstance(value, (bytes, str)):
+            try:
+                return float(value) != 0
+            except ValueError:
+                return None
+        return bool(value)
+    if summary_type in (SummaryType.STRING, SummaryType.ARRAY):
+        return str(value)
+    if summary_type == SummaryType.COMPLEX:
+        try:
+            return complex(str(value).replace(" ", ""))
+        except ValueError:
+            return value
+    if summary_type == SummaryType.SPARKLINE:
+        raw = bytes(value)
+        return np.frombuffer(raw[:len(raw) // 4 * 4], "<f4").copy()
+    if summary_type == SummaryType.THUMBNAIL:
+        return bytes(value)
+    return None   # error, skipped, none

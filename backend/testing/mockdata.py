@@ -66,6 +66,8 @@ from extra_data.tests.mockdata.detectors import AGIPDModule
 from extra_data.tests.mockdata.motor import Motor
 from extra_data.tests.mockdata.xgm import XGM
 
+from backend.contextdir import proposal_dir_name
+
 __all__ = [
     'XGM_SRC', 'MOTOR_SRC', 'CAM_SRC', 'CAM_DEVICE', 'AGIPD_SRC', 'AGIPD_DEVICE',
     'XGM_OUTPUT_SRC', 'XGM_FLUX_KEY', 'MOTOR_POS_KEY', 'CAM_IMAGE_KEY', 'AGIPD_IMAGE_KEY',
@@ -203,7 +205,7 @@ def time_of_train(train_id: int) -> datetime:
 
 def proposal_dir(root, instrument: str, cycle, proposal: int) -> Path:
     """``<root>/<instrument>/<cycle>/p<proposal:06d>`` as a Path (not created)."""
-    return Path(root) / instrument / str(cycle) / f'p{int(proposal):06d}'
+    return Path(root) / instrument / str(cycle) / proposal_dir_name(proposal)
 
 
 def _raw_name(run, seq, agg='DA01'):
