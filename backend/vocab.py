@@ -96,7 +96,7 @@ class SourceRunState(StrEnum):
 
 class UpdateKind(StrEnum):
     """Kinds of AMORE's update messages (``kind`` in
-    :func:`backend.notify.messages.make_update_message`); each names what changed, never values."""
+    :func:`backend.notify.kafka.make_update_message`); each names what changed, never values."""
 
     #: values of a run were written (data: ``proposal``, ``run``, ``names``; ``status``;
     #: ``manual: true`` for an edit of a manual column)
@@ -201,7 +201,7 @@ class VariableInfo:
 class MalformedEvent(ValueError):
     """A message (a facility's run announcement, or one of AMORE's update messages) could not be
     understood; the text says why. Raised by the parsers in :mod:`backend.sources` and
-    :mod:`backend.notify.messages`.
+    :mod:`backend.notify.kafka`.
 
     ``kind`` names the class of problem (``"not JSON"``, ``"missing field"``, ``"wrong type"``,
     ``"out of range"``, ``"unknown event"``, ``"too large"``...), so that logs and the event log
