@@ -160,8 +160,8 @@ def test_every_poison_kind_is_a_malformed_event(tmp_path):
     """Each bad value raises MalformedEvent (never anything else) with a kind for the logs; the
     same for the update-message parser."""
     from backend.config import Config
+    from backend.facilities.euxfel.source import parse_facility_message
     from backend.notify.kafka import parse_update_message
-    from backend.sources.euxfel import parse_facility_message
     from backend.vocab import MalformedEvent
     kinds = Config().event_kinds()
     marker = tmp_path / "UNPICKLED"

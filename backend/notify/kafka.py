@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from backend.config import Config
 from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, MESSAGE_TIMEOUT_S, Connectivity,
                                  Throttle, common_settings, ensure_topic)
-from backend.vocab import MalformedEvent, UpdateKind, normalize_proposal
+from backend.vocab import MalformedEvent, UpdateKind, decode_json_message, normalize_proposal
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,7 @@ def parse_update_message(raw: bytes | str) -> tuple[UpdateKind | str, dict]:
     :data:`KNOWN_KINDS` are returned unchecked (a newer backend may send kinds an older reader
     does not know; readers ignore them). Nothing is evaluated or unpickled.
     """
-    if raw is None:
-        raise MalformedEvent("empty message", "empty")
-    if len(raw) > MAX_UPDATE_BYTES:
-        raise MalformedEvent(f"message of {len(raw)} bytes (at most {MAX_UPDATE_BYTES})",
-                             "too large")
-    try:
-        msg = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
-        raise MalformedEvent(f"not JSON: {e}", "not JSON") from None
-    except (ValueError, RecursionError) as e:   # huge integers, deep nesting
-        raise MalformedEvent(f"not JSON AMORE can read: {type(e).__name__}", "not JSON") from None
+    msg = decode_json_message(raw, MAX_UPDATE_BYTES)
     if not isinstance(msg, dict) or msg.get("version") != UPDATE_MESSAGE_VERSION:
         raise MalformedEvent(f"unsupported update message version: {msg!r:.100}", "version")
     kind, data = msg.get("kind"), msg.get("data")

@@ -11,33 +11,17 @@ from backend.files import restrict_umask, share_like_dir
 from backend.store.writer import RunDB
 
 
-def _toml_str(s: str) -> str:
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def facility_toml(facility: str, proposal, root: str | None = None) -> str:
     """The ``amore.toml`` that ``amore-proto init --facility F`` writes: the facility and its
-    settings (see :data:`backend.config.DEFAULTS`), with placeholders the user edits. ``root``:
-    the ESRF beamtime folder / SwissFEL pgroup directory."""
-    lines = ["# AMORE settings of this context directory (see README: Facilities)",
-             f"facility = {_toml_str(facility)}", ""]
-    if facility == "ess":
-        lines += ["[kafka]", "# broker = \"host:9092\"    # or AMORE_BROKER", "",
-                  "[ess]", 'topics = ["ymir_filewriter"]',
-                  "run_number_pattern = '_(\\d+)\\.(?:hdf|nxs|h5)$'",
-                  "# file_root = \"\"   # directory relative file names are under", "",
-                  "# [columns.temperature]", '# hdf5 = "/entry/sample/temperature"',
-                  '# type = "number"', '# reduce = "mean"']
-    elif facility == "esrf":
-        lines += ["[esrf]", f"root = {_toml_str(root or f'/data/visitor/{proposal}')}",
-                  'attributo_config = "attributo-config.json"', 'path_prefix = ""',
-                  'path_prefix_replacement = ""']
-    elif facility == "swissfel":
-        lines += ["[swissfel]", f"root = {_toml_str(root or f'/sf/BEAMLINE/data/{proposal}')}",
-                  "", "# [columns.rate]", '# key = "rate_multiplicator"', '# type = "integer"']
-    else:
-        lines += ["[euxfel]", "online = false   # also the online cluster's per-instrument topics"]
-    return "\n".join(lines) + "\n"
+    settings (:meth:`backend.facilities.Facility.amore_toml`), with placeholders the user
+    edits. ``root``: the facility's data folder (ESRF beamtime folder, SwissFEL pgroup
+    directory). Raises :class:`backend.facilities.FacilityError` (a ``KeyError``) for an unknown
+    facility."""
+    from backend.facilities import get, toml_str
+    plugin = get(facility)
+    return "\n".join(["# AMORE settings of this context directory (see README: Facilities)",
+                      f"facility = {toml_str(plugin.name)}", "",
+                      plugin.amore_toml(proposal, root)])
 
 
 def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, template: str | None = None,
@@ -45,19 +29,20 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
                      root: str | None = None) -> Path:
     """Create a context directory: ``runs.sqlite`` for ``proposal``, ``context.py`` from a
     template of :mod:`context_templates` (or a given file) and ``extracted_data/``. With
-    ``facility`` (``euxfel``, ``ess``, ``esrf``, ``swissfel``) also ``amore.toml`` for it (kept if
-    one exists) and, unless a template is named, that facility's template (``generic`` at
-    European XFEL).
+    ``facility`` (a name of :func:`backend.facilities.names`) also ``amore.toml`` for it (kept if
+    one exists) and, unless a template is named, that facility's template
+    (:attr:`~backend.facilities.Facility.context_template`).
 
     Returns the path of the new ``context.py``. Raises ``FileExistsError`` if a context file
     already exists, :class:`backend.store.writer.StorageError` if the database belongs to another
     proposal, ``KeyError`` for an unknown template or facility.
     """
-    from backend.vocab import FACILITIES
-    if facility is not None and facility not in FACILITIES:
-        raise KeyError(f"unknown facility {facility!r}; one of {', '.join(FACILITIES)}")
+    plugin = None
+    if facility is not None:
+        from backend.facilities import get
+        plugin = get(facility)   # raises FacilityError (a KeyError) for an unknown one
     if template is None:
-        template = facility if facility not in (None, "euxfel") else "generic"
+        template = plugin.context_template if plugin is not None else "generic"
     cd = ContextDir(context_dir)
     # Never world-writable; group-writable only under a group-shared directory, whatever the
     # umask (the directories created here take the sharing of the nearest existing one).
