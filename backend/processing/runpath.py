@@ -56,11 +56,6 @@ from backend.vocab import (Outcome, RunStatus, SourceRunState, StoredValue, Summ
 
 log = logging.getLogger(__name__)
 
-#: ``report(level, message, details=None, source=..., run=None, log_it=True)``: append to the
-#: event log (the listener's :meth:`~backend.service.listener.Listener.report`).
-Reporter = Callable[..., None]
-
-
 @dataclass
 class RunOutcome:
     """Result of processing one run: ``status`` (an :class:`~backend.vocab.Outcome`: ``done``,
@@ -140,18 +135,17 @@ class RunPath:
 
     ``pool``: the warm :class:`~backend.processing.local.WorkerPool`; ``slurm``: a
     :class:`~backend.processing.slurm.SlurmExecutor` (None: everything local); ``facility``: the
-    facility's name (the ``source`` of its recorded runs); ``report``: the event log
-    (:data:`Reporter`); ``jobs``: runs processed at once. :attr:`publisher` (an
-    :class:`~backend.notify.kafka.UpdatePublisher`, None without Kafka) may be set later;
-    :attr:`after` (``after(proposal, run, outcome)``) is called once a run's dispatch is done.
+    facility's name (the ``source`` of its recorded runs); ``jobs``: runs processed at once.
+    :attr:`publisher` (an :class:`~backend.notify.kafka.UpdatePublisher`, None without Kafka)
+    may be set later; :attr:`after` (``after(proposal, run, outcome)``) is called once a run's
+    dispatch is done.
     """
 
     def __init__(self, context_dir, config, db: RunDB, pool: WorkerPool, slurm=None,
-                 facility: str = "", report: Reporter | None = None, jobs: int = 1):
+                 facility: str = "", jobs: int = 1):
         self.db = db
         self.proposal = db.proposal
         self.facility = facility
-        self.report = report or (lambda *a, **k: None)
         self.publisher = None
         self.processor = RunProcessor(context_dir, config, db, pool, publish=self.publish)
         self.slurm = slurm
@@ -366,6 +360,18 @@ class RunPath:
         return out
 
     # -- 4. publish -----------------------------------------------------------------------------
+    def report(self, level: str, message: str, details: dict | None = None,
+               source: str = "backend", run: int | None = None, log_it: bool = True) -> None:
+        """Append to the event log (and, with ``log_it``, the log file); never raises."""
+        if log_it:
+            log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
+                    "%s", message)
+        try:
+            self.db.add_event(level, source, message, run=run, proposal=self.proposal,
+                              details=details)
+        except Exception as e:
+            log.error("Could not write the event log: %s", e)
+
     def publish(self, kind: UpdateKind | str, data: dict) -> None:
         """The update message ``kind``/``data`` (names, never values), if Kafka is in use."""
         if self.publisher is not None:

@@ -65,7 +65,7 @@ class Listener:
         self.update_source = "none"
         self.pool = WorkerPool(self.context_dir, self.config, self.config.jobs)
         self.path = RunPath(self.context_dir, self.config, self.db, self.pool,
-                            facility=self.facility, report=self.report, jobs=self.config.jobs)
+                            facility=self.facility, jobs=self.config.jobs)
         self.slurm = self.path.slurm = SlurmExecutor(self.context_dir, self.config, self.db,
                                                      publish=self.path.publish)
         self.path.after = self._after_run
@@ -102,15 +102,9 @@ class Listener:
     # -- the event log ------------------------------------------------------------------------
     def report(self, level: str, message: str, details: dict | None = None,
                source: str = "backend", run: int | None = None, log_it: bool = True) -> None:
-        """Append to the event log (and, with ``log_it``, the log file); never raises."""
-        if log_it:
-            log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
-                    "%s", message)
-        try:
-            self.db.add_event(level, source, message, run=run, proposal=self.proposal,
-                              details=details)
-        except Exception as e:
-            log.error("Could not write the event log: %s", e)
+        """Append to the event log (and, with ``log_it``, the log file); never raises
+        (:meth:`backend.processing.runpath.RunPath.report`)."""
+        self.path.report(level, message, details, source=source, run=run, log_it=log_it)
 
     def reporter(self, source: str):
         """A :data:`backend.sources.base.ProblemCallback` writing to the event log as ``source``
