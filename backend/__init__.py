@@ -1,8 +1,11 @@
 """AMORE's backend, the service: everything that is not Qt. One sub-package per concept:
-``sources`` (where runs come from), ``processing`` (who runs the context file), ``ctxrunner``
-(where user code runs), ``store`` (where values are stored), ``notify`` (update messages out),
-``service`` (the backend process and how it is kept alive), ``integrity`` (data checks and
-checksums of raw files), ``testing`` (mock runs).
+``facilities`` (one folder per facility: its run sources, how its runs are opened, its settings,
+data check and demo; registered in ``facilities/__init__.py``), ``sources`` (what every run
+source shares: ``RunEvent``, ``RunSource``, Kafka consumption, JSON file watching),
+``processing`` (who runs the context file: the run path ``processing/runpath.py``, the local
+pool, Slurm), ``ctxrunner`` (where user code runs), ``store`` (where values are stored),
+``notify`` (update messages out), ``service`` (the backend process and how it is kept alive),
+``integrity`` (data checks and checksums of raw files), ``testing`` (mock runs).
 Beside them: ``vocab`` (statuses, summary types, backend states: the vocabulary, defined once),
 ``contextdir`` (every path inside a context directory), ``config`` (layered configuration),
 ``locate`` (proposal number or path -> context directory), ``files``, ``formatting``,

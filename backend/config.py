@@ -27,7 +27,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from backend.contextdir import ContextDir
-from backend.vocab import FACILITIES
 
 #: Where a new AMORE context directory of a proposal lives by convention (European XFEL),
 #: relative to the proposal directory: the default of the site setting ``[euxfel] context_subdir``.
@@ -41,66 +40,11 @@ DEFAULT_DATA_ROOT = "/gpfs/exfel/exp"
 
 #: Built-in defaults. Keys mirror the TOML tables of ``amore.toml``.
 DEFAULTS: dict[str, Any] = {
-    # Which facility this context directory serves: "euxfel", "ess", "esrf", "swissfel". It
-    # decides where runs come from (backend/sources/<facility>.py) and what the context file's
-    # first argument and meta# inputs are (backend/ctxrunner/facilities.py).
+    # Which facility this context directory serves: one of the folders of backend/facilities
+    # ("euxfel", "ess", "esrf", "swissfel"). It decides where runs come from and what the context
+    # file's first argument and meta# inputs are; the facility's own [<facility>] table and its
+    # defaults are in its folder (backend/facilities/<facility>/facility.py).
     "facility": "euxfel",
-    "euxfel": {
-        # Also listen to the online cluster's per-instrument topics (daq_run_complete /
-        # online_correction_complete) for this proposal's instrument.
-        "online": False,
-        # Topic templates; {instrument} is the proposal's instrument in lower case (from the
-        # proposal directory <root>/<INSTRUMENT>/<CYCLE>/p<proposal>, or "instrument" below).
-        "online_topics": ["test.euxfel.{instrument}.daq", "test.euxfel.{instrument}.cal"],
-        "instrument": None,
-        # Where a proposal's AMORE context directory lives, relative to the proposal directory
-        # (new directories: 'amore-proto init --proposal N', 'amore-proto gui N',
-        # amore.api.open(N), the default destination of 'amore-proto import-damnit').
-        "context_subdir": str(CONTEXT_SUBDIR),
-        # Where DAMNIT keeps its context directory (an AMORE database found there is used too).
-        "damnit_subdir": str(DAMNIT_SUBDIR),
-    },
-    "ess": {
-        # Topics carrying the file writer's pl72 / 6s4t / wrdn messages (broker: [kafka] broker).
-        "topics": ["ymir_filewriter"],
-        # Regex on the file name; group 1 = run number (coda_estia_999999_00013947.hdf -> 13947).
-        "run_number_pattern": r"_(\d+)\.(?:hdf|nxs|h5)$",
-        # Where the file name is relative to (the file writer's output directory as AMORE sees
-        # it); "" = file names are absolute.
-        "file_root": "",
-        # Key of the proposal in the pl72 metadata JSON (else: taken from the file path).
-        "proposal_key": "proposal",
-        # Opening a file the writer still holds is retried this many times, this far apart.
-        "open_retries": 5,
-        "open_retry_seconds": 1.0,
-    },
-    "esrf": {
-        # Folder searched (recursively) for metadata.json files.
-        "root": "",
-        # AMARCORD's mapping file (JSON list of beamline-name/attributo-name/attributo-type
-        # [/attributo-unit]), relative to the context directory. "" = none.
-        "attributo_config": "attributo-config.json",
-        # Paths found in metadata.json starting with path_prefix are read with that prefix
-        # replaced by path_prefix_replacement (data read from another mount).
-        "path_prefix": "",
-        "path_prefix_replacement": "",
-        # Seconds between full rescans (network file systems miss inotify events).
-        "rescan_seconds": 30.0,
-        # A metadata.json is read once it has not changed for this many seconds.
-        "quiet_seconds": 0.5,
-        # Where 'amore-proto gui mx2532' looks (site configuration): the context directory of a
-        # proposal is <visitor_root>/<proposal>/<beamline>/<session>/PROCESSED_DATA/amore.
-        "visitor_root": "/data/visitor",
-    },
-    "swissfel": {
-        # The pgroup directory, e.g. /sf/alvra/data/p18493 (raw/run_info/ and raw/run*/meta below).
-        "root": "",
-        "rescan_seconds": 30.0,
-        "quiet_seconds": 0.5,
-        # Where 'amore-proto gui p18493' looks (site configuration): the context directory of a
-        # pgroup is <data_root>/<beamline>/data/<pgroup>/res/amore.
-        "data_root": "/sf",
-    },
     # Metadata columns without Python: [columns.NAME] with "key" (a metadata key; "a.b" for
     # nested keys) or "hdf5" (a dataset path in the run's NeXus/HDF5 file), "type" (number,
     # integer, string, boolean), optional "units", "title" and, for arrays, "reduce" (first,
@@ -109,9 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "kafka": {
         # Broker for facility events and AMORE's own update messages. None = offline.
         "broker": None,
-        # Topics carrying the facility's run events (JSON values).
+        # Topics carrying the facility's run events (JSON values; European XFEL's).
         "event_topics": ["test.r2d2", "cal.offline-corrections"],
-        # Facility event name -> which data it makes available ("raw" or "proc").
+        # Facility event name -> which data it makes available ("raw" or "proc")
+        # (European XFEL's events, backend/facilities/euxfel).
         "events": {
             "migration_complete": "raw",
             "run_corrections_complete": "proc",
@@ -327,25 +272,22 @@ class Config:
 
     @property
     def facility(self) -> str:
-        """``euxfel`` (default), ``ess``, ``esrf`` or ``swissfel``; raises :class:`ConfigError`
-        for anything else."""
-        f = str(self.values.get("facility") or "euxfel").strip().lower()
-        if f not in FACILITIES:
-            raise ConfigError(f"facility must be one of {', '.join(FACILITIES)}, not "
-                              f"{self.values.get('facility')!r}")
-        return f
+        """The facility's name (``facility``, lower case; default ``euxfel``). Its plug-in,
+        ``backend.facilities.get(config.facility)``, raises for a facility AMORE does not
+        know."""
+        return str(self.values.get("facility") or DEFAULTS["facility"]).strip().lower()
 
     @property
     def context_subdir(self) -> Path:
         """Where a proposal's AMORE context directory lives, relative to its proposal directory
         (``[euxfel] context_subdir``, default :data:`CONTEXT_SUBDIR`)."""
-        return Path(self.values["euxfel"].get("context_subdir") or CONTEXT_SUBDIR)
+        return Path((self.values.get("euxfel") or {}).get("context_subdir") or CONTEXT_SUBDIR)
 
     @property
     def damnit_subdir(self) -> Path:
         """Where DAMNIT keeps a proposal's context directory, relative to its proposal directory
         (``[euxfel] damnit_subdir``, default :data:`DAMNIT_SUBDIR`)."""
-        return Path(self.values["euxfel"].get("damnit_subdir") or DAMNIT_SUBDIR)
+        return Path((self.values.get("euxfel") or {}).get("damnit_subdir") or DAMNIT_SUBDIR)
 
     def import_destination(self, damnit_dir: str | os.PathLike) -> Path | None:
         """Where ``amore-proto import-damnit`` puts the AMORE directory of DAMNIT's directory

@@ -1,4 +1,4 @@
-"""Kafka client plumbing shared by the run sources (:mod:`backend.sources.euxfel`) and the update
+"""Kafka client plumbing shared by the run sources (:mod:`backend.sources.kafka`) and the update
 messages (:mod:`backend.notify.kafka`): librdkafka settings, a quick broker reachability check,
 topic creation, throttled logging of broker errors.
 

@@ -122,24 +122,22 @@ def check_target(target: Target) -> Target:
 
 def facility_context_dir(proposal: str) -> Target | None:
     """Where the site's facility (``facility`` in the site configuration) keeps the context
-    directory of ``proposal``, by convention: ESRF ``<esrf.visitor_root>/<proposal>/<beamline>/
-    <session>/PROCESSED_DATA/amore`` (the newest session with a database), SwissFEL
-    ``<swissfel.data_root>/<beamline>/data/<pgroup>/res/amore``. None at European XFEL and ESS
-    (numbers: the proposal directory convention applies) or when nothing matches."""
+    directory of ``proposal``, by its convention
+    (:meth:`backend.facilities.Facility.context_dir_glob`; e.g. ESRF
+    ``<esrf.visitor_root>/<proposal>/<beamline>/<session>/PROCESSED_DATA/amore``, the newest
+    session with a database). None where the facility's proposals follow the proposal
+    directory convention (numbers: European XFEL, ESS) or when nothing matches."""
+    from backend.facilities import get
     from backend.vocab import normalize_proposal
     try:
         cfg = load_config(None)
-        facility = cfg.facility
-        proposal = normalize_proposal(proposal)
+        pattern = get(cfg.facility).context_dir_glob(cfg, normalize_proposal(proposal))
     except Exception:
         return None
-    if facility == "esrf":
-        pattern = (Path(cfg["esrf"]["visitor_root"]), f"{proposal}/*/*/PROCESSED_DATA/amore")
-    elif facility == "swissfel":
-        pattern = (Path(cfg["swissfel"]["data_root"]), f"*/data/{proposal}/res/amore")
-    else:
+    if pattern is None:
         return None
     root, glob = pattern
+    proposal = normalize_proposal(proposal)
     found = sorted((p for p in root.glob(glob) if ContextDir(p).db_file.is_file()),
                    key=lambda p: str(p))
     if not found:

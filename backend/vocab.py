@@ -96,7 +96,7 @@ class SourceRunState(StrEnum):
 
 class UpdateKind(StrEnum):
     """Kinds of AMORE's update messages (``kind`` in
-    :func:`backend.notify.messages.make_update_message`); each names what changed, never values."""
+    :func:`backend.notify.kafka.make_update_message`); each names what changed, never values."""
 
     #: values of a run were written (data: ``proposal``, ``run``, ``names``; ``status``;
     #: ``manual: true`` for an edit of a manual column)
@@ -115,9 +115,6 @@ RUN_STATUSES = tuple(s.value for s in RunStatus)
 #: Every summary type value.
 SUMMARY_TYPES = tuple(s.value for s in SummaryType)
 
-
-#: The facilities AMORE knows (``facility`` in ``amore.toml``).
-FACILITIES = ("euxfel", "ess", "esrf", "swissfel")
 
 #: Types of manual columns (``manual_columns.type``), the values typed by hand into the table.
 MANUAL_COLUMN_TYPES = ("boolean", "integer", "number", "string", "choice")
@@ -201,7 +198,7 @@ class VariableInfo:
 class MalformedEvent(ValueError):
     """A message (a facility's run announcement, or one of AMORE's update messages) could not be
     understood; the text says why. Raised by the parsers in :mod:`backend.sources` and
-    :mod:`backend.notify.messages`.
+    :mod:`backend.notify.kafka`.
 
     ``kind`` names the class of problem (``"not JSON"``, ``"missing field"``, ``"wrong type"``,
     ``"out of range"``, ``"unknown event"``, ``"too large"``...), so that logs and the event log
@@ -210,3 +207,21 @@ class MalformedEvent(ValueError):
     def __init__(self, message: str, kind: str = "malformed"):
         super().__init__(message)
         self.kind = kind
+
+
+def decode_json_message(raw: bytes | str | None, max_bytes: int):
+    """The JSON value of a message (a facility's run announcement, one of AMORE's update
+    messages), decoded without evaluating or unpickling anything. Raises :class:`MalformedEvent`
+    (kinds ``"empty"``, ``"too large"`` above ``max_bytes``, ``"not JSON"``: not JSON, binary,
+    or JSON Python cannot hold such as huge integers and deep nesting)."""
+    if raw is None:
+        raise MalformedEvent("empty message", "empty")
+    if len(raw) > max_bytes:
+        raise MalformedEvent(f"message of {len(raw)} bytes (at most {max_bytes})", "too large")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        raise MalformedEvent(f"not JSON: {e}", "not JSON") from None
+    except (ValueError, RecursionError) as e:   # huge integers, deep nesting
+        raise MalformedEvent(f"not JSON AMORE can read: {type(e).__name__}: {e!s:.100}",
+                             "not JSON") from None

@@ -5,12 +5,13 @@ other hosts, and inotify can run out of watches. Every user of :class:`FileWatch
 rescans or polls; the watch only lets it look *now* instead of at the next period.
 
 Used by the run sources that watch a proposal's directories
-(:mod:`backend.sources.directory`, :mod:`backend.sources.jsonfiles`) and by the Slurm follower
+(:mod:`backend.facilities.euxfel.directory`, :mod:`backend.sources.jsonfiles`) and by the Slurm follower
 (:mod:`backend.processing.slurm`: a job's result file appearing).
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -100,3 +101,14 @@ class FileWatch:
         if observer is not None:
             observer.stop()
             observer.join(timeout=5)
+
+
+def stop_watching(stop: threading.Event, watch: FileWatch | None,
+                  thread: threading.Thread | None) -> None:
+    """Stop a run source that watches files: its loop's ``stop`` event is set, its ``watch``
+    stopped and its ``thread`` joined (at most 5 s). Safe to call twice."""
+    stop.set()
+    if watch is not None:
+        watch.stop()
+    if thread is not None:
+        thread.join(timeout=5)

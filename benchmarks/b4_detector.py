@@ -63,7 +63,8 @@ WARM = textwrap.dedent(f'''\
     from pathlib import Path
     sys.path.insert(0, {str(REPO)!r})
     from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB
     import extra_data
 

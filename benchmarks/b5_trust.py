@@ -52,8 +52,9 @@ def checksum_bench(files: list[Path], repeats: int) -> dict:
 
 def check_bench(runs: list[int], pdir: Path, repeats: int) -> dict:
     from backend.config import load_config
-    from backend.integrity.datacheck import check_euxfel_run
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.facilities.euxfel.check import check_euxfel_run
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.init import init_context_dir
     from backend.store.writer import RunDB
 

@@ -23,7 +23,7 @@ Measured in one run:
     same runs, each opened without extra-data's file map (``karabo_data_map.json``, written by
     the first opener; the backend met each run without it) and with its files just read, as
     before each event. extra-data's first open of 408 files is most of the bare time; the
-    backend writes that map itself, quicker (``backend/ctxrunner/filemap.py``).
+    backend writes that map itself, quicker (``backend/facilities/euxfel/filemap.py``).
 (b) **detector-bound variable**: the mean of AGIPD module 0 over all 6,000 trains of run 1::
 
         @Variable(title="AGIPD/Module 0 mean")
@@ -84,7 +84,8 @@ WARM = textwrap.dedent(f'''\
     from pathlib import Path
     sys.path.insert(0, {str(REPO)!r})
     from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB
     import extra_data
 

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from backend.store.writer import RunDB  # noqa: E402
 from backend.procs import stop_process_group  # noqa: E402
-from backend.testing import facilitydata as fd  # noqa: E402
+from backend.facilities.ess import demo as ess_demo  # noqa: E402
+from backend.facilities.esrf import demo as esrf_demo  # noqa: E402
 
 
 def _listen(ctx: Path, env: dict) -> subprocess.Popen:
@@ -103,15 +104,15 @@ def bench_ess(base: Path, n: int, env: dict) -> list[float]:
     try:
         for i in range(n + 1):
             counter = 100 + i
-            name = fd.ess_file_name("ymir", proposal, counter)
+            name = ess_demo.ess_file_name("ymir", proposal, counter)
             job = f"bench-{i}"
-            producer.produce(topic, fd.ess_run_start(job_id=job, filename=name, proposal=proposal,
+            producer.produce(topic, ess_demo.ess_run_start(job_id=job, filename=name, proposal=proposal,
                                                      start=time.time()))
             producer.flush(5)
-            fd.write_ess_nexus(raw / name, proposal=proposal, counter=counter, job_id=job)
+            ess_demo.write_ess_nexus(raw / name, proposal=proposal, counter=counter, job_id=job)
             time.sleep(0.3)
             t0 = time.monotonic()
-            producer.produce(topic, fd.ess_finished_writing(job_id=job, file_name=name))
+            producer.produce(topic, ess_demo.ess_finished_writing(job_id=job, file_name=name))
             producer.flush(5)
             t1 = _wait_done(db, proposal, counter)
             if i:  # the first run warms up
@@ -142,7 +143,7 @@ def bench_esrf(base: Path, n: int, env: dict) -> list[float]:
     try:
         for i in range(n + 1):
             t0 = time.monotonic()
-            fd.write_esrf_collection(session, "lyso", f"run_{i:02d}/run_{i:02d}_01",
+            esrf_demo.write_esrf_collection(session, "lyso", f"run_{i:02d}/run_{i:02d}_01",
                                      start=time.time())
             t1 = _wait_done(db, proposal, i + 1)
             if i:

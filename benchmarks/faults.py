@@ -279,7 +279,8 @@ def bench_disk(env: Env) -> Row:
 
 def bench_usercode(env: Env) -> Row:
     from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB
     from tests.test_faults_usercode import RUNAWAY_CONTEXT
     ctx = env.context(f"runaway-{uuid.uuid4().hex[:6]}", code=RUNAWAY_CONTEXT,

@@ -72,7 +72,8 @@ def run_processor():
     ``workers`` processes), its context file loaded (asserted). The pools are stopped, and their
     workers killed, after the test."""
     from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB
     pools = []
 

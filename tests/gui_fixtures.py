@@ -63,7 +63,8 @@ def write_runs(pdir: Path, runs, ntrains: int = 40) -> None:
 def process_runs(ctx: Path, runs, publish=None, names=None) -> list:
     """Process runs with the real backend (worker pool + RunProcessor); returns outcomes."""
     from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB
     cfg = load_config(ctx)
     pool = WorkerPool(ctx, cfg, min(2, len(runs)) or 1)

@@ -6,7 +6,8 @@ import pytest
 
 from backend.config import load_config
 from backend.ctxrunner.context import ContextFile, ContextFileError
-from backend.processing.local import RunProcessor, WorkerPool
+from backend.processing.local import WorkerPool
+from backend.processing.runpath import RunProcessor
 from backend.ctxrunner.results import h5_path, read_run_value
 from backend.store.writer import RunDB
 

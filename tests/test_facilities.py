@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from backend.store.writer import RunDB
-from backend.testing import facilitydata as fd
+from backend.facilities.ess import demo as ess_demo
+from backend.facilities.esrf import demo as esrf_demo
+from backend.facilities.swissfel import demo as swissfel_demo
 from tests.conftest import wait_for
 from tests.test_listener import Backend, backend  # noqa: F401  (fixture)
 
@@ -100,7 +102,7 @@ def test_metadata_columns_typed_with_units_and_error_cells(tmp_path):
     md = {"MX_exposureTime": 0.01, "MX_numberOfImages": "900", "Sample_name": "lysozyme",
           "MX_flux": 2.8e10, "MX_positionName": None}
     import h5py
-    p = fd.write_ess_nexus(tmp_path / "f.hdf", proposal=1, counter=2, job_id="j",
+    p = ess_demo.write_ess_nexus(tmp_path / "f.hdf", proposal=1, counter=2, job_id="j",
                            temperatures=[290, 292, 294])
     with h5py.File(p, "r") as f:
         out = compute_columns(specs, md, f, "metadata.json")
@@ -127,31 +129,31 @@ def test_metadata_columns_typed_with_units_and_error_cells(tmp_path):
 
 def test_ess_parser_uses_streaming_data_types():
     from backend.sources.base import MalformedEvent
-    from backend.sources.ess import EssMessageParser
+    from backend.facilities.ess.source import EssMessageParser
     from streaming_data_types.logdata_f144 import serialise_f144
     p = EssMessageParser(r"_(\d+)\.(?:hdf|nxs|h5)$", file_root="/ess/raw/coda/999999/raw")
     name = "coda_estia_999999_00013947.hdf"
-    ev = p.parse(fd.ess_run_start(job_id="J1", filename=name, proposal=None, start=1730106401.186),
+    ev = p.parse(ess_demo.ess_run_start(job_id="J1", filename=name, proposal=None, start=1730106401.186),
                  "kafka:t[0]@0", 1.0)
     assert (ev.proposal, ev.run, ev.state, ev.key) == (999999, 13947, "running", "J1")
     assert ev.info["file"] == "/ess/raw/coda/999999/raw/" + name
     assert ev.info["start_time"] == pytest.approx(1730106401.186)
     # the stop is recorded with its run (kept across a restart before wrdn)
-    ev = p.parse(fd.ess_run_stop(job_id="J1", stop=1730106461.0))
+    ev = p.parse(ess_demo.ess_run_stop(job_id="J1", stop=1730106461.0))
     assert (ev.proposal, ev.run, ev.state, ev.key, ev.event) == (999999, 13947, "running", "J1", "6s4t")
     assert ev.info == {"job_id": "J1", "stop_time": 1730106461.0}
-    assert p.parse(fd.ess_run_stop(job_id="unseen", stop=1.0)) is None  # its pl72 not seen
-    ev = p.parse(fd.ess_finished_writing(job_id="J1", file_name=name))
+    assert p.parse(ess_demo.ess_run_stop(job_id="unseen", stop=1.0)) is None  # its pl72 not seen
+    ev = p.parse(ess_demo.ess_finished_writing(job_id="J1", file_name=name))
     assert (ev.run, ev.state, ev.info["stop_time"]) == (13947, "ready", 1730106461.0)
-    ev = p.parse(fd.ess_finished_writing(job_id="J2", file_name="ymir_1234_00000005.hdf",
+    ev = p.parse(ess_demo.ess_finished_writing(job_id="J2", file_name="ymir_1234_00000005.hdf",
                                          error="disk full"))
     assert (ev.proposal, ev.run, ev.state) == (1234, 5, "failed") and "disk full" in ev.error
     # no number in the file name: the run name gives it; neither: reported
-    ev = p.parse(fd.ess_run_start(job_id="J3", filename="ymir/latest.nxs", proposal=999999,
+    ev = p.parse(ess_demo.ess_run_start(job_id="J3", filename="ymir/latest.nxs", proposal=999999,
                                   start=1.0, run_name="42"))
     assert (ev.proposal, ev.run) == (999999, 42)
     with pytest.raises(MalformedEvent, match="no run number in file name 'latest.nxs'"):
-        p.parse(fd.ess_run_start(job_id="J4", filename="latest.nxs", proposal=999999, start=1.0,
+        p.parse(ess_demo.ess_run_start(job_id="J4", filename="latest.nxs", proposal=999999, start=1.0,
                                  run_name="tuesday"))
     with pytest.raises(MalformedEvent, match="unknown message schema 'f144'"):
         p.parse(serialise_f144("temp", 1.0, 0))
@@ -193,20 +195,20 @@ def test_ess_file_writer_runs_through_the_real_broker(tmp_path, backend, kafka_b
     create_topics(kafka_broker, [topic])
     b = backend(ctx)
     start = time.time() - 60
-    name = fd.ess_file_name("coda_estia", proposal, 13947)
+    name = ess_demo.ess_file_name("coda_estia", proposal, 13947)
     # another proposal's run and garbage: skipped
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="other", filename=fd.ess_file_name(
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="other", filename=ess_demo.ess_file_name(
         "coda_estia", 123, 1), proposal=123, start=start))
     _, bad_offset = produce(kafka_broker, topic, b"\x10\x00\x00\x00pl72 this is no flatbuffer")
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-1", filename=name,
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="job-1", filename=name,
                                                   proposal=proposal, start=start,
                                                   run_name="first run"))
     wait_for(lambda: _status(ctx, proposal, 13947) == "running", 20, what="run running at pl72")
     assert RunDB(ctx).get_run(proposal, 13947)["start_time"] == pytest.approx(start, abs=0.01)
-    fd.write_ess_nexus(raw / name, proposal=proposal, counter=13947, job_id="job-1",
+    ess_demo.write_ess_nexus(raw / name, proposal=proposal, counter=13947, job_id="job-1",
                        title="Ni reflectivity", sample="Ni film", temperatures=[290, 300])
-    produce(kafka_broker, topic, fd.ess_run_stop(job_id="job-1", stop=start + 42))
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-1", file_name=name))
+    produce(kafka_broker, topic, ess_demo.ess_run_stop(job_id="job-1", stop=start + 42))
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-1", file_name=name))
     wait_for(lambda: _status(ctx, proposal, 13947) == "done", 30, what="run computed at wrdn")
     vals = RunDB(ctx).get_values(proposal, 13947)
     assert vals["title"].value == "Ni reflectivity"
@@ -215,17 +217,17 @@ def test_ess_file_writer_runs_through_the_real_broker(tmp_path, backend, kafka_b
     assert vals["temperature"].value == 295.0 and vals["temperature"].attributes["units"] == "K"
     assert vals["sample"].value == "Ni film"
     # the writer failed on the next one; then a good one follows
-    name2, name3 = (fd.ess_file_name("coda_estia", proposal, n) for n in (13948, 13949))
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-2", filename=name2,
+    name2, name3 = (ess_demo.ess_file_name("coda_estia", proposal, n) for n in (13948, 13949))
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="job-2", filename=name2,
                                                   proposal=proposal, start=start))
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-2", file_name=name2,
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-2", file_name=name2,
                                                          error="Kafka stream timed out"))
     wait_for(lambda: _status(ctx, proposal, 13948) == "failed", 20, what="failed run")
     assert "Kafka stream timed out" in RunDB(ctx).get_run(proposal, 13948)["status_message"]
-    fd.write_ess_nexus(raw / name3, proposal=proposal, counter=13949, job_id="job-3")
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-3", filename=name3,
+    ess_demo.write_ess_nexus(raw / name3, proposal=proposal, counter=13949, job_id="job-3")
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="job-3", filename=name3,
                                                   proposal=proposal, start=start))
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-3", file_name=name3))
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-3", file_name=name3))
     wait_for(lambda: _status(ctx, proposal, 13949) == "done", 30, what="a later good run")
     events = RunDB(ctx).events(level="warning")
     # (other "ess" entries, such as the failed run's error, carry no offset)
@@ -235,27 +237,27 @@ def test_ess_file_writer_runs_through_the_real_broker(tmp_path, backend, kafka_b
     # a run written while the backend is down is not lost; after the restart the same
     # wrdn again (a redelivery) changes nothing, and no run is added twice
     done_at = RunDB(ctx).get_values(proposal, 13947)["title"]
-    name4 = fd.ess_file_name("coda_estia", proposal, 13950)
-    fd.write_ess_nexus(raw / name4, proposal=proposal, counter=13950, job_id="job-4")
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-4", filename=name4,
+    name4 = ess_demo.ess_file_name("coda_estia", proposal, 13950)
+    ess_demo.write_ess_nexus(raw / name4, proposal=proposal, counter=13950, job_id="job-4")
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="job-4", filename=name4,
                                                   proposal=proposal, start=start))
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-4", file_name=name4))
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-4", file_name=name4))
     b = backend(ctx)
     wait_for(lambda: _status(ctx, proposal, 13950) == "done", 30, what="run sent while down")
     # the backend restarted between a run's stop (6s4t) and its file being closed (wrdn): the
     # stop time recorded with the run still gives its duration
-    name5 = fd.ess_file_name("coda_estia", proposal, 13951)
-    fd.write_ess_nexus(raw / name5, proposal=proposal, counter=13951, job_id="job-5")
-    produce(kafka_broker, topic, fd.ess_run_start(job_id="job-5", filename=name5,
+    name5 = ess_demo.ess_file_name("coda_estia", proposal, 13951)
+    ess_demo.write_ess_nexus(raw / name5, proposal=proposal, counter=13951, job_id="job-5")
+    produce(kafka_broker, topic, ess_demo.ess_run_start(job_id="job-5", filename=name5,
                                                   proposal=proposal, start=start))
-    produce(kafka_broker, topic, fd.ess_run_stop(job_id="job-5", stop=start + 7))
+    produce(kafka_broker, topic, ess_demo.ess_run_stop(job_id="job-5", stop=start + 7))
     wait_for(lambda: "Run 13951: running (6s4t" in b.log.read_text(), 20, what="stop recorded")
     assert b.stop() == 0
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-5", file_name=name5))
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-5", file_name=name5))
     b = backend(ctx)
     wait_for(lambda: _status(ctx, proposal, 13951) == "done", 30, what="run closed while down")
     assert RunDB(ctx).get_values(proposal, 13951)["duration"].value == pytest.approx(7.0)
-    produce(kafka_broker, topic, fd.ess_finished_writing(job_id="job-1", file_name=name))
+    produce(kafka_broker, topic, ess_demo.ess_finished_writing(job_id="job-1", file_name=name))
     time.sleep(1.5)
     db = RunDB(ctx)
     assert db.run_numbers() == [13947, 13948, 13949, 13950, 13951]
@@ -302,7 +304,7 @@ def test_esrf_metadata_json_runs(tmp_path, backend):  # noqa: F811
 
     def collect(sample, coll, **kw):
         reported = f"{beamline_root}/RAW_DATA/{sample}/{coll}"
-        return fd.write_esrf_collection(session, sample, coll, reported_dir=reported, **kw)
+        return esrf_demo.write_esrf_collection(session, sample, coll, reported_dir=reported, **kw)
     # written in the "wrong" order: the earlier collection must become run 1
     collect("lyso", "run_02_MXPressE/run_02_01_datacollection", start=now - 100, n_files=3)
     collect("lyso", "run_01_MXPressE/run_01_01_datacollection", start=now - 300, n_files=2)
@@ -372,9 +374,9 @@ def test_swissfel_requests_in_both_layouts(tmp_path, backend):  # noqa: F811
             f'quiet_seconds = 0.2\n[columns.rate]\nkey = "rate_multiplicator"\ntype = "integer"\n'
             f'[columns.scan]\nkey = "scan_info.scan_name"\ntype = "string"\n')
     ctx = _init(tmp_path, "ctx", "swissfel", pgroup, toml, files={"context.py": SF_CONTEXT})
-    fd.write_swissfel_request(root, 1, pgroup=pgroup, n_channels=2)
-    fd.write_swissfel_request(root, 2, pgroup=pgroup, n_channels=3, rate_multiplicator=2)
-    fd.write_swissfel_request(root, 7, pgroup="p99999")         # another pgroup: ignored
+    swissfel_demo.write_swissfel_request(root, 1, pgroup=pgroup, n_channels=2)
+    swissfel_demo.write_swissfel_request(root, 2, pgroup=pgroup, n_channels=3, rate_multiplicator=2)
+    swissfel_demo.write_swissfel_request(root, 7, pgroup="p99999")         # another pgroup: ignored
     b = backend(ctx)
     wait_for(lambda: _status(ctx, pgroup, 2) == "done", 30, what="runs 1, 2")
     wait_for(lambda: _status(ctx, pgroup, 1) == "done", 30, what="run 1")
@@ -384,8 +386,8 @@ def test_swissfel_requests_in_both_layouts(tmp_path, backend):  # noqa: F811
     assert v2["files"].value == "BSDATA,JF07T32V01,PVDATA"
     assert db.source_run(pgroup, 1)["info"]["metadata"]["operator_note"] == "kept although unknown"
     # malformed (no stop_pulseid): reported and skipped; the current layout's next run works
-    fd.write_swissfel_request(root, 3, pgroup=pgroup, drop=("stop_pulseid",))
-    fd.write_swissfel_request(root, 4, pgroup=pgroup, layout="meta", n_channels=4)
+    swissfel_demo.write_swissfel_request(root, 3, pgroup=pgroup, drop=("stop_pulseid",))
+    swissfel_demo.write_swissfel_request(root, 4, pgroup=pgroup, layout="meta", n_channels=4)
     wait_for(lambda: _status(ctx, pgroup, 4) == "done", 30, what="run 4 (meta/acq layout)")
     assert db.get_values(pgroup, 4)["n_channels"].value == 4
     wait_for(lambda: any("lacks stop_pulseid" in e["message"] for e in db.events()), 10,
@@ -393,7 +395,7 @@ def test_swissfel_requests_in_both_layouts(tmp_path, backend):  # noqa: F811
     assert db.get_run(pgroup, 3) is None
     assert b.stop() == 0
     b = backend(ctx)
-    fd.write_swissfel_request(root, 4, pgroup=pgroup, layout="meta", n_channels=5, acquisition=2)
+    swissfel_demo.write_swissfel_request(root, 4, pgroup=pgroup, layout="meta", n_channels=5, acquisition=2)
     wait_for(lambda: db.get_values(pgroup, 4)["n_channels"].value == 5, 30,
              what="run 4 updated by its second acquisition")
     assert db.run_numbers() == [1, 2, 4]
@@ -436,8 +438,9 @@ def test_ess_file_still_held_by_the_writer_is_retried(tmp_path):
     import subprocess
     import sys
 
-    from backend.ctxrunner.facilities import RunNotReady, open_ess_file
-    path = fd.write_ess_nexus(tmp_path / "ymir_999999_00000001.hdf", proposal=999999, counter=1,
+    from backend.ctxrunner.facilities import RunNotReady
+    from backend.facilities.ess.run import open_ess_file
+    path = ess_demo.write_ess_nexus(tmp_path / "ymir_999999_00000001.hdf", proposal=999999, counter=1,
                               job_id="j")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import h5py, sys, time\n"
@@ -459,16 +462,25 @@ def test_ess_file_still_held_by_the_writer_is_retried(tmp_path):
 
 
 def test_euxfel_online_topics_follow_the_proposals_instrument(make_context_dir):
-    from backend.service.listener import Listener
-    off = Listener(make_context_dir(name="off"))
-    assert off.euxfel_topics() == ["test.r2d2", "cal.offline-corrections"]
-    on = Listener(make_context_dir(name="on", config="[euxfel]\nonline = true\n"))
-    assert on.euxfel_topics() == ["test.r2d2", "cal.offline-corrections",
-                                  "test.euxfel.mid.daq", "test.euxfel.mid.cal"]
-    custom = Listener(make_context_dir(name="custom", config=(
+    from backend.config import load_config
+    from backend.facilities.euxfel.facility import FACILITY
+    from backend.facilities.euxfel.source import event_topics
+    from backend.locate import find_proposal_dir
+
+    def euxfel_topics(d):   # with what the listener hands the European XFEL plug-in
+        config, proposal = load_config(d), RunDB(d).proposal
+        return event_topics(config, FACILITY.settings(config), proposal,
+                            find_proposal_dir(proposal, config))
+
+    off = make_context_dir(name="off")
+    assert euxfel_topics(off) == ["test.r2d2", "cal.offline-corrections"]
+    on = make_context_dir(name="on", config="[euxfel]\nonline = true\n")
+    assert euxfel_topics(on) == ["test.r2d2", "cal.offline-corrections",
+                                 "test.euxfel.mid.daq", "test.euxfel.mid.cal"]
+    custom = make_context_dir(name="custom", config=(
         '[euxfel]\nonline = true\ninstrument = "SPB"\nonline_topics = ["{instrument}-online"]\n'
-        '[kafka]\nevent_topics = []\n')))
-    assert custom.euxfel_topics() == ["spb-online"]
+        '[kafka]\nevent_topics = []\n'))
+    assert euxfel_topics(custom) == ["spb-online"]
 
 
 @pytest.mark.parametrize("facility", ["esrf", "swissfel"])
@@ -484,3 +496,26 @@ def test_demo_plays_the_facility(tmp_path, facility):
     db = RunDB(ctx)
     assert [r["status"] for r in db.runs()] == ["done", "done"]
     assert db.proposal == {"esrf": "mx2532", "swissfel": "p18493"}[facility]
+
+
+def test_every_facility_folder_is_a_complete_plug_in():
+    """Adding a facility is adding a folder: each folder of backend/facilities is registered,
+    its plug-in carries the folder's name, its worker module opens runs, and the meta# keys it
+    gives are ones context files may ask for (checked when a context file loads)."""
+    import importlib
+
+    import backend.facilities as facilities
+    from backend.ctxrunner.context import META_KEYS
+    folders = sorted(p.name for p in Path(facilities.__file__).parent.iterdir()
+                     if (p / "__init__.py").is_file())
+    assert list(facilities.names()) == folders
+    for name in folders:
+        plugin = facilities.get(f" {name.upper()} ")
+        assert plugin.name == name
+        run = importlib.import_module(plugin.run_module)
+        assert callable(run.open_run), name
+        unknown = set(run.META_KEYS) - set(META_KEYS)
+        assert not unknown, f"{name}: meta# keys {unknown} missing from context.META_KEYS"
+    with pytest.raises(facilities.FacilityError, match="facility must be one of esrf, ess, "
+                                                       "euxfel, swissfel, not 'xfel'"):
+        facilities.get("xfel")

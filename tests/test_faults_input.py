@@ -14,8 +14,7 @@ import logging
 import uuid
 
 from backend.config import load_config
-from backend.notify.kafka import UpdateConsumer
-from backend.notify.messages import make_update_message
+from backend.notify.kafka import UpdateConsumer, make_update_message
 from backend.store.writer import RunDB
 from tests.faults_helpers import (PROPOSAL, SIMPLE_CONTEXT, KafkaBackend, facility_msg,
                                   kafka_toml, make_producer, poison_messages, wait_for)
@@ -161,8 +160,8 @@ def test_every_poison_kind_is_a_malformed_event(tmp_path):
     """Each bad value raises MalformedEvent (never anything else) with a kind for the logs; the
     same for the update-message parser."""
     from backend.config import Config
-    from backend.notify.messages import parse_update_message
-    from backend.sources.euxfel import parse_facility_message
+    from backend.facilities.euxfel.source import parse_facility_message
+    from backend.notify.kafka import parse_update_message
     from backend.vocab import MalformedEvent
     kinds = Config().event_kinds()
     marker = tmp_path / "UNPICKLED"

@@ -1,4 +1,4 @@
-"""The run files map AMORE writes before its first open of a run (backend/ctxrunner/filemap.py)
+"""The run files map AMORE writes before its first open of a run (backend/facilities/euxfel/filemap.py)
 is the one extra-data would write, and extra-data opens runs from it."""
 import json
 import subprocess
@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from backend.ctxrunner import filemap
-from backend.ctxrunner.filemap import write_files_map
+from backend.facilities.euxfel import filemap
+from backend.facilities.euxfel.filemap import write_files_map
 from tests.conftest import PROPOSAL, amore_cmd
 
 MAP = "karabo_data_map.json"

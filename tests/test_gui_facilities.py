@@ -9,7 +9,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from backend.store.writer import RunDB  # noqa: E402
-from backend.testing import facilitydata as fd  # noqa: E402
+from backend.facilities.ess import demo as ess_demo  # noqa: E402
 from tests.conftest import amore_cmd  # noqa: E402
 
 
@@ -20,8 +20,8 @@ def _ess_context(tmp_path):
     init_context_dir(ctx, 999999, facility="ess")
     db = RunDB(ctx)
     for n in (11465, 11466):
-        name = fd.ess_file_name("ymir", 999999, n)
-        fd.write_ess_nexus(raw / name, proposal=999999, counter=n, job_id=f"job-{n}",
+        name = ess_demo.ess_file_name("ymir", 999999, n)
+        ess_demo.write_ess_nexus(raw / name, proposal=999999, counter=n, job_id=f"job-{n}",
                            title=f"scan {n}")
         db.register_source_run("ess", f"job-{n}", 999999, {
             "file": str(raw / name), "file_name": name, "job_id": f"job-{n}",
@@ -125,8 +125,8 @@ def intensity(run):
     raw = tmp_path / "raw"
     ctx = tmp_path / "ctx"
     init_context_dir(ctx, 999999, facility="ess", context_file=src)
-    name = fd.ess_file_name("ymir", 999999, 7)
-    fd.write_ess_nexus(raw / name, proposal=999999, counter=7, job_id="j7",
+    name = ess_demo.ess_file_name("ymir", 999999, 7)
+    ess_demo.write_ess_nexus(raw / name, proposal=999999, counter=7, job_id="j7",
                        temperatures=[290, 291, 293, 296])
     RunDB(ctx).register_source_run("ess", "j7", 999999, {"file": str(raw / name)}, run=7)
     out = subprocess.run(amore_cmd("reprocess", "all", "-d", ctx), capture_output=True, text=True,

@@ -16,7 +16,7 @@ from backend.kafkaclient import broker_reachable
 from backend.notify import kafka as notify_kafka
 from backend.notify.kafka import UpdateConsumer, UpdatePublisher
 from backend.sources.base import RunEvent
-from backend.sources.euxfel import FacilityEventSource
+from backend.facilities.euxfel.source import FacilityEventSource
 from tests.kafka_broker import create_topics, produce
 
 PROPOSAL = 2832

@@ -91,7 +91,7 @@ def test_data_check_of_damaged_runs(make_context_dir, write_run, proposal_dir):
 
 
 def test_train_ids_out_of_order_and_outside_the_run(write_run):
-    from backend.integrity.datacheck import check_euxfel_run
+    from backend.facilities.euxfel.check import check_euxfel_run
     info = write_run(3, ntrains=20, agipd_modules=1, proc=False)
     f = info["raw_dir"] / "RAW-R0003-AGIPD00-S00000.h5"
     with h5py.File(f, "r+") as h:
@@ -117,8 +117,8 @@ def _write_swissfel(path, channels, legacy=False):
 
 
 def test_swissfel_pulse_id_check(tmp_path):
-    from backend.integrity.datacheck import (check_swissfel_acquisition,
-                                             swissfel_expected_pulse_ids)
+    from backend.facilities.swissfel.check import (check_swissfel_acquisition,
+                                                   swissfel_expected_pulse_ids)
     request = {"start_pulseid": 1001, "stop_pulseid": 1040, "rate_multiplicator": 2,
                "channels_list": ["SAR-CVME-TIFALL5:EvtSet", "SARES11-SPEC125-M1.roi", "GONE"]}
     exp = swissfel_expected_pulse_ids(1001, 1040, 2)
@@ -139,7 +139,7 @@ def test_swissfel_pulse_id_check(tmp_path):
 
 def test_swissfel_run_directory(tmp_path):
     """The current SwissFEL layout: meta/acq<NNNN>.json requests, data/acq<NNNN>.*.h5 files."""
-    from backend.integrity.datacheck import check_swissfel_run
+    from backend.facilities.swissfel.check import check_swissfel_run
     run = tmp_path / "run0001-test"
     (run / "meta").mkdir(parents=True)
     (run / "data").mkdir()
@@ -307,7 +307,7 @@ def test_malformed_messages_and_snapshots_from_kafka(make_context_dir, write_run
 
 def test_a_sources_own_metadata_is_kept_as_the_run_snapshot(make_context_dir):
     """Other facilities' sources hand over the run's metadata with the event."""
-    from backend.service.integrity import snapshot_event
+    from backend.processing.runpath import snapshot_event
     from backend.sources.base import RunEvent
     ctx = make_context_dir(N_TRAINS)
     db = RunDB(ctx)

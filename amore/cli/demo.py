@@ -174,11 +174,12 @@ def cmd_demo(a) -> int:
 
 def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
+    from backend.facilities import names as facility_names
     s = sub.add_parser("demo", help="run AMORE on a built-in demo proposal")
     s.add_argument("dir", nargs="?", help="where to put the demo (default ./amore-demo)")
     s.add_argument("--runs", type=int, default=8)
     s.add_argument("--interval", type=float, default=3.0, help="seconds between runs")
     s.add_argument("--no-gui", action="store_true", help="print the run table in the terminal")
-    s.add_argument("--facility", choices=("euxfel", "ess", "esrf", "swissfel"), default="euxfel",
+    s.add_argument("--facility", choices=facility_names(), default="euxfel",
                    help="play this facility's runs (amore/cli/facilitydemo.py)")
     s.set_defaults(func=cmd_demo)

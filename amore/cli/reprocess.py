@@ -29,7 +29,8 @@ def cmd_reprocess(a) -> int:
 
     from backend.config import load_config
     from backend.locate import find_proposal_dir
-    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.processing.local import WorkerPool
+    from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB, StorageError
     try:
         db = RunDB(d)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from amore.cli.common import context_dir
 from backend.contextdir import ContextDir
-from backend.vocab import FACILITIES, normalize_proposal
+from backend.facilities import names as facility_names
+from backend.vocab import normalize_proposal
 
 
 def _init_dir(a) -> Path:
@@ -75,9 +76,10 @@ def register(sub) -> None:
                    "its <proposal>/usr/Shared/amore-proto, else the current directory)")
     s.add_argument("--proposal", type=_proposal, required=True,
                    help="proposal: a number (2832) or an identifier (mx2532, p18493)")
-    s.add_argument("--facility", choices=FACILITIES,
+    s.add_argument("--facility", choices=facility_names(),
                    help="write amore.toml for this facility (and use its context template)")
-    s.add_argument("--root", help="ESRF beamtime folder / SwissFEL pgroup directory for amore.toml")
+    s.add_argument("--root", help="the facility's data folder for amore.toml (ESRF beamtime "
+                                  "folder, SwissFEL pgroup directory)")
     s.add_argument("--template", default=None,
                    help="context template (generic, mid, spb, ess, esrf, swissfel)")
     s.add_argument("--context", help="use this context.py instead of a template")

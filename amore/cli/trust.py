@@ -25,9 +25,9 @@ def _open(a, cmd):
     return db, config, find_proposal_dir(db.proposal, config)
 
 
-def _runs(a, db, pdir, cmd):
-    from backend.service.integrity import runs_on_disk
-    known = sorted(set(db.run_numbers()) | runs_on_disk(pdir))
+def _runs(a, db, config, pdir, cmd):
+    from backend.facilities import get
+    known = sorted(set(db.run_numbers()) | get(config.facility).runs_on_disk(pdir))
     try:
         return parse_runs(a.runs, known)
     except ValueError:
@@ -47,7 +47,7 @@ def _open_runs(a, cmd):
         print(f"amore-proto {cmd}: proposal {db.proposal} not found under the data root",
               file=sys.stderr)
         return 1
-    runs = _runs(a, db, pdir, cmd)
+    runs = _runs(a, db, config, pdir, cmd)
     if runs is None:
         return 2
     return db, config, pdir, runs

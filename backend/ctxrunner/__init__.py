@@ -12,5 +12,6 @@ Qt (an import-linter contract checks this). See ``README.md`` beside this file.
 * :mod:`.results` - reducing results to table values, writing the run's HDF5 file.
 * :mod:`.worker` - the long-lived worker process the backend talks to over JSON lines.
 * :mod:`.mymdc` - the facility metadata service for ``mymdc#`` inputs.
-* :mod:`.facilities` - the run object and ``meta#`` of ESS, ESRF and SwissFEL; metadata columns.
+* :mod:`.facilities` - how the worker opens a run the facility's way (each facility's
+  ``backend/facilities/<name>/run.py``) and what those share; metadata columns.
 """

@@ -1,56 +1,41 @@
-"""The run as each facility gives it to the context file, and metadata columns without Python.
+"""The worker side of the facility plug-ins: how the context-file worker opens a run, whatever the
+facility, and the pieces facilities share. Runs in the user's Python: no SQLAlchemy, Kafka or Qt.
 
-Runs the context file sees (its variables' first argument):
+Each facility's worker module (``backend/facilities/<name>/run.py``; the backend names it in
+``$AMORE_FACILITY``, see :mod:`backend.ctxrunner.worker`) provides
 
-* ``euxfel``: extra-data's ``DataCollection`` (opened in :mod:`backend.ctxrunner.worker`).
-* ``ess``: the run's NeXus file, an ``h5py.File`` opened read-only (:func:`open_ess_file`
-  retries while the file writer still holds it).
-* ``esrf`` and ``swissfel``: a :class:`FacilityRun` with ``metadata`` (dict: the collection's
-  ``metadata.json``, or the acquisition request JSON), ``data_dir`` (``pathlib.Path``, after path
-  prefix rewriting) and ``files`` (the run's data files, sorted).
+``open_run(request: RunRequest) -> OpenedRun``
+    the context file's first argument for one run (extra-data's ``DataCollection`` at European
+    XFEL, an ``h5py.File`` at ESS, a :class:`FacilityRun` at ESRF and SwissFEL), its ``meta#``
+    inputs, start time and what its metadata columns read. Raises :class:`RunNotReady` when the
+    run's data cannot be opened (the run then fails with that reason);
+``META_KEYS``
+    the ``meta#`` keys it provides beyond ``run_number``, ``proposal`` and ``proposal_path``
+    (each must be one of :data:`backend.ctxrunner.context.META_KEYS`, which context files are
+    checked against when they are loaded).
 
-``meta#`` inputs (:func:`meta_for`): ``run_number``, ``proposal``, ``proposal_path`` everywhere,
-plus what the facility knows of the run (:data:`FACILITY_META_KEYS`).
-
-Metadata columns (:class:`ColumnSpec`, from ``[columns.NAME]`` in ``amore.toml`` and, at ESRF,
-AMARCORD's ``attributo-config.json``): a metadata key or an HDF5 path -> a typed table value.
-A value of the wrong type becomes an error cell naming the key, the type expected and the
-value found.
-
-No SQLAlchemy, Kafka or Qt here: this runs in the context-file worker.
+Metadata columns (:class:`ColumnSpec`, from ``[columns.NAME]`` in ``amore.toml`` and AMARCORD's
+``attributo-config.json``): a metadata key or an HDF5 path -> a typed table value. A value of the
+wrong type becomes an error cell naming the key, the type expected and the value found.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from backend.vocab import StoredValue
-
-#: ``meta#`` keys each facility provides beyond run_number, proposal and proposal_path.
-FACILITY_META_KEYS = {
-    "euxfel": (),
-    "ess": ("run_name", "instrument", "start_time", "stop_time", "file_name", "job_id",
-            "metadata"),
-    "esrf": ("metadata", "tag", "sample", "data_dir", "start_time", "stop_time"),
-    "swissfel": ("metadata", "data_dir", "start_time", "pgroup", "beamline"),
-}
-ALL_META_KEYS = tuple(dict.fromkeys(
-    ("run_number", "proposal", "proposal_path")
-    + tuple(k for keys in FACILITY_META_KEYS.values() for k in keys)))
+from backend.vocab import StoredValue, normalize_proposal
 
 COLUMN_TYPES = ("number", "integer", "string", "boolean")
 REDUCTIONS = ("first", "last", "mean", "min", "max")
 
-#: Units of ESRF's metadata.json keys (ESRF ICAT definitions, hdf5_cfg.xml), used when
-#: attributo-config.json names none.
-ESRF_ICAT_UNITS = {
+#: Units of the ESRF ICAT metadata keys that AMARCORD's attributi name (ICAT definitions,
+#: hdf5_cfg.xml; the keys of ESRF's metadata.json), used when attributo-config.json names none.
+ICAT_UNITS = {
     "MX_beamSizeAtSampleX": "mm", "MX_beamSizeAtSampleY": "mm", "MX_detectorDistance": "mm",
     "MX_exposureTime": "s", "MX_transmission": "%", "MX_wavelength": "Å",
     "MX_resolution": "Å", "MX_flux": "ph/s", "MX_oscillationRange": "deg",
@@ -59,8 +44,54 @@ ESRF_ICAT_UNITS = {
 
 
 @dataclass
+class RunRequest:
+    """What the worker knows of the run to open: ``proposal`` (as the backend sent it: int or
+    identifier), ``run`` (int), ``data`` (``"raw"``, ``"proc"`` or ``"all"``), ``info`` (what the
+    run source recorded, ``source_runs.info``, or None: nothing recorded, e.g. European XFEL),
+    ``options`` (the facility's worker options, :meth:`backend.facilities.Facility.
+    worker_settings`), ``processes`` (how many processes may share opening it: this one and
+    forked copies, see :mod:`backend.ctxrunner.forked`)."""
+
+    proposal: int | str
+    run: int
+    data: str = "all"
+    info: dict | None = None
+    options: dict = field(default_factory=dict)
+    processes: int = 1
+
+
+@dataclass
+class OpenedRun:
+    """One opened run, as the worker evaluates the context file on it.
+
+    ``obj``: the context file's first argument. ``proposal``: the proposal as the context file
+    sees it (``meta#proposal``). ``proposal_path``: ``meta#proposal_path`` (text; "" = found from
+    the run's files). ``data``: the data the variables may use (``"raw"`` when a run has no
+    corrected data yet: proc variables wait). ``start_time``: Unix seconds or None. ``meta``:
+    further ``meta#`` values. ``metadata()``: the metadata dict that ``key`` metadata columns
+    read (called only when there are such columns), described as ``metadata_where`` in their
+    messages; ``h5file``: an open ``h5py.File`` for ``hdf5`` columns, or None. ``close()``: called
+    once the variables are computed. ``damaged()``: ``{file name: reason}`` of the run's files
+    that could not be read, asked only when a variable failed (named in its error), or None.
+    """
+
+    obj: Any
+    proposal: int | str
+    proposal_path: str = ""
+    data: str = "all"
+    start_time: float | None = None
+    meta: dict = field(default_factory=dict)
+    metadata: Callable[[], dict] = dict
+    metadata_where: str = "metadata"
+    h5file: Any = None
+    close: Callable[[], None] = lambda: None
+    damaged: Callable[[], dict] | None = None
+
+
+@dataclass
 class FacilityRun:
-    """An ESRF collection or a SwissFEL acquisition, as the context file's first argument.
+    """A run described by the facility's metadata and a folder of data files (an ESRF collection,
+    a SwissFEL acquisition), as the context file's first argument.
 
     ``metadata``: the facility's JSON for the run (ESRF ``metadata.json``; SwissFEL the request
     JSON, unknown fields kept). ``data_dir``: where its data files are (``pathlib.Path``, after
@@ -84,25 +115,31 @@ class RunNotReady(Exception):
     """The run's data cannot be opened (missing, or still locked by its writer)."""
 
 
-def open_ess_file(path: str | os.PathLike, retries: int = 5, delay: float = 1.0):
-    """Open an ESS NeXus file read-only with h5py.
+def recorded_info(request: RunRequest, facility: str) -> dict:
+    """What the run source recorded for the requested run; raises :class:`RunNotReady` if it
+    recorded nothing."""
+    if not request.info:
+        raise RunNotReady(f"Run {request.run} of proposal {request.proposal}: the {facility} "
+                          f"run source recorded nothing for it")
+    return request.info
 
-    A file the file writer still holds (HDF5's file lock, "unable to lock file", or a truncated
-    superblock while it is being closed) is retried ``retries`` times, ``delay`` seconds apart.
-    Raises :class:`RunNotReady` naming the file and the last error.
-    """
-    import h5py
-    last = None
-    for attempt in range(max(int(retries), 0) + 1):
-        try:
-            return h5py.File(path, "r")
-        except FileNotFoundError as e:
-            last = e
-        except OSError as e:
-            last = e
-        if attempt < retries:
-            time.sleep(delay)
-    raise RunNotReady(f"cannot open {path} after {retries + 1} attempt(s): {last}")
+
+def meta_for(info: dict, proposal, run: int, keys) -> dict:
+    """``meta#`` values of one run: run_number, proposal, proposal_path and the facility's
+    ``keys`` taken from the recorded ``info``; ``data_dir`` as a Path."""
+    meta = {"run_number": run, "proposal": proposal,
+            "proposal_path": info.get("proposal_path", "")}
+    for k in keys:
+        if k in info:
+            meta[k] = Path(info[k]) if k == "data_dir" and info[k] else info[k]
+    return meta
+
+
+def describe_damage(damaged: dict[str, str], most: int = 5) -> str:
+    """``{file name: reason}`` as one line for people, the first ``most`` files named."""
+    items = [f"{n} ({why})" for n, why in list(damaged.items())[:most]]
+    more = f" and {len(damaged) - most} more" if len(damaged) > most else ""
+    return "; ".join(items) + more
 
 
 def data_files(data_dir: Path | None, pattern: str = "*") -> list[Path]:
@@ -114,41 +151,21 @@ def data_files(data_dir: Path | None, pattern: str = "*") -> list[Path]:
                   if p.is_file() and p.suffix != ".json")
 
 
-def open_run(facility: str, info: dict, proposal, run: int, options: dict | None = None):
-    """The context file's first argument for a run of ``facility`` and its ``meta#`` dict.
-
-    ``info``: what the run source recorded (``source_runs.info``: ``file`` for ESS, ``metadata``
-    and ``data_dir`` for ESRF/SwissFEL, plus times and names). Returns ``(run_object, meta,
-    start_time)``; the caller closes an ESS ``h5py.File``. Raises :class:`RunNotReady`.
-    """
-    options = options or {}
-    meta = meta_for(facility, info, proposal, run)
-    start = info.get("start_time")
-    if facility == "ess":
-        path = info.get("file")
-        if not path:
-            raise RunNotReady("the file writer named no file for this run")
-        obj = open_ess_file(path, int(options.get("open_retries", 5)),
-                            float(options.get("open_retry_seconds", 1.0)))
-        return obj, meta, start
-    if facility in ("esrf", "swissfel"):
-        d = info.get("data_dir")
-        data_dir = Path(d) if d else None
-        obj = FacilityRun(facility, proposal, run, dict(info.get("metadata") or {}), data_dir,
-                          data_files(data_dir, info.get("file_glob") or "*"))
-        return obj, meta, start
-    raise ValueError(f"no run object for facility {facility!r}")
-
-
-def meta_for(facility: str, info: dict, proposal, run: int) -> dict:
-    """``meta#`` values of one run: run_number, proposal, proposal_path and the facility's keys
-    (:data:`FACILITY_META_KEYS`) taken from the recorded ``info``; ``data_dir`` as a Path."""
-    meta = {"run_number": run, "proposal": proposal,
-            "proposal_path": info.get("proposal_path", "")}
-    for k in FACILITY_META_KEYS.get(facility, ()):
-        if k in info:
-            meta[k] = Path(info[k]) if k == "data_dir" and info[k] else info[k]
-    return meta
+def open_facility_run(facility: str, request: RunRequest, keys, where: str) -> OpenedRun:
+    """A run the facility describes with metadata and a folder of data files, opened as a
+    :class:`FacilityRun` from what its run source recorded (``info``: ``metadata``, ``data_dir``,
+    optionally ``file_glob``, ``proposal_path``, ``start_time``); ``keys``: the facility's
+    ``meta#`` keys; ``where``: what its metadata is called in messages. Raises
+    :class:`RunNotReady` if the source recorded nothing."""
+    info = recorded_info(request, facility)
+    proposal = normalize_proposal(request.proposal)
+    meta = meta_for(info, proposal, request.run, keys)
+    d = info.get("data_dir")
+    data_dir = Path(d) if d else None
+    obj = FacilityRun(facility, proposal, request.run, dict(info.get("metadata") or {}), data_dir,
+                      data_files(data_dir, info.get("file_glob") or "*"))
+    return OpenedRun(obj, proposal, str(info.get("proposal_path", "")), request.data,
+                     info.get("start_time"), meta, lambda: meta.get("metadata") or {}, where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +193,8 @@ def column_specs(columns: dict | None, attributi: list | None = None,
                  where: str = "amore.toml") -> list[ColumnSpec]:
     """Column specs from ``[columns.NAME]`` tables and AMARCORD attributo entries (read as
     they are: ``beamline-name``, ``attributo-name``, ``attributo-type``, optional
-    ``attributo-unit``). Raises ``ValueError`` naming the bad entry."""
+    ``attributo-unit``, else the key's unit in :data:`ICAT_UNITS`). Raises ``ValueError`` naming
+    the bad entry."""
     out: list[ColumnSpec] = []
     for a in attributi or []:
         if not isinstance(a, dict) or not {"beamline-name", "attributo-name",
@@ -185,7 +203,7 @@ def column_specs(columns: dict | None, attributi: list | None = None,
                              f"or attributo-type")
         key = a["beamline-name"]
         out.append(ColumnSpec(name=a["attributo-name"], type=a["attributo-type"], key=key,
-                              units=a.get("attributo-unit") or ESRF_ICAT_UNITS.get(key)))
+                              units=a.get("attributo-unit") or ICAT_UNITS.get(key)))
     for name, c in (columns or {}).items():
         if not isinstance(c, dict):
             raise ValueError(f"{where} [columns.{name}] must be a table")

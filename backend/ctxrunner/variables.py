@@ -29,7 +29,7 @@ GROUP_MARKER = "__amore_group__"
 INPUT_KINDS = ("var", "meta", "mymdc", "param")
 GROUP_INPUT_KINDS = INPUT_KINDS + ("self",)
 #: ``meta#`` keys: the first three everywhere, the others where the facility knows them
-#: (:data:`backend.ctxrunner.facilities.FACILITY_META_KEYS`).
+#: (each facility's ``META_KEYS`` in ``backend/facilities/<name>/run.py``; a test checks they are here).
 META_KEYS = ("run_number", "proposal", "proposal_path", "run_name", "instrument", "start_time",
              "stop_time", "file_name", "job_id", "metadata", "tag", "sample", "data_dir",
              "pgroup", "beamline")

@@ -18,9 +18,10 @@ Requests and replies:
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
 "params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value},
 "only": [str]|null, "split": int}``
-    (``facility_run``: what the run source recorded for runs of other facilities, see
-    :mod:`backend.ctxrunner.facilities`; the facility itself and the metadata columns come from
-    ``$AMORE_FACILITY``, JSON written by the backend; ``manual_columns``: names of the manual
+    (``facility_run``: what the run source recorded for the run, None if nothing; how a run is
+    opened is the facility's: its worker module, named in ``$AMORE_FACILITY`` (JSON written by
+    the backend, with the metadata columns), see :mod:`backend.ctxrunner.facilities`;
+    ``manual_columns``: names of the manual
     columns, ``manual``: this run's values of them; ``only``: report and store just these
     variables, not the inputs computed for them -- a Slurm job's; ``split``: how many processes
     the run may use, this one and forked copies on idle cores, see
@@ -42,7 +43,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.contextdir import ContextDir, proposal_dir_name
+from backend.contextdir import ContextDir
 
 
 class Worker:
@@ -59,15 +60,24 @@ class Worker:
         self.manual: frozenset = frozenset()  # manual column names the context may read
         self.memory_limit_mb = 0.0  # address-space limit (RLIMIT_AS) of this process, MB
         self.mymdc = None  # backend.ctxrunner.mymdc.MyMdcClient when a metadata service is configured
-        #: ``$AMORE_FACILITY``: {"facility", "columns", "attributo_config", "options"}
+        #: ``$AMORE_FACILITY``: {"facility", "run_module", "columns", "attributo_config",
+        #: "options"} (see backend.processing.local.facility_settings)
         self.facility_conf: dict = {}
         self.columns: list = []
         #: name -> seconds the variable took on the last run (shares runs out, see split_plan)
         self.seconds: dict[str, float] = {}
 
-    @property
-    def facility(self) -> str:
-        return self.facility_conf.get("facility") or "euxfel"
+    def opener(self):
+        """The facility's worker module (``run_module`` of ``$AMORE_FACILITY``): its
+        ``open_run(request)`` opens a run, see :mod:`backend.ctxrunner.facilities`. Imported
+        once (the first call warms up what it imports). Raises ``RuntimeError`` when the backend
+        named none."""
+        import importlib
+        name = self.facility_conf.get("run_module")
+        if not name:
+            raise RuntimeError("no facility: $AMORE_FACILITY names no run_module (the worker is "
+                               "started by the backend, which sets it)")
+        return importlib.import_module(name)
 
     def _load_columns(self) -> str | None:
         """Parse the metadata column specs; returns an error text or None."""
@@ -129,107 +139,45 @@ class Worker:
                 "graph": graph}
 
     def run(self, req: dict) -> dict:
+        """One run request: open the run the facility's way, compute its metadata columns and
+        the variables, and reply (see the module docstring)."""
+        from backend.ctxrunner.facilities import RunNotReady, RunRequest, compute_columns
         t0 = time.perf_counter()
         self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
-        if self.facility != "euxfel":
-            return self._run_facility(req, t0)
-        return self._run_euxfel(req, t0)
-
-    def _run_facility(self, req: dict, t0: float) -> dict:
-        """A run of ESS, ESRF or SwissFEL: the facility's run object and meta# (from the
-        ``facility_run`` the backend recorded), metadata columns, then the variables."""
-        from backend.ctxrunner.facilities import RunNotReady, compute_columns, open_run
-        from backend.vocab import normalize_proposal
-        proposal, run, data = normalize_proposal(req["proposal"]), int(req["run"]), req.get("data", "all")
-        info = req.get("facility_run")
-        if not info:
-            return {"ok": False, "kind": "missing_run",
-                    "error": f"Run {run} of proposal {proposal}: the {self.facility} run source "
-                             f"recorded nothing for it"}
+        run = int(req["run"])
+        request = RunRequest(req["proposal"], run, req.get("data", "all"),
+                             req.get("facility_run"), self.facility_conf.get("options") or {},
+                             self._processes(req))
         try:
-            obj, meta, start_time = open_run(self.facility, info, proposal, run,
-                                             self.facility_conf.get("options"))
+            opened = self.opener().open_run(request)
         except RunNotReady as e:
             return {"ok": False, "kind": "missing_run", "error": str(e)}
         t_open = time.perf_counter()
-        try:
-            where = {"esrf": "metadata.json", "swissfel": "the request JSON",
-                     "ess": "the pl72 metadata"}.get(self.facility, "metadata")
-            h5 = obj if self.facility == "ess" else None
-            columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
-                                      meta.get("metadata") or {}, h5, where)
-            ev = self._evaluate(
-                obj, req, run_number=run, proposal=proposal,
-                proposal_path=str(info.get("proposal_path", "")), names=req.get("names"),
-                data=data, params=req.get("params") or {}, meta=meta,
-                manual=req.get("manual") or {})
-        finally:
-            if self.facility == "ess":
-                obj.close()
-        return self._finish(ev, data, start_time, t0, t_open, columns, req.get("only"))
-
-    def _run_euxfel(self, req: dict, t0: float) -> dict:
-        proposal, run, data = int(req["proposal"]), int(req["run"]), req.get("data", "all")
-        import extra_data
-        from extra_data.read_machinery import find_proposal
-        try:
-            prop_path = find_proposal(proposal_dir_name(proposal))
-        except Exception:
-            prop_path = ""
-        if prop_path:  # AMORE is nearly always the first to open a new run: make that quick
-            from backend.ctxrunner.filemap import write_files_map
-            for origin in ("raw",) if data == "raw" else ("raw", "proc"):
-                if os.path.isdir(run_dir := os.path.join(prop_path, origin, f"r{run:04d}")):
-                    write_files_map(run_dir, self._processes(req))
-        try:
-            run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
-        except FileNotFoundError as e:
-            return {"ok": False, "kind": "missing_run", "error": f"Run {run} of proposal {proposal} "
-                                                                 f"not found: {e}"}
-        except Exception as e:
-            damaged = damaged_files(prop_path, run, set())
-            why = f": {_describe_damage(damaged)}" if damaged else ""
-            return {"ok": False, "kind": "missing_run",
-                    "error": f"Cannot open run {run} of proposal {proposal}: "
-                             f"{type(e).__name__}: {e}{why}"}
-        t_open = time.perf_counter()
-        has_proc = bool(prop_path) and (Path(prop_path) / "proc" / f"r{run:04d}").is_dir()
-        if data == "all" and not has_proc:
-            data = "raw"  # proc variables wait for their data
-        start_time = None
-        try:
-            # the first train's timestamp only: reads one file's index, not every file's
-            ts = run_dc.select_trains(slice(0, 1)).train_timestamps() if run_dc.train_ids else []
-            if len(ts) and not __import__("numpy").isnat(ts[0]):
-                start_time = float(ts[0].astype("datetime64[ns]").astype("int64")) / 1e9
-        except Exception:
-            pass
         mymdc = None
         if self.mymdc is not None:
-            def mymdc(key, _c=self.mymdc):
-                return _c.lookup(key, proposal, run)
-        ev = self._evaluate(
-            run_dc, req, run_number=run, proposal=proposal, proposal_path=str(prop_path),
-            names=req.get("names"), data=data, params=req.get("params") or {}, mymdc=mymdc,
-            manual=req.get("manual") or {})
-        columns = {}
-        if self.columns:
-            from backend.ctxrunner.facilities import compute_columns
-            try:
-                md = run_dc.run_metadata()
-            except Exception:
-                md = {}
-            columns = compute_columns([c for c in self.columns if c.name not in self.ctx.variables],
-                                      md, None, "the run's metadata")
+            def mymdc(key, _c=self.mymdc, _p=opened.proposal):
+                return _c.lookup(key, _p, run)
+        try:
+            columns = {}
+            todo = [c for c in self.columns if c.name not in self.ctx.variables]
+            if todo:
+                columns = compute_columns(todo, opened.metadata(), opened.h5file,
+                                          opened.metadata_where)
+            ev = self._evaluate(
+                opened.obj, req, run_number=run, proposal=opened.proposal,
+                proposal_path=opened.proposal_path, names=req.get("names"), data=opened.data,
+                params=req.get("params") or {}, meta=opened.meta, mymdc=mymdc,
+                manual=req.get("manual") or {})
+        finally:
+            opened.close()
         damaged = None
-        if any(v.summary_type == "error" for v in ev.values.values()):
-            # Say which files of the run could not be read (extra-data skips them silently).
-            opened = {Path(f.filename).name for f in getattr(run_dc, "files", [])}
-            damaged = damaged_files(prop_path, run, opened)
-        return self._finish(ev, data, start_time, t0, t_open, columns, req.get("only"),
-                            damaged=damaged)
+        if opened.damaged is not None and any(v.summary_type == "error"
+                                              for v in ev.values.values()):
+            damaged = opened.damaged()  # which files could not be read (extra-data skips them)
+        return self._finish(ev, opened.data, opened.start_time, t0, t_open, columns,
+                            req.get("only"), damaged=damaged)
 
     @staticmethod
     def _processes(req: dict) -> int:
@@ -422,13 +370,14 @@ class Worker:
                 damaged=None) -> dict:
         """The reply: the variables' table values (``ev``, see :meth:`_evaluate`) plus metadata
         ``columns`` (those in ``only`` if given: a Slurm job's variables), the run's ``log``.
-        ``damaged``: ``{file name: reason}`` of the run's unreadable files (see
-        :func:`damaged_files`), named in the error of every variable that failed."""
+        ``damaged``: ``{file name: reason}`` of the run's unreadable files (the facility's
+        ``OpenedRun.damaged``), named in the error of every variable that failed."""
         values = {n: v for n, v in columns.items() if only is None or n in set(only)}
         values.update(ev.values)
         if damaged and any(v.summary_type == "error" for v in values.values()):
             # Say which files of the run could not be read (extra-data skips them silently).
-            note = f" (this run has damaged or unreadable files: {_describe_damage(damaged)})"
+            from backend.ctxrunner.facilities import describe_damage
+            note = f" (this run has damaged or unreadable files: {describe_damage(damaged)})"
             for v in values.values():
                 if v.summary_type == "error":
                     v.attributes["error"] = (v.attributes.get("error") or "") + note
@@ -515,40 +464,6 @@ class _Tee:
             self._tail = __import__("collections").deque([tail])
         cut = f"\n[... {self._dropped} characters of output not kept ...]\n" if self._dropped else ""
         return "".join(self._head) + cut + tail
-
-
-def damaged_files(proposal_path, run: int, opened: set[str]) -> dict[str, str]:
-    """Files of run ``run`` (``raw/`` and ``proc/`` of ``proposal_path``) that are not among
-    ``opened`` (file names) and cannot be read as HDF5: ``{name: reason}`` (truncated file,
-    bad superblock, not a regular file, permission denied...)."""
-    import h5py
-    out = {}
-    if not proposal_path:
-        return out
-    for kind in ("raw", "proc"):
-        d = Path(proposal_path) / kind / f"r{run:04d}"
-        try:
-            entries = sorted(d.iterdir())
-        except OSError:
-            continue
-        for f in entries:
-            if f.suffix != ".h5" or f.name in opened:
-                continue
-            if not f.is_file():
-                out[f.name] = "not a regular file" + (" (a directory)" if f.is_dir() else "")
-                continue
-            try:
-                with h5py.File(f, "r"):
-                    pass
-            except Exception as e:
-                out[f.name] = f"{type(e).__name__}: {e}"[:300]
-    return out
-
-
-def _describe_damage(damaged: dict[str, str], most: int = 5) -> str:
-    items = [f"{n} ({why})" for n, why in list(damaged.items())[:most]]
-    more = f" and {len(damaged) - most} more" if len(damaged) > most else ""
-    return "; ".join(items) + more
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -675,8 +590,12 @@ def main(argv=None):
     from backend.ctxrunner.mymdc import metadata_client
     worker.mymdc = metadata_client(mymdc_conf)  # [mymdc] url, else extra-proposal (as DAMNIT)
     # Warm up the heavy imports before the first request, so the first run after the backend
-    # starts is as quick as the others (extra-data imports xarray/pandas lazily on first use).
-    import extra_data  # noqa: F401
+    # starts is as quick as the others: the facility's worker module and what it imports
+    # (extra-data at European XFEL, which imports xarray/pandas lazily on first use).
+    try:
+        worker.opener()
+    except Exception as e:  # the first run request says so again, as its error
+        print(f"AMORE: cannot load the facility's worker module: {e}", file=sys.stderr)
     import h5py  # noqa: F401
     import xarray  # noqa: F401
     from backend.ctxrunner import results

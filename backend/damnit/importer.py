@@ -46,7 +46,8 @@ from backend.damnit.user_columns import import_user_variables
 from backend.damnit.values import IMPORTED_AT, stored_value
 from backend.files import share_like_dir
 from backend.store.identify import DbKind, identify, import_destination
-from backend.store.init import init_context_dir, toml_str
+from backend.facilities import toml_str
+from backend.store.init import init_context_dir
 from backend.store.manual import ManualStore
 from backend.store.writer import RunDB
 from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, VariableInfo

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     try:
         from confluent_kafka import Producer
 
-        from backend.notify.messages import make_update_message
+        from backend.notify.kafka import make_update_message
         p = Producer({"bootstrap.servers": broker, "linger.ms": 0, "message.timeout.ms": 5000,
                       "log_level": 3})
         from backend.vocab import normalize_proposal

@@ -1,2 +1,3 @@
-"""Who runs the context file: the warm local worker pool and the one path from a run event to
-stored values (:class:`~backend.processing.local.RunProcessor`)."""
+"""Who runs the context file: the run path from a run event to stored values and the update
+message (:mod:`.runpath`), the warm local worker pool (:mod:`.local`) and Slurm jobs
+(:mod:`.slurm`)."""

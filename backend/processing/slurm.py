@@ -4,10 +4,9 @@ Which variables go to Slurm is configured (``[processing] slurm``: ``"cluster"``
 ``cluster=True`` and every variable depending on them, ``"all"``, ``"none"``); whether Slurm is
 used at all too (``[slurm] enabled``: ``"auto"`` = where ``sbatch`` is found and Slurm answers).
 
-:class:`Dispatcher` has the interface of :class:`backend.processing.local.RunProcessor`
-(``process(proposal, run, data, names, params)``): the run's local variables go to the warm
-local pool and are stored at once; its Slurm variables are submitted as one job (``sbatch``,
-job name ``amore-p<proposal>-r<run>``) by :class:`SlurmExecutor`.
+The run path (:meth:`backend.processing.runpath.RunPath.dispatch`) sends the run's local variables
+to the warm local pool, where they are stored at once, and submits its Slurm variables as one job
+(``sbatch``, job name ``amore-p<proposal>-r<run>``) through :class:`SlurmExecutor`.
 
 A job (:mod:`backend.ctxrunner.slurmjob`) never writes ``runs.sqlite``: it writes the run's HDF5
 data and a versioned JSON of table values under ``slurm/results/``. :meth:`SlurmExecutor.poll`
@@ -47,10 +46,9 @@ from backend.config import Config
 from backend.contextdir import ContextDir
 from backend.ctxrunner.slurmjob import RESULT_KIND, RESULT_VERSION, SPEC_VERSION, result_path
 from backend.files import write_json_atomic
-from backend.processing.local import (RunOutcome, RunProcessor, context_python, run_inputs,
-                                      worker_env)
+from backend.processing.local import context_python, run_inputs, worker_env
 from backend.store.writer import RunDB
-from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, normalize_proposal, UpdateKind, Outcome
+from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, UpdateKind, normalize_proposal
 from backend.watch import FileWatch
 
 log = logging.getLogger(__name__)
@@ -293,37 +291,6 @@ def _memory_kill(log_file: str | None) -> str | None:
     return None
 
 
-def slurm_names(graph: dict[str, dict], mode: str, data: str = "all") -> list[str]:
-    """Variables (not transient) of ``graph`` to compute on Slurm for ``data`` (``"raw"``,
-    ``"proc"``, ``"all"``). ``mode``: ``"cluster"`` (``cluster=True`` ones and every variable
-    that depends on them, so no local variable waits for a Slurm one), ``"all"`` or ``"none"``.
-    Raises ``ValueError`` for another mode."""
-    if mode not in ("cluster", "all", "none"):
-        raise ValueError(f"[processing] slurm must be 'cluster', 'all' or 'none', not {mode!r}")
-    if mode == "none":
-        return []
-    if mode == "all":
-        chosen = set(graph)
-    else:
-        chosen = {n for n, g in graph.items() if g.get("cluster")}
-        grew = True
-        while grew:
-            grew = False
-            for n, g in graph.items():
-                if n not in chosen and any(d in chosen for d in g.get("deps", ())):
-                    chosen.add(n)
-                    grew = True
-    return [n for n, g in graph.items() if n in chosen and not g.get("transient")
-            and (data == "all" or g.get("data", "raw") == data)]
-
-
-def local_names(graph: dict[str, dict], on_slurm: Iterable[str], data: str = "all") -> list[str]:
-    """Variables (not transient) of ``graph`` for ``data`` that are not in ``on_slurm``."""
-    s = set(on_slurm)
-    return [n for n, g in graph.items() if n not in s and not g.get("transient")
-            and (data == "all" or g.get("data", "raw") == data)]
-
-
 def _chunks(seq: list, n: int):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -450,16 +417,14 @@ class SlurmExecutor:
         Empty without the database (then the job runs without them)."""
         if self.db is None:
             return {}
-        from backend.store.manual import ManualStore
-        manual = ManualStore(self.db)
         try:
-            names = [c.name for c in manual.columns()]
+            names = self.db.manual_columns()
         except Exception as e:
             log.error("Cannot read the manual columns: %s", e)
             names = []
         per_run = {}
         for r in runs:
-            inp = run_inputs(self.db, self.config, proposal, r, manual, names)
+            inp = run_inputs(self.db, proposal, r)
             per_run[str(r)] = {k: v for k, v in inp.items() if k != "manual_columns"}
         return {"manual_columns": names, "run_inputs": per_run}
 
@@ -802,71 +767,3 @@ class SlurmExecutor:
                         f.unlink()
                     except OSError:
                         pass
-
-
-class Dispatcher:
-    """The run path with Slurm: :meth:`process` has the interface of
-    :meth:`RunProcessor.process`. Local variables are computed by ``processor`` (the warm pool)
-    and stored first; the run's Slurm variables are then submitted as one job. Without Slurm
-    everything is local, and ``cluster=True`` variables say so once in the log."""
-
-    def __init__(self, processor: RunProcessor, slurm: SlurmExecutor):
-        self.processor = processor
-        self.slurm = slurm
-        self._said_local = False
-
-    def split(self, data: str, names=None) -> tuple[list[str] | None, list[str]]:
-        """(local names or None for "everything", Slurm names) for a run's ``data``."""
-        graph = self.processor.graph
-        mode = self.slurm.config["processing"].get("slurm", "cluster")
-        if not graph or mode == "none":
-            return names, []
-        wanted = slurm_names(graph, mode, data)
-        if names is not None:
-            wanted = [n for n in wanted if n in names]
-        if not wanted:
-            return names, []
-        reason = self.slurm.unavailable_reason()
-        if reason is not None:
-            if not self._said_local:
-                self._said_local = True
-                msg = (f"Slurm not available ({reason}): variables {', '.join(wanted)} "
-                       f"are computed locally")
-                log.warning(msg)
-                try:
-                    self.slurm.db.add_event(EventLevel.WARNING, "slurm", msg)
-                except Exception:
-                    pass
-            return names, []
-        local = local_names(graph, wanted, data)
-        if names is not None:
-            local = [n for n in local if n in names]
-        return local, wanted
-
-    def process(self, proposal: int | str, run: int, data: str = "all", names=None,
-                params: dict | None = None) -> RunOutcome:
-        from backend.store.trust import is_closed
-        if is_closed(self.processor.db):  # read-only table: no local run, no job either
-            return RunOutcome(proposal, run, Outcome.CLOSED,
-                              "the proposal is closed (amore-proto reopen to change values)")
-        local, remote = self.split(data, names)
-        out = None
-        if local is None or local:
-            out = self.processor.process(proposal, run, data, local, params)
-            if out.status == RunStatus.WAITING:
-                return out
-        if not remote:
-            self.slurm.refresh_run(proposal, run)
-        else:
-            try:
-                job = self.slurm.submit(proposal, [run], remote, data, params)
-            except SlurmError as e:
-                log.error("Run %d: could not submit to Slurm (%s); computing %s locally",
-                          run, e, ", ".join(remote))
-                return self.processor.process(proposal, run, data, remote, params)
-            self.slurm.poll()  # records the job: the row says "queued" at once
-            if out is None:
-                out = RunOutcome(proposal, run, Outcome.SUBMITTED, f"Slurm job {job}")
-            else:
-                out.message = "; ".join(filter(None, [out.message, f"Slurm job {job}"]))
-        return out

@@ -1,39 +1,32 @@
 """The backend's trust work for one run, after its variables are stored: the run's metadata
-snapshot, the data consistency check ("Data check" cell) and file checksums ("Files" cell), plus
-the catch-up that derives all pending work from the database and the file system.
+snapshot, the data consistency check ("Data check" cell) and file checksums ("Files" cell).
 
-:class:`IntegrityWorker` does the per-run work in one background thread at low priority (nice
-19, idle I/O) and pauses between blocks while runs are being processed, so it never delays
-variables. ``amore-proto check`` / ``verify`` / ``listen --once`` call the same functions.
+Where a run's files are, how its metadata is read and how its data is checked are the facility's
+(:class:`backend.facilities.Facility`: ``run_dir``, ``run_metadata``, ``check_run``);
+facilities without a run directory get none of this. :class:`IntegrityWorker` does the per-run
+work in one background thread at low priority (nice 19, idle I/O) and pauses between blocks
+while runs are being processed, so it never delays variables. ``amore-proto check`` /
+``verify`` / ``listen --once`` call the same functions. What is still to do is found by the
+catch-up (:mod:`backend.service.catchup`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from backend.config import Config
 from backend.integrity import checksums as cks
-from backend.integrity.datacheck import CheckRules, check_euxfel_run, describe
+from backend.facilities import get as get_facility
+from backend.integrity.datacheck import CheckRules, describe
 from backend.store.trust import (DATA_CHECK, FILES_CHECK, ProposalClosed, TrustStore,
                                  is_closed)
 from backend.store.writer import RunDB
-from backend.vocab import RunStatus
 
 log = logging.getLogger(__name__)
-
-#: Status messages of runs whose worker died (see backend.processing.local.WorkerProcess).
-DIED_MARKERS = ("context worker process was killed", "context worker process exited",
-                "timed out: no result within", "the worker's reply could not be read",
-                "no answer within")   # (the last: the timeout's words before 2026-11-27)
-#: How often catch-up retries a run whose worker died (counted in the event log).
-MAX_DIED_RETRIES = 2
-
 
 def check_algorithm(config: Config) -> str:
     return str(config["check"].get("checksum_algorithm", "blake2b"))
@@ -43,37 +36,18 @@ def exclude_patterns(config: Config) -> list[str]:
     return list(config["check"].get("checksum_exclude", cks.DEFAULT_EXCLUDE))
 
 
-def record_metadata(trust: TrustStore, proposal: int, run: int, raw_dir: Path) -> dict | None:
-    """Append the run's metadata as read from its data (European XFEL: extra-data's
-    ``run_metadata()``; falls back to the ``METADATA`` group of the first readable file).
-    Returns it, or None when nothing could be read."""
-    meta, how = None, "extra_data.run_metadata"
-    try:
-        from extra_data import RunDirectory
-        meta = RunDirectory(str(raw_dir)).run_metadata()
-    except Exception as e:
-        log.debug("run_metadata() of %s failed (%s); reading METADATA", raw_dir, e)
-        meta, how = _h5_metadata(raw_dir), "METADATA"
-    if not meta:
+def record_metadata(trust: TrustStore, config: Config, proposal: int, run: int,
+                    raw_dir: Path) -> dict | None:
+    """Append the run's metadata as read from its data (the facility's
+    :meth:`~backend.facilities.Facility.run_metadata`; European XFEL: extra-data's
+    ``run_metadata()``, else the ``METADATA`` group of the first readable file). Returns it, or
+    None when nothing could be read."""
+    found = get_facility(config.facility).run_metadata(raw_dir)
+    if not found:
         return None
+    meta, how = found
     trust.add_snapshot(proposal, run, "metadata", how, _jsonable(meta), location=str(raw_dir))
     return meta
-
-
-def _h5_metadata(raw_dir: Path) -> dict | None:
-    import h5py
-    from backend.integrity.datacheck import run_files
-    for p in run_files(raw_dir):
-        try:
-            with h5py.File(p, "r") as f:
-                out = {}
-                for k, ds in f["METADATA"].items():
-                    if hasattr(ds, "shape") and ds.shape in ((1,), ()):
-                        out[k] = ds[()] if ds.shape == () else ds[0]
-                return out
-        except Exception:
-            continue
-    return None
 
 
 def _jsonable(d: dict) -> dict:
@@ -91,13 +65,19 @@ def _jsonable(d: dict) -> dict:
 
 def data_check(db: RunDB, config: Config, proposal: int, run: int, proposal_dir: Path,
                store: bool = True) -> dict:
-    """Check one run's raw data (see :mod:`backend.integrity.datacheck`); with ``store``, write
-    the "Data check" cell and log an incomplete run in the event log. Returns the report.
-    Raises FileNotFoundError when the run has no raw directory, ValueError for a bad ``[check]``
+    """Check one run's raw data (the facility's
+    :meth:`~backend.facilities.Facility.check_run`, see
+    :mod:`backend.integrity.datacheck`); with ``store``, write the "Data check" cell and log an
+    incomplete run in the event log. Returns the report. Raises FileNotFoundError when the run
+    has no raw directory (or the facility none, or no check), ValueError for a bad ``[check]``
     configuration."""
     rules = CheckRules.from_config(config["check"])
-    raw = Path(proposal_dir) / "raw" / f"r{run:04d}"
-    rep = check_euxfel_run(raw, rules, int(config["check"].get("max_gaps", 5)))
+    facility = get_facility(config.facility)
+    raw = facility.run_dir(Path(proposal_dir), run)
+    rep = facility.check_run(raw, rules, int(config["check"].get("max_gaps", 5))) \
+        if raw is not None else None
+    if rep is None:
+        raise FileNotFoundError(f"no data check of run {run} at facility {facility.name}")
     if store and not is_closed(db):
         text = describe(rep)
         # the full report only for runs with a problem: the GUI loads every cell's attributes
@@ -148,80 +128,6 @@ def checksum_run(db: RunDB, config: Config, proposal: int, run: int, proposal_di
         summary = comp.summary() if bad else f"OK ({n_ok} files)"
         trust.set_cell(proposal, run, FILES_CHECK, summary, not bad, tooltip)
     return comp
-
-
-# ---------------------------------------------------------------------------------------------
-# Catch-up
-
-@dataclass
-class PendingWork:
-    """Everything a backend has left to do, derived from the database and the file system.
-
-    ``unknown``: runs on disk the database does not know; ``unfinished``: runs left pending or
-    processing (e.g. by a crash); ``died``: runs whose variables failed because a worker died
-    (retried at most :data:`MAX_DIED_RETRIES` times); ``no_check`` / ``no_checksums``: processed
-    runs without a data check / checksums."""
-
-    unknown: list[int] = field(default_factory=list)
-    unfinished: list[int] = field(default_factory=list)
-    died: list[int] = field(default_factory=list)
-    no_check: list[int] = field(default_factory=list)
-    no_checksums: list[int] = field(default_factory=list)
-
-    @property
-    def to_process(self) -> list[int]:
-        return sorted(set(self.unknown) | set(self.unfinished) | set(self.died))
-
-    def __bool__(self) -> bool:
-        return bool(self.to_process or self.no_check or self.no_checksums)
-
-    def describe(self) -> str:
-        parts = [f"{len(v)} {k}" for k, v in (
-            ("new on disk", self.unknown), ("unfinished", self.unfinished),
-            ("worker died", self.died), ("without data check", self.no_check),
-            ("without checksums", self.no_checksums)) if v]
-        return ", ".join(parts) or "nothing"
-
-
-def runs_on_disk(proposal_dir: Path | None) -> set[int]:
-    """Run numbers with a ``raw/r<NNNN>`` directory."""
-    if proposal_dir is None:
-        return set()
-    out = set()
-    for p in (Path(proposal_dir) / "raw").glob("r[0-9][0-9][0-9][0-9]*"):
-        if p.name[1:].isdigit() and p.is_dir():
-            out.add(int(p.name[1:]))
-    return out
-
-
-def find_pending(db: RunDB, config: Config, proposal: int,
-                 proposal_dir: Path | None) -> PendingWork:
-    """Derive pending work (see :class:`PendingWork`) from ``db`` and ``proposal_dir``."""
-    work = PendingWork()
-    on_disk = runs_on_disk(proposal_dir)
-    runs = {r["run"]: r for r in db.runs() if r["proposal"] == proposal}
-    work.unknown = sorted(on_disk - set(runs))
-    died_events: dict[int, int] = {}
-    for e in db.events(level="error"):
-        if e["source"] == "worker" and e["run"] is not None:
-            died_events[e["run"]] = died_events.get(e["run"], 0) + 1
-    for run, r in sorted(runs.items()):
-        msg = r["status_message"] or ""
-        if r["status"] in (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING):
-            work.unfinished.append(run)     # without data it fails once, with a reason
-        elif r["status"] == RunStatus.FAILED and any(m in msg for m in DIED_MARKERS):
-            if died_events.get(run, 0) <= MAX_DIED_RETRIES and run in on_disk:
-                work.died.append(run)
-    trust = TrustStore(db)
-    checked = trust.runs_with_cell(proposal, DATA_CHECK)
-    summed = (trust.runs_with_checksums(proposal, check_algorithm(config))
-              | trust.runs_verified(proposal))
-    processed = {run for run, r in runs.items()
-                 if r["status"] in (RunStatus.DONE, RunStatus.FAILED)}
-    work.no_check = sorted((processed & on_disk) - checked - set(work.to_process))
-    if config["check"].get("checksums", True):
-        work.no_checksums = sorted((processed & on_disk) - summed - set(work.to_process))
-    return work
 
 
 class IntegrityWorker:
@@ -299,32 +205,17 @@ def do_run_work(db: RunDB, config: Config, proposal_dir: Path | None, proposal: 
     a raw directory or for a closed proposal."""
     if proposal_dir is None or is_closed(db):
         return
-    raw = Path(proposal_dir) / "raw" / f"r{run:04d}"
-    if not raw.is_dir():
+    raw = get_facility(config.facility).run_dir(Path(proposal_dir), run)
+    if raw is None or not raw.is_dir():
         return
     t0 = time.perf_counter()
     if checks:
         trust = TrustStore(db)
         if run not in trust.runs_with_metadata(proposal):
-            record_metadata(trust, proposal, run, raw)
+            record_metadata(trust, config, proposal, run, raw)
         rep = data_check(db, config, proposal, run, proposal_dir)
         log.info("Run %d: data check %s (%.3f s)", run, rep["summary"], time.perf_counter() - t0)
     if sums and config["check"].get("checksums", True):
         t1 = time.perf_counter()
         comp = checksum_run(db, config, proposal, run, proposal_dir, pause=pause)
         log.info("Run %d: checksums %s (%.2f s)", run, comp.summary(), time.perf_counter() - t1)
-
-
-def snapshot_event(db: RunDB, ev) -> None:
-    """Append the announcement ``ev`` (a :class:`~backend.sources.base.RunEvent`) to the run's
-    snapshots: the message verbatim when the source has one, else the event's fields."""
-    msg = ev.message
-    if msg is None:
-        msg = json.dumps({"event": ev.event, "proposal": ev.proposal, "run": ev.run,
-                          "data": ev.data, "path": ev.location or None})
-    trust = TrustStore(db)
-    trust.add_snapshot(ev.proposal, ev.run, "event", ev.source or "unknown", msg,
-                       location=ev.location or ev.source, received_at=time.time())
-    if getattr(ev, "metadata", None):
-        trust.add_snapshot(ev.proposal, ev.run, "metadata", ev.source or "unknown", ev.metadata,
-                           location=ev.location or ev.source)

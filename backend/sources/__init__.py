@@ -1,10 +1,7 @@
-"""Where runs come from: run sources that announce runs as :class:`~backend.sources.base.RunEvent`.
+"""Where runs come from: what every run source shares. Each facility's own sources are in its
+folder of :mod:`backend.facilities` (``backend/facilities/<name>/source.py``).
 
 * :mod:`.base` - the :class:`RunEvent` record and the :class:`RunSource` interface every source implements.
-* :mod:`.euxfel` - European XFEL's Kafka run announcements.
-* :mod:`.directory` - a watched ``raw/`` tree (offline, no broker).
-* :mod:`.ess` - the ESS file writer (pl72 / 6s4t / wrdn flatbuffers on Kafka).
-* :mod:`.esrf` - ESRF metadata.json files (run numbers synthesised in the database).
-* :mod:`.swissfel` - SwissFEL acquisition request JSONs (run_info and run*/meta layouts).
-* :mod:`.jsonfiles` - watching a tree for JSON files (watchdog plus a slow rescan).
+* :mod:`.kafka` - run announcements on Kafka, whatever their format (at-least-once consumption).
+* :mod:`.jsonfiles` - watching a tree for JSON files that announce runs (watchdog plus a slow rescan).
 """

@@ -1,9 +1,11 @@
 """Run events and the one interface every run source implements.
 
-A run source (European XFEL's Kafka events, :mod:`backend.sources.euxfel`; a watched raw/ tree,
-:mod:`backend.sources.directory`; other facilities' sources) turns whatever its facility says into
+A run source (European XFEL's Kafka events, :mod:`backend.facilities.euxfel.source`; a watched
+raw/ tree, :mod:`backend.facilities.euxfel.directory`; other facilities' sources, each in its
+facility's folder of :mod:`backend.facilities`) turns whatever its facility says into
 :class:`RunEvent` records and hands them to the listener through :class:`RunSource`. Everything
-after that (recording the run, computing its variables, storing, announcing) is one code path.
+after that (recording the run, computing its variables, storing, announcing) is one code path,
+:mod:`backend.processing.runpath`.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from backend.sources.base import EventCallback, MalformedEvent, ProblemCallback, RunEvent
-from backend.watch import FileChange, FileWatch
+from backend.watch import FileChange, FileWatch, stop_watching
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,19 @@ class JsonFileSource:
         self._rescan_now = threading.Event()
         self._observer = None
         self._thread = None
+
+    @classmethod
+    def configured(cls, facility: str, settings: dict, proposal, on_problem, root_is: str,
+                   **kw) -> list:
+        """The source of ``facility`` as its ``[<facility>]`` table ``settings`` says
+        (``root``, ``quiet_seconds``, ``rescan_seconds``; ``kw``: further arguments), in a
+        list; none (logged) without a root. ``root_is``: what the root is, for that message."""
+        if not settings.get("root"):
+            log.error("facility = \"%s\" needs [%s] root (%s) in amore.toml", facility,
+                      facility, root_is)
+            return []
+        return [cls(settings["root"], proposal, quiet_seconds=settings["quiet_seconds"],
+                    rescan_seconds=settings["rescan_seconds"], on_problem=on_problem, **kw)]
 
     # -- subclass hooks ------------------------------------------------------------------------
     def wanted(self, path: Path) -> bool:
@@ -183,8 +196,4 @@ class JsonFileSource:
         """Nothing to acknowledge: files stay, and the database dedupes by key."""
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._observer is not None:
-            self._observer.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_watching(self._stop, self._observer, self._thread)

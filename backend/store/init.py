@@ -12,34 +12,17 @@ from backend.store.identify import NotAmoreDatabase, check_amore_db
 from backend.store.writer import ForeignDatabase, RunDB
 
 
-def toml_str(s: str) -> str:
-    """A TOML basic string holding ``s``."""
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def facility_toml(facility: str, proposal, root: str | None = None) -> str:
     """The ``amore.toml`` that ``amore-proto init --facility F`` writes: the facility and its
-    settings (see :data:`backend.config.DEFAULTS`), with placeholders the user edits. ``root``:
-    the ESRF beamtime folder / SwissFEL pgroup directory."""
-    lines = ["# AMORE settings of this context directory (see README: Facilities)",
-             f"facility = {toml_str(facility)}", ""]
-    if facility == "ess":
-        lines += ["[kafka]", "# broker = \"host:9092\"    # or AMORE_BROKER", "",
-                  "[ess]", 'topics = ["ymir_filewriter"]',
-                  "run_number_pattern = '_(\\d+)\\.(?:hdf|nxs|h5)$'",
-                  "# file_root = \"\"   # directory relative file names are under", "",
-                  "# [columns.temperature]", '# hdf5 = "/entry/sample/temperature"',
-                  '# type = "number"', '# reduce = "mean"']
-    elif facility == "esrf":
-        lines += ["[esrf]", f"root = {toml_str(root or f'/data/visitor/{proposal}')}",
-                  'attributo_config = "attributo-config.json"', 'path_prefix = ""',
-                  'path_prefix_replacement = ""']
-    elif facility == "swissfel":
-        lines += ["[swissfel]", f"root = {toml_str(root or f'/sf/BEAMLINE/data/{proposal}')}",
-                  "", "# [columns.rate]", '# key = "rate_multiplicator"', '# type = "integer"']
-    else:
-        lines += ["[euxfel]", "online = false   # also the online cluster's per-instrument topics"]
-    return "\n".join(lines) + "\n"
+    settings (:meth:`backend.facilities.Facility.amore_toml`), with placeholders the user
+    edits. ``root``: the facility's data folder (ESRF beamtime folder, SwissFEL pgroup
+    directory). Raises :class:`backend.facilities.FacilityError` (a ``KeyError``) for an unknown
+    facility."""
+    from backend.facilities import get, toml_str
+    plugin = get(facility)
+    return "\n".join(["# AMORE settings of this context directory (see docs/facilities.rst)",
+                      f"facility = {toml_str(plugin.name)}", "",
+                      plugin.amore_toml(proposal, root)])
 
 
 def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, template: str | None = None,
@@ -47,9 +30,9 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
                      root: str | None = None, keep_context: bool = False) -> Path:
     """Create a context directory: ``runs.sqlite`` for ``proposal``, ``context.py`` from a
     template of :mod:`context_templates` (or a given file) and ``extracted_data/``. With
-    ``facility`` (``euxfel``, ``ess``, ``esrf``, ``swissfel``) also ``amore.toml`` for it (kept if
-    one exists) and, unless a template is named, that facility's template (``generic`` at
-    European XFEL).
+    ``facility`` (a name of :func:`backend.facilities.names`) also ``amore.toml`` for it (kept if
+    one exists) and, unless a template is named, that facility's template
+    (:attr:`~backend.facilities.Facility.context_template`).
 
     ``keep_context``: a directory holding a ``context.py`` but no database yet (copied from
     elsewhere, or the database deleted) gets the rest around its context file, which is kept.
@@ -60,11 +43,12 @@ def init_context_dir(context_dir: str | os.PathLike, proposal: int | str, templa
     :class:`backend.store.writer.ForeignDatabase` (nothing created) if the directory holds a
     database that is not AMORE's (DAMNIT's), ``KeyError`` for an unknown template or facility.
     """
-    from backend.vocab import FACILITIES
-    if facility is not None and facility not in FACILITIES:
-        raise KeyError(f"unknown facility {facility!r}; one of {', '.join(FACILITIES)}")
+    plugin = None
+    if facility is not None:
+        from backend.facilities import get
+        plugin = get(facility)   # raises FacilityError (a KeyError) for an unknown one
     if template is None:
-        template = facility if facility not in (None, "euxfel") else "generic"
+        template = plugin.context_template if plugin is not None else "generic"
     cd = ContextDir(context_dir)
     # A directory holding another program's database (DAMNIT's) is left as it is: nothing is
     # created in it (ForeignDatabase says what it is and what to do).

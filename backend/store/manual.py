@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.schema import (manual_columns_table as mc, manual_history_table as mh,
                                   run_values_table, runs_table, variables_table)
+from backend.store.writer import MANUAL_SUMMARY_TYPES, is_closed, manual_value_attributes
 from backend.units import UnitError, convert, normalise_units, parse_quantity
 from backend.vocab import MANUAL_COLUMN_TYPES, RunStatus, normalize_proposal
 
@@ -78,7 +79,7 @@ class ManualColumn:
     @property
     def summary_type(self) -> str:
         """How values are stored in ``run_values`` (``bool``, ``number`` or ``string``)."""
-        return {"boolean": "bool", "integer": "number", "number": "number"}.get(self.type, "string")
+        return MANUAL_SUMMARY_TYPES.get(self.type, "string")
 
     @property
     def label(self) -> str:
@@ -207,7 +208,6 @@ class ManualStore:
 
     def check_open(self) -> None:
         """Raise :class:`ManualError` if the proposal is closed (its table is read-only)."""
-        from backend.store.trust import is_closed
         if is_closed(self.db):
             raise ManualError(f"proposal {self.db.proposal} is closed: its table is read-only, "
                               f"manual values and columns cannot be changed. Run "
@@ -382,13 +382,9 @@ class ManualStore:
 
     # -- values ----------------------------------------------------------------------------
     def _value_row(self, col, proposal, run, value, carried, author, ts, via) -> dict:
-        attrs = {"manual": True, "by": author, "at": ts, "via": via}
-        if col.units:
-            attrs["units"] = col.units
-        if carried:
-            attrs["carried"] = True
         return {"p": proposal, "r": run, "n": col.name, "v": value, "st": col.summary_type,
-                "a": json.dumps(attrs), "t": time.time()}
+                "a": manual_value_attributes(col.units, carried, author, ts, via),
+                "t": time.time()}
 
     def set_values(self, runs, name: str, raw, *, via: str = "cli", author: str | None = None,
                    proposal: int | str | None = None, confirm_only: bool = False,
@@ -462,35 +458,11 @@ class ManualStore:
     def carry_over(self, proposal: int | str, run: int) -> list[Edit]:
         """Auto-pilot for a new run: each carry-over column without a value in ``run`` gets
         the value of the nearest earlier run that has one, marked as carried over (history
-        entry ``via="carry-over"``). Returns what was written (nothing on a closed proposal)."""
-        from backend.store.trust import is_closed
-        if is_closed(self.db):
-            return []
-        cols = [c for c in self.columns() if c.carry_over]
-        if not cols:
-            return []
-        now = time.time()
-        out = []
-        with self.engine.begin() as conn:
-            for col in cols:
-                have = conn.execute(sa.select(run_values_table.c.run).where(
-                    run_values_table.c.proposal == proposal, run_values_table.c.run == run,
-                    run_values_table.c.name == col.name)).first()
-                if have:
-                    continue
-                prev = conn.execute(sa.select(run_values_table.c.value).where(
-                    run_values_table.c.proposal == proposal, run_values_table.c.run < run,
-                    run_values_table.c.name == col.name).order_by(
-                    run_values_table.c.run.desc()).limit(1)).first()
-                if prev is None or prev[0] is None:
-                    continue
-                conn.execute(mh.insert().values(
-                    column_id=col.id, proposal=proposal, run=run, value=prev[0], text=None,
-                    carried=1, author="AMORE auto-pilot", timestamp=now, via="carry-over"))
-                conn.execute(_UPSERT, [self._value_row(col, proposal, run, prev[0], True,
-                                                       "AMORE auto-pilot", now, "carry-over")])
-                out.append(Edit(proposal, run, col.name, prev[0], carried=True))
-        return out
+        entry ``via="carry-over"``). Returns what was written (nothing on a closed proposal).
+        The backend does it when it records a new run (:meth:`backend.store.writer.RunDB.
+        carry_over`)."""
+        return [Edit(proposal, run, name, value, carried=True)
+                for name, value in self.db.carry_over(proposal, run)]
 
     def values(self, name: str) -> dict[tuple[int, int], dict]:
         """Current values of a column: ``(proposal, run) -> {"value", "carried", "by", "at",
@@ -511,15 +483,7 @@ class ManualStore:
     def run_values(self, proposal: int | str, run: int) -> dict[str, object]:
         """Current manual values of one run: column name -> stored value (columns without a
         value are absent). Bool columns give True/False."""
-        cols = {c.name: c for c in self.columns()}
-        if not cols:
-            return {}
-        with self.engine.connect().execution_options(readonly=True) as conn:
-            rows = conn.execute(sa.select(run_values_table.c.name, run_values_table.c.value).where(
-                run_values_table.c.proposal == proposal, run_values_table.c.run == run,
-                run_values_table.c.name.in_(list(cols)))).all()
-        return {n: (bool(v) if cols[n].type == "boolean" and v is not None else v)
-                for n, v in rows}
+        return self.db.manual_values(proposal, run)[1]
 
     def history(self, run: int | None, name: str, proposal: int | str | None = None,
                 include_deleted: bool = True) -> list[dict]:

@@ -1,33 +1,23 @@
 """Per-run processing logs: what one evaluation of a run printed, with the tracebacks of the
-variables that failed (table ``run_logs``). Written by :class:`backend.processing.local.RunProcessor`
-after each evaluation; read by ``amore-proto logs RUN`` and the GUI."""
+variables that failed (table ``run_logs``). Written by the run path after each evaluation
+(:meth:`backend.store.writer.RunDB.add_run_log`); read by ``amore-proto logs RUN`` and the GUI."""
 from __future__ import annotations
-
-import time
 
 import sqlalchemy as sa
 
 from backend.store.schema import run_logs_table as rl
+from backend.store.writer import KEEP_RUN_LOGS
 
 #: Evaluations kept per run (older ones are dropped when a new one is stored).
-KEEP_PER_RUN = 20
+KEEP_PER_RUN = KEEP_RUN_LOGS
 
 
 def add_run_log(db, proposal: int | str, run: int, status: str, text: str,
                 timestamp: float | None = None) -> int:
     """Store the log of one evaluation of ``run`` (``status``: ``done``, ``failed``,
-    ``cancelled``...); keeps the newest :data:`KEEP_PER_RUN` per run. Returns its id."""
-    with db.engine.begin() as conn:
-        res = conn.execute(rl.insert().values(
-            proposal=proposal, run=run, status=status, text=text or "",
-            timestamp=time.time() if timestamp is None else timestamp))
-        new_id = res.inserted_primary_key[0]
-        old = [r[0] for r in conn.execute(
-            sa.select(rl.c.id).where(rl.c.proposal == proposal, rl.c.run == run)
-            .order_by(rl.c.id.desc()).offset(KEEP_PER_RUN))]
-        if old:
-            conn.execute(rl.delete().where(rl.c.id.in_(old)))
-    return new_id
+    ``cancelled``...); keeps the newest :data:`KEEP_PER_RUN` per run
+    (:meth:`backend.store.writer.RunDB.add_run_log`). Returns its id."""
+    return db.add_run_log(proposal, run, status, text, timestamp)
 
 
 def run_logs(db, run: int, proposal: int | str | None = None, last: int | None = None) -> list[dict]:

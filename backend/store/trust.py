@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from backend.store.schema import (file_checksums_table, run_snapshots_table, run_values_table,
                                   run_verifications_table)
-from backend.store.writer import RunDB, StoredValue
+from backend.store.writer import CLOSED_KEY, RunDB, StoredValue, is_closed  # noqa: F401
 
 #: ``run_values`` name of the built-in data consistency cell.
 DATA_CHECK = "amore.data_check"
@@ -27,16 +27,8 @@ FILES_CHECK = "amore.files"
 BUILTIN_TITLES = {DATA_CHECK: "Data check", FILES_CHECK: "Files"}
 BAD_BACKGROUND = "#f4c7c3"
 
-CLOSED_KEY = "closed"
-
-
 class ProposalClosed(Exception):
     """The proposal's table was closed (``amore-proto close``): values are not changed."""
-
-
-def is_closed(db: RunDB) -> bool:
-    """True when ``amore-proto close`` made the table read-only."""
-    return (db.get_metadata(CLOSED_KEY) or "") not in ("", "0")
 
 
 def set_closed(db: RunDB, closed: bool, who: str = "") -> None:
@@ -66,16 +58,9 @@ class TrustStore:
     def add_snapshot(self, proposal: int, run: int, kind: str, source: str,
                      message, location: str | None = None,
                      received_at: float | None = None) -> int:
-        """Append one snapshot. ``kind``: ``"event"`` (a message that announced the run) or
-        ``"metadata"`` (the run's metadata as read from its data); ``message``: a JSON text
-        (stored verbatim) or a JSON-serialisable object. Returns the row id."""
-        if not isinstance(message, str):
-            message = json.dumps(message, default=str, sort_keys=True)
-        with self.engine.begin() as conn:
-            res = conn.execute(run_snapshots_table.insert().values(
-                proposal=proposal, run=run, kind=kind, source=source, location=location,
-                message=message, received_at=time.time() if received_at is None else received_at))
-            return res.inserted_primary_key[0]
+        """Append one snapshot (:meth:`backend.store.writer.RunDB.add_snapshot`). Returns the
+        row id."""
+        return self.db.add_snapshot(proposal, run, kind, source, message, location, received_at)
 
     def snapshots(self, proposal: int, run: int, kind: str | None = None) -> list[dict]:
         """Snapshots of a run, oldest first: dicts with the columns and ``data`` (the message

@@ -33,9 +33,10 @@ from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
-from backend.store.schema import (comments_table, events_table, metadata_table,
-                                  run_values_table, runs_table, slurm_jobs_table,
-                                  source_runs_table, variables_table)
+from backend.store.schema import (comments_table, events_table, manual_columns_table,
+                                  manual_history_table, metadata_table, run_logs_table,
+                                  run_snapshots_table, run_values_table, runs_table,
+                                  slurm_jobs_table, source_runs_table, variables_table)
 from backend.contextdir import db_file
 from backend.vocab import (RUN_STATUSES, EventLevel, SourceRunState, SUMMARY_TYPES,  # noqa: F401
                            RunStatus, StoredValue, VariableInfo, normalize_proposal)
@@ -104,6 +105,37 @@ def _upsert_value():
 _NEW_RUN = _new_run()
 _RUN_STATUS = _run_status()
 _UPSERT_VALUE = _upsert_value()
+
+
+#: ``metadata`` key saying the proposal is closed (``amore-proto close``): "", "0" or absent =
+#: open, else the Unix time it was closed.
+CLOSED_KEY = "closed"
+#: Processing logs kept per run (older ones are dropped when a new one is stored).
+KEEP_RUN_LOGS = 20
+#: Who carries manual values over to new runs (``manual_history.author``).
+CARRY_OVER_AUTHOR = "AMORE auto-pilot"
+
+
+def is_closed(db: "RunDB") -> bool:
+    """True when ``amore-proto close`` made the table read-only."""
+    return (db.get_metadata(CLOSED_KEY) or "") not in ("", "0")
+
+
+def manual_value_attributes(units: str | None, carried: bool, author: str, at: float,
+                            via: str) -> str:
+    """The ``run_values.attributes`` (JSON text) of a manual value: ``manual`` true, ``by``,
+    ``at`` (Unix seconds), ``via`` (where the edit came from), ``units`` if the column has them,
+    ``carried`` when carried over from an earlier run."""
+    attrs = {"manual": True, "by": author, "at": at, "via": via}
+    if units:
+        attrs["units"] = units
+    if carried:
+        attrs["carried"] = True
+    return json.dumps(attrs)
+
+
+#: How manual values are stored in ``run_values.summary_type``, by column type.
+MANUAL_SUMMARY_TYPES = {"boolean": "bool", "integer": "number", "number": "number"}
 
 
 class StorageError(Exception):
@@ -640,6 +672,103 @@ class RunDB:
         for r in rows:
             r["names"] = json.loads(r["names"] or "[]")
         return rows
+    # --- what the run path records besides values ----------------------------------------
+    def add_snapshot(self, proposal: int | str, run: int, kind: str, source: str,
+                     message, location: str | None = None,
+                     received_at: float | None = None) -> int:
+        """Append one run snapshot (append-only): ``kind`` ``"event"`` (a message that announced
+        the run) or ``"metadata"`` (the run's metadata as read from its data); ``message``: a
+        JSON text (stored verbatim) or a JSON-serialisable object. Returns the row id."""
+        if not isinstance(message, str):
+            message = json.dumps(message, default=str, sort_keys=True)
+        with self._begin() as conn:
+            res = conn.execute(run_snapshots_table.insert().values(
+                proposal=proposal, run=run, kind=kind, source=source, location=location,
+                message=message, received_at=time.time() if received_at is None else received_at))
+            return res.inserted_primary_key[0]
+
+    def add_run_log(self, proposal: int | str, run: int, status: str, text: str,
+                    timestamp: float | None = None) -> int:
+        """Store the processing log of one evaluation of ``run`` (``status``: ``done``,
+        ``failed``, ``cancelled``...); keeps the newest :data:`KEEP_RUN_LOGS` per run. Returns
+        its id."""
+        rl = run_logs_table
+        with self._begin() as conn:
+            res = conn.execute(rl.insert().values(
+                proposal=proposal, run=run, status=status, text=text or "",
+                timestamp=time.time() if timestamp is None else timestamp))
+            new_id = res.inserted_primary_key[0]
+            old = [r[0] for r in conn.execute(
+                sa.select(rl.c.id).where(rl.c.proposal == proposal, rl.c.run == run)
+                .order_by(rl.c.id.desc()).offset(KEEP_RUN_LOGS))]
+            if old:
+                conn.execute(rl.delete().where(rl.c.id.in_(old)))
+        return new_id
+
+    def manual_columns(self) -> list[str]:
+        """Names of the manual columns, in display order."""
+        return list(self._manual_types())
+
+    def _manual_types(self, conn=None) -> dict[str, str]:
+        mc = manual_columns_table.c
+        q = sa.select(mc.name, mc.type).where(mc.deleted_at.is_(None)).order_by(mc.position, mc.id)
+        if conn is not None:
+            return dict(conn.execute(q).all())
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return dict(conn.execute(q).all())
+
+    def manual_values(self, proposal: int | str, run: int) -> tuple[list[str], dict]:
+        """The manual columns (names, display order) and this run's values of them (name ->
+        stored value; boolean columns give True/False; columns without a value are absent):
+        what the context file's ``var#`` inputs see of manual columns."""
+        rv = run_values_table.c
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            cols = self._manual_types(conn)
+            rows = conn.execute(sa.select(rv.name, rv.value).where(
+                rv.proposal == proposal, rv.run == run, rv.name.in_(list(cols)))).all() \
+                if cols else []
+        return list(cols), {n: (bool(v) if cols[n] == "boolean" and v is not None else v)
+                            for n, v in rows}
+
+    def carry_over(self, proposal: int | str, run: int) -> list[tuple[str, object]]:
+        """Auto-pilot for a new run: each carry-over manual column without a value in ``run``
+        gets the value of the nearest earlier run that has one, marked as carried over (history
+        entry ``via="carry-over"``), in one transaction. Returns ``(column name, value)`` of
+        what was written (nothing on a closed proposal)."""
+        if is_closed(self):
+            return []
+        mc, rv, mh = manual_columns_table.c, run_values_table.c, manual_history_table
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            cols = conn.execute(sa.select(mc.id, mc.name, mc.type, mc.units).where(
+                mc.deleted_at.is_(None), mc.carry_over != 0)
+                .order_by(mc.position, mc.id)).all()
+        if not cols:
+            return []
+        now = time.time()
+        out = []
+        with self._begin() as conn:
+            for cid, name, typ, units in cols:
+                have = conn.execute(sa.select(rv.run).where(
+                    rv.proposal == proposal, rv.run == run, rv.name == name)).first()
+                if have:
+                    continue
+                prev = conn.execute(sa.select(rv.value).where(
+                    rv.proposal == proposal, rv.run < run, rv.name == name)
+                    .order_by(rv.run.desc()).limit(1)).first()
+                if prev is None or prev[0] is None:
+                    continue
+                conn.execute(mh.insert().values(
+                    column_id=cid, proposal=proposal, run=run, value=prev[0], text=None,
+                    carried=1, author=CARRY_OVER_AUTHOR, timestamp=now, via="carry-over"))
+                conn.execute(_UPSERT_VALUE, [{
+                    "proposal": proposal, "run": run, "name": name, "value": prev[0],
+                    "summary_type": MANUAL_SUMMARY_TYPES.get(typ, "string"),
+                    "attributes": manual_value_attributes(units, True, CARRY_OVER_AUTHOR, now,
+                                                          "carry-over"),
+                    "timestamp": now}])
+                out.append((name, prev[0]))
+        return out
+
     def keep_open(self) -> None:
         """Hold one connection open until :meth:`close` (the backend does). SQLite removes the
         ``-wal``/``-shm`` files when the last connection closes and must create them again for

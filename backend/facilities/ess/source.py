@@ -31,7 +31,7 @@ from pathlib import PurePosixPath
 
 from backend.config import Config, ConfigError
 from backend.sources.base import MalformedEvent, RunEvent
-from backend.sources.euxfel import FacilityEventSource
+from backend.sources.kafka import KafkaRunSource
 from backend.vocab import SourceRunState, normalize_proposal
 
 log = logging.getLogger(__name__)
@@ -209,26 +209,19 @@ class EssMessageParser:
                 "metadata": info.get("metadata") or None}
 
 
-class EssFileWriterSource(FacilityEventSource):
+class EssFileWriterSource(KafkaRunSource):
     """The ESS file writer's run announcements for one proposal (a
-    :class:`~backend.sources.base.RunSource`): consumes ``ess.topics`` on ``kafka.broker`` with
-    the same at-least-once delivery as European XFEL's events
-    (:class:`~backend.sources.euxfel.FacilityEventSource`). Raises ``ValueError`` without a
-    broker or topics, :class:`ConfigError` for a bad ``ess.run_number_pattern``."""
+    :class:`~backend.sources.base.RunSource`): ``ess.topics`` on ``kafka.broker`` read by the
+    generic Kafka consumer (:class:`~backend.sources.kafka.KafkaRunSource`, at-least-once
+    delivery), each message turned into a run event by an :class:`EssMessageParser`.
+    ``settings``: the ``[ess]`` table with its defaults. Raises ``ValueError`` without a broker or
+    topics, :class:`ConfigError` for a bad ``ess.run_number_pattern``."""
 
     source_name = "ess"
 
-    def __init__(self, config: Config, proposal, db_id: str, on_problem=None):
-        ess = config["ess"]
-        self.parser = EssMessageParser(ess["run_number_pattern"],
-                                       ess.get("proposal_key") or "proposal",
-                                       ess.get("file_root") or "")
-        super().__init__(config, proposal, db_id, topics=list(ess["topics"]),
-                         on_problem=on_problem)
-
-    @property
-    def name(self) -> str:
-        return f"ess file writer {self.config.broker}"
-
-    def _parse(self, value, source, timestamp, location=""):
-        return self.parser.parse(value, source, timestamp, location)
+    def __init__(self, config: Config, settings: dict, proposal, db_id: str, on_problem=None):
+        self.parser = EssMessageParser(settings["run_number_pattern"],
+                                       settings.get("proposal_key") or "proposal",
+                                       settings.get("file_root") or "")
+        super().__init__(config, proposal, db_id, list(settings["topics"]), self.parser.parse,
+                         on_problem=on_problem, topics_setting="ess.topics")

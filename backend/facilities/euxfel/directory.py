@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from backend.sources.base import EventCallback, RunEvent
-from backend.watch import FileChange, FileWatch
+from backend.watch import FileChange, FileWatch, stop_watching
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,4 @@ class RunDirectoryWatcher:
         """Nothing to acknowledge for a watched directory."""
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._observer is not None:
-            self._observer.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_watching(self._stop, self._observer, self._thread)

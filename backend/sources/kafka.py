@@ -1,17 +1,19 @@
-"""European XFEL's run announcements: the facility's Kafka events (docs/facility.md, section 2).
+"""Run announcements on Kafka, whatever their format: the consumer every Kafka-fed facility uses.
 
-:func:`parse_facility_message` turns one message value into a :class:`~backend.sources.base.RunEvent`;
-:class:`FacilityEventSource` consumes the configured topics and implements the
-:class:`~backend.sources.base.RunSource` interface with explicit acknowledgement.
+:class:`KafkaRunSource` consumes a facility's topics in a consumer group of its own, turns each
+message value into a :class:`~backend.sources.base.RunEvent` with the facility's parser (``parse``)
+and implements the :class:`~backend.sources.base.RunSource` interface with explicit
+acknowledgement (at-least-once delivery). European XFEL's run events
+(:mod:`backend.facilities.euxfel.source`) and the ESS file writer's messages
+(:mod:`backend.facilities.ess.source`) are both read through it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import (OFFSET_INVALID, Consumer, KafkaError,
                              KafkaException, TopicPartition)
@@ -23,78 +25,13 @@ from backend.kafkaclient import (FETCH_WAIT_MAX_MS, MAX_BATCH, OFFSET_RESET_ALIA
 from backend.sources.base import MalformedEvent, RunEvent
 from backend.vocab import normalize_proposal
 
+#: ``parse(value, source, timestamp, location)``: one message value (bytes or None) -> a
+#: :class:`RunEvent` (or None: nothing for AMORE); raises :class:`MalformedEvent`. ``source`` is
+#: ``"kafka:<topic>[<partition>]@<offset>"``, ``timestamp`` the record's time (Unix seconds),
+#: ``location`` ``"<topic>[<partition>]@<offset>"`` (for the run's snapshot).
+MessageParser = Callable[[Any, str, float, str], "RunEvent | None"]
+
 log = logging.getLogger(__name__)
-
-#: Largest proposal and run number accepted from a message (SQLite and every reader store them
-#: as 64-bit integers; real ones have at most 6 and 4 digits).
-MAX_NUMBER = 2**31 - 1
-#: Longest message value looked at, bytes. Facility events are a few hundred bytes.
-MAX_MESSAGE_BYTES = 1 << 20
-
-
-def _as_int(msg: dict, key: str) -> int:
-    if key not in msg:
-        raise MalformedEvent(f"missing field {key!r}", "missing field")
-    v = msg[key]
-    if isinstance(v, bool):
-        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
-    if isinstance(v, int):
-        n = v
-    elif isinstance(v, str) and 0 < len(v.strip()) <= 18 and v.strip().isascii() \
-            and v.strip().isdigit():
-        n = int(v.strip())
-    elif isinstance(v, float) and v.is_integer():
-        n = int(v)
-    else:
-        raise MalformedEvent(f"field {key!r} is not a number: {v!r:.80}", "wrong type")
-    if not 0 < n <= MAX_NUMBER:
-        raise MalformedEvent(f"field {key!r} out of range (1..{MAX_NUMBER}): {n!r:.40}",
-                             "out of range")
-    return n
-
-
-def parse_facility_message(raw: bytes | str | None, event_kinds: dict[str, str], *,
-                           source: str = "", timestamp: float | None = None,
-                           location: str = "") -> RunEvent:
-    """Turn a facility Kafka message value (JSON, docs/facility.md section 2) into a :class:`RunEvent`.
-
-    ``event_kinds`` maps event names to ``"raw"``/``"proc"`` (configuration
-    ``kafka.events``). Unknown events count as malformed for AMORE, so they are logged once.
-
-    Raises :class:`MalformedEvent` (with its ``kind``) for every value that is not a JSON object
-    of at most :data:`MAX_MESSAGE_BYTES` with a known ``event`` and ``proposal``/``run`` numbers
-    (ints or digit strings) in ``1..MAX_NUMBER``, whatever goes wrong while decoding it (deep
-    nesting, huge integers, binary data...). Nothing else is raised; the value is never
-    evaluated or unpickled.
-    """
-    if raw is None:
-        raise MalformedEvent("empty message", "empty")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise MalformedEvent(f"message of {len(raw)} bytes (at most {MAX_MESSAGE_BYTES})",
-                             "too large")
-    try:
-        msg = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedEvent(f"not JSON: {e}", "not JSON") from None
-    except (ValueError, RecursionError, TypeError) as e:   # huge ints, deep nesting
-        raise MalformedEvent(f"not JSON AMORE can read: {type(e).__name__}: {e!s:.100}",
-                             "not JSON") from None
-    if not isinstance(msg, dict):
-        raise MalformedEvent(f"not a JSON object: {type(msg).__name__}", "not a JSON object")
-    ev = msg.get("event")
-    if "event" not in msg:
-        raise MalformedEvent("missing field 'event'", "missing field")
-    if not isinstance(ev, str):
-        raise MalformedEvent(f"field 'event' is not a string: {ev!r:.80}", "wrong type")
-    if ev not in event_kinds:
-        raise MalformedEvent(f"unknown event {ev!r:.80}", "unknown event")
-    proposal = _as_int(msg, "proposal")
-    run = _as_int(msg, "run")
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    return RunEvent(proposal=proposal, run=run, data=event_kinds[ev], source=source,
-                    timestamp=time.time() if timestamp is None else timestamp, event=ev,
-                    location=location, message=text)
-
 
 
 def _preview(value, limit: int = 2000) -> str | None:
@@ -106,9 +43,6 @@ def _preview(value, limit: int = 2000) -> str | None:
     return str(value)[:limit]
 
 
-# ---------------------------------------------------------------------------------------------
-# Facility run events
-
 @dataclass(frozen=True)
 class _AckToken:
     """Opaque acknowledgement token: which record to commit once the run is recorded."""
@@ -117,13 +51,13 @@ class _AckToken:
     offset: int
 
 
-class FacilityEventSource:
-    """The facility's run announcements for one proposal, from Kafka.
+class KafkaRunSource:
+    """A facility's run announcements for one proposal, from Kafka.
 
-    Subscribes to ``config["kafka"]["event_topics"]`` in the consumer group
-    ``config.consumer_group(db_id, proposal)`` (one group per AMORE database, so several AMORE
-    instances each see every event). Messages are parsed with
-    :func:`~backend.sources.base.parse_facility_message` using ``config.event_kinds()``.
+    Subscribes to ``topics`` in the consumer group ``config.consumer_group(db_id, proposal)``
+    (one group per AMORE database, so several AMORE instances each see every event). Each
+    message value is turned into a run event by ``parse`` (:data:`MessageParser`); events of
+    other proposals are skipped.
 
     Delivery guarantee: at least once. Offsets are never committed automatically; an event's
     offset is committed only when :meth:`ack` is called with its token, i.e. after the listener
@@ -137,7 +71,7 @@ class FacilityEventSource:
     That start position is committed at once, so an event announced after the first join is
     never lost, even if AMORE stops before acknowledging it.
 
-    Raises :class:`ValueError` if no broker is configured or no event topic is set and
+    Raises :class:`ValueError` if no broker is configured or ``topics`` is empty and
     :class:`~backend.config.ConfigError` for an invalid ``auto_offset_reset``. Construction does
     not contact the broker; the group is joined during :meth:`poll` / :meth:`wait_ready`
     (about 3 s).
@@ -149,8 +83,8 @@ class FacilityEventSource:
     #: which kind of source this is, in the event log
     source_name = "kafka"
 
-    def __init__(self, config: Config, proposal: int | str, db_id: str,
-                 topics: list[str] | None = None, on_problem=None):
+    def __init__(self, config: Config, proposal: int | str, db_id: str, topics: list[str],
+                 parse: MessageParser, on_problem=None, topics_setting: str = "topics"):
         broker = config.broker
         if broker is None:
             raise ValueError("no Kafka broker configured (kafka.broker / $AMORE_BROKER)")
@@ -159,9 +93,10 @@ class FacilityEventSource:
         #: :data:`backend.sources.base.ProblemCallback` for what people should see in the event
         #: log: skipped messages, a lost or restored broker (or None; the listener sets it)
         self.on_problem = on_problem
-        self.topics: list[str] = list(kafka["event_topics"] if topics is None else topics)
+        self.topics: list[str] = list(topics)
         if not self.topics:
-            raise ValueError("no facility event topics configured (kafka.event_topics)")
+            raise ValueError(f"no facility event topics configured ({topics_setting})")
+        self._parse_value = parse
         reset = str(kafka.get("auto_offset_reset", "latest")).strip().lower()
         if reset not in OFFSET_RESET_ALIASES:
             raise ConfigError(f"kafka.auto_offset_reset must be 'latest' or 'earliest', "
@@ -170,7 +105,6 @@ class FacilityEventSource:
         self.proposal = normalize_proposal(proposal)
         self.db_id = db_id
         self.group_id: str = config.consumer_group(db_id, self.proposal)
-        self._kinds = config.event_kinds()
         self._op_timeout = max(float(kafka.get("connect_timeout", 5.0)), 1.0)
 
         self._lock = threading.Lock()
@@ -303,16 +237,15 @@ class FacilityEventSource:
         ``RunEvent.source`` is ``"kafka:<topic>[<partition>]@<offset>"``, ``timestamp`` the
         record's timestamp (Unix seconds), ``data`` ``"raw"``/``"proc"`` from the event name.
 
-        Messages for other proposals are skipped; malformed messages (see
-        :func:`~backend.sources.base.parse_facility_message`, or whatever else fails on one
-        message) are skipped and logged at WARNING with topic, partition, offset and reason, at
+        Messages for other proposals are skipped; malformed messages (the parser raised
+        :class:`MalformedEvent`, or whatever else fails on one message) are skipped and logged at WARNING with topic, partition, offset and reason, at
         most once a minute per kind of problem (with the count of those not logged), and passed
         to :attr:`on_problem`. Skipped offsets are committed (asynchronously) once no
         unacknowledged event precedes them. Broker problems are logged,
         not raised. Raises RuntimeError after :meth:`close`.
         """
         if self._closed:
-            raise RuntimeError("FacilityEventSource is closed")
+            raise RuntimeError(f"{type(self).__name__} is closed")
         deadline = time.monotonic() + max(float(timeout), 0.0)
         events: list[tuple[RunEvent, Any]] = []
         while True:
@@ -330,11 +263,6 @@ class FacilityEventSource:
         self._retry_commits()
         return events
 
-    def _on_connection(self, state: str, message: str) -> None:
-        if self.on_problem is not None:
-            self.on_problem("warning" if state == "reconnecting" else "info", message,
-                            {"state": state, "broker": self.connectivity.broker})
-
     def _handle(self, msgs) -> list[tuple[RunEvent, Any]]:
         events = []
         touched = set()
@@ -348,7 +276,8 @@ class FacilityEventSource:
                 key = (topic, part)
                 source = f"kafka:{topic}[{part}]@{off}"
                 try:
-                    ev = self._parse(m.value(), source, record_time(m), f"{topic}[{part}]@{off}")
+                    ev = self._parse_value(m.value(), source, record_time(m),
+                                           f"{topic}[{part}]@{off}")
                 except MalformedEvent as e:
                     self._malformed(topic, part, off, e.kind, str(e), m.value())
                     ev = None
@@ -390,13 +319,6 @@ class FacilityEventSource:
             self.on_problem(level, message, details)
         except Exception:
             log.exception("Could not report %r", message)
-
-    def _parse(self, value: bytes | None, source: str, timestamp: float,
-               location: str = "") -> RunEvent | None:
-        """One message value -> a RunEvent (None: nothing for AMORE). Raises MalformedEvent.
-        ``location`` (``topic[partition]@offset``) goes into the event for the run's snapshot."""
-        return parse_facility_message(value, self._kinds, source=source, timestamp=timestamp,
-                                      location=location)
 
     def _malformed(self, topic: str, part: int, off: int, kind: str, reason: str,
                    value=None) -> None:
@@ -496,7 +418,7 @@ class FacilityEventSource:
         unreachable.
         """
         if not isinstance(token, _AckToken):
-            raise TypeError(f"not an ack token from FacilityEventSource.poll(): {token!r}")
+            raise TypeError(f"not an ack token from {type(self).__name__}.poll(): {token!r}")
         if self._closed:
             return False
         key = (token.topic, token.partition)
