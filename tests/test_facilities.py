@@ -13,7 +13,6 @@ import pytest
 from backend.store.writer import RunDB
 from backend.testing import facilitydata as fd
 from tests.conftest import wait_for
-from tests.test_listener import Backend, backend  # noqa: F401  (fixture)
 
 
 def _status(ctx, proposal, run):

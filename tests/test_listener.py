@@ -1,79 +1,15 @@
 """The backend (`amore-proto listen`) as a real process: offline watcher, broken context files,
 killed workers, clean shutdown."""
-import os
-import signal
 import subprocess
 import textwrap
 import time
 
 import psutil
-import pytest
 
 from backend.store.writer import RunDB
 
-from tests.conftest import PROPOSAL, amore_cmd, wait_for
-
-FAST_WATCH = "[watch]\nquiet_seconds = 0.3\npoll_seconds = 0.1\n"
-
-
-
-
-class Backend:
-    """`amore-proto listen DIR` in a subprocess."""
-
-    def __init__(self, ctx_dir):
-        self.dir = ctx_dir
-        self.log = ctx_dir / "amore.log"
-        self.proc = subprocess.Popen(amore_cmd("listen", ctx_dir), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.log.exists() and " Ready" in self.log.read_text()
-                 or self.proc.poll() is not None, 60, what="backend ready")
-        assert self.proc.poll() is None, self.proc.stdout.read().decode()
-
-    def workers(self):
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "backend.ctxrunner.worker" in " ".join(p.cmdline())]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                raise
-        return self.proc.returncode
-
-
-@pytest.fixture
-def backend():
-    started = []
-
-    def start(ctx_dir):
-        b = Backend(ctx_dir)
-        started.append(b)
-        return b
-    yield start
-    for b in started:
-        if b.proc.poll() is None:
-            os.killpg(b.proc.pid, signal.SIGKILL)
-
-
-def run_status(ctx, run):
-    r = RunDB(ctx).get_run(PROPOSAL, run)
-    return r and r["status"]
-
-
-HANGING_CONTEXT = textwrap.dedent("""
-    import os, time
-    from amore.context import Variable
-
-    @Variable
-    def slow(run):
-        while os.path.exists("hang"):
-            time.sleep(0.05)
-        return 1
-""")
+from tests.conftest import (FAST_WATCH, HANGING_CONTEXT, PROPOSAL, amore_cmd, process, run_status,
+                            wait_for)
 
 
 def start_with_run_1_hanging(make_context_dir, write_run, backend, config):
@@ -249,8 +185,6 @@ def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context
 def test_context_python_from_configuration_is_used(make_context_dir, write_run, tmp_path):
     import stat
     import sys
-
-    from tests.test_context import process
 
     marker = tmp_path / "used"
     wrapper = tmp_path / "python-wrapper"

@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 from backend.store.writer import RunDB
-from tests.conftest import PROPOSAL, amore_cmd, wait_for
-from tests.test_listener import FAST_WATCH, backend  # noqa: F401 (fixture)
+from tests.conftest import FAST_WATCH, PROPOSAL, amore_cmd, wait_for
 
 
 def slurm_config(cluster, time_limit="00:10:00", max_concurrent=2, extra=""):
@@ -50,7 +49,7 @@ CONTEXT = textwrap.dedent("""
 
 @pytest.fixture
 def backends(backend):
-    """``backends(ctx)`` starts a backend (tests/test_listener.py's ``backend`` fixture: each
+    """``backends(ctx)`` starts a backend (tests/conftest.py's ``backend`` fixture: each
     one is killed at the end of the test)."""
     return backend
 
