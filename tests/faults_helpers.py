@@ -26,9 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.conftest import amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
-
-PROPOSAL = 2832
+from tests.conftest import PROPOSAL, amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
 
 #: A context file with cheap variables on real run files.
 SIMPLE_CONTEXT = textwrap.dedent("""

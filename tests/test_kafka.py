@@ -17,9 +17,9 @@ from backend.notify import kafka as notify_kafka
 from backend.notify.kafka import UpdateConsumer, UpdatePublisher
 from backend.sources.base import RunEvent
 from backend.sources.euxfel import FacilityEventSource
+from tests.conftest import PROPOSAL
 from tests.kafka_broker import create_topics, produce
 
-PROPOSAL = 2832
 DB_ID = "db-test"
 
 

@@ -8,8 +8,7 @@ import pytest
 import extra_data as ed
 
 from backend.testing import mockdata as md
-
-PROPOSAL = 2832
+from tests.conftest import PROPOSAL
 
 
 @pytest.fixture(scope='module')
