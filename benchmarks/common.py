@@ -79,6 +79,39 @@ def ensure_proposal(runs="1-40", ntrains=300, trains_per_seq=250, agipd_modules=
     return pdir
 
 
+class Env:
+    """A scratch proposal tree of mock runs (``<root>/exp/MID/202201/p002832``,
+    :mod:`backend.testing.mockdata`) and context directories; this process's environment (and
+    so every process it starts) points extra-data at it, Kafka off."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = root / "exp"
+        self.pdir = self.data / "MID" / "202201" / f"p{PROPOSAL:06d}"
+        (self.pdir / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "sw").mkdir(exist_ok=True)
+        os.environ.update(EXTRA_DATA_DATA_ROOT=str(self.data), EXTRA_DATA_SW_ROOT=str(root / "sw"),
+                          MPLBACKEND="Agg", AMORE_BROKER="none", QT_QPA_PLATFORM="offscreen",
+                          PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.written: set[int] = set()
+
+    def runs(self, numbers, ntrains=5):
+        from backend.testing.mockdata import write_run
+        for r in numbers:
+            if r not in self.written:
+                write_run(self.pdir, PROPOSAL, r, ntrains=ntrains)
+                self.written.add(r)
+
+    def context(self, name, code, config="", parent: Path | None = None):
+        from backend.store.init import init_context_dir
+        d = (parent or self.root) / name
+        src = self.root / f"{name}-context.py"
+        src.write_text(code)
+        init_context_dir(d, PROPOSAL, context_file=src)
+        (d / "amore.toml").write_text(config)
+        return d
+
+
 class StagedRuns:
     """Runs kept out of a proposal's ``raw/`` until their event: a starting backend catches up
     at once on the runs it finds on disk, so runs meant to be announced to it must not be there

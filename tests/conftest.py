@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,28 @@ def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def returns_within(timeout, fn, *args, what=None, **kwargs):
+    """``fn(*args, **kwargs)`` called in a thread: its result (or its exception), or an
+    AssertionError naming ``what`` if it has not returned after ``timeout`` s. This bounds a wait
+    that must end (choose a generous bound); how long it takes is measured in ``benchmarks/``."""
+    box = {}
+
+    def call():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as e:          # handed to the test's thread
+            box["error"] = e
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise AssertionError(f"{what or getattr(fn, '__qualname__', fn)} did not return "
+                             f"within {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def process(ctx_dir, run, data="all", params=None):

@@ -113,8 +113,9 @@ def test_pending_runs_are_resumed_at_start(make_context_dir, write_run, backend)
 
 def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, backend,
                                                   kafka_broker, monkeypatch):
-    """A real `migration_complete` on a real broker: values in runs.sqlite well under a second
-    later, and a version-1 update message naming them."""
+    """A real `migration_complete` on a real broker: values in runs.sqlite (the event alone
+    triggers processing; how long it takes is benchmark B3, benchmarks/b3_latency.py), and a
+    version-1 update message naming them."""
     import json
 
     from backend.config import load_config
@@ -141,17 +142,14 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     time.sleep(1.0)  # the watcher is off: only the event may trigger processing
     assert RunDB(ctx).get_run(PROPOSAL, 1) is None
 
-    def send_and_time(run):
-        t0 = time.monotonic()
+    def send_and_wait(run):
         produce(kafka_broker, topic, json.dumps({"event": "migration_complete",
                                                  "proposal": PROPOSAL, "run": str(run)}).encode())
         wait_for(lambda: run_status(ctx, run) == "done", 30, 0.005, f"run {run} processed")
-        return time.monotonic() - t0
 
-    send_and_time(1)
+    send_and_wait(1)
     write_run(2, ntrains=30)
-    latency = send_and_time(2)
-    assert latency < 1.0, latency
+    send_and_wait(2)
     assert RunDB(ctx).get_values(PROPOSAL, 2)["n_trains"].value == 30
     got = []
     wait_for(lambda: got.extend(updates.poll(0.2)) or any(
@@ -171,9 +169,9 @@ def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context
     ctx, b = start_with_run_1_hanging(make_context_dir, write_run, backend, FAST_WATCH)
     workers = b.workers()
     assert workers
-    t0 = time.monotonic()
+    # stop() waits 20 s at most for the exit (then fails): the backend does not wait for the
+    # run, which hangs until DIR/hang is removed (how long it takes: benchmarks/waits.py)
     assert b.stop() == 0
-    assert time.monotonic() - t0 < 15
     run = RunDB(ctx).get_run(PROPOSAL, 1)
     assert run["status"] == "pending" and "interrupted" in run["status_message"]
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
@@ -259,14 +257,13 @@ def test_handed_over_reprocess_cancelled_by_its_command_stops_its_runs(
     cli = subprocess.Popen(amore_cmd("reprocess", "1", "2", "3", "-d", ctx), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
-    t0 = time.monotonic()
     cli.terminate()
     cli.communicate(timeout=30)
     wait_for(lambda: "cancelled by its client: run(s) 2, 3 not started; run(s) 1 stopped"
              in b.log.read_text(), 10, what="runs 2 and 3 dropped, run 1 stopped")
     # run 1 is stopped although its variable still hangs ("hang" is there)
+    # (how long it takes: benchmarks/waits.py)
     wait_for(lambda: run_status(ctx, 1) == "done", 10, what="run 1 back to done")
-    assert time.monotonic() - t0 < 10
     time.sleep(1.0)
     after = {r: stamp(r) for r in (1, 2, 3)}
     assert after == stamps   # every run keeps its values from before

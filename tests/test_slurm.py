@@ -465,9 +465,8 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     b = backends(ctx)
     write_run(1)
     wait_for(lambda: tasks(ctx), 60, what="job submitted")
-    t0 = time.monotonic()
+    # within 60 s, half the backend's 2-minute poll: the job's message brought them
     wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
-    assert time.monotonic() - t0 < 60
     v = values(ctx, 1)
     assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
     job = tasks(ctx)[0]["task_id"]
