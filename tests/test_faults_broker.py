@@ -126,7 +126,7 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         wait_for(lambda: done([7, 8, 9]), 90, 0.2, "runs 7-9 done after the broker restart")
         qtbot.waitUntil(lambda: {7, 8, 9} <= gui.done, timeout=30000)
 
-        assert b.alive()
+        assert b.alive(), b.out_text()[-3000:]
         assert [r["run"] for r in db.runs()] == list(range(1, 10))
         for r in range(1, 10):
             assert db.get_values(PROPOSAL, r)["run_no"].value == r

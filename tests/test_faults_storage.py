@@ -149,7 +149,7 @@ def test_locked_database(make_context_dir, write_run):
         for r in (2, 3, 4):
             assert db.get_values(PROPOSAL, r)["n_trains"].value == r
         waits = [e for e in db.events() if e["source"] == "database"]
-        assert waits and "another process held a write lock" in waits[0]["message"]
+        assert waits and "another process held a write lock" in waits[0]["message"], waits
         assert waits[0]["details"]["seconds"] >= 2
         assert integrity(ctx / "runs.sqlite") == "ok"
         assert b.stop() == 0

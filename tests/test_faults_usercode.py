@@ -117,7 +117,7 @@ def test_runaway_user_code(processor, caplog):
     out, row, _ = returns_within(120, process, 1, what="the endless loop's run (run_timeout 6 s)")
     assert time.monotonic() - t0 >= 6, "the run was stopped before its run_timeout of 6 s"
     assert row["status"] == "failed" and "timed out" in row["status_message"] \
-        and "run_timeout" in row["status_message"]
+        and "run_timeout" in row["status_message"], row
 
     # Memory hog: the variable gets "out of memory"; the others of the run are computed.
     out, row, values = process(2)

@@ -252,12 +252,12 @@ def test_publisher_survives_dead_broker(monkeypatch, caplog):
     assert pub.publish("run_values_updated", {"proposal": PROPOSAL, "run": 1, "names": []})
     assert pub.flush(5) == 0                       # given up after MESSAGE_TIMEOUT_S
     assert pub.failed == 1 and pub.delivered == 0
-    assert any("not delivered" in r.getMessage() for r in caplog.records)
+    assert any("not delivered" in r.getMessage() for r in caplog.records), caplog.text
     pub.close(timeout=0.1)
 
 
 def test_broker_reachable(kafka_broker):
-    assert broker_reachable(kafka_broker, 5.0)
+    assert broker_reachable(kafka_broker, 5.0), f"the test broker {kafka_broker} is not reachable"
     for addr in (f"127.0.0.1:{closed_port()}", "not an address", None):
         assert returns_within(10, broker_reachable, addr, 1.0) is False, addr
 

@@ -158,7 +158,7 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     msg = next(d for k, d in got if k == "run_values_updated" and d["run"] == 2 and d["names"])
     assert msg["proposal"] == PROPOSAL and "n_trains" in msg["names"]
     log_text = b.log.read_text()
-    assert log_text.count("not JSON") == 1 and "is not a number: 'x'" in log_text
+    assert log_text.count("not JSON") == 1 and "is not a number: 'x'" in log_text, log_text
     assert RunDB(ctx).run_numbers() == [1, 2]
     updates.close()
     assert b.stop() == 0
@@ -173,8 +173,8 @@ def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context
     # run, which hangs until DIR/hang is removed (how long it takes: benchmarks/waits.py)
     assert b.stop() == 0
     run = RunDB(ctx).get_run(PROPOSAL, 1)
-    assert run["status"] == "pending" and "interrupted" in run["status_message"]
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert run["status"] == "pending" and "interrupted" in run["status_message"], run
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     (ctx / "hang").unlink()
     backend(ctx)
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 resumed")

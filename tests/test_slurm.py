@@ -468,7 +468,8 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     # within 60 s, half the backend's 2-minute poll: the job's message brought them
     wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
     v = values(ctx, 1)
-    assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    assert v["heavy"].value == v["n_trains"].value * 10 + 1 \
+        and v["heavier"].value == v["heavy"].value + 1, v
     job = tasks(ctx)[0]["task_id"]
     assert f"Slurm job {job} says it finished" in b.log.read_text()
     assert b.stop() == 0

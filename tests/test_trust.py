@@ -226,7 +226,8 @@ def test_killed_backend_then_listen_once_catches_up(make_context_dir, write_run)
         assert db.get_run(PROPOSAL, r)["status"] == "done"
         vals = db.get_values(PROPOSAL, r)
         assert vals["slow"].value == 10 * r
-        assert vals[DATA_CHECK].value == "OK" and vals[FILES_CHECK].value.startswith("OK")
+        assert vals[DATA_CHECK].value == "OK" and vals[FILES_CHECK].value.startswith("OK"), \
+            (r, vals[DATA_CHECK], vals[FILES_CHECK])
     snaps = TrustStore(db).snapshots(PROPOSAL, 2)
     assert [s["source"] for s in snaps if s["kind"] == "event"] == ["catch-up"]
     meta = [s["data"] for s in snaps if s["kind"] == "metadata"][0]
@@ -239,11 +240,14 @@ def test_killed_backend_then_listen_once_catches_up(make_context_dir, write_run)
     stamp = db.get_values(PROPOSAL, 1)
     out = cli("listen", "--once", ctx)
     assert out.returncode == 0 and "Nothing to do" in out.stderr, out.stdout + out.stderr
-    assert len(db.events()) == n_events and len(TrustStore(db).snapshots(PROPOSAL, 2)) == n_snaps
+    assert len(db.events()) == n_events, db.events()[n_events:]
+    snaps = TrustStore(db).snapshots(PROPOSAL, 2)
+    assert len(snaps) == n_snaps, snaps
     assert db.get_values(PROPOSAL, 1) == stamp
 
     info = cli("run-info", "2", "-d", ctx)
-    assert info.returncode == 0 and "catch-up" in info.stdout and "runNumber: 2" in info.stdout
+    assert info.returncode == 0 and "catch-up" in info.stdout and "runNumber: 2" in info.stdout, \
+        info.stdout + info.stderr
     assert "Data check: OK" in info.stdout
 
 
