@@ -36,6 +36,21 @@ def work_dir() -> Path:
     return d.resolve()
 
 
+def scratch_dir(name: str) -> Path:
+    """An empty folder ``$BENCH_WORK/<name>`` (what an earlier run left there is removed)."""
+    d = work_dir() / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d
+
+
+def save_json(path: str | None, data) -> None:
+    """Write ``data`` as JSON to ``path`` (a script's ``--out``); nothing if ``path`` is None."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+
 def data_root() -> Path:
     d = Path(os.environ.get("DATA_ROOT", work_dir() / "data"))
     d.mkdir(parents=True, exist_ok=True)
@@ -217,6 +232,15 @@ def med(xs):
 def rng(xs, nd=2):
     xs = [x for x in xs if x is not None]
     return f"[{min(xs):.{nd}f}–{max(xs):.{nd}f}]" if xs else ""
+
+
+def print_seconds(title: str, seconds: dict[str, list[float]], spec, bound_header: str,
+                  nd: int = 3) -> None:
+    """Print a table of timings: for each ``(key, label, bound)`` of ``spec`` a row with how many
+    measurements ``seconds[key]`` holds, their median and range (seconds) and ``bound``."""
+    rows = [[label, len(seconds[k]), f"{med(seconds[k]):.{nd}f}", rng(seconds[k], nd), bound]
+            for k, label, bound in spec]
+    print_table(title, ["what", "n", "median s", "range s", bound_header], rows)
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

@@ -12,39 +12,25 @@ tansu on a free loopback port).
     python benchmarks/kafka_clients.py [--events 20] [--out FILE.json]
 
 ``tests/test_kafka.py`` checks what these do (and bounds their waits generously); the times are
-measured here. Prints a table: median and maximum seconds per measurement, with the target.
+measured here. Prints a table: median and range of seconds per measurement, with the bound a
+test asserted before these moved here.
 ``--out`` writes every measurement as JSON (``{name: [seconds, ...]}``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
 import uuid
 
-from common import PROPOSAL, REPO, med, print_table, work_dir
+from common import PROPOSAL, REPO, print_seconds, save_json, scratch_dir
 
 sys.path.insert(0, str(REPO))
 
+from tests.kafka_broker import _free_port, client_config  # noqa: E402
+
 DB_ID = "bench"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kafka_config(broker, **kafka):
-    from backend.config import Config
-    c = Config()
-    tag = uuid.uuid4().hex[:8]
-    c["kafka"].update(broker=broker, consumer_group=f"amore-bench-{tag}-{{db_id}}",
-                      update_topic=f"amore.bench-{tag}-{{db_id}}", connect_timeout=5.0)
-    c["kafka"].update(kafka)
-    return c
 
 
 def timed(fn, *args, **kw) -> tuple[float, object]:
@@ -62,7 +48,7 @@ def event_latency(broker: str, n: int) -> list[float]:
     from tests.kafka_broker import create_topics
     topic = f"r2d2-{uuid.uuid4().hex[:8]}"
     create_topics(broker, [topic])
-    src = FacilityEventSource(kafka_config(broker, event_topics=[topic]), PROPOSAL, DB_ID)
+    src = FacilityEventSource(client_config(broker, event_topics=[topic]), PROPOSAL, DB_ID)
     p = Producer({"bootstrap.servers": broker, "linger.ms": 0, "log_level": 0})
     lat = []
     try:
@@ -88,7 +74,7 @@ def event_latency(broker: str, n: int) -> list[float]:
 def update_latency(broker: str, n: int) -> list[float]:
     """UpdatePublisher.publish() -> UpdateConsumer.poll() returns it, ``n`` times."""
     from backend.notify.kafka import UpdateConsumer, UpdatePublisher
-    config = kafka_config(broker)
+    config = client_config(broker)
     pub = UpdatePublisher(config, DB_ID)
     sub = UpdateConsumer(config, DB_ID)
     lat = []
@@ -126,14 +112,14 @@ def timeouts(broker: str, repeats: int) -> dict[str, list[float]]:
             raise RuntimeError("the broker does not answer")
         out["reachable_broker"].append(dt)
         out["reachable_closed_port"].append(
-            timed(broker_reachable, f"127.0.0.1:{closed_port()}", 1.0)[0])
+            timed(broker_reachable, f"127.0.0.1:{_free_port()}", 1.0)[0])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             s.listen()
             out["reachable_silent_port"].append(
                 timed(broker_reachable, f"127.0.0.1:{s.getsockname()[1]}", 1.0)[0])
         dt, pub = timed(UpdatePublisher,
-                        kafka_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5), DB_ID)
+                        client_config(f"127.0.0.1:{_free_port()}", connect_timeout=0.5), DB_ID)
         out["publisher_dead_broker"].append(dt)
         pub.close(timeout=0.1)
         sub = UpdateConsumer(Config(), DB_ID)
@@ -152,8 +138,7 @@ def main():
     binary = tansu_binary()
     if binary is None:
         sys.exit("no tansu broker binary (./dev test installs it)")
-    w = work_dir() / "kafka_clients"
-    w.mkdir(parents=True, exist_ok=True)
+    w = scratch_dir("kafka_clients")
     broker = TansuBroker(binary, w / "tansu.log")
     address = broker.start()
     try:
@@ -171,14 +156,10 @@ def main():
         ("publisher_dead_broker", "UpdatePublisher() on a dead broker (connect 0.5 s)", "< 3 s"),
         ("consumer_poll_no_broker", "UpdateConsumer.poll(0.05) without a broker", "< 1 s"),
     ]
-    rows = [[label, len(res[k]), f"{med(res[k]):.4f}", f"{max(res[k]):.4f}", target]
-            for k, label, target in rows_spec]
-    print_table(f"Kafka clients on a local tansu broker ({a.events} events, "
-                f"{a.repeats} repeats of the timeouts)",
-                ["what", "n", "median s", "max s", "target"], rows)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+    print_seconds(f"Kafka clients on a local tansu broker ({a.events} events, "
+                  f"{a.repeats} repeats of the timeouts)", res, rows_spec,
+                  "bound a test asserted", nd=4)
+    save_json(a.out, res)
 
 
 if __name__ == "__main__":

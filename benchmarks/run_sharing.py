@@ -15,12 +15,10 @@ Prints a table (seconds per run as the backend's outcome gives them: median and 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import textwrap
 
-from common import PROPOSAL, REPO, Env, med, print_table, rng, work_dir
+from common import PROPOSAL, REPO, Env, med, print_table, rng, save_json, scratch_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -54,19 +52,14 @@ CONTEXT = textwrap.dedent("""
 
 
 def run_seconds(base, processes_per_run: int, runs: int) -> list[float]:
-    from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
-    from backend.store.writer import RunDB
+    from tests.conftest import start_processing
     env = Env(base)
     ctx = env.context("ctx", CONTEXT,
                       f"[processing]\njobs = 2\nprocesses_per_run = {processes_per_run}\n")
     env.runs(range(1, runs + 2), ntrains=20)
-    config = load_config(ctx)
-    pool = WorkerPool(ctx, config, 2)
+    _, pool, proc, err = start_processing(ctx, 2)
     out = []
     try:
-        proc = RunProcessor(ctx, config, RunDB(ctx), pool)
-        err = proc.load_context()
         if err is not None:
             raise RuntimeError(err)
         for run in range(1, runs + 2):
@@ -85,8 +78,7 @@ def main():
     ap.add_argument("--runs", type=int, default=6, help="runs timed per setting")
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
-    w = work_dir() / "run_sharing"
-    shutil.rmtree(w, ignore_errors=True)
+    w = scratch_dir("run_sharing")
     res = {f"processes_per_run={n}": run_seconds(w / f"ppr{n}", n, a.runs) for n in (1, 2)}
     one, two = res["processes_per_run=1"], res["processes_per_run=2"]
     rows = [["1 (one process)", len(one), f"{med(one):.3f}", rng(one, 3)],
@@ -95,9 +87,7 @@ def main():
                 ["processes_per_run", "runs", "median s", "range s"], rows)
     print(f"\nshared - one process: {med(two) - med(one):+.3f} s per run "
           f"(the test asserted at least 0.1 s less, first run against the second)")
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+    save_json(a.out, res)
 
 
 if __name__ == "__main__":

@@ -24,20 +24,18 @@ moved here); ``--out`` writes every measurement as JSON (``{name: [seconds, ...]
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from common import PROPOSAL, REPO, Env, med, print_table, rng, work_dir
+from common import PROPOSAL, REPO, Env, print_seconds, save_json, scratch_dir
 
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import (FAST_WATCH, HANGING_CONTEXT, Backend, amore_cmd,  # noqa: E402
-                            run_status, wait_for)
+                            run_status, start_processing, wait_for)
 
 SIMPLE = textwrap.dedent("""
     from amore.context import Variable
@@ -144,18 +142,11 @@ def read_while_locked(base: Path, repeats: int) -> list[float]:
 
 
 def past_run_timeout(base: Path, run_timeout: float = 5.0) -> float:
-    from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
-    from backend.store.writer import RunDB
     env = Env(base)
     ctx = env.context("ctx", ENDLESS, f"[processing]\njobs = 1\nrun_timeout = {run_timeout}\n")
     env.runs([1], ntrains=5)
-    config = load_config(ctx)
-    db = RunDB(ctx)
-    pool = WorkerPool(ctx, config, 1)
+    db, pool, proc, err = start_processing(ctx)
     try:
-        proc = RunProcessor(ctx, config, db, pool)
-        err = proc.load_context()
         if err is not None:
             raise RuntimeError(err)
         t0 = time.perf_counter()
@@ -174,8 +165,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="repeats of each measurement")
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
-    w = work_dir() / "waits"
-    shutil.rmtree(w, ignore_errors=True)
+    w = scratch_dir("waits")
     res: dict[str, list[float]] = {}
     res["mock_run"] = mock_run(w / "mock", max(a.repeats, 5))
     res["stop"] = [stop_with_run_in_flight(w / f"stop-{i}") for i in range(a.repeats)]
@@ -193,13 +183,9 @@ def main():
         ("locked_read", "a read while another process holds the write lock", "< 1 s"),
         ("past_timeout", "endless variable: failed, seconds past run_timeout (5 s)", "< 14 s"),
     ]
-    rows = [[label, len(res[k]), f"{med(res[k]):.3f}", rng(res[k], 3), bound]
-            for k, label, bound in rows_spec]
-    print_table(f"Waits the tests bound ({a.repeats} repeats)",
-                ["what", "n", "median s", "range s", "bound a test asserted"], rows)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+    print_seconds(f"Waits the tests bound ({a.repeats} repeats)", res, rows_spec,
+                  "bound a test asserted")
+    save_json(a.out, res)
 
 
 if __name__ == "__main__":

@@ -78,24 +78,37 @@ def make_context_dir(tmp_path, data_root):
     return make
 
 
+def start_processing(ctx_dir, workers=1):
+    """``(db, pool, processor, error)``: the backend's run processing for context directory
+    ``ctx_dir`` (a ``RunProcessor`` on a real ``WorkerPool`` of ``workers`` processes) with its
+    context file loaded; ``error`` says why it could not be (None if it was). The caller stops
+    the pool (``pool.stop()``)."""
+    from backend.config import load_config
+    from backend.processing.local import RunProcessor, WorkerPool
+    from backend.store.writer import RunDB
+    config = load_config(ctx_dir)
+    db = RunDB(ctx_dir)
+    pool = WorkerPool(ctx_dir, config, workers)
+    try:
+        proc = RunProcessor(ctx_dir, config, db, pool)
+        return db, pool, proc, proc.load_context()
+    except BaseException:
+        pool.stop()
+        raise
+
+
 @pytest.fixture
 def run_processor():
     """``run_processor(ctx, workers=1)`` -> ``(db, pool, processor)``: the backend's run
     processing for context directory ``ctx`` (a ``RunProcessor`` on a real ``WorkerPool`` of
     ``workers`` processes), its context file loaded (asserted). The pools are stopped, and their
     workers killed, after the test."""
-    from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
-    from backend.store.writer import RunDB
     pools = []
 
     def make(ctx, workers=1):
-        config = load_config(ctx)
-        db = RunDB(ctx)
-        pool = WorkerPool(ctx, config, workers)
+        db, pool, proc, err = start_processing(ctx, workers)
         pools.append(pool)
-        proc = RunProcessor(ctx, config, db, pool)
-        assert proc.load_context() is None
+        assert err is None, err
         return db, pool, proc
     yield make
     for pool in pools:
@@ -145,15 +158,8 @@ def returns_within(timeout, fn, *args, what=None, **kwargs):
 def process(ctx_dir, run, data="all", params=None):
     """Process one run through the real worker pool; returns (outcome, values, error of loading
     the context file or None)."""
-    from backend.config import load_config
-    from backend.processing.local import RunProcessor, WorkerPool
-    from backend.store.writer import RunDB
-    config = load_config(ctx_dir)
-    db = RunDB(ctx_dir)
-    pool = WorkerPool(ctx_dir, config, 1)
+    db, pool, proc, err = start_processing(ctx_dir)
     try:
-        proc = RunProcessor(ctx_dir, config, db, pool)
-        err = proc.load_context()
         out = proc.process(PROPOSAL, run, data, params=params)
         return out, db.get_values(PROPOSAL, run), err
     finally:

@@ -17,7 +17,7 @@ from backend.notify.kafka import UpdateConsumer, UpdatePublisher
 from backend.sources.base import RunEvent
 from backend.sources.euxfel import FacilityEventSource
 from tests.conftest import PROPOSAL, returns_within
-from tests.kafka_broker import create_topics, produce
+from tests.kafka_broker import client_config, create_topics, produce
 
 DB_ID = "db-test"
 
@@ -35,15 +35,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def make_config(broker, **kafka) -> Config:
-    c = Config()
-    tag = uuid.uuid4().hex[:8]
-    c["kafka"].update(broker=broker, consumer_group=f"amore-test-{tag}-{{db_id}}",
-                      update_topic=f"amore.test-{tag}-{{db_id}}", connect_timeout=5.0)
-    c["kafka"].update(kafka)
-    return c
-
-
 @pytest.fixture
 def topics(kafka_broker):
     tag = uuid.uuid4().hex[:8]
@@ -54,7 +45,7 @@ def topics(kafka_broker):
 
 @pytest.fixture
 def config(kafka_broker, topics):
-    return make_config(kafka_broker, event_topics=topics)
+    return client_config(kafka_broker, event_topics=topics)
 
 
 def ready_source(config, proposal=PROPOSAL) -> FacilityEventSource:
@@ -181,7 +172,7 @@ def test_commit_only_after_ack(kafka_broker, config, topics):
 
 
 def test_update_round_trip(kafka_broker, caplog):
-    config = make_config(kafka_broker)
+    config = client_config(kafka_broker)
     pub = UpdatePublisher(config, DB_ID)
     assert pub.enabled and pub.topic == config.update_topic(DB_ID)
     sub = UpdateConsumer(config, DB_ID)
@@ -244,7 +235,7 @@ def test_no_broker_means_no_op():
 
 def test_publisher_survives_dead_broker(monkeypatch, caplog):
     monkeypatch.setattr(notify_kafka, "MESSAGE_TIMEOUT_S", 0.5)
-    config = make_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5)
+    config = client_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5)
     caplog.set_level(logging.WARNING, logger="backend.kafkaclient")
     pub = returns_within(30, UpdatePublisher, config, DB_ID,
                          what="UpdatePublisher() for a broker that is not there")
@@ -272,6 +263,6 @@ def test_broker_reachable_timeout_when_nothing_answers():
 
 def test_invalid_offset_reset_is_a_config_error():
     from backend.config import ConfigError
-    config = make_config(f"127.0.0.1:{closed_port()}", auto_offset_reset="sideways")
+    config = client_config(f"127.0.0.1:{closed_port()}", auto_offset_reset="sideways")
     with pytest.raises(ConfigError, match="auto_offset_reset"):
         FacilityEventSource(config, PROPOSAL, DB_ID)
