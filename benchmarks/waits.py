@@ -132,7 +132,7 @@ def read_while_locked(base: Path, repeats: int) -> list[float]:
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            if RunDB(ctx).get_run(PROPOSAL, 1)["status"] != "done":
+            if db.get_run(PROPOSAL, 1)["status"] != "done":
                 raise RuntimeError("run 1 not read back")
             out.append(time.perf_counter() - t0)
     finally:
