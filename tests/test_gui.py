@@ -14,6 +14,7 @@ from amore_gui.application.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERRO
 from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, process_runs, write_runs  # noqa: E402
 from tests.gui_helpers import cell, qtbot_wait_until, runs_in_view  # noqa: E402
 
+
 def test_open_shows_runs_newest_first(open_window, gui_ctx):
     w = open_window()
     m = w.model
