@@ -38,6 +38,21 @@ def work_dir() -> Path:
     return d.resolve()
 
 
+def scratch_dir(name: str) -> Path:
+    """An empty folder ``$BENCH_WORK/<name>`` (what an earlier run left there is removed)."""
+    d = work_dir() / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d
+
+
+def save_json(path: str | None, data) -> None:
+    """Write ``data`` as JSON to ``path`` (a script's ``--out``); nothing if ``path`` is None."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+
 def data_root() -> Path:
     d = Path(os.environ.get("DATA_ROOT", work_dir() / "data"))
     d.mkdir(parents=True, exist_ok=True)
@@ -79,6 +94,39 @@ def ensure_proposal(runs="1-40", ntrains=300, trains_per_seq=250, agipd_modules=
     subprocess.run(cmd, check=True, env=bench_env(), stdout=subprocess.DEVNULL)
     marker.write_text(json.dumps(params))
     return pdir
+
+
+class Env:
+    """A scratch proposal tree of mock runs (``<root>/exp/MID/202201/p002832``,
+    :mod:`backend.testing.mockdata`) and context directories; this process's environment (and
+    so every process it starts) points extra-data at it, Kafka off."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = root / "exp"
+        self.pdir = self.data / "MID" / "202201" / proposal_dir_name(PROPOSAL)
+        (self.pdir / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "sw").mkdir(exist_ok=True)
+        os.environ.update(EXTRA_DATA_DATA_ROOT=str(self.data), EXTRA_DATA_SW_ROOT=str(root / "sw"),
+                          MPLBACKEND="Agg", AMORE_BROKER="none", QT_QPA_PLATFORM="offscreen",
+                          PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.written: set[int] = set()
+
+    def runs(self, numbers, ntrains=5):
+        from backend.testing.mockdata import write_run
+        for r in numbers:
+            if r not in self.written:
+                write_run(self.pdir, PROPOSAL, r, ntrains=ntrains)
+                self.written.add(r)
+
+    def context(self, name, code, config="", parent: Path | None = None):
+        from backend.store.init import init_context_dir
+        d = (parent or self.root) / name
+        src = self.root / f"{name}-context.py"
+        src.write_text(code)
+        init_context_dir(d, PROPOSAL, context_file=src)
+        (d / "amore.toml").write_text(config)
+        return d
 
 
 class StagedRuns:
@@ -186,6 +234,15 @@ def med(xs):
 def rng(xs, nd=2):
     xs = [x for x in xs if x is not None]
     return f"[{min(xs):.{nd}f}–{max(xs):.{nd}f}]" if xs else ""
+
+
+def print_seconds(title: str, seconds: dict[str, list[float]], spec, bound_header: str,
+                  nd: int = 3) -> None:
+    """Print a table of timings: for each ``(key, label, bound)`` of ``spec`` a row with how many
+    measurements ``seconds[key]`` holds, their median and range (seconds) and ``bound``."""
+    rows = [[label, len(seconds[k]), f"{med(seconds[k]):.{nd}f}", rng(seconds[k], nd), bound]
+            for k, label, bound in spec]
+    print_table(title, ["what", "n", "median s", "range s", bound_header], rows)
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

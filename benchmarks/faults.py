@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from backend.contextdir import proposal_dir_name  # noqa: E402
+from common import Env  # noqa: E402
 from tests import faults_helpers as fh  # noqa: E402
 
 PROPOSAL = fh.PROPOSAL
@@ -53,37 +53,6 @@ class Row:
     crashes: int
     recover_s: float
     note: str = ""
-
-
-class Env:
-    """A scratch proposal tree and context directories."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.data = root / "exp"
-        self.pdir = self.data / "MID" / "202201" / proposal_dir_name(PROPOSAL)
-        (self.pdir / "raw").mkdir(parents=True, exist_ok=True)
-        (root / "sw").mkdir(exist_ok=True)
-        os.environ.update(EXTRA_DATA_DATA_ROOT=str(self.data), EXTRA_DATA_SW_ROOT=str(root / "sw"),
-                          MPLBACKEND="Agg", AMORE_BROKER="none", QT_QPA_PLATFORM="offscreen",
-                          PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.written: set[int] = set()
-
-    def runs(self, numbers, ntrains=5):
-        from backend.testing.mockdata import write_run
-        for r in numbers:
-            if r not in self.written:
-                write_run(self.pdir, PROPOSAL, r, ntrains=ntrains)
-                self.written.add(r)
-
-    def context(self, name, code=fh.SIMPLE_CONTEXT, config="", parent: Path | None = None):
-        from backend.store.init import init_context_dir
-        d = (parent or self.root) / name
-        src = self.root / f"{name}-context.py"
-        src.write_text(code)
-        init_context_dir(d, PROPOSAL, context_file=src)
-        (d / "amore.toml").write_text(config)
-        return d
 
 
 def outcome(ctx: Path, announced: list[int], b=None) -> tuple[int, int, int]:
@@ -113,7 +82,7 @@ def all_done(ctx, runs):
 
 def bench_input(env: Env, broker: str, n_messages=1000) -> Row:
     tag = uuid.uuid4().hex[:8]
-    ctx = env.context(f"input-{tag}", config=fh.kafka_toml(tag, jobs=2))
+    ctx = env.context(f"input-{tag}", fh.SIMPLE_CONTEXT, config=fh.kafka_toml(tag, jobs=2))
     topics = [f"r2d2-{tag}", f"corrections-{tag}"]
     fh.facility_create_topics(broker, topics)
     valid = list(range(1, 21))
@@ -170,7 +139,7 @@ def bench_broker(env: Env, outage: float) -> list[Row]:
     tansu.start()
     tag = uuid.uuid4().hex[:8]
     topics = [f"r2d2-{tag}", f"corrections-{tag}"]
-    ctx = env.context(tag, config=fh.kafka_toml(tag, jobs=1))
+    ctx = env.context(tag, fh.SIMPLE_CONTEXT, config=fh.kafka_toml(tag, jobs=1))
     fh.facility_create_topics(proxy.address, topics)
     b = fh.KafkaBackend(ctx, proxy.address)
     p = fh.make_producer(proxy.address)
@@ -224,7 +193,7 @@ def bench_broker(env: Env, outage: float) -> list[Row]:
 
 def bench_lock(env: Env, hold=60.0) -> Row:
     cfg = "[watch]\nenabled = true\nquiet_seconds = 0.3\npoll_seconds = 0.1\n[processing]\njobs = 2\n"
-    ctx = env.context(f"lock-{uuid.uuid4().hex[:6]}", config=cfg)
+    ctx = env.context(f"lock-{uuid.uuid4().hex[:6]}", fh.SIMPLE_CONTEXT, config=cfg)
     b = fh.KafkaBackend(ctx, "none")
     runs = list(range(201, 211))
     try:
@@ -303,7 +272,7 @@ def bench_usercode(env: Env) -> Row:
 
 def bench_load(env: Env, broker: str, n=1000, seconds=60.0) -> Row:
     tag = uuid.uuid4().hex[:8]
-    ctx = env.context(f"load-{tag}", config=fh.kafka_toml(tag, jobs=2))
+    ctx = env.context(f"load-{tag}", fh.SIMPLE_CONTEXT, config=fh.kafka_toml(tag, jobs=2))
     fh.facility_create_topics(broker, [f"r2d2-{tag}", f"corrections-{tag}"])
     runs = list(range(1001, 1001 + n))
     env.runs(runs, ntrains=2)

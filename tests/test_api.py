@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import amore.api
-from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa: F401
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS
 
 XGM = "SA2_XTD1_XGM/XGM/DOOCS"
 CAM = "MID_EXP_SAM/CAM/CAM1:daqOutput"

@@ -11,7 +11,7 @@ import pytest
 from amore_gui.application import opening
 from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, amore_cmd, wait_for
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: F401
+from tests.gui_fixtures import GUI_PROPOSAL
 
 
 # --- opening and creating ----------------------------------------------------------------------

@@ -4,30 +4,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from backend.config import load_config
 from backend.ctxrunner.context import ContextFile, ContextFileError
-from backend.processing.local import WorkerPool
-from backend.processing.runpath import RunProcessor
 from backend.ctxrunner.results import h5_path, read_run_value
 from backend.store.writer import RunDB
 
-from tests.conftest import PROPOSAL
+from tests.conftest import PROPOSAL, process
 
 XGM = "SA2_XTD1_XGM/XGM/DOOCS"
-
-
-def process(ctx_dir, run, data="all", params=None):
-    """Process one run through the real worker pool; returns (outcome, values)."""
-    config = load_config(ctx_dir)
-    db = RunDB(ctx_dir)
-    pool = WorkerPool(ctx_dir, config, 1)
-    try:
-        proc = RunProcessor(ctx_dir, config, db, pool)
-        err = proc.load_context()
-        out = proc.process(PROPOSAL, run, data, params=params)
-        return out, db.get_values(PROPOSAL, run), err
-    finally:
-        pool.stop()
 
 
 @pytest.mark.parametrize("imp", [

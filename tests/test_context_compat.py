@@ -18,8 +18,7 @@ import pytest
 
 from backend.ctxrunner.results import h5_path, read_run_value
 from backend.store.writer import RunDB
-from tests.conftest import PROPOSAL
-from tests.test_context import process
+from tests.conftest import PROPOSAL, process
 
 DAMNIT_VERSION = "0.4.0"
 

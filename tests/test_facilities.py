@@ -15,7 +15,6 @@ from backend.facilities.ess import demo as ess_demo
 from backend.facilities.esrf import demo as esrf_demo
 from backend.facilities.swissfel import demo as swissfel_demo
 from tests.conftest import wait_for
-from tests.test_listener import Backend, backend  # noqa: F401  (fixture)
 
 
 def _status(ctx, proposal, run):
@@ -437,27 +436,35 @@ def test_ess_file_still_held_by_the_writer_is_retried(tmp_path):
     without retries the run says why it could not be opened."""
     import subprocess
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     from backend.ctxrunner.facilities import RunNotReady
     from backend.facilities.ess.run import open_ess_file
     path = ess_demo.write_ess_nexus(tmp_path / "ymir_999999_00000001.hdf", proposal=999999, counter=1,
                               job_id="j")
+    # the writer holds the file until its standard input is closed
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import h5py, sys, time\n"
+        "import h5py, sys\n"
         f"f = h5py.File({str(path)!r}, 'a')\n"
         "print('held', flush=True)\n"
-        "time.sleep(1.5)\n"
-        "f.close()\n")], stdout=subprocess.PIPE, text=True)
+        "sys.stdin.read()\n"
+        "f.close()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunNotReady, match="cannot open .*ymir_999999_00000001.hdf"):
             open_ess_file(path, retries=0)
-        t0 = time.monotonic()
-        f = open_ess_file(path, retries=20, delay=0.2)
-        assert time.monotonic() - t0 > 0.3
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(open_ess_file, path, retries=300, delay=0.1)
+            time.sleep(0.6)
+            # still retrying while the writer holds the file ...
+            assert not opening.done(), f"returned while the file was held: {opening.exception()}"
+            holder.stdin.close()                 # ... the writer lets go: opened
+            f = opening.result(30)
         assert f["/entry/title"][()] == b"alignment scan"
         f.close()
     finally:
+        if not holder.stdin.closed:
+            holder.stdin.close()
         holder.wait(10)
 
 

@@ -103,7 +103,6 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         # -- 1. network down between AMORE and the broker; the facility goes on announcing
         proxy.cut(is_amore_client)
         announce([4, 5, 6])
-        t_cut = time.monotonic()
         wait_for(lambda: "unreachable for the run events; reconnecting" in b.log_text(), 30,
                  0.2, "the backend saying it is reconnecting")
         wait_for(lambda: "(reconnecting)" in status_record(), 10, 0.2,
@@ -112,7 +111,6 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         assert db.get_run(PROPOSAL, 4) is None
         proxy.restore()
         wait_for(lambda: done([4, 5, 6]), 60, 0.2, "runs 4-6 done after the network is back")
-        outage_recovery = time.monotonic() - t_cut
         wait_for(lambda: "reachable again" in b.log_text(), 20, 0.2, "backend reconnected")
         qtbot.waitUntil(lambda: "reconnecting" not in gui.sources[-1], timeout=20000)
         qtbot.waitUntil(lambda: {4, 5, 6} <= gui.done, timeout=30000)
@@ -124,18 +122,15 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         # -- 2. the broker restarts and forgets everything (in-memory storage)
         tansu.restart()
         facility_create_topics(proxy.address, topics)
-        t_restart = time.monotonic()
         announce([7, 8, 9])
         wait_for(lambda: done([7, 8, 9]), 90, 0.2, "runs 7-9 done after the broker restart")
-        restart_recovery = time.monotonic() - t_restart
         qtbot.waitUntil(lambda: {7, 8, 9} <= gui.done, timeout=30000)
 
-        assert b.alive()
+        assert b.alive(), b.out_text()[-3000:]
         assert [r["run"] for r in db.runs()] == list(range(1, 10))
         for r in range(1, 10):
             assert db.get_values(PROPOSAL, r)["run_no"].value == r
-        print(f"\nrecovery: network outage {outage_recovery:.1f} s, "
-              f"broker restart {restart_recovery:.1f} s")
+        # (how long the recoveries take: benchmarks/faults.py)
         assert b.stop() == 0
     finally:
         if gui is not None:

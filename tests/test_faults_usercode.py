@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import returns_within
 from tests.faults_helpers import PROPOSAL
 
 RUNAWAY_CONTEXT = textwrap.dedent("""
@@ -110,12 +111,13 @@ def test_runaway_user_code(processor, caplog):
         worker_pids.append(pool.workers[0].pid)
         return out, db.get_run(PROPOSAL, run), db.get_values(PROPOSAL, run)
 
-    # Endless loop: killed at run_timeout, the run failed and says why.
+    # Endless loop: killed at run_timeout (6 s: not before, a lower bound no slow machine can
+    # fail; how long after is measured by benchmarks/waits.py), the run failed and says why.
     t0 = time.monotonic()
-    out, row, _ = process(1)
-    assert 6 <= time.monotonic() - t0 < 20
+    out, row, _ = returns_within(120, process, 1, what="the endless loop's run (run_timeout 6 s)")
+    assert time.monotonic() - t0 >= 6, "the run was stopped before its run_timeout of 6 s"
     assert row["status"] == "failed" and "timed out" in row["status_message"] \
-        and "run_timeout" in row["status_message"]
+        and "run_timeout" in row["status_message"], row
 
     # Memory hog: the variable gets "out of memory"; the others of the run are computed.
     out, row, values = process(2)

@@ -11,42 +11,8 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from amore_gui.application.table_data import (C_COMMENT, C_RUN, C_STATUS, K_ERROR, K_SPARKLINE,  # noqa: E402
                                   K_THUMBNAIL, NSTATIC, NumberRange)
-from tests.gui_fixtures import (GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx,  # noqa: E402,F401
-                                process_runs, write_runs)
-
-WAIT = 15000
-
-
-@pytest.fixture
-def open_window(qtbot, gui_ctx):
-    """``open_window(ctx=None, **kw)`` -> a loaded MainWindow (closed after the test)."""
-    from amore_gui._qt.mainwindow import MainWindow
-    from amore_gui.application.settings import Settings
-    wins = []
-
-    def open_(ctx=None, wait_live=True, **kw):
-        kw.setdefault("settings", Settings(gui_ctx["settings"]))
-        w = MainWindow(ctx or gui_ctx["ctx"], **kw)
-        wins.append(w)
-        qtbot.addWidget(w)
-        w.resize(1200, 700)
-        w.show()
-        qtbot.waitUntil(lambda: w.is_fully_loaded, timeout=WAIT)
-        if wait_live and w.live_updates:
-            qtbot.waitUntil(lambda: w.live_ready, timeout=WAIT)
-        return w
-    yield open_
-    for w in wins:
-        w.close()
-
-
-def cell(w, run, key, role=Qt.DisplayRole):
-    m = w.model
-    return m.data(m.index(m.view_row_of(GUI_PROPOSAL, run), m.column_of(key)), role)
-
-
-def runs_in_view(w):
-    return [w.model.run_at(i)[1] for i in range(w.model.rowCount())]
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, process_runs, write_runs  # noqa: E402
+from tests.gui_helpers import cell, qtbot_wait_until, runs_in_view  # noqa: E402
 
 
 def test_open_shows_runs_newest_first(open_window, gui_ctx):
@@ -78,16 +44,6 @@ def test_open_shows_runs_newest_first(open_window, gui_ctx):
     w.table.scrollTo(m.index(0, m.column_of("cam_mean")))
     qtbot_wait_until(lambda: w.thumbs._images.get(key) is not None)
     assert not w.thumbs._images[key].isNull()
-
-
-def qtbot_wait_until(pred, timeout=WAIT):
-    from qtpy.QtTest import QTest
-    import time
-    t = time.time()
-    while not pred():
-        if time.time() - t > timeout / 1000:
-            raise AssertionError("condition not met in time")
-        QTest.qWait(20)
 
 
 def test_the_gui_runs_on_one_qt_binding(open_window):
@@ -484,8 +440,8 @@ def test_model_signals_are_consistent(qtmodeltester):
     remove rows."""
     from amore_gui._qt.model import RunTableModel
     from amore_gui.application.table_data import K_NUMBER, CellValue, RunUpdate
-    from tests.test_gui_data import _synthetic
-    d = _synthetic(60)
+    from tests.gui_fixtures import synthetic_table
+    d = synthetic_table(60)
     m = RunTableModel(d)
     qtmodeltester.check(m)
     rows_moved = []

@@ -1,16 +1,13 @@
 """The GUI's plain-Python layer (no Qt): loading, sorting/filtering, watching, export, settings,
 locating, context checks, backend status - against databases filled by the real backend."""
-import math
-
 import numpy as np
 import pytest
 
 from amore_gui.application import dbread
 from amore_gui.application.table_data import (C_RUN, K_BOOL, K_ERROR, K_NUMBER,
-                                  K_SPARKLINE, K_STRING, K_THUMBNAIL, NSTATIC, CellValue, Column,
-                                  NumberRange, OnlyIncluded, RowView, RunUpdate, TableData,
-                                  TextContains)
-from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa: F401
+                                  K_SPARKLINE, K_STRING, K_THUMBNAIL, NSTATIC, CellValue,
+                                  NumberRange, OnlyIncluded, RowView, RunUpdate, TextContains)
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, synthetic_table
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -73,21 +70,8 @@ def test_number_formatting_is_readable(gui_ctx):
 
 # --- sorting and filtering ------------------------------------------------------------------
 
-def _synthetic(n=200, seed=1):
-    rng = np.random.default_rng(seed)
-    d = TableData([Column("a", "A"), Column("s", "S"), Column("b", "B")], capacity=8)
-    for r in range(1, n + 1):
-        upd = RunUpdate(1, r, {"start_time": 1e9 + r, "status": "done"})
-        a = float(rng.normal()) if r % 7 else math.nan
-        upd.values["a"] = CellValue(K_NUMBER, a)
-        upd.values["s"] = CellValue(K_STRING, obj=f"sample {rng.integers(0, 9)}")
-        upd.values["b"] = CellValue(K_NUMBER, float(r % 5))
-        d.apply_update(upd)
-    return d
-
-
 def test_rowview_sorts_filters_and_places_one_row():
-    d = _synthetic()
+    d = synthetic_table()
     v = RowView(d)                        # newest first
     assert list(d.run[v.order[:3]]) == [200, 199, 198]
     ca = d.col_of("a")
@@ -135,7 +119,7 @@ def test_rowview_sorts_filters_and_places_one_row():
 
 
 def test_text_and_included_filters():
-    d = _synthetic(50)
+    d = synthetic_table(50)
     d.comment[d.row_of[(1, 7)]] = "Beam lost"
     v = RowView(d)
     v.set_filters([TextContains(None, "beam")])
@@ -180,7 +164,7 @@ def test_db_change_watcher_sees_other_writers(gui_ctx):
 def test_export_csv_and_excel(tmp_path):
     import pandas as pd
     from amore_gui.application.export import export_table
-    d = _synthetic(10)
+    d = synthetic_table(10)
     v = RowView(d)
     cols = [d.col_of(C_RUN), d.col_of("a"), d.col_of("s")]
     csv = export_table(tmp_path / "t.csv", d, v.order, cols)

@@ -12,8 +12,8 @@ from qtpy.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, 
 from backend.store.manual import ManualStore  # noqa: E402
 from backend.store.writer import RunDB  # noqa: E402
 
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: E402,F401
-from tests.test_gui import WAIT, cell, open_window, runs_in_view  # noqa: E402,F401
+from tests.gui_fixtures import GUI_PROPOSAL  # noqa: E402
+from tests.gui_helpers import WAIT, cell, runs_in_view  # noqa: E402
 
 
 def add_column_from_dialog(qtbot, w, **fields):

@@ -12,7 +12,7 @@ from amore_gui.application.session import Session
 from amore_gui.application.settings import Settings
 from amore_gui.application.table_data import (C_RUN, NumberRange, OnlyIncluded, RowView,
                                              TextContains)
-from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx  # noqa: F401
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS
 
 
 class Recorder:

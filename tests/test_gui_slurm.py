@@ -8,8 +8,8 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from amore_gui.application.table_data import C_STATUS  # noqa: E402
 from backend.store.writer import RunDB  # noqa: E402
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: E402,F401
-from tests.test_gui import WAIT, cell, open_window, qtbot_wait_until  # noqa: E402,F401
+from tests.gui_fixtures import GUI_PROPOSAL  # noqa: E402
+from tests.gui_helpers import WAIT, cell, qtbot_wait_until  # noqa: E402
 
 
 def slurm_toml(gui_ctx, slurm, extra=""):

@@ -12,8 +12,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 from backend.store.writer import RunDB  # noqa: E402
 from backend.testing import mockdata as md  # noqa: E402
 from tests.conftest import amore_cmd  # noqa: E402
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: E402,F401
-from tests.test_gui import WAIT, cell, open_window  # noqa: E402,F401
+from tests.gui_helpers import WAIT, cell  # noqa: E402
 
 
 def test_data_check_column_event_log_and_closed_notice(open_window, gui_ctx, qtbot, tmp_path):

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from amore_gui import qt_platform
-from tests.gui_fixtures import gui_base, gui_ctx  # noqa: F401
 from tests.xvfb import xvfb
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import statistics
 import time
 import uuid
 
@@ -17,9 +16,9 @@ from backend.notify import kafka as notify_kafka
 from backend.notify.kafka import UpdateConsumer, UpdatePublisher
 from backend.sources.base import RunEvent
 from backend.facilities.euxfel.source import FacilityEventSource
-from tests.kafka_broker import create_topics, produce
+from tests.conftest import PROPOSAL, returns_within
+from tests.kafka_broker import client_config, create_topics, produce
 
-PROPOSAL = 2832
 DB_ID = "db-test"
 
 
@@ -36,15 +35,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def make_config(broker, **kafka) -> Config:
-    c = Config()
-    tag = uuid.uuid4().hex[:8]
-    c["kafka"].update(broker=broker, consumer_group=f"amore-test-{tag}-{{db_id}}",
-                      update_topic=f"amore.test-{tag}-{{db_id}}", connect_timeout=5.0)
-    c["kafka"].update(kafka)
-    return c
-
-
 @pytest.fixture
 def topics(kafka_broker):
     tag = uuid.uuid4().hex[:8]
@@ -55,7 +45,7 @@ def topics(kafka_broker):
 
 @pytest.fixture
 def config(kafka_broker, topics):
-    return make_config(kafka_broker, event_topics=topics)
+    return client_config(kafka_broker, event_topics=topics)
 
 
 def ready_source(config, proposal=PROPOSAL) -> FacilityEventSource:
@@ -97,21 +87,16 @@ def test_facility_event_round_trip(kafka_broker, config, topics):
         assert (ev.run, ev.data, ev.source) == (7, "proc", f"kafka:{topics[1]}[0]@{off2}")
         assert src.ack(token)
 
-        # Latency: produce() call -> poll() returns the event.
+        # One event at a time: each is the next poll()'s (within 5 s), and is acknowledged
+        # (how long it takes: benchmarks/kafka_clients.py).
         p = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
-        lat = []
         for run in range(10, 30):
-            t0 = time.perf_counter()
             p.produce(topics[0], facility_msg(run=run))
             p.poll(0)
             got = src.poll(5.0)
-            lat.append(time.perf_counter() - t0)
-            assert [e.run for e, _ in got] == [run]
+            assert [e.run for e, _ in got] == [run], f"polled for run {run}: {got}"
             src.ack(got[0][1])
         p.flush(5)
-    print(f"\nproduce -> FacilityEventSource.poll: median {statistics.median(lat)*1e3:.1f} ms, "
-          f"max {max(lat)*1e3:.1f} ms")
-    assert statistics.median(lat) < 0.5
     assert committed_offset(kafka_broker, src.group_id, topics[0]) == off + 21
 
 
@@ -187,7 +172,7 @@ def test_commit_only_after_ack(kafka_broker, config, topics):
 
 
 def test_update_round_trip(kafka_broker, caplog):
-    config = make_config(kafka_broker)
+    config = client_config(kafka_broker)
     pub = UpdatePublisher(config, DB_ID)
     assert pub.enabled and pub.topic == config.update_topic(DB_ID)
     sub = UpdateConsumer(config, DB_ID)
@@ -219,17 +204,12 @@ def test_update_round_trip(kafka_broker, caplog):
         assert got == [("run_status_changed", {"proposal": PROPOSAL, "run": 5, "status": "done"})]
         assert sum("malformed update message" in r.getMessage() for r in caplog.records) == 1
 
-        # Latency: publish() -> UpdateConsumer.poll() returns it.
-        lat = []
+        # One message at a time: each is the next poll()'s (within 5 s)
+        # (how long it takes: benchmarks/kafka_clients.py).
         for run in range(20):
-            t0 = time.perf_counter()
             pub.publish("run_values_updated", {"proposal": PROPOSAL, "run": run, "names": ["x"]})
             got = sub.poll(5.0)
-            lat.append(time.perf_counter() - t0)
-            assert [d["run"] for _, d in got] == [run]
-        print(f"\npublish -> UpdateConsumer.poll: median {statistics.median(lat)*1e3:.1f} ms, "
-              f"max {max(lat)*1e3:.1f} ms")
-        assert statistics.median(lat) < 0.5
+            assert [d["run"] for _, d in got] == [run], f"polled for run {run}: {got}"
         assert pub.flush(5) == 0 and pub.failed == 0 and pub.delivered == 22
     finally:
         pub.close()
@@ -247,9 +227,7 @@ def test_no_broker_means_no_op():
     pub.close()
     sub = UpdateConsumer(config, DB_ID)
     assert not sub.enabled
-    t0 = time.monotonic()
-    assert sub.poll(0.05) == []
-    assert time.monotonic() - t0 < 1
+    assert returns_within(10, sub.poll, 0.05) == []      # waits its timeout, not for a broker
     sub.close()
     with pytest.raises(ValueError):
         FacilityEventSource(config, PROPOSAL, DB_ID)
@@ -257,25 +235,22 @@ def test_no_broker_means_no_op():
 
 def test_publisher_survives_dead_broker(monkeypatch, caplog):
     monkeypatch.setattr(notify_kafka, "MESSAGE_TIMEOUT_S", 0.5)
-    config = make_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5)
+    config = client_config(f"127.0.0.1:{closed_port()}", connect_timeout=0.5)
     caplog.set_level(logging.WARNING, logger="backend.kafkaclient")
-    t0 = time.monotonic()
-    pub = UpdatePublisher(config, DB_ID)
-    assert time.monotonic() - t0 < 3
+    pub = returns_within(30, UpdatePublisher, config, DB_ID,
+                         what="UpdatePublisher() for a broker that is not there")
     assert pub.enabled
     assert pub.publish("run_values_updated", {"proposal": PROPOSAL, "run": 1, "names": []})
     assert pub.flush(5) == 0                       # given up after MESSAGE_TIMEOUT_S
     assert pub.failed == 1 and pub.delivered == 0
-    assert any("not delivered" in r.getMessage() for r in caplog.records)
+    assert any("not delivered" in r.getMessage() for r in caplog.records), caplog.text
     pub.close(timeout=0.1)
 
 
 def test_broker_reachable(kafka_broker):
-    assert broker_reachable(kafka_broker, 5.0)
+    assert broker_reachable(kafka_broker, 5.0), f"the test broker {kafka_broker} is not reachable"
     for addr in (f"127.0.0.1:{closed_port()}", "not an address", None):
-        t0 = time.monotonic()
-        assert broker_reachable(addr, 1.0) is False
-        assert time.monotonic() - t0 < 1.5
+        assert returns_within(10, broker_reachable, addr, 1.0) is False, addr
 
 
 def test_broker_reachable_timeout_when_nothing_answers():
@@ -283,13 +258,11 @@ def test_broker_reachable_timeout_when_nothing_answers():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        t0 = time.monotonic()
-        assert broker_reachable(f"127.0.0.1:{s.getsockname()[1]}", 1.0) is False
-        assert time.monotonic() - t0 < 1.5
+        assert returns_within(10, broker_reachable, f"127.0.0.1:{s.getsockname()[1]}", 1.0) is False
 
 
 def test_invalid_offset_reset_is_a_config_error():
     from backend.config import ConfigError
-    config = make_config(f"127.0.0.1:{closed_port()}", auto_offset_reset="sideways")
+    config = client_config(f"127.0.0.1:{closed_port()}", auto_offset_reset="sideways")
     with pytest.raises(ConfigError, match="auto_offset_reset"):
         FacilityEventSource(config, PROPOSAL, DB_ID)

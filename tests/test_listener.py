@@ -1,79 +1,15 @@
 """The backend (`amore-proto listen`) as a real process: offline watcher, broken context files,
 killed workers, clean shutdown."""
-import os
-import signal
 import subprocess
 import textwrap
 import time
 
 import psutil
-import pytest
 
 from backend.store.writer import RunDB
 
-from tests.conftest import PROPOSAL, amore_cmd, wait_for
-
-FAST_WATCH = "[watch]\nquiet_seconds = 0.3\npoll_seconds = 0.1\n"
-
-
-
-
-class Backend:
-    """`amore-proto listen DIR` in a subprocess."""
-
-    def __init__(self, ctx_dir):
-        self.dir = ctx_dir
-        self.log = ctx_dir / "amore.log"
-        self.proc = subprocess.Popen(amore_cmd("listen", ctx_dir), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.log.exists() and " Ready" in self.log.read_text()
-                 or self.proc.poll() is not None, 60, what="backend ready")
-        assert self.proc.poll() is None, self.proc.stdout.read().decode()
-
-    def workers(self):
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "backend.ctxrunner.worker" in " ".join(p.cmdline())]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                raise
-        return self.proc.returncode
-
-
-@pytest.fixture
-def backend():
-    started = []
-
-    def start(ctx_dir):
-        b = Backend(ctx_dir)
-        started.append(b)
-        return b
-    yield start
-    for b in started:
-        if b.proc.poll() is None:
-            os.killpg(b.proc.pid, signal.SIGKILL)
-
-
-def run_status(ctx, run):
-    r = RunDB(ctx).get_run(PROPOSAL, run)
-    return r and r["status"]
-
-
-HANGING_CONTEXT = textwrap.dedent("""
-    import os, time
-    from amore.context import Variable
-
-    @Variable
-    def slow(run):
-        while os.path.exists("hang"):
-            time.sleep(0.05)
-        return 1
-""")
+from tests.conftest import (FAST_WATCH, HANGING_CONTEXT, PROPOSAL, amore_cmd, process, run_status,
+                            wait_for)
 
 
 def start_with_run_1_hanging(make_context_dir, write_run, backend, config):
@@ -177,8 +113,9 @@ def test_pending_runs_are_resumed_at_start(make_context_dir, write_run, backend)
 
 def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, backend,
                                                   kafka_broker, monkeypatch):
-    """A real `migration_complete` on a real broker: values in runs.sqlite well under a second
-    later, and a version-1 update message naming them."""
+    """A real `migration_complete` on a real broker: values in runs.sqlite (the event alone
+    triggers processing; how long it takes is benchmark B3, benchmarks/b3_latency.py), and a
+    version-1 update message naming them."""
     import json
 
     from backend.config import load_config
@@ -205,17 +142,14 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     time.sleep(1.0)  # the watcher is off: only the event may trigger processing
     assert RunDB(ctx).get_run(PROPOSAL, 1) is None
 
-    def send_and_time(run):
-        t0 = time.monotonic()
+    def send_and_wait(run):
         produce(kafka_broker, topic, json.dumps({"event": "migration_complete",
                                                  "proposal": PROPOSAL, "run": str(run)}).encode())
         wait_for(lambda: run_status(ctx, run) == "done", 30, 0.005, f"run {run} processed")
-        return time.monotonic() - t0
 
-    send_and_time(1)
+    send_and_wait(1)
     write_run(2, ntrains=30)
-    latency = send_and_time(2)
-    assert latency < 1.0, latency
+    send_and_wait(2)
     assert RunDB(ctx).get_values(PROPOSAL, 2)["n_trains"].value == 30
     got = []
     wait_for(lambda: got.extend(updates.poll(0.2)) or any(
@@ -224,7 +158,7 @@ def test_kafka_event_to_values_and_update_message(make_context_dir, write_run, b
     msg = next(d for k, d in got if k == "run_values_updated" and d["run"] == 2 and d["names"])
     assert msg["proposal"] == PROPOSAL and "n_trains" in msg["names"]
     log_text = b.log.read_text()
-    assert log_text.count("not JSON") == 1 and "is not a number: 'x'" in log_text
+    assert log_text.count("not JSON") == 1 and "is not a number: 'x'" in log_text, log_text
     assert RunDB(ctx).run_numbers() == [1, 2]
     updates.close()
     assert b.stop() == 0
@@ -235,12 +169,12 @@ def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context
     ctx, b = start_with_run_1_hanging(make_context_dir, write_run, backend, FAST_WATCH)
     workers = b.workers()
     assert workers
-    t0 = time.monotonic()
+    # stop() waits 20 s at most for the exit (then fails): the backend does not wait for the
+    # run, which hangs until DIR/hang is removed (how long it takes: benchmarks/waits.py)
     assert b.stop() == 0
-    assert time.monotonic() - t0 < 15
     run = RunDB(ctx).get_run(PROPOSAL, 1)
-    assert run["status"] == "pending" and "interrupted" in run["status_message"]
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert run["status"] == "pending" and "interrupted" in run["status_message"], run
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     (ctx / "hang").unlink()
     backend(ctx)
     wait_for(lambda: run_status(ctx, 1) == "done", what="run 1 resumed")
@@ -249,8 +183,6 @@ def test_sigterm_abandons_in_flight_run_which_resumes_at_next_start(make_context
 def test_context_python_from_configuration_is_used(make_context_dir, write_run, tmp_path):
     import stat
     import sys
-
-    from tests.test_context import process
 
     marker = tmp_path / "used"
     wrapper = tmp_path / "python-wrapper"
@@ -325,14 +257,13 @@ def test_handed_over_reprocess_cancelled_by_its_command_stops_its_runs(
     cli = subprocess.Popen(amore_cmd("reprocess", "1", "2", "3", "-d", ctx), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     wait_for(lambda: run_status(ctx, 1) == "processing", what="run 1 processing")
-    t0 = time.monotonic()
     cli.terminate()
     cli.communicate(timeout=30)
     wait_for(lambda: "cancelled by its client: run(s) 2, 3 not started; run(s) 1 stopped"
              in b.log.read_text(), 10, what="runs 2 and 3 dropped, run 1 stopped")
     # run 1 is stopped although its variable still hangs ("hang" is there)
+    # (how long it takes: benchmarks/waits.py)
     wait_for(lambda: run_status(ctx, 1) == "done", 10, what="run 1 back to done")
-    assert time.monotonic() - t0 < 10
     time.sleep(1.0)
     after = {r: stamp(r) for r in (1, 2, 3)}
     assert after == stamps   # every run keeps its values from before

@@ -27,9 +27,7 @@ from backend.service.status import BackendError, BackendLockedError, this_host
 from backend.service.tmux import attach_command, find_tmux_servers
 from backend.store.init import init_context_dir
 
-from tests.conftest import wait_for
-
-PROPOSAL = 2832
+from tests.conftest import PROPOSAL, wait_for
 
 
 

@@ -8,8 +8,7 @@ from backend.store.manual import ManualStore
 from backend.store.runlogs import run_logs
 from backend.store.writer import RunDB
 
-from tests.conftest import PROPOSAL, amore_cmd, wait_for
-from tests.test_listener import FAST_WATCH, backend, run_status  # noqa: F401 (fixture)
+from tests.conftest import FAST_WATCH, HANGING_CONTEXT, PROPOSAL, amore_cmd, run_status, wait_for
 
 MANUAL_CONTEXT = textwrap.dedent('''
     from amore.context import Variable
@@ -187,7 +186,6 @@ def test_carry_over_recompute_after_edit_and_run_logs(make_context_dir, write_ru
 
 
 def test_cancelled_reprocess_leaves_no_run_processing(make_context_dir, write_run):
-    from tests.test_listener import HANGING_CONTEXT
     ctx = make_context_dir(HANGING_CONTEXT)
     write_run(1, ntrains=5)
     write_run(2, ntrains=5)

@@ -7,7 +7,7 @@ import textwrap
 
 from tests.conftest import MYMDC_KEY as KEY
 from tests.conftest import PROPOSAL
-from tests.test_context import process
+from tests.conftest import process
 
 MYMDC_CONTEXT = textwrap.dedent("""
     from damnit_ctx import Variable

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PROPOSAL
-from tests.test_context import process
+from tests.conftest import process
 
 PLOTLY_CONTEXT = textwrap.dedent("""
     import numpy as np

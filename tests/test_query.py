@@ -12,7 +12,7 @@ from amore_gui.application.table_data import RowView
 from backend.store.writer import RunDB
 
 from tests.conftest import amore_cmd
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: F401 (fixtures)
+from tests.gui_fixtures import GUI_PROPOSAL
 
 
 def cli(ctx, *args, check=True):

@@ -82,8 +82,8 @@ def test_a_run_is_shared_between_two_processes_and_loses_nothing(backend):
     text = run_logs(db, 2)[-1]["text"]
     assert f"heavy_a in {v2['heavy_a'].value}" in text
     assert f"heavy_b in {v2['heavy_b'].value}" in text
-    # sharing pays: the run takes about its heaviest group, not the sum of both
-    assert second.seconds < first.seconds - 0.1, (first.seconds, second.seconds)
+    # (that sharing pays, the run taking about its heaviest group and not the sum of both, is
+    # measured by benchmarks/run_sharing.py)
 
 
 def test_a_killed_copy_fails_only_its_own_variables(backend):

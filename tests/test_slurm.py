@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 from backend.store.writer import RunDB
-from tests.conftest import PROPOSAL, amore_cmd, wait_for
-from tests.test_listener import FAST_WATCH, backend  # noqa: F401 (fixture)
+from tests.conftest import FAST_WATCH, PROPOSAL, amore_cmd, wait_for
 
 
 def slurm_config(cluster, time_limit="00:10:00", max_concurrent=2, extra=""):
@@ -50,7 +49,7 @@ CONTEXT = textwrap.dedent("""
 
 @pytest.fixture
 def backends(backend):
-    """``backends(ctx)`` starts a backend (tests/test_listener.py's ``backend`` fixture: each
+    """``backends(ctx)`` starts a backend (tests/conftest.py's ``backend`` fixture: each
     one is killed at the end of the test)."""
     return backend
 
@@ -466,11 +465,11 @@ def test_job_says_on_the_broker_that_it_finished(slurm, make_context_dir, write_
     b = backends(ctx)
     write_run(1)
     wait_for(lambda: tasks(ctx), 60, what="job submitted")
-    t0 = time.monotonic()
+    # within 60 s, half the backend's 2-minute poll: the job's message brought them
     wait_for(lambda: RunDB(ctx).get_run(PROPOSAL, 1)["status"] == "done", 60, what="values")
-    assert time.monotonic() - t0 < 60
     v = values(ctx, 1)
-    assert v["heavy"].value == v["n_trains"].value * 10 + 1 and v["heavier"].value == v["heavy"].value + 1
+    assert v["heavy"].value == v["n_trains"].value * 10 + 1 \
+        and v["heavier"].value == v["heavy"].value + 1, v
     job = tasks(ctx)[0]["task_id"]
     assert f"Slurm job {job} says it finished" in b.log.read_text()
     assert b.stop() == 0

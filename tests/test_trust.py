@@ -218,7 +218,6 @@ def test_killed_backend_then_listen_once_catches_up(make_context_dir, write_run)
     write_run(3, ntrains=20)
     assert db.get_run(PROPOSAL, 2) is None
 
-    t0 = time.monotonic()
     out = cli("listen", "--once", ctx)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 new on disk, 1 unfinished, 1 worker died" in out.stderr
@@ -227,26 +226,28 @@ def test_killed_backend_then_listen_once_catches_up(make_context_dir, write_run)
         assert db.get_run(PROPOSAL, r)["status"] == "done"
         vals = db.get_values(PROPOSAL, r)
         assert vals["slow"].value == 10 * r
-        assert vals[DATA_CHECK].value == "OK" and vals[FILES_CHECK].value.startswith("OK")
+        assert vals[DATA_CHECK].value == "OK" and vals[FILES_CHECK].value.startswith("OK"), \
+            (r, vals[DATA_CHECK], vals[FILES_CHECK])
     snaps = TrustStore(db).snapshots(PROPOSAL, 2)
     assert [s["source"] for s in snaps if s["kind"] == "event"] == ["catch-up"]
     meta = [s["data"] for s in snaps if s["kind"] == "metadata"][0]
     assert meta["runNumber"] == 2 and meta["proposalNumber"] == PROPOSAL
-    first = time.monotonic() - t0
 
+    # a second catch-up finds nothing to do and changes nothing (how long it takes, against
+    # the first: benchmarks/waits.py)
     n_events = len(db.events())
     n_snaps = len(TrustStore(db).snapshots(PROPOSAL, 2))
     stamp = db.get_values(PROPOSAL, 1)
-    t0 = time.monotonic()
     out = cli("listen", "--once", ctx)
-    again = time.monotonic() - t0
-    assert out.returncode == 0 and "Nothing to do" in out.stderr
-    assert again < 5.0, (again, first)
-    assert len(db.events()) == n_events and len(TrustStore(db).snapshots(PROPOSAL, 2)) == n_snaps
+    assert out.returncode == 0 and "Nothing to do" in out.stderr, out.stdout + out.stderr
+    assert len(db.events()) == n_events, db.events()[n_events:]
+    snaps = TrustStore(db).snapshots(PROPOSAL, 2)
+    assert len(snaps) == n_snaps, snaps
     assert db.get_values(PROPOSAL, 1) == stamp
 
     info = cli("run-info", "2", "-d", ctx)
-    assert info.returncode == 0 and "catch-up" in info.stdout and "runNumber: 2" in info.stdout
+    assert info.returncode == 0 and "catch-up" in info.stdout and "runNumber: 2" in info.stdout, \
+        info.stdout + info.stderr
     assert "Data check: OK" in info.stdout
 
 

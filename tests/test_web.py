@@ -17,8 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from tests.conftest import amore_cmd, wait_for  # noqa: E402
-from tests.gui_fixtures import (GUI_PROPOSAL, GUI_RUNS, gui_base, gui_ctx,  # noqa: E402,F401
-                                process_runs, write_runs)
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, process_runs, write_runs  # noqa: E402
 from tests.web_browser import http  # noqa: E402
 
 SLUG = f"p{GUI_PROPOSAL}"

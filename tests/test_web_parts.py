@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from tests.conftest import wait_for
-from tests.gui_fixtures import GUI_PROPOSAL, gui_base, gui_ctx  # noqa: F401
+from tests.gui_fixtures import GUI_PROPOSAL
 
 
 # -- the push channel -------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ run_values_table = sa.Table(
     sa.Column("summary_type", sa.Text, nullable=False),
     sa.Column("attributes", sa.Text),
     sa.Column("timestamp", sa.Float, nullable=False),
+    sa.Index("ix_run_values_name", "name"),
+    sa.Index("ix_run_values_timestamp", "timestamp"),
 )
 variables_table = sa.Table(
     "variables", metadata_obj,
@@ -157,6 +159,7 @@ events_table = sa.Table(
     sa.Column("run", sa.Integer),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("details", sa.Text),
+    sa.Index("ix_events_timestamp", "timestamp"),
 )
 
 run_snapshots_table = sa.Table(
@@ -169,6 +172,7 @@ run_snapshots_table = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("location", sa.Text),
     sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_run_snapshots_run", "proposal", "run"),
 )
 file_checksums_table = sa.Table(
     "file_checksums", metadata_obj,
