@@ -13,7 +13,14 @@ Tables (long/narrow):
     one row per (proposal, run, variable name): ``value`` (SQLite integer, real, text or blob,
     stored without type conversion), ``summary_type`` (a :class:`backend.vocab.SummaryType`, tells
     how to read ``value``), ``attributes`` (JSON text: units, error type/message, shape, dtype, ...),
-    ``timestamp`` (Unix seconds of the write).
+    ``timestamp`` (Unix seconds of the write); its provenance (revision 0008,
+    :mod:`backend.store.provenance`): ``code`` (id of the ``code_versions`` row of the code
+    that made it; NULL for manual values, built-in cells and values from before 0008 whose
+    code is not known), ``evaluation`` (id of the ``evaluations`` row: where, when, with which
+    data), ``inputs`` (JSON text: the manual values read through ``var#``, directly or
+    through the variables it takes, ``{"manual": {column: value}}``, the ``param#`` values
+    ``{"param": {...}}`` and ``mymdc#`` answers ``{"mymdc": {...}}`` it was given; NULL when
+    none).
 ``variables``
     the context file's variables: name, title, description, units, tags (JSON list), data
     (``raw``/``proc``), summary.
@@ -63,6 +70,31 @@ with either kind of parameter work and existing databases need no rewrite.
 ``run_logs``
     what one evaluation of a run printed, and its tracebacks: ``proposal``, ``run``,
     ``timestamp``, ``status`` (``done``, ``failed``, ``cancelled``...), ``text``.
+``code_versions``
+    every code digest AMORE has seen (revision 0008): ``digest`` (16 hex characters,
+    :func:`backend.ctxrunner.provenance.code_digests`), ``name`` (the variable), ``parts``
+    (JSON text: the digests it is made of -- ``function``, ``arguments``, ``fields`` of a
+    group, ``names``: module-level name -> digest, ``inputs``: ``var#`` input -> its code
+    digest), ``recorded_at``.
+``current_code``
+    the code of the context file as last loaded (revision 0008): ``name`` (every variable,
+    transient ones and metadata columns too), ``code`` (its ``code_versions`` id), ``data``
+    (``raw``/``proc``), ``manual`` (JSON list: the manual columns it reads, also through its
+    inputs), ``deps`` (JSON list: the variables it takes directly). What the front-ends compare
+    stored values with; the ``metadata`` key ``context_state`` says which file it is.
+``evaluations``
+    one row per evaluation of a run whose values are stored (revision 0008; rows no value
+    refers to any more are dropped): ``origin`` (``amore``, ``damnit`` for imported values),
+    ``started_at`` (Unix seconds), ``seconds``, ``host``, ``worker`` (``local worker, PID N``
+    or ``Slurm job J``), ``amore_version``, ``python``, ``context`` (SHA-256 of the context
+    file's text), ``raw_data``/``proc_data`` (digests of the run's data it read, see
+    ``run_data``), ``details`` (JSON: the data's files, sizes and times, ``meta#`` values, the
+    processes used).
+``run_data``
+    the run's data as AMORE last saw it (revision 0008): per ``kind`` (``raw``, ``proc``) the
+    ``digest`` of its files' names, sizes and modification times, ``files``, ``bytes``,
+    ``mtime`` (newest), ``locations`` (JSON list of the glob patterns listing the files), and
+    ``seen_at``. A value whose evaluation read other data is stale.
 ``slurm_jobs``
     one row per Slurm task and run (a task may compute several runs, one after the other):
     ``task_id`` (``"<job>"`` or ``"<array job>_<task>"``),
@@ -79,7 +111,7 @@ from sqlalchemy.types import UserDefinedType
 
 #: Alembic revision this code writes and reads; a database at another revision is migrated
 #: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 
 
 class AnyValue(UserDefinedType):
@@ -127,7 +159,10 @@ run_values_table = sa.Table(
     sa.Column("summary_type", sa.Text, nullable=False),
     sa.Column("attributes", sa.Text),
     sa.Column("timestamp", sa.Float, nullable=False),
-    sa.Index("ix_run_values_name", "name"),
+    sa.Column("code", sa.Integer),
+    sa.Column("evaluation", sa.Integer),
+    sa.Column("inputs", sa.Text),
+    sa.Index("ix_run_values_name_code", "name", "code"),
     sa.Index("ix_run_values_timestamp", "timestamp"),
 )
 variables_table = sa.Table(
@@ -265,4 +300,52 @@ slurm_jobs_table = sa.Table(
     sa.Column("done", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_slurm_jobs_run", "proposal", "run"),
     sa.Index("ix_slurm_jobs_done", "done"),
+)
+
+code_versions_table = sa.Table(
+    "code_versions", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("parts", sa.Text),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("digest", name="uq_code_versions_digest"),
+)
+current_code_table = sa.Table(
+    "current_code", metadata_obj,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("code", sa.Integer, nullable=False),
+    sa.Column("data", sa.Text),
+    sa.Column("manual", sa.Text),
+    sa.Column("deps", sa.Text),
+)
+evaluations_table = sa.Table(
+    "evaluations", metadata_obj,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("proposal", ProposalId, nullable=False),
+    sa.Column("run", sa.Integer, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("seconds", sa.Float),
+    sa.Column("host", sa.Text),
+    sa.Column("worker", sa.Text),
+    sa.Column("amore_version", sa.Text),
+    sa.Column("python", sa.Text),
+    sa.Column("context", sa.Text),
+    sa.Column("raw_data", sa.Text),
+    sa.Column("proc_data", sa.Text),
+    sa.Column("details", sa.Text),
+    sa.Index("ix_evaluations_run", "proposal", "run"),
+)
+run_data_table = sa.Table(
+    "run_data", metadata_obj,
+    sa.Column("proposal", ProposalId, primary_key=True),
+    sa.Column("run", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("files", sa.Integer),
+    sa.Column("bytes", sa.Integer),
+    sa.Column("mtime", sa.Float),
+    sa.Column("locations", sa.Text),
+    sa.Column("seen_at", sa.Float, nullable=False),
 )
