@@ -20,8 +20,10 @@ wrong type becomes an error cell naming the key, the type expected and the value
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -73,6 +75,10 @@ class OpenedRun:
     messages; ``h5file``: an open ``h5py.File`` for ``hdf5`` columns, or None. ``close()``: called
     once the variables are computed. ``damaged()``: ``{file name: reason}`` of the run's files
     that could not be read, asked only when a variable failed (named in its error), or None.
+    ``data_locations``: where the run's data is, per kind (``"raw"``, ``"proc"``): absolute glob
+    patterns (``**`` recursive) listing its files, whose names, sizes and modification times
+    are the data's identity in the values' provenance
+    (:func:`backend.ctxrunner.provenance.data_identity`); empty where not known.
     """
 
     obj: Any
@@ -86,6 +92,7 @@ class OpenedRun:
     h5file: Any = None
     close: Callable[[], None] = lambda: None
     damaged: Callable[[], dict] | None = None
+    data_locations: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -164,8 +171,12 @@ def open_facility_run(facility: str, request: RunRequest, keys, where: str) -> O
     data_dir = Path(d) if d else None
     obj = FacilityRun(facility, proposal, request.run, dict(info.get("metadata") or {}), data_dir,
                       data_files(data_dir, info.get("file_glob") or "*"))
+    locations = ({"raw": [os.path.join(glob.escape(str(data_dir)), "**",
+                                       info.get("file_glob") or "*")]}
+                 if data_dir is not None else {})
     return OpenedRun(obj, proposal, str(info.get("proposal_path", "")), request.data,
-                     info.get("start_time"), meta, lambda: meta.get("metadata") or {}, where)
+                     info.get("start_time"), meta, lambda: meta.get("metadata") or {}, where,
+                     data_locations=locations)
 
 
 # ---------------------------------------------------------------------------------------------

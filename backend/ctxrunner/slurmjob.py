@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     worker = Worker(Path(spec["context_dir"]), int(os.environ.get("AMORE_THUMBNAIL_PX", "150")),
                     int(os.environ.get("AMORE_SPARKLINE_POINTS", "100")))
     worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
+    worker.where = f"Slurm job {task}"   # the values' provenance says so
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")  # not for user code
     from backend.ctxrunner.mymdc import metadata_client
     worker.mymdc = metadata_client(mymdc_conf)

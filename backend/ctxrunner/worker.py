@@ -66,6 +66,19 @@ class Worker:
         self.columns: list = []
         #: name -> seconds the variable took on the last run (shares runs out, see split_plan)
         self.seconds: dict[str, float] = {}
+        #: ``[processing] watch_modules`` (``$AMORE_WATCH_MODULES``, JSON): modules whose code
+        #: counts as the context file's (followed in the digests, imported anew when changed)
+        self.watch_modules: tuple[str, ...] = tuple(
+            json.loads(os.environ.get("AMORE_WATCH_MODULES") or "[]"))
+        #: the provenance of the loaded file: name -> CodeInfo, SHA-256 of its text, the
+        #: watched modules' files (path -> modification time) and their SHA-256
+        self.codes: dict = {}
+        self.context_sha: str | None = None
+        self.watched: dict[str, float] = {}
+        self.watched_sha: dict[str, str | None] = {}
+        self._reported_codes: set[str] = set()
+        #: where this process runs, for the values' provenance
+        self.where = f"local worker, PID {os.getpid()}"
 
     def opener(self):
         """The facility's worker module (``run_module`` of ``$AMORE_FACILITY``): its
@@ -96,6 +109,16 @@ class Worker:
             return f"metadata columns: {e}"
         return None
 
+    def _watched_changed(self) -> bool:
+        """Whether a file of a watched module changed since the context file was loaded."""
+        for path, mtime in self.watched.items():
+            try:
+                if os.stat(path).st_mtime != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
     def _ensure_context(self, manual=None) -> None:
         from backend.ctxrunner.context import ContextFile, ContextFileError
         manual_changed = manual is not None and frozenset(manual) != self.manual
@@ -106,18 +129,47 @@ class Worker:
         except FileNotFoundError:
             self.ctx, self.ctx_error, self.ctx_mtime = None, f"No context file at {self.ctx_path}", None
             return
-        if mtime == self.ctx_mtime and not manual_changed:
+        watched_changed = self._watched_changed()
+        if mtime == self.ctx_mtime and not manual_changed and not watched_changed:
             return
         self.ctx_mtime = mtime
+        if watched_changed or self.watch_modules:
+            from backend.ctxrunner.provenance import forget_modules
+            forget_modules(self.watch_modules)   # imported anew by the context file
+        from backend.ctxrunner.provenance import file_sha
+        self.context_sha = file_sha(self.ctx_path)   # the file the digests are of
         try:
-            self.ctx = ContextFile.from_path(self.ctx_path, manual=self.manual)
+            try:
+                code = self.ctx_path.read_text()
+            except OSError as e:
+                raise ContextFileError(f"Cannot read context file {self.ctx_path}: {e}") from None
+            self.ctx = ContextFile.from_str(code, str(self.ctx_path), manual=self.manual)
             self.ctx_error = None
         except ContextFileError as e:
             self.ctx, self.ctx_error = None, str(e)
+            self.codes = {}
             return
         col_error = self._load_columns()
         if col_error:
             self.ctx, self.ctx_error = None, col_error
+            return
+        self._digest()
+
+    def _digest(self) -> None:
+        """The provenance of the context file just loaded: its variables' code digests and the
+        watched modules' files. A failure here costs the provenance
+        (said on stderr), never the values."""
+        from backend.ctxrunner.context import CONTEXT_MODULE_NAME
+        from backend.ctxrunner.provenance import code_digests, file_sha, watched_files
+        self.watched = watched_files(self.watch_modules)
+        self.watched_sha = {p: file_sha(p) for p in self.watched}
+        try:
+            self.codes = code_digests(self.ctx, self.columns, self.watch_modules,
+                                      CONTEXT_MODULE_NAME)
+        except Exception as e:  # noqa: BLE001 - never lose values for their provenance
+            print(f"AMORE: the code digests of {self.ctx_path.name} could not be computed "
+                  f"({type(e).__name__}: {e}); values are stored without them", file=sys.stderr)
+            self.codes = {}
 
     def load(self, req: dict) -> dict:
         self._ensure_context(req.get("manual_columns"))
@@ -135,14 +187,19 @@ class Worker:
         graph = {v.name: {"cluster": v.cluster, "data": v.data, "transient": v.transient,
                           "deps": self.ctx.deps_of(v.name)}
                  for v in self.ctx.variables.values()}
+        from backend.ctxrunner.provenance import DIGEST_VERSION
+        self._reported_codes.update(c.digest for c in self.codes.values())
         return {"ok": True, "variables": variables, "mtime": self.ctx_mtime, "inputs": inputs,
-                "graph": graph}
+                "graph": graph, "codes": {n: c.to_json() for n, c in self.codes.items()},
+                "context": {"sha": self.context_sha, "watched": self.watched_sha,
+                            "digest_version": DIGEST_VERSION}}
 
     def run(self, req: dict) -> dict:
         """One run request: open the run the facility's way, compute its metadata columns and
         the variables, and reply (see the module docstring)."""
         from backend.ctxrunner.facilities import RunNotReady, RunRequest, compute_columns
         t0 = time.perf_counter()
+        started = time.time()
         self._ensure_context(req.get("manual_columns"))
         if self.ctx is None:
             return {"ok": False, "kind": "context", "error": self.ctx_error}
@@ -155,10 +212,14 @@ class Worker:
         except RunNotReady as e:
             return {"ok": False, "kind": "missing_run", "error": str(e)}
         t_open = time.perf_counter()
+        from backend.ctxrunner.provenance import data_identity
+        data_ids = {kind: data_identity(pats) for kind, pats in opened.data_locations.items()}
         mymdc = None
+        answers: dict = {}   # the metadata service's answers, for the values' provenance
         if self.mymdc is not None:
             def mymdc(key, _c=self.mymdc, _p=opened.proposal):
-                return _c.lookup(key, _p, run)
+                answers[key] = _c.lookup(key, _p, run)
+                return answers[key]
         try:
             columns = {}
             todo = [c for c in self.columns if c.name not in self.ctx.variables]
@@ -176,8 +237,42 @@ class Worker:
         if opened.damaged is not None and any(v.summary_type == "error"
                                               for v in ev.values.values()):
             damaged = opened.damaged()  # which files could not be read (extra-data skips them)
-        return self._finish(ev, opened.data, opened.start_time, t0, t_open, columns,
-                            req.get("only"), damaged=damaged)
+        reply = self._finish(ev, opened.data, opened.start_time, t0, t_open, columns,
+                             req.get("only"), damaged=damaged)
+        reply["provenance"] = self._provenance(reply, req, opened, data_ids, answers, started,
+                                               time.perf_counter() - t0)
+        return reply
+
+    def _provenance(self, reply: dict, req: dict, opened, data_ids: dict, answers: dict,
+                    started: float, seconds: float) -> dict:
+        """The provenance of the values in ``reply`` (JSON, ``version`` 1): ``run`` (where,
+        when, how long, AMORE's and Python's versions, the context file's SHA-256, the data's
+        identity per kind, the ``meta#`` values), ``values`` (name -> ``{"code": digest,
+        "inputs": {...} or None}``) and ``codes`` (digest -> ``{"name", "parts"}`` of the
+        digests this process has not reported before)."""
+        import socket
+
+        from backend.ctxrunner.provenance import (_jsonable, amore_version, python_version,
+                                                  value_inputs)
+        manual = req.get("manual") or {}
+        params = req.get("params") or {}
+        values, codes = {}, {}
+        for name in reply["values"]:
+            info = self.codes.get(name)
+            if info is None:
+                continue
+            values[name] = {"code": info.digest,
+                            "inputs": value_inputs(info, manual, params, answers)}
+            if info.digest not in self._reported_codes:
+                codes[info.digest] = {"name": name, "parts": info.parts}
+        self._reported_codes.update(codes)
+        meta = {k: _jsonable(v) for k, v in (opened.meta or {}).items() if k != "metadata"}
+        return {"version": 1, "values": values, "codes": codes, "run": {
+            "started_at": started, "seconds": round(seconds, 4), "host": socket.gethostname(),
+            "worker": self.where, "amore_version": amore_version(), "python": python_version(),
+            "context": self.context_sha, "data": data_ids,
+            "details": {"meta": meta, "data": opened.data,
+                        "processes": (reply.get("timings") or {}).get("processes", 1)}}}
 
     @staticmethod
     def _processes(req: dict) -> int:

@@ -4,6 +4,7 @@ adds :data:`META_KEYS` from what the file writer's messages said; ``hdf5`` metad
 the same file."""
 from __future__ import annotations
 
+import glob
 import os
 import time
 
@@ -52,4 +53,5 @@ def open_run(request: RunRequest) -> OpenedRun:
                       float(options.get("open_retry_seconds", 1.0)))
     return OpenedRun(f, proposal, str(info.get("proposal_path", "")), request.data,
                      info.get("start_time"), meta, lambda: meta.get("metadata") or {},
-                     "the pl72 metadata", h5file=f, close=f.close)
+                     "the pl72 metadata", h5file=f, close=f.close,
+                     data_locations={"raw": [glob.escape(str(path))]})

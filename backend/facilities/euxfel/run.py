@@ -9,6 +9,7 @@ read are named in its error (:func:`damaged_files`: extra-data skips them silent
 """
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -60,8 +61,10 @@ def open_run(request: RunRequest) -> OpenedRun:
         opened = {Path(f.filename).name for f in getattr(run_dc, "files", [])}
         return damaged_files(prop_path, run, opened)
 
+    locations = {origin: [os.path.join(glob.escape(str(prop_path)), origin, f"r{run:04d}", "*.h5")]
+                 for origin in ("raw", "proc")} if prop_path else {}
     return OpenedRun(run_dc, proposal, str(prop_path), data, start_time(run_dc), {},
-                     metadata, "the run's metadata", damaged=damaged)
+                     metadata, "the run's metadata", damaged=damaged, data_locations=locations)
 
 
 def start_time(run_dc) -> float | None:
