@@ -33,6 +33,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
+from backend.store.provenance import (ORIGIN_AMORE, drop_unused_evaluations, record_context,
+                                      value_row_provenance)
 from backend.store.schema import (comments_table, events_table, manual_columns_table,
                                   manual_history_table, metadata_table, run_logs_table,
                                   run_snapshots_table, run_values_table, runs_table,
@@ -99,7 +101,8 @@ def _upsert_value():
     ins = sqlite_insert(run_values_table)
     return ins.on_conflict_do_update(
         index_elements=[c.proposal, c.run, c.name],
-        set_={n: ins.excluded[n] for n in ("value", "summary_type", "attributes", "timestamp")})
+        set_={n: ins.excluded[n] for n in ("value", "summary_type", "attributes", "timestamp",
+                                           "code", "evaluation", "inputs")})
 
 
 _NEW_RUN = _new_run()
@@ -229,6 +232,8 @@ class RunDB:
         if ident.kind is not DbKind.AMORE or ident.needs_upgrade:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
+        #: code digest -> ``code_versions`` id, as far as this process has met them
+        self._code_ids: dict[str, int] = {}
 
     @contextmanager
     def _begin(self):
@@ -471,12 +476,17 @@ class RunDB:
     # --- values ---------------------------------------------------------------------------
     def write_values(self, proposal: int | str, run: int, values: dict[str, StoredValue],
                      status: str | None = None, status_message: str | None = None,
-                     start_time: float | None = None, delete_missing: Iterable[str] = ()) -> None:
+                     start_time: float | None = None, delete_missing: Iterable[str] = (),
+                     provenance: dict | None = None, origin: str = ORIGIN_AMORE) -> None:
         """Store the values of one run in one short transaction.
 
         ``values`` maps variable name to :class:`StoredValue`; existing values are replaced.
         Names in ``delete_missing`` that are not in ``values`` are removed (variables that no
         longer exist). ``status``/``status_message``/``start_time`` update the run row too.
+        ``provenance``: how the values were made (the worker's reply, see
+        :meth:`backend.ctxrunner.worker.Worker._provenance`), recorded beside them
+        (:mod:`backend.store.provenance`; ``origin``: ``amore`` or ``damnit``); without it the
+        values' provenance is cleared (manual values, built-in cells, errors of failed jobs).
         """
         now = time.time()
         rows = [{"proposal": proposal, "run": run, "name": name, "value": _db_value(sv.value),
@@ -490,7 +500,10 @@ class RunDB:
                     conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
                                             "start_time": start_time, "added_at": now})
                     if rows:
-                        conn.execute(_UPSERT_VALUE, rows)
+                        prov = value_row_provenance(provenance, values, conn, self._code_ids,
+                                                    proposal, run, origin)
+                        conn.execute(_UPSERT_VALUE, [dict(r, **prov[r["name"]]) for r in rows])
+                        drop_unused_evaluations(conn, proposal, run)
                     if gone:
                         conn.execute(run_values_table.delete().where(
                             run_values_table.c.proposal == proposal, run_values_table.c.run == run,
@@ -530,6 +543,41 @@ class RunDB:
             c = run_values_table.c
             return [tuple(r) for r in conn.execute(sa.select(
                 c.proposal, c.run, c.name, c.value, c.summary_type, c.attributes))]
+
+    def refresh_run_data(self, runs: Iterable[tuple] | None = None) -> list[tuple]:
+        """Look at the runs' data again (the files the last evaluation listed, see
+        :func:`backend.ctxrunner.provenance.data_identity`) and record what changed, so that
+        the values made from the old data count as stale. ``runs``: ``(proposal, run)``
+        pairs (default: every run with recorded data). Returns the ``(proposal, run, kind)``
+        whose data changed."""
+        from backend.ctxrunner.provenance import data_identity
+        from backend.store.provenance import set_run_data
+        from backend.store.schema import run_data_table as rd
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(sa.select(rd.c.proposal, rd.c.run, rd.c.kind, rd.c.digest,
+                                           rd.c.locations)).all()
+        wanted = None if runs is None else set(runs)
+        changed, now = [], time.time()
+        new: dict[tuple, dict] = {}
+        for p, r, kind, dig, locations in rows:
+            if wanted is not None and (p, r) not in wanted:
+                continue
+            ident = data_identity(json.loads(locations or "[]"))
+            if ident["digest"] != dig:
+                changed.append((p, r, kind))
+                new.setdefault((p, r), {})[kind] = ident
+        if new:
+            with self._begin() as conn:
+                for (p, r), data in new.items():
+                    set_run_data(conn, p, r, data, now)
+        return changed
+
+    # --- the context file's code ---------------------------------------------------------
+    def record_context(self, codes: dict[str, dict], state: dict) -> bool:
+        """Record the code of the context file just loaded as the current one (see
+        :func:`backend.store.provenance.record_context`). Returns True if it changed."""
+        with self._begin() as conn:
+            return record_context(conn, codes, state)
 
     # --- variables ------------------------------------------------------------------------
     def set_variables(self, variables: Iterable[VariableInfo]) -> bool:

@@ -1,0 +1,439 @@
+"""Which stored values are stale, why, and how each was made: reads of ``runs.sqlite`` with the
+standard library's :mod:`sqlite3` (no user code runs, nothing is written), shared by the Qt GUI
+and the browser (:mod:`amore_gui.application.dbread`), ``amore-proto show``/``run-info``/
+``reprocess`` and :mod:`amore.api`.
+
+A value is *stale* when what made it differs from what would make it now:
+
+``code`` (:data:`CODE`)
+    its code digest is not the current one of its variable (``current_code``, recorded when
+    the context file was last loaded): the variable's function, its decorator arguments that
+    change what is stored, a module-level name it reads (through helpers too), its group's
+    fields, or -- recursively -- a variable it takes through ``var#`` changed;
+``manual`` (:data:`MANUAL`)
+    a manual value it read (directly or through its inputs) was edited since;
+``data`` (:data:`DATA`)
+    the run's data changed after it was computed: the names, sizes or modification times of
+    the raw files (every value) or of the proc files (values of ``data="proc"`` variables),
+    as AMORE last saw them (``run_data``: updated by every evaluation and by
+    ``amore-proto reprocess all``);
+``unknown`` (:data:`UNKNOWN`)
+    the code that made it is not known: stored before AMORE recorded provenance by an
+    earlier version of the context file, imported from DAMNIT while the context file has
+    changed since, or an error written for a Slurm job that failed.
+
+Values of variables no longer in the context file, manual values and built-in cells are never
+stale. Everything here is a few indexed queries (values whose code differs from the current one
+are found through the ``(name, code)`` index without reading the others).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+#: Reasons a value is stale (bits, combined with ``|``).
+CODE, MANUAL, DATA, UNKNOWN = 1, 2, 4, 8
+REASON_NAMES = {CODE: "code", MANUAL: "manual", DATA: "data", UNKNOWN: "unknown"}
+
+_CURRENT_SQL = ("SELECT c.name, c.code, c.data, c.manual, c.deps, v.digest, v.parts "
+                "FROM current_code c LEFT JOIN code_versions v ON v.id = c.code")
+_DIFFERENT_SQL = ("SELECT proposal, run, code, evaluation FROM run_values "
+                  "WHERE name = ? AND (code < ? OR code > ?)")
+_UNKNOWN_SQL = "SELECT proposal, run, code, evaluation FROM run_values WHERE name = ? AND code IS NULL"
+_RUN_SQL = " AND proposal = ? AND run = ?"
+_DATA_SQL = (
+    "SELECT e.id, e.proposal, e.run, e.raw_data <> r.digest, e.proc_data <> p.digest, "
+    "r.files, p.files, e.origin FROM evaluations e "
+    "LEFT JOIN run_data r ON r.proposal = e.proposal AND r.run = e.run AND r.kind = 'raw' "
+    "LEFT JOIN run_data p ON p.proposal = e.proposal AND p.run = e.run AND p.kind = 'proc' ")
+
+
+@dataclass
+class Current:
+    """The context file's code as last loaded: name -> (code id, data kind, manual columns
+    read, direct ``var#`` dependencies, digest, parts)."""
+
+    code: dict[str, int]
+    data: dict[str, str]
+    manual: dict[str, list[str]]
+    deps: dict[str, list[str]]
+    digest: dict[str, str]
+    parts: dict[str, dict | None]
+
+
+def current(con: sqlite3.Connection) -> Current:
+    """The recorded current code (empty before the first load, or for a database older than
+    revision 0008)."""
+    cur = Current({}, {}, {}, {}, {}, {})
+    try:
+        rows = con.execute(_CURRENT_SQL).fetchall()
+    except sqlite3.OperationalError:
+        return cur
+    for name, code, data, manual, deps, dig, parts in rows:
+        cur.code[name] = code
+        cur.data[name] = data or "raw"
+        cur.manual[name] = _loads(manual, [])
+        cur.deps[name] = _loads(deps, [])
+        cur.digest[name] = dig
+        cur.parts[name] = _loads(parts, None)
+    return cur
+
+
+def _loads(text, default):
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+@dataclass
+class StaleCell:
+    """One stale value: ``reasons`` (bits :data:`CODE` | :data:`MANUAL` | ...) and ``text``
+    (one line per reason, for people)."""
+
+    reasons: int
+    text: str
+
+
+class Staleness:
+    """The stale values of a database (or of one run), with their reasons explained; built by
+    :func:`stale_cells`. ``cells``: ``(proposal, run, name) -> StaleCell``."""
+
+    def __init__(self, con: sqlite3.Connection, context_name: str = "context.py"):
+        self.con = con
+        self.context_name = context_name
+        self.cur = current(con)
+        self.cells: dict[tuple, StaleCell] = {}
+        self._explained: dict[tuple[str, int], str] = {}
+        self._parts: dict[int, tuple[str, str, dict | None]] = {}
+        self._origin: dict[int, str] = {}
+
+    # -- code ------------------------------------------------------------------------------
+    def _code_parts(self, ids: Iterable[int]) -> None:
+        todo = [i for i in set(ids) if i is not None and i not in self._parts]
+        for k in range(0, len(todo), 500):
+            part = todo[k:k + 500]
+            q = ("SELECT id, digest, name, parts FROM code_versions WHERE id IN ("
+                 + ",".join("?" * len(part)) + ")")
+            for i, dig, name, parts in self.con.execute(q, part):
+                self._parts[i] = (dig, name, _loads(parts, None))
+
+    def explain_code(self, name: str, old_id: int) -> str:
+        """Why the code of ``name`` that made a value (``old_id``) is not the current one."""
+        key = (name, old_id)
+        got = self._explained.get(key)
+        if got is None:
+            self._code_parts([old_id])
+            old = (self._parts.get(old_id) or (None, None, None))[2]
+            new = self.cur.parts.get(name)
+            reasons = self._diff(name, old, new, depth=0)
+            got = self._explained[key] = "; ".join(reasons) or f"the code of {name} changed"
+        return got
+
+    def _diff(self, name: str, old: dict | None, new: dict | None, depth: int,
+              through: str = "") -> list[str]:
+        via = f" (through input {through})" if through else ""
+        if not old or not new:
+            return [f"the code of {name} changed{via}"]
+        out = []
+        if old.get("function") != new.get("function"):
+            out.append(f"function {name} changed in {self.context_name}{via}")
+        if old.get("arguments") != new.get("arguments"):
+            out.append(f"the arguments of {name} (data, summary, units, transient or its "
+                       f"inputs) changed{via}")
+        if old.get("fields") != new.get("fields"):
+            out.append(f"the fields of the group of {name} changed{via}")
+        if old.get("class") != new.get("class"):
+            out.append(f"the group class of {name} changed{via}")
+        if old.get("column") != new.get("column"):
+            out.append(f"the definition of metadata column {name} changed in amore.toml")
+        on, nn = old.get("names") or {}, new.get("names") or {}
+        for k in sorted(set(on) | set(nn)):
+            if on.get(k) != nn.get(k):
+                where = self.context_name if "." not in k else f"module {k.rsplit('.', 1)[0]}"
+                what = ("now read" if k not in on else "no longer read" if k not in nn
+                        else "changed")
+                out.append(f"{k.rsplit('.', 1)[-1]} {what} in {where}{via}")
+        oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
+        for dep in sorted(set(oi) | set(ni)):
+            if oi.get(dep) == ni.get(dep):
+                continue
+            if dep not in oi or dep not in ni or depth >= 4:
+                out.append(f"input {dep} changed{via}")
+                continue
+            old_dep = self._parts_by_digest(oi[dep])
+            new_dep = self.cur.parts.get(dep) if self.cur.digest.get(dep) == ni[dep] \
+                else self._parts_by_digest(ni[dep])
+            out += self._diff(dep, old_dep, new_dep, depth + 1, through or dep)
+        return list(dict.fromkeys(out))
+
+    def _parts_by_digest(self, dig: str) -> dict | None:
+        row = self.con.execute("SELECT id, digest, name, parts FROM code_versions "
+                               "WHERE digest = ?", (dig,)).fetchone()
+        if row is None:
+            return None
+        self._parts[row[0]] = (row[1], row[2], _loads(row[3], None))
+        return self._parts[row[0]][2]
+
+    def explain_unknown(self, evaluation: int | None) -> str:
+        if evaluation is not None and self._origin.get(evaluation) is None:
+            row = self.con.execute("SELECT origin FROM evaluations WHERE id = ?",
+                                   (evaluation,)).fetchone()
+            self._origin[evaluation] = row[0] if row else ""
+        if evaluation is not None and self._origin.get(evaluation) == "damnit":
+            return (f"imported from DAMNIT, and {self.context_name} has changed since the "
+                    f"import")
+        return ("the code that made it is not known (stored before AMORE recorded "
+                "provenance, or an error of a job that failed)")
+
+    # -- building --------------------------------------------------------------------------
+    def add(self, key: tuple, bit: int, text: str) -> None:
+        cell = self.cells.get(key)
+        if cell is None:
+            self.cells[key] = StaleCell(bit, text)
+        elif not cell.reasons & bit:
+            cell.reasons |= bit
+            cell.text = f"{cell.text}; {text}"
+
+
+def stale_cells(con: sqlite3.Connection, proposal=None, run=None,
+                context_name: str = "context.py") -> Staleness:
+    """The stale values of the database on ``con`` (only run ``run`` of ``proposal`` if given),
+    their reasons explained (see the module docstring). ``context_name``: the context file's
+    name in the explanations. Never raises for a database without provenance (nothing is
+    stale then)."""
+    st = Staleness(con, context_name)
+    cur = st.cur
+    if not cur.code:
+        return st
+    one = () if run is None else (proposal, run)
+    extra = _RUN_SQL if one else ""
+    for name, code in cur.code.items():
+        for p, r, old, ev in con.execute(_DIFFERENT_SQL + extra, (name, code, code) + one):
+            st.add((p, r, name), CODE, st.explain_code(name, old))
+        for p, r, _old, ev in con.execute(_UNKNOWN_SQL + extra, (name,) + one):
+            st.add((p, r, name), UNKNOWN, st.explain_unknown(ev))
+    _manual_stale(st, one)
+    _data_stale(st, one)
+    return st
+
+
+def _manual_values(con, one: tuple) -> tuple[dict, set[str]]:
+    """(proposal, run, column) -> current manual value (booleans as bool); the column names."""
+    try:
+        cols = dict(con.execute("SELECT name, type FROM manual_columns WHERE deleted_at IS NULL"))
+    except sqlite3.OperationalError:
+        return {}, set()
+    if not cols:
+        return {}, set()
+    q = (f"SELECT proposal, run, name, value FROM run_values WHERE name IN "
+         f"({','.join('?' * len(cols))})" + (_RUN_SQL if one else ""))
+    out = {}
+    for p, r, n, v in con.execute(q, tuple(cols) + one):
+        if cols[n] == "boolean" and v is not None:
+            v = bool(v)
+        out[(p, r, n)] = v
+    return out, set(cols)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return (None if a is None else bool(a)) == (None if b is None else bool(b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def _manual_stale(st: Staleness, one: tuple) -> None:
+    readers = [n for n, cols in st.cur.manual.items() if cols]
+    if not readers:
+        return
+    values, _cols = _manual_values(st.con, one)
+    q = (f"SELECT proposal, run, name, inputs FROM run_values WHERE name IN "
+         f"({','.join('?' * len(readers))}) AND inputs IS NOT NULL" + (_RUN_SQL if one else ""))
+    for p, r, name, inputs in st.con.execute(q, tuple(readers) + one):
+        given = (_loads(inputs, {}) or {}).get("manual")
+        if not isinstance(given, dict):
+            continue
+        changed = [c for c, v in given.items() if not _same(v, values.get((p, r, c)))]
+        if changed:
+            st.add((p, r, name), MANUAL, "; ".join(
+                f"manual value {c} edited ({_show(given[c])} -> {_show(values.get((p, r, c)))})"
+                for c in changed))
+
+
+def _show(v) -> str:
+    return "empty" if v is None else repr(v) if isinstance(v, str) else str(v)
+
+
+def _data_stale(st: Staleness, one: tuple) -> None:
+    q = _DATA_SQL + ("WHERE e.proposal = ? AND e.run = ?" if one else "")
+    changed = {}
+    for eid, p, r, raw_diff, proc_diff, raw_files, proc_files, _origin in st.con.execute(q, one):
+        if raw_diff or proc_diff:
+            changed[eid] = (p, r, bool(raw_diff), bool(proc_diff), proc_files)
+    by_run: dict[tuple, list] = {}
+    for eid, (p, r, *rest) in changed.items():
+        by_run.setdefault((p, r), []).append(eid)
+    for (p, r), eids in by_run.items():
+        rows = st.con.execute("SELECT name, evaluation FROM run_values WHERE proposal = ? "
+                              "AND run = ? AND evaluation IS NOT NULL", (p, r)).fetchall()
+        for name, eid in rows:
+            if eid not in eids or name not in st.cur.code:
+                continue
+            _, _, raw_diff, proc_diff, proc_files = changed[eid]
+            if raw_diff:
+                st.add((p, r, name), DATA, "raw data of this run changed after this value "
+                                           "was computed (files, sizes or times)")
+            elif proc_diff and st.cur.data.get(name) == "proc":
+                st.add((p, r, name), DATA, "proc data arrived or changed after this value was "
+                                           "computed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance of one value, and what 'reprocess all' computes
+
+def provenance(con: sqlite3.Connection, proposal, run: int, name: str,
+               context_name: str = "context.py") -> dict | None:
+    """How the value ``name`` of a run was made, as JSON-able data: ``proposal``, ``run``,
+    ``name``, ``summary_type``, ``stored_at`` (Unix seconds), ``origin`` (``amore``,
+    ``damnit``, ``manual``, ``built-in`` or ``unknown``), ``code`` (``digest``, ``parts``,
+    ``current`` digest; None if not known), ``inputs`` (manual/param/mymdc values given),
+    ``evaluation`` (``started_at``, ``seconds``, ``host``, ``worker``, ``amore_version``,
+    ``python``, ``context`` SHA-256, ``data``: per kind ``{digest, files, bytes, mtime}``,
+    ``meta``, ...), ``stale`` (bool) and ``reasons`` (list of str). None if there is no such
+    value."""
+    try:
+        row = con.execute("SELECT value, summary_type, attributes, timestamp, code, evaluation, "
+                          "inputs FROM run_values WHERE proposal = ? AND run = ? AND name = ?",
+                          (proposal, run, name)).fetchone()
+    except sqlite3.OperationalError:
+        row = con.execute("SELECT value, summary_type, attributes, timestamp, NULL, NULL, NULL "
+                          "FROM run_values WHERE proposal = ? AND run = ? AND name = ?",
+                          (proposal, run, name)).fetchone()
+    if row is None:
+        return None
+    _value, st_type, attrs, ts, code, ev, inputs = row
+    attrs = _loads(attrs, {}) or {}
+    st = stale_cells(con, proposal, run, context_name)
+    out = {"proposal": proposal, "run": run, "name": name, "summary_type": st_type,
+           "stored_at": ts, "seconds": attrs.get("seconds"), "origin": "unknown", "code": None,
+           "inputs": _loads(inputs, None), "evaluation": None}
+    if attrs.get("manual"):
+        out["origin"] = "manual"
+        out["edited"] = {k: attrs.get(k) for k in ("by", "at", "via", "carried")}
+    elif name.startswith("amore."):
+        out["origin"] = "built-in"
+    if code is not None:
+        st._code_parts([code])
+        dig, _n, parts = st._parts.get(code, (None, None, None))
+        out["code"] = {"digest": dig, "parts": parts, "current": st.cur.digest.get(name)}
+    if ev is not None:
+        e = con.execute("SELECT origin, started_at, seconds, host, worker, amore_version, python, "
+                        "context, raw_data, proc_data, details FROM evaluations WHERE id = ?",
+                        (ev,)).fetchone()
+        if e is not None:
+            details = _loads(e[10], {}) or {}
+            ident = details.pop("data_identity", {}) or {}
+            data = {k: dict(ident.get(k) or {}, digest=d)
+                    for k, d in (("raw", e[8]), ("proc", e[9])) if d}
+            out["origin"] = e[0]
+            out["evaluation"] = {"started_at": e[1], "seconds": e[2], "host": e[3],
+                                 "worker": e[4], "amore_version": e[5], "python": e[6],
+                                 "context": e[7], "data": data, **details}
+    cell = st.cells.get((proposal, run, name))
+    out["stale"] = cell is not None
+    out["reasons"] = cell.text.split("; ") if cell else []
+    return out
+
+
+def plan(con: sqlite3.Connection, runs: Iterable[tuple] | None = None,
+         names: Iterable[str] | None = None, stored: Iterable[str] | None = None,
+         missing: bool = True) -> dict[tuple, list[str] | None]:
+    """What ``amore-proto reprocess all`` computes: ``(proposal, run) -> variable names``
+    (None: every variable) for the runs with something to compute -- their stale values
+    (:func:`stale_cells`), the variables of the current context file they have no value of
+    (when the run's data of that kind is there: a variable added since), every variable of
+    a run that has no value at all (never processed) -- plus every variable taking any of
+    them as input, directly or not. ``runs``: the runs to consider (default: every run of the
+    table); ``names``: only these variables (and their dependents among them); ``stored``:
+    names of the variables whose values are stored (default: the ``variables`` table, which
+    leaves out transient ones); ``missing``: False leaves out what has no value (only stale
+    values and their dependents: the backend's recomputation after a change, which leaves new
+    runs to their own processing)."""
+    cur = current(con)
+    if runs is None:
+        runs = [(p, r) for p, r in con.execute("SELECT proposal, run FROM runs")]
+    runs = list(runs)
+    if stored is None:
+        stored = [n for (n,) in con.execute("SELECT name FROM variables")]
+    stored = [n for n in stored if n in cur.code] if cur.code else list(stored)
+    wanted = set(names) if names is not None else None
+    have: dict[tuple, set[str]] = {}
+    for p, r, n in con.execute("SELECT proposal, run, name FROM run_values"):
+        have.setdefault((p, r), set()).add(n)
+    kinds: dict[tuple, set[str]] = {}
+    try:
+        for p, r, kind, files in con.execute("SELECT proposal, run, kind, files FROM run_data"):
+            if files:
+                kinds.setdefault((p, r), set()).add(kind)
+    except sqlite3.OperationalError:
+        pass
+    stale = stale_cells(con).cells if cur.code else {}
+    per_run: dict[tuple, set[str]] = {}
+    for (p, r, n) in stale:
+        per_run.setdefault((p, r), set()).add(n)
+    dependents = _dependents(cur.deps)
+    out: dict[tuple, list[str] | None] = {}
+    for key in runs:
+        mine = have.get(key, set())
+        if not (mine & set(stored)):
+            if not missing:
+                continue
+            if wanted is None:
+                out[key] = None            # never processed: everything
+                continue
+            todo = set(stored)
+        else:
+            todo = set(per_run.get(key, ()))
+            avail = kinds.get(key)
+            if avail and missing:
+                todo |= {n for n in stored if n not in mine and cur.data.get(n, "raw") in avail}
+        grown = set(todo)
+        for n in todo:
+            grown |= dependents.get(n, set())
+        grown &= set(stored)
+        if wanted is not None:
+            grown &= wanted
+        if grown:
+            out[key] = sorted(grown, key=lambda n: stored.index(n) if n in stored else 0)
+    return out
+
+
+def _dependents(deps: dict[str, list[str]]) -> dict[str, set[str]]:
+    """name -> every variable taking it as input, directly or not."""
+    direct: dict[str, set[str]] = {}
+    for n, ds in deps.items():
+        for d in ds:
+            direct.setdefault(d, set()).add(n)
+    out: dict[str, set[str]] = {}
+    for n in deps:
+        seen, todo = set(), list(direct.get(n, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += direct.get(m, ())
+        out[n] = seen
+    return out
+
+
+def context_name(context_dir: str | Path) -> str:
+    """The context file's name as explanations give it (``context.py``)."""
+    from backend.contextdir import ContextDir
+    return ContextDir(context_dir).context_file.name
