@@ -118,6 +118,15 @@ DEFAULTS: dict[str, Any] = {
         # Which variables are computed by Slurm jobs when Slurm is available ([slurm] enabled):
         # "cluster" (those with cluster=True, and those depending on them), "all", "none".
         "slurm": "cluster",
+        # Modules (importable names, e.g. ["mylib"]) whose code counts as the context file's:
+        # a change in them marks the values of the variables using them stale and is loaded
+        # anew. Changes in other imported modules are not noticed (docs: "Stale values").
+        "watch_modules": [],
+        # When the context file is loaded again after a change, recompute the values that are
+        # now stale (as 'amore-proto reprocess all' does). Off: saving a half-finished edit
+        # would start recomputing past runs at once, taking workers from new runs; run
+        # 'amore-proto reprocess all' (or the GUI's Reprocess) when the edit is done.
+        "recompute_on_change": False,
     },
     "mymdc": {
         # The facility's metadata service (for "mymdc#..." inputs; backend/mymdc.py): base URL

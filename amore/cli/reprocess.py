@@ -61,6 +61,16 @@ def cmd_reprocess(a) -> int:
               file=sys.stderr)
         return 2
     params = _params(a)
+    # 'reprocess all' computes what is stale (reprocess_plan); named runs and --force: everything
+    selective = "all" in a.runs and not a.force
+    todo = None
+    if selective:
+        from backend.processing.selective import code_is_current
+        if code_is_current(db, config, d):   # decided without starting a worker
+            todo = _stale_plan(a, db, runs, db.get_variables())
+            if todo is None or not todo or a.dry_run:
+                return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
+            runs = sorted(r for _p, r in todo)
 
     publisher = None
     if config.broker:
@@ -76,6 +86,12 @@ def cmd_reprocess(a) -> int:
         print(f"Context file error:\n{err}", file=sys.stderr)
         pool.stop()
         return 1
+    if selective and todo is None:   # the context file changed: its digests are recorded now
+        todo = _stale_plan(a, db, runs, proc.variables)
+        if todo is None or not todo or a.dry_run:
+            pool.stop(wait=False)
+            return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
+        runs = sorted(r for _p, r in todo)
     names = None
     if a.var:
         known_names = {v.name for v in proc.variables}
@@ -99,9 +115,14 @@ def cmd_reprocess(a) -> int:
         pool.stop(wait=False)
         from amore.cli.slurm import reprocess_on_slurm
         try:
-            return reprocess_on_slurm(a, d, config, db, runs,
-                                      names or [v.name for v in proc.variables], params,
-                                      publish=publisher.publish if publisher else None)
+            all_names = names or [v.name for v in proc.variables]
+            groups = None
+            if todo is not None:
+                from backend.processing.selective import groups as plan_groups
+                groups = plan_groups({k: v for k, v in todo.items()}, all_names)
+            return reprocess_on_slurm(a, d, config, db, runs, all_names, params,
+                                      publish=publisher.publish if publisher else None,
+                                      groups=groups)
         finally:
             if publisher:
                 publisher.flush(5)
@@ -119,7 +140,8 @@ def cmd_reprocess(a) -> int:
                   disable=a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
         ex = ThreadPoolExecutor(max_workers=len(pool.workers))
-        futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
+        futs = {ex.submit(proc.process, proposal, r, "all", params=params,
+                          **_run_names(todo, proposal, r, names)): r for r in runs}
         try:
             for fut in as_completed(futs):
                 out = fut.result()
@@ -159,6 +181,49 @@ def cmd_reprocess(a) -> int:
 #: A reprocess of at most this many runs goes to a backend running on this machine (its warm
 #: workers), when there is one; larger ones get their own worker pool.
 HANDOVER_MAX_RUNS = 8
+
+
+def _stale_plan(a, db, runs: list[int], variables):
+    """What ``reprocess all`` computes: ``(proposal, run) -> names or None`` (see
+    :mod:`backend.processing.selective`) for the ``variables`` (VariableInfo) chosen with
+    ``--var``/``--match``; listed with ``--dry-run``. None (after saying why) for an unknown
+    ``--var``."""
+    from backend.processing.selective import describe, plan
+    names = [v.name for v in variables]
+    wanted = None
+    if a.var or a.match:
+        unknown = [n for n in a.var or [] if n not in names]
+        if unknown:
+            print(f"No variable named {', '.join(unknown)}; the context file defines "
+                  f"{', '.join(sorted(names))}", file=sys.stderr)
+            return None
+        wanted = [v.name for v in variables if (not a.var or v.name in a.var) and (
+            not a.match or any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
+                               for m in a.match))]
+    todo = plan(db, [(db.proposal, r) for r in runs], wanted)
+    if todo:
+        print(f"Stale: {describe(todo, wanted or names)} (--force recomputes everything)",
+              flush=True)
+    if a.dry_run:
+        for (_p, r), which in sorted(todo.items(), key=lambda kv: kv[0][1]):
+            print(f"  run {r}: " + ("every variable (not processed yet)" if which is None
+                                   else ", ".join(which)))
+    return todo
+
+
+def _nothing_stale(a, runs: list[int]) -> int:
+    print(f"Nothing to reprocess: every value of the {len(runs)} run(s) is up to date "
+          f"(--force recomputes everything)")
+    return 0
+
+
+def _run_names(todo, proposal, run, names) -> dict:
+    """``names``/``only`` of one run's request: the plan's names, stored alone (not the inputs
+    computed for them), else ``names`` (None: all)."""
+    planned = None if todo is None else todo.get((proposal, run))
+    if planned is None:
+        return {"names": names}
+    return {"names": planned, "only": True}
 
 
 def _params(a) -> dict:
@@ -254,6 +319,10 @@ def register(sub) -> None:
                        help="submit as Slurm array jobs ([slurm] settings) and follow them")
     where.add_argument("--local", action="store_true",
                        help="compute here, in local worker processes (the default)")
+    s.add_argument("--force", action="store_true",
+                   help="with 'all': recompute every value, not only the stale ones")
+    s.add_argument("--dry-run", action="store_true",
+                   help="with 'all': list the stale values to compute, compute nothing")
     s.add_argument("--quiet", "-q", action="store_true")
     s.add_argument("--verbose", "-v", action="store_true")
     s.set_defaults(func=cmd_reprocess)

@@ -60,11 +60,15 @@ def _fmt_elapsed(row, now=None) -> str:
 
 
 def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], params: dict,
-                       publish=None) -> int:
+                       publish=None, groups: list[tuple[list[int], list[str]]] | None = None
+                       ) -> int:
     """Submit ``runs`` as array jobs (``[slurm] max_concurrent`` at once, at most
     ``max_array_size`` tasks per array, chained with ``afterany``), print the job ids and
     follow them with a progress bar until every run is handled; Ctrl+C stops following, not
-    the jobs. Returns the exit status (1 if any task failed)."""
+    the jobs. ``groups``: ``(runs, names)`` computing different variables of different runs
+    (``reprocess all``: the stale ones, :func:`backend.processing.selective.groups`), one
+    submission each; default: ``names`` of every run. Returns the exit status (1 if any task
+    failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backend.processing.slurm import SlurmError
@@ -74,21 +78,26 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
         print(f"amore-proto reprocess --slurm: Slurm not available: {reason}", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
-    try:
-        jobs = ex.submit_reprocess(db.proposal, runs, names, params)
-    except SlurmError as e:
-        print(f"amore-proto reprocess --slurm: {e}", file=sys.stderr)
-        return 1
-    k = ex.runs_per_task(len(runs))
-    size = max(1, int(config["slurm"].get("max_array_size", 1000))) * k
-    for i, job in enumerate(jobs):
-        chunk = runs[i * size:(i + 1) * size]
-        print(f"Submitted Slurm array job {job}: {len(chunk)} run(s) ({chunk[0]}-{chunk[-1]}) "
-              f"in {-(-len(chunk) // k)} task(s) of up to {k} run(s), "
-              f"at most {config['slurm']['max_concurrent']} at once"
-              + (f", after job {jobs[i - 1]}" if i else ""), flush=True)
-    print(f"Submission took {time.perf_counter() - t0:.2f} s; variables: {', '.join(names)}",
-          flush=True)
+    jobs: list[str] = []
+    for g_runs, g_names in groups or [(runs, names)]:
+        try:
+            g_jobs = ex.submit_reprocess(db.proposal, g_runs, g_names, params)
+        except SlurmError as e:
+            print(f"amore-proto reprocess --slurm: {e}", file=sys.stderr)
+            if not jobs:
+                return 1
+            break
+        k = ex.runs_per_task(len(g_runs))
+        size = max(1, int(config["slurm"].get("max_array_size", 1000))) * k
+        for i, job in enumerate(g_jobs):
+            chunk = g_runs[i * size:(i + 1) * size]
+            print(f"Submitted Slurm array job {job}: {len(chunk)} run(s) ({chunk[0]}-{chunk[-1]}) "
+                  f"in {-(-len(chunk) // k)} task(s) of up to {k} run(s), "
+                  f"at most {config['slurm']['max_concurrent']} at once"
+                  + (f", after job {g_jobs[i - 1]}" if i else ""), flush=True)
+        print(f"Submission took {time.perf_counter() - t0:.2f} s; variables: {', '.join(g_names)}",
+              flush=True)
+        jobs += g_jobs
     ingest = not _backend_runs(d)
     period = float(config["slurm"].get("poll_seconds", 5.0))
     total = len(runs)

@@ -46,6 +46,36 @@ def context_python(config: Config) -> str:
     return config["processing"]["context_python"] or sys.executable
 
 
+def watch_modules(config: Config) -> list[str]:
+    """``[processing] watch_modules``: modules whose code counts as the context file's."""
+    mods = config["processing"].get("watch_modules") or []
+    return [mods] if isinstance(mods, str) else [str(m) for m in mods]
+
+
+def context_state(config: Config, manual: list[str], loaded: dict,
+                  mtime: float | None = None) -> dict:
+    """What the code digests of a load depend on (:func:`backend.store.provenance.state_key`):
+    ``loaded``: the worker's ``context`` reply (``sha``: SHA-256 of the file, ``watched``: path
+    -> SHA-256 of the watched modules' files). Returns ``{"key", "sha",
+    "watched", "mtime"}``."""
+    from backend.store.provenance import state_key
+    sha, watched = loaded.get("sha"), dict(loaded.get("watched") or {})
+    key = state_key(sha, watched, manual, config.values.get("columns") or {},
+                    context_python(config), watch_modules(config))
+    return {"key": key, "sha": sha, "watched": watched, "mtime": mtime}
+
+
+def context_state_now(config: Config, context_dir, manual: list[str],
+                      recorded: dict | None) -> dict:
+    """:func:`context_state` of the files as they are now (the context file's text, the
+    watched files ``recorded`` at the last load): equal ``key`` -> nothing to load again."""
+    from backend.contextdir import ContextDir
+    from backend.ctxrunner.provenance import file_sha
+    path = ContextDir(context_dir).context_file
+    watched = {p: file_sha(p) for p in ((recorded or {}).get("watched") or {})}
+    return context_state(config, manual, {"sha": file_sha(path), "watched": watched})
+
+
 def worker_env(config: Config) -> dict[str, str]:
     """Environment of a process evaluating the context file (a local worker or a Slurm job):
     ours plus ``PYTHONPATH`` reaching AMORE, ``MPLBACKEND=Agg``, thumbnail/sparkline sizes, the
@@ -61,6 +91,7 @@ def worker_env(config: Config) -> dict[str, str]:
         env["EXTRA_DATA_DATA_ROOT"] = str(config.data_root)
     env.pop("AMORE_MYMDC", None)
     env["AMORE_FACILITY"] = json.dumps(facility_settings(config))
+    env["AMORE_WATCH_MODULES"] = json.dumps(watch_modules(config))
     try:
         from backend.ctxrunner.mymdc import MetadataError, resolve_config
         mymdc = resolve_config(config["mymdc"])

@@ -414,6 +414,11 @@ class RunProcessor:
         self.inputs: dict[str, list[str]] = {}
         #: name -> {"cluster", "data", "transient", "deps"} of every variable (also transient)
         self.graph: dict[str, dict] = {}
+        #: name -> the loaded file's code digest and what it reads (the worker's ``codes``)
+        self.codes: dict[str, dict] = {}
+        #: whether the last load changed the recorded code; the watched modules' files
+        self.code_changed = False
+        self.watched_files: list[str] = []
         #: Set when the backend shuts down: runs whose worker is killed stay pending.
         self.stopping = False
         #: Set by :meth:`cancel`: runs in flight go back to their previous state.
@@ -472,9 +477,27 @@ class RunProcessor:
         self.variables = [VariableInfo(**v) for v in reply["variables"]]
         self.inputs = dict(reply.get("inputs") or {})
         self.graph = reply.get("graph") or {}
-        if self.db.set_variables(self.variables):
+        code_changed = self._record_code(names, reply)
+        if self.db.set_variables(self.variables) or code_changed:
             self.publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in self.variables]})
         return None
+
+    def _record_code(self, manual: list[str], reply: dict) -> bool:
+        """Record the loaded file's code digests as the current ones (front-ends mark values
+        made by other code stale, ``reprocess all`` recomputes them); True if they changed.
+        Never raises: provenance is not worth stopping the processing for."""
+        from backend.processing.local import context_state
+        self.codes = reply.get("codes") or {}
+        state = context_state(self.config, manual, reply.get("context") or {}, reply.get("mtime"))
+        self.watched_files = list(state["watched"])
+        if not self.codes:
+            return False
+        try:
+            self.code_changed = self.db.record_context(self.codes, state)
+        except Exception as e:
+            log.error("Could not record the context file's code digests: %s", e)
+            return False
+        return self.code_changed
 
     def dependents(self, names) -> list[str]:
         """Variables that take any of ``names`` (manual columns or variables) as input,
@@ -499,10 +522,12 @@ class RunProcessor:
             return self._busy.setdefault((proposal, run), threading.Lock())
 
     def process(self, proposal: int | str, run: int, data: str = "all", names=None,
-                params: dict | None = None) -> RunOutcome:
+                params: dict | None = None, only: bool = False) -> RunOutcome:
         """Compute variables of one run and store them; never raises for bad data or user code.
 
         ``data``: ``"raw"`` (raw variables), ``"proc"`` (proc variables) or ``"all"``.
+        ``only``: store just ``names``, not the inputs computed for them (``reprocess all``
+        recomputing stale values).
         """
         t0 = time.perf_counter()
         if is_closed(self.db):
@@ -517,7 +542,7 @@ class RunProcessor:
                                   seconds=time.perf_counter() - t0)
             self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
                                                          "status": RunStatus.PROCESSING.value})
-            reply, run_cancelled = self.compute(proposal, run, data, names, params)
+            reply, run_cancelled = self.compute(proposal, run, data, names, params, only)
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
             if not stored:
@@ -528,11 +553,13 @@ class RunProcessor:
                                                          "status": outcome.status})
             return outcome
 
-    def compute(self, proposal, run, data, names, params) -> tuple[dict, bool]:
+    def compute(self, proposal, run, data, names, params, only=False) -> tuple[dict, bool]:
         """The worker's reply to the run request (``{"ok": false, "kind": "died"}`` if its
         worker died or was killed) and whether the run was cancelled meanwhile."""
         req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                "names": list(names) if names else None, "params": params or {}}
+        if only and names:
+            req["only"] = list(names)
         req.update(run_inputs(self.db, proposal, run))
         key = (proposal, run)
         with self._lock:
@@ -566,7 +593,8 @@ class RunProcessor:
                 log.error("Run %d: %s", run, reply["storage_error"])
             try:
                 self.db.write_values(proposal, run, values, status=RunStatus.DONE.value,
-                                     status_message=msg, start_time=reply.get("start_time"))
+                                     status_message=msg, start_time=reply.get("start_time"),
+                                     provenance=reply.get("provenance"))
             except Exception as e:  # e.g. disk full: say so, keep the run for reprocessing
                 log.error("Run %d: could not store values in the database: %s", run, e)
                 self._try_status(proposal, run, RunStatus.FAILED.value,

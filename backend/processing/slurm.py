@@ -592,7 +592,8 @@ class SlurmExecutor:
                                  f"(data {reply.get('data', row.get('data'))}); log: {row['log_file']}",
                         "error_type": "NotComputed"})
             self.db.write_values(row["proposal"], row["run"], values,
-                                 start_time=reply.get("start_time"))
+                                 start_time=reply.get("start_time"),
+                                 provenance=reply.get("provenance"))
             n_err = sum(v.summary_type == SummaryType.ERROR for v in values.values())
             msg = f"{n_err} variable(s) failed" if n_err else None
             if reply.get("storage_error"):
