@@ -140,8 +140,12 @@ def cmd_reprocess(a) -> int:
                   disable=a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
         ex = ThreadPoolExecutor(max_workers=len(pool.workers))
+        reuse = {}
+        if todo:
+            from backend.processing.selective import reusable
+            reuse = reusable(db, todo)
         futs = {ex.submit(proc.process, proposal, r, "all", params=params,
-                          **_run_names(todo, proposal, r, names)): r for r in runs}
+                          **_run_names(todo, proposal, r, names, reuse)): r for r in runs}
         try:
             for fut in as_completed(futs):
                 out = fut.result()
@@ -217,13 +221,14 @@ def _nothing_stale(a, runs: list[int]) -> int:
     return 0
 
 
-def _run_names(todo, proposal, run, names) -> dict:
-    """``names``/``only`` of one run's request: the plan's names, stored alone (not the inputs
-    computed for them), else ``names`` (None: all)."""
+def _run_names(todo, proposal, run, names, reuse=None) -> dict:
+    """``names``/``only``/``reuse`` of one run's request: the plan's names, stored alone (not
+    the inputs computed for them), their up-to-date inputs read back (``reuse``), else
+    ``names`` (None: all)."""
     planned = None if todo is None else todo.get((proposal, run))
     if planned is None:
         return {"names": names}
-    return {"names": planned, "only": True}
+    return {"names": planned, "only": True, "reuse": (reuse or {}).get((proposal, run))}
 
 
 def _params(a) -> dict:

@@ -241,7 +241,8 @@ class ContextFile:
     def execute(self, run_data, *, run_number: int, proposal: int | str,
                 proposal_path: str | Path | None = None, names=None, data: str = "all",
                 params: dict | None = None, mymdc: Callable[[str], Any] | None = None,
-                meta: dict | None = None, manual: dict | None = None) -> dict[str, "VariableResult"]:
+                meta: dict | None = None, manual: dict | None = None,
+                given: dict | None = None) -> dict[str, "VariableResult"]:
         """Compute variables on one run, in dependency order; never raises for user errors.
 
         ``run_data``: extra-data ``DataCollection`` at European XFEL, the facility's run object
@@ -250,7 +251,8 @@ class ContextFile:
         facility's ``meta["proposal_path"]``, else found from the run's files, else None).
         ``meta``: further ``meta#`` values (the facility's). ``mymdc``: callable taking a key
         such as ``"sample_name"`` (None: metadata service not available). ``manual``: this
-        run's manual column values (name -> value; absent = no value). Returns name ->
+        run's manual column values (name -> value; absent = no value). ``given``: values of
+        variables taken as they are instead of calling them (stored inputs). Returns name ->
         :class:`VariableResult`; a failing variable gets its exception, its dependents an error
         naming the chain, and the other variables are unaffected.
         """
@@ -261,4 +263,4 @@ class ContextFile:
         with compat_modules():  # for imports inside variables' functions
             return evaluate(self.variables, self.select(data, names), run_data, path=self.path,
                             meta=meta, params=params or {}, mymdc=mymdc,
-                            manual_columns=self.manual, manual=manual)
+                            manual_columns=self.manual, manual=manual, given=given)

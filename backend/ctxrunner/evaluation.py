@@ -77,7 +77,7 @@ class VariableResult:
 def evaluate(variables: dict[str, Variable], order: Iterable[str], run_data, *, path: str,
              meta: dict, params: dict, mymdc: Callable[[str], Any] | None,
              manual_columns: frozenset = frozenset(),
-             manual: dict | None = None) -> dict[str, VariableResult]:
+             manual: dict | None = None, given: dict | None = None) -> dict[str, VariableResult]:
     """Compute ``variables`` named in ``order`` (dependencies first) on one run; never raises
     for user errors.
 
@@ -85,13 +85,19 @@ def evaluate(variables: dict[str, Variable], order: Iterable[str], run_data, *, 
     traceback entry in it gives the error's line). ``meta``: the ``meta#`` values,
     ``params``: the ``param#`` values, ``mymdc``: callable key -> ``mymdc#`` value (None: no
     metadata service). ``manual_columns``: names of the manual columns ``var#`` inputs may
-    name, ``manual``: this run's values of them (absent = no value). Returns name ->
+    name, ``manual``: this run's values of them (absent = no value). ``given``: name -> value
+    of variables not to call but to take as they are (inputs stored before and still up to
+    date, see :meth:`backend.ctxrunner.worker.Worker.stored_inputs`). Returns name ->
     :class:`VariableResult`: a failing variable gets its exception, its dependents an error
     naming the chain, a skipped one (:class:`Skip`) its reason; the others are unaffected.
     """
     results: dict[str, VariableResult] = {}
     manual = manual or {}
+    given = given or {}
     for name in order:
+        if name in given:
+            results[name] = VariableResult(name, value=given[name])
+            continue
         var = variables[name]
         t0 = time.perf_counter()
         try:

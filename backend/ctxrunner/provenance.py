@@ -100,21 +100,28 @@ class _Hasher:
         mod = getattr(obj, "__module__", None) or ""
         return any(mod == m or mod.startswith(m + ".") for m in self.local_modules)
 
+    def is_watched(self, module: types.ModuleType) -> bool:
+        """A module named in ``[processing] watch_modules`` (or inside one)."""
+        mod = module.__name__
+        return any(mod == m or mod.startswith(m + ".") for m in self.local_modules[1:])
+
     # -- code ----------------------------------------------------------------------------------
-    def code(self, co: types.CodeType, doc: str | None = None) -> str:
-        """Digest of a code object without line numbers, file name or (``doc``) docstring."""
+    def code(self, co: types.CodeType, doc: str | None = None, function: bool = False) -> str:
+        """Digest of a code object without line numbers or file name; of a function's code
+        (``function``) also without its docstring ``doc``: the first constant of a function's
+        code is its docstring, or None when it has none, and is left out either way."""
         got = self._code.get(id(co))
-        if got is not None and doc is None:
+        if got is not None and not function:
             return got
         consts = []
         for i, c in enumerate(co.co_consts):
-            if i == 0 and doc is not None and c == doc:
+            if i == 0 and function and (c is None or c == doc):
                 continue
             consts.append(self.code(c) if isinstance(c, types.CodeType) else _const(c))
         out = digest("code", co.co_code.hex(), consts, co.co_names, co.co_varnames,
                      co.co_freevars, co.co_cellvars, co.co_argcount, co.co_posonlyargcount,
                      co.co_kwonlyargcount, co.co_flags & ~0x10)  # not CO_NESTED
-        if doc is None:
+        if not function:
             self._code[id(co)] = out
         return out
 
@@ -135,7 +142,7 @@ class _Hasher:
         names it reads go into ``names`` (followed through local helpers)."""
         func = getattr(func, "__func__", func)     # a bound method: its function
         co = func.__code__
-        parts = [self.code(co, func.__doc__),
+        parts = [self.code(co, func.__doc__, function=True),
                  self.value(func.__defaults__, names, seen),
                  self.value(func.__kwdefaults__, names, seen)]
         if func.__closure__:
@@ -208,7 +215,19 @@ class _Hasher:
         if isinstance(obj, enum.Enum):
             return digest("enum", type(obj).__qualname__, obj.name, _const(obj.value))
         if isinstance(obj, types.ModuleType):
-            return digest("module", obj.__name__)
+            if not self.is_watched(obj):
+                return digest("module", obj.__name__)
+            # a watched module: what it defines, each name on its own (``mod.NAME``)
+            members = []
+            for k, v in sorted(vars(obj).items()):
+                if k.startswith("__") or isinstance(v, types.ModuleType):
+                    continue
+                if (callable(v) or isinstance(v, type)) and not self.is_local(v):
+                    continue                          # imported into it from elsewhere
+                d = self.value(v, names, seen, depth + 1)
+                names.setdefault(f"{obj.__name__}.{k}", d)
+                members.append([k, d])
+            return digest("module", obj.__name__, members)
         if isinstance(obj, GroupBoundVariable):
             return self.value(obj._var, names, seen, depth + 1)
         if isinstance(obj, Variable):

@@ -17,13 +17,15 @@ Requests and replies:
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
 "params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value},
-"only": [str]|null, "split": int}``
+"only": [str]|null, "reuse": [str]|null, "split": int}``
     (``facility_run``: what the run source recorded for the run, None if nothing; how a run is
     opened is the facility's: its worker module, named in ``$AMORE_FACILITY`` (JSON written by
     the backend, with the metadata columns), see :mod:`backend.ctxrunner.facilities`;
     ``manual_columns``: names of the manual
     columns, ``manual``: this run's values of them; ``only``: report and store just these
-    variables, not the inputs computed for them -- a Slurm job's; ``split``: how many processes
+    variables, not the inputs computed for them -- a Slurm job's; ``reuse``: inputs to read
+    back from the run's HDF5 file rather than compute (their stored values are up to date:
+    ``reprocess all``); ``split``: how many processes
     the run may use, this one and forked copies on idle cores, see
     :mod:`backend.ctxrunner.forked`; default 1)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
@@ -230,7 +232,8 @@ class Worker:
                 opened.obj, req, run_number=run, proposal=opened.proposal,
                 proposal_path=opened.proposal_path, names=req.get("names"), data=opened.data,
                 params=req.get("params") or {}, meta=opened.meta, mymdc=mymdc,
-                manual=req.get("manual") or {})
+                manual=req.get("manual") or {},
+                given=self.stored_inputs(req.get("reuse"), opened.proposal, run))
         finally:
             opened.close()
         damaged = None
@@ -271,8 +274,43 @@ class Worker:
             "started_at": started, "seconds": round(seconds, 4), "host": socket.gethostname(),
             "worker": self.where, "amore_version": amore_version(), "python": python_version(),
             "context": self.context_sha, "data": data_ids,
-            "details": {"meta": meta, "data": opened.data,
+            "details": {"meta": meta, "opened": opened.data,
                         "processes": (reply.get("timings") or {}).get("processes", 1)}}}
+
+    #: ``amore_type`` of the stored results an input may be taken from (read back as they
+    #: were returned: numbers, text, arrays, xarray objects); others are computed again.
+    REUSABLE = ("scalar", "ndarray", "string", "DataArray", "Dataset")
+
+    def stored_inputs(self, names, proposal, run: int) -> dict:
+        """The values of the variables ``names`` (a request's ``reuse``: inputs of what it
+        computes whose stored values are up to date, as ``amore-proto reprocess all`` found)
+        read back from the run's HDF5 file, so they are not computed again; those that cannot
+        be read (or are of a kind not read back as returned) are left out, and computed."""
+        if not names:
+            return {}
+        from backend.ctxrunner.results import h5_path, read_run_value
+        path = h5_path(self.context_dir, proposal, run)
+        out = {}
+        try:
+            import h5py
+            with h5py.File(path, "r") as f:
+                kinds = {n: f[n].attrs.get("amore_type") for n in names if n in f}
+        except OSError:
+            return {}
+        for name, kind in kinds.items():
+            if kind not in self.REUSABLE or name not in self.ctx.variables:
+                continue
+            try:
+                value = read_run_value(path, name)
+            except (KeyError, OSError, ValueError):
+                continue
+            if kind == "scalar":
+                value = value.item() if hasattr(value, "item") else value
+            elif kind == "Dataset":
+                import xarray as xr
+                value = xr.Dataset(value)
+            out[name] = value
+        return out
 
     @staticmethod
     def _processes(req: dict) -> int:

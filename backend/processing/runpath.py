@@ -280,17 +280,20 @@ class RunPath:
         return carried
 
     # -- 2. dispatch ----------------------------------------------------------------------------
-    def submit(self, proposal: int | str, run: int, data: str = "all") -> Future | None:
-        """Queue the run's :meth:`dispatch`, then :attr:`after`; None once the backend stops."""
+    def submit(self, proposal: int | str, run: int, data: str = "all", names=None,
+               only: bool = False, reuse=None) -> Future | None:
+        """Queue the run's :meth:`dispatch` (``names``/``only``/``reuse``: see there), then
+        :attr:`after`; None once the backend stops."""
         if self.stopped.is_set():
             return None
-        return self.executor.submit(self._dispatch_queued, proposal, run, data)
+        return self.executor.submit(self._dispatch_queued, proposal, run, data, names, only,
+                                    reuse)
 
-    def _dispatch_queued(self, proposal, run, data):
+    def _dispatch_queued(self, proposal, run, data, names=None, only=False, reuse=None):
         if self.stopped.is_set():
             return None
         try:
-            out = self.dispatch(proposal, run, data)
+            out = self.dispatch(proposal, run, data, names, only=only, reuse=reuse)
         except Exception:
             log.exception("Processing run %d failed unexpectedly", run)
             return None
@@ -328,9 +331,11 @@ class RunPath:
         return local, wanted
 
     def dispatch(self, proposal: int | str, run: int, data: str = "all", names=None,
-                 params: dict | None = None) -> RunOutcome:
-        """Compute the run's variables (``names``: only these): its local ones in the warm pool,
-        stored at once (:meth:`RunProcessor.process`), then its Slurm ones submitted as one job.
+                 params: dict | None = None, only: bool = False, reuse=None) -> RunOutcome:
+        """Compute the run's variables (``names``: only these; ``only``: store just them, not
+        the inputs computed for them; ``reuse``: inputs read back, see
+        :meth:`RunProcessor.process`): its local ones in the warm pool, stored at once
+        (:meth:`RunProcessor.process`), then its Slurm ones submitted as one job.
         Has the interface of :meth:`RunProcessor.process`; never raises for bad data or user
         code."""
         if is_closed(self.db):  # read-only table: no local run, no job either
@@ -338,7 +343,9 @@ class RunPath:
         local, remote = self.split(data, names)
         out = None
         if local is None or local:
-            out = self.processor.process(proposal, run, data, local, params)
+            out = self.processor.process(proposal, run, data, local, params,
+                                         only=only and local is not None,
+                                         reuse=reuse if local is not None else None)
             if out.status == RunStatus.WAITING:
                 return out
         if not remote:
@@ -522,11 +529,12 @@ class RunProcessor:
             return self._busy.setdefault((proposal, run), threading.Lock())
 
     def process(self, proposal: int | str, run: int, data: str = "all", names=None,
-                params: dict | None = None, only: bool = False) -> RunOutcome:
+                params: dict | None = None, only: bool = False, reuse=None) -> RunOutcome:
         """Compute variables of one run and store them; never raises for bad data or user code.
 
         ``data``: ``"raw"`` (raw variables), ``"proc"`` (proc variables) or ``"all"``.
-        ``only``: store just ``names``, not the inputs computed for them (``reprocess all``
+        ``only``: store just ``names``, not the inputs computed for them; ``reuse``: inputs
+        whose stored values are up to date, read back instead of computed (``reprocess all``
         recomputing stale values).
         """
         t0 = time.perf_counter()
@@ -542,7 +550,7 @@ class RunProcessor:
                                   seconds=time.perf_counter() - t0)
             self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
                                                          "status": RunStatus.PROCESSING.value})
-            reply, run_cancelled = self.compute(proposal, run, data, names, params, only)
+            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse)
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
             if not stored:
@@ -553,13 +561,16 @@ class RunProcessor:
                                                          "status": outcome.status})
             return outcome
 
-    def compute(self, proposal, run, data, names, params, only=False) -> tuple[dict, bool]:
+    def compute(self, proposal, run, data, names, params, only=False,
+                reuse=None) -> tuple[dict, bool]:
         """The worker's reply to the run request (``{"ok": false, "kind": "died"}`` if its
         worker died or was killed) and whether the run was cancelled meanwhile."""
         req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                "names": list(names) if names else None, "params": params or {}}
         if only and names:
             req["only"] = list(names)
+        if reuse:
+            req["reuse"] = list(reuse)
         req.update(run_inputs(self.db, proposal, run))
         key = (proposal, run)
         with self._lock:

@@ -20,6 +20,7 @@ from backend.processing.local import context_state_now
 from backend.store import reader
 from backend.store.provenance import STATE_KEY
 from backend.store.staleness import plan as stale_plan
+from backend.store.staleness import reusable as stale_reusable
 from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,16 @@ def plan(db: RunDB, runs: Iterable[tuple] | None = None, names: Iterable[str] | 
     con = reader.connect(Path(db.path), uri_readonly=True)
     try:
         return stale_plan(con, runs, names, missing=missing)
+    finally:
+        con.close()
+
+
+def reusable(db: RunDB, todo: dict[tuple, list[str] | None]) -> dict[tuple, list[str]]:
+    """Per planned run, the inputs whose stored values the worker reads back instead of
+    computing them again (:func:`backend.store.staleness.reusable`)."""
+    con = reader.connect(Path(db.path), uri_readonly=True)
+    try:
+        return stale_reusable(con, todo)
     finally:
         con.close()
 

@@ -79,7 +79,9 @@ class Listener:
         self.catchup = CatchUp(self.path, self.config, self.plugin, self.proposal_dir)
         self.reload = ContextReload(
             self.processor, self.report,
-            lambda: self.catchup.requeue_pending(only_waiting_for_context=True))
+            lambda: self.catchup.requeue_pending(only_waiting_for_context=True),
+            self.recompute_stale if self.config["processing"].get("recompute_on_change")
+            else None)
         self.manual_edits = ManualEdits(self.path, self.reload.force, self._stop)
         self.slurm_follower = SlurmFollower(self.slurm, self._stop)
 
@@ -152,6 +154,22 @@ class Listener:
                    for s in self.sources)
         base = self.update_source.removesuffix(" (reconnecting)")
         self.update_source = base + (" (reconnecting)" if down else "")
+
+    def recompute_stale(self) -> int:
+        """Queue the recomputation of the stale values of every run that has values (and of
+        the variables depending on them; runs not processed yet are the catch-up's), as
+        ``amore-proto reprocess all`` would; returns how many runs. Never raises."""
+        from backend.processing.selective import plan, reusable
+        try:
+            todo = plan(self.db, missing=False)
+            reuse = reusable(self.db, todo)
+        except Exception:
+            log.exception("Finding the stale values failed")
+            return 0
+        for (p, r), names in sorted(todo.items(), key=lambda kv: -kv[0][1]):
+            self.path.submit(p, r, "all", names=names, only=names is not None,
+                             reuse=reuse.get((p, r)))
+        return len(todo)
 
     def _after_run(self, proposal, run, out) -> None:
         """After a run's dispatch: the data check and checksums look at the run's files, not at

@@ -1,10 +1,12 @@
 """Context-file reload: the listener's follow-up that loads the context file again when it
-changes (or when manual columns were added, renamed or removed: context files may read them),
-says in the event log when it breaks and when it is fixed, and then queues the runs that waited
-for it."""
+changes -- or a module named in ``[processing] watch_modules`` does, or manual columns were
+added, renamed or removed (context files may read them) --, says in the event log when it breaks
+and when it is fixed, and then queues the runs that waited for it; with ``[processing]
+recompute_on_change``, also the values the change made stale."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Callable
 
@@ -22,10 +24,14 @@ class ContextReload:
     (:meth:`backend.service.catchup.CatchUp.requeue_pending`)."""
 
     def __init__(self, processor: RunProcessor, report: Callable[..., None],
-                 requeue_waiting: Callable[[], int]):
+                 requeue_waiting: Callable[[], int],
+                 recompute_stale: Callable[[], int] | None = None):
         self.processor = processor
         self.report = report
         self.requeue_waiting = requeue_waiting
+        #: called after a load that changed the recorded code (``[processing]
+        #: recompute_on_change``): queue the stale values' recomputation, returns how many runs
+        self.recompute_stale = recompute_stale
         self.context_file = ContextDir(processor.context_dir).context_file
         self._mtime = None
         self._reloading = threading.Event()
@@ -36,10 +42,18 @@ class ContextReload:
         self._force = True
 
     def _file_mtime(self):
+        """Modification times of the context file and of the watched modules' files (those
+        the last load imported, ``[processing] watch_modules``); None without a context file."""
         try:
-            return self.context_file.stat().st_mtime
+            times = [self.context_file.stat().st_mtime]
         except FileNotFoundError:
             return None
+        for path in self.processor.watched_files:
+            try:
+                times.append(os.stat(path).st_mtime)
+            except OSError:
+                times.append(None)
+        return tuple(times)
 
     def check(self, wait: bool = False) -> None:
         """(Re)load the context file if it changed. The load borrows a worker, which may be busy
@@ -78,6 +92,11 @@ class ContextReload:
                     n = self.requeue_waiting()
                     if n:
                         log.info("Context file fixed: processing %d waiting run(s)", n)
+                if self.processor.code_changed and self.recompute_stale is not None:
+                    n = self.recompute_stale()
+                    if n:
+                        log.info("Context file changed: recomputing the stale values of %d "
+                                 "run(s) ([processing] recompute_on_change)", n)
         except Exception:
             log.exception("Reloading the context file failed")
         finally:

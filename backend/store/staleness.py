@@ -38,7 +38,7 @@ from typing import Iterable
 CODE, MANUAL, DATA, UNKNOWN = 1, 2, 4, 8
 REASON_NAMES = {CODE: "code", MANUAL: "manual", DATA: "data", UNKNOWN: "unknown"}
 
-_CURRENT_SQL = ("SELECT c.name, c.code, c.data, c.manual, c.deps, v.digest, v.parts "
+_CURRENT_SQL = ("SELECT c.name, c.code, c.data, c.manual, c.deps, v.digest "
                 "FROM current_code c LEFT JOIN code_versions v ON v.id = c.code")
 _DIFFERENT_SQL = ("SELECT proposal, run, code, evaluation FROM run_values "
                   "WHERE name = ? AND (code < ? OR code > ?)")
@@ -53,33 +53,41 @@ _DATA_SQL = (
 
 @dataclass
 class Current:
-    """The context file's code as last loaded: name -> (code id, data kind, manual columns
-    read, direct ``var#`` dependencies, digest, parts)."""
+    """The context file's code as last loaded: name -> code id, data kind, manual columns read,
+    direct ``var#`` dependencies, digest. ``signature``: changes when any of it does."""
 
     code: dict[str, int]
     data: dict[str, str]
     manual: dict[str, list[str]]
     deps: dict[str, list[str]]
     digest: dict[str, str]
-    parts: dict[str, dict | None]
+    signature: tuple = ()
 
 
 def current(con: sqlite3.Connection) -> Current:
     """The recorded current code (empty before the first load, or for a database older than
     revision 0008)."""
-    cur = Current({}, {}, {}, {}, {}, {})
+    cur = Current({}, {}, {}, {}, {})
     try:
         rows = con.execute(_CURRENT_SQL).fetchall()
     except sqlite3.OperationalError:
         return cur
-    for name, code, data, manual, deps, dig, parts in rows:
+    for name, code, data, manual, deps, dig in rows:
         cur.code[name] = code
         cur.data[name] = data or "raw"
         cur.manual[name] = _loads(manual, [])
         cur.deps[name] = _loads(deps, [])
         cur.digest[name] = dig
-        cur.parts[name] = _loads(parts, None)
+    cur.signature = tuple(sorted(cur.code.items()))
     return cur
+
+
+def current_signature(con: sqlite3.Connection) -> tuple:
+    """A cheap signature of the recorded current code (to notice that it changed)."""
+    try:
+        return tuple(con.execute("SELECT name, code FROM current_code ORDER BY name"))
+    except sqlite3.OperationalError:
+        return ()
 
 
 def _loads(text, default):
@@ -100,15 +108,34 @@ class StaleCell:
     text: str
 
 
+@dataclass
+class BulkStale:
+    """A variable most of whose values are stale (listing them one by one would cost more than
+    it tells): every value of it is stale except those of the runs in ``fresh``; ``reasons``
+    and ``text`` as for :class:`StaleCell` (from one of its stale values)."""
+
+    reasons: int
+    text: str
+    fresh: set
+
+
+#: More stale values than this of one variable are described in bulk (:class:`BulkStale`).
+BULK_MIN = 500
+
+
 class Staleness:
     """The stale values of a database (or of one run), with their reasons explained; built by
-    :func:`stale_cells`. ``cells``: ``(proposal, run, name) -> StaleCell``."""
+    :func:`stale_cells`. ``cells``: ``(proposal, run, name) -> StaleCell``; ``bulk``:
+    ``name -> BulkStale`` for variables with more than :data:`BULK_MIN` stale values (their
+    other reasons are still in ``cells``). :meth:`get` answers for any one value."""
 
-    def __init__(self, con: sqlite3.Connection, context_name: str = "context.py"):
+    def __init__(self, con: sqlite3.Connection, context_name: str = "context.py",
+                 cur: Current | None = None):
         self.con = con
         self.context_name = context_name
-        self.cur = current(con)
+        self.cur = current(con) if cur is None else cur
         self.cells: dict[tuple, StaleCell] = {}
+        self.bulk: dict[str, BulkStale] = {}
         self._explained: dict[tuple[str, int], str] = {}
         self._parts: dict[int, tuple[str, str, dict | None]] = {}
         self._origin: dict[int, str] = {}
@@ -128,9 +155,9 @@ class Staleness:
         key = (name, old_id)
         got = self._explained.get(key)
         if got is None:
-            self._code_parts([old_id])
+            self._code_parts([old_id, self.cur.code.get(name)])
             old = (self._parts.get(old_id) or (None, None, None))[2]
-            new = self.cur.parts.get(name)
+            new = (self._parts.get(self.cur.code.get(name)) or (None, None, None))[2]
             reasons = self._diff(name, old, new, depth=0)
             got = self._explained[key] = "; ".join(reasons) or f"the code of {name} changed"
         return got
@@ -153,12 +180,13 @@ class Staleness:
         if old.get("column") != new.get("column"):
             out.append(f"the definition of metadata column {name} changed in amore.toml")
         on, nn = old.get("names") or {}, new.get("names") or {}
-        for k in sorted(set(on) | set(nn)):
-            if on.get(k) != nn.get(k):
-                where = self.context_name if "." not in k else f"module {k.rsplit('.', 1)[0]}"
-                what = ("now read" if k not in on else "no longer read" if k not in nn
-                        else "changed")
-                out.append(f"{k.rsplit('.', 1)[-1]} {what} in {where}{via}")
+        changed = [k for k in sorted(set(on) | set(nn)) if on.get(k) != nn.get(k)]
+        for k in changed:
+            if any(m.startswith(k + ".") for m in changed):
+                continue      # a watched module: the names in it that changed say more
+            where = self.context_name if "." not in k else f"module {k.rsplit('.', 1)[0]}"
+            what = "now read" if k not in on else "no longer read" if k not in nn else "changed"
+            out.append(f"{k.rsplit('.', 1)[-1]} {what} in {where}{via}")
         oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
         for dep in sorted(set(oi) | set(ni)):
             if oi.get(dep) == ni.get(dep):
@@ -167,8 +195,7 @@ class Staleness:
                 out.append(f"input {dep} changed{via}")
                 continue
             old_dep = self._parts_by_digest(oi[dep])
-            new_dep = self.cur.parts.get(dep) if self.cur.digest.get(dep) == ni[dep] \
-                else self._parts_by_digest(ni[dep])
+            new_dep = self._parts_by_digest(ni[dep])
             out += self._diff(dep, old_dep, new_dep, depth + 1, through or dep)
         return list(dict.fromkeys(out))
 
@@ -191,6 +218,29 @@ class Staleness:
         return ("the code that made it is not known (stored before AMORE recorded "
                 "provenance, or an error of a job that failed)")
 
+    def get(self, proposal, run: int, name: str) -> StaleCell | None:
+        """Whether the value ``name`` of a run (which must exist) is stale, and why."""
+        cell = self.cells.get((proposal, run, name))
+        b = self.bulk.get(name)
+        if b is None or (proposal, run) in b.fresh:
+            return cell
+        if cell is None:
+            return StaleCell(b.reasons, b.text)
+        return StaleCell(cell.reasons | b.reasons, f"{b.text}; {cell.text}")
+
+    def count(self, have: dict[str, int] | None = None) -> int:
+        """How many values are stale; ``have``: name -> number of values of it (needed for the
+        variables described in bulk)."""
+        n = len([k for k in self.cells if k[2] not in self.bulk])
+        for name, b in self.bulk.items():
+            n += max(0, (have or {}).get(name, 0) - len(b.fresh))
+            n += len([k for k in self.cells if k[2] == name and k[:2] in b.fresh])
+        return n
+
+    def keys(self, values: Iterable[tuple]) -> list[tuple]:
+        """The stale ones among ``values`` (``(proposal, run, name)`` of stored values)."""
+        return [k for k in values if self.get(*k) is not None]
+
     # -- building --------------------------------------------------------------------------
     def add(self, key: tuple, bit: int, text: str) -> None:
         cell = self.cells.get(key)
@@ -202,22 +252,48 @@ class Staleness:
 
 
 def stale_cells(con: sqlite3.Connection, proposal=None, run=None,
-                context_name: str = "context.py") -> Staleness:
+                context_name: str = "context.py", cur: Current | None = None) -> Staleness:
     """The stale values of the database on ``con`` (only run ``run`` of ``proposal`` if given),
     their reasons explained (see the module docstring). ``context_name``: the context file's
-    name in the explanations. Never raises for a database without provenance (nothing is
-    stale then)."""
-    st = Staleness(con, context_name)
+    name in the explanations; ``cur``: the :func:`current` code if already read. Never raises
+    for a database without provenance (nothing is stale then)."""
+    st = Staleness(con, context_name, cur)
     cur = st.cur
     if not cur.code:
         return st
     one = () if run is None else (proposal, run)
-    extra = _RUN_SQL if one else ""
-    for name, code in cur.code.items():
-        for p, r, old, ev in con.execute(_DIFFERENT_SQL + extra, (name, code, code) + one):
-            st.add((p, r, name), CODE, st.explain_code(name, old))
-        for p, r, _old, ev in con.execute(_UNKNOWN_SQL + extra, (name,) + one):
-            st.add((p, r, name), UNKNOWN, st.explain_unknown(ev))
+    if one:     # one run: its few hundred values, compared here
+        rows = con.execute("SELECT name, code, evaluation FROM run_values WHERE proposal = ? "
+                           "AND run = ?", one).fetchall()
+        for name, code, ev in rows:
+            now = cur.code.get(name)
+            if now is None:
+                continue
+            if code is None:
+                st.add((proposal, run, name), UNKNOWN, st.explain_unknown(ev))
+            elif code != now:
+                st.add((proposal, run, name), CODE, st.explain_code(name, code))
+    else:       # every run: through the (name, code) index, only the values that differ
+        limit = f" LIMIT {BULK_MIN + 1}"
+        for name, code in cur.code.items():
+            diff = con.execute(_DIFFERENT_SQL + limit, (name, code, code)).fetchall()
+            unknown = con.execute(_UNKNOWN_SQL + limit, (name,)).fetchall()
+            if len(diff) + len(unknown) > BULK_MIN:
+                fresh = set(con.execute("SELECT proposal, run FROM run_values WHERE name = ? "
+                                        "AND code = ?", (name, code)))
+                bits, texts = 0, []
+                if diff:
+                    bits |= CODE
+                    texts.append(st.explain_code(name, diff[0][2]))
+                if unknown:
+                    bits |= UNKNOWN
+                    texts.append(st.explain_unknown(unknown[0][3]))
+                st.bulk[name] = BulkStale(bits, "; ".join(texts), fresh)
+                continue
+            for p, r, old, ev in diff:
+                st.add((p, r, name), CODE, st.explain_code(name, old))
+            for p, r, _old, ev in unknown:
+                st.add((p, r, name), UNKNOWN, st.explain_unknown(ev))
     _manual_stale(st, one)
     _data_stale(st, one)
     return st
@@ -268,7 +344,14 @@ def _manual_stale(st: Staleness, one: tuple) -> None:
 
 
 def _show(v) -> str:
-    return "empty" if v is None else repr(v) if isinstance(v, str) else str(v)
+    """A manual value for people: text quoted, a whole number without ``.0``."""
+    if v is None:
+        return "empty"
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _data_stale(st: Staleness, one: tuple) -> None:
@@ -343,10 +426,10 @@ def provenance(con: sqlite3.Connection, proposal, run: int, name: str,
             data = {k: dict(ident.get(k) or {}, digest=d)
                     for k, d in (("raw", e[8]), ("proc", e[9])) if d}
             out["origin"] = e[0]
-            out["evaluation"] = {"started_at": e[1], "seconds": e[2], "host": e[3],
+            out["evaluation"] = {**details, "started_at": e[1], "seconds": e[2], "host": e[3],
                                  "worker": e[4], "amore_version": e[5], "python": e[6],
-                                 "context": e[7], "data": data, **details}
-    cell = st.cells.get((proposal, run, name))
+                                 "context": e[7], "data": data}
+    cell = st.get(proposal, run, name)
     out["stale"] = cell is not None
     out["reasons"] = cell.text.split("; ") if cell else []
     return out
@@ -384,10 +467,15 @@ def plan(con: sqlite3.Connection, runs: Iterable[tuple] | None = None,
                 kinds.setdefault((p, r), set()).add(kind)
     except sqlite3.OperationalError:
         pass
-    stale = stale_cells(con).cells if cur.code else {}
+    st = stale_cells(con, cur=cur) if cur.code else None
     per_run: dict[tuple, set[str]] = {}
-    for (p, r, n) in stale:
-        per_run.setdefault((p, r), set()).add(n)
+    if st is not None:
+        for (p, r, n) in st.cells:
+            per_run.setdefault((p, r), set()).add(n)
+        for key, names_here in have.items():
+            for n in st.bulk:
+                if n in names_here and key not in st.bulk[n].fresh:
+                    per_run.setdefault(key, set()).add(n)
     dependents = _dependents(cur.deps)
     out: dict[tuple, list[str] | None] = {}
     for key in runs:
@@ -410,9 +498,46 @@ def plan(con: sqlite3.Connection, runs: Iterable[tuple] | None = None,
         grown &= set(stored)
         if wanted is not None:
             grown &= wanted
+            # an input that is stale itself is computed (and stored) with them
+            grown |= upstream(cur.deps, grown) & per_run.get(key, set())
         if grown:
             out[key] = sorted(grown, key=lambda n: stored.index(n) if n in stored else 0)
     return out
+
+
+def upstream(deps: dict[str, list[str]], names: Iterable[str]) -> set[str]:
+    """Every variable that ``names`` take as input, directly or not (not ``names``
+    themselves unless one depends on another)."""
+    out: set[str] = set()
+    todo = [d for n in names for d in deps.get(n, ())]
+    while todo:
+        d = todo.pop()
+        if d not in out:
+            out.add(d)
+            todo += deps.get(d, ())
+    return out
+
+
+def reusable(con: sqlite3.Connection, todo: dict[tuple, list[str] | None]
+             ) -> dict[tuple, list[str]]:
+    """For a :func:`plan`: ``(proposal, run) -> inputs`` of the planned variables whose stored
+    values can be read back instead of computed again: not planned themselves (so not stale),
+    with a value that is not an error, a skip or None."""
+    cur = current(con)
+    need = {key: upstream(cur.deps, names) - set(names)
+            for key, names in todo.items() if names is not None}
+    wanted = sorted(set().union(*need.values())) if need else []
+    if not wanted:
+        return {}
+    ok: dict[tuple, set[str]] = {}
+    for i in range(0, len(wanted), 500):
+        part = wanted[i:i + 500]
+        q = (f"SELECT proposal, run, name FROM run_values WHERE name IN "
+             f"({','.join('?' * len(part))}) AND summary_type NOT IN ('error', 'skipped', 'none')")
+        for p, r, n in con.execute(q, part):
+            ok.setdefault((p, r), set()).add(n)
+    return {key: sorted(names & ok.get(key, set())) for key, names in need.items()
+            if names & ok.get(key, set())}
 
 
 def _dependents(deps: dict[str, list[str]]) -> dict[str, set[str]]:
@@ -437,3 +562,61 @@ def context_name(context_dir: str | Path) -> str:
     """The context file's name as explanations give it (``context.py``)."""
     from backend.contextdir import ContextDir
     return ContextDir(context_dir).context_file.name
+
+
+def _when(ts) -> str:
+    import time as _time
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(ts)) if ts else "?"
+
+
+def describe_provenance(info: dict) -> list[str]:
+    """:func:`provenance` as lines for people (``amore-proto run-info --var``, the GUI's and
+    the browser's "How was this value made?")."""
+    out = [f"{info['name']} of run {info['run']} (proposal {info['proposal']}): "
+           f"{info['summary_type']}, stored {_when(info.get('stored_at'))}"]
+    if info.get("stale"):
+        out.append("STALE: " + "; ".join(info.get("reasons") or []))
+    else:
+        out.append("Up to date with the context file, manual values and data as last seen.")
+    origin = info.get("origin")
+    if origin == "manual":
+        e = info.get("edited") or {}
+        out.append(f"Manual value set by {e.get('by') or '?'} at {_when(e.get('at'))} "
+                   f"(from {e.get('via') or '?'})" + (", carried over" if e.get("carried") else ""))
+        return out
+    if origin == "built-in":
+        out.append("Built-in check cell (computed by AMORE from the run's files)")
+    if origin == "damnit":
+        out.append("Imported from DAMNIT")
+    code = info.get("code")
+    if code:
+        same = "the current code" if code.get("current") == code.get("digest") else \
+            f"current code is {code.get('current') or 'not defined'}"
+        out.append(f"Code: {code.get('digest')} ({same})")
+        parts = code.get("parts") or {}
+        for k in ("function", "arguments", "fields", "class", "column"):
+            if parts.get(k):
+                out.append(f"  {k}: {parts[k]}")
+        for k, v in sorted((parts.get("names") or {}).items()):
+            out.append(f"  reads {k}: {v}")
+        for k, v in sorted((parts.get("inputs") or {}).items()):
+            out.append(f"  input {k}: {v}")
+    elif origin not in ("built-in",):
+        out.append("Code: not known")
+    for kind, values in sorted((info.get("inputs") or {}).items()):
+        out.append(f"Inputs ({kind}): " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    ev = info.get("evaluation")
+    if ev:
+        secs = f"{info['seconds']:.3f} s" if isinstance(info.get("seconds"), (int, float)) else "?"
+        total = f"{ev['seconds']:.2f} s" if isinstance(ev.get("seconds"), (int, float)) else "?"
+        out.append(f"Computed {_when(ev.get('started_at'))} on {ev.get('host') or '?'} "
+                   f"({ev.get('worker') or '?'}) in {secs} (the run: {total})")
+        out.append(f"AMORE {ev.get('amore_version') or '?'}, Python {ev.get('python') or '?'}, "
+                   f"context file SHA-256 {(ev.get('context') or '?')[:16]}")
+        for kind, d in sorted((ev.get("data") or {}).items()):
+            out.append(f"Data {kind}: {d.get('files')} file(s), {d.get('bytes')} bytes, newest "
+                       f"{_when(d.get('mtime'))} (digest {d.get('digest')})")
+        meta = ev.get("meta") or {}
+        if meta:
+            out.append("meta#: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    return out
