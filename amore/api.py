@@ -300,6 +300,32 @@ class AmoreDB:
                                     for n, t in zip(names, titles)})
         return df
 
+    def stale(self) -> "pandas.DataFrame":
+        """The stale values: made by code, manual values or data that changed since they were
+        computed (:mod:`backend.store.staleness`; ``amore-proto reprocess all`` recomputes
+        them). A ``pandas.DataFrame`` with one row per stale value, ordered by proposal, run
+        and name: ``proposal``, ``run`` (int64), ``name`` (str), ``reasons`` (list of str
+        among ``"code"``, ``"manual"``, ``"data"``, ``"unknown"``) and ``why`` (str, for
+        people, e.g. ``"threshold changed in context.py"``). Empty when nothing is stale (or
+        the context file was never loaded by AMORE since provenance is recorded)."""
+        import pandas as pd
+        from backend.store import staleness
+        with self._snapshot() as con:
+            st = staleness.stale_cells(con, context_name=self._paths.context_file.name)
+            keys = [(p, r, n) for p, r, n in con.execute(
+                "SELECT proposal, run, name FROM run_values")] if st.bulk else list(st.cells)
+        rows = []
+        for p, r, n in sorted(keys, key=lambda k: (str(k[0]), k[1], k[2])):
+            cell = st.get(p, r, n)
+            if cell is None:
+                continue
+            rows.append([p, r, n, [name for bit, name in staleness.REASON_NAMES.items()
+                                   if cell.reasons & bit], cell.text])
+        df = pd.DataFrame(rows, columns=["proposal", "run", "name", "reasons", "why"])
+        df["proposal"] = _proposal_column([x[0] for x in rows]) if rows else df["proposal"]
+        df["run"] = df["run"].astype(np.int64)
+        return df
+
     # --- indexing --------------------------------------------------------------------------
     def _resolve_run(self, con, proposal: int | str | None, run: int) -> tuple[int | str, int]:
         keys = self._run_keys(con)
@@ -420,7 +446,8 @@ class VariableData:
     Attributes: ``name``, ``title``, ``units`` (str or None), ``proposal``, ``run``,
     ``summary_type`` (a :class:`backend.vocab.SummaryType` value), ``attributes`` (dict stored
     with the table value: units, shape, dtype, error...), ``error`` (the error message if the
-    variable failed or was skipped for this run, else None).
+    variable failed or was skipped for this run, else None). :meth:`provenance` says how the
+    value was made, :attr:`stale` whether what made it changed since.
     """
 
     def __init__(self, db: AmoreDB, proposal: int | str, run: int, name: str, info: dict | None,
@@ -488,6 +515,33 @@ class VariableData:
             import xarray as xr
             value = xr.Dataset(value)
         return value
+
+    def provenance(self) -> dict:
+        """How this value was made, read from ``runs.sqlite`` (:mod:`backend.store.staleness`):
+        a dict with ``origin`` (``"amore"``, ``"damnit"`` for a value imported from DAMNIT,
+        ``"manual"``, ``"built-in"`` or ``"unknown"``), ``code`` (``digest`` of the code that
+        made it, its ``parts`` -- function, arguments, module-level names it reads, its
+        ``var#`` inputs' digests -- and the ``current`` digest of the context file; None if not
+        known), ``inputs`` (manual, ``param#`` and ``mymdc#`` values it was given),
+        ``evaluation`` (``started_at`` and ``seconds``, ``host``, ``worker`` -- ``"local
+        worker, PID N"`` or ``"Slurm job J"`` --, ``amore_version``, ``python``, ``context``:
+        SHA-256 of the context file, ``data``: per kind ``raw``/``proc`` the ``files``,
+        ``bytes``, ``mtime`` and ``digest`` of the run's data it read, ``meta``), ``stored_at``
+        and ``seconds`` (Unix seconds, seconds), ``stale`` (bool) and ``reasons`` (list of str,
+        why it is stale)."""
+        from backend.store import staleness
+        with self._db._snapshot() as con:
+            info = staleness.provenance(con, self.proposal, self.run, self.name,
+                                        self._db._paths.context_file.name)
+        if info is None:
+            raise AmoreKeyError(f"Variable {self.name!r} has no value for run {self.run} any more")
+        return info
+
+    @property
+    def stale(self) -> bool:
+        """True if the code, manual values or data that made this value changed since
+        (:meth:`provenance` says why); ``amore-proto reprocess all`` recomputes it."""
+        return bool(self.provenance()["stale"])
 
     def __repr__(self) -> str:
         return f"<VariableData {self.name!r} p{self.proposal} r{self.run} ({self.summary_type})>"

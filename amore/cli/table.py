@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 
 
+#: What follows a stale value in the terminal table.
+STALE_MARK = " *"
+
+
 def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
                  only: set | None = None):
     """A rich Table of the run table of context directory ``d`` (newest run first), its
@@ -26,16 +30,30 @@ def render_table(d: Path, max_rows: int | None = None, width: int | None = None,
     for p, r, name, value, st, attrs in db.all_values():
         attrs = json.loads(attrs) if st == SummaryType.ERROR and attrs else None  # error_type
         values.setdefault((p, r), {})[name] = StoredValue(value, st, attrs or {})
+    stale = _staleness(db)
     db.close()
-    return render_rows(variables, all_runs, values, max_rows=max_rows, width=width, only=only)
+    return render_rows(variables, all_runs, values, max_rows=max_rows, width=width, only=only,
+                       stale=stale)
+
+
+def _staleness(db):
+    """The database's stale values (:mod:`backend.store.staleness`)."""
+    from backend.store import reader, staleness
+    con = reader.connect(db.path, uri_readonly=True)
+    try:
+        return staleness.stale_cells(con, context_name=staleness.context_name(db.path.parent))
+    finally:
+        con.close()
 
 
 def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | None = None,
-                width: int | None = None, only: set | None = None):
+                width: int | None = None, only: set | None = None, stale=None):
     """A rich Table of runs (dicts with ``proposal``, ``run``, ``start_time``, ``status``; in
     run order), ``variables`` (:class:`backend.vocab.VariableInfo`, in column order) and
     ``values`` (``(proposal, run) -> {name: StoredValue}``, values as stored), newest run
-    first; see :func:`render_table`."""
+    first; see :func:`render_table`. ``stale``: a
+    :class:`backend.store.staleness.Staleness`; stale values are marked with
+    :data:`STALE_MARK` and counted in the caption."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -56,9 +74,18 @@ def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | N
                         if r["start_time"] else "" for r in runs]),
              ("Status", [r["status"] for r in runs])]
     columns = []
+    n_stale = 0
     for v in variables:
         header = escape((v.title or v.name).split("/")[-1] + (f" [{v.units}]" if v.units else ""))
-        cells = [cell(values.get((r["proposal"], r["run"]), {}).get(v.name)) for r in runs]
+        cells = []
+        for r in runs:
+            sv = values.get((r["proposal"], r["run"]), {}).get(v.name)
+            text = cell(sv)
+            if sv is not None and stale is not None and stale.get(r["proposal"], r["run"],
+                                                                   v.name) is not None:
+                text = f"{text}{STALE_MARK}"
+                n_stale += 1
+            cells.append(text)
         columns.append((header, cells))
     max_w = 16
 
@@ -75,10 +102,12 @@ def render_rows(variables, all_runs: list[dict], values: dict, max_rows: int | N
                 break
             shown.append((h, c))
     hidden = len(columns) - len(shown)
+    caption = [f"{hidden} more variable(s) not shown: widen the terminal or open the GUI"
+               if hidden else "",
+               f"{n_stale} stale value(s) marked{STALE_MARK} (run-info RUN --var NAME says "
+               f"why; reprocess all recomputes them)" if n_stale else ""]
     t = Table(title=f"Proposal {all_runs[0]['proposal'] if all_runs else ''} — {len(all_runs)} runs",
-              header_style="bold",
-              caption=(f"{hidden} more variable(s) not shown: widen the terminal or open the GUI"
-                       if hidden else None))
+              header_style="bold", caption="\n".join(c for c in caption if c) or None)
     for h, _ in fixed:
         t.add_column(h, justify="right" if h == "Run" else "left", no_wrap=True)
     for h, _ in shown:

@@ -57,12 +57,37 @@ def _t(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+def _value_provenance(a, db) -> int:
+    """``run-info RUN --var NAME``: how the value was made, whether it is stale and why."""
+    from backend.store import reader, staleness
+    con = reader.connect(db.path, uri_readonly=True)
+    try:
+        out = []
+        for name in a.var:
+            info = staleness.provenance(con, db.proposal, a.run, name,
+                                        staleness.context_name(db.path.parent))
+            if info is None:
+                print(f"amore-proto run-info: run {a.run} has no value {name!r}", file=sys.stderr)
+                return 1
+            out.append(info)
+    finally:
+        con.close()
+    if a.json:
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+        return 0
+    for info in out:
+        print("\n".join(staleness.describe_provenance(info)))
+    return 0
+
+
 def cmd_run_info(a) -> int:
     from backend.store.trust import DATA_CHECK, FILES_CHECK, TrustStore
     opened = _open(a, "run-info")
     if opened is None:
         return 1
     db, config, pdir = opened
+    if a.var:
+        return _value_provenance(a, db)
     trust = TrustStore(db)
     p = db.proposal
     row = db.get_run(p, a.run)
@@ -191,9 +216,14 @@ def cmd_close(a) -> int:
 
 def register(sub) -> None:
     """Add this module's commands to the ``amore-proto`` sub-parsers."""
-    s = sub.add_parser("run-info", help="how a run was announced and its metadata (snapshots)")
+    s = sub.add_parser("run-info", help="how a run was announced and its metadata (snapshots); "
+                                        "with --var, how a value was made (provenance)")
     s.add_argument("run", type=int)
     s.add_argument("--dir", "-d")
+    s.add_argument("--var", action="append", metavar="NAME",
+                   help="the provenance of this variable's value: the code that made it, its "
+                        "inputs, the data it read, where, when, and whether it is stale "
+                        "(repeatable)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run_info)
 
