@@ -30,6 +30,8 @@ from amore_gui._qt.model import ERROR_FG, SKIPPED_FG, STATUS_FG
 SPARK_COLOR = QColor("#2f6db5")
 SPARK_LAST = QColor("#c2410c")
 PLACEHOLDER = QColor("#e8e8e8")
+#: The mark of a stale value (made by code, inputs or data that changed since).
+STALE_MARK = QColor("#d97706")
 
 
 class ThumbnailCache(QObject):
@@ -103,6 +105,27 @@ class CellDelegate(QStyledItemDelegate):
             super().paint(painter, option, index)
             return
         row = int(model.view.order[index.row()])
+        self._paint_value(painter, option, model, d, row, col, key)
+        if col >= NSTATIC and d.stale_info(row, col - NSTATIC) is not None:
+            self._paint_stale_mark(painter, option.rect)
+
+    @staticmethod
+    def _paint_stale_mark(painter: QPainter, rect: QRect) -> None:
+        """A stale value: a small triangle in the cell's top right corner (the tooltip says
+        what changed)."""
+        size = max(5, min(9, rect.height() // 3))
+        tri = QPolygonF([QPointF(rect.right() - size, rect.top()),
+                         QPointF(rect.right() + 1, rect.top()),
+                         QPointF(rect.right() + 1, rect.top() + size + 1)])
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing, True)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(STALE_MARK)
+        painter.drawPolygon(tri)
+        painter.restore()
+
+    def _paint_value(self, painter: QPainter, option, model, d, row: int, col: int, key: str):
+        """The value of a variable cell: background, then a sparkline, a thumbnail or text."""
         rect = option.rect
         selected = bool(option.state & QStyle.State_Selected)
         if selected:

@@ -272,6 +272,18 @@ class ManualColumns(QObject):
                                                "No processing log for this run yet."))
         self.window.tasks.submit(self.session.workspace.run_log, proposal, run, callback=done)
 
+    def show_provenance(self, proposal, run, name) -> None:
+        """How a value was made, and why it is stale if it is (read on the task pool)."""
+        def done(info, err):
+            if err or info is None:
+                self.window.message(f"Provenance not available: {err or 'no such value'}",
+                                    error=True)
+                return
+            self.window.show_dialog(TextDialog(self.window, f"{name} of run {run}: provenance",
+                                               "\n".join(info["lines"])))
+        self.window.tasks.submit(self.session.workspace.provenance, proposal, run, name,
+                                 callback=done)
+
     def show_groups(self, col: int, tolerance: float = 0.01) -> GroupDialog:
         """Open the grouping dialog, grouping by column ``col`` to begin with."""
         return self.window.show_dialog(GroupDialog(self.window, [col], tolerance))
@@ -313,6 +325,9 @@ class ManualColumns(QObject):
                                lambda: self.set_values(carried, column.key, None, confirm=True))
             menu.addAction(f"Clear {column.title} of {len(targets)} run(s)",
                            lambda: self.set_values(targets, column.key, None))
+        if column.variable and not column.manual and data.cell_kind(row, col):
+            menu.addAction(f"How {column.title} of run {run} was made…",
+                           lambda: self.show_provenance(proposal, run, column.key))
         menu.addAction(f"Processing log of run {run}…", lambda: self.show_run_log(proposal, run))
         menu.addAction(f"Group rows by {column.title}…", lambda: self.show_groups(col))
         menu.addAction("Copy selection as TSV", lambda: table.copy_selection("tsv"))

@@ -23,6 +23,7 @@ from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NU
 KindRole = Qt.UserRole + 1      #: value kind code (table_data.K_*)
 ValueRole = Qt.UserRole + 2     #: sparkline bytes / string / number
 KeyRole = Qt.UserRole + 3       #: (proposal, run, column key)
+StaleRole = Qt.UserRole + 4     #: (reason bits, text) of a stale value, else None
 
 ERROR_FG = QColor("#a4262c")
 ERROR_BG = QColor("#fdecee")
@@ -218,6 +219,8 @@ class RunTableModel(QAbstractTableModel):
             return d.value(row, col)
         if role == KeyRole:
             return _plain(d.proposal[row]), int(d.run[row]), d.columns[col].key
+        if role == StaleRole:
+            return d.stale_info(row, col - NSTATIC) if col >= NSTATIC else None
         return None
 
     def cell_background(self, row: int, col: int) -> QColor | None:

@@ -8,9 +8,9 @@ values reach the table through the normal live-update path.
 from __future__ import annotations
 
 from qtpy.QtCore import QProcess, Qt, QTimer, Signal
-from qtpy.QtWidgets import (QButtonGroup, QDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                             QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                             QRadioButton, QVBoxLayout)
+from qtpy.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QHBoxLayout, QLabel, QLineEdit,
+                            QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar,
+                            QPushButton, QRadioButton, QVBoxLayout)
 
 from amore_gui.application.reprocess import TERMINATE_GRACE, compact_runs, slurm_available
 from amore_gui.application.table_data import NSTATIC
@@ -48,6 +48,19 @@ class ReprocessDialog(QDialog):
         lay.addWidget(QLabel("<b>Runs</b>"))
         lay.addWidget(self.rb_sel)
         lay.addWidget(self.rb_all)
+        stale = main.model.data_obj.stale_count()
+        self.cb_force = QCheckBox("Recompute every value of all runs, not only the stale ones"
+                                  + (f" ({stale} now)" if stale else ""))
+        self.cb_force.setToolTip(
+            "All runs: only the values whose code, manual inputs or data changed (and what "
+            "depends on them) are computed, unless this is checked (amore-proto reprocess "
+            "all --force). Selected or listed runs are always computed whole.")
+        row = QHBoxLayout()
+        row.addSpacing(20)
+        row.addWidget(self.cb_force)
+        lay.addLayout(row)
+        self.rb_all.toggled.connect(self.cb_force.setEnabled)
+        self.cb_force.setEnabled(self.rb_all.isChecked())
         row = QHBoxLayout()
         row.addWidget(self.rb_list)
         row.addWidget(self.runs_edit, 1)
@@ -129,7 +142,8 @@ class ReprocessDialog(QDialog):
             self.log.setPlainText("Choose at least one run and one variable.")
             return
         job = self.job = self.main.workspace.reprocess_job(
-            runs, names, slurm=self.rb_slurm.isChecked(), all_runs=self.main.model.data_obj.nrows)
+            runs, names, slurm=self.rb_slurm.isChecked(), all_runs=self.main.model.data_obj.nrows,
+            force=self.cb_force.isChecked())
         self.progress.setRange(0, job.expected)
         self.progress.setValue(0)
         self.progress.setFormat(f"%v / {job.expected} runs")
@@ -149,6 +163,9 @@ class ReprocessDialog(QDialog):
     def _read(self):
         for line in self.job.feed(bytes(self.proc.readAll())):
             self.log.appendPlainText(line)
+        if self.progress.maximum() != self.job.expected:   # reprocess all: the stale runs
+            self.progress.setRange(0, self.job.expected)
+            self.progress.setFormat(f"%v / {self.job.expected} runs")
         self.progress.setValue(self.job.progress)
 
     def _finished(self, code, status):

@@ -29,6 +29,7 @@ import numpy as np
 
 from backend.contextdir import db_file
 from backend.store import reader as sql
+from backend.store import staleness
 from backend.store.reader import SCHEMA_HEAD
 from backend.vocab import SummaryType
 
@@ -140,13 +141,31 @@ class LoadResult:
 
 
 def variables_signature(con: sqlite3.Connection) -> str:
-    """A hash of the variable definitions (to notice changes)."""
+    """A hash of the variable definitions and of the context file's code as last loaded (to
+    notice changes: new code changes which values are stale)."""
     rows = con.execute(sql.VARIABLES_SQL).fetchall()
     try:
         rows.append(con.execute(sql.MANUAL_COLUMNS_SQL).fetchall())
     except sqlite3.OperationalError:
         pass
+    rows.append(staleness.current_signature(con))
     return hashlib.sha1(repr(rows).encode()).hexdigest()
+
+
+def _context_name(path: Path) -> str:
+    return staleness.context_name(Path(path).parent)
+
+
+def read_staleness(con: sqlite3.Connection, path: Path) -> staleness.Staleness:
+    """The stale values of the whole table (:func:`backend.store.staleness.stale_cells`)."""
+    return staleness.stale_cells(con, context_name=_context_name(path))
+
+
+def run_staleness(con: sqlite3.Connection, path: Path, proposal, run: int,
+                  cur: staleness.Current | None = None) -> dict[str, tuple[int, str]]:
+    """The stale values of one run: name -> ``(reason bits, text)``."""
+    st = staleness.stale_cells(con, proposal, run, context_name=_context_name(path), cur=cur)
+    return {name: (c.reasons, c.text) for (_p, _r, name), c in st.cells.items()}
 
 
 def comments_signature(con: sqlite3.Connection) -> tuple:
@@ -354,6 +373,7 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
         runs = read_runs(con)
         vsig = variables_signature(con)
         csig = comments_signature(con)
+        stale = read_staleness(con, path)   # a few indexed queries (values made by other code)
     finally:
         con.close()
     data = TableData(variables, capacity=len(runs) + 64)
@@ -361,6 +381,8 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
     for (p, r), t in runs.items():
         row = data.add_run(p, r)
         data.set_info(row, _info(t))
+    data.set_staleness(((p, r, n, c.reasons, c.text) for (p, r, n), c in stale.cells.items()),
+                       {n: (b.reasons, b.text, b.fresh) for n, b in stale.bulk.items()})
     var_index = {c.key: i for i, c in enumerate(variables)}
     row_of = dict(data.row_of)
     nvars = len(variables)
@@ -418,18 +440,23 @@ def _value_rows_to_update(p: int, r: int, rows, info: dict | None, complete: boo
 
 
 def read_run_update(path: str | Path, proposal: int | str, run: int,
-                    con: sqlite3.Connection | None = None) -> RunUpdate:
-    """One run's row and all its values as a :class:`RunUpdate` (``complete=True``).
-    ``info`` is None if the run is not in the database."""
+                    con: sqlite3.Connection | None = None,
+                    cur: staleness.Current | None = None) -> RunUpdate:
+    """One run's row, all its values and which of them are stale as a :class:`RunUpdate`
+    (``complete=True``). ``info`` is None if the run is not in the database. ``cur``: the
+    context file's recorded code if already read (:func:`backend.store.staleness.current`)."""
     own = con is None
     con = connect(path) if own else con
     try:
         row = con.execute(sql.RUN_INFO_SQL, (proposal, run)).fetchone()
         rows = con.execute(sql.RUN_VALUES_SQL, (proposal, run)).fetchall()
+        stale = run_staleness(con, db_file(path), proposal, run, cur)
     finally:
         if own:
             con.close()
-    return _value_rows_to_update(proposal, run, rows, _info(row) if row else None, True)
+    upd = _value_rows_to_update(proposal, run, rows, _info(row) if row else None, True)
+    upd.stale = stale
+    return upd
 
 
 def read_run_info(con: sqlite3.Connection, proposal: int | str, run: int) -> dict | None:
@@ -482,6 +509,8 @@ class DbChangeWatcher:
         self.variables_sig = (variables_signature(self.con) if variables_sig is None
                               else variables_sig)
         self.comments_sig = comments_signature(self.con) if comments_sig is None else comments_sig
+        #: the context file's recorded code (read again when the variables change)
+        self.current = staleness.current(self.con)
         self.data_version = self.con.execute("PRAGMA data_version").fetchone()[0]
 
     def poll(self, force: bool = False) -> Changes:
@@ -494,6 +523,7 @@ class DbChangeWatcher:
         vsig = variables_signature(self.con)
         if vsig != self.variables_sig:
             self.variables_sig = vsig
+            self.current = staleness.current(self.con)
             ch.variables_changed = True
         csig = comments_signature(self.con)
         if csig != self.comments_sig:
@@ -518,9 +548,16 @@ class DbChangeWatcher:
             self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
         for key in sorted(set(per_run) | set(changed_info)):
             t = runs.get(key)
-            ch.updates.append(_value_rows_to_update(
-                key[0], key[1], per_run.get(key, ()), _info(t) if t else None, False))
+            upd = _value_rows_to_update(key[0], key[1], per_run.get(key, ()),
+                                        _info(t) if t else None, False)
+            if key in per_run:   # new values: which of the run's values are stale now
+                upd.stale = run_staleness(self.con, self.path, key[0], key[1], self.current)
+            ch.updates.append(upd)
         return ch
+
+    def refresh_current(self) -> None:
+        """Read the context file's recorded code again (an update message said it changed)."""
+        self.current = staleness.current(self.con)
 
     def close(self) -> None:
         self.con.close()

@@ -268,9 +268,11 @@ class LiveUpdates:
                 else:
                     comments = True
         if reload:
+            watcher.refresh_current()    # run updates read from now on compare with it
             self.events.reload.emit()
         if comments:
             self.events.comments.emit()
         if runs:
-            ups = [dbread.read_run_update(self.context_dir, p, r, watcher.con) for p, r in runs]
+            ups = [dbread.read_run_update(self.context_dir, p, r, watcher.con, watcher.current)
+                   for p, r in runs]
             self.events.updates.emit(ups)

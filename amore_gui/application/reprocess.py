@@ -37,6 +37,10 @@ TERMINATE_GRACE = 3.0
 
 #: A log line saying a run is finished (processed, failed, recorded or abandoned).
 _RUN_DONE = re.compile(r"\bRun (\d+)(?::| failed| recorded| abandoned)")
+#: ``reprocess all`` saying how many runs have stale values (the runs it computes).
+_STALE = re.compile(r"^Stale: (\d+) run")
+#: ``reprocess all`` with nothing stale.
+_NOTHING = "Nothing to reprocess"
 
 
 def _cli(*args: str) -> list[str]:
@@ -87,18 +91,21 @@ class ReprocessJob:
 
     ``context_dir``; ``runs``: run arguments (numbers, ranges ``"3-7"`` or ``["all"]``);
     ``names``: variable names (None: all variables); ``slurm``: as Slurm array jobs, else in
-    local worker processes; ``all_runs``: the number of runs in the table (progress of ``all``).
+    local worker processes; ``all_runs``: the number of runs in the table (progress of ``all``);
+    ``force``: with ``all``, recompute every value (``--force``), not only the stale ones and
+    what depends on them (the command says how many runs those are: :attr:`expected` follows).
 
     :attr:`done_runs` (run numbers) and :attr:`progress` grow as :meth:`feed` sees runs finish;
     :attr:`exit_code` is set by :meth:`finish`.
     """
 
     def __init__(self, context_dir, runs: list[str], names: list[str] | None = None,
-                 slurm: bool = False, all_runs: int = 0):
+                 slurm: bool = False, all_runs: int = 0, force: bool = False):
         self.context_dir = Path(context_dir)
         self.runs = list(runs)
         self.names = None if names is None else list(names)
         self.slurm = slurm
+        self.force = force
         self.expected = expected_runs(self.runs, all_runs)
         self.done_runs: set[int] = set()
         self.exit_code: int | None = None
@@ -109,6 +116,8 @@ class ReprocessJob:
         """The command to run (``argv[0]`` is the Python interpreter)."""
         argv = _cli("reprocess", *self.runs, "--dir", str(self.context_dir),
                     "--slurm" if self.slurm else "--local", "--quiet", "--verbose")
+        if self.force and "all" in self.runs:
+            argv.append("--force")
         for n in self.names or []:
             argv += ["--var", n]
         return argv
@@ -144,6 +153,10 @@ class ReprocessJob:
             m = _RUN_DONE.search(line)
             if m and ("INFO" in line or "ERROR" in line or "WARNING" in line):
                 self.done_runs.add(int(m.group(1)))
+            if (m := _STALE.match(line)) is not None:
+                self.expected = int(m.group(1))     # reprocess all: only these runs
+            elif line.startswith(_NOTHING):
+                self.expected = 0
             out.append(line.split(": ", 1)[-1] if " backend." in line else line)
         return out
 

@@ -190,7 +190,8 @@ class Session:
 
     def counts_text(self, data: TableData, shown: int) -> str:
         """Status-bar line: ``"12 runs, 3 shown · 40 variables · 1 processing · 2 failed ·
-        1 waiting for a working context file"``."""
+        1 waiting for a working context file · 40 stale values"`` (values made by code, manual
+        values or data that changed since: ``amore-proto reprocess all`` recomputes them)."""
         n = data.nrows
         txt = f"{n} runs" + (f", {shown} shown" if shown != n else "")
         txt += f" · {data.nvars} variables"
@@ -203,6 +204,9 @@ class Session:
             txt += f" · {failed} failed"
         if waiting:
             txt += f" · {waiting} waiting for a working context file"
+        stale = data.stale_count()
+        if stale:
+            txt += f" · {stale} stale value{'s' if stale != 1 else ''}"
         if not self.is_fully_loaded and self.is_loaded:
             txt += " · loading older runs…"
         return txt

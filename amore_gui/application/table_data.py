@@ -122,7 +122,9 @@ class RunUpdate:
     ``info``: run-row fields (``start_time``, ``added_at``, ``status``, ``status_message``,
     ``comment``), or None if unchanged/unknown. ``values``: name -> :class:`CellValue`.
     ``complete``: ``values`` holds every value of the run (others are cleared).
-    ``max_timestamp``: newest ``run_values.timestamp`` seen.
+    ``max_timestamp``: newest ``run_values.timestamp`` seen. ``stale``: the run's stale values,
+    name -> ``(reason bits, text)`` (:mod:`backend.store.staleness`; every other value of the
+    run is up to date), or None when not read.
     """
 
     proposal: int
@@ -131,6 +133,7 @@ class RunUpdate:
     values: dict[str, CellValue] = field(default_factory=dict)
     complete: bool = False
     max_timestamp: float = 0.0
+    stale: dict[str, tuple[int, str]] | None = None
 
 
 def _attrs_used(attrs: dict | None) -> dict | None:
@@ -256,6 +259,12 @@ class TableData:
         self.obj = ObjColumns(cap, nv)
         #: (row, variable index) -> attributes dict (only cells that have some)
         self.attrs: dict[tuple[int, int], dict] = {}
+        #: stale values (made by code, manual values or data that changed since): reason bits
+        #: per cell (``uint8``, None until a value is stale) with each one's reason text, and
+        #: variables whose values are stale in bulk: v -> (bits, text, rows that are not)
+        self.stale: np.ndarray | None = None
+        self.stale_text: dict[tuple[int, int], str] = {}
+        self.stale_bulk: dict[int, tuple[int, str, set]] = {}
         #: (proposal, run) -> row
         self.row_of: dict[tuple[int, int], int] = {}
         #: values written before this time (Unix seconds) are in the table: when the table was
@@ -295,6 +304,8 @@ class TableData:
         self._key_index[col.key] = len(self.columns) - 1
         self.num = np.concatenate([self.num, np.full((cap, 1), np.nan)], axis=1)
         self.kind = np.concatenate([self.kind, np.zeros((cap, 1), np.uint8)], axis=1)
+        if self.stale is not None:
+            self.stale = np.concatenate([self.stale, np.zeros((cap, 1), np.uint8)], axis=1)
         self.obj.add_variable()
         return len(self.columns) - 1
 
@@ -318,6 +329,8 @@ class TableData:
         self.comment += [None] * extra
         self.num = ext(self.num, np.nan)
         self.kind = ext(self.kind, 0)
+        if self.stale is not None:
+            self.stale = ext(self.stale, 0)
         self.obj.grow(new)
 
     def find_row(self, proposal: int | str, run: int) -> int | None:
@@ -414,8 +427,80 @@ class TableData:
             for v in np.flatnonzero(stale):
                 self.set_cell(row, int(v), None)
                 changed.add(NSTATIC + int(v))
+        if upd.stale is not None:
+            changed.update(NSTATIC + v for v in self.set_run_stale(row, upd.stale))
         self.max_timestamp = max(self.max_timestamp, upd.max_timestamp)
         return row, changed, new, added
+
+    # -- stale values ------------------------------------------------------------------------
+    def _stale_array(self) -> np.ndarray:
+        if self.stale is None:
+            self.stale = np.zeros((self.capacity, self.nvars), np.uint8)
+        return self.stale
+
+    def set_staleness(self, cells, bulk: dict | None = None) -> None:
+        """The stale values of the whole table (replacing the marks): ``cells``
+        ``(proposal, run, name, reason bits, text)``, ``bulk``: name -> ``(bits, text, runs
+        that are not stale)`` for variables stale in bulk (see
+        :class:`backend.store.staleness.Staleness`). Names without a column are left out."""
+        self.stale = None
+        self.stale_text = {}
+        self.stale_bulk = {}
+        for name, (bits, text, fresh) in (bulk or {}).items():
+            v = self.var_of(name)
+            if v is not None:
+                self.stale_bulk[v] = (bits, text, {r for r in (self.find_row(p, run)
+                                                               for p, run in fresh)
+                                                   if r is not None})
+        for p, run, name, bits, text in cells:
+            row, v = self.find_row(p, run), self.var_of(name)
+            if row is None or v is None:
+                continue
+            self._stale_array()[row, v] = bits
+            self.stale_text[(row, v)] = text
+
+    def set_run_stale(self, row: int, stale: dict[str, tuple[int, str]]) -> list[int]:
+        """Replace the stale marks of one row (``stale``: name -> ``(bits, text)``; the row's
+        other values are up to date). Returns the variable indices whose mark changed."""
+        before = {v: self.stale_info(row, v) for v in range(self.nvars)} \
+            if (self.stale is not None or self.stale_bulk) else {}
+        if self.stale is not None:
+            self.stale[row] = 0
+        for key in [k for k in self.stale_text if k[0] == row]:
+            del self.stale_text[key]
+        for v, (_b, _t, fresh) in self.stale_bulk.items():
+            fresh.add(row)                        # this row is known cell by cell now
+        for name, (bits, text) in stale.items():
+            v = self.var_of(name)
+            if v is None:
+                continue
+            self._stale_array()[row, v] = bits
+            self.stale_text[(row, v)] = text
+        return [v for v in range(self.nvars)
+                if before.get(v) != self.stale_info(row, v)] if (before or stale) else []
+
+    def stale_info(self, row: int, v: int) -> tuple[int, str] | None:
+        """``(reason bits, text)`` if the value of variable ``v`` in ``row`` is stale."""
+        if self.stale is not None and self.stale[row, v]:
+            return int(self.stale[row, v]), self.stale_text.get((row, v), "")
+        b = self.stale_bulk.get(v)
+        if b is not None and row not in b[2] and self.kind[row, v] != K_MISSING:
+            return b[0], b[1]
+        return None
+
+    def stale_count(self) -> int:
+        """How many values of the table are stale."""
+        n = self.nrows
+        count = int(np.count_nonzero(self.stale[:n])) if self.stale is not None else 0
+        for v, (_b, _t, fresh) in self.stale_bulk.items():
+            has = self.kind[:n, v] != K_MISSING
+            if self.stale is not None:
+                has &= self.stale[:n, v] == 0
+            if fresh:
+                idx = np.fromiter((r for r in fresh if r < n), np.intp)
+                has[idx] = False
+            count += int(np.count_nonzero(has))
+        return count
 
     def _set_cells(self, row: int, vs: list[int], cells: list[CellValue]) -> list[int]:
         """:meth:`set_cell` for many cells of one row (``vs``: distinct variable indices):
@@ -517,7 +602,18 @@ class TableData:
         return ""
 
     def tooltip(self, row: int, col: int) -> str | None:
-        """Error message, skip reason or status message of a cell, else None."""
+        """Error message, skip reason or status message of a cell, and why it is stale (if it
+        is), else None."""
+        tip = self._tooltip(row, col)
+        if col < NSTATIC:
+            return tip
+        st = self.stale_info(row, col - NSTATIC)
+        if st is None:
+            return tip
+        why = f"Stale: {st[1] or 'made by code, inputs or data that changed since'}"
+        return f"{tip}\n{why}" if tip else why
+
+    def _tooltip(self, row: int, col: int) -> str | None:
         if col < NSTATIC:
             key = self.columns[col].key
             if key == C_STATUS:

@@ -180,6 +180,21 @@ class Workspace:
         from amore_gui.application.manual_edit import read_history
         return read_history(self.context_dir, proposal, run, name)
 
+    def provenance(self, proposal: int | str, run: int, name: str) -> dict | None:
+        """How one value was made and whether it is stale, and why
+        (:func:`backend.store.staleness.provenance`, with ``lines``: the same as text for
+        people); None if the run has no such value. Blocks."""
+        from backend.store import staleness
+        con = dbread.connect(self.context_dir)
+        try:
+            info = staleness.provenance(con, proposal, run, name,
+                                        staleness.context_name(self.context_dir))
+        finally:
+            con.close()
+        if info is not None:
+            info["lines"] = staleness.describe_provenance(info)
+        return info
+
     def run_log(self, proposal: int | str, run: int) -> list[dict]:
         """The kept processing logs of a run, oldest first (``status``, ``timestamp``,
         ``text``). Blocks."""
@@ -208,11 +223,13 @@ class Workspace:
 
     # -- reprocessing and Slurm ------------------------------------------------------------
     def reprocess_job(self, runs: list[str], names: list[str] | None = None,
-                      slurm: bool = False, all_runs: int = 0):
+                      slurm: bool = False, all_runs: int = 0, force: bool = False):
         """A :class:`~amore_gui.application.reprocess.ReprocessJob` (command + progress) for
-        the front-end to run. Does not block."""
+        the front-end to run (``runs == ["all"]``: the stale values, unless ``force``). Does
+        not block."""
         from amore_gui.application.reprocess import ReprocessJob
-        return ReprocessJob(self.context_dir, runs, names, slurm=slurm, all_runs=all_runs)
+        return ReprocessJob(self.context_dir, runs, names, slurm=slurm, all_runs=all_runs,
+                            force=force)
 
     def cancel_job(self, runs: list[int]):
         """A :class:`~amore_gui.application.reprocess.CancelJob` cancelling the Slurm jobs of
