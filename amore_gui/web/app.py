@@ -373,7 +373,8 @@ def create_app(directories: list[ServedDirectory], policy: AccessPolicy,
         slurm = bool(body.get("slurm"))
         if slurm and not d.slurm_available():
             return _err(422, "Slurm is not available here (no sbatch)")
-        jid = await d.on_owner(d.reprocess, runs, names, slurm, expected)
+        jid = await d.on_owner(d.reprocess, runs, names, slurm, expected,
+                               bool(body.get("force")))
         return JSONResponse({"id": jid})
 
     async def jobs(request):

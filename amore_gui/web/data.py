@@ -27,7 +27,9 @@ A variable cell is ``null`` (no value), a string (a number's text as the table s
 that text is the number), ``[text, number]`` (a rounded number) or an object with ``k`` (the
 kind code of :mod:`~amore_gui.application.table_data`), ``t`` (text), ``n`` (number), ``h``
 (hover text: error message, who set a manual value...), ``s`` (sparkline points), ``b`` (bold),
-``i`` (italic: carried over), ``bg`` (background colour).
+``i`` (italic: carried over), ``bg`` (background colour), ``z`` (1: the value is stale, ``h``
+says why; :mod:`backend.store.staleness`). The live status (``status``) counts the stale values
+(``stale``).
 """
 from __future__ import annotations
 
@@ -236,6 +238,7 @@ class ServedDirectory:
         self._drawn = set(np.flatnonzero(np.isin(kinds, (K_SPARKLINE, K_THUMBNAIL)).any(axis=0))
                           .tolist())
         self._ids = {f"{p}:{r}": (p, r) for (p, r) in res.data.row_of}
+        self.status["stale"] = res.data.stale_count()
 
     def _start_reload(self) -> None:
         """Variables changed: read the table again (on the pool), keep updates meanwhile."""
@@ -274,6 +277,10 @@ class ServedDirectory:
                 if new:
                     self._ids[f"{_plain(d.proposal[row])}:{int(d.run[row])}"] = (
                         _plain(d.proposal[row]), int(d.run[row]))
+        stale = d.stale_count()
+        if push and stale != self.status.get("stale"):
+            self.status["stale"] = stale
+            self._push("status", self.status)
         if not push or not (changed_rows or added_cols):
             return
         drawn = np.isin(d.kind[changed_rows], (K_SPARKLINE, K_THUMBNAIL)).any(axis=0)
@@ -328,7 +335,8 @@ class ServedDirectory:
         if k == K_MISSING:
             return None
         a = d.attrs.get((row, v))
-        if k == K_NUMBER and a is None:
+        stale = d.stale_info(row, v) if (d.stale is not None or d.stale_bulk) else None
+        if k == K_NUMBER and a is None and stale is None:
             t = d.display(row, col)
             x = float(d.num[row, v])
             if not math.isfinite(x):
@@ -350,10 +358,12 @@ class ServedDirectory:
                 x = float(d.num[row, v])
                 if math.isfinite(x):
                     out["n"] = x
-        tip = d.tooltip(row, col) if (a or k in (K_ERROR, K_SKIPPED) or
+        tip = d.tooltip(row, col) if (a or stale or k in (K_ERROR, K_SKIPPED) or
                                       k not in (K_NUMBER, K_BOOL)) else None
         if tip:
             out["h"] = tip
+        if stale:
+            out["z"] = 1
         if a:
             if a.get("bold"):
                 out["b"] = 1
@@ -625,11 +635,13 @@ class ServedDirectory:
         return slurm_available()
 
     def reprocess(self, runs: list[str], names: list[str] | None, slurm: bool,
-                  expected: int) -> str:
-        """Start ``amore-proto reprocess`` for ``runs`` (numbers or ``all``) and variables
-        ``names`` (None: all); returns the job's id. Its progress is pushed (``job``)."""
+                  expected: int, force: bool = False) -> str:
+        """Start ``amore-proto reprocess`` for ``runs`` (numbers or ``all``: the stale values,
+        unless ``force``) and variables ``names`` (None: all); returns the job's id. Its
+        progress is pushed (``job``)."""
         jid = f"{int(time.time() * 1000):x}"
-        job = JobProcess(ReprocessJob(self.path, runs, names, slurm, all_runs=expected),
+        job = JobProcess(ReprocessJob(self.path, runs, names, slurm, all_runs=expected,
+                                      force=force),
                          on_change=lambda: self.owner.submit(self._job_changed, jid))
         self.jobs[jid] = job
         job.start()

@@ -164,6 +164,7 @@ function variableColDef(col, i) {
       if (c && typeof c === "object" && !Array.isArray(c)) {
         if (c.b) out.push("b");
         if (c.i) out.push("i");
+        if (c.z) out.push("stale");
       }
       out.push(isManual(col) ? "manual" : "inspectable");
       return out;
@@ -398,6 +399,7 @@ function connect() {
 function showStatus(s) {
   if (!s) return;
   state.status = s;
+  updateCounts();
   const b = s.backend || {};
   $("backend").textContent = b.text || "";
   $("backend").title = b.detail || "";
@@ -418,6 +420,7 @@ function updateCounts() {
   const nvars = state.columns.filter((c) => c.variable).length;
   $("counts").textContent = `${total} ${state.vocabulary ? state.vocabulary.run.toLowerCase() : "run"}s` +
     (shown !== total ? `, ${shown} shown` : "") + ` · ${nvars} variables` +
+    (state.status && state.status.stale ? ` · ${state.status.stale} stale value${state.status.stale === 1 ? "" : "s"}` : "") +
     (state.loading ? " · loading older runs…" : "");
 }
 
@@ -782,6 +785,12 @@ function openReprocess() {
     el("option", {value: "sel", text: rows.length ? `Selected: ${rows.map((r) => r.r).join(", ")}` : "Selected (none)", disabled: !rows.length}),
     el("option", {value: "all", text: `All ${state.rowsById.size} runs`}));
   which.value = rows.length ? "sel" : "all";
+  const force = el("input", {type: "checkbox", id: "rp-force"});
+  const forceRow = el("label", {title: "All runs: only the values whose code, manual inputs or data changed (and what depends on them) are computed, unless this is checked (amore-proto reprocess all --force)"},
+    force, " Recompute every value, not only the stale ones" + (state.status && state.status.stale ? ` (${state.status.stale} now)` : ""));
+  const syncForce = () => { force.disabled = which.value !== "all"; };
+  which.addEventListener("change", syncForce);
+  syncForce();
   const where = el("select", {id: "rp-where"}, el("option", {value: "local", text: "Here, in local worker processes"}),
     el("option", {value: "slurm", text: "On Slurm, as array jobs", disabled: !state.slurm}));
   const list = el("div", {class: "checklist"});
@@ -794,12 +803,14 @@ function openReprocess() {
     if (!names.length) { message("Choose at least one variable.", true); return; }
     try {
       const res = await send("POST", `${API}/reprocess`, {ids: which.value === "all" ? "all" : rows.map((r) => r.id),
-        names: names.length === boxes.length ? null : names, slurm: where.value === "slurm"});
+        names: names.length === boxes.length ? null : names, slurm: where.value === "slurm",
+        force: which.value === "all" && force.checked});
       state.jobs[res.id] = {id: res.id};
       showJobPanel(res.id);
     } catch (e) { message(`Not started: ${e.message}`, true); }
   });
   openModal("Reprocess runs", el("div", {class: "form-row"}, el("label", {text: "Runs"}), which),
+    el("div", {class: "form-row"}, forceRow),
     el("div", {class: "form-row"}, el("label", {text: "Where"}), where),
     el("div", {}, el("b", {text: "Variables"})), list, el("div", {class: "form-row"}, go));
 }
