@@ -6,7 +6,10 @@ What comes across (:func:`import_damnit`):
 * every run (``run_info``: start time, when DAMNIT heard of it); runs with values are ``done``
   ("imported from DAMNIT"), the others ``pending``;
 * every computed value, as AMORE shows its own (:mod:`backend.damnit.values`: numbers, text,
-  thumbnails, sparklines, errors as errors, skipped as skipped);
+  thumbnails, sparklines, errors as errors, skipped as skipped), with the provenance "imported
+  from DAMNIT" (an ``evaluations`` row of origin ``damnit`` naming DAMNIT's context file by its
+  SHA-256): such a value counts as stale only once its code differs from the context file's
+  (:mod:`backend.store.provenance`);
 * the stored data behind them: ``extracted_data/p<P>_r<R>.h5`` copied whole (DAMNIT's file is
   only read), readable through ``amore.api`` and the GUI's inspection window
   (:func:`backend.ctxrunner.results.read_run_value` reads DAMNIT's groups);
@@ -49,6 +52,8 @@ from backend.store.identify import DbKind, identify, import_destination
 from backend.facilities import toml_str
 from backend.store.init import init_context_dir
 from backend.store.manual import ManualStore
+from backend.store.provenance import ORIGIN_DAMNIT
+from backend.ctxrunner.provenance import file_sha
 from backend.store.writer import RunDB
 from backend.vocab import EventLevel, RunStatus, StoredValue, SummaryType, VariableInfo
 
@@ -292,6 +297,11 @@ def _import_into(db: RunDB, source: DamnitSource, summary: ImportSummary, variab
             except ValueError:
                 dest_cells[(p, r, name)] = {}
     summary.runs_total = len(runs)
+    # the provenance of every imported value: "imported from DAMNIT", made by DAMNIT's context
+    # file as it is now (its SHA-256: the values count as stale only once AMORE's context file
+    # differs from it, see backend.store.provenance)
+    ctx_sha = file_sha(source.dir.context_file) if source.dir.context_file.is_file() else None
+    imported_at = time.time()
     units: dict[str, dict[str, int]] = {}
     comments: dict[tuple, str] = {}
     imported_names: dict[tuple, list[str]] = {}
@@ -339,7 +349,13 @@ def _import_into(db: RunDB, source: DamnitSource, summary: ImportSummary, variab
                 status = {}
                 if new_run:
                     status = {"status": RunStatus.DONE.value, "status_message": IMPORTED_STATUS}
-                db.write_values(p, r, values, **status)
+                written = [c.timestamp for c in by_run.get((p, r), ()) if c.timestamp]
+                prov = {"run": {"started_at": max(written) if written else None,
+                                "host": "DAMNIT", "worker": f"imported from DAMNIT {source.path}",
+                                "context": ctx_sha,
+                                "details": {"imported_at": imported_at,
+                                            "source": str(source.path)}}}
+                db.write_values(p, r, values, provenance=prov, origin=ORIGIN_DAMNIT, **status)
                 summary.values += len(values)
                 summary.errors += sum(sv.summary_type in (SummaryType.ERROR, SummaryType.SKIPPED)
                                       for sv in values.values())
