@@ -67,19 +67,19 @@ def make_context_dir(tmp_path, data_root):
 
 @pytest.fixture
 def run_processor():
-    """``run_processor(ctx, workers=1)`` -> ``(db, pool, processor)``: the backend's run
-    processing for context directory ``ctx`` (a ``RunProcessor`` on a real ``WorkerPool`` of
-    ``workers`` processes), its context file loaded (asserted). The pools are stopped, and their
-    workers killed, after the test."""
+    """``run_processor(ctx, workers=1, **pool_options)`` -> ``(db, pool, processor)``: the
+    backend's run processing for context directory ``ctx`` (a ``RunProcessor`` on a real
+    ``WorkerPool`` of ``workers`` processes, made with ``pool_options``), its context file loaded
+    (asserted). The pools are stopped, and their workers killed, after the test."""
     from backend.config import load_config
     from backend.processing.local import RunProcessor, WorkerPool
     from backend.store.writer import RunDB
     pools = []
 
-    def make(ctx, workers=1):
+    def make(ctx, workers=1, **pool_options):
         config = load_config(ctx)
         db = RunDB(ctx)
-        pool = WorkerPool(ctx, config, workers)
+        pool = WorkerPool(ctx, config, workers, **pool_options)
         pools.append(pool)
         proc = RunProcessor(ctx, config, db, pool)
         assert proc.load_context() is None
