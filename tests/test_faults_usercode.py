@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults_helpers import PROPOSAL
+from tests.faults_helpers import PROPOSAL, detaching_context, gone
 
 RUNAWAY_CONTEXT = textwrap.dedent("""
     import ctypes, os, subprocess, sys, time
@@ -87,10 +87,7 @@ def processor(make_context_dir, write_run, run_processor):
 def running(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (one that ends while being looked at
     is not running)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not gone(pid)
 
 
 def sleepers():
@@ -176,34 +173,6 @@ def test_runaway_user_code(processor, caplog):
                 and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
-DETACHING_CONTEXT = textwrap.dedent("""
-    import ctypes, os, time
-    from amore.context import Variable
-
-    @Variable(title="Detached")
-    def detached(run, r: "meta#run_number"):
-        pid = os.fork()
-        if pid == 0:
-            os.setsid()
-            if os.fork() == 0:          # a detached daemon (double fork), holding our pipes
-                with open(f"daemon-{r}.tmp", "w") as f:
-                    f.write(str(os.getpid()))
-                os.rename(f"daemon-{r}.tmp", f"daemon-{r}.pid")
-                time.sleep(600)
-            os._exit(0)
-        os.waitpid(pid, 0)
-        while not os.path.exists(f"daemon-{r}.pid"):
-            time.sleep(0.01)
-        with open(f"worker-{r}.pid", "w") as f:
-            f.write(str(os.getpid()))
-        if r in (1, 4):                 # the worker is killed from outside meanwhile
-            time.sleep(600)
-        if r == 2:                      # crash in native code
-            ctypes.string_at(0)
-        return r
-""")
-
-
 def own_cgroups() -> list[str]:
     """The worker cgroups this test process's pools made that still exist."""
     from backend.procs import Cgroup
@@ -232,7 +201,7 @@ def test_nothing_outlives_a_killed_or_crashed_worker(containment, make_context_d
             pytest.skip("this user may not create cgroups here (needs cgroup v2, as root or "
                         "delegated)")
         probe.remove()
-    ctx = make_context_dir(code=DETACHING_CONTEXT, config="[processing]\njobs = 1\n"
+    ctx = make_context_dir(code=detaching_context(), config="[processing]\njobs = 1\n"
                                                           "run_timeout = 120\n")
     for r in range(1, 5):
         write_run(r, ntrains=5)
@@ -247,7 +216,8 @@ def test_nothing_outlives_a_killed_or_crashed_worker(containment, make_context_d
         """Process ``run``; once its daemon runs, SIGKILL ``victims(worker pid)``."""
         with ThreadPoolExecutor(1) as ex:
             fut = ex.submit(proc.process, PROPOSAL, run)
-            worker = wait_for(lambda: pid_file(f"worker-{run}.pid"), 60, what="the variable running")
+            worker = wait_for(lambda: pid_file(f"worker-{run}.pid"), 60,
+                              what="the variable running")
             daemon = pid_file(f"daemon-{run}.pid")
             assert running(daemon)
             assert in_worker_cgroup(daemon) == (containment == "cgroup")
