@@ -179,11 +179,10 @@ def _reap_children() -> list[tuple[int, int]]:
 
 
 def kill_descendants(keep: set[int] | frozenset = frozenset(), timeout: float = 5.0) -> int:
-    """SIGKILL every living descendant of this process except the PIDs in ``keep`` (and their
-    descendants that existed before are not spared: only the PIDs themselves), and reap the
-    children that ended, again until none is left (as a child subreaper this process inherits
-    the orphans of those killed) or ``timeout`` seconds passed. Returns how many processes were
-    killed."""
+    """SIGKILL every living descendant of this process except the PIDs in ``keep`` (those
+    processes only: what they start is not kept), and reap the children that ended, again
+    until none is left (as a child subreaper this process inherits the orphans of those
+    killed) or ``timeout`` seconds passed. Returns how many processes were killed."""
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
