@@ -252,6 +252,16 @@ def test_nothing_outlives_a_killed_or_crashed_worker(containment, make_context_d
             assert out.status == "failed" and "SIGKILL" in out.message, out
             wait_for(lambda: not running(daemon), 10, 0.05,
                      "the daemon of a worker killed with its keeper gone")
+            # ... and while idle: the next run takes a new worker (no cgroup is left behind,
+            # checked below)
+            out = proc.process(PROPOSAL, 3)  # a live, idle worker
+            assert out.status == "done", out
+            keeper = pool.workers[0].pid
+            for p in [*psutil.Process(keeper).children(), psutil.Process(keeper)]:
+                p.kill()
+            wait_for(lambda: not pool.workers[0].alive(), 10, 0.05, "the idle worker killed")
+            out = proc.process(PROPOSAL, 3)
+            assert out.status == "done", out
         assert running(outsider.pid), "a process that is not the worker's was killed"
         pool.stop()
         assert not own_cgroups(), "cgroups left behind"

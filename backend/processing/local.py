@@ -136,6 +136,7 @@ class WorkerProcess:
             self.config["processing"].get("worker_memory_mb") or 0))
         env["AMORE_KEEP_MEMORY_MB"] = str(float(
             self.config["processing"].get("worker_keep_mb") or 0))
+        self._end_cgroup()  # that of a worker that died idle (with its keeper)
         self.cgroup = Cgroup.create(f"amore-worker{self.index}-{os.getpid()}-"
                                     f"{os.urandom(4).hex()}") if self.cgroups else None
         if self.cgroup is not None:
