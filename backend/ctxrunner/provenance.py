@@ -471,12 +471,15 @@ def _jsonable(v):
 
 def data_identity(patterns: Iterable[str]) -> dict:
     """The identity of a run's data of one kind: the files matching the glob ``patterns``
-    (absolute; ``**`` recursive), by name, size and modification time. Returns ``{"digest",
-    "files", "bytes", "mtime" (newest, Unix seconds; None without files), "locations"}``;
-    files that vanish while listed are left out."""
+    (absolute; ``**`` recursive), by name, size and modification time. A name is the path
+    below the pattern's fixed directory, so that the same files seen under another mount
+    point or copied with their times are the same data. Returns ``{"digest", "files",
+    "bytes", "mtime" (newest, Unix seconds; None without files), "locations"}``; files that
+    vanish while listed are left out."""
     rows, total, newest = [], 0, None
     patterns = [str(p) for p in patterns]
     for pat in patterns:
+        fixed = os.path.dirname(re.split(r"[*?\[]", pat, maxsplit=1)[0])
         for path in sorted(glob.glob(pat, recursive=True)):
             try:
                 st = os.stat(path)
@@ -484,7 +487,7 @@ def data_identity(patterns: Iterable[str]) -> dict:
                 continue
             if not os.path.isfile(path):
                 continue
-            rows.append([path, st.st_size, st.st_mtime_ns])
+            rows.append([os.path.relpath(path, fixed), st.st_size, st.st_mtime_ns])
             total += st.st_size
             newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
     return {"digest": digest("data", rows), "files": len(rows), "bytes": total,
