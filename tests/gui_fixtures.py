@@ -86,6 +86,20 @@ def process_runs(ctx: Path, runs, publish=None, names=None) -> list:
         db.close()
 
 
+def change_flaky(ctx: Path) -> None:
+    """Change the function of ``flaky`` in the context file and let AMORE load it (``reprocess
+    all --dry-run`` records the new code and computes nothing): its 4 values are stale."""
+    import subprocess
+    from tests.conftest import amore_cmd
+    f = ctx / "context.py"
+    text = f.read_text()
+    assert "return run_no * 1.5" in text
+    f.write_text(text.replace("return run_no * 1.5", "return run_no * 2.5"))
+    r = subprocess.run(amore_cmd("reprocess", "all", "--dry-run", "-d", str(ctx)),
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and "Stale: 4 run(s), 4 value(s)" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.fixture(scope="session")
 def gui_base(tmp_path_factory):
     """A processed context directory (read-only for tests: copy it with ``gui_ctx``)."""

@@ -5,27 +5,12 @@ how the value was made; recomputing one run's value clears its mark live."""
 import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import subprocess  # noqa: E402
-
 from qtpy.QtGui import QColor, QImage  # noqa: E402
 from qtpy.QtWidgets import QMenu  # noqa: E402
 
 from backend.store.writer import RunDB  # noqa: E402
-from tests.conftest import amore_cmd  # noqa: E402
-from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, process_runs  # noqa: E402
+from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, change_flaky, process_runs  # noqa: E402,E501
 from tests.gui_helpers import WAIT, cell  # noqa: E402
-
-
-def change_flaky(ctx):
-    """Change the function of ``flaky`` and let AMORE load the file (``--dry-run`` records
-    the new code without computing anything)."""
-    f = ctx / "context.py"
-    text = f.read_text()
-    assert "return run_no * 1.5" in text
-    f.write_text(text.replace("return run_no * 1.5", "return run_no * 2.5"))
-    r = subprocess.run(amore_cmd("reprocess", "all", "--dry-run", "-d", str(ctx)),
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0 and "Stale: 4 run(s), 4 value(s)" in r.stdout, r.stdout + r.stderr
 
 
 def corner_colour(w, run, key) -> QColor:

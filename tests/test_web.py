@@ -17,7 +17,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from tests.conftest import amore_cmd, wait_for  # noqa: E402
-from tests.gui_fixtures import GUI_PROPOSAL, GUI_RUNS, process_runs, write_runs  # noqa: E402
+from tests.gui_fixtures import (GUI_PROPOSAL, GUI_RUNS, change_flaky, process_runs,  # noqa: E402
+                                write_runs)
 from tests.web_browser import http  # noqa: E402
 
 SLUG = f"p{GUI_PROPOSAL}"
@@ -115,6 +116,29 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     page.wait_for_function("() => { const o = []; amore.state.grid.forEachNodeAfterFilterAndSort("
                            "n => o.push(n.data.r)); return o[0] === 4 && o[1] === 2; }")
     assert shown_runs(page)[:2] == [4, 2]
+
+
+def test_stale_values_are_marked_explained_and_counted(gui_ctx, web_server, browser_page):
+    ctx = gui_ctx["ctx"]
+    change_flaky(ctx)
+    page = open_table(browser_page, web_server(ctx))
+    for run in GUI_RUNS:
+        c = cell(page, run, "flaky")
+        assert "stale" in c.get_attribute("class").split(), run
+        assert "Stale: function flaky changed in context.py" in (c.get_attribute("title") or "")
+        assert "stale" not in cell(page, run, "xgm_energy").get_attribute("class").split(), run
+    # the mark: an orange corner drawn by the stylesheet
+    assert "217, 119, 6" in cell(page, 2, "flaky").evaluate(
+        "e => getComputedStyle(e).backgroundImage")
+    wait_for(lambda: "4 stale values" in page.locator("#counts").inner_text(), WAIT / 1000, 0.1,
+             "the counts to say 4 stale values")
+    # recomputing run 2's flaky clears its mark in the page, live
+    assert process_runs(ctx, [2], names=["flaky"])[0].status == "done"
+    wait_text(page, 2, "flaky", "5")
+    wait_for(lambda: "stale" not in cell(page, 2, "flaky").get_attribute("class").split(),
+             WAIT / 1000, 0.1, "run 2's flaky to lose its stale mark")
+    wait_for(lambda: "3 stale values" in page.locator("#counts").inner_text(), WAIT / 1000, 0.1,
+             "the counts to say 3 stale values")
 
 
 def test_a_run_announced_over_kafka_appears_without_a_reload(gui_ctx, web_server, browser_page,
