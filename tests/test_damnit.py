@@ -446,3 +446,28 @@ def test_column_import_damnit_is_the_same_code_path(tree, tmp_path, data_root):
     assert "1 value(s) edited in AMORE kept" in r.stdout
     assert "mine" in cli("show", ctx, check=0).stdout
     assert tree_state(tree["damnit"]) == before
+
+
+def test_imported_values_say_so_and_turn_stale_only_when_their_code_changes(tree, tmp_path):
+    import amore.api
+    src, dest, _ = _imported(tree, tmp_path)
+    # AMORE loads the imported context file (unchanged): nothing imported is recomputed, only
+    # run 3, which DAMNIT never processed
+    out = cli("reprocess", "all", "--dry-run", "-d", dest, check=0).stdout
+    assert "run 3: every variable (not processed yet)" in out, out
+    assert "run 1" not in out and "run 2" not in out, out
+    info = amore.api.open(dest)[1, "number"].provenance()
+    assert info["origin"] == "damnit" and not info["stale"], info
+    assert info["evaluation"]["worker"].startswith("imported from DAMNIT"), info
+    assert info["evaluation"]["context"] == __import__("hashlib").sha256(
+        (src / "context.py").read_bytes()).hexdigest()
+    assert "Imported from DAMNIT" in cli("run-info", "1", "--var", "number", "-d", dest,
+                                         check=0).stdout
+    # one function changed: only its imported values are stale, the others stay DAMNIT's
+    f = dest / "context.py"
+    f.write_text(f.read_text().replace('    return "hello"', '    return "hello!"'))
+    out = cli("reprocess", "all", "--dry-run", "-d", dest, check=0).stdout
+    assert "run 1: text" in out and "run 2: text" in out, out
+    df = amore.api.open(dest).stale()
+    assert set(zip(df["run"], df["name"])) == {(1, "text"), (2, "text")}, df
+    assert not amore.api.open(dest)[1, "number"].provenance()["stale"]
