@@ -37,6 +37,7 @@ from backend.locate import LocateError, resolve
 from backend.store import reader as sql
 from backend.store.identify import read_snapshot
 from backend.store.reader import decode_value
+from backend.store.staleness import json_or
 from backend.vocab import SummaryType, normalize_proposal
 
 if TYPE_CHECKING:
@@ -84,15 +85,6 @@ def _table_value(value: Any, summary_type: str) -> Any:
     if summary_type == SummaryType.SPARKLINE:
         return SPARKLINE_PLACEHOLDER
     return decode_value(value, summary_type)
-
-
-def _loads(text: str | None, default):
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
 
 
 def _proposal_column(proposals: list) -> np.ndarray:
@@ -180,7 +172,7 @@ class AmoreDB:
         rows = []
         for r in con.execute(sql.VARIABLES_SQL):
             d = dict(zip(sql.VARIABLE_FIELDS, r))
-            d["tags"] = list(_loads(d["tags"], []))
+            d["tags"] = list(json_or(d["tags"], []))
             d["title"] = d["title"] or d["name"]
             rows.append(d)
         return rows
@@ -426,7 +418,7 @@ class RunVariables:
                                 f"proposal {self.proposal} (run status: {status})")
         value, summary_type, attrs = row
         return VariableData(self._db, self.proposal, self.run, vname, info, value, summary_type,
-                            _loads(attrs, {}))
+                            json_or(attrs, {}))
 
     def __getitem__(self, name: str) -> "VariableData":
         with self._db._snapshot() as con:

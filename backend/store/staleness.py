@@ -75,8 +75,8 @@ def current(con: sqlite3.Connection) -> Current:
     for name, code, data, manual, deps, dig in rows:
         cur.code[name] = code
         cur.data[name] = data or "raw"
-        cur.manual[name] = _loads(manual, [])
-        cur.deps[name] = _loads(deps, [])
+        cur.manual[name] = json_or(manual, [])
+        cur.deps[name] = json_or(deps, [])
         cur.digest[name] = dig
     cur.signature = tuple(sorted(cur.code.items()))
     return cur
@@ -90,7 +90,9 @@ def current_signature(con: sqlite3.Connection) -> tuple:
         return ()
 
 
-def _loads(text, default):
+def json_or(text: str | None, default):
+    """The JSON text of a database column decoded, or ``default`` when it is empty or not
+    JSON."""
     if not text:
         return default
     try:
@@ -148,7 +150,7 @@ class Staleness:
             q = ("SELECT id, digest, name, parts FROM code_versions WHERE id IN ("
                  + ",".join("?" * len(part)) + ")")
             for i, dig, name, parts in self.con.execute(q, part):
-                self._parts[i] = (dig, name, _loads(parts, None))
+                self._parts[i] = (dig, name, json_or(parts, None))
 
     def explain_code(self, name: str, old_id: int) -> str:
         """Why the code of ``name`` that made a value (``old_id``) is not the current one."""
@@ -204,7 +206,7 @@ class Staleness:
                                "WHERE digest = ?", (dig,)).fetchone()
         if row is None:
             return None
-        self._parts[row[0]] = (row[1], row[2], _loads(row[3], None))
+        self._parts[row[0]] = (row[1], row[2], json_or(row[3], None))
         return self._parts[row[0]][2]
 
     def explain_unknown(self, evaluation: int | None) -> str:
@@ -333,7 +335,7 @@ def _manual_stale(st: Staleness, one: tuple) -> None:
     q = (f"SELECT proposal, run, name, inputs FROM run_values WHERE name IN "
          f"({','.join('?' * len(readers))}) AND inputs IS NOT NULL" + (_RUN_SQL if one else ""))
     for p, r, name, inputs in st.con.execute(q, tuple(readers) + one):
-        given = (_loads(inputs, {}) or {}).get("manual")
+        given = (json_or(inputs, {}) or {}).get("manual")
         if not isinstance(given, dict):
             continue
         changed = [c for c, v in given.items() if not _same(v, values.get((p, r, c)))]
@@ -402,11 +404,11 @@ def provenance(con: sqlite3.Connection, proposal, run: int, name: str,
     if row is None:
         return None
     _value, st_type, attrs, ts, code, ev, inputs = row
-    attrs = _loads(attrs, {}) or {}
+    attrs = json_or(attrs, {}) or {}
     st = stale_cells(con, proposal, run, context_name)
     out = {"proposal": proposal, "run": run, "name": name, "summary_type": st_type,
            "stored_at": ts, "seconds": attrs.get("seconds"), "origin": "unknown", "code": None,
-           "inputs": _loads(inputs, None), "evaluation": None}
+           "inputs": json_or(inputs, None), "evaluation": None}
     if attrs.get("manual"):
         out["origin"] = "manual"
         out["edited"] = {k: attrs.get(k) for k in ("by", "at", "via", "carried")}
@@ -421,7 +423,7 @@ def provenance(con: sqlite3.Connection, proposal, run: int, name: str,
                         "context, raw_data, proc_data, details FROM evaluations WHERE id = ?",
                         (ev,)).fetchone()
         if e is not None:
-            details = _loads(e[10], {}) or {}
+            details = json_or(e[10], {}) or {}
             ident = details.pop("data_identity", {}) or {}
             data = {k: dict(ident.get(k) or {}, digest=d)
                     for k, d in (("raw", e[8]), ("proc", e[9])) if d}
