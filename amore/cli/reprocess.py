@@ -116,13 +116,15 @@ def cmd_reprocess(a) -> int:
         from amore.cli.slurm import reprocess_on_slurm
         try:
             all_names = names or [v.name for v in proc.variables]
-            groups = None
+            groups, reuse = None, None
             if todo is not None:
                 from backend.processing.selective import groups as plan_groups
+                from backend.processing.selective import reusable
                 groups = plan_groups({k: v for k, v in todo.items()}, all_names)
+                reuse = {r: names for (_p, r), names in reusable(db, todo).items()}
             return reprocess_on_slurm(a, d, config, db, runs, all_names, params,
                                       publish=publisher.publish if publisher else None,
-                                      groups=groups)
+                                      groups=groups, reuse=reuse)
         finally:
             if publisher:
                 publisher.flush(5)

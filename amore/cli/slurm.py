@@ -60,14 +60,15 @@ def _fmt_elapsed(row, now=None) -> str:
 
 
 def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], params: dict,
-                       publish=None, groups: list[tuple[list[int], list[str]]] | None = None
-                       ) -> int:
+                       publish=None, groups: list[tuple[list[int], list[str]]] | None = None,
+                       reuse: dict[int, list[str]] | None = None) -> int:
     """Submit ``runs`` as array jobs (``[slurm] max_concurrent`` at once, at most
     ``max_array_size`` tasks per array, chained with ``afterany``), print the job ids and
     follow them with a progress bar until every run is handled; Ctrl+C stops following, not
     the jobs. ``groups``: ``(runs, names)`` computing different variables of different runs
     (``reprocess all``: the stale ones, :func:`backend.processing.selective.groups`), one
-    submission each; default: ``names`` of every run. Returns the exit status (1 if any task
+    submission each; default: ``names`` of every run. ``reuse``: run -> inputs the jobs read
+    back instead of computing them (up to date). Returns the exit status (1 if any task
     failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -81,7 +82,7 @@ def reprocess_on_slurm(a, d, config, db, runs: list[int], names: list[str], para
     jobs: list[str] = []
     for g_runs, g_names in groups or [(runs, names)]:
         try:
-            g_jobs = ex.submit_reprocess(db.proposal, g_runs, g_names, params)
+            g_jobs = ex.submit_reprocess(db.proposal, g_runs, g_names, params, reuse=reuse)
         except SlurmError as e:
             print(f"amore-proto reprocess --slurm: {e}", file=sys.stderr)
             if not jobs:

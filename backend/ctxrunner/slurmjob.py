@@ -5,7 +5,8 @@ context directory, proposal, runs (array task ``i`` computes ``runs[i*k:(i+1)*k]
 other, ``k`` = ``runs_per_task``), the variables (``names``; their inputs are computed too but not
 reported), ``data`` and ``params``, and what a local worker's request carries besides:
 ``manual_columns`` (names) and ``run_inputs`` (run number as text -> ``{"facility_run",
-"manual"}``, see :mod:`backend.ctxrunner.worker`), and ``processes_per_run`` (optional, default
+"manual", "reuse"}``: ``reuse``, inputs read back instead of computed, see
+:mod:`backend.ctxrunner.worker`), and ``processes_per_run`` (optional, default
 1: how many processes a run may use, here at most the job's CPUs, :func:`job_cpus`; from the
 second run of a task on, as in a local worker, see :mod:`backend.ctxrunner.forked`). The
 facility's settings come from ``$AMORE_FACILITY`` as for a local worker.

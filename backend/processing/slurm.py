@@ -346,11 +346,13 @@ class SlurmExecutor:
 
     def submit(self, proposal: int | str, runs: list[int], names: list[str], data: str = "all",
                params: dict | None = None, origin: str = "backend", array: bool | None = None,
-               dependency: str | None = None, runs_per_task: int = 1) -> str:
+               dependency: str | None = None, runs_per_task: int = 1,
+               reuse: dict[int, list[str]] | None = None) -> str:
         """Submit one job computing ``names`` (and their inputs) on ``runs``: a plain job for a
         single run (unless ``array``), else an array job whose task ``i`` computes
         ``runs[i*k:(i+1)*k]`` (``k = runs_per_task``, one after the other in one Python),
-        throttled by ``[slurm] max_concurrent``. Returns the job id; the job is recorded under
+        throttled by ``[slurm] max_concurrent``. ``reuse``: run -> inputs of ``names`` whose
+        stored values the job reads back instead of computing them (``reprocess all``). Returns the job id; the job is recorded under
         ``slurm/jobs/``. Raises :class:`SlurmError` (nothing recorded) if sbatch fails."""
         runs = [int(r) for r in runs]
         k = max(1, int(runs_per_task))
@@ -366,7 +368,7 @@ class SlurmExecutor:
                 "proposal": proposal, "runs": runs, "names": list(names),
                 "runs_per_task": k, "data": data, "params": params or {},
                 "processes_per_run": int(self.config["processing"].get("processes_per_run") or 1)}
-        spec.update(self._run_inputs(proposal, runs))
+        spec.update(self._run_inputs(proposal, runs, reuse))
         write_json_atomic(spec_file, spec)
         logs = self.cdir.slurm_logs_dir
         if array:
@@ -410,10 +412,12 @@ class SlurmExecutor:
                  ", ".join(names))
         return job
 
-    def _run_inputs(self, proposal: int | str, runs: list[int]) -> dict:
+    def _run_inputs(self, proposal: int | str, runs: list[int],
+                    reuse: dict[int, list[str]] | None = None) -> dict:
         """What the job's worker requests carry besides the data, as a local worker's do
         (:func:`backend.processing.local.run_inputs`): ``manual_columns`` and, per run
-        (``run_inputs``, keyed by the run number as text), ``facility_run`` and ``manual``.
+        (``run_inputs``, keyed by the run number as text), ``facility_run``, ``manual`` and
+        (with ``reuse``) ``reuse``.
         Empty without the database (then the job runs without them)."""
         if self.db is None:
             return {}
@@ -426,6 +430,8 @@ class SlurmExecutor:
         for r in runs:
             inp = run_inputs(self.db, proposal, r)
             per_run[str(r)] = {k: v for k, v in inp.items() if k != "manual_columns"}
+            if (reuse or {}).get(r):
+                per_run[str(r)]["reuse"] = list(reuse[r])
         return {"manual_columns": names, "run_inputs": per_run}
 
     def runs_per_task(self, n_runs: int) -> int:
@@ -442,17 +448,18 @@ class SlurmExecutor:
         return max(1, int(k))
 
     def submit_reprocess(self, proposal: int | str, runs: list[int], names: list[str],
-                         params: dict | None = None) -> list[str]:
+                         params: dict | None = None,
+                         reuse: dict[int, list[str]] | None = None) -> list[str]:
         """Submit a reprocess as array jobs of at most ``[slurm] max_array_size`` tasks (of
         :meth:`runs_per_task` runs each), each array after the previous one ends
-        (``--dependency=afterany``). Returns the job ids."""
+        (``--dependency=afterany``); ``reuse``: see :meth:`submit`. Returns the job ids."""
         size = max(1, int(self.config["slurm"].get("max_array_size", 1000)))
         k = self.runs_per_task(len(runs))
         jobs: list[str] = []
         for chunk in _chunks(list(runs), size * k):
             jobs.append(self.submit(proposal, chunk, names, "all", params, origin="reprocess",
                                     array=True, dependency=jobs[-1] if jobs else None,
-                                    runs_per_task=k))
+                                    runs_per_task=k, reuse=reuse))
         return jobs
 
     # -- records -----------------------------------------------------------------------
