@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, bench_env, ensure_proposal, measure, med,
-                    print_table, rng, warm_page_cache, work_dir)
+from common import (BENCH_CONTEXT, PROPOSAL, bench_env, measure, med, print_table, rng,
+                    warm_proposal, work_dir)
 
 #: The change of step 3: same value, different code.
 OLD = "return float(pos.max() - pos.min())"
@@ -38,10 +38,8 @@ def main():
     ap.add_argument("--runs", default="1-40")
     ap.add_argument("--out", help="write all measurements to this JSON file")
     a = ap.parse_args()
-    first, last = (int(x) for x in a.runs.split("-"))
+    first, last = warm_proposal(a.runs)
     n = last - first + 1
-    pdir = ensure_proposal(runs=a.runs)
-    warm_page_cache(pdir)
     env = bench_env()
     res = {"forced": [], "nothing": [], "changed": [], "computed": [], "opened_max": [],
            "runs": n}

@@ -164,6 +164,14 @@ class StagedRuns:
             os.rename(d, self.raw / d.name)
 
 
+def warm_proposal(runs: str = "1-40") -> tuple[int, int]:
+    """The shared fake proposal with runs ``"FIRST-LAST"`` made if missing and read into the
+    page cache; returns ``(first, last)``."""
+    first, last = (int(x) for x in runs.split("-"))
+    warm_page_cache(ensure_proposal(runs=runs))
+    return first, last
+
+
 def warm_page_cache(path: Path) -> int:
     n = 0
     for p in sorted(Path(path).rglob("*.h5")):
