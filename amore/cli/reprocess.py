@@ -119,9 +119,9 @@ def cmd_reprocess(a) -> int:
             groups, reuse = None, None
             if todo is not None:
                 from backend.processing.selective import groups as plan_groups
-                from backend.processing.selective import reusable
+                from backend.processing.selective import requests
                 groups = plan_groups({k: v for k, v in todo.items()}, all_names)
-                reuse = {r: names for (_p, r), names in reusable(db, todo).items()}
+                reuse = {r: names for (_p, r), names in requests(db, todo)[0].items()}
             return reprocess_on_slurm(a, d, config, db, runs, all_names, params,
                                       publish=publisher.publish if publisher else None,
                                       groups=groups, reuse=reuse)
@@ -142,12 +142,13 @@ def cmd_reprocess(a) -> int:
                   disable=a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
         ex = ThreadPoolExecutor(max_workers=len(pool.workers))
-        reuse = {}
+        reuse, kinds = {}, {}
         if todo:
-            from backend.processing.selective import reusable
-            reuse = reusable(db, todo)
-        futs = {ex.submit(proc.process, proposal, r, "all", params=params,
-                          **_run_names(todo, proposal, r, names, reuse)): r for r in runs}
+            from backend.processing.selective import requests
+            reuse, kinds = requests(db, todo)
+        futs = {ex.submit(proc.process, proposal, r, params=params,
+                          **_run_names(todo, proposal, r, names, reuse, kinds)): r
+                for r in runs}
         try:
             for fut in as_completed(futs):
                 out = fut.result()
@@ -223,14 +224,17 @@ def _nothing_stale(a, runs: list[int]) -> int:
     return 0
 
 
-def _run_names(todo, proposal, run, names, reuse=None) -> dict:
-    """``names``/``only``/``reuse`` of one run's request: the plan's names, stored alone (not
-    the inputs computed for them), their up-to-date inputs read back (``reuse``), else
+def _run_names(todo, proposal, run, names, reuse=None, kinds=None) -> dict:
+    """``data``/``names``/``only``/``reuse`` of one run's request: the plan's names, stored
+    alone (not the inputs computed for them), their up-to-date inputs read back (``reuse``),
+    the run's raw data alone where that is all they read (``kinds``); else all data and
     ``names`` (None: all)."""
     planned = None if todo is None else todo.get((proposal, run))
     if planned is None:
-        return {"names": names}
-    return {"names": planned, "only": True, "reuse": (reuse or {}).get((proposal, run))}
+        return {"data": "all", "names": names}
+    key = (proposal, run)
+    return {"data": (kinds or {}).get(key, "all"), "names": planned, "only": True,
+            "reuse": (reuse or {}).get(key)}
 
 
 def _params(a) -> dict:

@@ -20,6 +20,7 @@ from backend.processing.local import context_state_now
 from backend.store import reader
 from backend.store.provenance import STATE_KEY
 from backend.store.staleness import plan as stale_plan
+from backend.store.staleness import data_needed
 from backend.store.staleness import reusable as stale_reusable
 from backend.store.writer import RunDB
 
@@ -53,12 +54,15 @@ def plan(db: RunDB, runs: Iterable[tuple] | None = None, names: Iterable[str] | 
         con.close()
 
 
-def reusable(db: RunDB, todo: dict[tuple, list[str] | None]) -> dict[tuple, list[str]]:
-    """Per planned run, the inputs whose stored values the worker reads back instead of
-    computing them again (:func:`backend.store.staleness.reusable`)."""
+def requests(db: RunDB, todo: dict[tuple, list[str] | None]
+             ) -> tuple[dict[tuple, list[str]], dict[tuple, str]]:
+    """Per planned run, what its request carries besides the names: the inputs whose stored
+    values the worker reads back instead of computing them again
+    (:func:`backend.store.staleness.reusable`) and the run data it opens, ``"raw"`` or
+    ``"all"`` (:func:`backend.store.staleness.data_needed`)."""
     con = reader.connect(Path(db.path), uri_readonly=True)
     try:
-        return stale_reusable(con, todo)
+        return stale_reusable(con, todo), data_needed(con, todo)
     finally:
         con.close()
 

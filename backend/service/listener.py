@@ -159,16 +159,16 @@ class Listener:
         """Queue the recomputation of the stale values of every run that has values (and of
         the variables depending on them; runs not processed yet are the catch-up's), as
         ``amore-proto reprocess all`` would; returns how many runs. Never raises."""
-        from backend.processing.selective import plan, reusable
+        from backend.processing.selective import plan, requests
         try:
             todo = plan(self.db, missing=False)
-            reuse = reusable(self.db, todo)
+            reuse, kinds = requests(self.db, todo)
         except Exception:
             log.exception("Finding the stale values failed")
             return 0
         for (p, r), names in sorted(todo.items(), key=lambda kv: -kv[0][1]):
-            self.path.submit(p, r, "all", names=names, only=names is not None,
-                             reuse=reuse.get((p, r)))
+            self.path.submit(p, r, kinds.get((p, r), "all"), names=names,
+                             only=names is not None, reuse=reuse.get((p, r)))
         return len(todo)
 
     def _after_run(self, proposal, run, out) -> None:

@@ -520,6 +520,20 @@ def upstream(deps: dict[str, list[str]], names: Iterable[str]) -> set[str]:
     return out
 
 
+def data_needed(con: sqlite3.Connection, todo: dict[tuple, list[str] | None]
+                ) -> dict[tuple, str]:
+    """For a :func:`plan`: ``(proposal, run) -> "raw"`` where every planned variable and
+    every input of them is a raw variable -- the request opens the run's raw files alone,
+    much cheaper than raw and proc together --, else ``"all"``."""
+    cur = current(con)
+    out = {}
+    for key, names in todo.items():
+        needed = None if names is None else set(names) | upstream(cur.deps, names)
+        raw = needed is not None and all(cur.data.get(n) == "raw" for n in needed)
+        out[key] = "raw" if raw else "all"
+    return out
+
+
 def reusable(con: sqlite3.Connection, todo: dict[tuple, list[str] | None]
              ) -> dict[tuple, list[str]]:
     """For a :func:`plan`: ``(proposal, run) -> inputs`` of the planned variables whose stored
