@@ -379,3 +379,35 @@ def test_a_change_in_a_watched_module_is_noticed_and_one_elsewhere_is_not(make_c
     assert calls(ctx) == [("calibrated", 1)]
     # a new worker imports both anew: the watched change and the unnoticed one
     assert RunDB(ctx).get_values(PROPOSAL, 1)["calibrated"].value == 332
+
+
+def test_provenance_of_values_a_slurm_job_computed(slurm, make_context_dir, write_run):
+    """reprocess all --slurm computes the stale values in a job; their provenance names the
+    job and its node, they are up to date afterwards, and the values not stale keep theirs."""
+    config = ('[slurm]\nenabled = true\npartition = "%s"\ntime = "00:10:00"\n'
+              'max_concurrent = 2\npoll_seconds = 0.3\n' % slurm.partition)
+    ctx = make_context_dir(CONTEXT, config=config)
+    for r in (1, 2):
+        write_run(r, ntrains=20)
+    cli("reprocess", "1", "2", "-d", ctx)
+    calls(ctx)
+    import amore.api
+    kept = amore.api.open(ctx)[1, "motor"].provenance()
+    edit(ctx, "return n * SCALE", "return n * SCALE + 1")
+    out = cli("reprocess", "all", "--slurm", "-d", ctx, timeout=300)
+    assert "Stale: 2 run(s), 4 value(s) to compute" in out.stdout, out.stdout
+    assert "Reprocessed 2/2 runs on Slurm" in out.stdout, out.stdout
+    # exactly the stale values were computed in the jobs; n_trains was read back
+    assert calls(ctx) == [("doubled", 1), ("doubled", 2), ("many", 1), ("many", 2)]
+    assert stale(ctx) == set()
+    assert RunDB(ctx).get_values(PROPOSAL, 2)["doubled"].value == 41
+    info = json.loads(cli("run-info", "1", "--var", "many", "--json", "-d", ctx).stdout)
+    assert info["origin"] == "amore" and not info["stale"], info
+    ev = info["evaluation"]
+    assert ev["worker"].startswith("Slurm job "), ev
+    assert ev["host"] == slurm.node or ev["host"] == os.uname().nodename, ev
+    assert ev["data"]["raw"]["files"] >= 1 and ev["seconds"] > 0
+    assert info["code"]["digest"] == info["code"]["current"]
+    # a value that was not stale was not touched: its provenance is the local worker's
+    assert amore.api.open(ctx)[1, "motor"].provenance() == kept
+    assert kept["evaluation"]["worker"].startswith("local worker")
