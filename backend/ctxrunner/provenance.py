@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import dis
 import enum
+import functools
 import glob
 import hashlib
 import json
@@ -499,9 +500,10 @@ def where(kind: str, detail: str = "") -> str:
     return f"{kind}{', ' if detail else ''}{detail}"
 
 
+@functools.cache
 def amore_version() -> str:
     """AMORE's version: the installed distribution's (``pip install -e .`` too), else
-    ``"unknown"``."""
+    ``"unknown"``; looked up once per process (a few milliseconds)."""
     try:
         from importlib.metadata import version
         return version("amore")
