@@ -169,7 +169,8 @@ class DamnitWindow(QMainWindow):
         row.addSpacing(12)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(240)     # room for "Runs and values: 120 of 1000"
+        self.progress.setMaximumWidth(320)
         row.addWidget(self.progress)
         self.progress_text = QLabel("")
         self.progress_text.setWordWrap(True)
