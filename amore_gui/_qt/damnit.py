@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 
 from qtpy.QtCore import QProcess, Qt, QTimer
-from qtpy.QtGui import QImage
 from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QFrame, QHBoxLayout, QLabel,
                              QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton,
                              QVBoxLayout, QWidget)
@@ -36,7 +35,7 @@ from amore_gui._qt.columns import auto_widths
 from amore_gui._qt.delegates import CellDelegate, ThumbnailCache
 from amore_gui._qt.model import RunTableModel
 from amore_gui._qt.table import ROW_COMPACT, ROW_IMAGES, RunTable
-from amore_gui._qt.workers import Tasks
+from amore_gui._qt.workers import Tasks, thumbnail_image
 
 BANNER_STYLE = ("QFrame#damnit-banner { background: #fff8e5; border-bottom: 1px solid #e8d9a8; }"
                 " QLabel#damnit-error { color: #a4262c; }")
@@ -335,14 +334,7 @@ class DamnitWindow(QMainWindow):
     def _request_thumbnail(self, key, height):
         png = self.table.thumbnails.get(key) if self.table is not None else None
 
-        def decode():
-            img = QImage()
-            if png:
-                img.loadFromData(png, "PNG")
-                if not img.isNull() and img.height() > height > 0:
-                    img = img.scaledToHeight(height, Qt.SmoothTransformation)
-            self.thumbs.put(key, img)
-        QTimer.singleShot(0, decode)
+        QTimer.singleShot(0, lambda: self.thumbs.put(key, thumbnail_image(png, height)))
 
     def _thumbnail_loaded(self, key):
         p, r, name = key

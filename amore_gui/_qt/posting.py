@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from qtpy.QtCore import QBuffer, QByteArray, QIODevice, QObject, Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                             QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit,
-                             QPushButton, QSplitter, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel,
+                             QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QSplitter,
+                             QVBoxLayout, QWidget)
 
 from amore_gui.application import logbook as logbook_mod
 from amore_gui._qt.app import make_action, monospace_font
+from amore_gui._qt.dialogs import check_all_buttons
 
 ERROR_STYLE = "color: #a4262c;"
 
@@ -136,13 +137,8 @@ class PostDialog(QDialog):
                 self.columns.addItem(it)
             self.columns.itemChanged.connect(lambda _it: self._update_preview())
             ll.addWidget(self.columns, 1)
-            row = QHBoxLayout()
-            for label, state in (("All", Qt.Checked), ("None", Qt.Unchecked)):
-                b = QPushButton(label)
-                b.clicked.connect(lambda _=False, s=state: self._check_all(s))
-                row.addWidget(b)
-            row.addStretch(1)
-            ll.addLayout(row)
+            ll.addLayout(check_all_buttons((("All", Qt.Checked), ("None", Qt.Unchecked)),
+                                           self._check_all))
             split.addWidget(left)
             right = QWidget()
             rl = QVBoxLayout(right)

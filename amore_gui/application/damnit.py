@@ -30,6 +30,7 @@ from pathlib import Path
 
 from backend.store.identify import DbKind, describe, identify, import_destination
 
+from amore_gui.application.reprocess import complete_lines
 from amore_gui.application.table_data import (K_THUMBNAIL, Column, RunUpdate, TableData,
                                               cell_from_stored)
 
@@ -185,13 +186,9 @@ class ImportJob:
     def feed(self, data: bytes) -> list[str]:
         """Take output of the process (any chunk); returns the complete lines to show (progress
         lines are taken, not shown). A partial last line waits for the next chunk."""
-        self._buf += data
-        *lines, self._buf = self._buf.split(b"\n")
+        lines, self._buf = complete_lines(self._buf, data)
         out = []
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
+        for line in lines:
             if line.startswith("{"):
                 try:
                     msg = json.loads(line)
