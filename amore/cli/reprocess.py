@@ -118,7 +118,9 @@ def cmd_reprocess(a) -> int:
                   TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
                   disable=a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
-        ex = ThreadPoolExecutor(max_workers=len(pool.workers))
+        # one thread more than workers: while a thread stores its run's values (and marks
+        # the next run as processing), a worker it freed already computes the next run
+        ex = ThreadPoolExecutor(max_workers=len(pool.workers) + 1)
         futs = {ex.submit(proc.process, proposal, r, "all", names, params): r for r in runs}
         try:
             for fut in as_completed(futs):
