@@ -22,24 +22,19 @@ from __future__ import annotations
 import contextlib
 import os
 
+from backend.facilities.euxfel.filemap import _read
+
 
 class _Unknown(Exception):
     """This module cannot answer for a part: extra-data's own check decides."""
 
 
 def _read_first(fid, path: bytes):
-    """Element 0 of a 1-D dataset (low-level h5py); raises KeyError if it is missing."""
-    import h5py
-    import numpy as np
-    ds = h5py.h5d.open(fid, path)
-    try:
-        arr = np.empty(ds.shape, dtype=ds.dtype)
-        if not arr.size:
-            raise KeyError(path)
-        ds.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
-        return arr[0]
-    finally:
-        ds.close()
+    """Element 0 of a dataset (low-level h5py); raises KeyError if it is missing or empty."""
+    arr = _read(fid, path)
+    if not arr.size:
+        raise KeyError(path)
+    return arr.flat[0]
 
 
 def file_run_ids(path: str) -> tuple | None:
