@@ -44,7 +44,7 @@ def event_latency(broker: str, n: int) -> list[float]:
     """produce() -> FacilityEventSource.poll() returns the event, ``n`` times."""
     from confluent_kafka import Producer
 
-    from backend.sources.euxfel import FacilityEventSource
+    from backend.facilities.euxfel.source import FacilityEventSource
     from tests.faults_helpers import facility_msg
     from tests.kafka_broker import create_topics
     topic = f"r2d2-{uuid.uuid4().hex[:8]}"

@@ -525,3 +525,94 @@ def mymdc_server():
     url = f"http://127.0.0.1:{server.server_address[1]}"
     yield SimpleNamespace(url=url, api=url + "/api/mymdc", key=MYMDC_KEY, seen=seen)
     server.shutdown()
+
+
+#: The API key :func:`logbook_proxy` accepts.
+PROXY_KEY = "proxy-key-7c2d9a"
+
+
+def parse_body(handler) -> tuple[dict, dict]:
+    """The form fields and files of a request to a :class:`http.server.BaseHTTPRequestHandler`
+    (urlencoded or multipart)."""
+    import email
+    import urllib.parse
+    n = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(n)
+    ctype = handler.headers.get("Content-Type") or ""
+    if ctype.startswith("multipart/form-data"):
+        msg = email.message_from_bytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        fields, files = {}, {}
+        for part in msg.get_payload():
+            name = part.get_param("name", header="content-disposition")
+            if part.get_filename() is not None:
+                files[name] = (part.get_filename(), part.get_payload(decode=True))
+            else:
+                fields[name] = part.get_payload(decode=True).decode()
+        return fields, files
+    return {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}, {}
+
+
+def _logbook_server_classes():
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Recorder(ThreadingHTTPServer):
+        """A local HTTP server in a thread of its own, keeping what it was asked
+        (``requests``); ``reply_error`` makes a stand-in refuse."""
+
+        def __init__(self, handler):
+            super().__init__(("127.0.0.1", 0), handler)
+            self.requests = []
+            self.reply_error = None
+            threading.Thread(target=self.serve_forever, daemon=True).start()
+
+        @property
+        def url(self) -> str:
+            return f"http://127.0.0.1:{self.server_address[1]}"
+
+    class ProxyHandler(BaseHTTPRequestHandler):
+        """Answers like the facility's logbook proxy (DAMNIT's zulip_messenger talks to it)."""
+
+        def _record(self, fields=None, files=None):
+            u = urllib.parse.urlsplit(self.path)
+            self.server.requests.append({"method": self.command, "path": u.path,
+                                         "query": urllib.parse.parse_qs(u.query),
+                                         "key": self.headers.get("X-API-key"),
+                                         "fields": fields or {}, "files": files or {}})
+
+        def do_GET(self):
+            self._record()
+            if self.headers.get("X-API-key") != PROXY_KEY:
+                return send_json(self, 403, {"result": "error", "msg": "bad key"})
+            if self.path == "/zulip/me":
+                return send_json(self, 200, {"stream": "p2832 beamtime"})
+            send_json(self, 404, {})
+
+        def do_POST(self):
+            fields, files = parse_body(self)
+            self._record(fields, files)
+            if self.server.reply_error:
+                return send_json(self, 200, {"result": "error", "msg": self.server.reply_error})
+            send_json(self, 200, {"result": "success"})
+
+        def log_message(self, *a):
+            pass
+
+    return Recorder, ProxyHandler
+
+
+LogbookRecorder, LogbookProxyHandler = _logbook_server_classes()
+
+
+@pytest.fixture
+def logbook_proxy():
+    """A stand-in for the facility's logbook proxy in front of Zulip, answering as DAMNIT's
+    ``zulip_messenger`` expects it to (with the key :data:`PROXY_KEY` only): ``GET
+    /zulip/me`` -> ``{"stream": "p2832 beamtime"}``, ``POST /zulip/send_message?topic=...``
+    (form field ``content``, file ``image``) -> success, or ``{"result": "error", "msg":
+    reply_error}`` once ``reply_error`` is set. Yields the server: ``url``, ``requests`` (each
+    ``method``, ``path``, ``query``, ``key``, ``fields``, ``files``), ``reply_error``."""
+    s = LogbookRecorder(LogbookProxyHandler)
+    yield s
+    s.shutdown()

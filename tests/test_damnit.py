@@ -33,7 +33,11 @@ def tree(damnit_made, tmp_path, monkeypatch):
 
 
 def cli(*args, check=None):
-    env = {**os.environ, "COLUMNS": "200", "QT_QPA_PLATFORM": "offscreen"}
+    # AMORE_GUI_NO_DIALOGS: the GUI may not ask, so it refuses DAMNIT's directory as every
+    # command does (when it may, it shows the directory read-only and offers the import:
+    # tests/test_gui_damnit.py)
+    env = {**os.environ, "COLUMNS": "200", "QT_QPA_PLATFORM": "offscreen",
+           "AMORE_GUI_NO_DIALOGS": "1"}
     r = subprocess.run(amore_cmd(*args), capture_output=True, text=True, timeout=300, env=env)
     if check is not None:
         assert r.returncode == check, f"exit {r.returncode}:\n{r.stdout}\n{r.stderr}"

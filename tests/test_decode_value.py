@@ -1,6 +1,8 @@
 """One decoding of stored table values (:func:`backend.store.reader.decode_value`): the read API
-(``amore.api``), the GUI's run table and the terminal table (``amore-proto show``) give the same
-value for every summary type, as the backend stored it -- including text in a number cell."""
+(``amore.api``), the GUI's run table (its sparklines through
+:func:`amore_gui.application.table_data.sparkline_points`) and the terminal table
+(``amore-proto show``) give the same value for every summary type, as the backend stored it --
+including text in a number cell."""
 import math
 import sqlite3
 
@@ -10,6 +12,7 @@ import pytest
 import amore.api
 from amore.cli.table import render_table
 from amore_gui.application.dbread import load_table
+from amore_gui.application.table_data import sparkline_points
 from backend.ctxrunner.results import table_value
 from backend.formatting import sparkline_text
 from backend.store.reader import decode_value
@@ -86,6 +89,9 @@ def test_api_gui_and_terminal_decode_stored_values_alike(stored):
     assert gui["failed"] == "error: boom"
     spark = data.obj[row, data.var_of("trend")]
     assert _same(decode_value(spark, "sparkline"), api["trend"])
+    # ... through the application layer's decoder, which the Qt table paints and tips from
+    assert _same(sparkline_points(spark), api["trend"])
+    assert sparkline_points(data.obj[row, data.var_of("sample")]) is None
 
     # the terminal table (amore-proto show)
     table = render_table(stored, width=None)

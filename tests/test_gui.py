@@ -378,6 +378,20 @@ def test_reprocess_from_the_gui(open_window, gui_ctx):
     dlg.close()
 
 
+def test_a_window_closed_while_its_table_loads_starts_no_live_updates(qtbot, gui_ctx):
+    """Closed before the table arrived (e.g. right after an import opened it): the table read
+    meanwhile must not start live updates that nothing would stop (Qt aborts the process at
+    exit on a QThread destroyed while running)."""
+    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui.application.settings import Settings
+    w = MainWindow(gui_ctx["ctx"], settings=Settings(gui_ctx["settings"]))
+    w.show()
+    w.close()                   # the table's `loaded` is still queued: delivered below
+    qtbot_wait_until(lambda: w.live.load_thread.isFinished())
+    qtbot.wait(200)
+    assert w.live.update_thread is None, "live updates started in a closed window"
+
+
 def test_missing_context_dir_is_offered_and_created(qtbot, tmp_path, monkeypatch, gui_ctx):
     from amore_gui._qt import launch as gui_app
     from amore_gui._qt.dialogs import CreateContextDialog

@@ -4,81 +4,19 @@ talks to it (``zulip.cfg``), or to a Zulip server directly with the ``zulip`` pa
 HTTP servers check exactly what the proxy and a Zulip server receive; the keys appear nowhere
 else."""
 import base64
-import email
 import io
 import json
 import os
 import subprocess
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
-from tests.conftest import PROPOSAL, amore_cmd, send_json
+from tests.conftest import PROPOSAL, PROXY_KEY, LogbookRecorder, amore_cmd, parse_body, \
+    send_json
 
-PROXY_KEY = "proxy-key-7c2d9a"
 ZULIP_KEY = "zulip-bot-key-41be0f"
-
-
-def parse_body(handler) -> tuple[dict, dict]:
-    """The form fields and files of a request (urlencoded or multipart)."""
-    n = int(handler.headers.get("Content-Length") or 0)
-    body = handler.rfile.read(n)
-    ctype = handler.headers.get("Content-Type") or ""
-    if ctype.startswith("multipart/form-data"):
-        msg = email.message_from_bytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
-        fields, files = {}, {}
-        for part in msg.get_payload():
-            name = part.get_param("name", header="content-disposition")
-            if part.get_filename() is not None:
-                files[name] = (part.get_filename(), part.get_payload(decode=True))
-            else:
-                fields[name] = part.get_payload(decode=True).decode()
-        return fields, files
-    return {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}, {}
-
-
-class Recorder(ThreadingHTTPServer):
-    def __init__(self, handler):
-        super().__init__(("127.0.0.1", 0), handler)
-        self.requests = []
-        self.reply_error = None
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class ProxyHandler(BaseHTTPRequestHandler):
-    """Answers like the facility's logbook proxy (DAMNIT's zulip_messenger talks to it)."""
-
-    def _record(self, fields=None, files=None):
-        u = urllib.parse.urlsplit(self.path)
-        self.server.requests.append({"method": self.command, "path": u.path,
-                                     "query": urllib.parse.parse_qs(u.query),
-                                     "key": self.headers.get("X-API-key"),
-                                     "fields": fields or {}, "files": files or {}})
-
-    def do_GET(self):
-        self._record()
-        if self.headers.get("X-API-key") != PROXY_KEY:
-            return send_json(self, 403, {"result": "error", "msg": "bad key"})
-        if self.path == "/zulip/me":
-            return send_json(self, 200, {"stream": "p2832 beamtime"})
-        send_json(self, 404, {})
-
-    def do_POST(self):
-        fields, files = parse_body(self)
-        self._record(fields, files)
-        if self.server.reply_error:
-            return send_json(self, 200, {"result": "error", "msg": self.server.reply_error})
-        send_json(self, 200, {"result": "success"})
-
-    def log_message(self, *a):
-        pass
 
 
 class ZulipHandler(BaseHTTPRequestHandler):
@@ -113,15 +51,8 @@ class ZulipHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def proxy():
-    s = Recorder(ProxyHandler)
-    yield s
-    s.shutdown()
-
-
-@pytest.fixture
 def zulip_server():
-    s = Recorder(ZulipHandler)
+    s = LogbookRecorder(ZulipHandler)
     yield s
     s.shutdown()
 
@@ -160,15 +91,15 @@ def _no_key_anywhere(ctx, key, *outputs):
             assert key.encode() not in p.read_bytes(), p
 
 
-def test_rows_go_to_the_logbook_proxy_as_damnit_posts_them(make_context_dir, proxy):
+def test_rows_go_to_the_logbook_proxy_as_damnit_posts_them(make_context_dir, logbook_proxy):
     ctx = _table_ctx(make_context_dir)
-    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {proxy.url}/zulip\n"
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n"
                                    f'topics = ["shift 1", "alignment"]\n')
     r = cli("post", "-d", ctx, "--runs", "1-2", "--columns", "energy,sample", "--title", "Scan")
     assert r.returncode == 0, r.stderr
     assert "Posted 1 message(s) to p2832 beamtime > shift 1" in r.stdout
-    gets = [q for q in proxy.requests if q["method"] == "GET"]
-    posts = [q for q in proxy.requests if q["method"] == "POST"]
+    gets = [q for q in logbook_proxy.requests if q["method"] == "GET"]
+    posts = [q for q in logbook_proxy.requests if q["method"] == "POST"]
     assert [g["path"] for g in gets] == ["/zulip/me"] and gets[0]["key"] == PROXY_KEY
     assert len(posts) == 1
     p = posts[0]
@@ -183,12 +114,12 @@ def test_rows_go_to_the_logbook_proxy_as_damnit_posts_them(make_context_dir, pro
     _no_key_anywhere(ctx, PROXY_KEY, r.stdout, r.stderr)
 
 
-def test_a_long_table_is_split_between_rows_under_the_limit(make_context_dir, proxy):
+def test_a_long_table_is_split_between_rows_under_the_limit(make_context_dir, logbook_proxy):
     ctx = _table_ctx(make_context_dir, nruns=40, config="[logbook]\nmessage_limit = 400\n")
-    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {proxy.url}/zulip\n")
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n")
     r = cli("post", "-d", ctx, "--topic", "runs", "--columns", "energy,sample")
     assert r.returncode == 0, r.stderr
-    posts = [q["fields"]["content"] for q in proxy.requests if q["method"] == "POST"]
+    posts = [q["fields"]["content"] for q in logbook_proxy.requests if q["method"] == "POST"]
     assert len(posts) > 3 and f"Posted {len(posts)} message(s)" in r.stdout
     runs = []
     for content in posts:
@@ -199,28 +130,28 @@ def test_a_long_table_is_split_between_rows_under_the_limit(make_context_dir, pr
     assert runs == list(range(1, 41))
 
 
-def test_a_figure_goes_to_the_proxy_as_an_image_file(make_context_dir, proxy, tmp_path):
+def test_a_figure_goes_to_the_proxy_as_an_image_file(make_context_dir, logbook_proxy, tmp_path):
     ctx = _table_ctx(make_context_dir)
-    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {proxy.url}/zulip\n")
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n")
     png = tmp_path / "plot.png"
     from backend.ctxrunner.results import thumbnail_png
     png.write_bytes(thumbnail_png(np.arange(16.0).reshape(4, 4)))
     r = cli("post", "-d", ctx, "--topic", "plots", "--image", png, "--title", "My plot")
     assert r.returncode == 0, r.stderr
-    (p,) = [q for q in proxy.requests if q["method"] == "POST"]
+    (p,) = [q for q in logbook_proxy.requests if q["method"] == "POST"]
     assert p["fields"] == {"content": "My plot"} and p["query"] == {"topic": ["plots"]}
     assert p["files"] == {"image": ("plot.png", png.read_bytes())}
     # a variable's picture: the run's image drawn from its stored data
     r = cli("post", "-d", ctx, "--topic", "plots", "--figure", "2", "img")
     assert r.returncode == 0, r.stderr
-    name, data = [q for q in proxy.requests if q["method"] == "POST"][-1]["files"]["image"]
+    name, data = [q for q in logbook_proxy.requests if q["method"] == "POST"][-1]["files"]["image"]
     assert name == "r2_img.png" and data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_refusal_or_an_unreachable_proxy_is_said_plainly(make_context_dir, proxy):
+def test_a_refusal_or_an_unreachable_proxy_is_said_plainly(make_context_dir, logbook_proxy):
     ctx = _table_ctx(make_context_dir)
-    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {proxy.url}/zulip\n")
-    proxy.reply_error = "stream is archived"
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n")
+    logbook_proxy.reply_error = "stream is archived"
     r = cli("post", "-d", ctx, "--topic", "x")
     assert r.returncode == 1 and "stream is archived" in r.stderr and "Traceback" not in r.stderr
     (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = http://127.0.0.1:9/z\n")
@@ -270,12 +201,12 @@ def test_zulip_credentials_readable_by_others_are_refused(make_context_dir, zuli
     assert ZULIP_KEY not in r.stderr
 
 
-def test_application_layer_splits_and_posts_for_the_gui(make_context_dir, proxy):
+def test_application_layer_splits_and_posts_for_the_gui(make_context_dir, logbook_proxy):
     from amore_gui.application import dbread
     from amore_gui.application.logbook import logbook_choices, post_figure, post_table, \
         table_messages
     ctx = _table_ctx(make_context_dir, nruns=5)
-    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {proxy.url}/zulip\n"
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n"
                                    f'topics = ["a", "b"]\n')
     assert logbook_choices(ctx) == {"stream": "p2832 beamtime", "topics": ["a", "b"],
                                     "topic": "a"}
@@ -287,5 +218,45 @@ def test_application_layer_splits_and_posts_for_the_gui(make_context_dir, proxy)
     posted = post_table(ctx, data, rows, cols, "b", "T")
     assert (posted.stream, posted.topic, posted.messages) == ("p2832 beamtime", "b", 1)
     post_figure(ctx, b"\x89PNG\r\n\x1a\nfake", "b", "pic")
-    last = proxy.requests[-1]
+    last = logbook_proxy.requests[-1]
     assert last["files"] == {"image": ("figure.png", b"\x89PNG\r\n\x1a\nfake")}
+
+
+def test_a_dialog_learns_the_setup_or_why_posting_is_not_possible(make_context_dir,
+                                                                 logbook_proxy):
+    """What the GUI's dialog asks first (off its GUI thread): the stream, topics and message
+    limit; or, in plain words, why posting is not possible - with what to put where when
+    nothing is set up, and never the key."""
+    from amore_gui.application.logbook import logbook_setup
+    ctx = _table_ctx(make_context_dir, config="[logbook]\nmessage_limit = 500\n")
+    s = logbook_setup(ctx)
+    assert not s.ok and "No logbook set up" in s.error and logbook_proxy.requests == []
+    assert f"{ctx / 'zulip.cfg'}\n  [ZULIP]\n  key = " in s.help and "url = " in s.help
+    assert f"{ctx / 'amore.toml'}:\n  [logbook]\n  zuliprc = " in s.help
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = {PROXY_KEY}\nurl = {logbook_proxy.url}/zulip\n"
+                                   f'topics = ["a", "b"]\n')
+    s = logbook_setup(ctx)
+    assert s.ok and (s.stream, s.topics, s.topic, s.limit) == ("p2832 beamtime", ["a", "b"], "a",
+                                                               500)
+    (ctx / "zulip.cfg").write_text(f"[ZULIP]\nkey = wrong-key-0000\nurl = {logbook_proxy.url}/zulip\n")
+    s = logbook_setup(ctx)
+    assert not s.ok and s.help is None
+    assert s.error == f"logbook proxy {logbook_proxy.url}/zulip/me: HTTP 403: bad key"
+    (ctx / "zulip.cfg").write_text("[ZULIP]\nurl = http://127.0.0.1:9/zulip\n")
+    s = logbook_setup(ctx)
+    assert not s.ok and "is not a logbook set-up ([ZULIP] key, url, topics)" in s.error
+
+
+def test_rows_to_post_leave_out_what_a_markdown_table_cannot_show(make_context_dir):
+    """The columns offered for a post: the run number first, no Status or Proposal, no column
+    holding only pictures in the chosen rows; the rows in run order."""
+    from amore_gui.application import dbread
+    from amore_gui.application.logbook import rows_by_run, table_columns
+    ctx = _table_ctx(make_context_dir, nruns=4)
+    data = dbread.load_table(ctx).data
+    everything = list(range(len(data.columns)))
+    rows = [data.row_of[(PROPOSAL, r)] for r in (3, 1, 2)]
+    cols = table_columns(data, rows, [everything[-1], *everything[:-1]])
+    assert [data.columns[c].key for c in cols] == ["#run", "#start", "#added", "#comment",
+                                                   "energy", "sample"]
+    assert [int(data.run[r]) for r in rows_by_run(data, rows)] == [1, 2, 3]

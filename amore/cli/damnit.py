@@ -4,6 +4,7 @@ read."""
 from __future__ import annotations
 
 import sys
+import time
 
 
 def cmd_import_damnit(a) -> int:
@@ -16,16 +17,25 @@ def cmd_import_damnit(a) -> int:
     from backend.store.manual import ManualError
     from backend.store.writer import StorageError
 
+    from amore_gui.application.damnit import STAGES, progress_line
+
     err = Console(stderr=True)
-    labels = {"runs": "Runs and values", "files": "Run files"}
+    as_json = a.progress == "json"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
+                  disable=as_json or not err.is_terminal) as bar:
         tasks: dict[str, int] = {}
+        said = {"at": 0.0}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if as_json:     # for a front-end: at most 10 lines a second, and the last one
+                now = time.monotonic()
+                if done >= total or now - said["at"] >= 0.1:
+                    said["at"] = now
+                    print(progress_line(stage, done, total), file=sys.stderr, flush=True)
+                return
             if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+                tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done)
 
         try:
@@ -58,4 +68,8 @@ def register(sub) -> None:
     s.add_argument("--update", action="store_true",
                    help="bring an imported DEST up to date with what DAMNIT computed since "
                         "(values AMORE has written are kept)")
+    s.add_argument("--progress", choices=("bar", "json"), default="bar",
+                   help="progress as a bar on a terminal (default), or as one JSON object a "
+                        'line on stderr ({"v": 1, "stage": ..., "done": ..., "total": ...}), '
+                        "for front-ends")
     s.set_defaults(func=cmd_import_damnit)

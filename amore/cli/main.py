@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that look at a directory holding another program's database themselves: ``show``
-#: reads a DAMNIT table read-only, ``demo`` makes its own tree, ``gui`` resolves its target.
+#: reads a DAMNIT table read-only, ``demo`` makes its own tree, ``gui`` resolves its target
+#: (and shows a DAMNIT directory in a window of its own, read-only, offering the import).
 OWN_DIRECTORY_CHECK = {"show", "demo", "gui"}
 
 
@@ -35,15 +36,21 @@ def refuse_foreign_directory(args) -> int:
     """Exit status 1, with a plain message on stderr, if the command's context directory
     (``DIR``/``--dir``, else the current directory; ``gui``: its target) holds a database
     AMORE did not create: before the command creates anything (a log, a lock, a socket) in it.
-    0 otherwise."""
+    0 otherwise. ``gui`` of DAMNIT's directory goes on (the GUI says what it is and offers
+    the import) unless it may not ask (``$AMORE_GUI_NO_DIALOGS``)."""
+    import os
+
     from amore.cli.common import context_dir, foreign_database_message
     if args.command == "gui":
         if not getattr(args, "target", None):
             return 0
         from backend.locate import ForeignDatabaseError, LocateError, resolve
+        from backend.store.identify import DbKind
         try:
             resolve(args.target)
         except ForeignDatabaseError as e:
+            if e.identity.kind is DbKind.DAMNIT and not os.environ.get("AMORE_GUI_NO_DIALOGS"):
+                return 0
             print(f"amore-proto gui: {e}", file=sys.stderr)
             return 1
         except LocateError:

@@ -107,30 +107,7 @@ class ColumnsController(QObject):
 
     def auto_widths(self) -> dict:
         """Column widths from the header text and the first rows' texts (no full scan)."""
-        fm = QFontMetrics(self.table.font())
-        d = self.model.data_obj
-        rows = self.model.view.order[:40]
-        out = {}
-        pad = 2 * CellDelegate.PAD + 4
-        for i, c in enumerate(d.columns):
-            head = max((fm.horizontalAdvance(s) for s in (c.header if c.variable else c.title)
-                        .split("\n")), default=40) + 26
-            if c.key == C_STATUS:
-                out[c.key] = max(head, fm.horizontalAdvance("processing") + 36)
-                continue
-            if c.key == C_COMMENT:
-                out[c.key] = 220
-                continue
-            kinds = d.column_kinds(i) if c.variable else set()
-            if K_THUMBNAIL in kinds:
-                out[c.key] = max(head, 84)
-                continue
-            if K_SPARKLINE in kinds:
-                out[c.key] = max(head, 110)
-                continue
-            cell = max((fm.horizontalAdvance(d.display(int(r), i)) for r in rows), default=0) + pad
-            out[c.key] = int(min(max(head, cell, 48), 260))
-        return out
+        return auto_widths(self.table, self.model)
 
     def set_row_height(self, h: int) -> None:
         vh = self.table.verticalHeader()
@@ -237,3 +214,32 @@ class ColumnsController(QObject):
                 sub.addAction(c.title, lambda k=c.key: self.session.set_column_hidden(k, False))
         m.addAction("Columns…", self.dialog)
         m.exec(hh.mapToGlobal(pos))
+
+
+def auto_widths(table, model) -> dict:
+    """Column widths (column key -> pixels) of a run table view ``table`` showing ``model``:
+    from the header text and the first rows' texts (no full scan)."""
+    fm = QFontMetrics(table.font())
+    d = model.data_obj
+    rows = model.view.order[:40]
+    out = {}
+    pad = 2 * CellDelegate.PAD + 4
+    for i, c in enumerate(d.columns):
+        head = max((fm.horizontalAdvance(s) for s in (c.header if c.variable else c.title)
+                    .split("\n")), default=40) + 26
+        if c.key == C_STATUS:
+            out[c.key] = max(head, fm.horizontalAdvance("processing") + 36)
+            continue
+        if c.key == C_COMMENT:
+            out[c.key] = 220
+            continue
+        kinds = d.column_kinds(i) if c.variable else set()
+        if K_THUMBNAIL in kinds:
+            out[c.key] = max(head, 84)
+            continue
+        if K_SPARKLINE in kinds:
+            out[c.key] = max(head, 110)
+            continue
+        cell = max((fm.horizontalAdvance(d.display(int(r), i)) for r in rows), default=0) + pad
+        out[c.key] = int(min(max(head, cell, 48), 260))
+    return out

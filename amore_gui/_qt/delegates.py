@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSp
                              QStyledItemDelegate)
 
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_BOOL, K_ERROR, K_NUMBER, K_SKIPPED,
-                          K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE)
+                          K_SPARKLINE, K_THUMBNAIL, NSTATIC, S_DONE, sparkline_points)
 from amore_gui._qt.model import ERROR_FG, SKIPPED_FG, STATUS_FG
 
 SPARK_COLOR = QColor("#2f6db5")
@@ -172,7 +172,7 @@ class CellDelegate(QStyledItemDelegate):
             p = QPainter(pm)
             try:
                 self._paint_sparkline(p, QRect(0, 0, size[0], size[1]),
-                                      np.frombuffer(raw, dtype="<f4"), selected, option)
+                                      sparkline_points(raw), selected, option)
             finally:
                 p.end()
             self._sparks[key] = (raw, size, selected, dpr, pm)

@@ -14,6 +14,18 @@ from amore_gui.application.opening import has_database
 from amore_gui.application.table_data import C_STATUS, NumberRange, TableData, TextContains
 
 
+def check_all_buttons(buttons, set_all) -> QHBoxLayout:
+    """A row of buttons, left-aligned, for a list of checkable items: ``buttons`` are
+    ``(label, Qt.CheckState)`` pairs, a click calls ``set_all(state)``."""
+    row = QHBoxLayout()
+    for label, state in buttons:
+        b = QPushButton(label)
+        b.clicked.connect(lambda _=False, s=state: set_all(s))
+        row.addWidget(b)
+    row.addStretch(1)
+    return row
+
+
 class OpenDialog(QDialog):
     """Choose what to open: a proposal number or a folder, or a recent directory.
     :attr:`choice` holds the text after ``accept()``."""
@@ -194,13 +206,8 @@ class ColumnsDialog(QDialog):
                 it.setToolTip("Tags: " + ", ".join(col.tags))
             self.list.addItem(it)
         lay.addWidget(self.list, 1)
-        row = QHBoxLayout()
-        for label, state in (("Show all", Qt.Checked), ("Hide all variables", Qt.Unchecked)):
-            b = QPushButton(label)
-            b.clicked.connect(lambda _=False, s=state: self._set_all(s))
-            row.addWidget(b)
-        row.addStretch(1)
-        lay.addLayout(row)
+        lay.addLayout(check_all_buttons((("Show all", Qt.Checked),
+                                         ("Hide all variables", Qt.Unchecked)), self._set_all))
         bb = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)

@@ -11,14 +11,17 @@ import numpy as np
 import pyqtgraph as pg
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QFont, QImage, QPixmap
-from qtpy.QtWidgets import (QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QVBoxLayout,
-                             QWidget)
+from qtpy.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
+                             QTabWidget, QVBoxLayout, QWidget)
 
 from amore_gui.application.figures import FigureView, figure_view
 from amore_gui.application.formatting import format_number
 from amore_gui.application.table_data import K_ERROR, K_SKIPPED
 from amore_gui.application.values import line_axis
 from amore_gui._qt import plots  # noqa: F401  (pyqtgraph configuration)
+
+#: What :attr:`InspectWindow.kind` a picture can be posted of.
+PICTURE_KINDS = ("line", "image", "stack", "figure", "plotly", "tabs")
 
 
 def _read_for_inspection(workspace, proposal, run: int, name: str):
@@ -50,7 +53,15 @@ class InspectWindow(QWidget):
         lay = QVBoxLayout(self)
         head = QLabel(f"<b>Run {run}</b> · {title}" + (f" [{self.units}]" if self.units else "")
                       + f" <span style='color:#797775'>({name})</span>")
-        lay.addWidget(head)
+        top = QHBoxLayout()
+        top.addWidget(head, 1)
+        self.post_btn = QPushButton("Post to logbook…")
+        self.post_btn.setToolTip("Post this picture to the beamtime's logbook")
+        self.post_btn.setEnabled(False)
+        self.post_btn.clicked.connect(self.post_to_logbook)
+        self.post_btn.setVisible(getattr(main, "posting", None) is not None)
+        top.addWidget(self.post_btn)
+        lay.addLayout(top)
         self.body = QVBoxLayout()
         lay.addLayout(self.body, 1)
         self.info = QLabel("Reading…")
@@ -76,6 +87,29 @@ class InspectWindow(QWidget):
             return
         self.value = value
         self._show(value, self.body)
+        self.post_btn.setEnabled(self.kind in PICTURE_KINDS)
+
+    def picture_png(self) -> bytes | None:
+        """The picture shown, as PNG: a stored figure as stored (a Plotly figure drawn
+        statically), anything else drawn as it is shown now; None for text and errors."""
+        if self.kind not in PICTURE_KINDS:
+            return None
+        v = self.value
+        if isinstance(v, FigureView):
+            return v.png
+        if isinstance(v, (bytes, bytearray)):
+            return bytes(v)
+        from amore_gui._qt.posting import widget_png
+        return widget_png(self.body.itemAt(0).widget())
+
+    def post_to_logbook(self):
+        """Open the logbook dialog with this window's picture."""
+        png = self.picture_png()
+        if png is None:
+            return None
+        title = f"Run {self.run} · {self.column.title.replace('/', ' › ')}"
+        return self.main.posting.post_picture(png, f"r{self.run}_{self.name}.png", title,
+                                              parent=self)
 
     def _show(self, v, layout, top=True):
         if isinstance(v, dict):

@@ -5,7 +5,10 @@
 * nothing: a dialog asking for a proposal number or folder, listing recent directories.
 
 A directory without ``runs.sqlite`` is offered to be created from a context template
-(:func:`amore_gui.application.opening.create_context_dir`).
+(:func:`amore_gui.application.opening.create_context_dir`). DAMNIT's directory (or a proposal
+with DAMNIT's directory and no AMORE one yet) opens a window saying what it is, offering to
+import it or open an AMORE directory, and showing DAMNIT's table read-only
+(:mod:`amore_gui._qt.damnit`).
 
 ``amore-proto gui`` (and :func:`main`) first run
 :func:`amore_gui.qt_platform.preflight`: when Qt's platform plugin cannot load (X11
@@ -41,7 +44,7 @@ def run(args) -> int:
     from amore_gui.application.backend_status import setup_logging
     setup_logging(logging.WARNING)
     from amore_gui._qt.app import make_app
-    from amore_gui._qt.mainwindow import MainWindow
+    from amore_gui._qt.mainwindow import open_choice
     from amore_gui.application.settings import Settings
 
     app = make_app(sys.argv[:1])
@@ -52,8 +55,7 @@ def run(args) -> int:
         d = choose_target(settings)
     if d is None:
         return 1 if args.target else 0
-    win = MainWindow(d, settings=settings, use_kafka=not args.no_kafka, offer_backend=True)
-    win.show()
+    open_choice(d, settings, use_kafka=not args.no_kafka, offer_backend=True)
     rc = app.exec()
     # delete closed windows now, not in arbitrary order at interpreter exit
     from qtpy.QtCore import QCoreApplication, QEvent

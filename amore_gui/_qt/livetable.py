@@ -80,7 +80,8 @@ class LiveTable(QObject):
         win.columns.apply_layout()
         win.columns.show_sort()
         self.update_counts()
-        if first and self.live_updates:
+        # a window closed while its table was read gets no live updates: nothing would stop them
+        if first and self.live_updates and not win.closing:
             self._start_updates(res)
         self.loaded.emit()
 

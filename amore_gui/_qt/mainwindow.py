@@ -15,6 +15,8 @@ with its own state:
 :class:`~amore_gui._qt.filters.FiltersController`  search/filter box, "Checked only", chips
 :class:`~amore_gui._qt.manual.ManualColumns`    editing manual columns, cell history, logs,
                                                 grouping
+:class:`~amore_gui._qt.posting.PostController`  posting rows and pictures to the beamtime's
+                                                logbook (its Zulip stream)
 :class:`~amore_gui._qt.backend_control.BackendController`  the backend's state, start/stop/log
 :class:`~amore_gui._qt.logbook.LogbookController`  the logbook dock
 :class:`~amore_gui._qt.eventlog.EventLogController`  the event log dock, closed notice
@@ -49,6 +51,7 @@ from amore_gui._qt.livetable import LiveTable
 from amore_gui._qt.logbook import LogbookController
 from amore_gui._qt.manual import ManualColumns
 from amore_gui._qt.model import RunTableModel
+from amore_gui._qt.posting import PostController
 from amore_gui._qt.table import TableController
 from amore_gui._qt.workers import Tasks
 
@@ -95,6 +98,7 @@ class MainWindow(QMainWindow):
         self.columns = ColumnsController(self)
         self.filters = FiltersController(self)
         self.manual = ManualColumns(self)
+        self.posting = PostController(self)
         self.backend = BackendController(self)
         self._build_actions()
         self.logbook = LogbookController(self)
@@ -221,7 +225,8 @@ class MainWindow(QMainWindow):
         mb = self.menuBar()
         m = mb.addMenu("&File")
         for a in (self.act_open, self.act_export, self.act_reload, None,
-                  self.table_view.act_copy_tsv, self.table_view.act_copy_md, self.act_quit):
+                  self.table_view.act_copy_tsv, self.table_view.act_copy_md,
+                  self.posting.act_post_rows, None, self.act_quit):
             m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&View")
         for a in (self.columns.act_columns, self.filters.act_filter, self.columns.act_images,
@@ -401,9 +406,8 @@ class MainWindow(QMainWindow):
         from amore_gui._qt.opening import choose_target
         target = choose_target(self.settings, self)
         if target is not None:
-            w = MainWindow(target, settings=self.session.settings, use_kafka=self.use_kafka)
-            w.show()
-            self._windows.append(w)
+            open_choice(target, self.session.settings, use_kafka=self.use_kafka,
+                        offer_backend=False)
 
     def export_dialog(self):
         """Ask for a file name and export the visible table."""
@@ -457,3 +461,33 @@ class MainWindow(QMainWindow):
         self.live.wait(wait_ms)
         self.table_view.thumb_loader.wait(wait_ms)
         self.tasks.wait(wait_ms)
+
+
+#: Top-level windows opened through :func:`open_choice` (kept referenced while they exist).
+_top_level: list = []
+
+
+def open_choice(choice, settings: Settings | None = None, use_kafka: bool = True,
+                offer_backend: bool = True):
+    """Show what :func:`amore_gui._qt.opening.resolve_or_ask` found: the run table of an AMORE
+    directory (a path: :class:`MainWindow`), or a DAMNIT directory (a
+    :class:`~amore_gui.application.damnit.DamnitDir`:
+    :class:`~amore_gui._qt.damnit.DamnitWindow`, whose ways on open their result here too).
+    The window is kept referenced while it exists; returns it."""
+    from amore_gui.application.damnit import DamnitDir
+    if isinstance(choice, DamnitDir):
+        from amore_gui._qt.damnit import DamnitWindow
+        w = DamnitWindow(choice, lambda c: open_choice(c, settings, use_kafka, offer_backend),
+                         settings=settings)
+    else:
+        w = MainWindow(choice, settings=settings, use_kafka=use_kafka,
+                       offer_backend=offer_backend)
+    _top_level.append(w)
+    w.destroyed.connect(lambda *_: _forget(w))
+    w.show()
+    w.raise_()
+    return w
+
+
+def _forget(w) -> None:
+    _top_level[:] = [x for x in _top_level if x is not w]

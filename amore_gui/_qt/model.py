@@ -18,7 +18,8 @@ from amore_gui.application.dbread import ValueChunk
 from amore_gui.application.formatting import cell_colour
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
-                          S_PENDING, S_PROCESSING, S_WAITING, RowView, RunUpdate, TableData)
+                          S_PENDING, S_PROCESSING, S_WAITING, RowView, RunUpdate, TableData,
+                          sparkline_points)
 
 KindRole = Qt.UserRole + 1      #: value kind code (table_data.K_*)
 ValueRole = Qt.UserRole + 2     #: sparkline bytes / string / number
@@ -237,11 +238,7 @@ class RunTableModel(QAbstractTableModel):
 
     def sparkline(self, row: int, col: int) -> np.ndarray | None:
         """The float32 points of a sparkline cell, or None."""
-        v = col - NSTATIC
-        b = self.data_obj.obj[row, v]
-        if not isinstance(b, (bytes, bytearray, memoryview)):
-            return None
-        return np.frombuffer(b, dtype="<f4")
+        return sparkline_points(self.data_obj.obj[row, col - NSTATIC])
 
     def headerData(self, section, orientation, role=Qt.DisplayRole):
         if orientation != Qt.Horizontal:

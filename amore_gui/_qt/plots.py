@@ -76,6 +76,16 @@ class _PlotBase(QWidget):
         self.hover = QLabel(" ")
         self.hover.setObjectName("hint")
         self.hover.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.post_btn = QPushButton("Post to logbook…")
+        self.post_btn.setToolTip("Post this plot as it is shown to the beamtime's logbook")
+        self.post_btn.clicked.connect(self.post_to_logbook)
+
+    def post_to_logbook(self):
+        """Open the logbook dialog with the plot as it is shown now."""
+        from amore_gui._qt.posting import widget_png
+        title = self.windowTitle().removesuffix(" — AMORE")
+        return self.main.posting.post_picture(widget_png(self.plot), "amore-plot.png",
+                                              title, parent=self)
 
     def _combo(self, keys, current):
         cb = QComboBox()
@@ -139,6 +149,7 @@ class ScatterPlotWindow(_PlotBase):
         top.addSpacing(12)
         top.addWidget(self.only_checked)
         top.addStretch(1)
+        top.addWidget(self.post_btn)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.plot, 1)
@@ -312,6 +323,7 @@ class CorrelationWindow(_PlotBase):
         top.addWidget(QLabel("X:"))
         top.addWidget(self.x_combo)
         top.addStretch(1)
+        top.addWidget(self.post_btn)
         self.info = QLabel()
         self.info.setObjectName("hint")
         lay = QVBoxLayout(self)

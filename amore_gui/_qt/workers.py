@@ -26,6 +26,17 @@ from amore_gui.application.workspace import Workspace
 log = logging.getLogger(__name__)
 
 
+def thumbnail_image(png: bytes | None, height: int) -> QImage:
+    """A thumbnail's PNG bytes as an image at most ``height`` pixels high (kept as it is when
+    lower or ``height`` <= 0); a null image when there is no PNG or it cannot be read."""
+    img = QImage()
+    if png:
+        img.loadFromData(png, "PNG")
+        if not img.isNull() and img.height() > height > 0:
+            img = img.scaledToHeight(height, Qt.SmoothTransformation)
+    return img
+
+
 class LoadThread(QThread):
     """Loads the run table of a :class:`~amore_gui.application.workspace.Workspace`:
     ``loaded(LoadResult)`` first (all runs, newest values), then ``chunk(ValueChunk)`` for
@@ -152,12 +163,7 @@ class ThumbnailLoader(QThread):
                     png = self.workspace.read_thumbnail(con, *key)
                 except Exception:
                     png = None
-                img = QImage()
-                if png:
-                    img.loadFromData(png, "PNG")
-                    if not img.isNull() and img.height() > height > 0:
-                        img = img.scaledToHeight(height, Qt.SmoothTransformation)
-                self.loaded.emit(key, img)
+                self.loaded.emit(key, thumbnail_image(png, height))
         finally:
             con.close()
 

@@ -63,6 +63,19 @@ The table and its cells (:mod:`~amore_gui.application.table_data`, :mod:`.dbread
     ``format_number``/``format_time``, ``export_table``/``tsv_text``/``markdown_table``,
     ``vocabulary_for(dir)`` (the facility's words)
 
+The beamtime's logbook (:mod:`~amore_gui.application.logbook`)
+    ``logbook_setup(dir) -> LogbookSetup``    stream, topics, limit, or why not (blocks);
+                                              ``setup_help(dir)`` what to put where
+    ``table_columns``, ``rows_by_run``, ``table_messages``  the rows' Markdown messages (no I/O)
+    ``post_text(dir, topic, messages)``, ``post_figure(dir, png, topic, title)``  (block)
+
+DAMNIT's directory (:mod:`~amore_gui.application.damnit`)
+    ``damnit_dir(path) -> DamnitDir | None``  what it is, the import's destination (blocks
+                                              briefly); ``damnit_dir_of(locate error)``
+    ``read_table(path) -> DamnitTable``       DAMNIT's table read-only, as TableData (blocks)
+    ``ImportJob(src, dest, update)``          ``import-damnit`` as a process: ``argv``, ``cwd``,
+                                              ``feed(bytes)`` -> lines and progress, ``finish``
+
 The backend's state (:mod:`~amore_gui.application.backend_status`)
     ``BackendIndicator`` (state, text, colour, detail), ``backend_status``, ``backend_action``,
     ``BackendLog``, ``setup_logging``

@@ -44,6 +44,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "amore.cli", *args]
 
 
+def complete_lines(buffered: bytes, data: bytes) -> tuple[list[str], bytes]:
+    """A process's output seen so far in chunks: the non-empty complete lines of ``buffered +
+    data`` (decoded, trailing space cut) and the partial last line to keep for the next chunk."""
+    *lines, rest = (buffered + data).split(b"\n")
+    out = [raw.decode(errors="replace").rstrip() for raw in lines]
+    return [line for line in out if line], rest
+
+
 def slurm_available() -> bool:
     """Can this machine submit Slurm jobs (``sbatch`` on ``PATH``)?"""
     return shutil.which("sbatch") is not None
@@ -134,13 +142,9 @@ class ReprocessJob:
         """Take output of the process (any chunk of bytes); returns the complete lines in it
         to show (log prefixes of AMORE's modules dropped), and counts the runs they say are
         finished. A partial last line waits for the next chunk."""
-        self._buf += data
-        *lines, self._buf = self._buf.split(b"\n")
+        lines, self._buf = complete_lines(self._buf, data)
         out = []
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
+        for line in lines:
             m = _RUN_DONE.search(line)
             if m and ("INFO" in line or "ERROR" in line or "WARNING" in line):
                 self.done_runs.add(int(m.group(1)))

@@ -162,6 +162,16 @@ def cell_from_stored(value, summary_type: str, attrs: dict | None) -> CellValue:
     return CellValue(k, math.nan, None, _attrs_used(attrs))
 
 
+def sparkline_points(raw) -> np.ndarray | None:
+    """The points of a sparkline cell as 1-D ``float32`` (a copy): ``raw`` is what
+    :attr:`TableData.obj` holds for it, the stored little-endian float32 bytes, decoded by the
+    one decoder of stored values (:func:`backend.store.reader.decode_value`). None when ``raw``
+    holds no bytes (an empty or non-sparkline cell)."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        return None
+    return decode_value(raw, SummaryType.SPARKLINE.value)
+
+
 class ObjColumns:
     """The object cells of a :class:`TableData` (strings, sparkline bytes, arrays as text):
     one ``object`` array of ``capacity`` rows per variable that holds any, nothing for the
