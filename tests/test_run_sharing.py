@@ -147,3 +147,32 @@ def test_a_worker_keeps_freed_memory_up_to_its_limit(keep_mb, kept):
         assert grown >= 250, grown
     else:      # more than worker_keep_mb: all handed back
         assert grown < 50, grown
+
+
+FREEZE = textwrap.dedent("""
+    import sys, weakref
+    sys.path.insert(0, {repo!r})
+    from backend.ctxrunner.worker import _release_memory, freeze_long_lived
+
+    class Node:
+        pass
+
+    ctx = Node(); ctx.me = ctx          # a loaded context file's objects (a cycle)
+    ctx_ref = weakref.ref(ctx)
+    freeze_long_lived()                 # as the worker does after its imports and loading
+    run = Node(); run.me = run          # garbage a run leaves: a cycle
+    run_ref = weakref.ref(run)
+    del run
+    _release_memory()
+    print("run", run_ref() is None)
+    del ctx                             # the context file replaced, then loaded anew
+    freeze_long_lived()
+    print("context", ctx_ref() is None)
+""")
+
+
+def test_a_workers_garbage_is_still_collected_with_the_long_lived_objects_frozen():
+    p = subprocess.run([sys.executable, "-c", FREEZE.format(repo=str(REPO))],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["run", "True", "context", "True"], p.stdout

@@ -118,7 +118,9 @@ def thumbnail_png(a: np.ndarray, px: int = 150) -> bytes:
     rgba = colormaps["viridis"](np.nan_to_num(norm), bytes=True)
     rgba[~np.isfinite(img)] = (255, 255, 255, 255)
     buf = io.BytesIO()
-    Image.fromarray(rgba[..., :3]).save(buf, format="PNG", optimize=True)
+    # zlib's default level: 2.7 ms for a 128 x 128 camera image; optimize=True (level 9 and
+    # more tries) took 15.5 ms for a file 4 % smaller
+    Image.fromarray(rgba[..., :3]).save(buf, format="PNG")
     return buf.getvalue()
 
 

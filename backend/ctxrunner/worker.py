@@ -81,6 +81,9 @@ class Worker:
         self._reported_codes: set[str] = set()
         #: where this process runs, for the values' provenance
         self.where = f"local worker, PID {os.getpid()}"
+        #: whether a newly loaded context file is frozen for the garbage collector with the
+        #: imports (:func:`freeze_long_lived`; the worker process sets it)
+        self.freeze_loaded = False
 
     def opener(self):
         """The facility's worker module (``run_module`` of ``$AMORE_FACILITY``): its
@@ -151,6 +154,8 @@ class Worker:
             self.ctx, self.ctx_error = None, str(e)
             self.codes = {}
             return
+        if self.freeze_loaded:
+            freeze_long_lived()   # the new context file's objects are long-lived too
         col_error = self._load_columns()
         if col_error:
             self.ctx, self.ctx_error = None, col_error
@@ -623,6 +628,20 @@ def apply_memory_limit(megabytes: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def freeze_long_lived() -> None:
+    """Leave what exists now (imports, the loaded context file: what lives as long as the
+    worker) out of the garbage collector's later passes (``gc.freeze``; earlier frozen objects
+    are looked at once more, so a replaced context file's cycles are still collected). The
+    collection after each run (:func:`_release_memory`) then looks at the run's objects only:
+    1 ms instead of 80 ms per run for the benchmark context file (130,000 objects), and the
+    worker takes its next run that much sooner. Forked copies share those objects' pages
+    undisturbed."""
+    import gc
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def _release_memory() -> None:
     """After a run: close figures and collect garbage; then, if more freed heap memory is left
     than :func:`backend.ctxrunner.memory.keep_memory` allows, hand it all back to the system (glibc keeps it otherwise,
@@ -677,6 +696,8 @@ def main(argv=None):
     from backend.ctxrunner.memory import keep_memory
     keep_memory(float(os.environ.get("AMORE_KEEP_MEMORY_MB") or 0))
     apply_memory_limit(worker.memory_limit_mb)
+    freeze_long_lived()
+    worker.freeze_loaded = True
     before: set[int] = set()
     for line in sys.stdin:
         line = line.strip()

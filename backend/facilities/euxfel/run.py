@@ -3,7 +3,8 @@
 
 Before ``extra_data.open_run``, the run files map is written (:mod:`.filemap`: AMORE is nearly
 always the first to open a new run, and extra-data's own first open costs about three times as
-much). A run without corrected data yet is computed with its raw variables only (``data`` raw);
+much), and extra-data's check that the raw and proc parts are of one run is done at low level
+(:mod:`.samerun`). A run without corrected data yet is computed with its raw variables only (``data`` raw);
 its proc variables wait for their data. When a variable fails, the run's files that cannot be
 read are named in its error (:func:`damaged_files`: extra-data skips them silently).
 """
@@ -20,6 +21,7 @@ from extra_data.read_machinery import find_proposal
 from backend.contextdir import proposal_dir_name
 from backend.ctxrunner.facilities import OpenedRun, RunNotReady, RunRequest, describe_damage
 from backend.facilities.euxfel.filemap import write_files_map
+from backend.facilities.euxfel.samerun import quick_same_run
 
 #: No ``meta#`` keys beyond run_number, proposal and proposal_path: the rest is in the run.
 META_KEYS: tuple[str, ...] = ()
@@ -39,7 +41,8 @@ def open_run(request: RunRequest) -> OpenedRun:
             if os.path.isdir(run_dir := os.path.join(prop_path, origin, f"r{run:04d}")):
                 write_files_map(run_dir, request.processes)
     try:
-        run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
+        with quick_same_run():  # raw + proc combined: extra-data's check, 4x quicker
+            run_dc = extra_data.open_run(proposal, run, data="raw" if data == "raw" else "all")
     except FileNotFoundError as e:
         raise RunNotReady(f"Run {run} of proposal {proposal} not found: {e}") from None
     except Exception as e:
