@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             # wide enough for the fixed columns (start, added, comment) and the camera's
             # thumbnails side by side, unscrolled, as the page opens
-            page = browser.new_page(viewport={"width": 1900, "height": 780},
+            page = browser.new_page(viewport={"width": 2150, "height": 780},
                                     device_scale_factor=1)
             page.goto(url)
             page.wait_for_function("() => document.body.dataset.loaded === '1'")
