@@ -104,12 +104,10 @@ function compareNullable(a, b, na, nb, desc) {
   return String(a).toLowerCase().localeCompare(String(b).toLowerCase());
 }
 
-/* Sparklines are drawn on a canvas (one element per cell: cheaper to create, lay out, paint
-   and hit-test while scrolling than an SVG with its polyline), thumbnails are images. */
 class SparkRenderer {
   init(p) {
     this.eGui = document.createElement("div");
-    this.eGui.className = "drawn";
+    this.eGui.style.height = "100%";
     this.draw(p);
   }
   getGui() { return this.eGui; }
@@ -124,46 +122,25 @@ class SparkRenderer {
       return;
     }
     if (k === K.SPARKLINE && Array.isArray(c.s)) {
-      const canvas = drawSparkline(c.s, p.column.getActualWidth(), state.tall ? 64 : 28);
-      if (canvas) this.eGui.append(canvas);
+      const pts = c.s;
+      const fin = pts.filter((v) => v !== null);
+      if (fin.length < 2) return;
+      const lo = Math.min(...fin), hi = Math.max(...fin), span = (hi - lo) || 1, n = pts.length;
+      const svgNS = "http://www.w3.org/2000/svg";
+      const svg = document.createElementNS(svgNS, "svg");
+      svg.setAttribute("class", "spark");
+      svg.setAttribute("viewBox", "0 0 100 30");
+      svg.setAttribute("preserveAspectRatio", "none");
+      const line = document.createElementNS(svgNS, "polyline");
+      const xy = pts.map((v, i) => `${(i / (n - 1) * 100).toFixed(2)},${(28 - ((v === null ? lo : v) - lo) / span * 26).toFixed(2)}`);
+      line.setAttribute("points", xy.join(" "));
+      svg.append(line);
+      this.eGui.append(svg);
       return;
     }
     this.eGui.textContent = cellText(c);
   }
 }
-
-/* A sparkline of points (numbers; null: not finite, drawn at the lowest value as the GUI does)
-   with its last point marked, on a canvas of the cell's size in CSS pixels, or null when
-   fewer than two points are finite. The canvas says how many points it drew. */
-function drawSparkline(pts, width, height) {
-  let lo = Infinity, hi = -Infinity, finite = 0;
-  for (const v of pts) if (v !== null) { finite++; if (v < lo) lo = v; if (v > hi) hi = v; }
-  if (finite < 2) return null;
-  const dpr = window.devicePixelRatio || 1, pad = 4;
-  const w = Math.max(8, Math.round(width - 2)), h = Math.max(8, height - 2 * pad);
-  const canvas = document.createElement("canvas");
-  canvas.className = "spark";
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(h * dpr);
-  canvas.dataset.points = String(pts.length);
-  const g = canvas.getContext("2d");
-  g.scale(dpr, dpr);
-  const span = (hi - lo) || 1, n = pts.length, sx = (w - 6) / (n - 1), sy = (h - 4) / span;
-  const x = (i) => 3 + i * sx, y = (v) => h - 2 - ((v === null ? lo : v) - lo) * sy;
-  g.strokeStyle = SPARK_COLOUR;
-  g.lineWidth = 1.3;
-  g.lineJoin = "round";
-  g.beginPath();
-  g.moveTo(x(0), y(pts[0]));
-  for (let i = 1; i < n; i++) g.lineTo(x(i), y(pts[i]));
-  g.stroke();
-  g.fillStyle = SPARK_LAST;
-  g.beginPath();
-  g.arc(x(n - 1), y(pts[n - 1]), 2, 0, 2 * Math.PI);
-  g.fill();
-  return canvas;
-}
-const SPARK_COLOUR = "#2f6db5", SPARK_LAST = "#c2410c";     /* the Qt GUI's colours */
 
 /* -- columns ------------------------------------------------------------------------------------ */
 
@@ -292,11 +269,7 @@ function gridOptions(columns, layout, rows) {
     onCellDoubleClicked: onCellDoubleClicked,
     onColumnMoved: (e) => { if (e.finished) saveLayoutSoon(); },
     onColumnVisible: saveLayoutSoon,
-    onColumnResized: (e) => {
-      if (!e.finished) return;
-      redrawDrawn(e.columns);                 // sparklines drawn again at the new width
-      if (e.source === "uiColumnResized") saveLayoutSoon(e.columns);
-    },
+    onColumnResized: (e) => { if (e.finished && e.source === "uiColumnResized") saveLayoutSoon(e.columns); },
     onSortChanged: saveLayoutSoon,
     onModelUpdated: updateCounts,
     // the first rows are on screen once the frame after the one that drew them begins
@@ -304,14 +277,6 @@ function gridOptions(columns, layout, rows) {
       document.body.dataset.painted = String(performance.now());
     })),
   };
-}
-
-/* Draw the sparklines of these grid columns (all when null) again at their cells' size. */
-function redrawDrawn(cols) {
-  if (!state.grid) return;
-  const drawn = new Set(state.columns.filter((c) => c.drawn).map((c) => c.key));
-  const keys = (cols || state.grid.getColumns() || []).map((c) => c.getColId()).filter((k) => drawn.has(k));
-  if (keys.length) state.grid.refreshCells({columns: keys, force: true});
 }
 
 const resized = new Set();
@@ -922,7 +887,6 @@ function wire() {
     $("grid").classList.toggle("tall", state.tall);
     state.grid.setGridOption("rowHeight", state.tall ? 64 : 28);
     state.grid.resetRowHeights();
-    redrawDrawn(null);
   });
   $("modal-close").addEventListener("click", closeModal);
   $("modal").addEventListener("click", (e) => { if (e.target === $("modal")) closeModal(); });
