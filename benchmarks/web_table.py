@@ -18,8 +18,11 @@ served by ``amore-proto web`` (a fresh server per repeat) and opened in Debian's
   frames show as 33 ms and more; 60 Hz is 16.7 ms).
 
     python benchmarks/web_table.py [--runs 5000] [--vars 300] [--repeats 3] [--work DIR]
+                                   [--compare REV]
 
-Prints tables (medians and ranges over the repeats; frame percentiles over all frames).
+Prints tables (medians and ranges over the repeats; frame percentiles over all frames). With
+``--compare REV`` (e.g. ``main``) the page of that git revision is served too, its repeats
+alternating with this checkout's in the same browser, and a table puts the two side by side.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +44,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync", "--disable-dev-shm-usage"]
 
 
-def frame_costs(trace) -> tuple[list[float], list[float], list[float]]:
-    """(frame durations, main-thread busy time per frame, time between frames), in ms, of the
-    renderer's main thread in a Chromium trace. A frame's duration is Chromium's own
-    ``AnimationFrame`` span (the animation frames of the performance timeline, as the Long
-    Animation Frames API and DevTools count them: from the frame's start to its rendering
-    done); busy time sums the top-level tasks (``ThreadControllerImpl::RunTask``) between two
-    ``BeginMainThreadFrame`` s."""
+def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(frame durations, main-thread busy time per frame, time between frames, main-thread
+    CPU time per frame), in ms, of the renderer's main thread in a Chromium trace. A frame's
+    duration is Chromium's own ``AnimationFrame`` span (the animation frames of the performance
+    timeline, as the Long Animation Frames API and DevTools count them: from the frame's start
+    to its rendering done); busy time sums the top-level tasks (``ThreadControllerImpl::RunTask``)
+    between two ``BeginMainThreadFrame`` s, wall-clock (``dur``: includes time the thread was
+    ready but another process had the core); CPU time sums the same tasks' thread time
+    (``tdur``: what the frame cost the main thread itself)."""
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
              if e.get("ph") == "M" and e.get("name") == "thread_name"}
@@ -63,21 +69,23 @@ def frame_costs(trace) -> tuple[list[float], list[float], list[float]]:
         elif key in begins:
             durations.append((e["ts"] - begins.pop(key)) / 1000)
     frames = sorted(e["ts"] for e in on_main if e.get("name") == "BeginMainThreadFrame")
-    tasks = sorted((e["ts"], e.get("dur", 0)) for e in on_main
+    tasks = sorted((e["ts"], e.get("dur", 0), e.get("tdur", 0)) for e in on_main
                    if e.get("name") in ("ThreadControllerImpl::RunTask", "RunTask")
                    and e.get("ph") == "X")
-    busy, gaps = [], []
+    busy, gaps, cpu = [], [], []
     j = 0
     for a, b in zip(frames, frames[1:]):
         while j < len(tasks) and tasks[j][0] < a:
             j += 1
-        k, total = j, 0
+        k, total, thread = j, 0, 0
         while k < len(tasks) and tasks[k][0] < b:
             total += tasks[k][1]
+            thread += tasks[k][2]
             k += 1
         busy.append(total / 1000)
+        cpu.append(thread / 1000)
         gaps.append((b - a) / 1000)
-    return durations, busy, gaps
+    return durations, busy, gaps, cpu
 
 
 def pct(xs, q):
@@ -111,10 +119,53 @@ def one_repeat(browser, url: str, trace_path: Path) -> dict:
         page.evaluate(raf)
     browser.stop_tracing()
     ctx.close()
-    frames, busy, gaps = frame_costs(json.loads(trace_path.read_text()))
+    frames, busy, gaps, cpu = frame_costs(json.loads(trace_path.read_text()))
     trace_path.unlink()
     return {"first_ms": first, "all_ms": all_in, "rows": rows, "cols": cols,
-            "costs": frames, "busy": busy, "gaps": gaps}
+            "costs": frames, "busy": busy, "gaps": gaps, "cpu": cpu}
+
+
+def export_revision(rev: str) -> Path:
+    """The files of git revision ``rev`` of the repository of the current directory in a
+    temporary directory (``git archive``), to serve the page of that revision beside this
+    checkout's (``PYTHONPATH`` of its server)."""
+    out = Path(tempfile.mkdtemp(prefix="amore-web-before-"))
+    archive = subprocess.run(["git", "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def report(label: str, results: list[dict], ready: list[float]) -> dict:
+    """Print the tables of one code version's repeats; return its headline figures."""
+    first = [r["first_ms"] / 1000 for r in results]
+    allin = [r["all_ms"] / 1000 for r in results]
+    costs = [c for r in results for c in r["costs"]]
+    gaps = [g for r in results for g in r["gaps"]]
+    busy = [b for r in results for b in r["busy"]]
+    cpu = [c for r in results for c in r["cpu"]]
+    print_table(f"{label}Web table: {results[0]['rows']} runs x {results[0]['cols']} columns in "
+                f"Chromium ({len(results)} repeats, median [range])", ["measure", "value", "range"], [
+                    ["navigation -> first rows painted", f"**{med(first):.2f} s**", rng(first)],
+                    ["navigation -> all rows in the grid", f"{med(allin):.2f} s", rng(allin)],
+                    ["server start -> table read (not in the above)", f"{med(ready):.1f} s",
+                     rng(ready, 1)],
+                    ["target: first rows painted", "<= 1.5 s",
+                     "met" if med(first) <= 1.5 else "MISSED"]])
+    print_table(f"{label}Scrolling: {len(costs)} frames (down through the rows, right through "
+                "the columns)", ["per frame", "median", "p95", "p99", "max"], [
+                    ["main-thread busy time (ms)", f"{statistics.median(busy):.1f}",
+                     f"**{pct(busy, 95):.1f}**", f"{pct(busy, 99):.1f}", f"{max(busy):.1f}"],
+                    ["main-thread CPU time (ms)", f"{statistics.median(cpu):.1f}",
+                     f"{pct(cpu, 95):.1f}", f"{pct(cpu, 99):.1f}", f"{max(cpu):.1f}"],
+                    ["animation frame span, start to rendered (ms)",
+                     f"{statistics.median(costs):.1f}", f"{pct(costs, 95):.1f}",
+                     f"{pct(costs, 99):.1f}", f"{max(costs):.1f}"],
+                    ["time between frames (ms)", f"{statistics.median(gaps):.1f}",
+                     f"{pct(gaps, 95):.1f}", f"{pct(gaps, 99):.1f}", f"{max(gaps):.1f}"],
+                    ["target: p95 main-thread time per frame", "", "<= 16 ms",
+                     "met" if pct(busy, 95) <= 16 else "MISSED", ""]])
+    return {"first": med(first), "busy50": statistics.median(busy), "busy95": pct(busy, 95),
+            "cpu50": statistics.median(cpu), "cpu95": pct(cpu, 95), "gap95": pct(gaps, 95)}
 
 
 def main(argv=None) -> int:
@@ -123,6 +174,9 @@ def main(argv=None) -> int:
     p.add_argument("--vars", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", help="directory for the database (default: a temp dir)")
+    p.add_argument("--compare", metavar="REV",
+                   help="also serve git revision REV's code (e.g. main), alternating repeats "
+                        "with this checkout's in the same browser, and print both side by side")
     a = p.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="amore-web-bench-"))
     ctx = work / f"ctx-{a.runs}x{a.vars}-manual"
@@ -132,48 +186,44 @@ def main(argv=None) -> int:
         build_db(ctx, a.runs, a.vars)
         add_manual_columns(ctx, a.runs)
         print(f"  built in {time.time() - t:.0f} s", flush=True)
-    env = dict(os.environ, AMORE_BROKER="none", PYTHONPATH=str(REPO),
-               AMORE_WEB_ACCESS=str(Path(tempfile.mkdtemp(prefix="amore-web-cfg-")) / "a.json"))
+    access = str(Path(tempfile.mkdtemp(prefix="amore-web-cfg-")) / "a.json")
+    versions = [("this checkout", REPO)]
+    if a.compare:
+        versions.insert(0, (a.compare, export_revision(a.compare)))
+    envs = {label: dict(os.environ, AMORE_BROKER="none", PYTHONPATH=str(code),
+                        AMORE_WEB_ACCESS=access) for label, code in versions}
     from playwright.sync_api import sync_playwright
-    results, ready = [], []
+    results = {label: [] for label, _ in versions}
+    ready = {label: [] for label, _ in versions}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for i in range(a.repeats):
-            proc, url, _, t_ready = start_web(ctx, env, "--no-kafka")
-            ready.append(t_ready)
-            try:
-                r = one_repeat(browser, url, work / f"trace-{i}.json")
-            finally:
-                stop_process_group(proc)
-            results.append(r)
-            print(f"repeat {i + 1}: first rows painted {r['first_ms']:.0f} ms, all {r['rows']} "
-                  f"rows in {r['all_ms']:.0f} ms, {len(r['costs'])} frames traced, p95 frame "
-                  f"duration {pct(r['costs'], 95):.1f} ms", flush=True)
+            for label, _ in versions:
+                proc, url, _, t_ready = start_web(ctx, envs[label], "--no-kafka")
+                ready[label].append(t_ready)
+                try:
+                    r = one_repeat(browser, url, work / f"trace-{i}.json")
+                finally:
+                    stop_process_group(proc)
+                results[label].append(r)
+                print(f"repeat {i + 1} ({label}): first rows painted {r['first_ms']:.0f} ms, "
+                      f"all {r['rows']} rows in {r['all_ms']:.0f} ms, {len(r['costs'])} frames "
+                      f"traced, p95 main-thread busy {pct(r['busy'], 95):.1f} ms", flush=True)
         browser.close()
-    first = [r["first_ms"] / 1000 for r in results]
-    allin = [r["all_ms"] / 1000 for r in results]
-    costs = [c for r in results for c in r["costs"]]
-    gaps = [g for r in results for g in r["gaps"]]
-    busy = [b for r in results for b in r["busy"]]
-    print_table(f"Web table: {results[0]['rows']} runs x {results[0]['cols']} columns in Chromium "
-                f"({a.repeats} repeats, median [range])", ["measure", "value", "range"], [
-                    ["navigation -> first rows painted", f"**{med(first):.2f} s**", rng(first)],
-                    ["navigation -> all rows in the grid", f"{med(allin):.2f} s", rng(allin)],
-                    ["server start -> table read (not in the above)", f"{med(ready):.1f} s",
-                     rng(ready, 1)],
-                    ["target: first rows painted", "<= 1.5 s",
-                     "met" if med(first) <= 1.5 else "MISSED"]])
-    print_table(f"Scrolling: {len(costs)} frames (down through the rows, right through the "
-                "columns)", ["per frame", "median", "p95", "p99", "max"], [
-                    ["main-thread busy time (ms)", f"{statistics.median(busy):.1f}",
-                     f"**{pct(busy, 95):.1f}**", f"{pct(busy, 99):.1f}", f"{max(busy):.1f}"],
-                    ["animation frame span, start to rendered (ms)",
-                     f"{statistics.median(costs):.1f}", f"{pct(costs, 95):.1f}",
-                     f"{pct(costs, 99):.1f}", f"{max(costs):.1f}"],
-                    ["time between frames (ms)", f"{statistics.median(gaps):.1f}",
-                     f"{pct(gaps, 95):.1f}", f"{pct(gaps, 99):.1f}", f"{max(gaps):.1f}"],
-                    ["target: p95 main-thread time per frame", "", "<= 16 ms",
-                     "met" if pct(busy, 95) <= 16 else "MISSED", ""]])
+    heads = {label: report(f"{label}: " if a.compare else "", results[label], ready[label])
+             for label, _ in versions}
+    if a.compare:
+        (before, b), (after, f) = heads.items()
+        print_table(f"Side by side ({before} -> this checkout, {a.repeats} alternating repeats "
+                    "each)", ["figure", before, "this checkout", "ratio"], [
+                        [name, f"{b[k]:.{d}f}", f"{f[k]:.{d}f}", f"{f[k] / b[k]:.2f}"]
+                        for name, k, d in (
+                            ["first rows painted (s)", "first", 2],
+                            ["main-thread busy per frame, median (ms)", "busy50", 1],
+                            ["main-thread busy per frame, p95 (ms)", "busy95", 1],
+                            ["main-thread CPU per frame, median (ms)", "cpu50", 1],
+                            ["main-thread CPU per frame, p95 (ms)", "cpu95", 1],
+                            ["time between frames, p95 (ms)", "gap95", 1])])
     return 0
 
 

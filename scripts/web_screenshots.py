@@ -71,12 +71,13 @@ def main(argv=None) -> int:
         from playwright.sync_api import sync_playwright
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 780},
+            # wide enough for the fixed columns (start, added, comment) and the camera's
+            # thumbnails side by side, unscrolled, as the page opens
+            page = browser.new_page(viewport={"width": 2150, "height": 780},
                                     device_scale_factor=1)
             page.goto(url)
             page.wait_for_function("() => document.body.dataset.loaded === '1'")
             page.locator("#tall").check()
-            page.evaluate("() => amore.state.grid.ensureColumnVisible('cam_mean')")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(out / "web-table.png"))
             print("saved", out / "web-table.png")

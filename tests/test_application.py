@@ -119,7 +119,9 @@ def test_live_updates_watch_the_database_without_a_broker(gui_ctx):
         names = f.names()
         assert names.index("updates") < names.index("ready")
         assert f.value(3, "cam_peak") == 111
-        assert f.sources()[0] == ("db", "Live: watching runs.sqlite (no broker configured)")
+        assert f.sources()[0] == ("db", "Live: updates arrive from database changes "
+                                        "(runs.sqlite checked every 0.25 s; no Kafka broker "
+                                        "configured)")
         assert f.live.mode == "db"
         write_number(ctx, 2, "cam_peak", 4242)
         wait_for(lambda: f.value(2, "cam_peak") == 4242, 30, what="the new value")
@@ -144,13 +146,16 @@ def test_live_updates_say_why_there_is_no_kafka(gui_ctx, monkeypatch):
     monkeypatch.setenv("AMORE_BROKER", f"127.0.0.1:{port}")
     f = Follower(gui_ctx["ctx"])
     try:
-        assert f.sources()[0] == ("db", "Live: watching runs.sqlite (broker not reachable)")
+        assert f.sources()[0] == ("db", "Live: updates arrive from database changes "
+                                        "(runs.sqlite checked every 0.25 s; Kafka broker not "
+                                        "reachable)")
     finally:
         f.close()
     # use_kafka=False: database watching even with a broker
     f = Follower(gui_ctx["ctx"], use_kafka=False)
     try:
         assert f.live.mode == "db" and f.live.publish("comment_changed", {"id": 1}) is False
+        assert f.sources()[0][1].endswith("; Kafka switched off)"), f.sources()
     finally:
         f.close()
 
@@ -165,7 +170,7 @@ def test_live_updates_follow_kafka_messages_poke_and_backstop(gui_ctx, kafka_bro
     b = Follower(ctx, BACKSTOP=0.5)
     try:
         assert a.live.mode == b.live.mode == "kafka"
-        assert a.sources()[0] == ("kafka", f"Live: Kafka {kafka_broker}")
+        assert a.sources()[0] == ("kafka", f"Live: updates arrive over Kafka (broker {kafka_broker})")
         # the backend stores a value and announces it: the run is read on the message
         write_number(ctx, 2, "cam_peak", 1.5)
         db = RunDB(ctx)
@@ -206,12 +211,12 @@ def test_live_updates_say_reconnecting_and_read_the_database_while_the_broker_is
         assert f.live.mode == "kafka"
         proxy.cut(is_amore_client)
         wait_for(lambda: "reconnecting" in f.sources()[-1][1], 60, what="status reconnecting")
-        assert f.sources()[-1] == ("kafka", f"Live: Kafka {proxy.address} (unreachable: "
-                                   "reconnecting; reading runs.sqlite meanwhile)")
+        assert f.sources()[-1] == ("kafka", f"Live: Kafka broker {proxy.address} unreachable, "
+                                   "reconnecting; updates arrive from database changes meanwhile")
         write_number(ctx, 2, "cam_peak", 77)       # nobody can announce it
         wait_for(lambda: f.value(2, "cam_peak") == 77, 30, what="the value read meanwhile")
         proxy.restore()
-        wait_for(lambda: f.sources()[-1] == ("kafka", f"Live: Kafka {proxy.address}"), 60,
+        wait_for(lambda: f.sources()[-1] == ("kafka", f"Live: updates arrive over Kafka (broker {proxy.address})"), 60,
                  what="status back to Kafka")
         assert f.live.kafka_state == "connected"
     finally:

@@ -51,7 +51,7 @@ class Gui:
         self.thread.source.connect(lambda mode, text: self.sources.append(text))
         self.thread.updates.connect(self._on_updates)
         self.thread.start()
-        qtbot.waitUntil(lambda: any("Live: Kafka" in t for t in self.sources), timeout=20000)
+        qtbot.waitUntil(lambda: any("over Kafka" in t for t in self.sources), timeout=20000)
 
     def _on_updates(self, ups):
         for u in ups:

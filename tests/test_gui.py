@@ -20,7 +20,7 @@ def test_open_shows_runs_newest_first(open_window, gui_ctx):
     m = w.model
     assert runs_in_view(w) == sorted(GUI_RUNS, reverse=True)
     assert f"p{GUI_PROPOSAL}" in w.windowTitle()
-    assert w.update_mode == "db" and "watching runs.sqlite" in w.source_label.text()
+    assert w.update_mode == "db" and "from database changes" in w.source_label.text()
     assert "Backend" in w.backend_label.text() or w.backend_label.text() == "Backend: …"
     # headers: title with units, group on its own line
     col = m.column_of("xgm_energy")

@@ -87,6 +87,15 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     # the backend's status says where the table is served
     st = subprocess.run(amore_cmd("backend", "status", ctx), capture_output=True, text=True)
     assert f"Web:            {server.url}/d/{SLUG}/" in st.stdout, st.stdout
+    # the run's fixed columns are in view as the page opens, each with its header
+    grid = page.locator("#grid").bounding_box()
+    for key, title in (("#status", "Status"), ("#run", "Run"), ("#start", "Start"),
+                       ("#added", "Added"), ("#comment", "Comment")):
+        head = page.locator(f'.ag-header-cell[col-id="{key}"] .ag-header-cell-text')
+        assert head.inner_text() == title, key
+        box = head.bounding_box()
+        assert box and grid["x"] <= box["x"] and box["x"] + box["width"] <= grid["x"] + grid["width"], \
+            f"the header of {key} is not in view: {box} (grid {grid})"
     header = page.locator('.ag-header-cell[col-id="xgm_energy"] .ag-header-cell-text')
     page.evaluate("amore.state.grid.ensureColumnVisible('xgm_energy')")
     assert header.inner_text() == "XGM\nPulse energy [µJ]"
@@ -96,7 +105,11 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
         assert cell(page, 2, key).inner_text() == text(2, key), key
     assert cell(page, 2, "n_trains").inner_text() == "40"
     # a sparkline is drawn from its points, a thumbnail's PNG is loaded
-    assert cell(page, 4, "xgm_trend").locator("svg polyline").count() == 1
+    line = cell(page, 4, "xgm_trend").locator("svg polyline")
+    assert line.count() == 1
+    npts = page.evaluate("""() => { const i = amore.state.columns.findIndex(c => c.key === 'xgm_trend');
+        return amore.state.rowsById.get('%s:4').x[i - 6].s.length; }""" % GUI_PROPOSAL)
+    assert npts > 2 and len(line.get_attribute("points").split()) == npts   # every point drawn
     img = cell(page, 4, "cam_mean").locator("img")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
     # an error in red with its message on hover
@@ -109,7 +122,16 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     banner = page.locator("#banner-backend")
     banner.wait_for(state="visible")
     assert "not processed" in banner.inner_text()
-    assert "watching runs.sqlite" in page.locator("#source").inner_text()
+    # how updates arrive, in plain words; no banner while they do
+    assert page.locator("#source").inner_text().startswith(
+        "Live: updates arrive from database changes (runs.sqlite checked every")
+    assert page.locator("#banner-nolive").is_hidden()
+    # when the server stops following the database, a banner says the table stands still
+    page.evaluate("""() => amore.showStatus({...amore.state.status,
+        source: {mode: "none", text: "Live updates stopped (see the log): the table may be out of date"}})""")
+    assert page.locator("#banner-nolive").inner_text() == (
+        "Live updates stopped (see the log): the table may be out of date. New runs and values "
+        "show after reloading the page.")
     # sorting by a column keeps errors last in both directions
     page.locator('.ag-header-cell[col-id="flaky"] .ag-header-cell-label').click()
     page.locator('.ag-header-cell[col-id="flaky"] .ag-header-cell-label').click()

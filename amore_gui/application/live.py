@@ -65,9 +65,17 @@ def _connect_kafka(context_dir: Path, db_id: str | None):
 
 
 def _kafka_text(broker: str, reconnecting: bool = False) -> str:
-    """Status-bar text of Kafka mode."""
-    return f"Live: Kafka {broker}" + (
-        " (unreachable: reconnecting; reading runs.sqlite meanwhile)" if reconnecting else "")
+    """Status-bar text of Kafka mode: how updates arrive, in plain words."""
+    if reconnecting:
+        return (f"Live: Kafka broker {broker} unreachable, reconnecting; updates arrive from "
+                "database changes meanwhile")
+    return f"Live: updates arrive over Kafka (broker {broker})"
+
+
+def _db_text(why: str) -> str:
+    """Status-bar text of database-watching mode (``why``: why not Kafka)."""
+    return (f"Live: updates arrive from database changes (runs.sqlite checked every "
+            f"{LiveUpdates.POLL_DB:g} s; {why})")
 
 
 class LiveUpdates:
@@ -149,7 +157,7 @@ class LiveUpdates:
                                              self.variables_sig, self.comments_sig)
         except Exception as e:
             self.mode = NONE
-            ev.source.emit(NONE, f"No live updates ({e})")
+            ev.source.emit(NONE, f"No live updates: the table stays as it was read ({e})")
             return
         consumer = cfg = None
         if self.use_kafka:
@@ -163,9 +171,10 @@ class LiveUpdates:
             ev.source.emit(KAFKA, _kafka_text(cfg.broker))
         else:
             self.mode = DB
-            why = ("no broker configured" if cfg is None or not cfg.broker else
-                   "broker not reachable")
-            ev.source.emit(DB, f"Live: watching runs.sqlite ({why})")
+            why = ("Kafka switched off" if not self.use_kafka else
+                   "no Kafka broker configured" if cfg is None or not cfg.broker else
+                   "Kafka broker not reachable")
+            ev.source.emit(DB, _db_text(why))
         try:
             # catch up with what changed since the table was read
             self._emit_changes(watcher.poll(force=True))
@@ -177,7 +186,7 @@ class LiveUpdates:
         except Exception:
             log.exception("Live updates stopped")
             self.mode = NONE
-            ev.source.emit(NONE, "Live updates stopped (see log)")
+            ev.source.emit(NONE, "Live updates stopped (see the log): the table may be out of date")
         finally:
             watcher.close()
             if consumer is not None:

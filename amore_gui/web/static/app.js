@@ -261,7 +261,9 @@ function gridOptions(columns, layout, rows) {
     animateRows: false,
     asyncTransactionWaitMillis: 30,
     suppressColumnVirtualisation: false,
-    rowBuffer: 8,
+    // rows kept beyond the visible ones: each costs style, layout, paint and hit-testing in
+    // every frame, and a wheel notch (100 px) brings in fewer than four (benchmarks/web_table.py)
+    rowBuffer: 3,
     isExternalFilterPresent: () => state.filterIds !== null,
     doesExternalFilterPass: (node) => state.filterIds === null || state.filterIds.has(node.data.id),
     onCellValueChanged: onCellValueChanged,
@@ -410,7 +412,12 @@ function showStatus(s) {
       "(amore-proto backend start, or from the GUI)." + (b.detail ? ` ${b.detail}` : "");
     banner.hidden = false;
   } else banner.hidden = true;
-  $("source").textContent = (s.source && s.source.text) || "";
+  const src = s.source || {};
+  $("source").textContent = src.text || "";
+  // the server follows the database no more: say that the table stands still
+  $("banner-nolive").textContent = src.mode === "none" ?
+    `${src.text}. New runs and values show after reloading the page.` : "";
+  $("banner-nolive").hidden = src.mode !== "none";
 }
 
 function updateCounts() {
@@ -912,4 +919,4 @@ window.addEventListener("DOMContentLoaded", () => {
   loadTable().catch((e) => message(`Could not load the table: ${e.message}`, true));
 });
 
-window.amore = {state, jumpTo, applyFilter};
+window.amore = {state, jumpTo, applyFilter, showStatus};
