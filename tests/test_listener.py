@@ -320,3 +320,67 @@ def test_one_off_reprocess_is_handed_to_the_running_backend(make_context_dir, wr
     p = subprocess.run(amore_cmd("reprocess", "1", "-d", ctx, "-q"), capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0 and "running backend" not in p.stdout, p.stdout + p.stderr
+
+
+COUNTING_CONTEXT = textwrap.dedent("""
+    import os
+    from amore.context import Variable
+
+    @Variable(title="Trains")
+    def n_trains(run, n: "meta#run_number"):
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls"), "a") as f:
+            f.write(f"{n}\\n")
+        return len(run.train_ids)
+""")
+
+
+def test_a_run_announced_after_a_catch_up_computed_it_is_not_computed_again(
+        make_context_dir, write_run, backend, kafka_broker, monkeypatch):
+    """A run whose announcement the backend reads from Kafka after a catch-up (`listen --once`
+    while it was down) computed it: not computed a second time. Announced again after its data
+    changed: computed again."""
+    import json
+
+    from backend.config import load_config
+
+    from tests.kafka_broker import create_topics, produce
+
+    ctx = make_context_dir(COUNTING_CONTEXT, name="cctx")
+    calls = ctx / "calls"
+
+    def computed(run):
+        return calls.read_text().split().count(str(run)) if calls.exists() else 0
+
+    write_run(1, ntrains=30)
+    out = subprocess.run(amore_cmd("listen", "--once", ctx), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert computed(1) == 1 and RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 30
+
+    monkeypatch.setenv("AMORE_BROKER", kafka_broker)
+    config = load_config(ctx)
+    create_topics(kafka_broker, config["kafka"]["event_topics"])
+    topic = config["kafka"]["event_topics"][0]
+    b = backend(ctx)
+
+    def announce(run):
+        produce(kafka_broker, topic, json.dumps({"event": "migration_complete",
+                                                 "proposal": PROPOSAL, "run": str(run)}).encode())
+
+    announce(1)
+    write_run(2, ntrains=20)
+    announce(2)   # events are handled in order: once run 2 is done, run 1's was handled
+    wait_for(lambda: run_status(ctx, 2) == "done" and computed(2) == 1, 60, what="run 2 done")
+    wait_for(lambda: "Run 1: announced again" in b.log.read_text() or computed(1) > 1, 30,
+             what="run 1's announcement handled")
+    time.sleep(0.5)
+    assert computed(1) == 1, f"run 1 computed again (calls: {calls.read_text().split()})"
+
+    # its raw data rewritten (another number of trains): announced again, computed again
+    time.sleep(1.1)   # a new modification time even on coarse-grained file systems
+    write_run(1, ntrains=40)
+    announce(1)
+    wait_for(lambda: computed(1) == 2, 60, what="run 1 computed after its data changed")
+    wait_for(lambda: RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 40, 30,
+             what="run 1's new value")
+    assert b.stop() == 0

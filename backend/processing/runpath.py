@@ -196,10 +196,11 @@ class RunPath:
         source.ack(token)
 
     def handle_event(self, ev) -> None:
-        """Record the run of ``ev`` (:meth:`record`) and queue its processing."""
+        """Record the run of ``ev`` (:meth:`record`) and queue its processing: of what is stale
+        only, if the run is already done (:meth:`still_to_compute`)."""
         todo = self.record(ev)
         if todo is not None:
-            self.submit(*todo)
+            self.submit(*todo, if_stale=True)
 
     def record(self, ev) -> tuple[int | str, int, str] | None:
         """Record the run of ``ev`` and the announcement itself (append-only); returns
@@ -281,17 +282,57 @@ class RunPath:
 
     # -- 2. dispatch ----------------------------------------------------------------------------
     def submit(self, proposal: int | str, run: int, data: str = "all", names=None,
-               only: bool = False, reuse=None) -> Future | None:
+               only: bool = False, reuse=None, if_stale: bool = False) -> Future | None:
         """Queue the run's :meth:`dispatch` (``names``/``only``/``reuse``: see there), then
-        :attr:`after`; None once the backend stops."""
+        :attr:`after`; None once the backend stops. ``if_stale``: a run already done computes
+        only what is stale by then (:meth:`still_to_compute`), or nothing."""
         if self.stopped.is_set():
             return None
         return self.executor.submit(self._dispatch_queued, proposal, run, data, names, only,
-                                    reuse)
+                                    reuse, if_stale)
 
-    def _dispatch_queued(self, proposal, run, data, names=None, only=False, reuse=None):
+    def still_to_compute(self, proposal: int | str, run: int):
+        """For a run announced again (an event the source delivers after a catch-up already
+        computed the run, or a redelivered one): ``None`` when the run is to be computed as
+        asked (not done, the context file changed since it was last loaded, or the staleness
+        cannot be told), else ``(names, reuse, data)`` of the stale values only
+        (:func:`backend.processing.selective.plan`: ``names`` None = all), or ``()`` when no
+        value of the run is stale: its values were made from this data by this code.
+        Waits for a computation of the run in flight to end first."""
+        with self.processor._run_lock(proposal, run):
+            pass   # a catch-up computing this run now ends first
+        row = self.db.get_run(proposal, run)
+        if not row or row.get("status") != RunStatus.DONE.value:
+            return None
+        from backend.processing.selective import code_is_current, plan, requests
+        try:
+            if not code_is_current(self.db, self.processor.config, self.processor.context_dir):
+                return None
+            todo = plan(self.db, runs=[(proposal, run)])
+            if not todo:
+                return ()
+            reuse, kinds = requests(self.db, todo)
+        except Exception:
+            log.exception("Run %d: cannot tell which values are stale; computing it", run)
+            return None
+        key = next(iter(todo))
+        return todo[key], reuse.get(key), kinds.get(key, "all")
+
+    def _dispatch_queued(self, proposal, run, data, names=None, only=False, reuse=None,
+                         if_stale=False):
         if self.stopped.is_set():
             return None
+        if if_stale and names is None:
+            todo = self.still_to_compute(proposal, run)
+            if todo == ():
+                log.info("Run %d: announced again, already computed from this data by this "
+                         "code; nothing to compute", run)
+                return None
+            if todo is not None:
+                names, reuse, data = todo
+                only = names is not None
+                log.info("Run %d: announced again; computing its stale values only (%s)", run,
+                         "all" if names is None else ", ".join(names))
         try:
             out = self.dispatch(proposal, run, data, names, only=only, reuse=reuse)
         except Exception:
