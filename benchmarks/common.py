@@ -349,9 +349,11 @@ class UpdateArrivals(threading.Thread):
         self.consumer.close()
 
 
-def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
+def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300,
+              output: Path | None = None) -> tuple:
     """``amore-proto web ctx`` on a free loopback port: (process, page URL, API base URL,
-    seconds until its table answered)."""
+    seconds until its table answered). What the server prints after its first line is read
+    all along (a full pipe would stop it), into ``output`` if given."""
     import socket
     import urllib.request
     with socket.socket() as s:
@@ -366,6 +368,13 @@ def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
         raise RuntimeError(f"amore-proto web did not start: {first}{proc.stdout.read()}")
     page = first.split(" at ")[-1].strip()
     api = page.replace("/d/", "/api/d/", 1)
+
+    def drain():
+        with open(output or os.devnull, "a") as f:
+            for line in proc.stdout:
+                f.write(line)
+                f.flush()
+    threading.Thread(target=drain, daemon=True).start()
     while True:
         try:
             urllib.request.urlopen(api + "table?limit=1", timeout=5)
