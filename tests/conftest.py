@@ -79,9 +79,10 @@ def make_context_dir(tmp_path, data_root):
     return make
 
 
-def start_processing(ctx_dir, workers=1):
+def start_processing(ctx_dir, workers=1, **pool_options):
     """``(db, pool, processor, error)``: the backend's run processing for context directory
-    ``ctx_dir`` (a ``RunProcessor`` on a real ``WorkerPool`` of ``workers`` processes) with its
+    ``ctx_dir`` (a ``RunProcessor`` on a real ``WorkerPool`` of ``workers`` processes, made with
+    ``pool_options``) with its
     context file loaded; ``error`` says why it could not be (None if it was). The caller stops
     the pool (``pool.stop()``)."""
     from backend.config import load_config
@@ -90,7 +91,7 @@ def start_processing(ctx_dir, workers=1):
     from backend.store.writer import RunDB
     config = load_config(ctx_dir)
     db = RunDB(ctx_dir)
-    pool = WorkerPool(ctx_dir, config, workers)
+    pool = WorkerPool(ctx_dir, config, workers, **pool_options)
     try:
         proc = RunProcessor(ctx_dir, config, db, pool)
         return db, pool, proc, proc.load_context()
@@ -101,14 +102,14 @@ def start_processing(ctx_dir, workers=1):
 
 @pytest.fixture
 def run_processor():
-    """``run_processor(ctx, workers=1)`` -> ``(db, pool, processor)``: the backend's run
-    processing for context directory ``ctx`` (a ``RunProcessor`` on a real ``WorkerPool`` of
-    ``workers`` processes), its context file loaded (asserted). The pools are stopped, and their
-    workers killed, after the test."""
+    """``run_processor(ctx, workers=1, **pool_options)`` -> ``(db, pool, processor)``: the
+    backend's run processing for context directory ``ctx`` (a ``RunProcessor`` on a real
+    ``WorkerPool`` of ``workers`` processes, made with ``pool_options``), its context file loaded
+    (asserted). The pools are stopped, and their workers killed, after the test."""
     pools = []
 
-    def make(ctx, workers=1):
-        db, pool, proc, err = start_processing(ctx, workers)
+    def make(ctx, workers=1, **pool_options):
+        db, pool, proc, err = start_processing(ctx, workers, **pool_options)
         pools.append(pool)
         assert err is None, err
         return db, pool, proc

@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
+
 from tests.conftest import PROPOSAL, amore_cmd, wait_for  # noqa: F401 (the fault tests import them from here)
 
 #: A context file with cheap variables on real run files.
@@ -40,6 +42,52 @@ SIMPLE_CONTEXT = textwrap.dedent("""
     def run_no(run, run_nr: "meta#run_number"):
         return run_nr
 """)
+
+
+def detaching_context(cluster: bool = False) -> str:
+    """A context file whose variable ``detached`` (a Slurm one with ``cluster``) leaves a daemon
+    behind (double fork and setsid; it holds the worker's pipes and sleeps 600 s; its PID in
+    ``DIR/daemon-R.pid``, the worker's in ``worker-R.pid``), then on runs 1 and 4 sleeps (to
+    be killed from outside), on run 2 crashes in native code (segfault), else returns the run
+    number; and ``n_trains``."""
+    return textwrap.dedent("""
+        import ctypes, os, time
+        from amore.context import Variable
+
+        @Variable(title="Trains")
+        def n_trains(run):
+            return len(run.train_ids)
+
+        @Variable(title="Detached"CLUSTER)
+        def detached(run, r: "meta#run_number"):
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()
+                if os.fork() == 0:      # a detached daemon (double fork), holding our pipes
+                    with open(f"daemon-{r}.tmp", "w") as f:
+                        f.write(str(os.getpid()))
+                    os.rename(f"daemon-{r}.tmp", f"daemon-{r}.pid")
+                    time.sleep(600)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            while not os.path.exists(f"daemon-{r}.pid"):
+                time.sleep(0.01)
+            with open(f"worker-{r}.pid", "w") as f:
+                f.write(str(os.getpid()))
+            if r in (1, 4):             # the worker is killed from outside meanwhile
+                time.sleep(600)
+            if r == 2:                  # crash in native code
+                ctypes.string_at(0)
+            return r
+    """).replace("CLUSTER", ", cluster=True" if cluster else "")
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie has: whoever inherited it reaps it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 # ---------------------------------------------------------------------------------------------

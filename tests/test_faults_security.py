@@ -1,17 +1,22 @@
 """Security checks as tests: file modes, the metadata-service token, SQL with hostile strings,
-nothing unpickled or evaluated.
+nothing unpickled or evaluated, the backend's control socket between two real users.
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
+import pwd
 import re
+import shutil
+import socket
 import stat
 import subprocess
 import textwrap
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import psutil
@@ -34,6 +39,24 @@ def modes(root: Path) -> dict[str, int]:
     return out
 
 
+@contextlib.contextmanager
+def _backend_with_run_1(ctx, write_run, prefix=()):
+    """The backend of ``ctx`` running (``amore-proto listen``, after the command ``prefix``),
+    run 1 processed by it."""
+    proc = subprocess.Popen([*prefix, *amore_cmd("listen", ctx)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: (ctx / "amore.log").exists()
+                 and " Ready" in (ctx / "amore.log").read_text(), 60, 0.1, "backend ready")
+        write_run(1, ntrains=5)
+        wait_for(lambda: (RunDB(ctx).get_run(PROPOSAL, 1) or {}).get("status") == "done", 60,
+                 0.2, "run 1 processed")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["private dir", "group-shared dir"])
 def test_files_never_world_writable_even_with_umask_000(tmp_path, write_run, shared, monkeypatch):
     """A user with ``umask 000`` runs init, the backend (which processes a run) and a
@@ -52,18 +75,8 @@ def test_files_never_world_writable_even_with_umask_000(tmp_path, write_run, sha
     if shared:
         os.chmod(ctx, 0o2775)
     (ctx / "amore.toml").write_text(OFFLINE)
-    proc = subprocess.Popen(umask0 + amore_cmd("listen", ctx), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for(lambda: (ctx / "amore.log").exists()
-                 and " Ready" in (ctx / "amore.log").read_text(), 60, 0.1, "backend ready")
-        write_run(1, ntrains=5)
-        wait_for(lambda: (RunDB(ctx).get_run(PROPOSAL, 1) or {}).get("status") == "done", 60,
-                 0.2, "run 1 processed")
+    with _backend_with_run_1(ctx, write_run, umask0):
         during = modes(ctx)        # while the backend runs: lock, status, -wal, -shm exist
-    finally:
-        proc.terminate()
-        proc.wait(30)
     subprocess.run(umask0 + amore_cmd("reprocess", "1", "--dir", ctx), check=True,
                    capture_output=True)
     after = modes(ctx)
@@ -255,3 +268,141 @@ def test_nothing_unpickled_or_evaluated():
     # (line numbers move as context.py changes; the file and the code are what matter)
     assert [re.sub(r":\d+:", ":", h, count=1) for h in hits] == \
         ["backend/ctxrunner/context.py: exec(compiled, ns)"], hits
+
+
+@pytest.fixture(scope="module")
+def other_user():
+    """A second real user of this machine (``useradd``; removed afterwards), as a pwd entry:
+    not root, not in the context directories' group."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a second user needs root and useradd")
+    name = f"amoret{os.getpid() % 1000000}"
+    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/bin/false",
+                    name], check=True, capture_output=True, timeout=60)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+class AsUser:
+    """``fn(*args)`` in a process of ``user`` (forked from the test and switched to that user
+    with setgroups/setgid/setuid, as ``runuser`` does, without running another program): its
+    result, a dict, comes back as JSON through a pipe (:meth:`result`)."""
+
+    def __init__(self, user, fn, *args):
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            status = 1
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+                os.write(w, json.dumps(fn(*args)).encode())
+                status = 0
+            except BaseException:  # noqa: BLE001 - said on stderr, exit status 1
+                traceback.print_exc()
+            finally:
+                os._exit(status)
+        os.close(w)
+        self._r = r
+
+    def result(self) -> dict:
+        with os.fdopen(self._r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(self.pid, 0)
+        assert status == 0 and data, f"the other user's process failed (status {status})"
+        return json.loads(data)
+
+
+def _impostor(addr: bytes, wait: float) -> dict:
+    """Bind the backend's control address first and answer the first client as the backend
+    would; what did the client send?"""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(addr)
+    s.listen(1)
+    s.settimeout(wait)
+    try:
+        conn, _ = s.accept()
+    except socket.timeout:
+        return {"connected": False}
+    received = b""
+    with conn:
+        conn.settimeout(10)
+        try:
+            conn.sendall(b'{"version": 1, "kind": "accepted", "pid": 1, "host": "x"}\n'
+                         b'{"version": 1, "kind": "done"}\n')
+            while chunk := conn.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return {"connected": True, "received": received.decode(errors="replace")}
+
+
+def _listening(addr: bytes) -> bool:
+    with open("/proc/net/unix") as f:
+        return any(line.split()[-1:] == ["@" + addr[1:].decode()] for line in f)
+
+
+def test_reprocess_talks_only_to_the_backends_user(make_context_dir, write_run, other_user):
+    """Another user's process takes the backend's control address before the backend starts
+    (anyone on the machine can bind it): ``amore-proto reprocess`` sends it nothing, believes
+    nothing it says, names it and says what to do, and processes the run itself."""
+    from backend.service.control import socket_name
+    ctx = make_context_dir(template="generic", config=OFFLINE)
+    addr = socket_name(RunDB(ctx).db_id, ctx)
+    impostor = AsUser(other_user, _impostor, addr, 120.0)
+    wait_for(lambda: _listening(addr), 30, 0.05, "the other user's process listening")
+    with _backend_with_run_1(ctx, write_run):
+        p = subprocess.run(amore_cmd("reprocess", "1", "--dir", ctx), capture_output=True,
+                           text=True, timeout=120)
+    seen = impostor.result()
+    assert seen == {"connected": True, "received": ""}, seen
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "in the running backend" not in p.stdout
+    said = p.stderr
+    assert f"(PID {impostor.pid}) runs as user '{other_user.pw_name}' (uid {other_user.pw_uid})" \
+        in said and "not as the backend's user 'root' (uid 0)" in said, said
+    assert "nothing was sent to it" in said and "stop it" in said and "Processing here" in said
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 5
+
+
+def _written(ctx) -> dict:
+    """When run 1's values were written: name -> Unix time."""
+    import sqlite3
+    con = sqlite3.connect(ctx / "runs.sqlite")
+    try:
+        return dict(con.execute("SELECT name, timestamp FROM run_values WHERE run = 1"))
+    finally:
+        con.close()
+
+
+def _client(addr: bytes, context_dir: str) -> dict:
+    """Ask the backend at ``addr`` to reprocess run 1; its first answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(addr)
+    with s, s.makefile("rwb", buffering=0) as f:
+        f.write(json.dumps({"version": 1, "op": "reprocess", "runs": [1], "names": None,
+                            "params": {}, "context_dir": context_dir}).encode() + b"\n")
+        return json.loads(f.readline() or b"{}")
+
+
+def test_backend_refuses_reprocess_requests_of_other_users(make_context_dir, write_run,
+                                                           other_user):
+    """A user who is neither the backend's, nor root, nor in the context directory's group
+    asks the backend (through its control socket) to reprocess a run: refused, and nothing is
+    recomputed."""
+    from backend.service.control import socket_name
+    ctx = make_context_dir(template="generic", config=OFFLINE)
+    with _backend_with_run_1(ctx, write_run):
+        before = _written(ctx)
+        addr = socket_name(RunDB(ctx).db_id, ctx)
+        answer = AsUser(other_user, _client, addr, str(ctx.resolve())).result()
+        assert answer == {"version": 1, "kind": "error",
+                          "error": f"user {other_user.pw_uid} may not use this backend"}, answer
+        time.sleep(1.0)  # a reprocess, had it been accepted, would have started
+        assert _written(ctx)["n_trains"] == before["n_trains"]
+        assert "Reprocess of run(s)" not in (ctx / "amore.log").read_text()

@@ -8,14 +8,18 @@ clear status; the backend's pool lives on and the next run is computed normally.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
-from tests.conftest import returns_within
-from tests.faults_helpers import PROPOSAL
+from tests.conftest import wait_for
+from tests.faults_helpers import PROPOSAL, detaching_context, gone
 
 RUNAWAY_CONTEXT = textwrap.dedent("""
     import ctypes, os, subprocess, sys, time
@@ -83,10 +87,7 @@ def processor(make_context_dir, write_run, run_processor):
 def running(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (one that ends while being looked at
     is not running)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not gone(pid)
 
 
 def sleepers():
@@ -112,9 +113,11 @@ def test_runaway_user_code(processor, caplog):
         return out, db.get_run(PROPOSAL, run), db.get_values(PROPOSAL, run)
 
     # Endless loop: killed at run_timeout (6 s: not before, a lower bound no slow machine can
-    # fail; how long after is measured by benchmarks/waits.py), the run failed and says why.
+    # fail; how long after is measured by benchmarks/waits.py; the wait is bounded by
+    # pytest-timeout), the run failed and says why. Run in this thread: the worker that replaces
+    # the killed one must not be started by a thread that ends (PR_SET_PDEATHSIG is per thread).
     t0 = time.monotonic()
-    out, row, _ = returns_within(120, process, 1, what="the endless loop's run (run_timeout 6 s)")
+    out, row, _ = process(1)
     assert time.monotonic() - t0 >= 6, "the run was stopped before its run_timeout of 6 s"
     assert row["status"] == "failed" and "timed out" in row["status_message"] \
         and "run_timeout" in row["status_message"], row
@@ -171,3 +174,100 @@ def test_runaway_user_code(processor, caplog):
     assert not [p for p in psutil.process_iter(["cmdline", "status"])
                 if (p.info["cmdline"] or []) == ["sleep", "602"]
                 and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+def own_cgroups() -> list[str]:
+    """The worker cgroups this test process's pools made that still exist."""
+    from backend.procs import Cgroup
+    own = Cgroup.own_dir()
+    return sorted(p.name for p in own.glob(f"amore-worker*-{os.getpid()}-*")) if own else []
+
+
+def in_worker_cgroup(pid: int) -> bool:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return any(line.startswith("0::") and "/amore-worker" in line for line in f)
+
+
+@pytest.mark.parametrize("containment", ["subreaper", "cgroup"])
+def test_nothing_outlives_a_killed_or_crashed_worker(containment, make_context_dir, write_run,
+                                                    run_processor):
+    """A daemon the context code detaches (double fork, setsid) is gone soon after its worker
+    is SIGKILLed (as by the out-of-memory killer) or crashes (segfault); after a normal run
+    the per-run clean-up kills it, but never a process that is not the worker's. With
+    ``subreaper`` the workers have no cgroup (an unprivileged user on a login node: their
+    keeper does it alone); with ``cgroup`` each has one (root or a delegated cgroup v2), which
+    also covers the keeper being killed together with its worker."""
+    from backend.procs import Cgroup
+    if containment == "cgroup":
+        probe = Cgroup.create(f"amore-probe-{os.getpid()}")
+        if probe is None:
+            pytest.skip("this user may not create cgroups here (needs cgroup v2, as root or "
+                        "delegated)")
+        probe.remove()
+    ctx = make_context_dir(code=detaching_context(), config="[processing]\njobs = 1\n"
+                                                          "run_timeout = 120\n")
+    for r in range(1, 5):
+        write_run(r, ntrains=5)
+    db, pool, proc = run_processor(ctx, cgroups=containment == "cgroup")
+    outsider = subprocess.Popen(["sleep", "605"], start_new_session=True)  # not the worker's
+
+    def pid_file(name):
+        p = ctx / name
+        return int(p.read_text()) if p.exists() and p.read_text() else None
+
+    def killed_from_outside(run, victims):
+        """Process ``run``; once its daemon runs, SIGKILL ``victims(worker pid)``."""
+        with ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(proc.process, PROPOSAL, run)
+            worker = wait_for(lambda: pid_file(f"worker-{run}.pid"), 60,
+                              what="the variable running")
+            daemon = pid_file(f"daemon-{run}.pid")
+            assert running(daemon)
+            assert in_worker_cgroup(daemon) == (containment == "cgroup")
+            for pid in victims(worker):
+                os.kill(pid, signal.SIGKILL)
+            return fut.result(60), daemon
+
+    try:
+        # The worker is SIGKILLed: the run fails saying so, its daemon is gone.
+        out, daemon = killed_from_outside(1, lambda worker: [worker])
+        assert out.status == "failed" and "SIGKILL" in out.message, out
+        wait_for(lambda: not running(daemon), 10, 0.05, "the killed worker's daemon gone")
+
+        # The worker segfaults: the same.
+        out = proc.process(PROPOSAL, 2)
+        daemon = pid_file("daemon-2.pid")
+        assert out.status == "failed" and "SIGSEGV" in out.message, out
+        wait_for(lambda: not running(daemon), 10, 0.05, "the crashed worker's daemon gone")
+
+        # A normal run: the per-run clean-up kills the daemon, not the outsider.
+        out = proc.process(PROPOSAL, 3)
+        assert out.status == "done" and db.get_values(PROPOSAL, 3)["detached"].value == 3, out
+        wait_for(lambda: not running(pid_file("daemon-3.pid")), 10, 0.05,
+                 "the normal run's daemon gone")
+        assert running(outsider.pid), "a process that is not the worker's was killed"
+
+        if containment == "cgroup":
+            # The worker and its keeper are killed at once: the cgroup still holds the daemon
+            # and the pool kills it.
+            keeper = pool.workers[0].pid
+            out, daemon = killed_from_outside(4, lambda worker: [keeper, worker])
+            assert out.status == "failed" and "SIGKILL" in out.message, out
+            wait_for(lambda: not running(daemon), 10, 0.05,
+                     "the daemon of a worker killed with its keeper gone")
+            # ... and while idle: the next run takes a new worker (no cgroup is left behind,
+            # checked below)
+            out = proc.process(PROPOSAL, 3)  # a live, idle worker
+            assert out.status == "done", out
+            keeper = pool.workers[0].pid
+            for p in [*psutil.Process(keeper).children(), psutil.Process(keeper)]:
+                p.kill()
+            wait_for(lambda: not pool.workers[0].alive(), 10, 0.05, "the idle worker killed")
+            out = proc.process(PROPOSAL, 3)
+            assert out.status == "done", out
+        assert running(outsider.pid), "a process that is not the worker's was killed"
+        pool.stop()
+        assert not own_cgroups(), "cgroups left behind"
+    finally:
+        outsider.kill()
+        outsider.wait()

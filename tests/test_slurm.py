@@ -192,6 +192,27 @@ def test_job_whose_worker_is_killed(slurm, make_context_dir, write_run, backends
     assert ev and "FAILED" in ev[0]["message"] and ev[0]["level"] == "error"
 
 
+def test_nothing_a_slurm_job_starts_outlives_it(slurm, make_context_dir, write_run, backends):
+    """A daemon the context code detaches in a Slurm job (double fork, setsid) is gone when
+    the job ends, normally (run 3) or by a crash (run 2, segfault), though the test cluster
+    follows a job's processes by their parents (``proctrack/linuxproc``, as some sites do),
+    which loses such a daemon."""
+    from tests.faults_helpers import detaching_context, gone
+    ctx = make_context_dir(detaching_context(cluster=True), config=slurm_config(slurm))
+    b = backends(ctx)
+    for r in (2, 3):
+        write_run(r, ntrains=5)
+    for r in (2, 3):
+        wait_for(lambda: (RunDB(ctx).get_run(PROPOSAL, r) or {}).get("status") == "done"
+                 and "detached" in values(ctx, r), 120, 0.2, f"run {r}'s job handled")
+    assert values(ctx, 3)["detached"].value == 3
+    assert_slurm_error(ctx, 2, "FAILED", names=("detached",))
+    for r in (2, 3):
+        daemon = int((ctx / f"daemon-{r}.pid").read_text())
+        wait_for(lambda: gone(daemon), 10, 0.05, f"the daemon of run {r}'s job gone")
+    assert b.stop() == 0
+
+
 def test_job_on_a_node_that_fails(slurm, make_context_dir, write_run, backends):
     """The job's node goes down while it runs (``scontrol update state=down``, as an admin or
     Slurm's health check does): the job ends NODE_FAIL (not requeued, ``--no-requeue``) and

@@ -193,7 +193,7 @@ def _hand_to_backend(a, d, runs, params):
     """Reprocess in the running backend's warm workers (:mod:`backend.service.control`) when a
     backend of this directory runs on this machine. Returns the exit status, or None to
     process here (no backend here, or it refused)."""
-    from backend.service.control import BackendUnavailable, request_reprocess
+    from backend.service.control import BackendUnavailable, UntrustedPeer, request_reprocess
     from backend.service.lock import lock_held
     if not lock_held(d):
         return None
@@ -214,6 +214,9 @@ def _hand_to_backend(a, d, runs, params):
     t0 = time.perf_counter()
     try:
         acc = request_reprocess(db_id, d, runs, names, params, on_run)
+    except UntrustedPeer as e:
+        print(f"amore-proto reprocess: {e}. Processing here instead.", file=sys.stderr)
+        return None
     except BackendUnavailable as e:
         log.info("Processing here: the backend did not take the request (%s)", e)
         return None

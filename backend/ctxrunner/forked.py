@@ -9,7 +9,8 @@ document through a pipe; nothing is pickled. The copy is in the worker's process
 killing the worker (a run timeout, a cancel) kills it too, and it dies with the worker
 (``PR_SET_PDEATHSIG``).
 
-Runs in the user's Python: standard library only (and :mod:`backend.ctxrunner.memory`).
+Runs in the user's Python: standard library only (and :mod:`backend.ctxrunner.memory`,
+:mod:`backend.procs`).
 """
 from __future__ import annotations
 
@@ -22,17 +23,7 @@ import warnings
 from typing import Any, Callable
 
 from backend.ctxrunner.memory import hand_back
-
-PR_SET_PDEATHSIG = 1
-
-
-def prctl(option: int, arg: int) -> bool:
-    """Linux ``prctl(option, arg)``; False where it is not available or fails."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+from backend.procs import PR_SET_PDEATHSIG, prctl
 
 
 def can_fork() -> bool:

@@ -17,7 +17,8 @@ values as a small JSON file, ``slurm/results/p<proposal>_r<run>-<task>.json`` (`
 :meth:`backend.vocab.StoredValue.to_json`; ``timings``: Unix times ``process_started``,
 ``main``, ``run_start``, ``run_end``). The backend, the single writer, ingests it.
 Everything the job prints goes to its Slurm log. Exit status 0 when the run could be processed
-(variables may still have failed: that is in their values), 1 otherwise.
+(variables may still have failed: that is in their values), 1 otherwise. Processes the context
+file starts are killed when the job ends, however it ends (:func:`backend.procs.keep_descendants`).
 """
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ def job_cpus() -> int:
 
 
 def main(argv=None) -> int:
+    # Nothing the context file starts outlives the job, whatever Slurm's process tracking (with
+    # proctrack/linuxproc or pgid a detached process would escape it), even if it crashes.
+    from backend.procs import keep_descendants
+    keep_descendants("Slurm job")
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
     if spec.get("version") != SPEC_VERSION:

@@ -466,62 +466,16 @@ class _Tee:
         return "".join(self._head) + cut + tail
 
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def _descendants(root: int) -> list[int]:
-    """PIDs of every living descendant of ``root`` (from /proc; [] where there is none)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for e in entries:
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ..."; comm may contain spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(e))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def kill_leftover_processes(keep: set[int] | frozenset = frozenset()) -> int:
     """Kill every process the context file started and left behind (forked children, spawned
     programs, daemons that detached with setsid: as a child subreaper the worker inherits those),
     except the PIDs in ``keep`` (processes that existed before the run, e.g. a pool the context
     file starts when it is loaded), and reap them. Returns how many were killed."""
-    import signal
-    pids = [p for p in _descendants(os.getpid()) if p not in keep]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            if not set(_descendants(os.getpid())) - set(keep):
-                break
-            time.sleep(0.01)
-    if pids:
-        print(f"AMORE: killed {len(pids)} process(es) the context file left running",
-              file=sys.stderr)
-    return len(pids)
+    from backend.procs import kill_descendants
+    n = kill_descendants(keep)
+    if n:
+        print(f"AMORE: killed {n} process(es) the context file left running", file=sys.stderr)
+    return n
 
 
 def apply_memory_limit(megabytes: float) -> None:
@@ -548,22 +502,13 @@ def _release_memory() -> None:
     hand_back()
 
 
-def _watch_parent() -> None:
-    """Exit when the backend that started this worker is gone (killed with SIGKILL, its pipes
-    may stay open in children): checked every second in a daemon thread."""
-    import threading
-    parent = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                kill_leftover_processes()
-                os._exit(3)
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main(argv=None):
+    # Nothing the context file starts outlives this worker, even if it crashes or is killed:
+    # from here on this is the child of a keeper (backend.procs.keep_descendants), and a child
+    # subreaper itself, so what the context file leaves behind can be cleaned up after each run
+    # (and is when the keeper goes away).
+    from backend.procs import descendants, keep_descendants
+    keep_descendants("context worker")
     argv = sys.argv[1:] if argv is None else argv
     context_dir = Path(argv[0]) if argv else Path.cwd()
     # Reserve the real stdout for protocol replies; user prints go to stderr.
@@ -579,11 +524,6 @@ def main(argv=None):
     install_compat_modules()
     worker = Worker(context_dir, px, npts)
     worker.facility_conf = json.loads(os.environ.get("AMORE_FACILITY") or "{}")
-    # Processes the context file leaves behind are reparented to this worker (not to init), so
-    # they can be cleaned up after each run.
-    from backend.ctxrunner.forked import prctl
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
-    _watch_parent()
     # The API key is for this process only: not for the user's code, its prints and the
     # programs it starts.
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
@@ -620,7 +560,7 @@ def main(argv=None):
                 out = worker.load(req)
             elif op == "run":
                 worker._ensure_context()   # what loading the file starts is kept
-                before = set(_descendants(os.getpid()))
+                before = set(descendants(os.getpid()))
                 out = worker.run(req)
             else:
                 out = {"ok": False, "kind": "error", "error": f"unknown op {op!r}"}

@@ -23,6 +23,7 @@ from typing import Callable
 
 from backend import PACKAGE_PARENT
 from backend.config import Config
+from backend.procs import CGROUP_ENV, Cgroup, descendants
 from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def worker_env(config: Config) -> dict[str, str]:
     if config.data_root:
         env["EXTRA_DATA_DATA_ROOT"] = str(config.data_root)
     env.pop("AMORE_MYMDC", None)
+    env.pop(CGROUP_ENV, None)  # a local worker gets its own (WorkerProcess.start)
     env["AMORE_FACILITY"] = json.dumps(facility_settings(config))
     try:
         from backend.ctxrunner.mymdc import MetadataError, resolve_config
@@ -93,13 +95,21 @@ class WorkerDied(Exception):
 
 
 class WorkerProcess:
-    """One context-file worker process (started lazily, restarted after a crash)."""
+    """One context-file worker process (started lazily, restarted after a crash).
 
-    def __init__(self, context_dir: Path, config: Config, index: int = 0):
+    ``proc`` is the worker's keeper (:func:`backend.procs.keep_descendants`), whose only
+    child computes the runs: when the worker ends, however, the keeper kills what the context
+    file left behind, and ends as the worker did. With ``cgroups`` (the default) the worker
+    and everything it starts also run in a cgroup of their own
+    (:class:`backend.procs.Cgroup`) where this user may create one."""
+
+    def __init__(self, context_dir: Path, config: Config, index: int = 0, cgroups: bool = True):
         self.context_dir = Path(context_dir)
         self.config = config
         self.index = index
+        self.cgroups = cgroups
         self.proc: subprocess.Popen | None = None
+        self.cgroup = None  # backend.procs.Cgroup of the running worker, if any
         self._next_id = 0
         self._buf = b""
 
@@ -114,6 +124,11 @@ class WorkerProcess:
             self.config["processing"].get("worker_memory_mb") or 0))
         env["AMORE_KEEP_MEMORY_MB"] = str(float(
             self.config["processing"].get("worker_keep_mb") or 0))
+        self._end_cgroup()  # that of a worker that died idle (with its keeper)
+        self.cgroup = Cgroup.create(f"amore-worker{self.index}-{os.getpid()}-"
+                                    f"{os.urandom(4).hex()}") if self.cgroups else None
+        if self.cgroup is not None:
+            env[CGROUP_ENV] = str(self.cgroup.path)
         self.proc = subprocess.Popen(
             [python, "-m", "backend.ctxrunner.worker", str(self.context_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -162,6 +177,9 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    #: Seconds between checks, while waiting for a reply, that the worker's keeper still runs.
+    POLL = 1.0
+
     def request(self, req: dict, timeout: float | None = None) -> dict:
         """Send one request and wait for its reply.
 
@@ -188,7 +206,10 @@ class WorkerProcess:
                     raise WorkerDied(f"timed out: no result within {timeout:g} s "
                                      f"([processing] run_timeout); its worker process was "
                                      f"killed")
-                if not sel.select(wait):
+                if not sel.select(self.POLL if wait is None else min(wait, self.POLL)):
+                    if self.proc.poll() is not None:
+                        # the keeper ended, but what it left (killed with it) holds the pipe
+                        raise WorkerDied(self._death_reason())
                     continue
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
@@ -215,6 +236,7 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._end_cgroup()
         if rc is not None and rc < 0:
             try:
                 name = signal.Signals(-rc).name
@@ -229,25 +251,44 @@ class WorkerProcess:
             return f"context worker process was killed by {name}" + (f": {why}" if why else "")
         return f"context worker process exited with code {rc}"
 
+    #: Seconds :meth:`kill` gives the keeper to kill the worker and what it started.
+    KILL_WAIT = 5.0
+
     def kill(self) -> None:
-        """Kill the worker, its process group and every process it started (also those that
-        left the group with setsid)."""
-        if self.proc and self.proc.poll() is None:
-            import psutil
+        """Kill the worker and every process it started (also those that left its process group
+        with setsid): its keeper does, at SIGTERM; if the keeper does not end within
+        :data:`KILL_WAIT` seconds, the worker's cgroup, process group and process tree are
+        killed from here."""
+        proc = self.proc
+        if proc and proc.poll() is None:
             try:
-                tree = psutil.Process(self.proc.pid).children(recursive=True)
-            except psutil.Error:
-                tree = []
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            for p in tree:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(self.KILL_WAIT)
+            except subprocess.TimeoutExpired:
+                tree = descendants(proc.pid)
+                if self.cgroup is not None:
+                    self.cgroup.kill()
                 try:
-                    p.kill()
-                except psutil.Error:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
                     pass
-            self.proc.wait()
+                for pid in tree:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                proc.wait()
+        self._end_cgroup()
+
+    def _end_cgroup(self) -> None:
+        """After the keeper ended: remove the worker's cgroup (the keeper does; this is for a
+        keeper that was killed), killing what may still be in it."""
+        cgroup = self.cgroup
+        if cgroup is not None and self.proc is not None and self.proc.poll() is not None:
+            if cgroup.pids():
+                cgroup.kill()
+            if cgroup.remove():
+                self.cgroup = None
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the worker to exit; wait ``timeout`` seconds (0: do not wait), then kill it."""
@@ -259,13 +300,16 @@ class WorkerProcess:
                     self.proc.wait(timeout)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
+        self._end_cgroup()
 
 
 class WorkerPool:
     """``n`` worker processes shared by threads; :meth:`request` borrows an idle one."""
 
-    def __init__(self, context_dir: Path, config: Config, n: int):
-        self.workers = [WorkerProcess(context_dir, config, i) for i in range(n)]
+    def __init__(self, context_dir: Path, config: Config, n: int, cgroups: bool = True):
+        """``n`` workers for ``context_dir``; ``cgroups``: each in a cgroup of its own where this
+        user may create one (see :class:`WorkerProcess`)."""
+        self.workers = [WorkerProcess(context_dir, config, i, cgroups) for i in range(n)]
         #: [processing] processes_per_run: a run may share its work with forked copies of its
         #: worker, one per other idle worker, up to this many processes in all
         self.processes_per_run = max(1, int(config["processing"].get("processes_per_run") or 1))

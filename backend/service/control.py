@@ -7,8 +7,11 @@ worker: no interpreter start, no imports, no context-file load.
 The backend listens on a Unix socket in the abstract namespace,
 ``"\\0amore-control-<db_id>-<hash of the context directory>"``
 (host-local like the backend's warm workers; no file in the shared directory, no path-length
-limit). Only the backend's own user, root, and members of the context directory's group may
-connect (checked with ``SO_PEERCRED``). Messages are JSON lines with a ``version`` (1):
+limit). Anyone on the machine can bind or connect to such an address, so both ends check the
+other's credentials (``SO_PEERCRED``) before anything is sent: only the backend's own user, root,
+and members of the context directory's group may connect, and the client talks only to a process
+of the backend's user (``uid`` of its status record ``backend-status.json``), see
+:func:`check_backend_peer`. Messages are JSON lines with a ``version`` (1):
 
 request  ``{"version": 1, "op": "reprocess", "runs": [int], "names": [str] | null,
          "params": {}, "context_dir": str}``
@@ -190,20 +193,65 @@ class BackendUnavailable(Exception):
     """No backend of this database listens on this machine (or it refused); process locally."""
 
 
+class UntrustedPeer(BackendUnavailable):
+    """What answers on the backend's control socket is not known to be the backend: a process
+    of another user than the backend's, or the backend's status record cannot be read to tell.
+    Nothing was sent to it or read from it; process locally."""
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_backend_peer(sock: socket.socket, context_dir) -> None:
+    """Make sure the process at the other end of the connected control socket ``sock`` runs as
+    the user of the backend of ``context_dir``: its ``SO_PEERCRED`` uid must be the ``uid`` of
+    the backend's status record (``backend-status.json``, written by the backend itself).
+    Raises :class:`UntrustedPeer` (the message says what to do) if it is not, or if the record
+    cannot be read."""
+    from backend.service.status import context_paths, read_status
+    pid, uid, _ = _peer(sock)
+    record_file = context_paths(context_dir).status_file
+    rec = read_status(context_dir)
+    want = rec.get("uid") if rec else None
+    if not isinstance(want, int):
+        raise UntrustedPeer(
+            f"cannot tell whether the process answering on the backend's control socket (PID "
+            f"{pid}, user {_user(uid)}) is the backend: its status record {record_file} "
+            f"{'cannot be read' if rec is None else 'names no user'}; nothing was sent to it. "
+            f"If the backend is starting, try again in a moment; 'amore-proto backend status' "
+            f"says whether it runs")
+    if uid != want:
+        raise UntrustedPeer(
+            f"the process answering on the backend's control socket (PID {pid}) runs as user "
+            f"{_user(uid)}, not as the backend's user {_user(want)} ({record_file}); nothing "
+            f"was sent to it. Another process is posing as the backend: if it is yours, stop "
+            f"it; if not, tell your computing admins (PID {pid} on {socket.gethostname()})")
+
+
 def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str] | None,
                       params: dict, on_run: Callable[[dict], None], timeout: float = 2.0) -> dict:
     """Ask the backend of ``db_id`` in ``context_dir`` on this machine to reprocess ``runs``;
     ``on_run(reply)`` for
     each finished run. Returns the ``accepted`` reply. Raises :class:`BackendUnavailable` if
     no backend answers (within ``timeout`` seconds) or it refuses, before anything was
-    processed; ``ConnectionError`` if the backend goes away in the middle."""
+    processed; its subclass :class:`UntrustedPeer`, before anything is sent, if what answers
+    is not the backend's user (:func:`check_backend_peer`); ``ConnectionError`` if the backend
+    goes away in the middle."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(socket_name(db_id, context_dir))
+        check_backend_peer(s, context_dir)
     except OSError as e:
         s.close()
         raise BackendUnavailable(str(e)) from None
+    except UntrustedPeer:
+        s.close()
+        raise
     with s, s.makefile("rwb", buffering=0) as f:
         f.write((json.dumps({"version": VERSION, "op": "reprocess", "runs": list(runs),
                              "names": names, "params": params,
