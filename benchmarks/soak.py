@@ -1609,32 +1609,53 @@ def process_table(grow: list[dict]) -> str:
 
 
 def plot(soak: Soak, path: Path) -> None:
+    """The PNG of memory over time (``--plot``), from the soak just run."""
+    plot_samples({f"{s.label} {s.pid}": s.samples for s in soak.sampler.series.values()},
+                 soak.sampler.files, soak.timeline, soak.t0,
+                 f"{soak.plan.runs} runs over {soak.plan.seconds / 60:.0f} min", path)
+
+
+#: Drawn on their own panel: what is not AMORE (the browser, the soak's own process).
+NOT_AMORE = ("Chromium", "soak (")
+
+
+def plot_samples(series: dict[str, list], files: list[dict], timeline: list, t0: float,
+                 title: str, path: Path) -> None:
+    """Memory over time per process (``series``: ``"label PID"`` -> samples ``(time, RSS MB,
+    fds, threads, CPU s, runs done)``; a restarted process is a new line of the same colour):
+    AMORE's processes on top, the browser and the soak's own process below them, then the
+    sizes of the files; the faults (kills, broker restarts and cut, the broken context file) as
+    dotted lines. Also drawn from a ``--json`` file with ``--replot``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 9), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axb, ax2) = plt.subplots(3, 1, figsize=(13, 11), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1, 1]})
     colours = {}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for s in sorted(soak.sampler.series.values(), key=lambda s: (s.role, s.samples[0][0])):
-        if len(s.samples) < 2 or s.role in ("tmux",):
+    for key, sm in sorted(series.items(), key=lambda kv: (kv[0], kv[1][0][0] if kv[1] else 0)):
+        label = key.rsplit(" ", 1)[0]
+        if len(sm) < 2 or label.startswith("tmux"):
             continue
-        key = s.label
-        c = colours.setdefault(key, palette[len(colours) % len(palette)])
-        t = [(x[0] - soak.t0) / 60 for x in s.samples]
-        first = key not in [l.get_label() for l in ax.get_lines()]
-        ax.plot(t, [x[1] for x in s.samples], color=c, lw=1.2, label=key if first else None)
-    for t, what in soak.timeline:
+        target = axb if label.startswith(NOT_AMORE) else ax
+        c = colours.setdefault(label, palette[len(colours) % len(palette)])
+        t = [(x[0] - t0) / 60 for x in sm]
+        first = label not in [l.get_label() for l in target.get_lines()]
+        target.plot(t, [x[1] for x in sm], color=c, lw=1.2, label=label if first else None)
+    top = ax.get_ylim()[1]
+    for t, what in timeline:
         if any(w in what for w in ("SIGKILL", "broker restart", "cut off", "broken")):
-            ax.axvline(t / 60, color="grey", ls=":", lw=0.8)
-            ax.text(t / 60, ax.get_ylim()[1] if ax.get_ylim() else 0, " " + what.split(";")[0][:28],
-                    rotation=90, va="top", fontsize=7, color="grey")
+            for a in (ax, axb, ax2):
+                a.axvline(t / 60, color="grey", ls=":", lw=0.8)
+            ax.text(t / 60, top, " " + what.split(";")[0].split(" (")[0][:28], rotation=90,
+                    va="top", fontsize=7, color="grey")
     ax.set_ylabel("RSS (MB)")
-    ax.set_title(f"AMORE soak: {soak.plan.runs} runs over {soak.plan.seconds / 60:.0f} min, "
-                 f"memory of each process (a restarted process is a new line)")
-    ax.legend(fontsize=8, ncol=3, loc="upper left")
-    files = soak.sampler.files
-    tf = [(f["t"] - soak.t0) / 60 for f in files]
+    ax.set_title(f"AMORE soak: {title}, memory of each process (a restarted process is a "
+                 f"new line)")
+    ax.legend(fontsize=8, ncol=4, loc="lower left")
+    axb.set_ylabel("RSS (MB)")
+    axb.legend(fontsize=8, ncol=2, loc="lower left")
+    tf = [(f["t"] - t0) / 60 for f in files]
     ax2.plot(tf, [f["db"] / 2**20 for f in files], label="runs.sqlite")
     ax2.plot(tf, [f["wal"] / 2**20 for f in files], label="runs.sqlite-wal")
     ax2.plot(tf, [f["log"] / 2**20 for f in files], label="amore.log*")
@@ -1643,8 +1664,19 @@ def plot(soak: Soak, path: Path) -> None:
     ax2.set_xlabel("minutes")
     ax2.legend(fontsize=8, ncol=4, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def replot(json_path: Path, path: Path) -> None:
+    """Draws the PNG again from a ``--json`` file."""
+    d = json.loads(Path(json_path).read_text())
+    series = d["series"]
+    # older files have no t0: the sampler's first sample is taken as the soak starts
+    t0 = d.get("t0") or min(sm[0][0] for sm in series.values() if sm)
+    plan = d["plan"]
+    plot_samples(series, d["files"], d["timeline"], t0,
+                 f"{plan['runs']} runs over {plan['seconds'] / 60:.0f} min", path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1671,8 +1703,13 @@ def main(argv=None) -> int:
                                    "removed at the end")
     ap.add_argument("--plot", default="soak-memory.png", help="PNG of memory over time")
     ap.add_argument("--json", help="write everything measured to this file")
+    ap.add_argument("--replot", metavar="JSON",
+                    help="only draw the --plot PNG again from a --json file of an earlier soak")
     a = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)      # progress lines show up as they happen
+    if a.replot:
+        replot(Path(a.replot), Path(a.plot))
+        return 0
     plan = plan_from_args(a)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="amore-soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1720,7 +1757,8 @@ def main(argv=None) -> int:
         print(f"(no plot: {type(e).__name__}: {e})")
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "plan": plan.__dict__, "started": started, "checks": res, "growth": grow,
+            "plan": plan.__dict__, "started": started, "t0": soak.t0, "checks": res,
+            "growth": grow,
             "gui": gui, "timeline": soak.timeline, "commands": soak.commands,
             "files": soak.sampler.files,
             "series": {f"{s.label} {s.pid}": s.samples for s in soak.sampler.series.values()}},
