@@ -696,6 +696,7 @@ class Soak:
         self.write_error: str | None = None
         self.columns = [c[0] for c in COLUMNS]
         self.context_lock = threading.Lock()
+        self.columns_lock = threading.Lock()
         self.pause_announcing = threading.Event()
         self.pause_announcing.set()          # set = announcing allowed
         self.slurm_procs: list[subprocess.Popen] = []
@@ -789,7 +790,7 @@ class Soak:
         init_context_dir(self.ctx, PROPOSAL, context_file=src)
         (self.ctx / "amore.toml").write_text(
             fh.kafka_toml(self.tag, jobs=self.plan.jobs) + slurm_cfg
-            + "\n[backend]\nlog_max_mb = 1.0\nlog_backups = 3\n")
+            + "\n[backend]\nlog_max_mb = 0.25\nlog_backups = 3\n")
         for name, typ, units in COLUMNS:
             self.amore("column", "add", name, "--type", typ,
                        *(["--units", units] if units else []), "-d", self.ctx, check=True)
@@ -933,6 +934,10 @@ class Soak:
         return sorted(r for r, s in self.statuses().items() if s == "done")
 
     def act_manual(self, i: int, frontend: str) -> None:
+        with self.columns_lock:      # its column is not deleted while the edit is under way
+            self._manual(i, frontend)
+
+    def _manual(self, i: int, frontend: str) -> None:
         runs = self.done_runs()
         if not runs:
             return
@@ -957,7 +962,13 @@ class Soak:
                 e.ok, e.error = p.returncode == 0, (p.stderr or p.stdout)[-300:] or None
             elif frontend.startswith("gui"):
                 value = expect if name == "good" else typed
-                rep = self.guis[frontend].call(op="set", run=run, name=name, value=value)
+                deadline = time.monotonic() + 60
+                while True:         # as a person waits for a run the GUI does not show yet
+                    rep = self.guis[frontend].call(op="set", run=run, name=name, value=value)
+                    if rep.get("ok") or "not in the table" not in (rep.get("error") or "") \
+                            or time.monotonic() > deadline:
+                        break
+                    time.sleep(1.0)
                 e.ok, e.error = bool(rep.get("ok")), rep.get("error")
             else:
                 err = self.browser.call(browser_set(run, name, typed))
@@ -975,8 +986,9 @@ class Soak:
         self.mark(f"manual column {name} added")
 
     def act_column_delete(self, name: str) -> None:
+        with self.columns_lock:
+            self.columns.remove(name)
         self.amore("column", "delete", name, "-d", self.ctx, check=True)
-        self.columns.remove(name)
         self.mark(f"manual column {name} deleted")
 
     def _pick(self, n: int, lo: float = 0.0) -> list[int]:
