@@ -245,6 +245,17 @@ def print_seconds(title: str, seconds: dict[str, list[float]], spec, bound_heade
     print_table(title, ["what", "n", "median s", "range s", bound_header], rows)
 
 
+def rst_table(header, rows: list[list[str]]) -> str:
+    """A reStructuredText simple table of ``rows`` (strings) under ``header``, as the pages of
+    docs/ show it (the fault suite's and the soak's tables)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    sep = "  ".join("=" * w for w in widths)
+    out = [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)), sep]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out.append(sep)
+    return "\n".join(out)
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     """Print a Markdown table (what the README's Performance section shows)."""
     print(f"\n### {title}\n")

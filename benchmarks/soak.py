@@ -69,7 +69,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import psutil  # noqa: E402
 
-from common import Env, stop_process_group  # noqa: E402
+from common import Env, rst_table, stop_process_group  # noqa: E402
 from tests import faults_helpers as fh  # noqa: E402
 
 PROPOSAL = fh.PROPOSAL
@@ -1597,12 +1597,7 @@ def summary_rows(soak: Soak, res: dict, grow: list[dict], gui: dict) -> list[lis
 
 
 def format_table(rows: list[list[str]], head=("what", "measured", "target", "met")) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    sep = "  ".join("=" * w for w in widths)
-    out = [sep, "  ".join(h.ljust(w) for h, w in zip(head, widths)), sep]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    out.append(sep)
-    return "\n".join(out)
+    return rst_table(head, rows)
 
 
 def process_table(grow: list[dict]) -> str:
