@@ -45,28 +45,37 @@ def test_a_short_beamtime_loses_nothing(slurm_cluster, tmp_path):
     r = json.loads(out.read_text())
     assert "error" not in r, r.get("error", "") + said
     c = r["checks"]
-    assert c["announced"] == r["plan"]["runs"], said
-    assert c["runs_lost"] == 0, f"runs announced but not in the database: {c['lost_run_numbers']}"
-    assert c["values_lost"] == 0 and c["wrong"] == 0, \
-        f"{c['values_lost']} values lost, wrong ones: {c['wrong_examples']}"
-    assert c["stuck"] == 0, f"runs not done: {c['stuck_runs']}"
-    assert c["duplicates"] == 0, f"computed more often than asked: {c['duplicate_examples']}"
-    assert c["edits_ok"] == c["edits"] > 0, f"refused edits: {c['problems']}"
-    assert set(c["edits_by"]) == {"cli", "gui1", "gui2", "web"}, c["edits_by"]
-    assert c["edits_missing"] == 0, f"edits not in the history: {c['edits_missing_examples']}"
-    assert c["integrity"] == "ok", c["integrity"]
-    assert c["verify_rc"] == 0, f"verify found changes: {c['verify_tail']}"
-    assert c["gui_crashes"] == 0 and c["page_crashes"] == 0 and c["web_alive"], \
-        f"GUIs crashed: {c['gui_crashes']}, page: {c['page_crashes']}, web server alive: " \
-        f"{c['web_alive']}{said}"
-    assert c["gui_exceptions"] == 0, c["gui_exception_examples"]
     n = c["runs_in_db"]
-    assert c["gui_rows"] == {"gui1": n, "gui2": n}, f"the GUIs show {c['gui_rows']} of {n} runs"
-    assert c["page_rows"] == n and c["page_wrong_status"] == 0, \
-        f"the page shows {c['page_rows']} runs, {c['page_wrong_status']} with another status"
-    assert c["viewers_complete"] == c["viewers"], \
-        f"{c['viewers_complete']} of {c['viewers']} viewers got every run"
-    assert [s["how"] for s in c["backend_starts"]] == ["cli", "cli", "gui"] and all(
-        s["ok"] and s["ready"] for s in c["backend_starts"]), c["backend_starts"]
-    assert not c["problems"], c["problems"]
+    # every check, so that one failing does not hide the others: (holds, what differed)
+    checks = [
+        (c["announced"] == r["plan"]["runs"],
+         f"{c['announced']} of {r['plan']['runs']} runs announced"),
+        (c["runs_lost"] == 0, f"runs announced but not in the database: {c['lost_run_numbers']}"),
+        (c["values_lost"] == 0 and c["wrong"] == 0,
+         f"{c['values_lost']} values lost, wrong ones: {c['wrong_examples']}"),
+        (c["stuck"] == 0, f"runs not done: {c['stuck_runs']}"),
+        (c["duplicates"] == 0, "computed more often than asked (run, full computations, allowed, "
+                               f"Slurm): {c['duplicate_examples']}"),
+        (c["edits_ok"] == c["edits"] > 0, f"{c['edits_ok']} of {c['edits']} edits made"),
+        (set(c["edits_by"]) == {"cli", "gui1", "gui2", "web"},
+         f"edits made by {c['edits_by']}"),
+        (c["edits_missing"] == 0, f"edits not in the history: {c['edits_missing_examples']}"),
+        (c["integrity"] == "ok", f"integrity_check: {c['integrity']}"),
+        (c["verify_rc"] == 0, f"verify found changes: {c['verify_tail']}"),
+        (c["gui_crashes"] == 0 and c["page_crashes"] == 0 and c["web_alive"],
+         f"GUIs crashed: {c['gui_crashes']}, page: {c['page_crashes']}, web server alive: "
+         f"{c['web_alive']}"),
+        (c["gui_exceptions"] == 0, f"exceptions in the GUIs: {c['gui_exception_examples']}"),
+        (c["gui_rows"] == {"gui1": n, "gui2": n}, f"the GUIs show {c['gui_rows']} of {n} runs"),
+        (c["page_rows"] == n and c["page_wrong_status"] == 0,
+         f"the page shows {c['page_rows']} runs, {c['page_wrong_status']} with another status"),
+        (c["viewers_complete"] == c["viewers"],
+         f"{c['viewers_complete']} of {c['viewers']} viewers got every run"),
+        ([s["how"] for s in c["backend_starts"]] == ["cli", "cli", "gui"]
+         and all(s["ok"] and s["ready"] for s in c["backend_starts"]),
+         f"backend starts: {c['backend_starts']}"),
+        (not c["problems"], f"problems during the soak: {c['problems']}"),
+    ]
+    failed = [what for holds, what in checks if not holds]
+    assert not failed, "\n".join(failed) + said
     assert p.returncode == 0, said
