@@ -209,6 +209,11 @@ DEFAULTS: dict[str, Any] = {
         # record from another host not refreshed for 4x this (at least 2 min) counts as stale
         # (backend.service.status.reported_recently).
         "heartbeat_seconds": 30.0,
+        # amore.log is rotated when it reaches this size (MB): it becomes amore.log.1, the
+        # older ones amore.log.2 ... amore.log.<log_backups>, the oldest is dropped. The log
+        # never takes more than log_max_mb * (log_backups + 1) MB. 0 = never rotated.
+        "log_max_mb": 10.0,
+        "log_backups": 5,
     },
 }
 

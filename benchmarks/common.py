@@ -253,6 +253,17 @@ def print_seconds(title: str, seconds: dict[str, list[float]], spec, bound_heade
     print_table(title, ["what", "n", "median s", "range s", bound_header], rows)
 
 
+def rst_table(header, rows: list[list[str]]) -> str:
+    """A reStructuredText simple table of ``rows`` (strings) under ``header``, as the pages of
+    docs/ show it (the fault suite's and the soak's tables)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    sep = "  ".join("=" * w for w in widths)
+    out = [sep, "  ".join(h.ljust(w) for h, w in zip(header, widths)), sep]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out.append(sep)
+    return "\n".join(out)
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     """Print a Markdown table (what the README's Performance section shows)."""
     print(f"\n### {title}\n")
@@ -357,9 +368,11 @@ class UpdateArrivals(threading.Thread):
         self.consumer.close()
 
 
-def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
+def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300,
+              output: Path | None = None) -> tuple:
     """``amore-proto web ctx`` on a free loopback port: (process, page URL, API base URL,
-    seconds until its table answered)."""
+    seconds until its table answered). What the server prints after its first line is read
+    all along (a full pipe would stop it), into ``output`` if given."""
     import socket
     import urllib.request
     with socket.socket() as s:
@@ -374,6 +387,13 @@ def start_web(ctx: Path, env: dict, *extra: str, timeout: float = 300) -> tuple:
         raise RuntimeError(f"amore-proto web did not start: {first}{proc.stdout.read()}")
     page = first.split(" at ")[-1].strip()
     api = page.replace("/d/", "/api/d/", 1)
+
+    def drain():
+        with open(output or os.devnull, "a") as f:
+            for line in proc.stdout:
+                f.write(line)
+                f.flush()
+    threading.Thread(target=drain, daemon=True).start()
     while True:
         try:
             urllib.request.urlopen(api + "table?limit=1", timeout=5)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from common import Env  # noqa: E402
+from common import Env, rst_table  # noqa: E402
 from tests import faults_helpers as fh  # noqa: E402
 
 PROPOSAL = fh.PROPOSAL
@@ -357,12 +357,7 @@ def print_table(rows: list[Row]) -> str:
             "crashes", "time to recover", "note"]
     lines = [[r.fault, str(r.injected), str(r.announced), str(r.in_db), str(r.values_lost),
               str(r.duplicates), str(r.crashes), f"{r.recover_s:.1f} s", r.note] for r in rows]
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-    sep = "  ".join("=" * w for w in widths)
-    out = [sep, "  ".join(h.ljust(w) for h, w in zip(head, widths)), sep]
-    out += ["  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
-    out.append(sep)
-    return "\n".join(out)
+    return rst_table(head, lines)
 
 
 def main(argv=None):

@@ -384,3 +384,41 @@ def test_a_run_announced_after_a_catch_up_computed_it_is_not_computed_again(
     wait_for(lambda: RunDB(ctx).get_values(PROPOSAL, 1)["n_trains"].value == 40, 30,
              what="run 1's new value")
     assert b.stop() == 0
+
+
+#: A context file whose variable prints 20 lines of 100 characters per run (2 KB of log).
+CHATTY_CONTEXT = textwrap.dedent("""
+    from amore.context import Variable
+
+    @Variable(title="Chatty")
+    def chatty(run, r: "meta#run_number"):
+        for i in range(20):
+            print(f"run {r} line {i:03d} " + "x" * 80)
+        return r
+""")
+
+
+def test_amore_log_is_rotated_at_its_size_cap(make_context_dir, write_run):
+    """The backend's log never grows past ``[backend] log_max_mb * (log_backups + 1)``: it is
+    rotated to amore.log.1, .2 ... and the oldest is dropped; the log's tail (what the GUI's log
+    view and ``backend logs`` show) still has the newest lines."""
+    from backend.service.manager import log_tail
+    ctx = make_context_dir(code=CHATTY_CONTEXT,
+                           config="[backend]\nlog_max_mb = 0.004\nlog_backups = 2\n"
+                                  "[processing]\njobs = 1\n")
+    for r in range(1, 9):
+        write_run(r, ntrains=5)
+    p = subprocess.run(amore_cmd("listen", "--once", ctx), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    db = RunDB(ctx)
+    assert [db.get_values(PROPOSAL, r)["chatty"].value for r in range(1, 9)] == list(range(1, 9))
+    logs = sorted(x.name for x in ctx.glob("amore.log*"))
+    assert logs == ["amore.log", "amore.log.1", "amore.log.2"], logs
+    cap = 0.004 * 2**20
+    sizes = {x.name: x.stat().st_size for x in ctx.glob("amore.log*")}
+    assert all(s <= cap for s in sizes.values()), sizes
+    assert any("Caught up" in line for line in log_tail(ctx, 5))
+    # the first runs' output went with the dropped files; the last run's is kept
+    text = "".join((ctx / n).read_text() for n in logs)
+    assert "run 8 line 019" in text and "run 1 line 000" not in text

@@ -338,6 +338,10 @@ def test_log_tail_and_follower(tmp_path):
     assert lf.read_new() == ["partial"]
     logf.write_text("fresh\n")  # truncated / rotated
     assert lf.read_new() == ["fresh"]
+    # just after a rotation the tail continues into amore.log.1
+    (tmp_path / "amore.log.1").write_text("".join(f"old {i}\n" for i in range(100)))
+    logf.write_text("new 1\n")
+    assert log_tail(tmp_path, 3) == ["old 98", "old 99", "new 1"]
 
 
 def test_session_environment_puts_the_checkout_on_pythonpath(monkeypatch):

@@ -12,8 +12,11 @@ def cmd_listen(a) -> int:
     from backend.service.listener import Listener
     from backend.service.logs import setup_logging
     from backend.store.writer import StorageError
+    from backend.service.status import backend_settings
     d = context_dir(a.dir)
-    setup_logging(d, logging.DEBUG if a.debug else logging.INFO)
+    cfg = backend_settings(d)       # (a broken amore.toml is reported by Listener below)
+    setup_logging(d, logging.DEBUG if a.debug else logging.INFO,
+                  max_mb=float(cfg["log_max_mb"]), backups=int(cfg["log_backups"]))
     try:
         listener = Listener(d)
     except (StorageError, RuntimeError) as e:

@@ -504,9 +504,21 @@ def restart_backend(context_dir, *, config=None) -> BackendInfo:
 
 def log_tail(context_dir, n: int = 100) -> list[str]:
     """The last ``n`` lines of ``DIR/amore.log`` (without line ends); [] if there is no log.
-    Reads only the end of the file, however large it is."""
+    Reads only the end of the file, however large it is; continues into the rotated
+    ``amore.log.1`` when the current file has fewer lines (just after a rotation)."""
+    path = context_paths(context_dir).log_file
+    lines = _file_tail(path, n)
+    if len(lines) < n:
+        lines = _file_tail(path.with_name(path.name + ".1"), n - len(lines)) + lines
+    return lines[-n:] if n > 0 else []
+
+
+def _file_tail(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of the file ``path`` ([] if it cannot be read)."""
+    if n <= 0:
+        return []
     try:
-        with open(context_paths(context_dir).log_file, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             end = f.tell()
             block = 8192
@@ -520,8 +532,7 @@ def log_tail(context_dir, n: int = 100) -> list[str]:
                 block *= 2
     except OSError:
         return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:] if n > 0 else []
+    return data.decode("utf-8", "replace").splitlines()[-n:]
 
 
 class LogFollower:
