@@ -140,3 +140,29 @@ def test_reader_reads_what_the_writer_wrote(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
         con.execute("UPDATE runs SET comment = 'x'")
     con.close()
+
+
+def test_a_value_computed_after_a_slurm_job_read_its_inputs_is_not_replaced_by_the_job(tmp_path):
+    """A Slurm job's result arriving after the backend computed one of its values again (e.g.
+    after a manual edit the job did not see) keeps the newer value; the job's other values,
+    newer than what is stored, are stored."""
+    import time
+    db = RunDB.create(tmp_path / "ctx", 2832)
+    t = time.time()
+
+    def made(started):
+        return {"run": {"started_at": started}, "values": {}}
+
+    db.write_values(2832, 5, {"other": StoredValue(1.0, "number", {})}, provenance=made(t - 100))
+    db.write_values(2832, 5, {"scaled": StoredValue(632.0, "number", {})}, provenance=made(t))
+    kept = db.write_values(2832, 5, {"scaled": StoredValue(None, "error", {"error": "skipped"}),
+                                     "other": StoredValue(2.0, "number", {})},
+                           provenance=made(t - 20), inputs_at=t - 30)
+    values = db.get_values(2832, 5)
+    assert kept == ["scaled"]
+    assert values["scaled"].value == 632.0, "the newer value was replaced by the job's"
+    assert values["other"].value == 2.0
+    # a job whose inputs were read after the stored value was computed replaces it
+    assert db.write_values(2832, 5, {"scaled": StoredValue(640.0, "number", {})},
+                           provenance=made(t + 10), inputs_at=t + 5) == []
+    assert db.get_values(2832, 5)["scaled"].value == 640.0

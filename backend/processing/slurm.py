@@ -598,9 +598,12 @@ class SlurmExecutor:
                         "error": f"not computed by Slurm job {row['task_id']} "
                                  f"(data {reply.get('data', row.get('data'))}); log: {row['log_file']}",
                         "error_type": "NotComputed"})
+            # a value computed since this job read its inputs (e.g. after a manual edit the
+            # backend recomputed it locally) is newer than the job's and stays
             self.db.write_values(row["proposal"], row["run"], values,
                                  start_time=reply.get("start_time"),
-                                 provenance=reply.get("provenance"))
+                                 provenance=reply.get("provenance"),
+                                 inputs_at=row.get("submitted_at"))
             n_err = sum(v.summary_type == SummaryType.ERROR for v in values.values())
             msg = f"{n_err} variable(s) failed" if n_err else None
             if reply.get("storage_error"):

@@ -107,6 +107,9 @@ def _upsert_value():
 
 _NEW_RUN = _new_run()
 _RUN_STATUS = _run_status()
+#: name -> when the computation of the run's stored value started (values with provenance)
+_STARTED_AT = sa.text("SELECT v.name, e.started_at FROM run_values v JOIN evaluations e "
+                      "ON e.id = v.evaluation WHERE v.proposal = :p AND v.run = :r")
 _UPSERT_VALUE = _upsert_value()
 
 
@@ -477,7 +480,8 @@ class RunDB:
     def write_values(self, proposal: int | str, run: int, values: dict[str, StoredValue],
                      status: str | None = None, status_message: str | None = None,
                      start_time: float | None = None, delete_missing: Iterable[str] = (),
-                     provenance: dict | None = None, origin: str = ORIGIN_AMORE) -> None:
+                     provenance: dict | None = None, origin: str = ORIGIN_AMORE,
+                     inputs_at: float | None = None) -> list[str]:
         """Store the values of one run in one short transaction.
 
         ``values`` maps variable name to :class:`StoredValue`; existing values are replaced.
@@ -487,18 +491,25 @@ class RunDB:
         :meth:`backend.ctxrunner.worker.Worker._provenance`), recorded beside them
         (:mod:`backend.store.provenance`; ``origin``: ``amore`` or ``damnit``); without it the
         values' provenance is cleared (manual values, built-in cells, errors of failed jobs).
+        ``inputs_at`` (Unix seconds): when the inputs of these values were read (a Slurm job's
+        submission); a stored value whose computation started later is kept, not replaced by
+        this older one. Returns the names kept that way.
         """
         now = time.time()
-        rows = [{"proposal": proposal, "run": run, "name": name, "value": _db_value(sv.value),
-                 "summary_type": sv.summary_type,
-                 "attributes": json.dumps(sv.attributes, default=str) if sv.attributes else None,
-                 "timestamp": now} for name, sv in values.items()]
+        all_rows = [{"proposal": proposal, "run": run, "name": name,
+                     "value": _db_value(sv.value), "summary_type": sv.summary_type,
+                     "attributes": json.dumps(sv.attributes, default=str) if sv.attributes
+                     else None, "timestamp": now} for name, sv in values.items()]
         gone = [n for n in delete_missing if n not in values]
         for attempt in range(5):
             try:
                 with self._begin() as conn:
                     conn.execute(_NEW_RUN, {"proposal": proposal, "run": run,
                                             "start_time": start_time, "added_at": now})
+                    newer = set() if inputs_at is None else {
+                        n for n, started in conn.execute(_STARTED_AT, {"p": proposal, "r": run})
+                        if started is not None and started > inputs_at}
+                    rows = [r for r in all_rows if r["name"] not in newer]
                     if rows:
                         prov = value_row_provenance(provenance, values, conn, self._code_ids,
                                                     proposal, run, origin)
@@ -517,7 +528,10 @@ class RunDB:
                     if upd:
                         conn.execute(runs_table.update().where(
                             runs_table.c.proposal == proposal, runs_table.c.run == run).values(**upd))
-                return
+                if newer:
+                    log.info("Run %d: kept %s, computed after these inputs were read",
+                             run, ", ".join(sorted(newer)))
+                return sorted(newer)
             except sa.exc.OperationalError as e:  # pragma: no cover - only under extreme load
                 if "locked" not in str(e) or attempt == 4:
                     raise
