@@ -1063,10 +1063,14 @@ class Soak:
                     "SELECT run, COUNT(*) FROM run_logs WHERE status LIKE 'done%' GROUP BY run")}
             finally:
                 c.close()
-        deadline = time.monotonic() + 600
+        started = time.monotonic()
+        deadline = started + 600
         while time.monotonic() < deadline and proc.poll() is None:
             now = logged()
-            if sum(now.get(r, 0) > before.get(r, 0) for r in runs) >= len(runs) // 2:
+            # half-way, and not before the command is up (the backend may have computed some
+            # of these runs meanwhile; a person's Cancel comes after the dialog shows progress)
+            if (sum(now.get(r, 0) > before.get(r, 0) for r in runs) >= len(runs) // 2
+                    and time.monotonic() - started > 3.0):
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)

@@ -12,6 +12,23 @@ log = logging.getLogger("amore")
 
 
 def cmd_reprocess(a) -> int:
+    """``amore-proto reprocess``. SIGTERM (the GUI's and the browser's Cancel) is Ctrl+C from
+    the start: cancelled while it is still setting up, it exits 130 having changed nothing."""
+    import signal
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _reprocess(a)
+    except KeyboardInterrupt:
+        print("Cancelled before any run was reprocessed; nothing changed.", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _reprocess(a) -> int:
     d = context_dir(a.dir)
     from backend.service.logs import setup_logging
     setup_logging(None, logging.WARNING if not a.verbose else logging.INFO)
