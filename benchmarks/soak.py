@@ -1070,7 +1070,7 @@ class Soak:
             # half-way, and not before the command is up (the backend may have computed some
             # of these runs meanwhile; a person's Cancel comes after the dialog shows progress)
             if (sum(now.get(r, 0) > before.get(r, 0) for r in runs) >= len(runs) // 2
-                    and time.monotonic() - started > 3.0):
+                    and time.monotonic() - started > 1.0):
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
@@ -1082,7 +1082,9 @@ class Soak:
         done = sum(now.get(r, 0) > before.get(r, 0) for r in runs)
         self.mark(f"reprocess cancelled: exit {proc.returncode}, {done}/{len(runs)} runs done "
                   f"({err.strip().splitlines()[-1] if err.strip() else ''})")
-        if proc.returncode != 130:
+        if proc.returncode == 0:   # it ended before the signal came: nothing to cancel
+            self.mark("the reprocess to cancel finished before the cancel reached it")
+        elif proc.returncode != 130:
             self.problems.append(f"the cancelled reprocess exited {proc.returncode}: {err[-500:]}")
         self.cancelled_runs = runs
 
