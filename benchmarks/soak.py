@@ -237,6 +237,19 @@ class Plan:
         return sorted(acts, key=lambda a: a[0])
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for SIGTERM (the ``SigCgt`` mask of
+    ``/proc/PID/status``, Linux): for ``amore-proto reprocess``, that its command is up."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 def plan_from_args(a) -> Plan:
     if a.short:
         return Plan(runs=a.runs or 60, seconds=(a.minutes or 2.5) * 60, context_edits=4,
@@ -1063,14 +1076,15 @@ class Soak:
                     "SELECT run, COUNT(*) FROM run_logs WHERE status LIKE 'done%' GROUP BY run")}
             finally:
                 c.close()
-        started = time.monotonic()
-        deadline = started + 600
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
             now = logged()
-            # half-way, and not before the command is up (the backend may have computed some
-            # of these runs meanwhile; a person's Cancel comes after the dialog shows progress)
+            # half-way, and not before the command is up: its SIGTERM handler installed (the
+            # backend may have computed some of these runs meanwhile, and a person's Cancel
+            # comes after the dialog shows progress; a signal during the interpreter's start
+            # kills the command, which the GUI reports as cancelled all the same)
             if (sum(now.get(r, 0) > before.get(r, 0) for r in runs) >= len(runs) // 2
-                    and time.monotonic() - started > 1.0):
+                    and handles_sigterm(proc.pid)):
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
