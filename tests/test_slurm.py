@@ -379,8 +379,11 @@ def test_follow_stops_on_ctrl_c_jobs_go_on_and_cancel_all_records_them(
     (ctx / "hold").write_text("")
     for r in (1, 2, 3):
         write_run(r)
+    # Ctrl+C in a terminal: SIGINT at its default disposition in the command (a test run
+    # started in the background of a non-interactive shell would pass it on ignored)
     proc = subprocess.Popen(amore_cmd("reprocess", "all", "--slurm", "-d", ctx),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: len(slurm.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i").split()) == 1,
              60, what="first task running")
     proc.send_signal(signal.SIGINT)
