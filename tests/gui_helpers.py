@@ -14,11 +14,18 @@ def runs_in_view(w):
     return [w.model.run_at(i)[1] for i in range(w.model.rowCount())]
 
 
-def qtbot_wait_until(pred, timeout=WAIT):
+def qtbot_wait_until(pred, timeout=WAIT, what=None, seen=None):
+    """Run Qt's event loop until ``pred()`` is true; after ``timeout`` ms raise AssertionError
+    naming ``what`` was waited for and, if given, what ``seen()`` shows then."""
     from qtpy.QtTest import QTest
     import time
     t = time.time()
     while not pred():
         if time.time() - t > timeout / 1000:
-            raise AssertionError("condition not met in time")
+            msg = f"condition not met in time ({timeout / 1000:g} s)"
+            if what:
+                msg += f": {what}"
+            if seen is not None:
+                msg += f"; seen: {seen()!r}"
+            raise AssertionError(msg)
         QTest.qWait(20)

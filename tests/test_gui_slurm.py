@@ -30,21 +30,30 @@ def test_run_row_shows_its_job_and_the_dialog_shows_log_and_cancels(open_window,
     ex.poll()
     w = open_window()
     qtbot_wait_until(lambda: f"Slurm job {job} pending" in (cell(w, 3, C_STATUS, Qt.ToolTipRole) or ""),
-                     timeout=WAIT)
+                     timeout=WAIT, what=f"run 3's status says job {job} pending",
+                     seen=lambda: (cell(w, 3, C_STATUS, Qt.ToolTipRole), RunDB(ctx).slurm_tasks()))
     assert cell(w, 3, C_STATUS) == f"pending (job {job})"  # the row says what its job does
     w.grab().save(str(tmp_path / "main-window-job-pending.png"))
     dlg = w.open_slurm_jobs(GUI_PROPOSAL, 3)
-    qtbot_wait_until(lambda: dlg.jobs.count() == 1 and "no log yet" in dlg.log.toPlainText())
+    qtbot_wait_until(lambda: dlg.jobs.count() == 1 and "no log yet" in dlg.log.toPlainText(),
+                     what="the dialog lists the job, no log yet",
+                     seen=lambda: ([dlg.jobs.item(i).text() for i in range(dlg.jobs.count())],
+                                   dlg.log.toPlainText()[-300:]))
     assert dlg.jobs.item(0).text().startswith(f"{job}  PENDING") and "n_trains" in dlg.jobs.item(0).text()
     assert dlg.cancel_btn.isEnabled()
     dlg.grab().save(str(tmp_path / "slurm-dialog.png"))
     dlg.cancel_jobs()
     qtbot_wait_until(lambda: dlg.proc is None and dlg.jobs.count() == 1
-                     and "CANCELLED" in dlg.jobs.item(0).text(), timeout=60000)
+                     and "CANCELLED" in dlg.jobs.item(0).text(), timeout=60000,
+                     what="the cancel command ended and the dialog lists the job CANCELLED",
+                     seen=lambda: (dlg.proc, [dlg.jobs.item(i).text() for i in range(dlg.jobs.count())],
+                                   dlg.summary.text()))
     assert f"Cancelled {job}" in dlg.summary.text()
     assert not dlg.cancel_btn.isEnabled()
     qtbot_wait_until(lambda: "ended CANCELLED" in (cell(w, 3, "n_trains", Qt.ToolTipRole) or ""),
-                     timeout=WAIT)
+                     timeout=WAIT, what="run 3's n_trains shows the job's end",
+                     seen=lambda: (cell(w, 3, "n_trains", Qt.ToolTipRole), w.live.source_label.text(),
+                                   RunDB(ctx).slurm_tasks()))
     assert "Slurm job" not in (cell(w, 3, C_STATUS, Qt.ToolTipRole) or "")  # not "processing"
     dlg.close()
 
@@ -65,10 +74,13 @@ def test_reprocess_dialog_submits_to_slurm(open_window, gui_ctx, slurm):
     codes = []
     dlg.finished_job.connect(codes.append)
     dlg.start()
-    qtbot_wait_until(lambda: codes, timeout=120000)
+    qtbot_wait_until(lambda: codes, timeout=120000, what="the reprocess command ended",
+                     seen=lambda: dlg.log.toPlainText()[-1000:])
     assert codes == [0], dlg.log.toPlainText()
     assert "--slurm" in dlg.log.toPlainText() and "Submitted Slurm array job" in dlg.log.toPlainText()
     assert dlg.progress.value() == 1
-    qtbot_wait_until(lambda: cell(w, 3, "n_trains") == "70")
+    qtbot_wait_until(lambda: cell(w, 3, "n_trains") == "70", what="run 3's n_trains is 70",
+                     seen=lambda: (cell(w, 3, "n_trains"), cell(w, 3, "n_trains", Qt.ToolTipRole),
+                                   w.live.source_label.text()))
     assert RunDB(ctx).slurm_tasks()[0]["state"] == "COMPLETED"
     dlg.close()
