@@ -54,7 +54,10 @@ def test_run_row_shows_its_job_and_the_dialog_shows_log_and_cancels(open_window,
                      timeout=WAIT, what="run 3's n_trains shows the job's end",
                      seen=lambda: (cell(w, 3, "n_trains", Qt.ToolTipRole), w.live.source_label.text(),
                                    RunDB(ctx).slurm_tasks()))
-    assert "Slurm job" not in (cell(w, 3, C_STATUS, Qt.ToolTipRole) or "")  # not "processing"
+    # the row's status follows (the run's status is written just after its values)
+    qtbot_wait_until(lambda: "Slurm job" not in (cell(w, 3, C_STATUS, Qt.ToolTipRole) or ""),
+                     timeout=WAIT, what="run 3's status no longer says its job (not 'processing')",
+                     seen=lambda: cell(w, 3, C_STATUS, Qt.ToolTipRole))
     dlg.close()
 
 
