@@ -551,3 +551,28 @@ def test_gui_offers_starts_shows_log_of_and_stops_the_backend(qtbot, data_root, 
         for p in find_tmux_servers(ctx):
             p.kill()
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_result_arriving_after_its_dialog_closed_is_dropped(open_window, qtbot):
+    """A dialog closed while its data is read (e.g. a Slurm job's log) does not turn the late
+    result into an error; other results are still delivered."""
+    import threading
+
+    from qtpy.QtWidgets import QDialog, QPlainTextEdit
+    w = open_window()
+    dlg = QDialog()
+    dlg.setAttribute(Qt.WA_DeleteOnClose, True)
+    text = QPlainTextEdit(dlg)
+    gone = []
+    dlg.destroyed.connect(lambda *_: gone.append(True))
+    gate = threading.Event()
+    got = []
+    w.tasks.submit(gate.wait, 30, callback=lambda res, err: text.setPlainText("late log"))
+    dlg.show()
+    dlg.close()
+    qtbot_wait_until(lambda: gone, what="the closed dialog deleted")
+    gate.set()
+    assert w.tasks.wait(30000)   # the late result is queued first, delivered before the next
+    w.tasks.submit(lambda: 42, callback=lambda res, err: got.append((res, err)))
+    qtbot_wait_until(lambda: got, what="the next result delivered")
+    assert got == [(42, None)]

@@ -168,6 +168,14 @@ class ThumbnailLoader(QThread):
             con.close()
 
 
+def _is_deleted_object_error(e: RuntimeError) -> bool:
+    """Whether ``e`` is the binding's error for a Qt object used after its deletion (PyQt:
+    "wrapped C/C++ object of type X has been deleted"; PySide: "Internal C++ object (X)
+    already deleted.")."""
+    text = str(e)
+    return "has been deleted" in text or "already deleted" in text
+
+
 class _Signals(QObject):
     done = Signal(object, object, object)   # callback, result, error text
 
@@ -207,8 +215,16 @@ class Tasks(QObject):
         self.pool.start(_Job(fn, args, kwargs, callback, self._signals))
 
     def _deliver(self, callback, result, error):
-        if callback is not None:
+        """Hand a job's result to its callback; a result for a window or dialog closed
+        meanwhile (its Qt object deleted) is dropped."""
+        if callback is None:
+            return
+        try:
             callback(result, error)
+        except RuntimeError as e:
+            if not _is_deleted_object_error(e):
+                raise
+            log.debug("Result of a background job dropped: its window was closed (%s)", e)
 
     def wait(self, msecs: int = 5000) -> bool:
         return self.pool.waitForDone(msecs)
