@@ -166,3 +166,53 @@ def test_a_value_computed_after_a_slurm_job_read_its_inputs_is_not_replaced_by_t
     assert db.write_values(2832, 5, {"scaled": StoredValue(640.0, "number", {})},
                            provenance=made(t + 10), inputs_at=t + 5) == []
     assert db.get_values(2832, 5)["scaled"].value == 640.0
+
+
+def test_a_reader_keeps_seeing_writes_when_another_thread_identified_the_database(tmp_path,
+                                                                                 monkeypatch):
+    """Another thread identifying the database (its header read with a plain open) while a
+    reader connects must not drop the reader's SQLite locks: else the next process to close
+    its last connection removes the -wal/-shm files under the reader, which then never sees a
+    change again (a GUI's live updates stopped that way)."""
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from backend.store import identify, reader
+    p = subprocess.run([sys.executable, "-c", "import sys; from backend.store.writer import RunDB; "
+                        "RunDB.create(sys.argv[1], 1234).close()", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)   # made by another process
+    assert p.returncode == 0, p.stderr
+    db = tmp_path / "runs.sqlite"
+    assert not Path(f"{db}-wal").exists()   # closed cleanly: the header may be read directly
+    header_open, reader_up = threading.Event(), threading.Event()
+    slow_thread = []
+    real_header = identify._header
+
+    def slow_header(path):
+        if threading.current_thread() not in slow_thread:
+            return real_header(path)
+        with open(path, "rb") as f:
+            header_open.set()
+            reader_up.wait(3)           # a reader connects meanwhile, if it can
+            return f.read(100)
+    monkeypatch.setattr(identify, "_header", slow_header)
+    t = threading.Thread(target=identify.identify, args=(db,))
+    slow_thread.append(t)
+    t.start()
+    assert header_open.wait(30)
+    con = reader.connect(tmp_path)
+    assert con.execute("SELECT value FROM metadata WHERE key = 'probe'").fetchall() == []
+    reader_up.set()
+    t.join(30)
+    for i in range(3):      # another process writes, then closes its last connection
+        p = subprocess.run([sys.executable, "-c",
+                            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                            "c.execute(\"INSERT OR REPLACE INTO metadata VALUES ('probe', ?)\", "
+                            "(sys.argv[2],)); c.commit(); c.close()", str(db), f"write {i}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        seen = con.execute("SELECT value FROM metadata WHERE key = 'probe'").fetchall()
+        assert seen == [(f"write {i}",)], f"the reader no longer sees what another process commits: {seen}"
+    con.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backend.contextdir import db_file
 from backend.store import reader as sql
+from backend.store.identify import note_sqlite_use
 
 #: Slurm states of jobs that can still be cancelled.
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
@@ -21,6 +22,7 @@ def read_run_jobs(context_dir, proposal: int | str, run: int) -> list[dict]:
     """Slurm tasks of one run, newest first: dicts with ``task_id``, ``job_id``, ``state``,
     ``node``, ``names`` (list), ``log_file``, ``message``, ``elapsed`` (seconds or None),
     ``done`` (bool). An empty list where the database has no job table yet."""
+    note_sqlite_use(context_dir)
     con = sqlite3.connect(f"file:{db_file(context_dir)}?mode=ro", uri=True, timeout=10)
     try:
         rows = con.execute(sql.RUN_SLURM_JOBS_SQL, (proposal, run)).fetchall()

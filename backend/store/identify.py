@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,18 +139,55 @@ def _side_files(path: Path) -> bool:
     return Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
 
 
+#: Held while this module reads a database's header with a plain ``open`` (and while the
+#: connection :func:`identify` opens on that ground lives), and while a database is noted as
+#: opened by SQLite in this process (:func:`note_sqlite_use`).
+_SQLITE_USE_LOCK = threading.RLock()
+#: Absolute paths and (device, inode) of the databases this process opens with SQLite.
+_SQLITE_USED: set = set()
+
+
+def _use_keys(path: Path) -> list:
+    keys: list = [str(path)]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return keys
+    keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def note_sqlite_use(path: str | os.PathLike) -> None:
+    """Note that this process opens the database ``path`` (a ``runs.sqlite`` or its context
+    directory) with SQLite, before it connects: from then on this module never reads that
+    file with a plain ``open`` in this process (see :func:`_peek`). Every connection AMORE
+    keeps open to its own database calls it (the readers of :mod:`backend.store.reader`,
+    :class:`backend.store.writer.RunDB`)."""
+    p = Path(db_file(path)).absolute()
+    with _SQLITE_USE_LOCK:
+        _SQLITE_USED.update(_use_keys(p))
+
+
 def _peek(path: Path) -> tuple[bytes | None, bool]:
     """(the file's header, or None if it must not be read directly; WAL mode).
 
-    With ``-wal`` and ``-shm`` present the file is in WAL mode and may be open in this very
-    process; it is then left to SQLite alone: closing any file descriptor of a file drops every
-    POSIX lock this process holds on it, SQLite's own included (the readers of another thread
-    would then read a half-checkpointed file). Without them no connection in WAL mode has it
-    open, and its header is read with a plain ``open``."""
-    if _side_files(path):
-        return None, True
-    head = _header(path)
-    return head, _is_wal(head)
+    Closing any file descriptor of a file drops every POSIX lock this process holds on it,
+    SQLite's own included: another process's last connection then believes nobody else has
+    the database open and removes its ``-wal`` and ``-shm`` files, and this process's
+    connections go on reading the removed ones, never seeing a change again (a GUI's live
+    updates stopped that way). So the header is left to SQLite alone when this process opens
+    the file with SQLite (:func:`note_sqlite_use`), or when ``-wal`` and ``-shm`` are present
+    (WAL mode, possibly open here). Otherwise no connection of this process has it open (the
+    lock keeps one from opening meanwhile), and its header is read with a plain ``open``."""
+    with _SQLITE_USE_LOCK:
+        if _side_files(path):
+            return None, True
+        if any(k in _SQLITE_USED for k in _use_keys(path)):
+            # no -wal/-shm: no connection has it open in WAL mode, so SQLite reads it as
+            # immutable (its own file handling never drops a lock, unlike a plain close)
+            return None, False
+        head = _header(path)
+        return head, _is_wal(head)
 
 
 def open_untouched(path: str | os.PathLike, timeout: float = 10.0) -> sqlite3.Connection:
@@ -163,7 +201,10 @@ def open_untouched(path: str | os.PathLike, timeout: float = 10.0) -> sqlite3.Co
     head, wal = _peek(path)
     if head is not None and not head.startswith(SQLITE_MAGIC):
         raise sqlite3.DatabaseError(f"{path} is not an SQLite database")
-    uri = path.as_uri() + ("?immutable=1" if head is not None and wal else "?mode=ro")
+    # immutable: a WAL database without -wal/-shm (read directly), or one this process opened
+    # with SQLite before that has none now (its header is not read directly, see _peek)
+    immutable = (head is not None and wal) or (head is None and not wal)
+    uri = path.as_uri() + ("?immutable=1" if immutable else "?mode=ro")
     con = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     con.execute("PRAGMA query_only = 1")
     return con
@@ -217,6 +258,8 @@ def identify(path: str | os.PathLike) -> DbIdentity:
     if not path.is_file():
         return DbIdentity(path, DbKind.MISSING)
     try:
+        if path.stat().st_size == 0:
+            return DbIdentity(path, DbKind.EMPTY)
         head, wal = _peek(path)
     except OSError as e:
         return DbIdentity(path, DbKind.OTHER, detail=f"unreadable: {e.strerror or e}")
@@ -227,11 +270,14 @@ def identify(path: str | os.PathLike) -> DbIdentity:
     last = None
     for attempt in range(5):    # an immutable read may see a writer's half-done change
         try:
-            con = open_untouched(path)
-            try:
-                return _classify(path, con, wal)
-            finally:
-                con.close()
+            # the lock: no connection of this process that locks the file opens while an
+            # immutable one (which may not) is open and then closed
+            with _SQLITE_USE_LOCK:
+                con = open_untouched(path)
+                try:
+                    return _classify(path, con, wal)
+                finally:
+                    con.close()
         except sqlite3.DatabaseError as e:
             last = e
             time.sleep(0.1 * (attempt + 1))

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as _sqlite
 
 from backend.contextdir import db_file
-from backend.store.identify import check_amore_db
+from backend.store.identify import check_amore_db, note_sqlite_use
 from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, manual_columns_table,
                                   metadata_table, run_values_table, runs_table, slurm_jobs_table,
                                   variables_table)
@@ -209,6 +209,7 @@ def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
     if not path.is_file():
         raise FileNotFoundError(f"No AMORE database at {path}")
     check_amore_db(path)
+    note_sqlite_use(path)
     if uri_readonly:
         con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True,
                               timeout=timeout, check_same_thread=False)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db
+from backend.store.identify import DbKind, NotAmoreDatabase, check_amore_db, note_sqlite_use
 from backend.store.provenance import (ORIGIN_AMORE, drop_unused_evaluations, record_context,
                                       value_row_provenance)
 from backend.store.schema import (comments_table, events_table, manual_columns_table,
@@ -232,6 +232,7 @@ class RunDB:
             ident = check_amore_db(self.path, allow_empty=_create)
         except NotAmoreDatabase as e:
             raise ForeignDatabase(str(e), e.identity) from None
+        note_sqlite_use(self.path)
         if ident.kind is not DbKind.AMORE or ident.needs_upgrade:
             upgrade_schema(self.path)
         self.engine = make_engine(self.path)
