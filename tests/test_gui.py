@@ -458,7 +458,7 @@ def test_the_gui_loads_a_table_with_stale_values_without_importing_sqlalchemy(gu
     """A fresh GUI process opens a table (the backend's database, with stale values), loads
     every value, follows it live, shows how a stale value was made - and never imports
     SQLAlchemy or Alembic: the read path is SQL text on :mod:`sqlite3`, and SQLAlchemy alone
-    would add ~23 MB and ~0.3 s to every GUI's start."""
+    would add ~18 MB and ~0.2-0.3 s to every GUI's start."""
     import subprocess
     import sys
     from tests.gui_fixtures import change_flaky
