@@ -4,7 +4,7 @@ no SQLAlchemy).
 The queries are SQL text written here against the schema that :mod:`backend.store.schema`
 defines (and the Alembic migrations create). This module does not import SQLAlchemy, so the
 front-ends that read through it (the GUI's :mod:`amore_gui.application.dbread`, the browser,
-the public read API :mod:`amore.api`, ``amore-proto show``) never load it (~18 MB and ~0.2-0.3 s
+the public read API :mod:`amore.api`) never load it to read (~18 MB and ~0.2-0.3 s
 of a fresh process); only the writer (:mod:`backend.store.writer`) does.
 ``tests/test_storage.py`` prepares every statement here against a database the migrations
 made (an unknown table or column fails) and checks that each ``*_FIELDS`` tuple names the
