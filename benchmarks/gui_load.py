@@ -7,7 +7,9 @@ sparkline column (100 float32 points) and the rest floats (some with units, some
 error cells); titles are grouped like ``"Group 3/Variable 17"``. Attributes look like the
 backend's (units, shape, dtype, seconds). Unless ``--plain``: three manual columns (a choice, a
 number in mm, a boolean; issue 12) filled for the runs, and a query-language filter typed into
-the filter box (:data:`FILTER`, every run passes it) while the update is measured.
+the filter box (:data:`FILTER`, every run passes it) while the update is measured. With
+``--stale`` (issue 22) the values carry recorded code and some are stale (:func:`add_provenance`),
+so the load reads and shows stale marks.
 
 Measured in a fresh process per repeat (offscreen Qt, ``AMORE_BROKER=none``, empty config dir):
 
@@ -22,6 +24,7 @@ Measured in a fresh process per repeat (offscreen Qt, ``AMORE_BROKER=none``, emp
 Usage::
 
     python benchmarks/gui_load.py [--runs 5000] [--vars 300] [--repeats 3] [--work DIR] [--plain]
+        [--stale]
 
 Prints a table, then issue 12's three figures (update on the GUI thread, every value loaded,
 peak memory) against their targets; no pass/fail exit code.
@@ -155,6 +158,38 @@ def add_manual_columns(context_dir: Path, nruns: int) -> None:
     db.close()
 
 
+def add_provenance(context_dir: Path) -> None:
+    """Record code for every value (issue 22), as the backend would after loading the context
+    file, then make some of it stale: the function of one variable (``var_050_*``) changed, so
+    all its values are stale (a bulk mark), and 20 other variables have 10 runs each made by an
+    older version of their code (one mark per value)."""
+    con = sqlite3.connect(context_dir / "runs.sqlite")
+    names = [r[0] for r in con.execute("SELECT name FROM variables ORDER BY rowid")]
+    now = time.time()
+    con.executemany("INSERT INTO code_versions(id, digest, name, parts, recorded_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(i + 1, f"{i + 1:016x}", n, json.dumps({"function": f"{i:016x}"}), now)
+                     for i, n in enumerate(names)])
+    con.executemany("INSERT INTO current_code(name, code, data, manual, deps) VALUES (?, ?, ?, ?, ?)",
+                    [(n, i + 1, "raw", "[]", "[]") for i, n in enumerate(names)])
+    con.execute("CREATE TEMP TABLE code_of(name TEXT PRIMARY KEY, id INTEGER)")
+    con.executemany("INSERT INTO code_of VALUES (?, ?)", [(n, i + 1) for i, n in enumerate(names)])
+    con.execute("UPDATE run_values SET code = (SELECT id FROM code_of WHERE code_of.name = "
+                "run_values.name) WHERE name IN (SELECT name FROM code_of)")
+    changed = len(names) + 1
+    con.execute("INSERT INTO code_versions(id, digest, name, parts, recorded_at) "
+                "VALUES (?, 'changed-function', ?, '{}', ?)", (changed, names[50], now))
+    con.execute("UPDATE current_code SET code = ? WHERE name = ?", (changed, names[50]))
+    for k, n in enumerate(names[100:120]):
+        con.execute("INSERT INTO code_versions(id, digest, name, parts, recorded_at) "
+                    "VALUES (?, ?, ?, '{}', ?)", (changed + 1 + k, f"older-{k}", n, now))
+        con.execute("UPDATE run_values SET code = ? WHERE name = ? AND run % 500 = 7",
+                    (changed + 1 + k, n))
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
 def change_run(db_path: Path, run: int, factor: float = 1.5) -> list[str]:
     """Change every numeric value of ``run`` (and touch the others) in one transaction, like a
     reprocessed run; returns the names."""
@@ -210,6 +245,7 @@ def child(context_dir: str, spawn_t: float, query: str = "") -> None:
     win.resize(1280, 800)
     win.show()
     t_first, t_painted = wait_painted(app, win)
+    stale_shown = win.model.data_obj.stale_count()
     loop = QtCore.QEventLoop()
     nvis = win.visible_cell_count()
     t_settle = time.time() + 1.0
@@ -293,7 +329,8 @@ def child(context_dir: str, spawn_t: float, query: str = "") -> None:
         "python_start": t_start - spawn_t, "imports": t_imports - spawn_t,
         "first_paint": t_first - spawn_t, "painted": t_painted - spawn_t, "load_seconds": win.load_seconds,
         "visible_cells": nvis, "rss_mb": rss, "update_ms": times, "update_model_ms": t_model, "update_sorted_ms": t_sorted,
-        "db_to_cell_ms": lat, "source": win.update_source_text}))
+        "db_to_cell_ms": lat, "source": win.update_source_text,
+        "stale": stale_shown}))
     win.close()
 
 
@@ -308,6 +345,8 @@ def main(argv=None) -> int:
     p.add_argument("--plain", action="store_true",
                    help="no manual columns and no filter (by default: three manual columns "
                         "and a query-language filter are in place, as in issue 12)")
+    p.add_argument("--stale", action="store_true",
+                   help="values with recorded code, some of them stale (issue 22's stale marks)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--query", default="", help=argparse.SUPPRESS)
     p.add_argument("--spawn", type=float, help=argparse.SUPPRESS)
@@ -317,13 +356,15 @@ def main(argv=None) -> int:
         return 0
 
     work = Path(a.work or tempfile.mkdtemp(prefix="amore-gui-bench-"))
-    ctx = work / f"ctx-{a.runs}x{a.vars}{'' if a.plain else '-manual'}"
+    ctx = work / f"ctx-{a.runs}x{a.vars}{'' if a.plain else '-manual'}{'-stale' if a.stale else ''}"
     if not (ctx / "runs.sqlite").exists():
         t = time.time()
         print(f"Building {a.runs} x {a.vars} database in {ctx} ...", flush=True)
         build_db(ctx, a.runs, a.vars)
         if not a.plain:
             add_manual_columns(ctx, a.runs)
+        if a.stale:
+            add_provenance(ctx)
         print(f"  built in {time.time() - t:.0f} s, "
               f"{(ctx / 'runs.sqlite').stat().st_size / 1e6:.0f} MB", flush=True)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", AMORE_BROKER="none",
@@ -390,6 +431,7 @@ def main(argv=None) -> int:
         ("commit -> cell, " + ("Kafka message" if a.kafka else "DB watching (no broker)"),
          fmt(med("db_to_cell_ms", 1), " ms", 0)),
         ("cells painted in the first view", str(results[0]["visible_cells"])),
+        ("stale values marked", str(results[0].get("stale", 0))),
     ]
     w = max(len(r[0]) for r in rows)
     print(f"| {'measure'.ljust(w)} | value |")

@@ -426,6 +426,56 @@ def test_amore_proto_gui_command_starts(gui_ctx, tmp_path):
         p.wait(10)
 
 
+#: A fresh GUI process opening a table, run by the test below: prints what it loaded and which
+#: of SQLAlchemy / Alembic it imported.
+_LOAD_CHILD = """
+import sys
+from pathlib import Path
+from qtpy.QtCore import QTimer
+from amore_gui._qt.app import make_app
+from amore_gui._qt.mainwindow import MainWindow
+app = make_app([])
+win = MainWindow(Path(sys.argv[1]), live_updates=True)
+win.show()
+def check():
+    if win.is_fully_loaded and win.live_ready:
+        d = win.model.data_obj
+        print("ROWS", d.nrows, "CELLS", int((d.kind[:d.nrows] != 0).sum()), flush=True)
+        print("STATUS", win.live.counts_label.text(), flush=True)
+        print("PROVENANCE", win.workspace.provenance(int(sys.argv[2]), 2, "flaky")["stale"], flush=True)
+        print("IMPORTED", sorted(m for m in ("sqlalchemy", "alembic") if m in sys.modules), flush=True)
+        app.quit()
+timer = QTimer()
+timer.timeout.connect(check)
+timer.start(50)
+QTimer.singleShot(150000, app.quit)
+app.exec_()
+win.close()
+"""
+
+
+def test_the_gui_loads_a_table_with_stale_values_without_importing_sqlalchemy(gui_ctx):
+    """A fresh GUI process opens a table (the backend's database, with stale values), loads
+    every value, follows it live, shows how a stale value was made - and never imports
+    SQLAlchemy or Alembic: the read path is SQL text on :mod:`sqlite3`, and SQLAlchemy alone
+    would add ~18 MB and ~0.2-0.3 s to every GUI's start."""
+    import subprocess
+    import sys
+    from tests.gui_fixtures import change_flaky
+    change_flaky(gui_ctx["ctx"])
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    p = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(gui_ctx["ctx"]), str(GUI_PROPOSAL)],
+                       env=env, capture_output=True, text=True, timeout=180)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "IMPORTED" in p.stdout, out
+    lines = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
+    rows, cells = lines["ROWS"].split(" CELLS ")
+    assert int(rows) == len(GUI_RUNS) and int(cells) > 0, out
+    assert "4 stale values" in lines["STATUS"], out
+    assert lines["PROVENANCE"] == "True", out
+    assert lines["IMPORTED"] == "[]", f"the GUI's load path imported {lines['IMPORTED']}"
+
+
 def test_gui_command_with_pyqt6_alone(gui_ctx, tmp_path):
     """Where a facility's Python has PyQt6 and not PyQt5, ``amore-proto gui`` runs on PyQt6 with
     no setting (PyQt5 made unimportable in the child process)."""

@@ -99,8 +99,8 @@ def test_event_log_keeps_entries_in_order_and_filters(tmp_path):
 
 
 def test_reader_reads_what_the_writer_wrote(tmp_path):
-    """The fast reader's SQL (built from the schema tables) runs against a database made by
-    the writer and finds what was written, and its connections cannot write."""
+    """The fast reader's SQL (text, no SQLAlchemy) runs against a database made by the writer
+    and finds what was written, and its connections cannot write."""
     from backend.store import reader
     from backend.vocab import VariableInfo
     db = RunDB.create(tmp_path, 1234)
@@ -139,6 +139,53 @@ def test_reader_reads_what_the_writer_wrote(tmp_path):
     assert con.execute(reader.COMMENTS_SIGNATURE_SQL).fetchone()[:2] == (1, comments[0]["id"])
     with pytest.raises(sqlite3.OperationalError):
         con.execute("UPDATE runs SET comment = 'x'")
+    con.close()
+
+
+def test_reader_sql_matches_the_schema_the_migrations_make(tmp_path):
+    """The reader's queries are SQL text (so the front-ends never import SQLAlchemy): each one
+    prepares against a database the Alembic migrations made from an empty file (SQLite refuses
+    an unknown table or column), with as many parameters as it has placeholders, and every
+    ``*_FIELDS`` tuple names columns of its table in ``schema.py``, in the order its query
+    returns them."""
+    from backend.store import reader
+    from backend.store.schema import metadata_obj
+    from backend.store.writer import upgrade_schema
+    path = tmp_path / "runs.sqlite"
+    upgrade_schema(path)
+    con = sqlite3.connect(path)
+    statements = {name: getattr(reader, name) for name in dir(reader) if name.endswith("_SQL")}
+    assert len(statements) >= 20, sorted(statements)
+
+    def prepare(text):
+        return con.execute("EXPLAIN " + text, [None] * text.count("?"))
+
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        prepare("SELECT nonexistent FROM runs WHERE run = ?")     # what a stale query meets
+    refused = {}
+    for name, text in statements.items():
+        try:
+            prepare(text)
+        except sqlite3.Error as e:
+            refused[name] = f"{e}: {text}"
+    assert not refused, "queries the migrated schema refuses:\n" + "\n".join(
+        f"{k}: {v}" for k, v in refused.items())
+
+    def returned(text):
+        return tuple(d[0] for d in con.execute(text, [None] * text.count("?")).description)
+
+    tables = metadata_obj.tables
+    for fields, table, text, before in [
+            (reader.RUN_FIELDS, "runs", reader.RUNS_SQL, ("proposal", "run")),
+            (reader.RUN_FIELDS, "runs", reader.RUN_INFO_SQL, ()),
+            (reader.VARIABLE_FIELDS, "variables", reader.VARIABLES_SQL, ()),
+            (reader.COMMENT_FIELDS, "comments", reader.COMMENTS_SQL, ()),
+            (reader.EVENT_FIELDS, "events", reader.EVENTS_SINCE_SQL, ()),
+            (reader.MANUAL_COLUMN_FIELDS, "manual_columns", reader.MANUAL_COLUMNS_SQL, ()),
+            (reader.SLURM_JOB_FIELDS, "slurm_jobs", reader.RUN_SLURM_JOBS_SQL, ())]:
+        unknown = [f for f in fields if f not in tables[table].c]
+        assert not unknown, f"{unknown} are not columns of {table} in schema.py"
+        assert returned(text) == before + fields, text
     con.close()
 
 

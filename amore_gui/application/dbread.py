@@ -10,8 +10,9 @@
   then values newer than the last seen timestamp, and a diff of the small ``runs`` table);
   the update source when no Kafka broker is available.
 
-The SQL comes from :mod:`backend.store.reader` (built from the one schema definition,
-:mod:`backend.store.schema`); writes go through :class:`backend.store.writer.RunDB`.
+The SQL comes from :mod:`backend.store.reader` (SQL text for :mod:`sqlite3`, checked against the
+migrated schema by a test: loading never imports SQLAlchemy); writes go through
+:class:`backend.store.writer.RunDB` (imported only when something is written).
 """
 from __future__ import annotations
 
@@ -207,7 +208,7 @@ class ValueChunk:
         return added
 
 
-#: Values of a run range, grouped per run (see :func:`backend.store.reader._chunk_sql`).
+#: Values of a run range, grouped per run (see :data:`backend.store.reader.CHUNK_SQL`).
 _CHUNK_QUERY = sql.CHUNK_SQL
 
 

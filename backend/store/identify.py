@@ -25,7 +25,7 @@ Recognition (:func:`identify`), in this order:
     added to such a database by mistake (``alembic_version``, ``metadata``) do not make it AMORE's.
 ``amore``
     an ``alembic_version`` table holding one of the revisions in ``migrations/versions``
-    (migrated to :data:`~backend.store.schema.SCHEMA_HEAD` when opened for writing).
+    (migrated to :data:`SCHEMA_HEAD` when opened for writing).
 ``amore-newer``
     an ``alembic_version`` table with a revision this AMORE does not know.
 ``empty``
@@ -52,6 +52,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from backend.contextdir import db_file
+
+#: Alembic revision this code writes and reads (the newest of ``migrations/versions``); a
+#: database at another revision is migrated when opened with
+#: :class:`backend.store.writer.RunDB`. Defined here, not in :mod:`backend.store.schema`, so
+#: that the readers know it without importing SQLAlchemy.
+SCHEMA_HEAD = "0008"
 
 #: The 100-byte header of an SQLite 3 file starts with this.
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -98,7 +104,6 @@ class DbIdentity:
     @property
     def needs_upgrade(self) -> bool:
         """AMORE's own database at an older revision than this AMORE writes."""
-        from backend.store.schema import SCHEMA_HEAD
         return self.kind is DbKind.AMORE and self.revision != SCHEMA_HEAD
 
 

@@ -1,14 +1,20 @@
-"""Fast reads of ``runs.sqlite`` with the standard library's :mod:`sqlite3` (no Qt, no engine).
+"""Fast reads of ``runs.sqlite`` with the standard library's :mod:`sqlite3` (no Qt, no engine,
+no SQLAlchemy).
 
-The SQL is built once, at import, from the SQLAlchemy tables of :mod:`backend.store.schema`
-(compiled for SQLite with ``?`` placeholders), so the writer (:mod:`backend.store.writer`) and
-the readers share one schema definition: renaming a column in ``schema.py`` renames it here.
-Readers are the GUI (:mod:`amore_gui.application.dbread`) and the public read API
-(:mod:`amore.api`). Nothing here writes; the backend is the database's only writer.
+The queries are SQL text written here against the schema that :mod:`backend.store.schema`
+defines (and the Alembic migrations create). This module does not import SQLAlchemy, so the
+front-ends that read through it (the GUI's :mod:`amore_gui.application.dbread`, the browser,
+the public read API :mod:`amore.api`) never load it to read (~18 MB and ~0.2-0.3 s
+of a fresh process); only the writer (:mod:`backend.store.writer`) does.
+``tests/test_storage.py`` prepares every statement here against a database the migrations
+made (an unknown table or column fails) and checks that each ``*_FIELDS`` tuple names the
+schema's columns in the order its query returns them: renaming a column in ``schema.py``
+(and a migration) fails that test until the SQL here follows. Nothing here writes; the backend
+is the database's only writer.
 
-Each ``*_SQL`` constant is a query string; its positional parameters are named in its comment.
-:func:`decode_value` turns a stored table value into the Python object it stands for (the read
-API, the GUI's table and the terminal table use it).
+Each ``*_SQL`` constant is a query string; its positional parameters (``?``) are named in its
+comment. :func:`decode_value` turns a stored table value into the Python object it stands for
+(the read API, the GUI's table and the terminal table use it).
 """
 from __future__ import annotations
 
@@ -19,59 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite as _sqlite
 
 from backend.contextdir import db_file
-from backend.store.identify import check_amore_db, note_sqlite_use
-from backend.store.schema import (SCHEMA_HEAD, comments_table, events_table, manual_columns_table,
-                                  metadata_table, run_values_table, runs_table, slurm_jobs_table,
-                                  variables_table)
+from backend.store.identify import SCHEMA_HEAD, check_amore_db, note_sqlite_use
 from backend.vocab import SummaryType
 
 __all__ = ["connect", "schema_revision", "decode_value", "SCHEMA_HEAD", "RUN_FIELDS",
            "VARIABLE_FIELDS", "COMMENT_FIELDS", "MANUAL_COLUMN_FIELDS"]
 
-_DIALECT = _sqlite.dialect(paramstyle="qmark")
 
-R = runs_table.c
-V = run_values_table.c
-VAR = variables_table.c
-C = comments_table.c
-M = metadata_table.c
-E = events_table.c
-MC = manual_columns_table.c
-SJ = slurm_jobs_table.c
+def _lit(value: str) -> str:
+    """A constant (a vocabulary value) as an SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
-def _sql(stmt) -> str:
-    """SQLite SQL text of a Core statement (``?`` placeholders in the order of the bind
-    parameters). Every parameter must be one of :func:`_p`'s (constants are written into
-    the text with :func:`_lit`), so the documented parameter order is the real one."""
-    compiled = stmt.compile(dialect=_DIALECT)
-    stray = [n for n in compiled.positiontup or () if n not in _PARAMS]
-    if stray:
-        raise AssertionError(f"unexpected bound parameters {stray} in {compiled}")
-    return str(compiled)
+def _cols(fields) -> str:
+    return ", ".join(fields)
 
 
-def _lit(value: str):
-    """A constant (a vocabulary value) written into the SQL text rather than bound."""
-    return sa.literal_column("'" + str(value).replace("'", "''") + "'")
-
-
-_PARAMS = ("p", "r", "n", "t", "lo", "hi", "after")
-
-
-def _p(name: str):
-    """A positional parameter (one of :data:`_PARAMS`)."""
-    assert name in _PARAMS
-    return sa.bindparam(name)
-
-
-def _st(t: SummaryType):
-    return _lit(t.value)
-
+_NUMBER = _lit(SummaryType.NUMBER.value)
+_THUMBNAIL = _lit(SummaryType.THUMBNAIL.value)
+_SPARKLINE = _lit(SummaryType.SPARKLINE.value)
+_ERROR = _lit(SummaryType.ERROR.value)
+_SKIPPED = _lit(SummaryType.SKIPPED.value)
 
 #: The ``runs`` columns after (proposal, run), in the order the run queries return them.
 RUN_FIELDS = ("start_time", "added_at", "status", "status_message", "comment")
@@ -80,112 +56,96 @@ VARIABLE_FIELDS = ("name", "title", "description", "units", "tags", "data", "sum
 #: The ``comments`` columns, in the order :data:`COMMENTS_SQL` returns them.
 COMMENT_FIELDS = ("id", "proposal", "run", "timestamp", "author", "text")
 
-_run_info_cols = [R[f] for f in RUN_FIELDS]
-
 #: () -> (key, value)
-METADATA_SQL = _sql(sa.select(M.key, M.value))
+METADATA_SQL = 'SELECT "key", value FROM metadata'
 #: () -> VARIABLE_FIELDS, in definition order
-VARIABLES_SQL = _sql(sa.select(*[VAR[f] for f in VARIABLE_FIELDS]).order_by(sa.text("rowid")))
+VARIABLES_SQL = f"SELECT {_cols(VARIABLE_FIELDS)} FROM variables ORDER BY rowid"
 #: () -> (proposal, run, *RUN_FIELDS), ordered by proposal and run
-RUNS_SQL = _sql(sa.select(R.proposal, R.run, *_run_info_cols).order_by(R.proposal, R.run))
+RUNS_SQL = f"SELECT proposal, run, {_cols(RUN_FIELDS)} FROM runs ORDER BY proposal, run"
 #: (proposal, run) -> RUN_FIELDS
-RUN_INFO_SQL = _sql(sa.select(*_run_info_cols).where(R.proposal == _p("p"), R.run == _p("r")))
+RUN_INFO_SQL = f"SELECT {_cols(RUN_FIELDS)} FROM runs WHERE proposal = ? AND run = ?"
 #: () -> COMMENT_FIELDS, oldest first
-COMMENTS_SQL = _sql(sa.select(*[C[f] for f in COMMENT_FIELDS]).order_by(C.timestamp, C.id))
+COMMENTS_SQL = f"SELECT {_cols(COMMENT_FIELDS)} FROM comments ORDER BY timestamp, id"
 #: () -> (count, max id, max timestamp) of the comments
-COMMENTS_SIGNATURE_SQL = _sql(sa.select(sa.func.count(), sa.func.max(C.id), sa.func.max(C.timestamp)))
+COMMENTS_SIGNATURE_SQL = "SELECT count(*), max(id), max(timestamp) FROM comments"
 
 #: the stored value, except thumbnails (NULL: their PNGs are fetched when shown)
-_value_no_thumb = sa.case((V.summary_type == _st(SummaryType.THUMBNAIL), sa.null()), else_=V.value)
-_value_cols = [V.name, V.summary_type, _value_no_thumb, V.attributes, V.timestamp]
+_VALUE_NO_THUMB = f"CASE WHEN summary_type = {_THUMBNAIL} THEN NULL ELSE value END"
 
 #: (proposal, run) -> (name, summary_type, value or NULL for thumbnails, attributes, timestamp)
-RUN_VALUES_SQL = _sql(sa.select(*_value_cols).where(V.proposal == _p("p"), V.run == _p("r")))
+RUN_VALUES_SQL = (f"SELECT name, summary_type, {_VALUE_NO_THUMB}, attributes, timestamp "
+                  "FROM run_values WHERE proposal = ? AND run = ?")
 #: (since,) -> (proposal, run, name, summary_type, value/NULL, attributes, timestamp)
-VALUES_SINCE_SQL = _sql(sa.select(V.proposal, V.run, *_value_cols).where(V.timestamp > _p("t")))
+VALUES_SINCE_SQL = (f"SELECT proposal, run, name, summary_type, {_VALUE_NO_THUMB}, attributes, "
+                    "timestamp FROM run_values WHERE timestamp > ?")
 #: () -> (proposal, run, name, value) of every number cell
-NUMBER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.value)
-                         .where(V.summary_type == _st(SummaryType.NUMBER)))
+NUMBER_VALUES_SQL = ("SELECT proposal, run, name, value FROM run_values "
+                     f"WHERE summary_type = {_NUMBER}")
 #: () -> (proposal, run, name, summary_type, value or NULL for thumbnails) of every other cell
-OTHER_VALUES_SQL = _sql(sa.select(V.proposal, V.run, V.name, V.summary_type, _value_no_thumb)
-                        .where(V.summary_type != _st(SummaryType.NUMBER)))
+OTHER_VALUES_SQL = (f"SELECT proposal, run, name, summary_type, {_VALUE_NO_THUMB} "
+                    f"FROM run_values WHERE summary_type != {_NUMBER}")
 #: () -> (name,) of every name that has a value
-VALUE_NAMES_SQL = _sql(sa.select(V.name).distinct())
+VALUE_NAMES_SQL = "SELECT DISTINCT name FROM run_values"
 #: (proposal, run, name) -> (value, summary_type, attributes) of one cell
-VALUE_SQL = _sql(sa.select(V.value, V.summary_type, V.attributes)
-                 .where(V.proposal == _p("p"), V.run == _p("r"), V.name == _p("n")))
+VALUE_SQL = ("SELECT value, summary_type, attributes FROM run_values "
+             "WHERE proposal = ? AND run = ? AND name = ?")
 #: (name,) -> (1,) if any run has a value of that name, else (0,)
-NAME_HAS_VALUES_SQL = _sql(sa.select(sa.exists().where(V.name == _p("n"))))
+NAME_HAS_VALUES_SQL = "SELECT EXISTS (SELECT * FROM run_values WHERE name = ?)"
 #: (proposal, run, name) -> (PNG bytes,) of a thumbnail cell
-THUMBNAIL_SQL = _sql(sa.select(V.value).where(V.proposal == _p("p"), V.run == _p("r"),
-                                              V.name == _p("n"),
-                                              V.summary_type == _st(SummaryType.THUMBNAIL)))
+THUMBNAIL_SQL = ("SELECT value FROM run_values WHERE proposal = ? AND run = ? AND name = ? "
+                 f"AND summary_type = {_THUMBNAIL}")
 #: (proposal, run) -> (name, value) of the number cells of one run
-RUN_NUMBERS_SQL = _sql(sa.select(V.name, V.value).where(
-    V.proposal == _p("p"), V.run == _p("r"), V.summary_type == _st(SummaryType.NUMBER)))
+RUN_NUMBERS_SQL = ("SELECT name, value FROM run_values WHERE proposal = ? AND run = ? "
+                   f"AND summary_type = {_NUMBER}")
 #: (proposal, run) -> (name, summary_type, value/NULL, attributes) of the other cells of one run
-RUN_OTHERS_SQL = _sql(sa.select(V.name, V.summary_type, _value_no_thumb, V.attributes).where(
-    V.proposal == _p("p"), V.run == _p("r"), V.summary_type != _st(SummaryType.NUMBER)))
+RUN_OTHERS_SQL = (f"SELECT name, summary_type, {_VALUE_NO_THUMB}, attributes FROM run_values "
+                  f"WHERE proposal = ? AND run = ? AND summary_type != {_NUMBER}")
 
 #: Fields of an event log entry, in the order :data:`EVENTS_SINCE_SQL` returns them.
 EVENT_FIELDS = ("id", "timestamp", "level", "source", "proposal", "run", "message", "details")
 #: (after id,) -> the event log entries with ``id`` > after, newest first (fetch as many as wanted)
-EVENTS_SINCE_SQL = _sql(sa.select(*[E[f] for f in EVENT_FIELDS]).where(E.id > _p("after"))
-                        .order_by(E.id.desc()))
+EVENTS_SINCE_SQL = f"SELECT {_cols(EVENT_FIELDS)} FROM events WHERE id > ? ORDER BY id DESC"
 
 #: The ``manual_columns`` columns, in the order :data:`MANUAL_COLUMNS_SQL` returns them.
 MANUAL_COLUMN_FIELDS = ("name", "title", "type", "units", "choices", "description", "carry_over")
-_manual_live = MC.deleted_at.is_(None)
 #: () -> MANUAL_COLUMN_FIELDS of the manual columns not deleted, in display order
 #: (raises ``sqlite3.OperationalError`` on a database older than revision 0006)
-MANUAL_COLUMNS_SQL = _sql(sa.select(*[MC[f] for f in MANUAL_COLUMN_FIELDS]).where(_manual_live)
-                          .order_by(MC.position, MC.id))
+MANUAL_COLUMNS_SQL = (f"SELECT {_cols(MANUAL_COLUMN_FIELDS)} FROM manual_columns "
+                      "WHERE deleted_at IS NULL ORDER BY position, id")
 #: () -> (name,) of the manual columns not deleted
-MANUAL_COLUMN_NAMES_SQL = _sql(sa.select(MC.name).where(_manual_live))
+MANUAL_COLUMN_NAMES_SQL = "SELECT name FROM manual_columns WHERE deleted_at IS NULL"
 
 #: The ``slurm_jobs`` columns, in the order :data:`RUN_SLURM_JOBS_SQL` returns them.
 SLURM_JOB_FIELDS = ("task_id", "job_id", "state", "node", "names", "log_file", "message",
                     "started_at", "ended_at", "done")
 #: (proposal, run) -> SLURM_JOB_FIELDS of the run's Slurm tasks, newest submission first
 #: (raises ``sqlite3.OperationalError`` on a database older than revision 0007)
-RUN_SLURM_JOBS_SQL = _sql(sa.select(*[SJ[f] for f in SLURM_JOB_FIELDS])
-                          .where(SJ.proposal == _p("p"), SJ.run == _p("r"))
-                          .order_by(SJ.submitted_at.desc()))
+RUN_SLURM_JOBS_SQL = (f"SELECT {_cols(SLURM_JOB_FIELDS)} FROM slurm_jobs "
+                      "WHERE proposal = ? AND run = ? ORDER BY submitted_at DESC")
 
-
-def _chunk_sql() -> str:
-    """Values of a run range of one proposal in one scan, one row per run:
-    ``(run, number names, number values, other cells)`` - names and values of the number cells
-    as comma-separated text (NULL written as ``nan``), and every other cell (and every number
-    with ``bold``/``background``/``tooltip`` attributes) as a JSON array of
-    ``[name, summary_type, value, attributes]`` (value NULL for numbers and thumbnails, hex
-    text for sparklines and other blobs; attributes only for error/skipped cells and cells
-    with ``bold``/``background``/``tooltip``). Parameters: (proposal, lo, hi)."""
-    is_num = V.summary_type == _st(SummaryType.NUMBER)
-    # cheap test for attributes "bold"/"background" (both start with '"b') or "tooltip"
-    zero = sa.literal_column("0")
-    has_b = sa.or_(sa.func.instr(V.attributes, _lit('"b')) > zero,
-                   sa.func.instr(V.attributes, _lit('"tooltip"')) > zero)
-    value = sa.case(
-        (V.summary_type.in_([_st(SummaryType.NUMBER), _st(SummaryType.THUMBNAIL)]), sa.null()),
-        (sa.or_(V.summary_type == _st(SummaryType.SPARKLINE),
-                sa.func.typeof(V.value) == _lit("blob")), sa.func.hex(V.value)),
-        else_=V.value)
-    attrs = sa.case((sa.or_(V.summary_type.in_([_st(SummaryType.ERROR), _st(SummaryType.SKIPPED)]),
-                            has_b), V.attributes))
-    others = sa.func.group_concat(sa.case((sa.or_(~is_num, has_b),
-                                           sa.func.json_array(V.name, V.summary_type, value, attrs))))
-    stmt = (sa.select(V.run,
-                      sa.func.group_concat(sa.case((is_num, V.name))),
-                      sa.func.group_concat(sa.case((is_num, sa.func.ifnull(V.value, _lit("nan"))))),
-                      _lit("[").op("||")(others).op("||")(_lit("]")))
-            .where(V.proposal == _p("p"), V.run.between(_p("lo"), _p("hi")))
-            .group_by(V.proposal, V.run))
-    return _sql(stmt)
-
+# CHUNK_SQL's pieces. A cheap test for the attributes "bold"/"background" (both start with
+# '"b') or "tooltip":
+_HAS_B = "(instr(attributes, '\"b') > 0 OR instr(attributes, '\"tooltip\"') > 0)"
+_CHUNK_VALUE = (f"CASE WHEN summary_type IN ({_NUMBER}, {_THUMBNAIL}) THEN NULL "
+                f"WHEN summary_type = {_SPARKLINE} OR typeof(value) = 'blob' THEN hex(value) "
+                "ELSE value END")
+_CHUNK_ATTRS = f"CASE WHEN summary_type IN ({_ERROR}, {_SKIPPED}) OR {_HAS_B} THEN attributes END"
 
 #: (proposal, lo, hi) -> per run: (run, number names, number values, other cells JSON)
-CHUNK_SQL = _chunk_sql()
+#:
+#: Values of a run range of one proposal in one scan, one row per run: names and values of
+#: the number cells as comma-separated text (NULL written as ``nan``), and every other cell
+#: (and every number with ``bold``/``background``/``tooltip`` attributes) as a JSON array of
+#: ``[name, summary_type, value, attributes]`` (value NULL for numbers and thumbnails, hex
+#: text for sparklines and other blobs; attributes only for error/skipped cells and cells
+#: with ``bold``/``background``/``tooltip``).
+CHUNK_SQL = (
+    "SELECT run, "
+    f"group_concat(CASE WHEN summary_type = {_NUMBER} THEN name END), "
+    f"group_concat(CASE WHEN summary_type = {_NUMBER} THEN ifnull(value, 'nan') END), "
+    f"'[' || group_concat(CASE WHEN summary_type != {_NUMBER} OR {_HAS_B} "
+    f"THEN json_array(name, summary_type, {_CHUNK_VALUE}, {_CHUNK_ATTRS}) END) || ']' "
+    "FROM run_values WHERE proposal = ? AND run BETWEEN ? AND ? GROUP BY proposal, run")
 
 #: Alembic's own table (not part of the schema definition): the database's revision.
 SCHEMA_REVISION_SQL = "SELECT version_num FROM alembic_version"

@@ -109,9 +109,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.types import UserDefinedType
 
-#: Alembic revision this code writes and reads; a database at another revision is migrated
-#: when opened with :class:`backend.store.writer.RunDB`.
-SCHEMA_HEAD = "0008"
+from backend.store.identify import SCHEMA_HEAD  # noqa: F401  (the revision these tables are)
 
 
 class AnyValue(UserDefinedType):
