@@ -50,7 +50,7 @@ def _reprocess(a) -> int:
     from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB, StorageError
     try:
-        db = RunDB(d)
+        db = RunDB(d, keep_connections=True)   # a few transactions per run, from two threads
     except StorageError as e:
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
@@ -89,14 +89,22 @@ def _reprocess(a) -> int:
                 return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
             runs = sorted(r for _p, r in todo)
 
+    # What is stale is computed by one worker first; more join once the plan says its work
+    # pays for them (see below). Such workers load what their variables use, not first all
+    # that any run might (the backend's warm-up); those of --force and named runs warm up.
+    lean = a.slurm or selective
+    pool = WorkerPool(d, config, 1 if lean else min(config.jobs, max(1, len(runs))),
+                      warm_up=not lean)
+    pool.start()
+    if selective and todo is None:   # the runs' data looked at while the worker starts
+        from backend.processing.selective import refresh_run_data
+        refresh_run_data(db, [(proposal, r) for r in runs])
     publisher = None
     if config.broker:
         from backend.kafkaclient import broker_reachable
         from backend.notify.kafka import UpdatePublisher
         if broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
             publisher = UpdatePublisher(config, db.db_id)
-    pool = WorkerPool(d, config, 1 if a.slurm else min(config.jobs, max(1, len(runs))))
-    pool.start()
     proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
     err = proc.load_context()
     if err:
@@ -104,7 +112,7 @@ def _reprocess(a) -> int:
         pool.stop()
         return 1
     if selective and todo is None:   # the context file changed: its digests are recorded now
-        todo = _stale_plan(a, db, runs, proc.variables)
+        todo = _stale_plan(a, db, runs, proc.variables, refresh=False)
         if todo is None or not todo or a.dry_run:
             pool.stop(wait=False)
             return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
@@ -146,6 +154,9 @@ def _reprocess(a) -> int:
             if publisher:
                 publisher.flush(5)
                 publisher.close()
+    if selective:   # more workers when the plan's work pays for starting them
+        from backend.processing.selective import estimated_seconds, workers_for
+        proc.grow_pool(workers_for(estimated_seconds(db, todo), config.jobs))
     failed = []
     cancelled = False
     t0 = time.perf_counter()
@@ -207,11 +218,11 @@ def _reprocess(a) -> int:
 HANDOVER_MAX_RUNS = 8
 
 
-def _stale_plan(a, db, runs: list[int], variables):
+def _stale_plan(a, db, runs: list[int], variables, refresh: bool = True):
     """What ``reprocess all`` computes: ``(proposal, run) -> names or None`` (see
     :mod:`backend.processing.selective`) for the ``variables`` (VariableInfo) chosen with
     ``--var``/``--match``; listed with ``--dry-run``. None (after saying why) for an unknown
-    ``--var``."""
+    ``--var``. ``refresh``: look at the runs' data first (False: the caller did)."""
     from backend.processing.selective import describe, plan
     names = [v.name for v in variables]
     wanted = None
@@ -224,7 +235,7 @@ def _stale_plan(a, db, runs: list[int], variables):
         wanted = [v.name for v in variables if (not a.var or v.name in a.var) and (
             not a.match or any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
                                for m in a.match))]
-    todo = plan(db, [(db.proposal, r) for r in runs], wanted)
+    todo = plan(db, [(db.proposal, r) for r in runs], wanted, refresh_data=refresh)
     if todo:
         print(f"Stale: {describe(todo, wanted or names)} (--force recomputes everything)",
               flush=True)

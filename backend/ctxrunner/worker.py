@@ -642,6 +642,11 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+#: Modules a run may import (a worker started without warm-up) before what exists is frozen
+#: again (:func:`freeze_long_lived`), so that the collection after each run stays quick.
+REFREEZE_MODULES = 20
+
+
 def _release_memory() -> None:
     """After a run: close figures and collect garbage; then, if more freed heap memory is left
     than :func:`backend.ctxrunner.memory.keep_memory` allows, hand it all back to the system (glibc keeps it otherwise,
@@ -681,23 +686,27 @@ def main(argv=None):
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
     from backend.ctxrunner.mymdc import metadata_client
     worker.mymdc = metadata_client(mymdc_conf)  # [mymdc] url, else extra-proposal (as DAMNIT)
-    # Warm up the heavy imports before the first request, so the first run after the backend
-    # starts is as quick as the others: the facility's worker module and what it imports
-    # (extra-data at European XFEL, which imports xarray/pandas lazily on first use).
+    # The facility's worker module (extra-data at European XFEL) is imported before the first
+    # request: every run needs it. With $AMORE_WARM_UP (the backend's workers), so is what the
+    # first run would load on first use (xarray/pandas, pint, matplotlib: ~0.9 s of CPU), so
+    # that the first run after the backend starts is as quick as the others; a reprocess's
+    # workers load only what their variables use (a few cheap values need little of it).
     try:
         worker.opener()
     except Exception as e:  # the first run request says so again, as its error
         print(f"AMORE: cannot load the facility's worker module: {e}", file=sys.stderr)
     import h5py  # noqa: F401
-    import xarray  # noqa: F401
-    from backend.ctxrunner import results
-    results.warm_up(px, npts)  # and what converting results loads on first use
+    if os.environ.get("AMORE_WARM_UP", "1") != "0":
+        import xarray  # noqa: F401
+        from backend.ctxrunner import results
+        results.warm_up(px, npts)  # and what converting results loads on first use
     worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
     from backend.ctxrunner.memory import keep_memory
     keep_memory(float(os.environ.get("AMORE_KEEP_MEMORY_MB") or 0))
     apply_memory_limit(worker.memory_limit_mb)
     freeze_long_lived()
     worker.freeze_loaded = True
+    frozen_modules = len(sys.modules)
     before: set[int] = set()
     for line in sys.stdin:
         line = line.strip()
@@ -727,6 +736,9 @@ def main(argv=None):
         if isinstance(req, dict) and req.get("op") == "run":
             kill_leftover_processes(keep=before)
         _release_memory()  # after the reply: not on the run's critical path
+        if len(sys.modules) - frozen_modules >= REFREEZE_MODULES:
+            freeze_long_lived()   # what the run imported lives as long as the worker too
+            frozen_modules = len(sys.modules)
 
 
 if __name__ == "__main__":

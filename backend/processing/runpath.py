@@ -457,6 +457,8 @@ class RunProcessor:
         self._lock = threading.Lock()
         self._busy: dict[tuple[int, int], threading.Lock] = {}
         self.context_error: str | None = None
+        #: the last load request (:meth:`grow_pool` sends it to new workers)
+        self._load_request: dict | None = None
         self.variables: list[VariableInfo] = []
         #: variable name -> names it takes as ``var#`` input (variables and manual columns)
         self.inputs: dict[str, list[str]] = {}
@@ -514,8 +516,9 @@ class RunProcessor:
         except Exception as e:  # never let this stop processing
             log.error("Cannot read the manual columns: %s", e)
             names = []
+        self._load_request = {"op": "load", "manual_columns": names}
         try:
-            reply = self.pool.request({"op": "load", "manual_columns": names}, timeout=120)
+            reply = self.pool.request(self._load_request, timeout=120)
         except WorkerDied as e:
             reply = {"ok": False, "error": f"context file could not be loaded: {e}"}
         if not reply.get("ok"):
@@ -529,6 +532,12 @@ class RunProcessor:
         if self.db.set_variables(self.variables) or code_changed:
             self.publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in self.variables]})
         return None
+
+    def grow_pool(self, n: int) -> int:
+        """Have ``n`` workers in all (:meth:`WorkerPool.grow`): the new ones load the context
+        file as :meth:`load_context` did before they take a run. Returns how many were
+        added."""
+        return self.pool.grow(n, self._load_request)
 
     def _record_code(self, manual: list[str], reply: dict) -> bool:
         """Record the loaded file's code digests as the current ones (front-ends mark values
