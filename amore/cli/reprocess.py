@@ -41,6 +41,43 @@ def _reprocess(a) -> int:
             handed = _hand_to_backend(a, d, few, _params(a))
             if handed is not None:
                 return handed
+    early = _early_pool(a, d)
+    try:
+        return _reprocess_here(a, d, early)
+    finally:
+        if early is not None:   # (stopped already, unless the command ended before its runs)
+            early.stop(wait=False)
+
+
+def _early_pool(a, d):
+    """For ``reprocess all`` after the context file changed (its SHA-256 is not the one the
+    last load recorded, read with plain sqlite3): the worker pool of one worker, started
+    before the command imports SQLAlchemy and opens the database, so that the worker's imports
+    overlap the command's own. None otherwise (the command decides later, and may need no
+    worker at all), and for anything that cannot be read here."""
+    if "all" not in a.runs or a.force:
+        return None
+    from backend.config import ConfigError, load_config
+    from backend.contextdir import ContextDir
+    from backend.ctxrunner.provenance import file_sha
+    from backend.store.staleness import recorded_state
+    state = _read_db(d, recorded_state)
+    try:
+        if not state or not state.get("sha") or \
+                file_sha(ContextDir(d).context_file) == state["sha"]:
+            return None
+        config = load_config(d)
+    except (OSError, ConfigError):
+        return None
+    from backend.processing.local import WorkerPool
+    pool = WorkerPool(d, config, 1, warm_up=False)
+    pool.start()
+    return pool
+
+
+def _reprocess_here(a, d, early) -> int:
+    """The reprocess in worker processes of this command (``early``: its pool, already
+    started, or None) or on Slurm."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -93,8 +130,8 @@ def _reprocess(a) -> int:
     # pays for them (see below). Such workers load what their variables use, not first all
     # that any run might (the backend's warm-up); those of --force and named runs warm up.
     lean = a.slurm or selective
-    pool = WorkerPool(d, config, 1 if lean else min(config.jobs, max(1, len(runs))),
-                      warm_up=not lean)
+    pool = early or WorkerPool(d, config, 1 if lean else min(config.jobs, max(1, len(runs))),
+                               warm_up=not lean)
     pool.start()
     if selective and todo is None:   # the runs' data looked at while the worker starts
         from backend.processing.selective import refresh_run_data
@@ -274,8 +311,19 @@ def _params(a) -> dict:
 
 
 def _db_facts(d):
-    """``db_id`` and variable names of ``runs.sqlite`` read with plain sqlite3 (no SQLAlchemy:
-    the hand-over path stays light); None if they cannot be read."""
+    """``db_id`` and variable names of ``runs.sqlite`` (:func:`_read_db`); None if they cannot
+    be read."""
+    def read(con):
+        row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
+        names = {r[0] for r in con.execute("SELECT name FROM variables")}
+        return (row[0], names) if row else None
+    return _read_db(d, read)
+
+
+def _read_db(d, read):
+    """``read(con)`` of a read-only sqlite3 connection to ``runs.sqlite`` (no SQLAlchemy: the
+    hand-over path and the early worker start stay light); None if the file cannot be
+    read."""
     import sqlite3
     from backend.contextdir import ContextDir
     path = ContextDir(d).db_file
@@ -284,13 +332,11 @@ def _db_facts(d):
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
-            names = {r[0] for r in con.execute("SELECT name FROM variables")}
+            return read(con)
         finally:
             con.close()
     except sqlite3.Error:
         return None
-    return (row[0], names) if row else None
 
 
 def _hand_to_backend(a, d, runs, params):

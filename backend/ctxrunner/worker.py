@@ -17,7 +17,7 @@ Requests and replies:
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
 "params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value},
-"only": [str]|null, "reuse": [str]|null, "split": int}``
+"only": [str]|null, "reuse": [str]|null, "split": int, "start_time_known": bool}``
     (``facility_run``: what the run source recorded for the run, None if nothing; how a run is
     opened is the facility's: its worker module, named in ``$AMORE_FACILITY`` (JSON written by
     the backend, with the metadata columns), see :mod:`backend.ctxrunner.facilities`;
@@ -27,7 +27,9 @@ Requests and replies:
     back from the run's HDF5 file rather than compute (their stored values are up to date:
     ``reprocess all``); ``split``: how many processes
     the run may use, this one and forked copies on idle cores, see
-    :mod:`backend.ctxrunner.forked`; default 1)
+    :mod:`backend.ctxrunner.forked`; default 1; ``start_time_known``: the backend has the
+    run's start time, which a request with ``only`` then need not find: its reply's
+    ``start_time`` may be null)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
     "timings": {"open", "variables", "store": s, "processes": int}, "log": str}`` (``log``:
     what the variables printed, and tracebacks) or
@@ -213,7 +215,8 @@ class Worker:
         run = int(req["run"])
         request = RunRequest(req["proposal"], run, req.get("data", "all"),
                              req.get("facility_run"), self.facility_conf.get("options") or {},
-                             self._processes(req))
+                             self._processes(req),
+                             start_time=not (req.get("start_time_known") and req.get("only")))
         try:
             opened = self.opener().open_run(request)
         except RunNotReady as e:

@@ -600,7 +600,9 @@ class RunProcessor:
                                   seconds=time.perf_counter() - t0)
             self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
                                                          "status": RunStatus.PROCESSING.value})
-            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse)
+            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse,
+                                                start_time_known=bool((before or {}).get(
+                                                    "start_time")))
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
             if not stored:
@@ -612,13 +614,16 @@ class RunProcessor:
             return outcome
 
     def compute(self, proposal, run, data, names, params, only=False,
-                reuse=None) -> tuple[dict, bool]:
+                reuse=None, start_time_known: bool = False) -> tuple[dict, bool]:
         """The worker's reply to the run request (``{"ok": false, "kind": "died"}`` if its
-        worker died or was killed) and whether the run was cancelled meanwhile."""
+        worker died or was killed) and whether the run was cancelled meanwhile.
+        ``start_time_known``: the run's start time is recorded (a request storing ``only``
+        some values then leaves it as it is)."""
         req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                "names": list(names) if names else None, "params": params or {}}
         if only and names:
             req["only"] = list(names)
+            req["start_time_known"] = start_time_known
         if reuse:
             req["reuse"] = list(reuse)
         req.update(run_inputs(self.db, proposal, run))
