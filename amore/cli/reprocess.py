@@ -26,6 +26,11 @@ def cmd_reprocess(a) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        # The command is done (its database connections closed, its workers told to exit):
+        # what is left lives until the process exits, and Python's collections at exit need
+        # not look at it (SQLAlchemy's objects: 0.1-0.3 s of the command's time otherwise).
+        import gc
+        gc.freeze()
 
 
 def _reprocess(a) -> int:
@@ -42,11 +47,14 @@ def _reprocess(a) -> int:
             if handed is not None:
                 return handed
     early = _early_pool(a, d)
+    opened: list = []   # the database the command opens (closed here, whatever happens)
     try:
-        return _reprocess_here(a, d, early)
+        return _reprocess_here(a, d, early, opened)
     finally:
         if early is not None:   # (stopped already, unless the command ended before its runs)
             early.stop(wait=False)
+        for db in opened:
+            db.close()
 
 
 def _early_pool(a, d):
@@ -75,9 +83,9 @@ def _early_pool(a, d):
     return pool
 
 
-def _reprocess_here(a, d, early) -> int:
+def _reprocess_here(a, d, early, opened: list) -> int:
     """The reprocess in worker processes of this command (``early``: its pool, already
-    started, or None) or on Slurm."""
+    started, or None) or on Slurm; the database it opens is appended to ``opened``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -91,6 +99,7 @@ def _reprocess_here(a, d, early) -> int:
     except StorageError as e:
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
+    opened.append(db)
     from backend.store.trust import closed_since, is_closed
     if is_closed(db):
         print(f"amore-proto reprocess: proposal {db.proposal} was closed "
