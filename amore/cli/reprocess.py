@@ -59,16 +59,20 @@ def _reprocess(a) -> int:
 
 def _early_pool(a, d):
     """For ``reprocess all`` after the context file changed (its SHA-256 is not the one the
-    last load recorded, read with plain sqlite3): the worker pool of one worker, started
-    before the command imports SQLAlchemy and opens the database, so that the worker's imports
-    overlap the command's own. None otherwise (the command decides later, and may need no
-    worker at all), and for anything that cannot be read here."""
+    last load recorded, read with plain sqlite3): the worker pool, started before the command
+    imports SQLAlchemy and opens the database, its workers loading the context file at once
+    (:meth:`WorkerPool.grow`), so that their imports and load overlap the command's own start
+    (the command's load then finds the file loaded). As many workers as opening every run of
+    the table pays for (:func:`backend.processing.selective.workers_for`: a changed function
+    is stale in every run that has a value of it); one for ``--slurm`` and ``--dry-run``.
+    None otherwise (the command decides later, and may need no worker at all), and for
+    anything that cannot be read here."""
     if "all" not in a.runs or a.force:
         return None
     from backend.config import ConfigError, load_config
     from backend.contextdir import ContextDir
     from backend.ctxrunner.provenance import file_sha
-    from backend.store.staleness import recorded_state
+    from backend.store.staleness import manual_column_names, recorded_state
     state = _read_db(d, recorded_state)
     try:
         if not state or not state.get("sha") or \
@@ -77,9 +81,16 @@ def _early_pool(a, d):
         config = load_config(d)
     except (OSError, ConfigError):
         return None
+    if a.jobs:
+        config["processing"]["jobs"] = a.jobs
+    manual = _read_db(d, manual_column_names)
+    # a changed function is stale in every run that has a value of it: each run is opened
+    n_runs = _read_db(d, lambda con: con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
     from backend.processing.local import WorkerPool
-    pool = WorkerPool(d, config, 1, warm_up=False)
-    pool.start()
+    from backend.processing.selective import RUN_OVERHEAD_S, workers_for
+    pool = WorkerPool(d, config, 0, warm_up=False)
+    pool.grow(1 if a.slurm or a.dry_run else workers_for((n_runs or 0) * RUN_OVERHEAD_S, config.jobs),
+              None if manual is None else {"op": "load", "manual_columns": manual})
     return pool
 
 
@@ -281,7 +292,8 @@ def _stale_plan(a, db, runs: list[int], variables, refresh: bool = True):
         wanted = [v.name for v in variables if (not a.var or v.name in a.var) and (
             not a.match or any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
                                for m in a.match))]
-    todo = plan(db, [(db.proposal, r) for r in runs], wanted, refresh_data=refresh)
+    proposal = db.proposal
+    todo = plan(db, [(proposal, r) for r in runs], wanted, refresh_data=refresh)
     if todo:
         print(f"Stale: {describe(todo, wanted or names)} (--force recomputes everything)",
               flush=True)

@@ -379,13 +379,18 @@ class WorkerPool:
             self.workers.append(w)
             added.append(w)
         for w in added:
+            try:
+                w.start()
+            except OSError as e:  # lent all the same: its first request starts it again
+                log.warning("Worker %d did not start: %s", w.index, e)
+                self._idle.put(w)
+                continue
             threading.Thread(target=self._lend_when_ready, args=(w, ready),
                              name=f"worker{w.index}-start", daemon=True).start()
         return len(added)
 
     def _lend_when_ready(self, w: WorkerProcess, ready: dict | None) -> None:
         try:
-            w.start()
             if ready is not None:
                 reply = w.request(ready, timeout=120)
                 if not reply.get("ok"):
@@ -393,7 +398,8 @@ class WorkerPool:
                               reply.get("error"))
         except (WorkerDied, OSError) as e:  # lent all the same: its next request restarts it
             log.debug("Worker %d did not start: %s", w.index, e)
-        self._idle.put(w)
+        finally:
+            self._idle.put(w)
 
     def request(self, req: dict, timeout: float | None = None, key=None,
                 cancelled: Callable[[], bool] | None = None) -> dict:

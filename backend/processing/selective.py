@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from backend.config import Config
 from backend.processing.local import context_state_now
-from backend.store import reader
-from backend.store.provenance import STATE_KEY
+from backend.store.staleness import STATE_KEY, data_needed
 from backend.store.staleness import plan as stale_plan
-from backend.store.staleness import data_needed
 from backend.store.staleness import reusable as stale_reusable
-from backend.store.writer import RunDB
+
+if TYPE_CHECKING:   # (not imported: ``reprocess all`` starts its worker before SQLAlchemy)
+    from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,8 @@ def plan(db: RunDB, runs: Iterable[tuple] | None = None, names: Iterable[str] | 
     first. Reads through its own read-only connection."""
     if refresh_data:
         refresh_run_data(db, runs)
-    con = reader.connect(Path(db.path), uri_readonly=True)
-    try:
+    with db.reading() as con:
         return stale_plan(con, runs, names, missing=missing)
-    finally:
-        con.close()
 
 
 def refresh_run_data(db: RunDB, runs: Iterable[tuple] | None = None) -> None:
@@ -67,11 +63,8 @@ def requests(db: RunDB, todo: dict[tuple, list[str] | None]
     values the worker reads back instead of computing them again
     (:func:`backend.store.staleness.reusable`) and the run data it opens, ``"raw"`` or
     ``"all"`` (:func:`backend.store.staleness.data_needed`)."""
-    con = reader.connect(Path(db.path), uri_readonly=True)
-    try:
+    with db.reading() as con:
         return stale_reusable(con, todo), data_needed(con, todo)
-    finally:
-        con.close()
 
 
 #: Seconds a planned run costs a worker besides its variables' own time: opening the run,
@@ -99,13 +92,10 @@ def estimated_seconds(db: RunDB, todo: dict[tuple, list[str] | None]) -> float:
     planned = set()
     for names in todo.values():
         planned.update(names if names is not None else ())
-    con = reader.connect(Path(db.path), uri_readonly=True)
-    try:
+    with db.reading() as con:
         if any(names is None for names in todo.values()):
             planned.update(n for (n,) in con.execute("SELECT name FROM variables"))
         took = {n: con.execute(_TOOK_SQL, (n, TIMED_VALUES)).fetchone()[0] for n in planned}
-    finally:
-        con.close()
     every = sum(v or 0.0 for v in took.values())
     return sum(RUN_OVERHEAD_S + (every if names is None else
                                  sum(took.get(n) or 0.0 for n in names))

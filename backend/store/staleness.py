@@ -99,6 +99,13 @@ def recorded_state(con: sqlite3.Connection) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
+def manual_column_names(con: sqlite3.Connection) -> list[str]:
+    """Names of the manual columns, in display order (as
+    :meth:`backend.store.writer.RunDB.manual_columns`)."""
+    return [n for (n,) in con.execute("SELECT name FROM manual_columns WHERE deleted_at IS NULL "
+                                      "ORDER BY position, id")]
+
+
 def current_signature(con: sqlite3.Connection) -> tuple:
     """A cheap signature of the recorded current code (to notice that it changed)."""
     try:

@@ -253,6 +253,20 @@ class RunDB:
         self._code_ids: dict[str, int] = {}
 
     @contextmanager
+    def reading(self):
+        """A read-only sqlite3 connection of its own (``mode=ro``, ``query_only``), closed
+        after the ``with`` block: for the standard library's reads of
+        :mod:`backend.store.staleness` (as :func:`backend.store.reader.connect`, without
+        importing that module's compiled queries and numpy)."""
+        con = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True,
+                              timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            con.execute("PRAGMA query_only = 1")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
     def _begin(self):
         """A write transaction. It waits for another process's write lock (up to
         :data:`MAX_LOCK_WAIT_S`); once it is done, waits of :data:`LOCK_REPORT_S` or more of
