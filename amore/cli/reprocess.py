@@ -97,7 +97,6 @@ def _early_pool(a, d):
 def _reprocess_here(a, d, early, opened: list) -> int:
     """The reprocess in worker processes of this command (``early``: its pool, already
     started, or None) or on Slurm; the database it opens is appended to ``opened``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from backend.config import load_config
@@ -222,9 +221,7 @@ def _reprocess_here(a, d, early, opened: list) -> int:
         raise KeyboardInterrupt
     import signal
     old_term = signal.signal(signal.SIGTERM, on_term)
-    with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
-                  disable=a.quiet) as progress:
+    with _progress(a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
         ex = ThreadPoolExecutor(max_workers=len(pool.workers))
         reuse, kinds = {}, {}
@@ -268,6 +265,33 @@ def _reprocess_here(a, d, early, opened: list) -> int:
     for out in failed:
         print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _progress(quiet: bool):
+    """The progress bar (rich's), or with ``quiet`` (also the GUI's and the browser's
+    reprocess jobs) something with its methods that shows nothing, without importing rich."""
+    if quiet:
+        return _NoProgress()
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+    return Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[last]}"), TimeElapsedColumn())
+
+
+class _NoProgress:
+    """:func:`_progress` when ``quiet``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kw):
+        return 0
+
+    def update(self, *args, **kw):
+        pass
 
 
 #: A reprocess of at most this many runs goes to a backend running on this machine (its warm
