@@ -690,10 +690,10 @@ def main(argv=None):
     from backend.ctxrunner.mymdc import metadata_client
     worker.mymdc = metadata_client(mymdc_conf)  # [mymdc] url, else extra-proposal (as DAMNIT)
     # The facility's worker module (extra-data at European XFEL) is imported before the first
-    # request: every run needs it. With $AMORE_WARM_UP (the backend's workers), so is what the
-    # first run would load on first use (xarray/pandas, pint, matplotlib: ~0.9 s of CPU), so
-    # that the first run after the backend starts is as quick as the others; a reprocess's
-    # workers load only what their variables use (a few cheap values need little of it).
+    # request: every run needs it. Unless $AMORE_WARM_UP is 0 (a reprocess's workers, which
+    # load only what their variables use: a few cheap values need little of it), so is what
+    # the first run would load on first use (xarray/pandas, pint, matplotlib: ~0.9 s of CPU),
+    # so that the first run after the backend starts is as quick as the others.
     try:
         worker.opener()
     except Exception as e:  # the first run request says so again, as its error
