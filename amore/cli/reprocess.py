@@ -26,6 +26,11 @@ def cmd_reprocess(a) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        # The command is done (its database connections closed, its workers told to exit):
+        # what is left lives until the process exits, and Python's collections at exit need
+        # not look at it (SQLAlchemy's objects: 0.1-0.3 s of the command's time otherwise).
+        import gc
+        gc.freeze()
 
 
 def _reprocess(a) -> int:
@@ -41,7 +46,57 @@ def _reprocess(a) -> int:
             handed = _hand_to_backend(a, d, few, _params(a))
             if handed is not None:
                 return handed
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    early = _early_pool(a, d)
+    opened: list = []   # the database the command opens (closed here, whatever happens)
+    try:
+        return _reprocess_here(a, d, early, opened)
+    finally:
+        if early is not None:   # (stopped already, unless the command ended before its runs)
+            early.stop(wait=False)
+        for db in opened:
+            db.close()
+
+
+def _early_pool(a, d):
+    """For ``reprocess all`` after the context file changed (its SHA-256 is not the one the
+    last load recorded, read with plain sqlite3): the worker pool, started before the command
+    imports SQLAlchemy and opens the database, its workers loading the context file at once
+    (:meth:`WorkerPool.grow`), so that their imports and load overlap the command's own start
+    (the command's load then finds the file loaded). As many workers as opening every run of
+    the table pays for (:func:`backend.processing.selective.workers_for`: a changed function
+    is stale in every run that has a value of it); one for ``--slurm`` and ``--dry-run``.
+    None otherwise (the command decides later, and may need no worker at all), and for
+    anything that cannot be read here."""
+    if "all" not in a.runs or a.force:
+        return None
+    from backend.config import ConfigError, load_config
+    from backend.contextdir import ContextDir
+    from backend.ctxrunner.provenance import file_sha
+    from backend.store.staleness import manual_column_names, recorded_state
+    state = _read_db(d, recorded_state)
+    try:
+        if not state or not state.get("sha") or \
+                file_sha(ContextDir(d).context_file) == state["sha"]:
+            return None
+        config = load_config(d)
+    except (OSError, ConfigError):
+        return None
+    if a.jobs:
+        config["processing"]["jobs"] = a.jobs
+    manual = _read_db(d, manual_column_names)
+    # a changed function is stale in every run that has a value of it: each run is opened
+    n_runs = _read_db(d, lambda con: con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    from backend.processing.local import WorkerPool
+    from backend.processing.selective import RUN_OVERHEAD_S, workers_for
+    pool = WorkerPool(d, config, 0, warm_up=False)
+    pool.grow(1 if a.slurm or a.dry_run else workers_for((n_runs or 0) * RUN_OVERHEAD_S, config.jobs),
+              None if manual is None else {"op": "load", "manual_columns": manual})
+    return pool
+
+
+def _reprocess_here(a, d, early, opened: list) -> int:
+    """The reprocess in worker processes of this command (``early``: its pool, already
+    started, or None) or on Slurm; the database it opens is appended to ``opened``."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from backend.config import load_config
@@ -50,10 +105,11 @@ def _reprocess(a) -> int:
     from backend.processing.runpath import RunProcessor
     from backend.store.writer import RunDB, StorageError
     try:
-        db = RunDB(d)
+        db = RunDB(d, keep_connections=True)   # a few transactions per run, from two threads
     except StorageError as e:
         print(f"amore-proto reprocess: {e}", file=sys.stderr)
         return 1
+    opened.append(db)
     from backend.store.trust import closed_since, is_closed
     if is_closed(db):
         print(f"amore-proto reprocess: proposal {db.proposal} was closed "
@@ -89,14 +145,22 @@ def _reprocess(a) -> int:
                 return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
             runs = sorted(r for _p, r in todo)
 
+    # What is stale is computed by one worker first; more join once the plan says its work
+    # pays for them (see below). Such workers load what their variables use, not first all
+    # that any run might (the backend's warm-up); those of --force and named runs warm up.
+    lean = a.slurm or selective
+    pool = early or WorkerPool(d, config, 1 if lean else min(config.jobs, max(1, len(runs))),
+                               warm_up=not lean)
+    pool.start()
+    if selective and todo is None:   # the runs' data looked at while the worker starts
+        from backend.processing.selective import refresh_run_data
+        refresh_run_data(db, [(proposal, r) for r in runs])
     publisher = None
     if config.broker:
         from backend.kafkaclient import broker_reachable
         from backend.notify.kafka import UpdatePublisher
         if broker_reachable(config.broker, float(config["kafka"]["connect_timeout"])):
             publisher = UpdatePublisher(config, db.db_id)
-    pool = WorkerPool(d, config, 1 if a.slurm else min(config.jobs, max(1, len(runs))))
-    pool.start()
     proc = RunProcessor(d, config, db, pool, publish=publisher.publish if publisher else None)
     err = proc.load_context()
     if err:
@@ -104,7 +168,7 @@ def _reprocess(a) -> int:
         pool.stop()
         return 1
     if selective and todo is None:   # the context file changed: its digests are recorded now
-        todo = _stale_plan(a, db, runs, proc.variables)
+        todo = _stale_plan(a, db, runs, proc.variables, refresh=False)
         if todo is None or not todo or a.dry_run:
             pool.stop(wait=False)
             return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
@@ -146,6 +210,9 @@ def _reprocess(a) -> int:
             if publisher:
                 publisher.flush(5)
                 publisher.close()
+    if selective:   # more workers when the plan's work pays for starting them
+        from backend.processing.selective import estimated_seconds, workers_for
+        proc.grow_pool(workers_for(estimated_seconds(db, todo), config.jobs))
     failed = []
     cancelled = False
     t0 = time.perf_counter()
@@ -154,9 +221,7 @@ def _reprocess(a) -> int:
         raise KeyboardInterrupt
     import signal
     old_term = signal.signal(signal.SIGTERM, on_term)
-    with Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[last]}"), TimeElapsedColumn(),
-                  disable=a.quiet) as progress:
+    with _progress(a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
         ex = ThreadPoolExecutor(max_workers=len(pool.workers))
         reuse, kinds = {}, {}
@@ -202,16 +267,43 @@ def _reprocess(a) -> int:
     return 1 if failed else 0
 
 
+def _progress(quiet: bool):
+    """The progress bar (rich's), or with ``quiet`` (also the GUI's and the browser's
+    reprocess jobs) something with its methods that shows nothing, without importing rich."""
+    if quiet:
+        return _NoProgress()
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+    return Progress(TextColumn("[bold]Reprocessing"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[last]}"), TimeElapsedColumn())
+
+
+class _NoProgress:
+    """:func:`_progress` when ``quiet``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kw):
+        return 0
+
+    def update(self, *args, **kw):
+        pass
+
+
 #: A reprocess of at most this many runs goes to a backend running on this machine (its warm
 #: workers), when there is one; larger ones get their own worker pool.
 HANDOVER_MAX_RUNS = 8
 
 
-def _stale_plan(a, db, runs: list[int], variables):
+def _stale_plan(a, db, runs: list[int], variables, refresh: bool = True):
     """What ``reprocess all`` computes: ``(proposal, run) -> names or None`` (see
     :mod:`backend.processing.selective`) for the ``variables`` (VariableInfo) chosen with
     ``--var``/``--match``; listed with ``--dry-run``. None (after saying why) for an unknown
-    ``--var``."""
+    ``--var``. ``refresh``: look at the runs' data first (False: the caller did)."""
     from backend.processing.selective import describe, plan
     names = [v.name for v in variables]
     wanted = None
@@ -224,7 +316,8 @@ def _stale_plan(a, db, runs: list[int], variables):
         wanted = [v.name for v in variables if (not a.var or v.name in a.var) and (
             not a.match or any(m.lower() in v.name.lower() or m.lower() in (v.title or "").lower()
                                for m in a.match))]
-    todo = plan(db, [(db.proposal, r) for r in runs], wanted)
+    proposal = db.proposal
+    todo = plan(db, [(proposal, r) for r in runs], wanted, refresh_data=refresh)
     if todo:
         print(f"Stale: {describe(todo, wanted or names)} (--force recomputes everything)",
               flush=True)
@@ -263,8 +356,19 @@ def _params(a) -> dict:
 
 
 def _db_facts(d):
-    """``db_id`` and variable names of ``runs.sqlite`` read with plain sqlite3 (no SQLAlchemy:
-    the hand-over path stays light); None if they cannot be read."""
+    """``db_id`` and variable names of ``runs.sqlite`` (:func:`_read_db`); None if they cannot
+    be read."""
+    def read(con):
+        row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
+        names = {r[0] for r in con.execute("SELECT name FROM variables")}
+        return (row[0], names) if row else None
+    return _read_db(d, read)
+
+
+def _read_db(d, read):
+    """``read(con)`` of a read-only sqlite3 connection to ``runs.sqlite`` (no SQLAlchemy: the
+    hand-over path and the early worker start stay light); None if the file cannot be
+    read."""
     import sqlite3
     from backend.contextdir import ContextDir
     path = ContextDir(d).db_file
@@ -273,13 +377,11 @@ def _db_facts(d):
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            row = con.execute("SELECT value FROM metadata WHERE key = 'db_id'").fetchone()
-            names = {r[0] for r in con.execute("SELECT name FROM variables")}
+            return read(con)
         finally:
             con.close()
     except sqlite3.Error:
         return None
-    return (row[0], names) if row else None
 
 
 def _hand_to_backend(a, d, runs, params):

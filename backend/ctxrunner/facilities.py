@@ -52,7 +52,9 @@ class RunRequest:
     run source recorded, ``source_runs.info``, or None: nothing recorded, e.g. European XFEL),
     ``options`` (the facility's worker options, :meth:`backend.facilities.Facility.
     worker_settings`), ``processes`` (how many processes may share opening it: this one and
-    forked copies, see :mod:`backend.ctxrunner.forked`)."""
+    forked copies, see :mod:`backend.ctxrunner.forked`), ``start_time`` (whether the run's
+    start time is wanted; False when the backend has it already and the request stores some
+    of the run's values only: a facility may then leave ``OpenedRun.start_time`` None)."""
 
     proposal: int | str
     run: int
@@ -60,6 +62,7 @@ class RunRequest:
     info: dict | None = None
     options: dict = field(default_factory=dict)
     processes: int = 1
+    start_time: bool = True
 
 
 @dataclass

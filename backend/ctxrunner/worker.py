@@ -17,7 +17,7 @@ Requests and replies:
     ``{"ok": false, "kind": "context", "error": str}``.
 ``{"op": "run", "proposal": int|str, "run": int, "data": "raw"|"proc"|"all", "names": [str]|null,
 "params": {}, "facility_run": {...}|null, "manual_columns": [str], "manual": {name: value},
-"only": [str]|null, "reuse": [str]|null, "split": int}``
+"only": [str]|null, "reuse": [str]|null, "split": int, "start_time_known": bool}``
     (``facility_run``: what the run source recorded for the run, None if nothing; how a run is
     opened is the facility's: its worker module, named in ``$AMORE_FACILITY`` (JSON written by
     the backend, with the metadata columns), see :mod:`backend.ctxrunner.facilities`;
@@ -27,7 +27,9 @@ Requests and replies:
     back from the run's HDF5 file rather than compute (their stored values are up to date:
     ``reprocess all``); ``split``: how many processes
     the run may use, this one and forked copies on idle cores, see
-    :mod:`backend.ctxrunner.forked`; default 1)
+    :mod:`backend.ctxrunner.forked`; default 1; ``start_time_known``: the backend has the
+    run's start time, which a request with ``only`` then need not find: its reply's
+    ``start_time`` may be null)
     -> ``{"ok": true, "values": {name: StoredValue.to_json()}, "start_time": float|null,
     "timings": {"open", "variables", "store": s, "processes": int}, "log": str}`` (``log``:
     what the variables printed, and tracebacks) or
@@ -213,7 +215,8 @@ class Worker:
         run = int(req["run"])
         request = RunRequest(req["proposal"], run, req.get("data", "all"),
                              req.get("facility_run"), self.facility_conf.get("options") or {},
-                             self._processes(req))
+                             self._processes(req),
+                             start_time=not (req.get("start_time_known") and req.get("only")))
         try:
             opened = self.opener().open_run(request)
         except RunNotReady as e:
@@ -642,6 +645,11 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+#: Modules a run may import (a worker started without warm-up) before what exists is frozen
+#: again (:func:`freeze_long_lived`), so that the collection after each run stays quick.
+REFREEZE_MODULES = 20
+
+
 def _release_memory() -> None:
     """After a run: close figures and collect garbage; then, if more freed heap memory is left
     than :func:`backend.ctxrunner.memory.keep_memory` allows, hand it all back to the system (glibc keeps it otherwise,
@@ -681,23 +689,27 @@ def main(argv=None):
     mymdc_conf = json.loads(os.environ.pop("AMORE_MYMDC", None) or "{}")
     from backend.ctxrunner.mymdc import metadata_client
     worker.mymdc = metadata_client(mymdc_conf)  # [mymdc] url, else extra-proposal (as DAMNIT)
-    # Warm up the heavy imports before the first request, so the first run after the backend
-    # starts is as quick as the others: the facility's worker module and what it imports
-    # (extra-data at European XFEL, which imports xarray/pandas lazily on first use).
+    # The facility's worker module (extra-data at European XFEL) is imported before the first
+    # request: every run needs it. Unless $AMORE_WARM_UP is 0 (a reprocess's workers, which
+    # load only what their variables use: a few cheap values need little of it), so is what
+    # the first run would load on first use (xarray/pandas, pint, matplotlib: ~0.9 s of CPU),
+    # so that the first run after the backend starts is as quick as the others.
     try:
         worker.opener()
     except Exception as e:  # the first run request says so again, as its error
         print(f"AMORE: cannot load the facility's worker module: {e}", file=sys.stderr)
     import h5py  # noqa: F401
-    import xarray  # noqa: F401
-    from backend.ctxrunner import results
-    results.warm_up(px, npts)  # and what converting results loads on first use
+    if os.environ.get("AMORE_WARM_UP", "1") != "0":
+        import xarray  # noqa: F401
+        from backend.ctxrunner import results
+        results.warm_up(px, npts)  # and what converting results loads on first use
     worker.memory_limit_mb = float(os.environ.get("AMORE_MEMORY_LIMIT_MB") or 0)
     from backend.ctxrunner.memory import keep_memory
     keep_memory(float(os.environ.get("AMORE_KEEP_MEMORY_MB") or 0))
     apply_memory_limit(worker.memory_limit_mb)
     freeze_long_lived()
     worker.freeze_loaded = True
+    frozen_modules = len(sys.modules)
     before: set[int] = set()
     for line in sys.stdin:
         line = line.strip()
@@ -727,6 +739,9 @@ def main(argv=None):
         if isinstance(req, dict) and req.get("op") == "run":
             kill_leftover_processes(keep=before)
         _release_memory()  # after the reply: not on the run's critical path
+        if len(sys.modules) - frozen_modules >= REFREEZE_MODULES:
+            freeze_long_lived()   # what the run imported lives as long as the worker too
+            frozen_modules = len(sys.modules)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from backend import PACKAGE_PARENT
 from backend.config import Config
 from backend.procs import CGROUP_ENV, Cgroup, descendants
-from backend.store.writer import RunDB
+
+if TYPE_CHECKING:
+    from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +134,17 @@ class WorkerProcess:
     child computes the runs: when the worker ends, however, the keeper kills what the context
     file left behind, and ends as the worker did. With ``cgroups`` (the default) the worker
     and everything it starts also run in a cgroup of their own
-    (:class:`backend.procs.Cgroup`) where this user may create one."""
+    (:class:`backend.procs.Cgroup`) where this user may create one. ``warm_up`` (the
+    default): the worker loads, before its first request, what a first run would load on
+    first use (``$AMORE_WARM_UP``, see :func:`backend.ctxrunner.worker.main`)."""
 
-    def __init__(self, context_dir: Path, config: Config, index: int = 0, cgroups: bool = True):
+    def __init__(self, context_dir: Path, config: Config, index: int = 0, cgroups: bool = True,
+                 warm_up: bool = True):
         self.context_dir = Path(context_dir)
         self.config = config
         self.index = index
         self.cgroups = cgroups
+        self.warm_up = warm_up
         self.proc: subprocess.Popen | None = None
         self.cgroup = None  # backend.procs.Cgroup of the running worker, if any
         self._next_id = 0
@@ -155,6 +161,7 @@ class WorkerProcess:
             self.config["processing"].get("worker_memory_mb") or 0))
         env["AMORE_KEEP_MEMORY_MB"] = str(float(
             self.config["processing"].get("worker_keep_mb") or 0))
+        env["AMORE_WARM_UP"] = "1" if self.warm_up else "0"
         self._end_cgroup()  # that of a worker that died idle (with its keeper)
         self.cgroup = Cgroup.create(f"amore-worker{self.index}-{os.getpid()}-"
                                     f"{os.urandom(4).hex()}") if self.cgroups else None
@@ -337,10 +344,13 @@ class WorkerProcess:
 class WorkerPool:
     """``n`` worker processes shared by threads; :meth:`request` borrows an idle one."""
 
-    def __init__(self, context_dir: Path, config: Config, n: int, cgroups: bool = True):
+    def __init__(self, context_dir: Path, config: Config, n: int, cgroups: bool = True,
+                 warm_up: bool = True):
         """``n`` workers for ``context_dir``; ``cgroups``: each in a cgroup of its own where this
-        user may create one (see :class:`WorkerProcess`)."""
-        self.workers = [WorkerProcess(context_dir, config, i, cgroups) for i in range(n)]
+        user may create one, ``warm_up``: each loading before its first request what a first run
+        loads on first use (see :class:`WorkerProcess`); :meth:`grow` adds more."""
+        self._new = lambda i: WorkerProcess(context_dir, config, i, cgroups, warm_up)
+        self.workers = [self._new(i) for i in range(n)]
         #: [processing] processes_per_run: a run may share its work with forked copies of its
         #: worker, one per other idle worker, up to this many processes in all
         self.processes_per_run = max(1, int(config["processing"].get("processes_per_run") or 1))
@@ -357,6 +367,39 @@ class WorkerPool:
         for w in self.workers:
             if not w.alive():
                 w.start()
+
+    def grow(self, n: int, ready: dict | None = None) -> int:
+        """Add workers up to ``n`` in all, started now, each of them sent ``ready`` (a request:
+        the ``load`` the others got) by a thread of its own; a new worker is lent to
+        :meth:`request` only once it has answered, so a request never waits for a worker still
+        starting while another one is idle. Returns how many were added."""
+        added = []
+        for i in range(len(self.workers), n):
+            w = self._new(i)
+            self.workers.append(w)
+            added.append(w)
+        for w in added:
+            try:
+                w.start()
+            except OSError as e:  # lent all the same: its first request starts it again
+                log.warning("Worker %d did not start: %s", w.index, e)
+                self._idle.put(w)
+                continue
+            threading.Thread(target=self._lend_when_ready, args=(w, ready),
+                             name=f"worker{w.index}-start", daemon=True).start()
+        return len(added)
+
+    def _lend_when_ready(self, w: WorkerProcess, ready: dict | None) -> None:
+        try:
+            if ready is not None:
+                reply = w.request(ready, timeout=120)
+                if not reply.get("ok"):
+                    log.debug("Worker %d answered %s: %s", w.index, ready.get("op"),
+                              reply.get("error"))
+        except (WorkerDied, OSError) as e:  # lent all the same: its next request restarts it
+            log.debug("Worker %d did not start: %s", w.index, e)
+        finally:
+            self._idle.put(w)
 
     def request(self, req: dict, timeout: float | None = None, key=None,
                 cancelled: Callable[[], bool] | None = None) -> dict:

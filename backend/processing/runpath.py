@@ -457,6 +457,8 @@ class RunProcessor:
         self._lock = threading.Lock()
         self._busy: dict[tuple[int, int], threading.Lock] = {}
         self.context_error: str | None = None
+        #: the last load request (:meth:`grow_pool` sends it to new workers)
+        self._load_request: dict | None = None
         self.variables: list[VariableInfo] = []
         #: variable name -> names it takes as ``var#`` input (variables and manual columns)
         self.inputs: dict[str, list[str]] = {}
@@ -514,8 +516,9 @@ class RunProcessor:
         except Exception as e:  # never let this stop processing
             log.error("Cannot read the manual columns: %s", e)
             names = []
+        self._load_request = {"op": "load", "manual_columns": names}
         try:
-            reply = self.pool.request({"op": "load", "manual_columns": names}, timeout=120)
+            reply = self.pool.request(self._load_request, timeout=120)
         except WorkerDied as e:
             reply = {"ok": False, "error": f"context file could not be loaded: {e}"}
         if not reply.get("ok"):
@@ -529,6 +532,12 @@ class RunProcessor:
         if self.db.set_variables(self.variables) or code_changed:
             self.publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in self.variables]})
         return None
+
+    def grow_pool(self, n: int) -> int:
+        """Have ``n`` workers in all (:meth:`WorkerPool.grow`): the new ones load the context
+        file as :meth:`load_context` did before they take a run. Returns how many were
+        added."""
+        return self.pool.grow(n, self._load_request)
 
     def _record_code(self, manual: list[str], reply: dict) -> bool:
         """Record the loaded file's code digests as the current ones (front-ends mark values
@@ -591,7 +600,9 @@ class RunProcessor:
                                   seconds=time.perf_counter() - t0)
             self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
                                                          "status": RunStatus.PROCESSING.value})
-            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse)
+            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse,
+                                                start_time_known=bool((before or {}).get(
+                                                    "start_time")))
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
             if not stored:
@@ -603,13 +614,16 @@ class RunProcessor:
             return outcome
 
     def compute(self, proposal, run, data, names, params, only=False,
-                reuse=None) -> tuple[dict, bool]:
+                reuse=None, start_time_known: bool = False) -> tuple[dict, bool]:
         """The worker's reply to the run request (``{"ok": false, "kind": "died"}`` if its
-        worker died or was killed) and whether the run was cancelled meanwhile."""
+        worker died or was killed) and whether the run was cancelled meanwhile.
+        ``start_time_known``: the run's start time is recorded (a request storing ``only``
+        some values then leaves it as it is)."""
         req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                "names": list(names) if names else None, "params": params or {}}
         if only and names:
             req["only"] = list(names)
+            req["start_time_known"] = start_time_known
         if reuse:
             req["reuse"] = list(reuse)
         req.update(run_inputs(self.db, proposal, run))

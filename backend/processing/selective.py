@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from backend.config import Config
 from backend.processing.local import context_state_now
-from backend.store import reader
-from backend.store.provenance import STATE_KEY
+from backend.store.staleness import STATE_KEY, data_needed
 from backend.store.staleness import plan as stale_plan
-from backend.store.staleness import data_needed
 from backend.store.staleness import reusable as stale_reusable
-from backend.store.writer import RunDB
+
+if TYPE_CHECKING:   # (not imported: ``reprocess all`` starts its worker before SQLAlchemy)
+    from backend.store.writer import RunDB
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +42,19 @@ def plan(db: RunDB, runs: Iterable[tuple] | None = None, names: Iterable[str] | 
     (:func:`backend.store.staleness.plan`); with ``refresh_data``, the runs' data is looked at
     first. Reads through its own read-only connection."""
     if refresh_data:
-        changed = db.refresh_run_data(runs)
-        if changed:
-            log.info("Data changed since it was last seen: %s",
-                     ", ".join(f"run {r} {k}" for _p, r, k in changed[:20]))
-    con = reader.connect(Path(db.path), uri_readonly=True)
-    try:
+        refresh_run_data(db, runs)
+    with db.reading() as con:
         return stale_plan(con, runs, names, missing=missing)
-    finally:
-        con.close()
+
+
+def refresh_run_data(db: RunDB, runs: Iterable[tuple] | None = None) -> None:
+    """Look at the runs' data again and record what changed
+    (:meth:`backend.store.writer.RunDB.refresh_run_data`), so that :func:`plan` sees values
+    made from older data as stale; logs what changed."""
+    changed = db.refresh_run_data(runs)
+    if changed:
+        log.info("Data changed since it was last seen: %s",
+                 ", ".join(f"run {r} {k}" for _p, r, k in changed[:20]))
 
 
 def requests(db: RunDB, todo: dict[tuple, list[str] | None]
@@ -60,11 +63,50 @@ def requests(db: RunDB, todo: dict[tuple, list[str] | None]
     values the worker reads back instead of computing them again
     (:func:`backend.store.staleness.reusable`) and the run data it opens, ``"raw"`` or
     ``"all"`` (:func:`backend.store.staleness.data_needed`)."""
-    con = reader.connect(Path(db.path), uri_readonly=True)
-    try:
+    with db.reading() as con:
         return stale_reusable(con, todo), data_needed(con, todo)
-    finally:
-        con.close()
+
+
+#: Seconds a planned run costs a worker besides its variables' own time: opening the run,
+#: the data's identity, writing the run's HDF5 file, the reply (~0.025 s in B1, 2026-12-07).
+RUN_OVERHEAD_S = 0.03
+#: Seconds of the plan's work that pay for starting one more worker beside the first: its
+#: start (imports) and loading the context file take ~0.5 s of a core, which the other
+#: processes then lack.
+WORK_PER_WORKER_S = 1.0
+
+
+#: Stored values per variable whose ``seconds`` :func:`estimated_seconds` averages.
+TIMED_VALUES = 20
+_TOOK_SQL = ("SELECT AVG(s) FROM (SELECT json_extract(attributes, '$.seconds') AS s "
+             "FROM run_values WHERE name = ? AND json_valid(attributes) LIMIT ?)")
+
+
+def estimated_seconds(db: RunDB, todo: dict[tuple, list[str] | None]) -> float:
+    """The plan's work for one worker, in seconds: per run :data:`RUN_OVERHEAD_S` plus the
+    seconds each planned variable took (the average ``seconds`` of up to
+    :data:`TIMED_VALUES` of its stored values; 0 for a variable never timed). Read through
+    its own read-only connection."""
+    if not todo:
+        return 0.0
+    planned = set()
+    for names in todo.values():
+        planned.update(names if names is not None else ())
+    with db.reading() as con:
+        if any(names is None for names in todo.values()):
+            planned.update(n for (n,) in con.execute("SELECT name FROM variables"))
+        took = {n: con.execute(_TOOK_SQL, (n, TIMED_VALUES)).fetchone()[0] for n in planned}
+    every = sum(v or 0.0 for v in took.values())
+    return sum(RUN_OVERHEAD_S + (every if names is None else
+                                 sum(took.get(n) or 0.0 for n in names))
+               for names in todo.values())
+
+
+def workers_for(seconds: float, jobs: int) -> int:
+    """How many workers compute a plan of ``seconds`` (:func:`estimated_seconds`) soonest, at
+    most ``jobs``: one, and one more per :data:`WORK_PER_WORKER_S` of work (a few cheap values
+    are computed by one worker sooner than a second one would be ready to help)."""
+    return max(1, min(jobs, 1 + int(seconds // WORK_PER_WORKER_S)))
 
 
 def describe(todo: dict[tuple, list[str] | None], all_names: list[str]) -> str:

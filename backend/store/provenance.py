@@ -31,9 +31,7 @@ from backend.ctxrunner.provenance import DIGEST_VERSION, digest
 from backend.store.schema import (code_versions_table, current_code_table, evaluations_table,
                                   metadata_table, run_data_table, run_values_table)
 
-#: ``metadata`` key: which context file ``current_code`` describes (JSON: ``key``, ``sha``,
-#: ``watched`` {path: sha}, ``mtime``, ``loaded_at``).
-STATE_KEY = "context_state"
+from backend.store.staleness import STATE_KEY  # noqa: F401 - (defined there: no SQLAlchemy)
 #: ``metadata`` key: set once values from before revision 0008 were given their code.
 ADOPTED_KEY = "provenance_adopted"
 #: ``evaluations.origin`` of values computed by AMORE and of values imported from DAMNIT.

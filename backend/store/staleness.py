@@ -34,6 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+#: ``metadata`` key: which context file ``current_code`` describes (JSON: ``key``, ``sha``,
+#: ``watched`` {path: sha}, ``mtime``, ``loaded_at``; written by
+#: :func:`backend.store.provenance.record_context`).
+STATE_KEY = "context_state"
+
 #: Reasons a value is stale (bits, combined with ``|``).
 CODE, MANUAL, DATA, UNKNOWN = 1, 2, 4, 8
 REASON_NAMES = {CODE: "code", MANUAL: "manual", DATA: "data", UNKNOWN: "unknown"}
@@ -80,6 +85,25 @@ def current(con: sqlite3.Connection) -> Current:
         cur.digest[name] = dig
     cur.signature = tuple(sorted(cur.code.items()))
     return cur
+
+
+def recorded_state(con: sqlite3.Connection) -> dict | None:
+    """What the last load of the context file recorded under :data:`STATE_KEY` (``key``,
+    ``sha``: SHA-256 of the context file...), None if nothing (or a database older than
+    revision 0008)."""
+    try:
+        row = con.execute("SELECT value FROM metadata WHERE key = ?", (STATE_KEY,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    state = json_or(row[0] if row else None, None)
+    return state if isinstance(state, dict) else None
+
+
+def manual_column_names(con: sqlite3.Connection) -> list[str]:
+    """Names of the manual columns, in display order (as
+    :meth:`backend.store.writer.RunDB.manual_columns`)."""
+    return [n for (n,) in con.execute("SELECT name FROM manual_columns WHERE deleted_at IS NULL "
+                                      "ORDER BY position, id")]
 
 
 def current_signature(con: sqlite3.Connection) -> tuple:

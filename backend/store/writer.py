@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 #: Seconds one attempt to get the write lock waits inside SQLite before AMORE logs that it is
 #: still waiting and tries again.
 BUSY_TIMEOUT_S = 5.0
+#: SQLite connections a :class:`RunDB` with ``keep_connections`` keeps open (more are opened,
+#: up to twice as many again, while that many threads use it at once)
+KEPT_CONNECTIONS = 4
 #: Longest total wait for the write lock (another process holding a write transaction, e.g. a
 #: database browser) before a write gives up with ``OperationalError``.
 MAX_LOCK_WAIT_S = 1800.0
@@ -158,14 +161,20 @@ class ForeignDatabase(StorageError):
         self.identity = identity
 
 
-def make_engine(path: str | os.PathLike) -> sa.Engine:
+def make_engine(path: str | os.PathLike, keep_connections: bool = False) -> sa.Engine:
     """SQLAlchemy engine for an SQLite file: WAL, a busy timeout (see :data:`MAX_LOCK_WAIT_S`), ``BEGIN IMMEDIATE`` for
     transactions that may write (``BEGIN`` for connections with execution option
-    ``readonly=True``)."""
+    ``readonly=True``). Each transaction opens a connection of its own and closes it after,
+    unless ``keep_connections``: then they are kept open between transactions (up to
+    :data:`KEPT_CONNECTIONS`) until the engine is disposed of (:meth:`RunDB.close`)."""
+    if keep_connections:
+        pool = {"poolclass": sa.pool.QueuePool, "pool_size": KEPT_CONNECTIONS,
+                "max_overflow": 2 * KEPT_CONNECTIONS, "pool_timeout": MAX_LOCK_WAIT_S}
+    else:
+        pool = {"poolclass": sa.pool.NullPool}
     engine = sa.create_engine(f"sqlite:///{Path(path)}",
                               connect_args={"timeout": BUSY_TIMEOUT_S,
-                                            "check_same_thread": False},
-                              poolclass=sa.pool.NullPool)
+                                            "check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -214,12 +223,17 @@ class RunDB:
     """Access to ``runs.sqlite`` of one context directory.
 
     ``RunDB(dir)`` opens an existing database (upgrading its schema); ``RunDB.create(dir, proposal)``
-    makes one. Raises :class:`StorageError` if the file does not exist, :class:`ForeignDatabase`
+    makes one. ``keep_connections``: keep SQLite connections open between transactions (see
+    :func:`make_engine`), for a process that writes many runs in a row (``amore-proto
+    reprocess``): opening one and closing it again (the last connection of a process to a WAL
+    database checkpoints it) cost ~10 ms per transaction, reusing it ~1 ms; :meth:`close`
+    closes them. Raises :class:`StorageError` if the file does not exist, :class:`ForeignDatabase`
     (the file left untouched) if it is not AMORE's own (:mod:`backend.store.identify`).
     All methods are safe to call from several processes at once.
     """
 
-    def __init__(self, context_dir: str | os.PathLike, _create: bool = False):
+    def __init__(self, context_dir: str | os.PathLike, _create: bool = False,
+                 keep_connections: bool = False):
         self.path = db_file(context_dir)
         self._reporting_wait = False
         self._last_wait_report = -1e9
@@ -235,9 +249,23 @@ class RunDB:
         note_sqlite_use(self.path)
         if ident.kind is not DbKind.AMORE or ident.needs_upgrade:
             upgrade_schema(self.path)
-        self.engine = make_engine(self.path)
+        self.engine = make_engine(self.path, keep_connections)
         #: code digest -> ``code_versions`` id, as far as this process has met them
         self._code_ids: dict[str, int] = {}
+
+    @contextmanager
+    def reading(self):
+        """A read-only sqlite3 connection of its own (``mode=ro``, ``query_only``), closed
+        after the ``with`` block: for the standard library's reads of
+        :mod:`backend.store.staleness` (as :func:`backend.store.reader.connect`, without
+        importing that module's compiled queries and numpy)."""
+        con = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True,
+                              timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            con.execute("PRAGMA query_only = 1")
+            yield con
+        finally:
+            con.close()
 
     @contextmanager
     def _begin(self):

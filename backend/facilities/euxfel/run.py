@@ -66,7 +66,8 @@ def open_run(request: RunRequest) -> OpenedRun:
 
     locations = {origin: [os.path.join(glob.escape(str(prop_path)), origin, f"r{run:04d}", "*.h5")]
                  for origin in ("raw", "proc")} if prop_path else {}
-    return OpenedRun(run_dc, proposal, str(prop_path), data, start_time(run_dc), {},
+    started = start_time(run_dc) if request.start_time else None  # (reads a file's index)
+    return OpenedRun(run_dc, proposal, str(prop_path), data, started, {},
                      metadata, "the run's metadata", damaged=damaged, data_locations=locations)
 
 
