@@ -4,20 +4,28 @@ memory rows of the GUIs and the web server.
 A context directory with the soak's columns (``benchmarks/soak.py``: numbers, an 8x8 image as a
 thumbnail, a failing variable on every seventh run, manual columns) grows to ``--runs`` runs
 written by the real storage writer (:class:`backend.store.writer.RunDB`: a run pending, then
-processing, then its values, as the backend writes them) while one front-end follows it live
-(database watching, no broker):
+processing, then its values, as the backend writes them; a manual value on every fourth run;
+``--reloads`` context edits, each making the front-end read its whole table again) while one
+front-end follows it live (database watching, no broker):
 
 * ``--front gui``: the real main window (offscreen), as ``amore-proto gui``;
-* ``--front web``: the web server of ``amore-proto web`` (in this process's child) with
-  ``--viewers`` WebSocket viewers of its push channel.
+* ``--front web``: the web server of ``amore-proto web`` (a child process), with ``--viewers``
+  WebSocket viewers of its push channel in this process that read every page of the table
+  again when told to reload (as the soak's viewers do).
 
 The front-end's process measures itself when its table holds ``--from`` runs and again at the
-end: RSS, Python's allocations (``tracemalloc``: the lines that grew most) and, for Qt, the
-QObjects under the window. Usage::
+end: RSS, RSS after ``malloc_trim`` (what the C allocator merely keeps), the memory SQLite
+holds, RSS by mapping (heap, anonymous, files), the count of Python objects, the push channel's
+replay buffer (web) or the QObjects under the window and the thumbnail cache (Qt); with
+``--trace`` also Python's allocations (``tracemalloc``: the lines that grew most; the RSS then
+includes the tracing's own memory). Usage::
 
-    python benchmarks/soak_growth.py --front gui [--runs 2000] [--from 200] [--rate 40]
+    python benchmarks/soak_growth.py --front gui|web [--runs 2000] [--from 200] [--rate 40]
+        [--reloads 20] [--viewers 5] [--trace]
 
-Prints the two measurements and the allocation lines that grew most between them.
+Prints the two measurements as JSON (and, with ``--trace``, the allocation lines that grew
+most between them). Measured on 2026-12-07 (2,000 runs at 50/s, 20 reloads, 20 viewers): a GUI
+103 -> 112 MB, the web server 73 -> 83 MB from run 200 to 2,000.
 """
 from __future__ import annotations
 
