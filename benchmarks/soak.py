@@ -894,7 +894,7 @@ class Soak:
                 self.pause_announcing.wait()
                 if self.now() >= t:
                     break
-                time.sleep(min(0.05, t - self.now()))
+                time.sleep(max(0.0, min(0.05, t - self.now())))
             while self.written < run:
                 if self.write_error:
                     raise RuntimeError(f"writing the runs failed: {self.write_error}")

@@ -273,3 +273,21 @@ def test_selection_survives_a_reload(qtbot, open_window, gui_ctx):
     edit_cell(w, 2, "crystal", lambda e: e.setCurrentIndex(e.findData("buffer")))
     qtbot.waitUntil(lambda: cell(w, 2, "crystal") == "buffer" and cell(w, 3, "crystal") == "buffer",
                     timeout=WAIT)
+
+
+def test_a_window_reloaded_many_times_keeps_one_load_thread(qtbot, open_window, gui_ctx):
+    """A window open for a whole beamtime reads its table again after every change of the
+    context file: each read's thread is freed afterwards, not kept for the window's life."""
+    from amore_gui._qt.workers import LoadThread
+    ctx = gui_ctx["ctx"]
+    w = open_window()
+    for i in range(5):
+        ManualStore(RunDB(ctx)).add_column(f"note{i}", "string")
+        w.reload()
+        qtbot.waitUntil(lambda i=i: w.model.column_of(f"note{i}") >= 0 and w.is_fully_loaded,
+                        timeout=WAIT)
+    qtbot.waitUntil(lambda: len(w.findChildren(LoadThread)) <= 2, timeout=WAIT)
+    qtbot.wait(200)
+    threads = w.findChildren(LoadThread)
+    assert len(threads) <= 2, f"{len(threads)} load threads kept after 5 reloads"
+    assert cell(w, 2, "note4") == ""

@@ -58,6 +58,33 @@ def test_push_channel_replays_what_a_client_missed_or_asks_for_a_reload():
     _run(main())
 
 
+def test_push_channel_keeps_a_bounded_amount_of_text_and_a_client_beyond_it_reloads():
+    """A server open for days keeps at most ``keep_chars`` characters of pushed messages (a
+    message of many rows counts by its size): the oldest go, and a client that missed those
+    is told to reload instead of getting a replay with a gap."""
+    from amore_gui.web.push import PushChannel
+
+    async def main():
+        ch = PushChannel(keep=1000, queue_size=1000, keep_chars=2000)
+        for i in range(200):
+            s = ch.take_seq()
+            ch.deliver(s, ch.encode(s, "rows", {"pad": "x" * 80, "i": i}))
+        n, chars = ch.kept
+        assert chars <= 2000, f"the replay buffer holds {chars} characters (limit 2000)"
+        assert 0 < n < 200, f"{n} of 200 messages kept"
+        # the newest n messages are kept and replayed in order...
+        assert [m["i"] for m in _drain(ch.subscribe(200 - n, ch.epoch))] == list(
+            range(200 - n, 200))
+        # ...one that missed an older one is told to reload
+        assert [m["type"] for m in _drain(ch.subscribe(200 - n - 1, ch.epoch))] == ["reload"]
+        # a single message larger than the limit is still kept (the newest always is)
+        s = ch.take_seq()
+        ch.deliver(s, ch.encode(s, "rows", {"pad": "y" * 5000}))
+        assert ch.kept[0] == 1 and [m["seq"] for m in _drain(ch.subscribe(s - 1, ch.epoch))] \
+            == [s]
+    _run(main())
+
+
 def test_a_slow_viewer_is_told_to_reload_instead_of_piling_up():
     from amore_gui.web.push import PushChannel
 

@@ -52,6 +52,10 @@ class LiveTable(QObject):
         self._load_again = False
         self.session.load_started()
         self.model.loading = True
+        if self.load_thread is not None:
+            # the last load's thread has ended: free it (a window open for days reads its
+            # table again after every change of the context file)
+            self.load_thread.deleteLater()
         self.load_thread = LoadThread(self.session.workspace, self)
         self.load_thread.loaded.connect(self._on_loaded)
         self.load_thread.finished.connect(self._on_load_thread_finished)

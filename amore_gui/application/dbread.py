@@ -490,6 +490,11 @@ class Changes:
         return bool(self.updates or self.variables_changed or self.comments_changed)
 
 
+def _fingerprints(runs: dict) -> dict:
+    """``(proposal, run) -> hash`` of the fields of :func:`read_runs` (for finding changes)."""
+    return {k: hash(tuple(t)) for k, t in runs.items()}
+
+
 class DbChangeWatcher:
     """Finds changes other processes committed to the database since the last poll.
 
@@ -506,7 +511,9 @@ class DbChangeWatcher:
         self.data_version = None
         self.last_ts = since
         self._seen: dict[tuple, float] = {}
-        self.runs = dict(runs) if runs is not None else read_runs(self.con)
+        #: ``(proposal, run) -> hash`` of its runs-table fields: enough to tell a change, and
+        #: a fraction of the memory of the fields (a window follows thousands of runs for days)
+        self.runs = _fingerprints(runs if runs is not None else read_runs(self.con))
         self.variables_sig = (variables_signature(self.con) if variables_sig is None
                               else variables_sig)
         self.comments_sig = comments_signature(self.con) if comments_sig is None else comments_sig
@@ -531,8 +538,9 @@ class DbChangeWatcher:
             self.comments_sig = csig
             ch.comments_changed = True
         runs = read_runs(self.con)
-        changed_info = {k: t for k, t in runs.items() if self.runs.get(k) != t}
-        self.runs = runs
+        seen = _fingerprints(runs)
+        changed_info = {k: runs[k] for k, h in seen.items() if self.runs.get(k) != h}
+        self.runs = seen
         since = self.last_ts - TIMESTAMP_OVERLAP
         rows = self.con.execute(sql.VALUES_SINCE_SQL, (since,)).fetchall()
         per_run: dict[tuple[int, int], list] = {}

@@ -155,6 +155,7 @@ class LiveUpdates:
         try:
             watcher = dbread.DbChangeWatcher(self.context_dir, self.since, self.runs,
                                              self.variables_sig, self.comments_sig)
+            self.runs = None      # the watcher keeps what it needs of the table as read
         except Exception as e:
             self.mode = NONE
             ev.source.emit(NONE, f"No live updates: the table stays as it was read ({e})")

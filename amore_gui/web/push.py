@@ -1,8 +1,11 @@
 """The push channel of one served directory: numbered messages, replay after a reconnect.
 
 Every message pushed to browsers gets the next **sequence number** (``seq``) and is kept in a
-bounded replay buffer as the JSON text sent (built once for every viewer). A browser that lost
-its connection comes back with the last number it saw and the channel's **epoch** (a random id
+bounded replay buffer as the JSON text sent (built once for every viewer): at most
+:attr:`PushChannel.keep` messages and :attr:`PushChannel.keep_chars` characters together (the
+oldest go first): a server open for a whole beamtime keeps about 1 MB of them (minutes of a busy
+beamtime; a viewer away for longer reads the table again). A browser that lost its connection
+comes back with the last number it saw and the channel's **epoch** (a random id
 of this server process): it gets the messages it missed, or a ``reload`` message when the epoch
 differs (the server restarted) or the buffer no longer reaches back that far.
 
@@ -35,13 +38,18 @@ class Subscriber:
 class PushChannel:
     """Numbered messages of one served directory (see module docstring).
 
-    ``keep``: how many messages the replay buffer holds; ``queue_size``: the most messages one
-    subscriber may fall behind before it is told to reload.
+    ``keep``: how many messages the replay buffer holds at most; ``keep_chars``: how many
+    characters of JSON text they may have together (a message of many rows counts as much as
+    many messages; the newest message is always kept); ``queue_size``: the most messages one
+    subscriber may fall behind before it is told to reload. A viewer that comes back after
+    missing more than the buffer holds is told to reload.
     """
 
-    def __init__(self, keep: int = 5000, queue_size: int = 2000):
+    def __init__(self, keep: int = 2000, queue_size: int = 2000, keep_chars: int = 1_000_000):
         self.epoch = secrets.token_hex(8)
         self.keep = keep
+        self.keep_chars = keep_chars
+        self._chars = 0
         self.queue_size = queue_size
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
@@ -74,7 +82,12 @@ class PushChannel:
     def deliver(self, seq: int, text: str) -> None:
         """Keep a message and queue it for every subscriber (event loop thread). Messages are
         delivered in the order of their numbers when called in that order."""
+        if len(self._buffer) == self.keep:
+            self._chars -= len(self._buffer[0][1])
         self._buffer.append((seq, text))
+        self._chars += len(text)
+        while self._chars > self.keep_chars and len(self._buffer) > 1:
+            self._chars -= len(self._buffer.popleft()[1])
         for sub in list(self._subscribers):
             if sub.overflowed:
                 continue
@@ -118,6 +131,11 @@ class PushChannel:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """(messages, characters) in the replay buffer now."""
+        return len(self._buffer), self._chars
 
     @property
     def subscribers(self) -> int:
