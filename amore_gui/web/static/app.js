@@ -17,6 +17,7 @@ const state = {
   filterIds: null, filterText: "", ws: null, wsDelay: 500, loading: false, rowsById: new Map(),
   saveTimer: null, refilterTimer: null, plotTimer: null, plot: null, jobs: {}, tall: false,
   proposals: new Set(), pendingJump: null, status: null, generation: 0,
+  scrollSettleMs: 150,      // the scrolling has stopped once no scroll event came for this long
 };
 
 const $ = (id) => document.getElementById(id);
@@ -304,6 +305,27 @@ function createGrid(first) {
   $("grid").classList.toggle("tall", state.tall);
   state.columns = first.columns;
   state.grid = agGrid.createGrid($("grid"), gridOptions(first.columns, first.layout, first.rows));
+  addScrollShield($("grid"));
+}
+
+/* While the table scrolls, a transparent shield over its visible part takes the pointer (app.css,
+   ".scrolling .scroll-shield"): with the pointer resting over the grid, every scrolled frame
+   would otherwise find the cell under it again (hit testing through every row and cell) and move
+   the hover from cell to cell. The shield lies inside the grid's scroller (the wheel still
+   scrolls it) and on top, so the pointer finds it at once. Once the scrolling has stopped for a
+   moment the shield lets the pointer through again (tooltips, clicks, editing). */
+function addScrollShield(grid) {
+  const viewport = grid.querySelector(".ag-grid-viewport");
+  if (viewport) viewport.prepend(el("div", {class: "scroll-shield", "aria-hidden": "true"}));
+}
+function pauseHoverWhileScrolling(box) {
+  let timer = null;
+  const settled = () => { timer = null; box.classList.remove("scrolling"); };
+  box.addEventListener("scroll", () => {
+    if (timer === null) box.classList.add("scrolling");
+    else clearTimeout(timer);
+    timer = setTimeout(settled, state.scrollSettleMs);
+  }, {passive: true, capture: true});
 }
 
 /* -- rows: the first page, the rest, live updates ------------------------------------------------ */
@@ -915,6 +937,7 @@ function readHash() {
 window.addEventListener("DOMContentLoaded", () => {
   if (agGrid.ModuleRegistry && agGrid.AllCommunityModule) agGrid.ModuleRegistry.registerModules([agGrid.AllCommunityModule]);
   wire();
+  pauseHoverWhileScrolling($("grid"));
   readHash();
   loadTable().catch((e) => message(`Could not load the table: ${e.message}`, true));
 });
