@@ -46,6 +46,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def main_thread_events(trace) -> list[dict]:
+    """The events of a Chromium trace (Playwright's ``start_tracing``) on renderer main threads
+    (``CrRendererMain``)."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    main = {k for k, n in names.items() if n == "CrRendererMain"}
+    return [e for e in events if (e.get("pid"), e.get("tid")) in main]
+
+
 def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[float]]:
     """(frame durations, main-thread busy time per frame, time between frames, main-thread
     CPU time per frame), in ms, of the renderer's main thread in a Chromium trace. A frame's
@@ -55,11 +65,7 @@ def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[floa
     between two ``BeginMainThreadFrame`` s, wall-clock (``dur``: includes time the thread was
     ready but another process had the core); CPU time sums the same tasks' thread time
     (``tdur``: what the frame cost the main thread itself)."""
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
-    main = {k for k, n in names.items() if n == "CrRendererMain"}
-    on_main = [e for e in events if (e.get("pid"), e.get("tid")) in main]
+    on_main = main_thread_events(trace)
     begins: dict = {}
     durations = []
     for e in on_main:
@@ -101,14 +107,10 @@ def phase_cpu(trace) -> dict[str, float]:
     """CPU time (thread time, ms) of the renderer's main thread in each of :data:`PHASES` over a
     whole Chromium trace; an event inside another of the same phase (a script calling a script)
     is counted once."""
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
-    main = {k for k, n in names.items() if n == "CrRendererMain"}
     out: dict[str, float] = {}
     until: dict[str, float] = {}
-    for e in sorted((e for e in events if e.get("ph") == "X" and e.get("name") in PHASES
-                     and (e.get("pid"), e.get("tid")) in main), key=lambda e: e["ts"]):
+    for e in sorted((e for e in main_thread_events(trace)
+                     if e.get("ph") == "X" and e.get("name") in PHASES), key=lambda e: e["ts"]):
         phase = PHASES[e["name"]]
         if e["ts"] < until.get(phase, -1):
             continue
