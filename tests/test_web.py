@@ -185,6 +185,9 @@ def test_scrolling_rows_take_no_pointer_and_tooltips_work_once_it_stops(gui_ctx,
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     assert err.evaluate("e => e.matches(':hover')")
     assert "odd run 3" in (err.get_attribute("title") or "")
+    # the four rows fit: nothing to scroll into below them, before or after the scrolling
+    assert page.evaluate("""() => { const v = document.querySelector('.ag-grid-viewport');
+        v.scrollTop = 10000; return v.scrollTop; }""") == 0
 
 
 def test_stale_values_are_marked_explained_and_counted(gui_ctx, web_server, browser_page):

@@ -322,8 +322,12 @@ function pauseHoverWhileScrolling(box) {
   let timer = null;
   const settled = () => { timer = null; box.classList.remove("scrolling"); };
   box.addEventListener("scroll", () => {
-    if (timer === null) box.classList.add("scrolling");
-    else clearTimeout(timer);
+    if (timer === null) {
+      // as tall as the scroller's visible part (not taller: no room to scroll into)
+      const shield = box.querySelector(".scroll-shield");
+      if (shield) shield.style.setProperty("--shield-height", `${shield.parentElement.clientHeight}px`);
+      box.classList.add("scrolling");
+    } else clearTimeout(timer);
     timer = setTimeout(settled, state.scrollSettleMs);
   }, {passive: true, capture: true});
 }
