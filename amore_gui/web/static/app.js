@@ -308,7 +308,7 @@ function createGrid(first) {
   addScrollShield($("grid"));
 }
 
-/* While the table scrolls, a transparent shield over its visible part takes the pointer (app.css,
+/* While the wheel scrolls the table, a transparent shield over its visible part takes the pointer (app.css,
    ".scrolling .scroll-shield"): with the pointer resting over the grid, every scrolled frame
    would otherwise find the cell under it again (hit testing through every row and cell) and move
    the hover from cell to cell. The shield lies inside the grid's scroller (the wheel still
@@ -321,15 +321,21 @@ function addScrollShield(grid) {
 function pauseHoverWhileScrolling(box) {
   let timer = null;
   const settled = () => { timer = null; box.classList.remove("scrolling"); };
-  box.addEventListener("scroll", () => {
-    if (timer === null) {
+  // a wheel begins it (not a scroll the page makes itself: a jump to a run, a column shown for
+  // a click), the scroll events that follow keep it up
+  const scrolling = (begins) => {
+    if (timer !== null) clearTimeout(timer);
+    else if (!begins) return;
+    else {
       // as tall as the scroller's visible part (not taller: no room to scroll into)
       const shield = box.querySelector(".scroll-shield");
       if (shield) shield.style.setProperty("--shield-height", `${shield.parentElement.clientHeight}px`);
       box.classList.add("scrolling");
-    } else clearTimeout(timer);
+    }
     timer = setTimeout(settled, state.scrollSettleMs);
-  }, {passive: true, capture: true});
+  };
+  box.addEventListener("wheel", () => scrolling(true), {passive: true, capture: true});
+  box.addEventListener("scroll", () => scrolling(false), {passive: true, capture: true});
 }
 
 /* -- rows: the first page, the rest, live updates ------------------------------------------------ */
