@@ -140,66 +140,6 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     assert shown_runs(page)[:2] == [4, 2]
 
 
-def test_scrolling_rows_take_no_pointer_and_tooltips_work_once_it_stops(gui_ctx, web_server,
-                                                                        browser_page):
-    """While the wheel scrolls the table under a resting pointer the pointer finds no row (no
-    hover moving from cell to cell in every frame), and the wheel still scrolls; once the
-    scrolling stops, the cell under the pointer is found again: hovered, with its error message
-    as the tooltip. A scroll the page makes itself leaves the pointer alone."""
-    server = web_server(gui_ctx["ctx"])
-    page = browser_page(f"{server.url}/d/{SLUG}/", viewport={"width": 700, "height": 500})
-    page.wait_for_function("() => document.body.dataset.loaded === '1'", timeout=WAIT)
-    grid = page.locator(".ag-grid-viewport").bounding_box()
-    row = page.locator(f'.ag-row[row-id="{GUI_PROPOSAL}:4"]').bounding_box()
-    x, y = grid["x"] + grid["width"] * 0.6, row["y"] + row["height"] / 2
-    # what the pointer hits while a scroll event is handled (after the page's own listener), and
-    # what each wheel event reached; the scrolling counts as going on until the test says
-    page.evaluate("""([x, y]) => { window.seen = []; window.wheeled = [];
-        amore.state.scrollSettleMs = 600000;
-        document.querySelector('.ag-root-wrapper').addEventListener('scroll', () => {
-            const hit = document.elementFromPoint(x, y);
-            window.seen.push({row: !!(hit && hit.closest('.ag-row')),
-                              grid: !!(hit && hit.closest('#grid'))});
-        }, {capture: true});
-        window.addEventListener('wheel', (e) => window.wheeled.push(!!e.target.closest('.ag-row')),
-                                {capture: true}); }""", [x, y])
-    page.mouse.move(x, y)
-    assert page.evaluate("([x, y]) => !!document.elementFromPoint(x, y).closest('.ag-row')", [x, y])
-    left = page.evaluate("document.querySelector('.ag-grid-viewport').scrollLeft")
-    page.mouse.wheel(150, 0)                  # across the columns
-    page.wait_for_function("() => window.seen.length > 0", timeout=WAIT)
-    assert page.evaluate("window.seen[0]") == {"row": False, "grid": True}
-    page.mouse.wheel(150, 0)                  # a wheel that reaches no row still scrolls
-    page.wait_for_function("l => document.querySelector('.ag-grid-viewport').scrollLeft >= l + 300",
-                           arg=left, timeout=WAIT)
-    assert page.evaluate("window.wheeled") == [True, False]
-    page.evaluate("amore.state.scrollSettleMs = 150")
-    page.mouse.wheel(-150, 0)
-    # stopped: the rows are hit again, the cell under the pointer is hovered
-    page.wait_for_function("""([x, y]) => { const c = document.elementFromPoint(x, y).closest('.ag-cell');
-        return c && !document.getElementById('grid').classList.contains('scrolling'); }""",
-                           arg=[x, y], timeout=WAIT)
-    # a scroll the page makes itself (a jump, a column brought into view) raises no shield: a
-    # click right after it reaches the cell
-    page.evaluate("""() => { window.raised = false; window.scrolled = false;
-        const grid = document.getElementById('grid');
-        new MutationObserver(() => { window.raised ||= grid.classList.contains('scrolling'); })
-            .observe(grid, {attributes: true});
-        document.querySelector('.ag-root-wrapper').addEventListener('scroll',
-            () => { window.scrolled = true; }, {capture: true});
-        document.querySelector('.ag-grid-viewport').scrollLeft += 200; }""")
-    page.wait_for_function("() => window.scrolled", timeout=WAIT)
-    assert page.evaluate("window.raised") is False
-    err = cell(page, 3, "flaky")
-    box = err.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    assert err.evaluate("e => e.matches(':hover')")
-    assert "odd run 3" in (err.get_attribute("title") or "")
-    # the four rows fit: nothing to scroll into below them, before or after the scrolling
-    assert page.evaluate("""() => { const v = document.querySelector('.ag-grid-viewport');
-        v.scrollTop = 10000; return v.scrollTop; }""") == 0
-
-
 def test_stale_values_are_marked_explained_and_counted(gui_ctx, web_server, browser_page):
     ctx = gui_ctx["ctx"]
     change_flaky(ctx)

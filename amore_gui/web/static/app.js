@@ -17,7 +17,6 @@ const state = {
   filterIds: null, filterText: "", ws: null, wsDelay: 500, loading: false, rowsById: new Map(),
   saveTimer: null, refilterTimer: null, plotTimer: null, plot: null, jobs: {}, tall: false,
   proposals: new Set(), pendingJump: null, status: null, generation: 0,
-  scrollSettleMs: 150,      // the scrolling has stopped once no scroll event came for this long
 };
 
 const $ = (id) => document.getElementById(id);
@@ -305,37 +304,6 @@ function createGrid(first) {
   $("grid").classList.toggle("tall", state.tall);
   state.columns = first.columns;
   state.grid = agGrid.createGrid($("grid"), gridOptions(first.columns, first.layout, first.rows));
-  addScrollShield($("grid"));
-}
-
-/* While the wheel scrolls the table, a transparent shield over its visible part takes the pointer (app.css,
-   ".scrolling .scroll-shield"): with the pointer resting over the grid, every scrolled frame
-   would otherwise find the cell under it again (hit testing through every row and cell) and move
-   the hover from cell to cell. The shield lies inside the grid's scroller (the wheel still
-   scrolls it) and on top, so the pointer finds it at once. Once the scrolling has stopped for a
-   moment the shield lets the pointer through again (tooltips, clicks, editing). */
-function addScrollShield(grid) {
-  const viewport = grid.querySelector(".ag-grid-viewport");
-  if (viewport) viewport.prepend(el("div", {class: "scroll-shield", "aria-hidden": "true"}));
-}
-function pauseHoverWhileScrolling(box) {
-  let timer = null;
-  const settled = () => { timer = null; box.classList.remove("scrolling"); };
-  // a wheel begins it (not a scroll the page makes itself: a jump to a run, a column shown for
-  // a click), the scroll events that follow keep it up
-  const scrolling = (begins) => {
-    if (timer !== null) clearTimeout(timer);
-    else if (!begins) return;
-    else {
-      // as tall as the scroller's visible part (not taller: no room to scroll into)
-      const shield = box.querySelector(".scroll-shield");
-      if (shield) shield.style.setProperty("--shield-height", `${shield.parentElement.clientHeight}px`);
-      box.classList.add("scrolling");
-    }
-    timer = setTimeout(settled, state.scrollSettleMs);
-  };
-  box.addEventListener("wheel", () => scrolling(true), {passive: true, capture: true});
-  box.addEventListener("scroll", () => scrolling(false), {passive: true, capture: true});
 }
 
 /* -- rows: the first page, the rest, live updates ------------------------------------------------ */
@@ -947,7 +915,6 @@ function readHash() {
 window.addEventListener("DOMContentLoaded", () => {
   if (agGrid.ModuleRegistry && agGrid.AllCommunityModule) agGrid.ModuleRegistry.registerModules([agGrid.AllCommunityModule]);
   wire();
-  pauseHoverWhileScrolling($("grid"));
   readHash();
   loadTable().catch((e) => message(`Could not load the table: ${e.message}`, true));
 });
