@@ -15,7 +15,9 @@ served by ``amore-proto web`` (a fresh server per repeat) and opened in Debian's
   top-level tasks from one ``BeginMainThreadFrame`` to the next: what a frame costs; a frame
   is drawn in time when it stays under 16 ms), Chromium's ``AnimationFrame`` span (frame start
   to rendered, including the wait for the display), and the interval between frames (dropped
-  frames show as 33 ms and more; 60 Hz is 16.7 ms).
+  frames show as 33 ms and more; 60 Hz is 16.7 ms). Where the main thread's CPU time went: its
+  rendering phases in the same trace (scripts, hit testing, style, layout, pre-paint, paint,
+  layerization), per frame on average.
 
     python benchmarks/web_table.py [--runs 5000] [--vars 300] [--repeats 3] [--work DIR]
                                    [--compare REV]
@@ -44,6 +46,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def main_thread_events(trace) -> list[dict]:
+    """The events of a Chromium trace (Playwright's ``start_tracing``) on renderer main threads
+    (``CrRendererMain``)."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    main = {k for k, n in names.items() if n == "CrRendererMain"}
+    return [e for e in events if (e.get("pid"), e.get("tid")) in main]
+
+
 def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[float]]:
     """(frame durations, main-thread busy time per frame, time between frames, main-thread
     CPU time per frame), in ms, of the renderer's main thread in a Chromium trace. A frame's
@@ -53,11 +65,7 @@ def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[floa
     between two ``BeginMainThreadFrame`` s, wall-clock (``dur``: includes time the thread was
     ready but another process had the core); CPU time sums the same tasks' thread time
     (``tdur``: what the frame cost the main thread itself)."""
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
-    main = {k for k, n in names.items() if n == "CrRendererMain"}
-    on_main = [e for e in events if (e.get("pid"), e.get("tid")) in main]
+    on_main = main_thread_events(trace)
     begins: dict = {}
     durations = []
     for e in on_main:
@@ -86,6 +94,29 @@ def frame_costs(trace) -> tuple[list[float], list[float], list[float], list[floa
         cpu.append(thread / 1000)
         gaps.append((b - a) / 1000)
     return durations, busy, gaps, cpu
+
+
+#: Chromium's trace events of the main thread's rendering phases (devtools.timeline) -> the name
+#: a table shows; scripts are the page's and AG Grid's JavaScript wherever it was called from
+PHASES = {"FunctionCall": "scripts", "EvaluateScript": "scripts", "HitTest": "hit testing",
+          "UpdateLayoutTree": "style", "Layout": "layout", "PrePaint": "pre-paint",
+          "Paint": "paint", "Layerize": "layerization"}
+
+
+def phase_cpu(trace) -> dict[str, float]:
+    """CPU time (thread time, ms) of the renderer's main thread in each of :data:`PHASES` over a
+    whole Chromium trace; an event inside another of the same phase (a script calling a script)
+    is counted once."""
+    out: dict[str, float] = {}
+    until: dict[str, float] = {}
+    for e in sorted((e for e in main_thread_events(trace)
+                     if e.get("ph") == "X" and e.get("name") in PHASES), key=lambda e: e["ts"]):
+        phase = PHASES[e["name"]]
+        if e["ts"] < until.get(phase, -1):
+            continue
+        until[phase] = e["ts"] + e.get("dur", 0)
+        out[phase] = out.get(phase, 0) + e.get("tdur", 0) / 1000
+    return out
 
 
 def pct(xs, q):
@@ -119,10 +150,11 @@ def one_repeat(browser, url: str, trace_path: Path) -> dict:
         page.evaluate(raf)
     browser.stop_tracing()
     ctx.close()
-    frames, busy, gaps, cpu = frame_costs(json.loads(trace_path.read_text()))
+    trace = json.loads(trace_path.read_text())
+    frames, busy, gaps, cpu = frame_costs(trace)
     trace_path.unlink()
     return {"first_ms": first, "all_ms": all_in, "rows": rows, "cols": cols,
-            "costs": frames, "busy": busy, "gaps": gaps, "cpu": cpu}
+            "costs": frames, "busy": busy, "gaps": gaps, "cpu": cpu, "phases": phase_cpu(trace)}
 
 
 def export_revision(rev: str) -> Path:
@@ -164,8 +196,14 @@ def report(label: str, results: list[dict], ready: list[float]) -> dict:
                      f"{pct(gaps, 95):.1f}", f"{pct(gaps, 99):.1f}", f"{max(gaps):.1f}"],
                     ["target: p95 main-thread time per frame", "", "<= 16 ms",
                      "met" if pct(busy, 95) <= 16 else "MISSED", ""]])
+    phases = {ph: sum(r["phases"].get(ph, 0) for r in results) / len(busy)
+              for ph in dict.fromkeys(PHASES.values())}
+    print_table(f"{label}Where the main thread's CPU time went while scrolling (mean per frame)",
+                ["phase", "ms per frame"], [[ph, f"{ms:.2f}"] for ph, ms in phases.items()]
+                + [["all tasks", f"{statistics.mean(cpu):.2f}"]])
     return {"first": med(first), "busy50": statistics.median(busy), "busy95": pct(busy, 95),
-            "cpu50": statistics.median(cpu), "cpu95": pct(cpu, 95), "gap95": pct(gaps, 95)}
+            "cpu50": statistics.median(cpu), "cpu95": pct(cpu, 95), "gap95": pct(gaps, 95),
+            "cpu_mean": statistics.mean(cpu), **{f"phase:{ph}": ms for ph, ms in phases.items()}}
 
 
 def main(argv=None) -> int:
@@ -216,14 +254,17 @@ def main(argv=None) -> int:
         (before, b), (after, f) = heads.items()
         print_table(f"Side by side ({before} -> this checkout, {a.repeats} alternating repeats "
                     "each)", ["figure", before, "this checkout", "ratio"], [
-                        [name, f"{b[k]:.{d}f}", f"{f[k]:.{d}f}", f"{f[k] / b[k]:.2f}"]
+                        [name, f"{b[k]:.{d}f}", f"{f[k]:.{d}f}", f"{f[k] / b[k]:.2f}" if b[k] else "-"]
                         for name, k, d in (
                             ["first rows painted (s)", "first", 2],
                             ["main-thread busy per frame, median (ms)", "busy50", 1],
                             ["main-thread busy per frame, p95 (ms)", "busy95", 1],
                             ["main-thread CPU per frame, median (ms)", "cpu50", 1],
                             ["main-thread CPU per frame, p95 (ms)", "cpu95", 1],
-                            ["time between frames, p95 (ms)", "gap95", 1])])
+                            ["time between frames, p95 (ms)", "gap95", 1],
+                            ["main-thread CPU per frame, mean (ms)", "cpu_mean", 2],
+                            *[[f"  of which {ph} (ms)", f"phase:{ph}", 2]
+                              for ph in dict.fromkeys(PHASES.values())])])
     return 0
 
 
