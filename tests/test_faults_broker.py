@@ -136,3 +136,39 @@ def test_broker_outage_and_restart(broker_behind_proxy, make_context_dir, write_
         if gui is not None:
             gui.close()
         b.cleanup()
+
+
+def test_a_reprocess_cancelled_while_it_announces_says_its_runs_were_reprocessed(
+        broker_behind_proxy, make_context_dir, write_run, monkeypatch):
+    """The GUI's Cancel (SIGTERM) reaching ``reprocess`` after every run was computed, while
+    it waits for the broker to take its update messages (here: the network to the broker is
+    down), must not say "nothing changed": the runs were reprocessed."""
+    import subprocess
+
+    from tests.conftest import HANGING_CONTEXT, amore_cmd, run_status
+    tansu, proxy = broker_behind_proxy
+    monkeypatch.setenv("AMORE_BROKER", proxy.address)
+    tag = uuid.uuid4().hex[:8]
+    ctx = make_context_dir(code=HANGING_CONTEXT, name=tag, config=kafka_toml(tag, jobs=2))
+    write_run(1, ntrains=5)
+    write_run(2, ntrains=5)
+    (ctx / "hang").write_text("")
+    p = subprocess.Popen(amore_cmd("reprocess", "1", "2", "-d", ctx, "-j", "2"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: run_status(ctx, 1) == "processing" and run_status(ctx, 2) == "processing",
+                 60, what="both runs processing")
+        proxy.cut(is_amore_client)          # the command's update messages cannot be delivered
+        (ctx / "hang").unlink()
+        wait_for(lambda: run_status(ctx, 1) == "done" and run_status(ctx, 2) == "done",
+                 60, what="both runs done")
+        time.sleep(1)                       # (the command waits up to 5 s for the broker)
+        p.terminate()                       # what the GUI's Cancel button does
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "nothing changed" not in err and "before any run" not in err, err
+    assert "Reprocessed 2/2 runs" in out + err, (out, err)
+    db = RunDB(ctx)
+    assert all(db.get_values(PROPOSAL, r)["slow"].value == 1 for r in (1, 2))

@@ -247,12 +247,27 @@ def _reprocess_here(a, d, early, opened: list) -> int:
             ex.shutdown(wait=True, cancel_futures=True)
         finally:
             ex.shutdown(wait=True)
-    signal.signal(signal.SIGTERM, old_term)
-    pool.stop(wait=False)
-    if publisher:
-        publisher.flush(5)
-        publisher.close()
+    late = False    # cancelled once every run was computed: while the updates were sent
+    try:
+        pool.stop(wait=False)
+        if publisher:
+            publisher.flush(5)
+    except KeyboardInterrupt:
+        late = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # (restored by cmd_reprocess)
+        if publisher:
+            publisher.close(0 if late else 2)
     dt = time.perf_counter() - t0
+    if late and not cancelled:
+        print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.1f} s; "
+              "cancelled afterwards, while announcing them (update messages not yet taken by "
+              "the broker are dropped: open GUIs see the new values from the database)",
+              file=sys.stderr)
+        for out in failed:
+            print(f"  run {out.run}: {out.status}: {out.message}", file=sys.stderr)
+        return 130
     if cancelled:
         done = [f.result() for f in futs if f.done() and not f.cancelled()]
         n_done = sum(o.status == Outcome.DONE for o in done)
