@@ -246,8 +246,7 @@ def create_app(directories: list[ServedDirectory], policy: AccessPolicy,
             extra = json.dumps({"title": d.title, "user": p.user, "editor": p.editor,
                                 "slurm": d.slurm_available(), "layout": layout,
                                 "vocabulary": {"proposal": d.vocabulary.proposal,
-                                               "run": d.vocabulary.run}},
-                               ensure_ascii=False)
+                                               "run": d.vocabulary.run}})   # ASCII: see row_text
             text = text[:-1] + "," + extra[1:]
         return Response(text, media_type="application/json")
 
