@@ -439,22 +439,35 @@ class ServedDirectory:
             out.append(e)
         return out
 
+    def page_parts(self, below: int | None, limit: int, extra: dict | None = None) -> list[str]:
+        """A page of rows as pieces of one JSON text (see :meth:`page`), each row's text a
+        piece of its own: the server sends them in chunks as they are (the row texts kept in
+        the cache are not copied), never one text of the whole table per viewer. ``extra``:
+        more keys of the object."""
+        d = self.data
+        n = d.nrows
+        hi = n if below is None else max(0, min(int(below), n))
+        lo = max(0, hi - max(1, int(limit)))
+        body = {"seq": self.channel.seq, "epoch": self.channel.epoch, "next": lo or None,
+                "total": n}
+        if below is None:
+            body.update(columns=self.columns(), status=self.status)
+        body.update(extra or {})
+        head = json.dumps(body, separators=(",", ":"))   # ASCII, as the rows: a compact text
+        parts = [head[:-1] + ',"rows":[']
+        for i, r in enumerate(range(hi - 1, lo - 1, -1)):
+            if i:
+                parts.append(",")
+            parts.append(self.row_text(r))
+        parts.append("]}")
+        return parts
+
     def page(self, below: int | None, limit: int) -> str:
         """A page of rows as JSON text, newest first: data rows below index ``below`` (all
         rows when None), at most ``limit``; with ``next`` (the cursor of the next page, or
         null), ``seq`` (every change numbered up to it is in the rows), ``epoch`` and, on the
         first page, the columns, the totals and the live status."""
-        d = self.data
-        n = d.nrows
-        hi = n if below is None else max(0, min(int(below), n))
-        lo = max(0, hi - max(1, int(limit)))
-        rows = "[" + ",".join(self.row_text(r) for r in range(hi - 1, lo - 1, -1)) + "]"
-        body = {"seq": self.channel.seq, "epoch": self.channel.epoch, "next": lo or None,
-                "total": n}
-        if below is None:
-            body.update(columns=self.columns(), status=self.status)
-        head = json.dumps(body, separators=(",", ":"))   # ASCII, as the rows: a compact text
-        return head[:-1] + ',"rows":' + rows + "}"
+        return "".join(self.page_parts(below, limit))
 
     # -- reading -----------------------------------------------------------------------------
     def key_of(self, rid: str) -> tuple:
