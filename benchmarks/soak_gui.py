@@ -20,8 +20,9 @@ Unasked, it writes ``{"op": "ready"}`` once the table is loaded and live, and ev
 ``{"op": "stats", "rows": N, "max_stall_ms": ...}`` (the longest time the event loop was blocked
 since the last report). Each batch of live updates applied to the table is timed:
 ``{"op": "apply", "rows": rows in the table, "runs": runs in the batch, "read_ms": reading
-the runs of the batch (and of batches not applied) from runs.sqlite (live-update thread),
-"apply_ms": applying them to the model (GUI thread)}``. An exception in a slot is reported as ``{"op": "exception", "text": ...}``.
+the runs of the batch (and of batches not applied) from runs.sqlite (live-update thread: the
+runs an update message names, or the database watcher's poll that found them),
+"apply_ms": applying them to the model (GUI thread), "run_list": the first 20 runs}``. An exception in a slot is reported as ``{"op": "exception", "text": ...}``.
 """
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def main() -> int:
         finally:
             last_read["s"] += time.perf_counter() - t0
     dbread.read_run_update = timed_read
+    # ... or found by the database watcher (without Kafka, the backstop check while Kafka is
+    # used, a broker away): its poll reads the runs table and the new values
+    original_poll = dbread.DbChangeWatcher.poll
+
+    def timed_poll(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        ch = original_poll(self, *args, **kwargs)
+        if ch.updates:
+            last_read["s"] += time.perf_counter() - t0
+        return ch
+    dbread.DbChangeWatcher.poll = timed_poll
     original_apply = livetable.LiveTable.apply_updates
 
     def apply_updates(self, updates):
@@ -81,7 +93,8 @@ def main() -> int:
         dt = (time.perf_counter() - t0) * 1e3
         read, last_read["s"] = last_read["s"], 0.0
         write({"op": "apply", "rows": self.model.rowCount(), "runs": len(updates),
-               "apply_ms": round(dt, 3), "read_ms": round(read * 1e3, 3)})
+               "apply_ms": round(dt, 3), "read_ms": round(read * 1e3, 3),
+               "run_list": [u.run for u in updates[:20]]})
     livetable.LiveTable.apply_updates = apply_updates
 
     app = make_app([sys.argv[0], "-platform", os.environ["QT_QPA_PLATFORM"]])

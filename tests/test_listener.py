@@ -68,6 +68,152 @@ def test_broken_context_file_records_runs_and_catches_up_when_fixed(make_context
     assert msgs[0][0] == "error" and "broken" in msgs[0][1] and msgs[-1] == ("info", "Context file fixed")
 
 
+#: A context file that notes each variable it computes (``name run`` lines in ``DIR/calls``),
+#: one variable depending on the manual column ``distance``.
+NOTING_CONTEXT = textwrap.dedent("""
+    import os
+    from amore.context import Variable
+
+    def note(name, r):
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls"), "a") as f:
+            f.write(f"{name} {r}\\n")
+
+    @Variable(title="Trains")
+    def n_trains(run, r: "meta#run_number"):
+        note("n_trains", r)
+        return len(run.train_ids)
+
+    @Variable(title="Scaled", units="mm")
+    def scaled(run, d: "var#distance", r: "meta#run_number"):
+        note("scaled", r)
+        return d * 2
+""")
+
+
+def noted(ctx, name, run):
+    """How often the context file's ``name`` was computed for ``run`` (``DIR/calls``)."""
+    calls = ctx / "calls"
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return lines.count(f"{name} {run}")
+
+
+def test_a_manual_edit_while_the_context_file_is_broken_recomputes_only_its_dependents(
+        make_context_dir, write_run, backend):
+    """A manual value edited while the context file is broken: the run waits, and once the file
+    is fixed only the variables depending on the value are computed, not the whole run again
+    (the soak's full computations of runs 471, 526 and 589)."""
+    from backend.store.manual import ManualStore
+    ctx = make_context_dir(NOTING_CONTEXT, config=FAST_WATCH)
+    ManualStore(RunDB(ctx)).add_column("distance", "number", units="mm")
+    good = (ctx / "context.py").read_text()
+    b = backend(ctx)
+    write_run(1, ntrains=20)
+    write_run(2, ntrains=25)
+    wait_for(lambda: run_status(ctx, 1) == "done" and run_status(ctx, 2) == "done", 60,
+             what="runs 1 and 2 processed")
+
+    def set_distance(mm):
+        p = subprocess.run(amore_cmd("set", "1", "distance", str(mm), "-d", ctx),
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+    set_distance(3)
+    wait_for(lambda: noted(ctx, "scaled", 1) == 1, 60, what="scaled computed for the distance")
+    wait_for(lambda: RunDB(ctx).get_values(PROPOSAL, 1)["scaled"].value == 6, 30,
+             what="scaled stored")
+    time.sleep(1.1)                        # a new modification time on coarse file systems
+    (ctx / "context.py").write_text(good.replace("return d * 2", "return (d * 2"))
+    wait_for(lambda: any(e["source"] == "context" and e["level"] == "error"
+                         for e in RunDB(ctx).events()), 60, what="the broken file noticed")
+    set_distance(5)
+    wait_for(lambda: run_status(ctx, 1) == "waiting", 60, what="run 1 waiting for the fix")
+    assert run_status(ctx, 2) == "done"
+    time.sleep(1.1)
+    (ctx / "context.py").write_text(good)
+    wait_for(lambda: run_status(ctx, 1) == "done", 60, what="run 1 computed after the fix")
+    assert RunDB(ctx).get_values(PROPOSAL, 1)["scaled"].value == 10
+    time.sleep(0.5)
+    assert noted(ctx, "scaled", 1) == 2
+    assert noted(ctx, "n_trains", 1) == 1, \
+        f"run 1 computed again as a whole: {(ctx / 'calls').read_text().splitlines()}"
+    assert noted(ctx, "n_trains", 2) == 1
+    assert b.stop() == 0
+
+
+def test_a_run_both_the_catch_up_and_its_run_source_queue_is_computed_once(
+        make_context_dir, write_run):
+    """After a restart the catch-up queues what the last backend left (run 1, recorded but not
+    computed) and what it never saw (run 2, on disk), while the run source announces the same
+    runs (Kafka delivers again what was not acknowledged): whichever request comes second finds
+    the run done and computes nothing (the soak's runs 622-627 and 1165-1169 were computed
+    twice after a restart, the catch-up's request and the event's at the same time)."""
+    import threading
+
+    from backend.service.listener import Listener
+    from backend.sources.base import RunEvent
+
+    from backend.store.manual import ManualStore
+    ctx = make_context_dir(NOTING_CONTEXT, config="[processing]\njobs = 1\n")
+    ManualStore(RunDB(ctx)).add_column("distance", "number", units="mm")
+    write_run(1, ntrains=20)
+    write_run(2, ntrains=25)
+    RunDB(ctx).ensure_run(PROPOSAL, 1)     # recorded by the last backend, never computed
+    lst = Listener(ctx)
+    try:
+        lst.pool.start()
+        lst.reload.check(wait=True)
+        pending = lst.catchup.find()      # as at a start: before the run sources start
+        assert pending.unfinished == [1] and pending.unknown == [2]
+        gate = threading.Event()          # the one run thread is busy until the gate opens,
+        lst.executor.submit(gate.wait)    # so that the requests queue up as they come
+        lst.handle_event(RunEvent(PROPOSAL, 1, "raw", source="kafka"))   # the source first
+        lst.catchup.run(pending)
+        lst.handle_event(RunEvent(PROPOSAL, 2, "raw", source="kafka"))   # the catch-up first
+        gate.set()
+        lst.executor.shutdown(wait=True)
+    finally:
+        lst.shutdown(grace=0.0)
+    db = RunDB(ctx)
+    assert [db.get_values(PROPOSAL, r)["n_trains"].value for r in (1, 2)] == [20, 25]
+    assert (noted(ctx, "n_trains", 1), noted(ctx, "n_trains", 2)) == (1, 1), \
+        f"computed: {(ctx / 'calls').read_text().splitlines()}"
+
+
+def test_a_run_announced_twice_at_once_is_computed_once(make_context_dir, write_run):
+    """Two requests of the same run taken up at the same moment by two run threads (an event
+    and its redelivery after a rebalance, the catch-up's request and the event after a
+    restart): the first looks at the run and computes it, the second looks only then, finds
+    it done and computes nothing (before, both found it not done yet and both computed it)."""
+    import threading
+
+    from backend.service.listener import Listener
+    from backend.sources.base import RunEvent
+    from backend.store.manual import ManualStore
+
+    ctx = make_context_dir(NOTING_CONTEXT, config="[processing]\njobs = 2\n")
+    ManualStore(RunDB(ctx)).add_column("distance", "number", units="mm")
+    runs = range(1, 7)
+    for r in runs:
+        write_run(r, ntrains=10 + r)
+    lst = Listener(ctx)
+    try:
+        lst.pool.start()
+        lst.reload.check(wait=True)
+        gate = threading.Event()           # both run threads busy until the gate opens
+        for _ in range(2):
+            lst.executor.submit(gate.wait)
+        for r in runs:                     # each run's two requests side by side in the queue
+            lst.handle_event(RunEvent(PROPOSAL, r, "raw", source="kafka"))
+            lst.handle_event(RunEvent(PROPOSAL, r, "raw", source="kafka (redelivered)"))
+        gate.set()
+        lst.executor.shutdown(wait=True)
+    finally:
+        lst.shutdown(grace=0.0)
+    assert [RunDB(ctx).get_values(PROPOSAL, r)["n_trains"].value for r in runs] == \
+        [10 + r for r in runs]
+    assert [noted(ctx, "n_trains", r) for r in runs] == [1] * len(runs), \
+        f"computed: {(ctx / 'calls').read_text().splitlines()}"
+
+
 def test_killed_worker_fails_its_run_only_and_reprocess_fixes_it(make_context_dir, write_run,
                                                                   backend):
     ctx = make_context_dir(textwrap.dedent("""

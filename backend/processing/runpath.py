@@ -158,6 +158,10 @@ class RunPath:
         self.last_run: tuple[int, float] | None = None
         self._said_local = False
         self._throttle = 0.0
+        # (proposal, run) -> the lock a full computation "unless done meanwhile" holds from its
+        # look at the run to the end of its computation (see _dispatch_queued)
+        self._claims: dict[tuple, threading.Lock] = {}
+        self._claims_lock = threading.Lock()
 
     # -- 1. record ------------------------------------------------------------------------------
     def on_event(self, ev, token, source) -> None:
@@ -285,7 +289,11 @@ class RunPath:
                only: bool = False, reuse=None, if_stale: bool = False) -> Future | None:
         """Queue the run's :meth:`dispatch` (``names``/``only``/``reuse``: see there), then
         :attr:`after`; None once the backend stops. ``if_stale``: a run already done computes
-        only what is stale by then (:meth:`still_to_compute`), or nothing."""
+        only what is stale by then (:meth:`still_to_compute`), or nothing. Every request of a
+        whole run that may meet another one for the same run (a run source's event, the
+        catch-up, runs waiting for a working context file) is ``if_stale``: such requests of
+        one run look at it and compute one after the other, so the second finds the run done
+        and computes nothing."""
         if self.stopped.is_set():
             return None
         return self.executor.submit(self._dispatch_queued, proposal, run, data, names, only,
@@ -318,11 +326,23 @@ class RunPath:
         key = next(iter(todo))
         return todo[key], reuse.get(key), kinds.get(key, "all")
 
+    def _claim(self, proposal, run) -> threading.Lock:
+        with self._claims_lock:
+            return self._claims.setdefault((proposal, run), threading.Lock())
+
     def _dispatch_queued(self, proposal, run, data, names=None, only=False, reuse=None,
                          if_stale=False):
         if self.stopped.is_set():
             return None
-        if if_stale and names is None:
+        if not (if_stale and names is None):
+            return self._dispatch_now(proposal, run, data, names, only, reuse)
+        # Whether the run is still to compute and its computation are one step per run: two
+        # requests of the same run (the catch-up and the run source's event after a restart,
+        # an event and its redelivery) running at once on two threads would otherwise both
+        # find the run not done yet and both compute it.
+        with self._claim(proposal, run):
+            if self.stopped.is_set():
+                return None
             todo = self.still_to_compute(proposal, run)
             if todo == ():
                 log.info("Run %d: announced again, already computed from this data by this "
@@ -333,6 +353,9 @@ class RunPath:
                 only = names is not None
                 log.info("Run %d: announced again; computing its stale values only (%s)", run,
                          "all" if names is None else ", ".join(names))
+            return self._dispatch_now(proposal, run, data, names, only, reuse)
+
+    def _dispatch_now(self, proposal, run, data, names, only, reuse):
         try:
             out = self.dispatch(proposal, run, data, names, only=only, reuse=reuse)
         except Exception:
@@ -479,12 +502,38 @@ class RunProcessor:
         #: ``(proposal, run)`` whose values could not be stored for a reason that may pass
         #: (disk full, database locked too long); the listener processes them again later.
         self.deferred: set[tuple[int | str, int]] = set()
+        #: ``(proposal, run)`` -> ``(data, names, only)`` asked of runs that wait for a working
+        #: context file (``names`` None: the whole run); see :meth:`take_waiting`
+        self._waiting: dict[tuple[int | str, int], tuple[str, list[str] | None, bool]] = {}
 
     def take_deferred(self) -> list[tuple[int | str, int]]:
         """The runs to process again (see :attr:`deferred`); the set is emptied."""
         with self._lock:
             out, self.deferred = sorted(self.deferred, key=lambda k: (str(k[0]), k[1])), set()
         return out
+
+    def take_waiting(self) -> dict[tuple[int | str, int], tuple[str, list[str] | None, bool]]:
+        """What was asked of each run that now waits for a working context file, as
+        ``(proposal, run) -> (data, names, only)`` (the arguments of :meth:`process`; ``names``
+        None: the whole run; requests of one run merged: their names together, the whole run if
+        any asked for it); the record is emptied. Once the file is fixed, a run waiting only
+        because variables depending on an edited manual value were to be recomputed then
+        computes those, not the whole run."""
+        with self._lock:
+            out, self._waiting = self._waiting, {}
+        return out
+
+    def _note_waiting(self, proposal, run, data, names, only) -> None:
+        key = (proposal, run)
+        with self._lock:
+            prev = self._waiting.get(key)
+            if names is None or (prev is not None and prev[1] is None):
+                self._waiting[key] = ("all", None, False)
+            elif prev is None:
+                self._waiting[key] = (data, sorted(names), bool(only))
+            else:
+                self._waiting[key] = (data if data == prev[0] else "all",
+                                      sorted(set(prev[1]) | set(names)), prev[2] and bool(only))
 
     def cancel(self) -> None:
         """Cancel the work in progress (a reprocess stopped by the user): runs being processed
@@ -605,6 +654,8 @@ class RunProcessor:
                                                     "start_time")))
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
+            if outcome.status == Outcome.WAITING:
+                self._note_waiting(proposal, run, data, names, only)
             if not stored:
                 return outcome   # nothing new in the database to announce
             outcome.seconds = time.perf_counter() - t0

@@ -147,8 +147,10 @@ class CatchUp:
                 self.path.carry_over(self.proposal, run)
             else:   # a run source announced it meanwhile, and queued it
                 announced.add(run)
-        futs = [self.path.submit(self.proposal, run, "all") for run in work.to_process
-                if run not in announced]
+        # if_stale: a run source may announce one of these runs at the same time (its event
+        # after a restart, redelivered); whichever comes second finds it done
+        futs = [self.path.submit(self.proposal, run, "all", if_stale=True)
+                for run in work.to_process if run not in announced]
         if self.integrity is not None:
             for run in sorted(set(work.no_check) | set(work.no_checksums)):
                 self.integrity.submit(self.proposal, run, checks=run in work.no_check,
@@ -161,18 +163,27 @@ class CatchUp:
 
     def requeue_pending(self, only_waiting_for_context: bool = False) -> int:
         """Queue the unfinished runs (``pending``, ``processing``, ``waiting``), or only those
-        waiting for a working context file; returns how many."""
+        waiting for a working context file; returns how many. A run that waited for the
+        context file is computed as it was asked then (only the variables depending on an
+        edited manual value, say: :meth:`~backend.processing.runpath.RunProcessor.take_waiting`),
+        a run asked for as a whole (or whose request this backend does not know: it waited
+        before a restart) as a whole."""
         if only_waiting_for_context:
             todo = (RunStatus.WAITING,)
         else:
             todo = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.WAITING)
+        asked = self.path.processor.take_waiting()
         n = 0
         on_slurm = self._on_slurm()
         for r in self.db.runs():
             if r["proposal"] != self.proposal or (r["proposal"], r["run"]) in on_slurm:
                 continue
             if r["status"] in todo:
-                self.path.submit(r["proposal"], r["run"], "all")
+                data, names, only = asked.get((r["proposal"], r["run"]), ("all", None, False))
+                if names is None:
+                    self.path.submit(r["proposal"], r["run"], "all", if_stale=True)
+                else:
+                    self.path.submit(r["proposal"], r["run"], data, names=names, only=only)
                 n += 1
         return n
 
