@@ -310,3 +310,38 @@ def test_the_first_drawn_cell_of_a_column_makes_browsers_read_the_columns_again(
     d._apply([RunUpdate(GUI_PROPOSAL, 3, values={"flaky": CellValue(K_SPARKLINE, obj=spark)})])
     assert sent == ["reload"]
     assert {c["key"]: c for c in d.columns()}["flaky"]["drawn"]
+
+
+def test_a_row_changed_shows_its_new_value_whether_its_text_was_kept_or_not(gui_ctx, monkeypatch):
+    """The served directory keeps row texts up to a size (``ROW_CACHE_CHARS``): a table larger
+    than that is still read whole, every changed row shows its new value (kept or not), and
+    text beyond ASCII reaches the browser as written."""
+    from concurrent.futures import ThreadPoolExecutor
+    from amore_gui.application import dbread
+    from amore_gui.application.table_data import CellValue, K_STRING, RunUpdate
+    from amore_gui.web import data
+    from amore_gui.web.push import PushChannel
+    ctx = gui_ctx["ctx"]
+    d = data.ServedDirectory(ctx, "p", "p", PushChannel(), ThreadPoolExecutor(1),
+                             use_kafka=False)
+    d._take(dbread.load_table(ctx))
+    one_row = len(d.row_text(0))
+    d._forget_rows()
+    monkeypatch.setattr(data, "ROW_CACHE_CHARS", int(one_row * 2.5))   # two of the four rows
+    page = json.loads(d.page(None, 10))
+    assert [r["r"] for r in page["rows"]] == [4, 3, 2, 1]
+    assert d._cache_chars <= data.ROW_CACHE_CHARS and len(d._cache) == 2, \
+        f"{len(d._cache)} row texts kept, {d._cache_chars} characters"
+    col = [c["key"] for c in page["columns"]].index("sample") - 6
+    d._push = lambda kind, body=None, raw=None: None
+    for run in (4, 1):      # the newest row's text was kept, the oldest one's was not
+        d._apply([RunUpdate(GUI_PROPOSAL, run,
+                            values={"sample": CellValue(K_STRING, obj=f"Fe₂O₃ – run {run}")})])
+    for _ in range(2):      # read again: the second read comes from what was kept
+        rows = {r["r"]: r for r in json.loads(d.page(None, 10))["rows"]}
+        for run in (4, 1):
+            cell = rows[run]["x"][col]
+            text = cell if isinstance(cell, str) else cell["t"]
+            assert text == f"Fe₂O₃ – run {run}", (run, cell)
+        assert d._cache_chars <= data.ROW_CACHE_CHARS
+    assert d.page(None, 10).isascii()

@@ -82,5 +82,6 @@ The backend's state (:mod:`~amore_gui.application.backend_status`)
 
 Also: :mod:`.eventlog` (``EventLogState``), :mod:`.slurmjobs` (``ACTIVE`` states),
 :mod:`.context_check` (``CheckResult``; ``check_command`` for running the check as a process),
-:mod:`.settings` (the user's GUI settings file), :mod:`.values`.
+:mod:`.settings` (the user's GUI settings file), :mod:`.values`, :mod:`.process`
+(``steady_memory()``: a front-end's process hands large freed blocks back at once).
 """

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse,
-                                 Response)
+                                 Response, StreamingResponse)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -239,17 +239,16 @@ def create_app(directories: list[ServedDirectory], policy: AccessPolicy,
         q = request.query_params
         below = q.get("below")
         limit = int(q.get("limit") or (FIRST_PAGE if below is None else PAGE))
-        text = await d.on_owner(d.page, int(below) if below is not None else None, limit)
+        extra = None
         if below is None:   # the first page: who is looking, and their layout
             p = _principal(request)
             layout = await d.on_owner(d.layout, p.user)
-            extra = json.dumps({"title": d.title, "user": p.user, "editor": p.editor,
-                                "slurm": d.slurm_available(), "layout": layout,
-                                "vocabulary": {"proposal": d.vocabulary.proposal,
-                                               "run": d.vocabulary.run}},
-                               ensure_ascii=False)
-            text = text[:-1] + "," + extra[1:]
-        return Response(text, media_type="application/json")
+            extra = {"title": d.title, "user": p.user, "editor": p.editor,
+                     "slurm": d.slurm_available(), "layout": layout,
+                     "vocabulary": {"proposal": d.vocabulary.proposal, "run": d.vocabulary.run}}
+        parts = await d.on_owner(d.page_parts, int(below) if below is not None else None,
+                                 limit, extra)
+        return StreamingResponse(_chunks(parts), media_type="application/json")
 
     async def filter_(request):
         d = served(request)
@@ -455,6 +454,26 @@ def create_app(directories: list[ServedDirectory], policy: AccessPolicy,
         NotFound: not_found, Refused: refused, ValueError: bad_request,
         KeyError: bad_request})
     return Guard(app, policy)
+
+
+#: Characters of a table page sent at a time (:func:`_chunks`).
+CHUNK = 32768
+
+
+async def _chunks(parts: list[str]):
+    """The pieces of a JSON text as UTF-8 chunks of about :data:`CHUNK` characters: a table
+    page goes out without one text of it in memory (the server's memory stays flat when
+    every viewer reads the whole table again)."""
+    buf: list[str] = []
+    size = 0
+    for p in parts:
+        buf.append(p)
+        size += len(p)
+        if size >= CHUNK:
+            yield "".join(buf).encode()
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf).encode()
 
 
 async def _drain(ws: WebSocket) -> None:

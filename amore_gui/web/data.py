@@ -52,6 +52,7 @@ import numpy as np
 from amore_gui.application import dbread, export, manual_edit
 from amore_gui.application.formatting import cell_colour, header_text
 from amore_gui.application.live import LiveUpdates
+from amore_gui.application.process import steady_memory  # noqa: F401  (for the server)
 from amore_gui.application.query import QueryError, search_filter
 from amore_gui.application.reprocess import JobProcess, ReprocessJob, slurm_available
 from amore_gui.application.values import describe_value, read_run_value
@@ -67,6 +68,10 @@ log = logging.getLogger(__name__)
 #: Rows in the first page a browser asks for (painted at once), and in the pages after it.
 FIRST_PAGE = 150
 PAGE = 1000
+
+#: Characters of row JSON text a served directory keeps (:meth:`ServedDirectory.row_text`):
+#: about 12,000 rows of the soak's 10 variables. Rows beyond it are serialised for each read.
+ROW_CACHE_CHARS = 4_000_000
 
 
 class NotFound(LookupError):
@@ -172,6 +177,7 @@ class ServedDirectory:
         self._follow_thread: threading.Thread | None = None
         self.row_version: np.ndarray = np.zeros(0, np.int64)
         self._cache: dict[int, str] = {}
+        self._cache_chars = 0
         #: variable indices of the columns announced as holding drawn cells
         self._drawn: set[int] = set()
         self._ids: dict[str, tuple] = {}
@@ -233,7 +239,7 @@ class ServedDirectory:
         Session(self.path, settings=Settings(Path(os.devnull))).table_loaded(
             res.metadata, res.data, res.seconds)
         self.row_version = np.zeros(res.data.capacity, np.int64)
-        self._cache.clear()
+        self._forget_rows()
         kinds = res.data.kind[:res.data.nrows]
         self._drawn = set(np.flatnonzero(np.isin(kinds, (K_SPARKLINE, K_THUMBNAIL)).any(axis=0))
                           .tolist())
@@ -289,7 +295,7 @@ class ServedDirectory:
         if added_cols or newly_drawn:
             # a value without a column (a new built-in check), or the first drawn cell of a
             # column (its renderer): the browsers read the columns again
-            self._cache.clear()
+            self._forget_rows()
             self._push("reload", {"why": "new columns", "epoch": self.channel.epoch})
             return
         seq = self.channel.take_seq()
@@ -298,7 +304,7 @@ class ServedDirectory:
                 [self.row_version, np.zeros(d.capacity - len(self.row_version), np.int64)])
         for row in changed_rows:
             self.row_version[row] = seq
-            self._cache.pop(row, None)
+            self._forget_rows(row)
         rows = "[" + ",".join(self.row_text(r) for r in dict.fromkeys(changed_rows)) + "]"
         text = self.channel.encode(seq, "rows", None, {"rows": rows})
         if self.loop is not None and not self.loop.is_closed():
@@ -374,8 +380,22 @@ class ServedDirectory:
                 out["bg"] = bg
         return out
 
+    def _forget_rows(self, row: int | None = None) -> None:
+        """Drop the cached text of ``row`` (every row when None): it changed."""
+        if row is None:
+            self._cache.clear()
+            self._cache_chars = 0
+        else:
+            t = self._cache.pop(row, None)
+            if t is not None:
+                self._cache_chars -= len(t)
+
     def row_text(self, row: int) -> str:
-        """The JSON text of one data row (cached until the row changes)."""
+        """The JSON text of one data row, ASCII only (``\\u`` escapes: a compact Python
+        string, one byte per character). Cached until the row changes while the cache holds
+        less than :data:`ROW_CACHE_CHARS` characters (the rows read first after a reload:
+        the newest ones); a full table is read again by every viewer at each reload, and
+        serialising it costs ~100x reading the cache."""
         t = self._cache.get(row)
         if t is not None:
             return t
@@ -391,8 +411,10 @@ class ServedDirectory:
                "t1": d.display(row, c(C_ADDED)), "T1": _time(float(d.added_at[row])),
                "c": d.comment[row],
                "x": [self._cell(d, row, v, k) for v, k in enumerate(kinds)]}
-        t = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-        self._cache[row] = t
+        t = json.dumps(obj, separators=(",", ":"))
+        if self._cache_chars + len(t) <= ROW_CACHE_CHARS:
+            self._cache[row] = t
+            self._cache_chars += len(t)
         return t
 
     def columns(self) -> list[dict]:
@@ -417,22 +439,35 @@ class ServedDirectory:
             out.append(e)
         return out
 
+    def page_parts(self, below: int | None, limit: int, extra: dict | None = None) -> list[str]:
+        """A page of rows as pieces of one JSON text (see :meth:`page`), each row's text a
+        piece of its own: the server sends them in chunks as they are (the row texts kept in
+        the cache are not copied), never one text of the whole table per viewer. ``extra``:
+        more keys of the object."""
+        d = self.data
+        n = d.nrows
+        hi = n if below is None else max(0, min(int(below), n))
+        lo = max(0, hi - max(1, int(limit)))
+        body = {"seq": self.channel.seq, "epoch": self.channel.epoch, "next": lo or None,
+                "total": n}
+        if below is None:
+            body.update(columns=self.columns(), status=self.status)
+        body.update(extra or {})
+        head = json.dumps(body, separators=(",", ":"))   # ASCII, as the rows: a compact text
+        parts = [head[:-1] + ',"rows":[']
+        for i, r in enumerate(range(hi - 1, lo - 1, -1)):
+            if i:
+                parts.append(",")
+            parts.append(self.row_text(r))
+        parts.append("]}")
+        return parts
+
     def page(self, below: int | None, limit: int) -> str:
         """A page of rows as JSON text, newest first: data rows below index ``below`` (all
         rows when None), at most ``limit``; with ``next`` (the cursor of the next page, or
         null), ``seq`` (every change numbered up to it is in the rows), ``epoch`` and, on the
         first page, the columns, the totals and the live status."""
-        d = self.data
-        n = d.nrows
-        hi = n if below is None else max(0, min(int(below), n))
-        lo = max(0, hi - max(1, int(limit)))
-        rows = "[" + ",".join(self.row_text(r) for r in range(hi - 1, lo - 1, -1)) + "]"
-        body = {"seq": self.channel.seq, "epoch": self.channel.epoch, "next": lo or None,
-                "total": n}
-        if below is None:
-            body.update(columns=self.columns(), status=self.status)
-        head = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        return head[:-1] + ',"rows":' + rows + "}"
+        return "".join(self.page_parts(below, limit))
 
     # -- reading -----------------------------------------------------------------------------
     def key_of(self, rid: str) -> tuple:

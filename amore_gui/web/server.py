@@ -127,8 +127,14 @@ class WebServer:
         self.records.clear()
 
     def run(self, log_level: str = "warning") -> None:
-        """Serve until interrupted (uvicorn; no access log: addresses may carry tokens)."""
+        """Serve until interrupted (uvicorn; no access log: addresses may carry tokens). The
+        process hands large freed blocks back to the system at once
+        (:func:`amore_gui.application.process.steady_memory`): the server builds a table's
+        text for every viewer at each reload."""
         import uvicorn
+
+        from amore_gui.web.data import steady_memory
+        steady_memory()
         kw = {}
         if self.tls:
             kw.update(ssl_certfile=self.tls[0], ssl_keyfile=self.tls[1])

@@ -1,10 +1,12 @@
-"""How a context worker holds memory between runs (glibc's allocator; elsewhere nothing is done).
+"""How AMORE's processes hold memory (glibc's allocator; elsewhere nothing is done).
 
 A worker keeps up to ``[processing] worker_keep_mb`` of freed heap memory for its next run
 (:func:`keep_memory`, set at start; :func:`hand_back` after each run), so a run's arrays reuse
 pages that are already there. A forked copy of the worker (:mod:`backend.ctxrunner.forked`)
 hands back what it inherited at once (``hand_back(everything=True)``), so neither process copies
-the other's pages. Runs in the user's Python: standard library only.
+the other's pages. A front-end open for days (the web server) returns every large block to the
+system when it frees it (:func:`map_large_blocks`). Runs in the user's Python: standard library
+only.
 """
 from __future__ import annotations
 
@@ -63,3 +65,19 @@ def hand_back(everything: bool = False) -> None:
     if not everything and _keep_bytes and libc.mallinfo2().fordblks <= _keep_bytes:
         return
     libc.malloc_trim(0)
+
+
+def map_large_blocks(threshold_kb: int = 128) -> bool:
+    """Serve every allocation of at least ``threshold_kb`` KiB from its own ``mmap`` region,
+    handed back to the system when it is freed (``M_MMAP_THRESHOLD`` set: a fixed threshold).
+    Left alone, glibc raises the threshold to the largest block freed so far (up to 32 MB);
+    a process that then builds a large short-lived text or array now and then (the web
+    server: a whole table as JSON, for each viewer, at each reload) gets those blocks from its
+    heaps, where they are not handed back and the next, slightly larger ones do not fit:
+    measured with ``benchmarks/soak_growth.py --front web`` (docs/reliability.rst). Returns
+    False where it cannot be done (not glibc)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold_kb) * 1024))
