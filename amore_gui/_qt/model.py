@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from qtpy.QtGui import QBrush, QColor, QFont
 
-from amore_gui.application.dbread import ValueChunk
+from amore_gui.application.dbread import ColumnsRead, ValueChunk
 from amore_gui.application.formatting import cell_colour
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
@@ -102,6 +102,21 @@ class RunTableModel(QAbstractTableModel):
             if len(pos):
                 self.dataChanged.emit(self.index(int(pos.min()), NSTATIC),
                                       self.index(int(pos.max()), self.columnCount() - 1))
+
+    def take_columns(self, cols: ColumnsRead) -> list[int] | None:
+        """New column definitions and stale marks (:meth:`ColumnsRead.apply_to`), taken in
+        place: headers and cells repainted, added columns inserted. Returns the columns added,
+        or None (nothing changed) when the whole table must be read again."""
+        added = cols.apply_to(self.data_obj)
+        if added is None:
+            return None
+        if added:
+            self._columns_added(added)
+        last = self.columnCount() - 1
+        self.headerDataChanged.emit(Qt.Horizontal, 0, last)
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, NSTATIC), self.index(self.rowCount() - 1, last))
+        return added
 
     def finish_loading(self) -> None:
         """All values are in: re-sort/filter once if they depend on variable values, then apply
