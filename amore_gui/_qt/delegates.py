@@ -35,20 +35,31 @@ STALE_MARK = QColor("#d97706")
 
 
 class ThumbnailCache(QObject):
-    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU).
+    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU) up to
+    ``max_bytes`` of image data (the newest one always).
 
     :meth:`get` returns a ``QImage`` or None; a miss asks ``request(key, height)`` (the
     thumbnail loader thread) once, and ``loaded`` is emitted when the image arrives.
+
+    The bound is in bytes, not images: 3 MB are ~220 thumbnails of the compact image rows
+    (58 px), several screens of a few image columns, and fewer of taller ones. A count of 600
+    kept ~8 MB at that size, more for larger ones, and made a window's memory grow for the
+    first 600 runs it showed as they arrived (issue 23's soak).
     """
 
     changed = Signal(object)    # key
 
-    def __init__(self, request=None, capacity: int = 600, parent=None):
+    #: bytes of decoded images kept
+    MAX_BYTES = 3 * 2**20
+
+    def __init__(self, request=None, max_bytes: int = MAX_BYTES, parent=None):
         super().__init__(parent)
         self.request = request
-        self.capacity = capacity
+        self.max_bytes = max_bytes
         self._images: OrderedDict = OrderedDict()
         self._asked: set = set()
+        #: bytes of the images in ``_images``
+        self.nbytes = 0
 
     def get(self, key, height: int):
         img = self._images.get(key)
@@ -65,19 +76,24 @@ class ThumbnailCache(QObject):
         self._asked.discard(key)
         if image is None or image.isNull():
             return
+        self.invalidate(key)
         self._images[key] = image
-        self._images.move_to_end(key)
-        while len(self._images) > self.capacity:
-            self._images.popitem(last=False)
+        self.nbytes += image.sizeInBytes()
+        while self.nbytes > self.max_bytes and len(self._images) > 1:
+            _k, old = self._images.popitem(last=False)
+            self.nbytes -= old.sizeInBytes()
         self.changed.emit(key)
 
     def invalidate(self, key) -> None:
-        self._images.pop(key, None)
+        img = self._images.pop(key, None)
+        if img is not None:
+            self.nbytes -= img.sizeInBytes()
         self._asked.discard(key)
 
     def clear(self) -> None:
         self._images.clear()
         self._asked.clear()
+        self.nbytes = 0
 
 
 class CellDelegate(QStyledItemDelegate):
