@@ -49,7 +49,8 @@ def test_open_shows_runs_newest_first(open_window, gui_ctx):
 def test_decoded_thumbnails_are_kept_up_to_a_size(qtbot):
     """The decoded thumbnails a window keeps are bounded by their bytes, the least recently
     used going first: a window that shows every new run's image as it arrives holds a few
-    screens of them, not hundreds (issue 23: its memory grew for the first 600 runs)."""
+    screens of them, not hundreds, and a bounded number of small ones (issue 23: its memory
+    grew for the first 600 runs)."""
     from qtpy.QtGui import QImage
 
     from amore_gui._qt.delegates import ThumbnailCache
@@ -73,6 +74,10 @@ def test_decoded_thumbnails_are_kept_up_to_a_size(qtbot):
     assert list(cache._images) == [(1, 99, "cam")] and cache.nbytes == big.sizeInBytes()
     cache.invalidate((1, 99, "cam"))
     assert cache.nbytes == 0 and not cache._images
+    small = ThumbnailCache(max_images=5)                         # tiny images: bounded in number
+    for run in range(1, 11):
+        small.put((1, run, "cam"), QImage(8, 8, QImage.Format_ARGB32))
+    assert sorted(k[1] for k in small._images) == [6, 7, 8, 9, 10]
 
 
 def test_the_gui_runs_on_one_qt_binding(open_window):

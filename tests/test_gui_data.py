@@ -197,6 +197,32 @@ def test_db_change_watcher_sees_other_writers(gui_ctx):
     w.close()
 
 
+def test_db_change_watcher_forgets_values_older_than_its_overlap(gui_ctx, monkeypatch):
+    """The watcher remembers the values it read only as long as a poll can read them again
+    (the timestamp overlap), so a window following thousands of runs does not keep thousands
+    of entries; each value is still reported once."""
+    import time
+
+    from backend.store.writer import RunDB, StoredValue
+    ctx = gui_ctx["ctx"]
+    res = dbread.load_table(ctx)
+    w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
+                               res.comments_sig)
+    w.poll(force=True)
+    monkeypatch.setattr(dbread, "TIMESTAMP_OVERLAP", 0.0)
+    db = RunDB(ctx)
+    for k, run in enumerate((2, 3, 4)):
+        time.sleep(0.01)
+        db.write_values(GUI_PROPOSAL, run, {f"extra_{i}": StoredValue(float(k), "number")
+                                            for i in range(600)})
+        ups = w.poll().updates
+        assert [(u.run, len(u.values)) for u in ups] == [(run, 600)]
+        assert not w.poll(force=True).updates            # nothing reported twice
+    assert len(w._seen) <= 1000, f"{len(w._seen)} values remembered"
+    db.close()
+    w.close()
+
+
 # --- export, settings, locating, checks, backend status -------------------------------------
 
 def test_export_csv_and_excel(tmp_path):

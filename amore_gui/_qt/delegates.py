@@ -35,27 +35,31 @@ STALE_MARK = QColor("#d97706")
 
 
 class ThumbnailCache(QObject):
-    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU) up to
-    ``max_bytes`` of image data (the newest one always).
+    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU): at
+    most ``max_images`` and ``max_bytes`` of image data (the newest one always).
 
     :meth:`get` returns a ``QImage`` or None; a miss asks ``request(key, height)`` (the
     thumbnail loader thread) once, and ``loaded`` is emitted when the image arrives.
 
-    The bound is in bytes, not images: 3 MB are ~220 thumbnails of the compact image rows
-    (58 px), several screens of a few image columns, and fewer of taller ones. A count of 600
-    kept ~8 MB at that size, more for larger ones, and made a window's memory grow for the
-    first 600 runs it showed as they arrived (issue 23's soak).
+    3 MB are ~220 thumbnails of the compact image rows (58 px), several screens of a few
+    image columns, fewer of taller ones; 300 small ones are ~12 screens of one column. A
+    count of 600 alone kept ~8 MB at 58 px, more for larger images, and made a window's
+    memory grow for the first 600 runs it showed as they arrived (issue 23's soak).
     """
 
     changed = Signal(object)    # key
 
     #: bytes of decoded images kept
     MAX_BYTES = 3 * 2**20
+    #: images kept
+    MAX_IMAGES = 300
 
-    def __init__(self, request=None, max_bytes: int = MAX_BYTES, parent=None):
+    def __init__(self, request=None, max_bytes: int = MAX_BYTES, max_images: int = MAX_IMAGES,
+                 parent=None):
         super().__init__(parent)
         self.request = request
         self.max_bytes = max_bytes
+        self.max_images = max_images
         self._images: OrderedDict = OrderedDict()
         self._asked: set = set()
         #: bytes of the images in ``_images``
@@ -79,7 +83,8 @@ class ThumbnailCache(QObject):
         self.invalidate(key)
         self._images[key] = image
         self.nbytes += image.sizeInBytes()
-        while self.nbytes > self.max_bytes and len(self._images) > 1:
+        while len(self._images) > 1 and (self.nbytes > self.max_bytes
+                                         or len(self._images) > self.max_images):
             _k, old = self._images.popitem(last=False)
             self.nbytes -= old.sizeInBytes()
         self.changed.emit(key)

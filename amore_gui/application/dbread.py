@@ -566,7 +566,9 @@ class DbChangeWatcher:
         self.con = connect(self.path)
         self.data_version = None
         self.last_ts = since
+        #: (proposal, run, name) -> timestamp of the values read within the overlap
         self._seen: dict[tuple, float] = {}
+        self._prune_at = 1000
         #: ``(proposal, run) -> hash`` of its runs-table fields: enough to tell a change, and
         #: a fraction of the memory of the fields (a window follows thousands of runs for days)
         self.runs = _fingerprints(runs if runs is not None else read_runs(self.con))
@@ -608,9 +610,13 @@ class DbChangeWatcher:
             per_run.setdefault((p, r), []).append((name, st, value, attrs, ts))
             if ts > self.last_ts:
                 self.last_ts = ts
-        cutoff = self.last_ts - TIMESTAMP_OVERLAP
-        if len(self._seen) > 10000:
+        if len(self._seen) > self._prune_at:
+            # values older than the overlap are never read again: forget them (checked when
+            # the dict doubled since, so it stays about the size of the overlap's values;
+            # a fixed 10,000 let it grow by ~1.5 MB over the first hours of a window)
+            cutoff = self.last_ts - TIMESTAMP_OVERLAP
             self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
+            self._prune_at = max(1000, 2 * len(self._seen))
         for key in sorted(set(per_run) | set(changed_info)):
             t = runs.get(key)
             upd = _value_rows_to_update(key[0], key[1], per_run.get(key, ()),
