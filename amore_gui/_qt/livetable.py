@@ -83,23 +83,28 @@ class LiveTable(QObject):
             return
         self._columns_asked += 1
         asked = self._columns_asked
+        self.model.hold_updates()            # values of a new column wait for its definition
         self.window.tasks.submit(self.session.workspace.read_columns,
                                  callback=lambda res, err: self._on_columns(asked, res, err))
 
     def _on_columns(self, asked: int, res, err) -> None:
         if asked != self._columns_asked:
             return                           # a newer read is on its way
-        if (err is not None or (self.load_thread is not None and self.load_thread.isRunning())):
-            self.reload()
-            return
-        win = self.window
-        win.columns.save()
-        if self.model.take_columns(res) is None:
-            self.start_load()
-            return
-        win.columns.refresh_tags()
-        win.columns.apply_layout()
-        self.update_counts()
+        try:
+            if err is not None or (self.load_thread is not None
+                                   and self.load_thread.isRunning()):
+                self.reload()
+                return
+            win = self.window
+            win.columns.save()
+            if self.model.take_columns(res) is None:
+                self.start_load()
+                return
+            win.columns.refresh_tags()
+            win.columns.apply_layout()
+            self.update_counts()
+        finally:
+            self.model.release_updates()     # while a load runs: applied when it is done
 
     def _on_loaded(self, res):
         win = self.window

@@ -70,6 +70,8 @@ class RunTableModel(QAbstractTableModel):
         self._comment_col = self.data_obj.col_of(C_COMMENT)
         #: updates received while the table is still loading (applied when it is complete)
         self.loading = False
+        #: updates held back while new column definitions are read (:meth:`hold_updates`)
+        self.holding = False
         self._pending: list[RunUpdate] = []
         #: called with (proposal, run, name) when a thumbnail cell changed (cache invalidation)
         self.thumbnail_changed = None
@@ -117,6 +119,21 @@ class RunTableModel(QAbstractTableModel):
         if self.rowCount():
             self.dataChanged.emit(self.index(0, NSTATIC), self.index(self.rowCount() - 1, last))
         return added
+
+    def hold_updates(self) -> None:
+        """Keep live updates back until :meth:`release_updates`: the column definitions are
+        being read, and a value of a new column must not make a plain column before its
+        definition (a manual column's type and editor) arrives."""
+        self.holding = True
+
+    def release_updates(self) -> None:
+        """Apply the updates held back (unless the table is loading: then when it is
+        complete)."""
+        self.holding = False
+        if not self.loading:
+            pending, self._pending = self._pending, []
+            for upd in pending:
+                self.apply_run_update(upd)
 
     def finish_loading(self) -> None:
         """All values are in: re-sort/filter once if they depend on variable values, then apply
@@ -370,7 +387,7 @@ class RunTableModel(QAbstractTableModel):
     # -- live updates ----------------------------------------------------------------------
     def apply_run_update(self, upd: RunUpdate) -> None:
         """Apply one run's new state: only its row's cells change (see module docstring)."""
-        if self.loading:
+        if self.loading or self.holding:
             self._pending.append(upd)
             return
         d = self.data_obj
