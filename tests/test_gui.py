@@ -46,6 +46,40 @@ def test_open_shows_runs_newest_first(open_window, gui_ctx):
     assert not w.thumbs._images[key].isNull()
 
 
+def test_decoded_thumbnails_are_kept_up_to_a_size(qtbot):
+    """The decoded thumbnails a window keeps are bounded by their bytes, the least recently
+    used going first: a window that shows every new run's image as it arrives holds a few
+    screens of them, not hundreds, and a bounded number of small ones (issue 23: its memory
+    grew for the first 600 runs)."""
+    from qtpy.QtGui import QImage
+
+    from amore_gui._qt.delegates import ThumbnailCache
+    asked = []
+    cache = ThumbnailCache(lambda key, h: asked.append(key), max_bytes=10 * 58 * 58 * 4)
+
+    def image():
+        img = QImage(58, 58, QImage.Format_ARGB32)
+        img.fill(0)
+        return img
+    for run in range(1, 31):
+        assert cache.get((1, run, "cam"), 58) is None
+        cache.put((1, run, "cam"), image())
+        assert cache.get((1, 1, "cam"), 58) is not None         # run 1 stays in view
+    assert asked == [(1, run, "cam") for run in range(1, 31)]
+    assert sorted(k[1] for k in cache._images) == [1] + list(range(22, 31))
+    assert cache.nbytes == sum(i.sizeInBytes() for i in cache._images.values()) <= 10 * 58 * 58 * 4
+    big = QImage(400, 400, QImage.Format_ARGB32)
+    big.fill(0)
+    cache.put((1, 99, "cam"), big)                               # larger than the bound: kept alone
+    assert list(cache._images) == [(1, 99, "cam")] and cache.nbytes == big.sizeInBytes()
+    cache.invalidate((1, 99, "cam"))
+    assert cache.nbytes == 0 and not cache._images
+    small = ThumbnailCache(max_images=5)                         # tiny images: bounded in number
+    for run in range(1, 11):
+        small.put((1, run, "cam"), QImage(8, 8, QImage.Format_ARGB32))
+    assert sorted(k[1] for k in small._images) == [6, 7, 8, 9, 10]
+
+
 def test_the_gui_runs_on_one_qt_binding(open_window):
     """PyQt5 is the default; ``QT_API=pyqt6`` (or PyQt6 alone) runs the same GUI on PyQt6. One
     binding is loaded, and pyqtgraph's plot windows use the same one."""

@@ -55,6 +55,44 @@ def test_load_table_matches_database(gui_ctx):
     assert np.allclose(first.data.num[:d.nrows], d.num[:d.nrows], equal_nan=True)
 
 
+def test_changed_columns_are_taken_in_place_or_need_a_full_read(gui_ctx):
+    """A change of the variables' descriptions (titles, units, tags, a manual column's
+    choices) or columns added at the end is taken into the table as it is, values kept; a
+    column that went away or moved needs the whole table read again, and nothing is changed."""
+    from backend.store.manual import ManualStore
+    from backend.store.writer import RunDB, VariableInfo
+    ctx = gui_ctx["ctx"]
+    d = dbread.load_table(ctx).data
+    d.apply_update(RunUpdate(GUI_PROPOSAL, 1, values={"amore.extra": CellValue(K_NUMBER, 7.0)}))
+    before = (d.num.copy(), d.kind.copy(), dict(d.attrs), d.nrows)
+    names = d.names
+    db = RunDB(ctx)
+    old = db.get_variables()
+    db.set_variables([VariableInfo(v.name, (v.title or v.name) + " (new)", v.description,
+                                   "keV" if i == 0 else v.units, ["retitled"])
+                      for i, v in enumerate(old)])
+    ManualStore(db).add_column("crystal", "choice", choices=["lysozyme", "buffer"])
+    cols = dbread.read_columns(ctx)
+    added = cols.apply_to(d)
+    assert added == [NSTATIC + len(names)]            # the new manual column, after the extra
+    assert d.names == names + ["crystal"]
+    first = d.columns[NSTATIC]
+    assert first.title.endswith(" (new)") and first.units == "keV" and first.tags == ("retitled",)
+    assert d.columns[d.col_of("amore.extra")].title == "amore.extra"
+    assert d.columns[d.col_of("crystal")].manual["choices"] == ["lysozyme", "buffer"]
+    n = len(names)
+    assert np.array_equal(d.num[:before[3], :n], before[0][:before[3], :n], equal_nan=True)
+    assert np.array_equal(d.kind[:before[3], :n], before[1][:before[3], :n])
+    assert d.attrs == before[2] and d.nrows == before[3]
+    assert not d.kind[:d.nrows, d.var_of("crystal")].any()
+    # one variable gone: the table must be read again, and is left as it was
+    db.set_variables(db.get_variables()[1:])
+    keep = list(d.columns)
+    assert dbread.read_columns(ctx).apply_to(d) is None
+    assert d.columns == keep
+    db.close()
+
+
 def test_number_formatting_is_readable(gui_ctx):
     from amore_gui.application.formatting import format_number, header_text
     assert format_number(0.1 + 0.2) == "0.3"
@@ -155,6 +193,32 @@ def test_db_change_watcher_sees_other_writers(gui_ctx):
     assert w.poll().comments_changed
     db.set_variables(db.get_variables() + [VariableInfo("new_var", "New")])
     assert w.poll().variables_changed
+    db.close()
+    w.close()
+
+
+def test_db_change_watcher_forgets_values_older_than_its_overlap(gui_ctx, monkeypatch):
+    """The watcher remembers the values it read only as long as a poll can read them again
+    (the timestamp overlap), so a window following thousands of runs does not keep thousands
+    of entries; each value is still reported once."""
+    import time
+
+    from backend.store.writer import RunDB, StoredValue
+    ctx = gui_ctx["ctx"]
+    res = dbread.load_table(ctx)
+    w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
+                               res.comments_sig)
+    w.poll(force=True)
+    monkeypatch.setattr(dbread, "TIMESTAMP_OVERLAP", 0.0)
+    db = RunDB(ctx)
+    for k, run in enumerate((2, 3, 4)):
+        time.sleep(0.01)
+        db.write_values(GUI_PROPOSAL, run, {f"extra_{i}": StoredValue(float(k), "number")
+                                            for i in range(600)})
+        ups = w.poll().updates
+        assert [(u.run, len(u.values)) for u in ups] == [(run, 600)]
+        assert not w.poll(force=True).updates            # nothing reported twice
+    assert len(w._seen) <= 1000, f"{len(w._seen)} values remembered"
     db.close()
     w.close()
 

@@ -291,3 +291,40 @@ def test_a_window_reloaded_many_times_keeps_one_load_thread(qtbot, open_window, 
     threads = w.findChildren(LoadThread)
     assert len(threads) <= 2, f"{len(threads)} load threads kept after 5 reloads"
     assert cell(w, 2, "note4") == ""
+
+
+def test_a_context_edit_changes_the_columns_without_reading_the_table_again(qtbot, open_window,
+                                                                             gui_ctx):
+    """A context edit that keeps the variables (titles, units changed) and a manual column
+    added elsewhere reach the open window's headers without its table being read again (every
+    read cost a window open for days memory, issue 23); the values stay. A variable that went
+    away makes it read the whole table again: its stored values are shown without its
+    definition."""
+    from backend.store.writer import VariableInfo
+    ctx = gui_ctx["ctx"]
+    w = open_window()
+    data = w.model.data_obj
+    loads = w.live.load_thread
+    db = RunDB(ctx)
+    old = db.get_variables()
+    first = old[0].name
+    shown = cell(w, 2, first)
+    db.set_variables([VariableInfo(v.name, f"Edited {v.name}", v.description, v.units, v.tags)
+                      for v in old])
+    col = w.model.column_of(first)
+    qtbot.waitUntil(lambda: w.model.headerData(col, Qt.Horizontal).startswith(
+        f"Edited {first}"), timeout=WAIT)
+    ManualStore(db).add_column("crystal", "choice", choices=["lysozyme", "buffer"])
+    qtbot.waitUntil(lambda: w.model.column_of("crystal") >= 0, timeout=WAIT)
+    assert w.model.data_obj is data and w.live.load_thread is loads, "the table was read again"
+    assert cell(w, 2, first) == shown and cell(w, 2, "crystal") == ""
+    edit_cell(w, 2, "crystal", lambda e: e.setCurrentIndex(e.findData("buffer")))
+    qtbot.waitUntil(lambda: cell(w, 2, "crystal") == "buffer", timeout=WAIT)
+    # a variable removed from the context file: the whole table is read again
+    db.set_variables([v for v in db.get_variables() if v.name != first])
+    db.close()
+    qtbot.waitUntil(lambda: w.model.data_obj is not data and w.is_fully_loaded, timeout=WAIT)
+    assert w.model.headerData(w.model.column_of(old[1].name), Qt.Horizontal).startswith(
+        f"Edited {old[1].name}")
+    assert cell(w, 2, "crystal") == "buffer" and cell(w, 2, first) == shown
+    assert w.model.headerData(w.model.column_of(first), Qt.Horizontal) == first

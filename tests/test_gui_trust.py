@@ -46,6 +46,7 @@ def test_data_check_column_event_log_and_closed_notice(open_window, gui_ctx, qtb
     db.add_event("error", "worker", "Run 2: context worker process was killed by SIGKILL", run=2)
     db.add_event("warning", "kafka", "Lost the connection to Kafka broker b:9092")
     qtbot.waitUntil(lambda: "2 new warnings" in el.button.text(), timeout=WAIT)
+    assert el.panel.table.rowCount() == 0           # the dock is closed: no table items kept
 
     subprocess.run(amore_cmd("close", "-d", ctx), check=True, capture_output=True, timeout=60)
     qtbot.waitUntil(lambda: el.closed_label.isVisible(), timeout=WAIT)
@@ -62,3 +63,5 @@ def test_data_check_column_event_log_and_closed_notice(open_window, gui_ctx, qtb
     assert any("Malformed message" in t for t in texts)
     el.panel.level.setCurrentIndex(2)               # errors only
     assert el.panel.table.rowCount() == 1
+    el.dock.setVisible(False)
+    qtbot.waitUntil(lambda: el.panel.table.rowCount() == 0, timeout=WAIT)

@@ -35,20 +35,35 @@ STALE_MARK = QColor("#d97706")
 
 
 class ThumbnailCache(QObject):
-    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU).
+    """Decoded thumbnails by ``(proposal, run, name)``, most recently used kept (LRU): at
+    most ``max_images`` and ``max_bytes`` of image data (the newest one always).
 
     :meth:`get` returns a ``QImage`` or None; a miss asks ``request(key, height)`` (the
     thumbnail loader thread) once, and ``loaded`` is emitted when the image arrives.
+
+    3 MB are ~220 thumbnails of the compact image rows (58 px), several screens of a few
+    image columns, fewer of taller ones; 300 small ones are ~12 screens of one column. A
+    count of 600 alone kept ~8 MB at 58 px, more for larger images, and made a window's
+    memory grow for the first 600 runs it showed as they arrived (issue 23's soak).
     """
 
     changed = Signal(object)    # key
 
-    def __init__(self, request=None, capacity: int = 600, parent=None):
+    #: bytes of decoded images kept
+    MAX_BYTES = 3 * 2**20
+    #: images kept
+    MAX_IMAGES = 300
+
+    def __init__(self, request=None, max_bytes: int = MAX_BYTES, max_images: int = MAX_IMAGES,
+                 parent=None):
         super().__init__(parent)
         self.request = request
-        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.max_images = max_images
         self._images: OrderedDict = OrderedDict()
         self._asked: set = set()
+        #: bytes of the images in ``_images``
+        self.nbytes = 0
 
     def get(self, key, height: int):
         img = self._images.get(key)
@@ -65,19 +80,25 @@ class ThumbnailCache(QObject):
         self._asked.discard(key)
         if image is None or image.isNull():
             return
+        self.invalidate(key)
         self._images[key] = image
-        self._images.move_to_end(key)
-        while len(self._images) > self.capacity:
-            self._images.popitem(last=False)
+        self.nbytes += image.sizeInBytes()
+        while len(self._images) > 1 and (self.nbytes > self.max_bytes
+                                         or len(self._images) > self.max_images):
+            _k, old = self._images.popitem(last=False)
+            self.nbytes -= old.sizeInBytes()
         self.changed.emit(key)
 
     def invalidate(self, key) -> None:
-        self._images.pop(key, None)
+        img = self._images.pop(key, None)
+        if img is not None:
+            self.nbytes -= img.sizeInBytes()
         self._asked.discard(key)
 
     def clear(self) -> None:
         self._images.clear()
         self._asked.clear()
+        self.nbytes = 0
 
 
 class CellDelegate(QStyledItemDelegate):

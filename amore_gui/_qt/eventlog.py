@@ -105,9 +105,14 @@ class EventLogController(QObject):
         self.dock.raise_()
 
     def _visibility(self, visible: bool) -> None:
+        # the table is filled only while it is shown: up to 2,000 entries x 5 items, resized
+        # to their contents, cost a window memory and time for a dock nobody looks at
         if visible:
             self.state.mark_seen()
             self._update_button()
+            self.panel.refresh()
+        else:
+            self.panel.table.setRowCount(0)
 
     def poll(self) -> None:
         if self._polling or self.window.closing:
@@ -122,7 +127,6 @@ class EventLogController(QObject):
         new = self.state.apply(result)
         if new and self.dock.isVisible():
             self.state.mark_seen()
-        if new or self.panel.table.rowCount() == 0:
             self.panel.refresh()
         self._update_button()
         self._update_closed()

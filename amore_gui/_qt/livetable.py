@@ -36,6 +36,8 @@ class LiveTable(QObject):
         self.load_thread: LoadThread | None = None
         self.update_thread: UpdateThread | None = None
         self._load_again = False
+        #: reads of the columns asked for (only the newest one's answer is taken)
+        self._columns_asked = 0
         self.counts_label = QLabel("Loading…")
         self.source_label = QLabel(self.session.update_source_text)
         self._counts_timer = QTimer(self, singleShot=True, interval=200)
@@ -65,9 +67,44 @@ class LiveTable(QObject):
         self.load_thread.start()
 
     def reload(self) -> None:
-        """Read the whole table again (e.g. after the variables changed)."""
+        """Read the whole table again."""
         self.window.columns.save()
         self.start_load()
+
+    def refresh_columns(self) -> None:
+        """The variables changed (the context file, a manual column): read the column
+        definitions and stale marks in the background and take them in place
+        (:meth:`~amore_gui._qt.model.RunTableModel.take_columns`); the whole table is read
+        again only when a column went away or moved. Reading it again for every context edit
+        cost a window's memory a step each time (issue 23) and seconds of CPU on a big table;
+        the values themselves arrive as live updates."""
+        if self.load_thread is not None and self.load_thread.isRunning():
+            self._load_again = True          # that load ends by reading everything again
+            return
+        self._columns_asked += 1
+        asked = self._columns_asked
+        self.model.hold_updates()            # values of a new column wait for its definition
+        self.window.tasks.submit(self.session.workspace.read_columns,
+                                 callback=lambda res, err: self._on_columns(asked, res, err))
+
+    def _on_columns(self, asked: int, res, err) -> None:
+        if asked != self._columns_asked:
+            return                           # a newer read is on its way
+        try:
+            if err is not None or (self.load_thread is not None
+                                   and self.load_thread.isRunning()):
+                self.reload()
+                return
+            win = self.window
+            win.columns.save()
+            if self.model.take_columns(res) is None:
+                self.start_load()
+                return
+            win.columns.refresh_tags()
+            win.columns.apply_layout()
+            self.update_counts()
+        finally:
+            self.model.release_updates()     # while a load runs: applied when it is done
 
     def _on_loaded(self, res):
         win = self.window
@@ -119,7 +156,7 @@ class LiveTable(QObject):
         self.update_thread = t
         t.source.connect(self.session.set_source)
         t.updates.connect(self.apply_updates)
-        t.reload.connect(self.reload)
+        t.reload.connect(self.refresh_columns)
         t.comments.connect(self.window.logbook.load)
         t.backend.connect(self.session.set_backend_state)
         t.ready.connect(self.session.set_live_ready)

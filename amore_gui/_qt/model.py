@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from qtpy.QtGui import QBrush, QColor, QFont
 
-from amore_gui.application.dbread import ValueChunk
+from amore_gui.application.dbread import ColumnsRead, ValueChunk
 from amore_gui.application.formatting import cell_colour
 from amore_gui.application.table_data import (C_COMMENT, C_STATUS, K_ERROR, K_NUMBER, K_BOOL, K_SKIPPED,
                           K_SPARKLINE, K_THUMBNAIL, NSTATIC, RUN_STATUSES, S_DONE, S_FAILED,
@@ -70,6 +70,8 @@ class RunTableModel(QAbstractTableModel):
         self._comment_col = self.data_obj.col_of(C_COMMENT)
         #: updates received while the table is still loading (applied when it is complete)
         self.loading = False
+        #: updates held back while new column definitions are read (:meth:`hold_updates`)
+        self.holding = False
         self._pending: list[RunUpdate] = []
         #: called with (proposal, run, name) when a thumbnail cell changed (cache invalidation)
         self.thumbnail_changed = None
@@ -102,6 +104,36 @@ class RunTableModel(QAbstractTableModel):
             if len(pos):
                 self.dataChanged.emit(self.index(int(pos.min()), NSTATIC),
                                       self.index(int(pos.max()), self.columnCount() - 1))
+
+    def take_columns(self, cols: ColumnsRead) -> list[int] | None:
+        """New column definitions and stale marks (:meth:`ColumnsRead.apply_to`), taken in
+        place: headers and cells repainted, added columns inserted. Returns the columns added,
+        or None (nothing changed) when the whole table must be read again."""
+        added = cols.apply_to(self.data_obj)
+        if added is None:
+            return None
+        if added:
+            self._columns_added(added)
+        last = self.columnCount() - 1
+        self.headerDataChanged.emit(Qt.Horizontal, 0, last)
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, NSTATIC), self.index(self.rowCount() - 1, last))
+        return added
+
+    def hold_updates(self) -> None:
+        """Keep live updates back until :meth:`release_updates`: the column definitions are
+        being read, and a value of a new column must not make a plain column before its
+        definition (a manual column's type and editor) arrives."""
+        self.holding = True
+
+    def release_updates(self) -> None:
+        """Apply the updates held back (unless the table is loading: then when it is
+        complete)."""
+        self.holding = False
+        if not self.loading:
+            pending, self._pending = self._pending, []
+            for upd in pending:
+                self.apply_run_update(upd)
 
     def finish_loading(self) -> None:
         """All values are in: re-sort/filter once if they depend on variable values, then apply
@@ -355,7 +387,7 @@ class RunTableModel(QAbstractTableModel):
     # -- live updates ----------------------------------------------------------------------
     def apply_run_update(self, upd: RunUpdate) -> None:
         """Apply one run's new state: only its row's cells change (see module docstring)."""
-        if self.loading:
+        if self.loading or self.holding:
             self._pending.append(upd)
             return
         d = self.data_obj

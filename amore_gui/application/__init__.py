@@ -19,6 +19,8 @@ One context directory (:mod:`~amore_gui.application.workspace`)
                                               the path, any thread may call it. Its methods:
     ``iter_load()`` / ``load()``              the run table (:class:`dbread.LoadResult`, then
                                               :class:`dbread.ValueChunk` s); ``ensure_schema()``
+    ``read_columns()``                        column definitions and stale values, no values
+                                              (:class:`dbread.ColumnsRead`: taken in place)
     ``read_run_update(p, r)``                 one run's row and values (:class:`table_data.RunUpdate`)
     ``connect()``, ``read_thumbnail(con, p, r, name)``  thumbnail PNGs
     ``read_value(p, r, name)``                a run's full stored value (HDF5; xarray/numpy/PNG)

@@ -169,6 +169,42 @@ def run_staleness(con: sqlite3.Connection, path: Path, proposal, run: int,
     return {name: (c.reasons, c.text) for (_p, _r, name), c in st.cells.items()}
 
 
+def mark_stale(data: TableData, stale: staleness.Staleness) -> None:
+    """Put the stale values of the whole table (:func:`read_staleness`) into ``data``,
+    replacing its marks."""
+    data.set_staleness(((p, r, n, c.reasons, c.text) for (p, r, n), c in stale.cells.items()),
+                       {n: (b.reasons, b.text, b.fresh) for n, b in stale.bulk.items()})
+
+
+@dataclass
+class ColumnsRead:
+    """What :func:`read_columns` read: the column definitions and the stale values."""
+
+    variables: list[Column]
+    stale: staleness.Staleness
+
+    def apply_to(self, data: TableData) -> list[int] | None:
+        """Change ``data``'s columns and stale marks in place
+        (:meth:`~amore_gui.application.table_data.TableData.take_columns`); returns the table
+        columns added, or None (nothing changed) when the whole table must be read again."""
+        added = data.take_columns(self.variables)
+        if added is not None:
+            mark_stale(data, self.stale)
+        return added
+
+
+def read_columns(context_dir: str | Path) -> ColumnsRead:
+    """The variable and manual columns (:func:`read_variables`) and the stale values of the
+    whole table (:func:`read_staleness`): what changes with the context file, without the
+    values (a few small, indexed queries). Raises ``FileNotFoundError`` without a database."""
+    path = db_file(context_dir)
+    con = connect(path)
+    try:
+        return ColumnsRead(read_variables(con), read_staleness(con, path))
+    finally:
+        con.close()
+
+
 def comments_signature(con: sqlite3.Connection) -> tuple:
     """(count, max id, max timestamp) of the comments (to notice changes)."""
     return tuple(con.execute(sql.COMMENTS_SIGNATURE_SQL).fetchone())
@@ -265,7 +301,13 @@ def _load_chunk(path: Path, var_index: dict, row_of: dict, nvars: int,
                 entries = json.loads(others)
             except ValueError:
                 entries = _others_row_by_row(con, proposal, run)
-            for name, st, value, attrs in entries:
+            for entry in entries:
+                if type(entry) is str:      # a number shown bold (its only attribute used)
+                    v = var_index.get(entry)
+                    if v is not None:
+                        attrs_of[(row, v)] = _BOLD_ONLY
+                    continue
+                name, st, value, attrs = entry
                 v = var_index.get(name)
                 a = _parse_attrs(attrs) if attrs is not None else None
                 if st == _SPARKLINE and isinstance(value, str):
@@ -348,13 +390,28 @@ def _chunks(runs: dict, first: int, size: int) -> list[tuple[int | str, int, int
         by_prop.setdefault(p, []).append(r)
     for p in sorted(by_prop, key=_proposal_order, reverse=True):
         rs = sorted(by_prop[p], reverse=True)
-        i, n = 0, first
-        while i < len(rs):
+        i = 0
+        for n in [first] + _tail_sizes(len(rs) - first, size):
             part = rs[i:i + n]
-            out.append((p, part[-1], part[0]))
+            if part:
+                out.append((p, part[-1], part[0]))
             i += n
-            n = size
     return out
+
+
+def _tail_sizes(n: int, size: int) -> list[int]:
+    """Chunk sizes for ``n`` runs: ``size`` each, but the last two chunks' worth in up to four
+    smaller pieces, so that the loading threads run out of work at about the same time (with
+    one chunk of ``size`` last, one thread read it alone while the other had nothing left)."""
+    out = []
+    while n > 2 * size:
+        out.append(size)
+        n -= size
+    if n <= 0:
+        return out
+    parts = max(1, min(4, -(-n // max(1, size // 4))))
+    q, r = divmod(n, parts)
+    return out + [q + (1 if j < r else 0) for j in range(parts)]
 
 
 def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size: int = 1000):
@@ -382,8 +439,7 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
     for (p, r), t in runs.items():
         row = data.add_run(p, r)
         data.set_info(row, _info(t))
-    data.set_staleness(((p, r, n, c.reasons, c.text) for (p, r, n), c in stale.cells.items()),
-                       {n: (b.reasons, b.text, b.fresh) for n, b in stale.bulk.items()})
+    mark_stale(data, stale)
     var_index = {c.key: i for i, c in enumerate(variables)}
     row_of = dict(data.row_of)
     nvars = len(variables)
@@ -510,7 +566,9 @@ class DbChangeWatcher:
         self.con = connect(self.path)
         self.data_version = None
         self.last_ts = since
+        #: (proposal, run, name) -> timestamp of the values read within the overlap
         self._seen: dict[tuple, float] = {}
+        self._prune_at = 1000
         #: ``(proposal, run) -> hash`` of its runs-table fields: enough to tell a change, and
         #: a fraction of the memory of the fields (a window follows thousands of runs for days)
         self.runs = _fingerprints(runs if runs is not None else read_runs(self.con))
@@ -552,9 +610,13 @@ class DbChangeWatcher:
             per_run.setdefault((p, r), []).append((name, st, value, attrs, ts))
             if ts > self.last_ts:
                 self.last_ts = ts
-        cutoff = self.last_ts - TIMESTAMP_OVERLAP
-        if len(self._seen) > 10000:
+        if len(self._seen) > self._prune_at:
+            # values older than the overlap are never read again: forget them (checked when
+            # the dict doubled since, so it stays about the size of the overlap's values;
+            # a fixed 10,000 let it grow by ~1.5 MB over the first hours of a window)
+            cutoff = self.last_ts - TIMESTAMP_OVERLAP
             self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
+            self._prune_at = max(1000, 2 * len(self._seen))
         for key in sorted(set(per_run) | set(changed_info)):
             t = runs.get(key)
             upd = _value_rows_to_update(key[0], key[1], per_run.get(key, ()),

@@ -319,6 +319,32 @@ class TableData:
         self.obj.add_variable()
         return len(self.columns) - 1
 
+    def take_columns(self, variables: list[Column]) -> list[int] | None:
+        """New definitions of the variable and manual columns (the context file or a manual
+        column changed), taken in place when the columns defined before are still there, in
+        the same order, and new ones come after them: descriptions (title, units, tags, a
+        manual column's choices...) replaced, new columns appended, the values kept. Columns
+        of values without a definition (built-in cells, values that came before their
+        definition) stay at the end. Returns the table columns added, or None, changing
+        nothing, when a defined column went away or moved: then the whole table must be read
+        again."""
+        have = self.names
+        # the trailing columns of values without a definition
+        n_def = len(have)
+        while n_def and self.columns[NSTATIC + n_def - 1] == builtin_column(have[n_def - 1]):
+            n_def -= 1
+        keys = [c.key for c in variables]
+        if keys[:n_def] != have[:n_def]:
+            return None
+        added = []
+        for c in variables:
+            i = self._key_index.get(c.key)
+            if i is None:
+                added.append(self.add_variable(c))
+            else:
+                self.columns[i] = c
+        return added
+
     def _grow(self, need: int) -> None:
         cap = self.capacity
         if need <= cap:

@@ -89,6 +89,11 @@ class Workspace:
         """The whole run table at once (:func:`dbread.load_table`). Blocks."""
         return dbread.load_table(self.context_dir, threads)
 
+    def read_columns(self) -> "dbread.ColumnsRead":
+        """The column definitions and stale values, without the values
+        (:func:`dbread.read_columns`): what a change of the variables needs. Blocks."""
+        return dbread.read_columns(self.context_dir)
+
     def read_run_update(self, proposal: int | str, run: int) -> "dbread.RunUpdate":
         """One run's row and values as a complete
         :class:`~amore_gui.application.table_data.RunUpdate`. Blocks."""

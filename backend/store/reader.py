@@ -123,28 +123,37 @@ SLURM_JOB_FIELDS = ("task_id", "job_id", "state", "node", "names", "log_file", "
 RUN_SLURM_JOBS_SQL = (f"SELECT {_cols(SLURM_JOB_FIELDS)} FROM slurm_jobs "
                       "WHERE proposal = ? AND run = ? ORDER BY submitted_at DESC")
 
-# CHUNK_SQL's pieces. A cheap test for the attributes "bold"/"background" (both start with
-# '"b') or "tooltip":
-_HAS_B = "(instr(attributes, '\"b') > 0 OR instr(attributes, '\"tooltip\"') > 0)"
+# CHUNK_SQL's pieces. A cheap test for the attributes "bold"/"background"/"by" (of a manual
+# cell; all start with '"b') or "tooltip": one GLOB pass over the text ('"t' lets through a
+# little more than "tooltip"; what it lets through is looked at again below).
+_HAS_B = "attributes GLOB '*\"[bt]*'"
+# Of those, a number cell whose attributes the table uses only for "bold" (no error, reason,
+# background or manual edit: :func:`amore_gui.application.dbread._parse_attrs`'s fast path)
+_PLAIN = ("instr(attributes, '\"error') = 0 AND instr(attributes, '\"reason\"') = 0 "
+          "AND instr(attributes, '\"background\"') = 0 AND instr(attributes, '\"manual\"') = 0")
+_BOLD = "(instr(attributes, '\"bold\": true') > 0 OR instr(attributes, '\"bold\":true') > 0)"
 _CHUNK_VALUE = (f"CASE WHEN summary_type IN ({_NUMBER}, {_THUMBNAIL}) THEN NULL "
                 f"WHEN summary_type = {_SPARKLINE} OR typeof(value) = 'blob' THEN hex(value) "
                 "ELSE value END")
 _CHUNK_ATTRS = f"CASE WHEN summary_type IN ({_ERROR}, {_SKIPPED}) OR {_HAS_B} THEN attributes END"
+_CHUNK_CELL = f"json_array(name, summary_type, {_CHUNK_VALUE}, {_CHUNK_ATTRS})"
 
 #: (proposal, lo, hi) -> per run: (run, number names, number values, other cells JSON)
 #:
 #: Values of a run range of one proposal in one scan, one row per run: names and values of
 #: the number cells as comma-separated text (NULL written as ``nan``), and every other cell
-#: (and every number with ``bold``/``background``/``tooltip`` attributes) as a JSON array of
-#: ``[name, summary_type, value, attributes]`` (value NULL for numbers and thumbnails, hex
-#: text for sparklines and other blobs; attributes only for error/skipped cells and cells
-#: with ``bold``/``background``/``tooltip``).
+#: as a JSON array: ``[name, summary_type, value, attributes]`` for the cells that are not
+#: numbers and the numbers with ``background``/``tooltip`` or a manual edit's attributes
+#: (value NULL for numbers and thumbnails, hex text for sparklines and other blobs; attributes
+#: only for error/skipped cells and cells with ``bold``/``background``/``tooltip``/``by``),
+#: and just the name (a JSON string) of a number shown bold and nothing else.
 CHUNK_SQL = (
     "SELECT run, "
     f"group_concat(CASE WHEN summary_type = {_NUMBER} THEN name END), "
     f"group_concat(CASE WHEN summary_type = {_NUMBER} THEN ifnull(value, 'nan') END), "
-    f"'[' || group_concat(CASE WHEN summary_type != {_NUMBER} OR {_HAS_B} "
-    f"THEN json_array(name, summary_type, {_CHUNK_VALUE}, {_CHUNK_ATTRS}) END) || ']' "
+    f"'[' || group_concat(CASE WHEN summary_type != {_NUMBER} THEN {_CHUNK_CELL} "
+    f"WHEN {_HAS_B} THEN CASE WHEN NOT ({_PLAIN}) THEN {_CHUNK_CELL} "
+    f"WHEN {_BOLD} THEN json_quote(name) END END) || ']' "
     "FROM run_values WHERE proposal = ? AND run BETWEEN ? AND ? GROUP BY proposal, run")
 
 #: Alembic's own table (not part of the schema definition): the database's revision.
