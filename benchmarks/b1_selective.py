@@ -18,7 +18,9 @@ No backend runs meanwhile: the command computes everything in worker processes o
 instead; ``reprocess all`` never does). ``--tree NAME=DIR`` (repeatable) measures, in each
 repeat one after the other, the code of other checkouts of AMORE (e.g. ``git archive main |
 tar -x -C /tmp/before``) in place of this one: one column each. Each checkout's bytecode is
-written first (:func:`common.compile_code`), as an installed AMORE has it.
+written first (:func:`common.compile_code`), as an installed AMORE has it. ``--out`` (default
+``$BENCH_WORK/b1sel/results.json``): per checkout (``this`` without ``--tree``) the lists
+``forced``, ``nothing``, ``changed`` (s), ``ratio``, ``computed``, ``opened_max``; and ``runs``.
 
 Run it under the lock on a shared machine: ``flock /tmp/amore-heavy.lock ...``.
 """
