@@ -14,6 +14,7 @@ comes first unless ``--no-warmup``. ``--out`` writes every measurement as JSON (
 ``runs``). ``--tree NAME=DIR`` (repeatable) measures, side by side in each repeat, the code
 of other checkouts of AMORE (e.g. ``git archive main | tar -x -C /tmp/before``) in place of this
 one: row ``NAME`` each, with the one bare baseline (JSON keys ``amore:NAME``, ``rss_tree:NAME``).
+Each checkout's bytecode is written first (:func:`common.compile_code`), as installed.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, bench_env, ensure_proposal, measure, med,
-                    print_table, rng, warm_page_cache, work_dir)
+from common import (BENCH_CONTEXT, PROPOSAL, bench_env, compile_code, ensure_proposal,
+                    measure, med, print_table, rng, warm_page_cache, work_dir)
 
 BARE = textwrap.dedent("""
     import sys, time, runpy
@@ -58,6 +59,8 @@ def main():
     pdir = ensure_proposal(runs=a.runs)
     warm_page_cache(pdir)
     env = bench_env()
+    for _name, tree in trees:
+        compile_code(tree)   # as installed: no process compiles AMORE's modules again
     results = {"amore": [], "bare": [], "rss_tree": [], "rss_single": [], "bare_rss_tree": [],
                "runs": n}
     for rep in range(int(a.no_warmup), a.repeats + 1):  # repeat 0 is an untimed warm-up

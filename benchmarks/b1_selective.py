@@ -11,6 +11,16 @@ Per repeat, on a fresh ``amore-proto init`` filled by an untimed ``reprocess 1-4
    (evaluations) one run got, i.e. how many times a run was opened (target 1).
 
     python benchmarks/b1_selective.py [--repeats 3] [--runs 1-40] [--out FILE.json]
+                                      [--tree NAME=DIR ...]
+
+No backend runs meanwhile: the command computes everything in worker processes of its own
+(with a backend of the directory running, ``reprocess`` of a few named runs hands them to it
+instead; ``reprocess all`` never does). ``--tree NAME=DIR`` (repeatable) measures, in each
+repeat one after the other, the code of other checkouts of AMORE (e.g. ``git archive main |
+tar -x -C /tmp/before``) in place of this one: one column each. Each checkout's bytecode is
+written first (:func:`common.compile_code`), as an installed AMORE has it. ``--out`` (default
+``$BENCH_WORK/b1sel/results.json``): per checkout (``this`` without ``--tree``) the lists
+``forced``, ``nothing``, ``changed`` (s), ``ratio``, ``computed``, ``opened_max``; and ``runs``.
 
 Run it under the lock on a shared machine: ``flock /tmp/amore-heavy.lock ...``.
 """
@@ -24,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (BENCH_CONTEXT, PROPOSAL, bench_env, measure, med, print_table, rng,
-                    warm_proposal, work_dir)
+from common import (BENCH_CONTEXT, PROPOSAL, bench_env, compile_code, measure, med,
+                    print_table, rng, warm_proposal, work_dir)
 
 #: The change of step 3: same value, different code.
 OLD = "return float(pos.max() - pos.min())"
@@ -37,59 +47,84 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", default="1-40")
     ap.add_argument("--out", help="write all measurements to this JSON file")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                    help="measure the AMORE code in checkout DIR (side by side, repeatable)")
     a = ap.parse_args()
+    trees = [("this", None)] if not a.tree else [tuple(t.split("=", 1)) for t in a.tree]
     first, last = warm_proposal(a.runs)
     n = last - first + 1
     env = bench_env()
-    res = {"forced": [], "nothing": [], "changed": [], "computed": [], "opened_max": [],
-           "runs": n}
+    for _name, tree in trees:
+        compile_code(tree)
+    res = {name: {"forced": [], "nothing": [], "changed": [], "ratio": [], "computed": [],
+                  "opened_max": []} for name, _ in trees}
+    res["runs"] = n
     amore = [sys.executable, "-m", "amore.cli"]
     for rep in range(1, a.repeats + 1):
-        ctx = work_dir() / "b1sel" / f"ctx{rep}"
-        if ctx.exists():
-            subprocess.run(["rm", "-rf", str(ctx)], check=True)
-        subprocess.run(amore + ["init", str(ctx), "--proposal", str(PROPOSAL), "--context",
-                                str(BENCH_CONTEXT)], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(amore + ["reprocess", f"{first}-{last}", "-d", str(ctx), "--quiet"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
-        forced = measure(amore + ["reprocess", "all", "--force", "-d", str(ctx), "--quiet"],
-                         env=env)
-        nothing = measure(amore + ["reprocess", "all", "-d", str(ctx), "--quiet"], env=env)
-        assert "Nothing to reprocess" in nothing["output"], nothing["output"]
-        f = ctx / "context.py"
-        text = f.read_text()
-        assert OLD in text, f"{OLD!r} not in {f}"
-        f.write_text(text.replace(OLD, NEW))
-        t0 = time.time()
-        changed = measure(amore + ["reprocess", "all", "-d", str(ctx), "--quiet"], env=env)
-        computed, opened = count_since(ctx, t0)
-        res["forced"].append(forced["wall_s"])
-        res["nothing"].append(nothing["wall_s"])
-        res["changed"].append(changed["wall_s"])
-        res["computed"].append(computed)
-        res["opened_max"].append(opened)
-        print(f"repeat {rep}: forced {forced['wall_s']:.2f} s, nothing stale "
-              f"{nothing['wall_s']:.2f} s, one function changed {changed['wall_s']:.2f} s "
-              f"({computed} values, each run opened at most {opened} time(s))", flush=True)
-    fm, cm, nm = med(res["forced"]), med(res["changed"]), med(res["nothing"])
-    print_table(f"B1 after a change: {n} runs x 11 variables (median of {a.repeats})",
-                ["measure", "value", "range", "target"], [
-                    ["`reprocess all --force` (every value)", f"**{fm:.2f} s**",
-                     rng(res["forced"]), ""],
-                    ["`reprocess all`, nothing changed", f"**{nm:.2f} s**", rng(res["nothing"]),
-                     "<= 1 s " + ("met" if nm <= 1 else "MISSED")],
-                    ["`reprocess all`, one light function changed", f"**{cm:.2f} s**",
-                     rng(res["changed"]), ""],
-                    ["ratio changed / forced", f"{cm / fm:.2f}", "",
-                     "<= 0.25 " + ("met" if cm / fm <= 0.25 else "MISSED")],
-                    ["values computed after the change", f"{max(res['computed'])}", "",
-                     f"= {n}"],
-                    ["most times one run was opened", f"{max(res['opened_max'])}", "", "<= 1"],
-                ])
+        for name, tree in trees:
+            tenv = env if tree is None else dict(env, PYTHONPATH=str(Path(tree).resolve()))
+            one = measure_one(amore, work_dir() / "b1sel" / f"ctx{rep}-{name}", first, last,
+                              tenv, tree)
+            for k, v in one.items():
+                res[name][k].append(v)
+            print(f"repeat {rep}, {name}: forced {one['forced']:.2f} s, nothing stale "
+                  f"{one['nothing']:.2f} s, one function changed {one['changed']:.2f} s "
+                  f"(ratio {one['ratio']:.2f}; {one['computed']} values, each run opened at "
+                  f"most {one['opened_max']} time(s))", flush=True)
+    rows = []
+    for label, key, target in [
+            ("`reprocess all --force` (every value)", "forced", None),
+            ("`reprocess all`, nothing changed", "nothing", 1.0),
+            ("`reprocess all`, one light function changed", "changed", None),
+            ("ratio changed / forced (each repeat)", "ratio", 0.25)]:
+        row = [label]
+        for name, _ in trees:
+            xs = res[name][key]
+            unit = "" if key == "ratio" else " s"
+            row.append(f"**{med(xs):.2f}{unit}** {rng(xs)}")
+        worst = max(med(res[name][key]) for name, _ in trees)
+        row.append("" if target is None else f"<= {target:g}" + (
+            "" if len(trees) > 1 else (" met" if worst <= target else " MISSED")))
+        rows.append(row)
+    rows.append(["values computed after the change"]
+                + [f"{max(res[name]['computed'])}" for name, _ in trees] + [f"= {n}"])
+    rows.append(["most times one run was opened"]
+                + [f"{max(res[name]['opened_max'])}" for name, _ in trees] + ["<= 1"])
+    print_table(f"B1 after a change: {n} runs x 11 variables, no backend running (median "
+                f"[range] of {a.repeats})", ["measure"] + [name for name, _ in trees]
+                + ["target"], rows)
     out = a.out or work_dir() / "b1sel" / "results.json"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(res, indent=1))
+
+
+def measure_one(amore: list[str], ctx: Path, first: int, last: int, env: dict,
+                tree: str | None) -> dict:
+    """One repeat on a fresh context directory ``ctx``: the three timings (seconds), their
+    ratio, what the changed one computed."""
+    if ctx.exists():
+        subprocess.run(["rm", "-rf", str(ctx)], check=True)
+    subprocess.run(amore + ["init", str(ctx), "--proposal", str(PROPOSAL), "--context",
+                            str(BENCH_CONTEXT)], check=True, env=env, cwd=tree,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(amore + ["reprocess", f"{first}-{last}", "-d", str(ctx), "--quiet"],
+                   check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
+    forced = measure(amore + ["reprocess", "all", "--force", "-d", str(ctx), "--quiet"],
+                     env=env, cwd=tree)
+    nothing = measure(amore + ["reprocess", "all", "-d", str(ctx), "--quiet"], env=env,
+                      cwd=tree)
+    assert "Nothing to reprocess" in nothing["output"], nothing["output"]
+    f = ctx / "context.py"
+    text = f.read_text()
+    assert OLD in text, f"{OLD!r} not in {f}"
+    f.write_text(text.replace(OLD, NEW))
+    t0 = time.time()
+    changed = measure(amore + ["reprocess", "all", "-d", str(ctx), "--quiet"], env=env,
+                      cwd=tree)
+    computed, opened = count_since(ctx, t0)
+    return {"forced": forced["wall_s"], "nothing": nothing["wall_s"],
+            "changed": changed["wall_s"], "ratio": changed["wall_s"] / forced["wall_s"],
+            "computed": computed, "opened_max": opened}
 
 
 def count_since(ctx: Path, t0: float) -> tuple[int, int]:

@@ -182,3 +182,51 @@ def test_kept_database_connections_serve_threads_and_close_with_the_database(
     assert not os.path.exists(f"{ctx}/runs.sqlite-wal")
     assert {r: v["x"].value for r in range(1, 5)
             for v in [RunDB(ctx).get_values(PROPOSAL, r)]} == {r: 4.0 for r in range(1, 5)}
+
+
+SLOW = '''
+import time
+from amore.context import Variable
+
+
+@Variable(title="Slow")
+def slow(run):
+    time.sleep(0.5)
+    return 1.0
+'''
+
+
+def test_a_run_waiting_for_a_worker_is_not_shown_processing(make_context_dir, write_run,
+                                                           run_processor):
+    ctx = make_context_dir(SLOW)
+    runs = (1, 2, 3, 4)
+    for r in runs:
+        write_run(r, ntrains=5)
+    db, pool, proc = run_processor(ctx, workers=1)
+    seen: list[list[int]] = []
+    done = threading.Event()
+
+    def watch():   # what the table shows as processing, as often as it can be read
+        con = sqlite3.connect(ctx / "runs.sqlite")
+        try:
+            while not done.is_set():
+                seen.append([r for (r,) in con.execute(
+                    "SELECT run FROM runs WHERE status = 'processing'")])
+        finally:
+            con.close()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # a thread per run for one worker ('reprocess' has one more than workers): the runs'
+        # requests are prepared while the worker computes, but a run waiting for the worker
+        # is not processing yet. Processing: the run the worker computes, and for the moment
+        # its values are stored, the one before (the worker takes the next run meanwhile).
+        with ThreadPoolExecutor(max_workers=len(runs)) as ex:
+            outs = list(ex.map(lambda r: proc.process(PROPOSAL, r), runs))
+    finally:
+        done.set()
+        watcher.join(30)
+    assert [o.status for o in outs] == [Outcome.DONE] * len(runs), outs
+    assert {r for s in seen for r in s} == set(runs), "not every run was seen processing"
+    assert max(len(s) for s in seen) <= 2, [s for s in seen if len(s) > 2][:5]
+    assert {r["run"]: r["status"] for r in db.runs()} == {r: "done" for r in runs}

@@ -223,7 +223,10 @@ def _reprocess_here(a, d, early, opened: list) -> int:
     old_term = signal.signal(signal.SIGTERM, on_term)
     with _progress(a.quiet) as progress:
         task = progress.add_task("runs", total=len(runs), last="")
-        ex = ThreadPoolExecutor(max_workers=len(pool.workers))
+        # one thread more than workers: the next run's request is read from the database and
+        # the last one's values stored while the workers compute (a run is "processing" only
+        # once a worker takes it, see RunProcessor.process)
+        ex = ThreadPoolExecutor(max_workers=len(pool.workers) + 1)
         reuse, kinds = {}, {}
         if todo:
             from backend.processing.selective import requests

@@ -35,10 +35,10 @@ the key) and the reason, which the variable that asked for the value shows.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
+
+# urllib.request (with http.client and email: ~30 ms) is imported by MyMdcClient only: every
+# context worker and ``reprocess`` command imports this module, few configure [mymdc] url.
 
 #: ``mymdc#`` keys a context file may ask for (those DAMNIT 0.4.0 accepts).
 KEYS = ("sample_name", "run_type", "techniques")
@@ -64,21 +64,22 @@ def resolve_config(section: dict) -> dict | None:
             "timeout": float(section.get("timeout") or 10.0)}
 
 
-class _NoKeyOnRedirect(urllib.request.HTTPRedirectHandler):
-    """Follows redirects within the same host only with the API key; to another host the key
-    is not sent (urllib would copy every header)."""
+def _no_key_on_redirect(key_header: str):
+    """A urllib redirect handler that follows redirects within the same host only with the
+    API key; to another host the key is not sent (urllib would copy every header)."""
+    import urllib.parse
+    import urllib.request
 
-    def __init__(self, key_header: str):
-        self.key_header = key_header
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != \
-                urllib.parse.urlsplit(req.full_url).netloc:
-            for h in list(new.headers):
-                if h.lower() == self.key_header.lower():
-                    del new.headers[h]
-        return new
+    class NoKeyOnRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and urllib.parse.urlsplit(newurl).netloc != \
+                    urllib.parse.urlsplit(req.full_url).netloc:
+                for h in list(new.headers):
+                    if h.lower() == key_header.lower():
+                        del new.headers[h]
+            return new
+    return NoKeyOnRedirect()
 
 
 class MyMdcClient:
@@ -89,10 +90,13 @@ class MyMdcClient:
         self.url = url.rstrip("/")
         self.headers = {header: token} if token else {}
         self.timeout = float(timeout)
-        self._opener = urllib.request.build_opener(_NoKeyOnRedirect(header))
+        import urllib.request
+        self._opener = urllib.request.build_opener(_no_key_on_redirect(header))
         self._cache: dict[str, dict] = {}
 
     def _get(self, path: str) -> dict:
+        import urllib.error
+        import urllib.request
         url = f"{self.url}/{path}"
         if url not in self._cache:
             req = urllib.request.Request(url, headers={"Accept": "application/json",

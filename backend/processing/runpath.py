@@ -635,6 +635,10 @@ class RunProcessor:
         ``only``: store just ``names``, not the inputs computed for them; ``reuse``: inputs
         whose stored values are up to date, read back instead of computed (``reprocess all``
         recomputing stale values).
+
+        The run's status becomes ``processing`` once a worker takes it: a caller with more
+        threads than workers (``amore-proto reprocess``) has the next run's request read from
+        the database while the workers compute, not shown as processing while it waits.
         """
         t0 = time.perf_counter()
         if is_closed(self.db):
@@ -643,15 +647,20 @@ class RunProcessor:
             if self.cancelled:
                 return RunOutcome(proposal, run, Outcome.CANCELLED, "cancelled before it started")
             before = self.db.get_run(proposal, run)
-            if not self._status_or_defer(proposal, run, RunStatus.PROCESSING.value, None):
+
+            def started() -> bool:   # a worker took the run
+                if not self._status_or_defer(proposal, run, RunStatus.PROCESSING.value, None):
+                    return False
+                self.publish(UpdateKind.RUN_STATUS_CHANGED, {
+                    "proposal": proposal, "run": run, "status": RunStatus.PROCESSING.value})
+                return True
+            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse,
+                                                start_time_known=bool((before or {}).get(
+                                                    "start_time")), on_start=started)
+            if reply.get("kind") == "unwritable":
                 return RunOutcome(proposal, run, Outcome.FAILED,
                                   "the database cannot be written",
                                   seconds=time.perf_counter() - t0)
-            self.publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": proposal, "run": run,
-                                                         "status": RunStatus.PROCESSING.value})
-            reply, run_cancelled = self.compute(proposal, run, data, names, params, only, reuse,
-                                                start_time_known=bool((before or {}).get(
-                                                    "start_time")))
             outcome, stored = self.store(proposal, run, data, names, reply, before,
                                          run_cancelled, t0)
             if outcome.status == Outcome.WAITING:
@@ -665,11 +674,14 @@ class RunProcessor:
             return outcome
 
     def compute(self, proposal, run, data, names, params, only=False,
-                reuse=None, start_time_known: bool = False) -> tuple[dict, bool]:
+                reuse=None, start_time_known: bool = False,
+                on_start: Callable[[], bool] | None = None) -> tuple[dict, bool]:
         """The worker's reply to the run request (``{"ok": false, "kind": "died"}`` if its
         worker died or was killed) and whether the run was cancelled meanwhile.
         ``start_time_known``: the run's start time is recorded (a request storing ``only``
-        some values then leaves it as it is)."""
+        some values then leaves it as it is). ``on_start()`` is called once a worker is taken,
+        before the request is sent; if it returns False nothing is computed and the reply is
+        ``{"ok": false, "kind": "unwritable"}``."""
         req = {"op": "run", "proposal": proposal, "run": run, "data": data,
                "names": list(names) if names else None, "params": params or {}}
         if only and names:
@@ -681,11 +693,19 @@ class RunProcessor:
         key = (proposal, run)
         with self._lock:
             self._in_flight.add(key)
+        refused = []
+
+        def taken() -> bool:   # True: do not send the request
+            if self._run_cancelled(key):
+                return True
+            if on_start is not None and not on_start():
+                refused.append(True)
+                return True
+            return False
         try:
-            reply = self.pool.request(req, timeout=self.run_timeout, key=key,
-                                      cancelled=lambda: self._run_cancelled(key))
+            reply = self.pool.request(req, timeout=self.run_timeout, key=key, cancelled=taken)
         except WorkerDied as e:
-            reply = {"ok": False, "kind": "died", "error": str(e)}
+            reply = {"ok": False, "kind": "unwritable" if refused else "died", "error": str(e)}
         finally:
             with self._lock:
                 run_cancelled = key in self._cancelled_runs

@@ -87,7 +87,7 @@ def add_evaluation(conn, proposal, run, run_info: dict, origin: str = ORIGIN_AMO
     details = dict(run_info.get("details") or {})
     details["data_identity"] = {k: {f: v.get(f) for f in ("files", "bytes", "mtime")}
                                 for k, v in data.items()}
-    res = conn.execute(evaluations_table.insert().values(
+    res = conn.execute(_ADD_EVALUATION, dict(
         proposal=proposal, run=run, origin=origin, started_at=run_info.get("started_at"),
         seconds=run_info.get("seconds"), host=run_info.get("host"),
         worker=run_info.get("worker"), amore_version=run_info.get("amore_version"),
@@ -96,6 +96,14 @@ def add_evaluation(conn, proposal, run, run_info: dict, origin: str = ORIGIN_AMO
         proc_data=(data.get("proc") or {}).get("digest"),
         details=json.dumps(details, default=str, sort_keys=True)))
     return res.inserted_primary_key[0]
+
+
+# built once (every stored run uses them; building costs more than running them)
+_ADD_EVALUATION = evaluations_table.insert()
+_DROP_UNUSED_EVALUATIONS = sa.text(
+    "DELETE FROM evaluations WHERE proposal = :p AND run = :r AND id NOT IN "
+    "(SELECT evaluation FROM run_values WHERE proposal = :p AND run = :r "
+    "AND evaluation IS NOT NULL)")
 
 
 def _run_data_upsert():
@@ -124,10 +132,7 @@ def set_run_data(conn, proposal, run, data: dict, seen_at: float) -> None:
 
 def drop_unused_evaluations(conn, proposal, run) -> None:
     """Delete the run's ``evaluations`` rows that no value refers to any more."""
-    conn.execute(sa.text(
-        "DELETE FROM evaluations WHERE proposal = :p AND run = :r AND id NOT IN "
-        "(SELECT evaluation FROM run_values WHERE proposal = :p AND run = :r "
-        "AND evaluation IS NOT NULL)"), {"p": proposal, "r": run})
+    conn.execute(_DROP_UNUSED_EVALUATIONS, {"p": proposal, "r": run})
 
 
 def record_context(conn, codes: dict[str, dict], state: dict) -> bool:

@@ -110,6 +110,41 @@ def _upsert_value():
 
 _NEW_RUN = _new_run()
 _RUN_STATUS = _run_status()
+# The statements of every run's path, built once: building one (and its cache key) costs
+# SQLAlchemy more than SQLite takes to run it (~0.1-0.3 ms each; ``reprocess all`` runs a
+# dozen per run). Parameters: p (proposal), r (run), and as named.
+_GET_METADATA = sa.select(metadata_table.c.value).where(metadata_table.c.key == sa.bindparam("k"))
+_GET_RUN = sa.select(runs_table).where(runs_table.c.proposal == sa.bindparam("p"),
+                                       runs_table.c.run == sa.bindparam("r"))
+_SOURCE_RUN = sa.select(source_runs_table).where(
+    source_runs_table.c.proposal == sa.bindparam("p"), source_runs_table.c.run == sa.bindparam("r")
+).order_by(source_runs_table.c.updated.desc()).limit(1)
+_MANUAL_TYPES = sa.select(manual_columns_table.c.name, manual_columns_table.c.type).where(
+    manual_columns_table.c.deleted_at.is_(None)).order_by(manual_columns_table.c.position,
+                                                         manual_columns_table.c.id)
+_RUN_VALUES_NAMED = sa.select(run_values_table.c.name, run_values_table.c.value).where(
+    run_values_table.c.proposal == sa.bindparam("p"), run_values_table.c.run == sa.bindparam("r"),
+    run_values_table.c.name.in_(sa.bindparam("names", expanding=True)))
+_ADD_RUN_LOG = run_logs_table.insert()
+_DELETE_RUN_LOGS = run_logs_table.delete().where(
+    run_logs_table.c.id.in_(sa.bindparam("ids", expanding=True)))
+_DELETE_VALUES_NAMED = run_values_table.delete().where(
+    run_values_table.c.proposal == sa.bindparam("p"), run_values_table.c.run == sa.bindparam("r"),
+    run_values_table.c.name.in_(sa.bindparam("names", expanding=True)))
+
+
+def _run_update(columns: tuple[str, ...]):
+    """``UPDATE runs SET <columns> WHERE proposal = :p AND run = :r`` (cached per set of
+    columns; parameters named as the columns)."""
+    stmt = _RUN_UPDATES.get(columns)
+    if stmt is None:
+        stmt = _RUN_UPDATES[columns] = runs_table.update().where(
+            runs_table.c.proposal == sa.bindparam("p"), runs_table.c.run == sa.bindparam("r")
+        ).values({c: sa.bindparam(f"v_{c}") for c in columns})
+    return stmt
+
+
+_RUN_UPDATES: dict[tuple[str, ...], sa.Update] = {}
 #: name -> when the computation of the run's stored value started (values with provenance)
 _STARTED_AT = sa.text("SELECT v.name, e.started_at FROM run_values v JOIN evaluations e "
                       "ON e.id = v.evaluation WHERE v.proposal = :p AND v.run = :r")
@@ -121,6 +156,9 @@ _UPSERT_VALUE = _upsert_value()
 CLOSED_KEY = "closed"
 #: Processing logs kept per run (older ones are dropped when a new one is stored).
 KEEP_RUN_LOGS = 20
+_OLD_RUN_LOGS = sa.select(run_logs_table.c.id).where(
+    run_logs_table.c.proposal == sa.bindparam("p"), run_logs_table.c.run == sa.bindparam("r")
+).order_by(run_logs_table.c.id.desc()).offset(KEEP_RUN_LOGS)
 #: Who carries manual values over to new runs (``manual_history.author``).
 CARRY_OVER_AUTHOR = "AMORE auto-pilot"
 
@@ -320,8 +358,7 @@ class RunDB:
     # --- metadata -------------------------------------------------------------------------
     def get_metadata(self, key: str, default: str | None = None) -> str | None:
         with self.engine.connect().execution_options(readonly=True) as conn:
-            v = conn.execute(sa.select(metadata_table.c.value)
-                             .where(metadata_table.c.key == key)).scalar()
+            v = conn.execute(_GET_METADATA, {"k": key}).scalar()
         return default if v is None else v
 
     def set_metadata(self, key: str, value: str) -> None:
@@ -410,8 +447,7 @@ class RunDB:
 
     def get_run(self, proposal: int | str, run: int) -> dict | None:
         with self.engine.connect().execution_options(readonly=True) as conn:
-            r = conn.execute(sa.select(runs_table).where(runs_table.c.proposal == proposal,
-                                                         runs_table.c.run == run)).mappings().first()
+            r = conn.execute(_GET_RUN, {"p": proposal, "r": run}).mappings().first()
         return dict(r) if r else None
 
     # --- runs from other facilities ----------------------------------------------------------
@@ -485,9 +521,7 @@ class RunDB:
         runs no facility source recorded (European XFEL)."""
         proposal = normalize_proposal(proposal)
         with self.engine.connect().execution_options(readonly=True) as conn:
-            r = conn.execute(sa.select(source_runs_table).where(
-                source_runs_table.c.proposal == proposal, source_runs_table.c.run == run)
-                .order_by(source_runs_table.c.updated.desc())).mappings().first()
+            r = conn.execute(_SOURCE_RUN, {"p": proposal, "r": run}).mappings().first()
         if r is None:
             return None
         out = dict(r)
@@ -545,9 +579,8 @@ class RunDB:
                         conn.execute(_UPSERT_VALUE, [dict(r, **prov[r["name"]]) for r in rows])
                         drop_unused_evaluations(conn, proposal, run)
                     if gone:
-                        conn.execute(run_values_table.delete().where(
-                            run_values_table.c.proposal == proposal, run_values_table.c.run == run,
-                            run_values_table.c.name.in_(gone)))
+                        conn.execute(_DELETE_VALUES_NAMED, {"p": proposal, "r": run,
+                                                            "names": gone})
                     upd = {}
                     if status is not None:
                         upd["status"] = status
@@ -555,8 +588,8 @@ class RunDB:
                     if start_time is not None:
                         upd["start_time"] = start_time
                     if upd:
-                        conn.execute(runs_table.update().where(
-                            runs_table.c.proposal == proposal, runs_table.c.run == run).values(**upd))
+                        conn.execute(_run_update(tuple(upd)), {
+                            "p": proposal, "r": run, **{f"v_{k}": v for k, v in upd.items()}})
                 if newer:
                     log.info("Run %d: kept %s, computed after these inputs were read",
                              run, ", ".join(sorted(newer)))
@@ -783,17 +816,14 @@ class RunDB:
         """Store the processing log of one evaluation of ``run`` (``status``: ``done``,
         ``failed``, ``cancelled``...); keeps the newest :data:`KEEP_RUN_LOGS` per run. Returns
         its id."""
-        rl = run_logs_table
         with self._begin() as conn:
-            res = conn.execute(rl.insert().values(
-                proposal=proposal, run=run, status=status, text=text or "",
-                timestamp=time.time() if timestamp is None else timestamp))
+            res = conn.execute(_ADD_RUN_LOG, {
+                "proposal": proposal, "run": run, "status": status, "text": text or "",
+                "timestamp": time.time() if timestamp is None else timestamp})
             new_id = res.inserted_primary_key[0]
-            old = [r[0] for r in conn.execute(
-                sa.select(rl.c.id).where(rl.c.proposal == proposal, rl.c.run == run)
-                .order_by(rl.c.id.desc()).offset(KEEP_RUN_LOGS))]
+            old = [r[0] for r in conn.execute(_OLD_RUN_LOGS, {"p": proposal, "r": run})]
             if old:
-                conn.execute(rl.delete().where(rl.c.id.in_(old)))
+                conn.execute(_DELETE_RUN_LOGS, {"ids": old})
         return new_id
 
     def manual_columns(self) -> list[str]:
@@ -801,8 +831,7 @@ class RunDB:
         return list(self._manual_types())
 
     def _manual_types(self, conn=None) -> dict[str, str]:
-        mc = manual_columns_table.c
-        q = sa.select(mc.name, mc.type).where(mc.deleted_at.is_(None)).order_by(mc.position, mc.id)
+        q = _MANUAL_TYPES
         if conn is not None:
             return dict(conn.execute(q).all())
         with self.engine.connect().execution_options(readonly=True) as conn:
@@ -812,12 +841,10 @@ class RunDB:
         """The manual columns (names, display order) and this run's values of them (name ->
         stored value; boolean columns give True/False; columns without a value are absent):
         what the context file's ``var#`` inputs see of manual columns."""
-        rv = run_values_table.c
         with self.engine.connect().execution_options(readonly=True) as conn:
             cols = self._manual_types(conn)
-            rows = conn.execute(sa.select(rv.name, rv.value).where(
-                rv.proposal == proposal, rv.run == run, rv.name.in_(list(cols)))).all() \
-                if cols else []
+            rows = conn.execute(_RUN_VALUES_NAMED, {"p": proposal, "r": run,
+                                                    "names": list(cols)}).all() if cols else []
         return list(cols), {n: (bool(v) if cols[n] == "boolean" and v is not None else v)
                             for n, v in rows}
 
