@@ -195,10 +195,10 @@ function staticColDef(col) {
                 width: 90, comparator: compareNullable};
   if (key === "#status") return {...base, width: 110, valueGetter: (p) => p.data ? p.data.s : "",
     tooltipValueGetter: (p) => p.data && p.data.sh,
-    cellClass: (p) => p.data ? ["st-" + p.data.sc] : [],
+    cellClass: (p) => p.data ? ["st-" + p.data.sc] : [], pinned: "left",
     comparator: (a, b, na, nb) => compareNullable(na.data.sc + a, nb.data.sc + b)};
   if (key === "#proposal") return {...base, field: "p", valueGetter: (p) => p.data && p.data.p};
-  if (key === "#run") return {...base, field: "r", width: 92, cellClass: "k-num",
+  if (key === "#run") return {...base, field: "r", width: 92, pinned: "left", cellClass: "k-num",
     valueGetter: (p) => p.data && p.data.r};
   if (key === "#start" || key === "#added") {
     const t = key === "#start" ? "t0" : "t1", T = key === "#start" ? "T0" : "T1";
@@ -270,17 +270,9 @@ function gridOptions(columns, layout, rows) {
     onCellDoubleClicked: onCellDoubleClicked,
     onColumnMoved: (e) => { if (e.finished) saveLayoutSoon(); },
     onColumnVisible: saveLayoutSoon,
+    onColumnResized: (e) => { if (e.finished && e.source === "uiColumnResized") saveLayoutSoon(e.columns); },
     onSortChanged: saveLayoutSoon,
-    onModelUpdated: () => { updateCounts(); drawRail(true); },
-    // the run rail (below) follows the rows AG Grid draws, the horizontal scroll and the columns
-    onViewportChanged: () => drawRail(false),
-    onBodyScroll: (e) => { if (e.direction === "horizontal") drawRail(false); },
-    onSelectionChanged: () => drawRail(true),
-    onDisplayedColumnsChanged: () => drawRail(true),
-    onColumnResized: (e) => {
-      drawRail(true);
-      if (e.finished && e.source === "uiColumnResized") saveLayoutSoon(e.columns);
-    },
+    onModelUpdated: updateCounts,
     // the first rows are on screen once the frame after the one that drew them begins
     onFirstDataRendered: () => requestAnimationFrame(() => requestAnimationFrame(() => {
       document.body.dataset.painted = String(performance.now());
@@ -311,144 +303,7 @@ function createGrid(first) {
   if (state.grid) state.grid.destroy();
   $("grid").classList.toggle("tall", state.tall);
   state.columns = first.columns;
-  rail.body = rail.head = null;
-  rail.byId = new Map();
-  rail.free = [];
   state.grid = agGrid.createGrid($("grid"), gridOptions(first.columns, first.layout, first.rows));
-  const ensureColumnVisible = state.grid.ensureColumnVisible.bind(state.grid);
-  state.grid.ensureColumnVisible = (key, position) => {
-    ensureColumnVisible(key, position);
-    clearOfRail(key);
-  };
-  drawRail(true);
-}
-
-/* -- the run rail -------------------------------------------------------------------------------
-   The Status and Run cells stay in view while the table scrolls right. AG Grid's pinned columns
-   would do that with a sticky section in every row, which costs ~15 % of every scrolling frame
-   (docs/performance.rst); instead, once those columns start to scroll out of view, one sticky
-   element inside AG Grid's scroller (so it moves with the rows, on the compositor) shows them
-   for the rows AG Grid has drawn, and one element over the header shows their titles. Hidden
-   (and not drawn) while the columns themselves are in view. Texts are set as textContent. */
-
-const RAIL_KEYS = ["#status", "#run"];
-const rail = {body: null, head: null, byId: new Map(), free: [], shown: false, keys: [], widths: []};
-
-function railColumns() {
-  return state.grid.getAllDisplayedColumns().filter((c) => RAIL_KEYS.includes(c.getColId()));
-}
-
-function drawRail(changed) {
-  if (!state.grid) return;
-  const cols = railColumns();
-  const scrolled = state.grid.getHorizontalPixelRange().left;
-  const show = cols.length > 0 && scrolled > cols[0].getLeft();
-  if (!show) {
-    if (rail.shown) { rail.body.hidden = true; rail.head.hidden = true; rail.shown = false; }
-    return;
-  }
-  if (!rail.body || !rail.body.isConnected) {     // (again) after AG Grid rebuilt its rows
-    const container = $("grid").querySelector(".ag-grid-scrolling-container");
-    if (!container) return;
-    rail.body = el("div", {class: "run-rail", "aria-hidden": "true"});
-    rail.body.addEventListener("click", onRailClick);
-    rail.byId = new Map();
-    rail.free = [];
-    container.append(rail.body);
-    changed = true;
-  }
-  if (!rail.head || !rail.head.isConnected) {
-    rail.head = el("div", {class: "run-rail-head"});
-    rail.head.addEventListener("click", onRailHeadClick);
-    $("grid").querySelector(".ag-root").append(rail.head);
-    changed = true;
-  }
-  if (!rail.shown) { rail.body.hidden = false; rail.head.hidden = false; rail.shown = true; changed = true; }
-  if (changed) {
-    const widths = cols.map((c) => c.getActualWidth());
-    rail.width = widths.reduce((a, b) => a + b, 0);
-    rail.body.style.width = rail.head.style.width = `${rail.width}px`;
-    rail.head.style.height = `${$("grid").querySelector(".ag-header").offsetHeight}px`;
-    rail.head.replaceChildren(...cols.map((c, i) => el("div", {
-      class: "rh" + (c.getSort() ? ` sorted-${c.getSort()}` : ""), "data-key": c.getColId(),
-      style: `width:${widths[i]}px`, title: c.getColDef().headerTooltip || "",
-      text: c.getColDef().headerName})));
-    rail.keys = cols.map((c) => c.getColId());
-    rail.widths = widths;
-  }
-  // one rail row per row AG Grid has drawn, kept by row id: scrolling builds only the new ones
-  const seen = new Map();
-  for (const n of state.grid.getRenderedNodes()) if (n.data) seen.set(n.data.id, n);
-  const free = rail.free;
-  for (const [id, row] of rail.byId) {
-    if (seen.has(id)) continue;
-    rail.byId.delete(id);
-    row.hidden = true;
-    row.key = null;
-    free.push(row);
-  }
-  for (const [id, n] of seen) {
-    let row = rail.byId.get(id);
-    if (!row) {
-      row = free.pop() || rail.body.appendChild(el("div", {class: "rr"}));
-      row.key = null;
-      rail.byId.set(id, row);
-    }
-    const d = n.data, sel = n.isSelected();
-    const key = `${n.rowTop}|${n.rowHeight}|${d.v}|${d.s}|${d.sc}|${d.sh}|${d.r}|${sel}`;
-    if (!changed && row.key === key) continue;
-    row.key = key;
-    row.dataset.id = id;
-    row.hidden = false;
-    row.style.transform = `translateY(${n.rowTop}px)`;
-    row.style.height = `${n.rowHeight}px`;
-    row.style.lineHeight = `${n.rowHeight - 2}px`;
-    row.classList.toggle("selected", sel);
-    if (row.childElementCount !== rail.keys.length || changed)
-      row.replaceChildren(...rail.keys.map((k, j) => el("div", {style: `width:${rail.widths[j]}px`})));
-    rail.keys.forEach((k, j) => {
-      const c = row.children[j];
-      if (k === "#run") { c.className = "rc k-num"; c.textContent = String(d.r); c.removeAttribute("title"); }
-      else {
-        c.className = `rc st-${d.sc}`;
-        c.textContent = d.s || "";
-        if (d.sh) c.title = d.sh; else c.removeAttribute("title");
-      }
-    });
-  }
-}
-
-/* A click on the rail selects its row (Ctrl/Cmd adds or removes it), as a click on a cell does. */
-function onRailClick(e) {
-  const row = e.target.closest(".rr");
-  const node = row && state.grid.getRowNode(row.dataset.id);
-  if (!node) return;
-  if (e.ctrlKey || e.metaKey) node.setSelected(!node.isSelected());
-  else { state.grid.deselectAll(); node.setSelected(true); }
-}
-
-/* A click on a rail title sorts by that column, as a click on its header does. */
-function onRailHeadClick(e) {
-  const h = e.target.closest(".rh");
-  if (!h) return;
-  const col = state.grid.getColumn(h.dataset.key);
-  const next = col.getSort() === "desc" ? "asc" : "desc";
-  state.grid.applyColumnState({state: [{colId: h.dataset.key, sort: next}], defaultState: {sort: null}});
-}
-
-/* A column scrolled into view from the right would stop under the rail: move it clear of it. */
-function clearOfRail(key) {
-  if (RAIL_KEYS.includes(key)) return;
-  const col = state.grid.getColumn(key);
-  const cols = railColumns();
-  if (!col || !col.isVisible() || !cols.length) return;
-  const range = state.grid.getHorizontalPixelRange();
-  if (range.left <= cols[0].getLeft()) return;
-  const width = cols.reduce((a, c) => a + c.getActualWidth(), 0);
-  if (col.getLeft() < range.left + width) {
-    const viewport = $("grid").querySelector(".ag-grid-viewport");
-    if (viewport) viewport.scrollLeft = Math.max(0, col.getLeft() - width);
-  }
 }
 
 /* -- rows: the first page, the rest, live updates ------------------------------------------------ */
