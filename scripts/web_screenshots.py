@@ -7,6 +7,7 @@ backend, no broker, a few comments and states added), serves it with ``amore-pro
 takes screenshots in Debian's headless Chromium (Playwright, ``/usr/bin/chromium``). Writes:
 
 * ``web-table.png`` - the run table (the docs page ``docs/web.rst`` shows it);
+* ``web-scrolled.png`` - the same scrolled right to its last column (Status and Run kept in view);
 * ``web-filter.png`` - a filter expression with a mistake, pointing at it;
 * ``web-inspect.png`` - a camera image inspected (Plotly);
 * ``web-plot.png`` - one variable against another across runs, hovering a run.
@@ -81,6 +82,13 @@ def main(argv=None) -> int:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(out / "web-table.png"))
             print("saved", out / "web-table.png")
+            # scrolled right to the last column: the Status and Run cells stay at the left
+            page.evaluate("() => amore.state.grid.ensureColumnVisible("
+                          "amore.state.grid.getAllDisplayedColumns().at(-1).getColId())")
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(out / "web-scrolled.png"))
+            print("saved", out / "web-scrolled.png")
+            page.evaluate("() => amore.state.grid.ensureColumnVisible('#status')")
             page.locator("#filter").fill("run > 3 and xgm_energy > 0.5 mJ and")
             page.locator("#filter").press("Enter")
             page.locator("#filter-error").wait_for()

@@ -140,6 +140,59 @@ def test_page_shows_the_table_as_the_gui_does(gui_ctx, web_server, browser_page)
     assert shown_runs(page)[:2] == [4, 2]
 
 
+def test_the_run_and_status_stay_in_view_while_scrolling_right(gui_ctx, web_server, browser_page):
+    ctx = gui_ctx["ctx"]
+    server = web_server(ctx)
+    page = browser_page(f"{server.url}/d/{SLUG}/", viewport={"width": 640, "height": 600})
+    page.wait_for_function("() => document.body.dataset.loaded === '1' && document.body.dataset.live === '1'",
+                           timeout=WAIT)
+    grid = page.locator("#grid").bounding_box()
+    widths = page.evaluate("() => ['#status', '#run'].map(k => amore.state.grid.getColumn(k).getActualWidth())")
+
+    def at_left(y):
+        """The text the page shows where the Status and Run columns were, at height y."""
+        return page.evaluate("""([xs, y]) => xs.map(x => { const e = document.elementFromPoint(x, y);
+            return e ? e.textContent.trim() : null; })""",
+                             [[grid["x"] + widths[0] / 2, grid["x"] + widths[0] + widths[1] / 2], y])
+
+    def row_y(run, key):
+        box = cell(page, run, key).bounding_box()
+        return box["y"] + box["height"] / 2
+
+    statuses = {run: cell(page, run, "#status").inner_text() for run in GUI_RUNS}
+    # scrolled right to the last column: the run's own cells are out of view, its number is not
+    last = page.evaluate("() => amore.state.grid.getAllDisplayedColumns().at(-1).getColId()")
+    page.evaluate("k => amore.state.grid.ensureColumnVisible(k)", last)
+    wait_for(lambda: page.evaluate("() => amore.state.grid.getHorizontalPixelRange().left")
+             > sum(widths), WAIT / 1000, 0.05, "the Run column to scroll out of view")
+    for run in GUI_RUNS:
+        wait_for(lambda: at_left(row_y(run, last)) == [statuses[run], str(run)], WAIT / 1000, 0.05,
+                 f"run {run} and its status {statuses[run]!r} at the left, scrolled right "
+                 f"(shown: {at_left(row_y(run, last))})")
+    header = page.locator("#grid .ag-header").bounding_box()
+    heads = page.evaluate("""([xs, y]) => xs.map(x => { const e = document.elementFromPoint(x, y);
+        const h = e && e.closest('.ag-header-cell');
+        return h && h.querySelector('.ag-header-cell-text').textContent; })""",
+                          [[grid["x"] + widths[0] / 2, grid["x"] + widths[0] + widths[1] / 2],
+                           header["y"] + header["height"] / 2])
+    assert heads == ["Status", "Run"]
+    # a run that arrives meanwhile shows its number there too
+    write_runs(gui_ctx["pdir"], [5], ntrains=30)
+    assert process_runs(ctx, [5])[0].status == "done"
+    page.locator(f'.ag-row[row-id="{GUI_PROPOSAL}:5"]').first.wait_for(timeout=WAIT)
+    wait_for(lambda: at_left(row_y(5, last))[1] == "5", WAIT / 1000, 0.05,
+             "run 5's number at the left, scrolled right")
+    # a click there selects the run's row
+    y = row_y(3, last)
+    page.mouse.click(grid["x"] + widths[0] + widths[1] / 2, y)
+    assert page.evaluate("() => amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
+    # a column scrolled back into view from the right stops beside the run number, not under it
+    page.evaluate("amore.state.grid.ensureColumnVisible('#comment')")
+    box = page.locator('.ag-header-cell[col-id="#comment"]').bounding_box()
+    assert box["x"] >= grid["x"] + widths[0] + widths[1] - 1, (box, grid, widths)
+    cell(page, 3, "#comment").click()                  # not covered by the run number
+
+
 def test_stale_values_are_marked_explained_and_counted(gui_ctx, web_server, browser_page):
     ctx = gui_ctx["ctx"]
     change_flaky(ctx)
