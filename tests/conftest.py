@@ -239,6 +239,21 @@ HANGING_CONTEXT = textwrap.dedent("""
 """)
 
 
+def start_hanging_reprocess(ctx, runs=(1, 2)):
+    """``amore-proto reprocess RUNS`` of a :data:`HANGING_CONTEXT` directory, started with its
+    ``hang`` file made, once every run shows ``processing`` (the ``Popen``, text pipes)."""
+    (ctx / "hang").write_text("")
+    p = subprocess.Popen(amore_cmd("reprocess", *runs, "-d", ctx, "-j", len(runs)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: all(run_status(ctx, r) == "processing" for r in runs), 60,
+                 what="every run processing")
+    except BaseException:
+        p.kill()
+        raise
+    return p
+
+
 # --- DAMNIT 0.4.0, made by its own commands -----------------------------------------------------
 
 DAMNIT_VERSION = "0.4.0"

@@ -143,21 +143,15 @@ def test_a_reprocess_cancelled_while_it_announces_says_its_runs_were_reprocessed
     """The GUI's Cancel (SIGTERM) reaching ``reprocess`` after every run was computed, while
     it waits for the broker to take its update messages (here: the network to the broker is
     down), must not say "nothing changed": the runs were reprocessed."""
-    import subprocess
-
-    from tests.conftest import HANGING_CONTEXT, amore_cmd, run_status
+    from tests.conftest import HANGING_CONTEXT, run_status, start_hanging_reprocess
     tansu, proxy = broker_behind_proxy
     monkeypatch.setenv("AMORE_BROKER", proxy.address)
     tag = uuid.uuid4().hex[:8]
     ctx = make_context_dir(code=HANGING_CONTEXT, name=tag, config=kafka_toml(tag, jobs=2))
     write_run(1, ntrains=5)
     write_run(2, ntrains=5)
-    (ctx / "hang").write_text("")
-    p = subprocess.Popen(amore_cmd("reprocess", "1", "2", "-d", ctx, "-j", "2"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_hanging_reprocess(ctx)
     try:
-        wait_for(lambda: run_status(ctx, 1) == "processing" and run_status(ctx, 2) == "processing",
-                 60, what="both runs processing")
         proxy.cut(is_amore_client)          # the command's update messages cannot be delivered
         (ctx / "hang").unlink()
         wait_for(lambda: run_status(ctx, 1) == "done" and run_status(ctx, 2) == "done",

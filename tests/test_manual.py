@@ -8,7 +8,8 @@ from backend.store.manual import ManualStore
 from backend.store.runlogs import run_logs
 from backend.store.writer import RunDB
 
-from tests.conftest import FAST_WATCH, HANGING_CONTEXT, PROPOSAL, amore_cmd, run_status, wait_for
+from tests.conftest import (FAST_WATCH, HANGING_CONTEXT, PROPOSAL, amore_cmd, run_status,
+                            start_hanging_reprocess, wait_for)
 
 MANUAL_CONTEXT = textwrap.dedent('''
     from amore.context import Variable
@@ -191,12 +192,8 @@ def test_cancelled_reprocess_leaves_no_run_processing(make_context_dir, write_ru
     write_run(2, ntrains=5)
     cli(ctx, "reprocess", "1")                      # no "hang" file: run 1 gets its value
     assert values(ctx, 1)["slow"] == 1 and run_status(ctx, 1) == "done"
-    (ctx / "hang").write_text("")
-    p = subprocess.Popen(amore_cmd("reprocess", "1", "2", "-d", ctx, "-j", "2"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_hanging_reprocess(ctx)
     try:
-        wait_for(lambda: run_status(ctx, 1) == "processing" and run_status(ctx, 2) == "processing",
-                 60, what="both runs processing")
         p.terminate()                                 # what the GUI's Cancel button does
         _, err = p.communicate(timeout=60)
     finally:
