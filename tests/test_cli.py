@@ -72,8 +72,8 @@ def test_demo_shows_at_least_five_runs(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     final = out.stdout[out.stdout.rfind("Proposal 9999"):]
     rows = [l for l in final.splitlines() if re.match(r"^│\s+\d+ │", l)]
-    assert len(rows) == 5
-    assert all(" done " in r for r in rows)
+    assert len(rows) == 5, out.stdout
+    assert all(" done " in r for r in rows), final
     ctx = tmp_path / "demo/data/MID/202601/p009999/usr/Shared/amore-proto"
     db = RunDB(ctx)
     assert len(db.runs()) == 5

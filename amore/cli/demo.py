@@ -135,14 +135,20 @@ def run_demo(a) -> int:
                               pdir)
                 next_t = time.monotonic() + a.interval
                 live.update(render_table(ctx, 20, console.width))
-            deadline = time.monotonic() + 60
+            # raw and proc data are announced separately (either may come first): a run is
+            # finished once it is done with a value for every variable, or failed
+            deadline = time.monotonic() + 90
+            unfinished = runs
             while time.monotonic() < deadline:
-                states = {r["run"]: r["status"] for r in db.runs()}
+                unfinished = _unfinished(db, runs)
                 live.update(render_table(ctx, 20, console.width))
-                if all(states.get(r) in (RunStatus.DONE, RunStatus.FAILED) for r in runs):
+                if not unfinished:
                     break
                 time.sleep(0.25)
             live.update(render_table(ctx, 20, console.width))
+        if unfinished:
+            console.print(f"[yellow]Runs still being processed after 90 s: "
+                          f"{', '.join(map(str, unfinished))}; see {ContextDir(ctx).log_file}")
         console.print(f"\nDone. See the table again with [bold]amore-proto show {ctx}[/bold]; "
                       f"run the backend yourself with [bold]amore-proto listen {ctx}[/bold].")
         if gui is not None and gui.poll() is None:
@@ -156,6 +162,15 @@ def run_demo(a) -> int:
         return 130
     finally:
         stop_process_group(listener)
+
+
+def _unfinished(db, runs: list[int]) -> list[int]:
+    """The runs of ``runs`` not yet failed or done with a value for every variable."""
+    names = {v.name for v in db.get_variables()}
+    states = {r["run"]: r["status"] for r in db.runs()}
+    return [r for r in runs if states.get(r) != RunStatus.FAILED
+            and (states.get(r) != RunStatus.DONE
+                 or not names <= set(db.get_values(DEMO_PROPOSAL, r)))]
 
 
 def _display_available() -> bool:
