@@ -89,6 +89,25 @@ def rss_by_mapping() -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])[:8]}
 
 
+def malloc_mb() -> dict:
+    """glibc's ``mallinfo2`` (all arenas, MB): ``arena`` (taken from the system without
+    ``mmap``), ``used`` (in use), ``free`` (freed, kept), ``mmap`` (large blocks)."""
+    import ctypes
+
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+    try:
+        f = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    f.restype = Info
+    i = f()
+    return {k: round(v / 2**20, 1) for k, v in (("arena", i.arena), ("used", i.uordblks),
+                                                 ("free", i.fordblks), ("mmap", i.hblkhd))}
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -109,14 +128,15 @@ class Probe:
         if self.snap is None and rows >= self.first:
             gc.collect()
             self.snap = tracemalloc.take_snapshot() if self.trace else True
+            # no malloc_trim here: it would hand back what the end's RSS is compared with
             self.out.append({"rows": rows, "rss_mb": round(rss_mb(), 1), **self.extra()})
-            self.out[-1].update(trimmed_rss_mb=trimmed_rss_mb(), sqlite_mb=sqlite_mb(),
+            self.out[-1].update(sqlite_mb=sqlite_mb(), malloc=malloc_mb(),
                                 mappings=rss_by_mapping())
         elif self.snap is not None and not self.done and rows >= self.last:
             gc.collect()
             self.out.append({"rows": rows, "rss_mb": round(rss_mb(), 1), **self.extra()})
-            self.out[-1].update(trimmed_rss_mb=trimmed_rss_mb(), sqlite_mb=sqlite_mb(),
-                                mappings=rss_by_mapping())
+            self.out[-1].update(sqlite_mb=sqlite_mb(), malloc=malloc_mb(),
+                                mappings=rss_by_mapping(), trimmed_rss_mb=trimmed_rss_mb())
             if not self.trace:
                 print(json.dumps({"marks": self.out}), flush=True)
                 self.done = True
@@ -158,18 +178,44 @@ def make_context(ctx: Path) -> None:
     (ctx / "context.py").write_text("# soak_growth\n")
 
 
-def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0) -> None:
+def update_publisher(ctx: Path):
+    """The backend's publisher of update messages for ``ctx`` (``$AMORE_BROKER``), or None."""
+    from backend.config import load_config
+    from backend.notify.kafka import UpdatePublisher
+    from amore_gui.application import dbread
+    cfg = load_config(ctx)
+    if not cfg.broker:
+        return None
+    con = dbread.connect(ctx)
+    try:
+        db_id = dbread.read_metadata(con).get("db_id")
+    finally:
+        con.close()
+    return UpdatePublisher(cfg, db_id)
+
+
+def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0, publisher=None) -> None:
+    """Write ``n`` runs at ``rate`` per second; with ``publisher`` (a broker) also announce
+    every write with the backend's update messages, as the backend does."""
     import numpy as np
     from backend.ctxrunner.results import thumbnail_png
     from backend.store.manual import ManualStore
     from backend.store.writer import RunDB
-    from backend.vocab import StoredValue
+    from backend.vocab import StoredValue, UpdateKind
     db = RunDB(ctx)
     m = ManualStore(db)
+
+    def publish(kind, data):
+        if publisher is not None:
+            publisher.publish(kind, data)
     t_next = time.monotonic()
     for r in range(1, n + 1):
         db.ensure_run(PROPOSAL, r, start_time=time.time())
+        publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": PROPOSAL, "run": r, "names": [],
+                                                "status": "pending"})
         db.set_run_status(PROPOSAL, r, "processing")
+        publish(UpdateKind.RUN_STATUS_CHANGED, {"proposal": PROPOSAL, "run": r,
+                                                "status": "processing"})
         vals = {"n_trains": StoredValue(5, "number"), "run_no": StoredValue(r, "number"),
                 "xgm": StoredValue(float(np.random.default_rng(r).normal(1000, 50)), "number",
                                    {"units": "uJ"}),
@@ -184,14 +230,21 @@ def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0) -> None:
         else:
             vals["flaky"] = StoredValue(r, "number")
         db.write_values(PROPOSAL, r, vals, status="done")
+        publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": PROPOSAL, "run": r,
+                                                "names": list(vals), "status": "done"})
         if reloads and r % max(1, n // reloads) == 0:
             # a context edit: the variables change, every front-end reads its table again
             db.set_variables(variables(r))
+            publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in variables(r)]})
         if r % 4 == 0:
             m.set_values([r], "distance", f"{r % 50 + 1} mm", via="api")
+            publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": PROPOSAL, "run": r,
+                                                    "names": ["distance"], "manual": True})
         t_next += 1.0 / rate
         time.sleep(max(0.0, t_next - time.monotonic()))
     db.close()
+    if publisher is not None:
+        publisher.flush()
 
 
 # --- the front-ends --------------------------------------------------------------------------
@@ -242,7 +295,7 @@ def web_child(ctx: Path, first: int, last: int, port: int) -> None:
     if os.environ.get("SOAK_GROWTH_TRACE"):
         tracemalloc.start(12)
     from amore_gui.web.server import prepare
-    server = prepare([ctx], port=port, use_kafka=False)
+    server = prepare([ctx], port=port, use_kafka=os.environ.get("AMORE_BROKER") != "none")
     d = server.directories[0]
 
     def extra():
@@ -263,35 +316,66 @@ def web_child(ctx: Path, first: int, last: int, port: int) -> None:
     server.run()
 
 
-def start_viewers(port: int, slug: str, n: int) -> None:
+def start_viewers(port: int, slug: str, n: int, reconnect: bool = False,
+                  thumbs: int = 0) -> None:
     """``n`` WebSocket viewers of the push channel in a thread of this process (not the
-    server's), as the soak's: each reads every page of the table again when told to reload."""
+    server's), as the soak's: each reads every page of the table again when told to reload.
+    ``reconnect``: a viewer closes its connection at a reload and opens a new one with its
+    last number and the epoch (as the soak's viewers and the page do); ``thumbs``: the first
+    viewer also fetches the thumbnails of the newest ``thumbs`` rows after each read of the
+    table and of each new row (as the page in Chromium does)."""
     api = f"http://127.0.0.1:{port}/api/d/{slug}/"
 
-    def table():
+    def get(url):
         import urllib.request
-        below = None
-        while True:
-            url = api + "table" + ("" if below is None else f"?below={below}")
-            with urllib.request.urlopen(url, timeout=60) as r:
-                below = json.loads(r.read()).get("next")
-            if below is None:
-                return
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read()
 
-    async def viewer():
+    def thumbnails(ids):
+        for rid in ids:
+            get(api + f"thumb?id={rid}&name=image")
+
+    def table(pictures: bool):
+        below, first, ids = None, None, []
+        while True:
+            page = json.loads(get(api + "table" + ("" if below is None else f"?below={below}")))
+            first = first or page
+            if pictures and len(ids) < thumbs:
+                ids += [r["id"] for r in page["rows"][:thumbs - len(ids)]]
+            below = page.get("next")
+            if below is None:
+                thumbnails(ids)
+                return first["epoch"], first["seq"]
+
+    async def viewer(i: int):
         import websockets
+        pictures = thumbs > 0 and i == 0
+        epoch = seq = None
         while True:
             try:
-                async with websockets.connect(api.replace("http://", "ws://") + "live",
-                                              max_size=None) as ws:
+                if epoch is None:
+                    epoch, seq = await asyncio.to_thread(table, pictures)
+                url = api.replace("http://", "ws://") + "live"
+                if reconnect:
+                    url += f"?since={seq}&epoch={epoch}"
+                async with websockets.connect(url, max_size=None) as ws:
                     async for text in ws:
-                        if '"type":"reload"' in text:
-                            await asyncio.to_thread(table)
+                        m = json.loads(text)
+                        if m.get("type") == "reload":
+                            if reconnect:
+                                epoch = None
+                                break
+                            await asyncio.to_thread(table, pictures)
+                        elif m.get("type") == "rows":
+                            seq = max(seq or 0, m["seq"])
+                            if pictures:
+                                await asyncio.to_thread(thumbnails, [r["id"] for r in m["rows"]
+                                                                     if r["sc"] == "done"])
             except Exception:
                 await asyncio.sleep(0.5)
 
     async def main():
-        await asyncio.gather(*(viewer() for _ in range(n)))
+        await asyncio.gather(*(viewer(i) for i in range(n)))
     threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
 
 
@@ -308,9 +392,15 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--trace", action="store_true",
                     help="tracemalloc in the front-end (its RSS then includes the tracing)")
+    ap.add_argument("--broker", action="store_true",
+                    help="a tansu broker: the writer announces every write with update "
+                         "messages and the web server follows them over Kafka (as in the soak)")
+    ap.add_argument("--reconnect", action="store_true",
+                    help="viewers open a new WebSocket at each reload (as the soak's)")
+    ap.add_argument("--thumbs", type=int, default=0,
+                    help="the first viewer fetches the thumbnails of this many rows (the page)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    os.environ["AMORE_BROKER"] = "none"
     if a.child:
         ctx = Path(a.child[1])
         if a.child[0] == "gui":
@@ -320,6 +410,13 @@ def main() -> int:
         return 0
     work = a.work or Path(tempfile.mkdtemp(prefix="soak-growth-"))
     ctx = work / "ctx"
+    broker = None
+    os.environ["AMORE_BROKER"] = "none"
+    if a.broker:
+        from tests.kafka_broker import TansuBroker, tansu_binary
+        work.mkdir(parents=True, exist_ok=True)
+        broker = TansuBroker(tansu_binary(), work / "tansu.log")
+        os.environ["AMORE_BROKER"] = broker.start()
     make_context(ctx)
     env = dict(os.environ, SOAK_GROWTH_TRACE="1" if a.trace else "", AMORE_CONFIG_DIR=str(work / "config"),
                AMORE_WEB_ACCESS=str(work / "config" / "web-access.json"))
@@ -329,16 +426,22 @@ def main() -> int:
     time.sleep(4)
     if a.front == "web" and a.viewers:
         from amore_gui.web.data import directory_label
-        start_viewers(a.port, directory_label(ctx)[0], a.viewers)
+        start_viewers(a.port, directory_label(ctx)[0], a.viewers, a.reconnect, a.thumbs)
         time.sleep(2)
     t0 = time.monotonic()
-    write_runs(ctx, a.runs, a.rate, a.reloads)
-    print(f"wrote {a.runs} runs in {time.monotonic() - t0:.0f} s", flush=True)
     try:
-        child.wait(300)
-    except subprocess.TimeoutExpired:
-        child.terminate()
-        child.wait(10)
+        write_runs(ctx, a.runs, a.rate, a.reloads, update_publisher(ctx) if broker else None)
+        print(f"wrote {a.runs} runs in {time.monotonic() - t0:.0f} s", flush=True)
+        try:
+            child.wait(300)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if broker is not None:
+            broker.stop()
     return 0
 
 

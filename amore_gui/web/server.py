@@ -140,7 +140,7 @@ class WebServer:
             kw.update(ssl_certfile=self.tls[0], ssl_keyfile=self.tls[1])
         uvicorn.run(self.app(), host=self.host, port=self.port, log_level=log_level,
                     access_log=False, proxy_headers=False, lifespan="on", ws="websockets",
-                    timeout_graceful_shutdown=3, **kw)
+                    ws_per_message_deflate=False, timeout_graceful_shutdown=3, **kw)
 
 
 def prepare(dirs: list, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
