@@ -52,6 +52,7 @@ import numpy as np
 from amore_gui.application import dbread, export, manual_edit
 from amore_gui.application.formatting import cell_colour, header_text
 from amore_gui.application.live import LiveUpdates
+from amore_gui.application.process import hand_back_memory
 from amore_gui.application.process import steady_memory  # noqa: F401  (for the server)
 from amore_gui.application.query import QueryError, search_filter
 from amore_gui.application.reprocess import JobProcess, ReprocessJob, slurm_available
@@ -169,6 +170,10 @@ class ServedDirectory:
         self.io = io
         self.use_kafka = use_kafka
         self.owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"table {slug}")
+        #: reads the whole table (at start and at each reload): always the same thread, so
+        #: the memory of a table being read comes from one allocator arena, not from any of
+        #: the pool's
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read {slug}")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.data: TableData | None = None
         self.metadata: dict = {}
@@ -212,7 +217,7 @@ class ServedDirectory:
     async def start(self) -> None:
         """Read the table and start following it live."""
         self.loop = asyncio.get_running_loop()
-        res = await self.on_pool(self._read)
+        res = await self.loop.run_in_executor(self.reader, self._read)
         await self.on_owner(self._take, res)
         self.follower = LiveUpdates.from_load(self.path, res, res.data.max_timestamp,
                                               use_kafka=self.use_kafka)
@@ -247,11 +252,12 @@ class ServedDirectory:
         self.status["stale"] = res.data.stale_count()
 
     def _start_reload(self) -> None:
-        """Variables changed: read the table again (on the pool), keep updates meanwhile."""
+        """Variables changed: read the table again (on the reader thread), keep updates
+        meanwhile."""
         if self._reloading:
             return
         self._reloading = True
-        fut = self.io.submit(self._read)
+        fut = self.reader.submit(self._read)
         fut.add_done_callback(lambda f: self.owner.submit(self._finish_reload, f))
 
     def _finish_reload(self, fut) -> None:
@@ -266,6 +272,9 @@ class ServedDirectory:
         for ups in pending:
             self._apply(ups, push=False)
         self._push("reload", {"why": "the variables changed", "epoch": self.channel.epoch})
+        del res, fut
+        # the old table is freed now: hand its pages back (off the event loop)
+        self.reader.submit(hand_back_memory)
 
     def _apply(self, updates: list, push: bool = True) -> None:
         """Apply live :class:`RunUpdate` s and push the changed rows (owner thread)."""
@@ -334,6 +343,7 @@ class ServedDirectory:
         for job in self.jobs.values():
             job.cancel()
         self.owner.shutdown(wait=False, cancel_futures=True)
+        self.reader.shutdown(wait=False, cancel_futures=True)
 
     # -- rows as JSON (owner thread) ---------------------------------------------------------
     def _cell(self, d: TableData, row: int, v: int, k: int):
