@@ -11,23 +11,30 @@ front-end follows it live (database watching, no broker):
 * ``--front gui``: the real main window (offscreen), as ``amore-proto gui``;
 * ``--front web``: the web server of ``amore-proto web`` (a child process), with ``--viewers``
   WebSocket viewers of its push channel in this process that read every page of the table
-  again when told to reload (as the soak's viewers do).
+  again when told to reload (as the soak's viewers do). What the soak has besides:
+  ``--broker`` (a tansu broker, ``tests/kafka_broker.py``: the writer announces every write
+  with the backend's update messages, the server follows them over Kafka), ``--reconnect``
+  (a viewer opens a new WebSocket at each reload, with its last number and the epoch) and
+  ``--thumbs N`` (the first viewer fetches the thumbnails of the newest N rows, as the page).
 
 The front-end's process measures itself when its table holds ``--from`` runs and again at the
-end: RSS, RSS after ``malloc_trim`` (what the C allocator merely keeps), the memory SQLite
-holds, RSS by mapping (heap, anonymous, files), the count of Python objects, the push channel's
+end: RSS, at the end RSS after ``malloc_trim`` (what the C allocator merely keeps), glibc's
+``mallinfo2`` (in use, freed and kept), the memory SQLite holds, RSS by mapping (heap, anonymous, files), the count of Python objects, the push channel's
 replay buffer (web) or the QObjects under the window and the thumbnail cache (Qt); with
 ``--trace`` also Python's allocations (``tracemalloc``: the lines that grew most; the RSS then
 includes the tracing's own memory). Usage::
 
     python benchmarks/soak_growth.py --front gui|web [--runs 2000] [--from 200] [--rate 40]
-        [--reloads 20] [--viewers 5] [--trace]
+        [--reloads 20] [--viewers 5] [--broker] [--reconnect] [--thumbs N] [--trace]
 
 Prints the two measurements as JSON (and, with ``--trace``, the allocation lines that grew
 most between them). Measured on 2026-12-07 (2,000 runs at 50/s, 20 reloads, 20 viewers): a GUI
 103 -> 112 MB, the web server 73 -> 83 MB from run 200 to 2,000; later that day, 20 viewers,
 side by side under the lock (docs/reliability.rst): the web server on ``main`` +18.5 to +20.7 %,
 on ``grow23b`` (large blocks handed back, ASCII row texts, pages in chunks) +14.1 to +14.5 %.
+With ``--broker --reconnect --thumbs 30`` (as the soak): ``main`` +56 to +57 %, the web server
+without WebSocket compression +20.5 to +21.8 %, with the reader thread and the trim after a
+reload +18.7 % (docs/reliability.rst).
 """
 from __future__ import annotations
 
@@ -90,20 +97,13 @@ def rss_by_mapping() -> dict[str, float]:
 
 
 def malloc_mb() -> dict:
-    """glibc's ``mallinfo2`` (all arenas, MB): ``arena`` (taken from the system without
-    ``mmap``), ``used`` (in use), ``free`` (freed, kept), ``mmap`` (large blocks)."""
-    import ctypes
-
-    class Info(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-    try:
-        f = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    """glibc's ``mallinfo2`` (summed over every arena, MB): ``arena`` (taken from the system
+    without ``mmap``), ``used`` (in use), ``free`` (freed, kept), ``mmap`` (large blocks)."""
+    from backend.ctxrunner.memory import _libc
+    libc = _libc()
+    if libc is None:
         return {}
-    f.restype = Info
-    i = f()
+    i = libc.mallinfo2()
     return {k: round(v / 2**20, 1) for k, v in (("arena", i.arena), ("used", i.uordblks),
                                                  ("free", i.fordblks), ("mmap", i.hblkhd))}
 

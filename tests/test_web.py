@@ -362,6 +362,22 @@ def test_a_client_that_lost_its_connection_gets_what_it_missed(gui_ctx, web_serv
     assert "reload" in kinds
 
 
+def test_the_live_connection_is_not_compressed(gui_ctx, web_server):
+    """The server declines ``permessage-deflate`` (which browsers and the ``websockets`` client
+    ask for): a compressor and decompressor per connection, made again by every viewer at
+    each reload, left the server's heap fragmented (+56 % in ``benchmarks/soak_growth.py
+    --reconnect``); the live messages still arrive."""
+    from websockets.sync.client import connect
+    server = web_server(gui_ctx["ctx"])
+    ws_url = f"ws://127.0.0.1:{server.port}/api/d/{SLUG}/live"
+    with connect(ws_url, additional_headers={"origin": server.url}) as ws:
+        assert "permessage-deflate" in (ws.request.headers.get("Sec-WebSocket-Extensions")
+                                        or ""), "the client did not ask for compression"
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+        assert agreed is None, f"the server agreed to {agreed!r}"
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+
+
 # -- who may see and edit ---------------------------------------------------------------------------
 
 def test_a_server_reachable_from_elsewhere_needs_a_token_and_viewers_cannot_edit(
