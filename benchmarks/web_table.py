@@ -125,6 +125,35 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+def trace_scroll(browser, page, trace_path: Path, notches=(600, 300, 300)) -> dict:
+    """Scroll the grid of ``page`` with the mouse over its rows while Chromium traces: ``notches``
+    wheel notches (100 px, one per frame) down, then right, then up. Returns the per-frame
+    figures of :func:`frame_costs` (``costs``, ``busy``, ``gaps``, ``cpu``, in ms) and the CPU
+    time of each of :data:`PHASES` (``phases``, ms over the whole scroll); the trace file is
+    removed."""
+    browser.start_tracing(page=page, path=str(trace_path),
+                          categories=["devtools.timeline", "toplevel",
+                                      "disabled-by-default-devtools.timeline.frame"])
+    box = page.locator("#grid").bounding_box()          # the mouse over the rows
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.6)
+    raf = "() => new Promise(r => requestAnimationFrame(() => r()))"
+    down, right, up = notches
+    for _ in range(down):         # down: a wheel notch (100 px) per frame, 6,000 px/s
+        page.mouse.wheel(0, 100)
+        page.evaluate(raf)
+    for _ in range(right):        # right, across the columns, the same
+        page.mouse.wheel(100, 0)
+        page.evaluate(raf)
+    for _ in range(up):           # up again, scrolled right: the run numbers kept in view follow
+        page.mouse.wheel(0, -100)
+        page.evaluate(raf)
+    browser.stop_tracing()
+    trace = json.loads(trace_path.read_text())
+    trace_path.unlink()
+    frames, busy, gaps, cpu = frame_costs(trace)
+    return {"costs": frames, "busy": busy, "gaps": gaps, "cpu": cpu, "phases": phase_cpu(trace)}
+
+
 def one_repeat(browser, url: str, trace_path: Path) -> dict:
     ctx = browser.new_context(viewport={"width": 1600, "height": 900})
     page = ctx.new_page()
@@ -137,28 +166,9 @@ def one_repeat(browser, url: str, trace_path: Path) -> dict:
     rows = page.evaluate("amore.state.rowsById.size")
     cols = page.evaluate("amore.state.columns.length")
     page.wait_for_timeout(500)
-    browser.start_tracing(page=page, path=str(trace_path),
-                          categories=["devtools.timeline", "toplevel",
-                                      "disabled-by-default-devtools.timeline.frame"])
-    box = page.locator("#grid").bounding_box()          # the mouse over the rows
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.6)
-    raf = "() => new Promise(r => requestAnimationFrame(() => r()))"
-    for _ in range(600):          # down: a wheel notch (100 px) per frame, 6,000 px/s
-        page.mouse.wheel(0, 100)
-        page.evaluate(raf)
-    for _ in range(300):          # right, across the columns, the same
-        page.mouse.wheel(100, 0)
-        page.evaluate(raf)
-    for _ in range(300):          # up again, scrolled right: the run numbers kept in view follow
-        page.mouse.wheel(0, -100)
-        page.evaluate(raf)
-    browser.stop_tracing()
+    scrolled = trace_scroll(browser, page, trace_path)
     ctx.close()
-    trace = json.loads(trace_path.read_text())
-    frames, busy, gaps, cpu = frame_costs(trace)
-    trace_path.unlink()
-    return {"first_ms": first, "all_ms": all_in, "rows": rows, "cols": cols,
-            "costs": frames, "busy": busy, "gaps": gaps, "cpu": cpu, "phases": phase_cpu(trace)}
+    return {"first_ms": first, "all_ms": all_in, "rows": rows, "cols": cols, **scrolled}
 
 
 def export_revision(rev: str) -> Path:
