@@ -1626,6 +1626,19 @@ def gui_update_times(soak: Soak) -> dict:
     return out
 
 
+#: Open file descriptors and threads are "flat" (the target) if they rose by at most this
+#: many from the reference point to the end; fewer at the end is no leak (a connection or a
+#: thread of the start-up closed) and meets it too.
+FLAT = 5
+
+
+def count_change(ref: int, end: int) -> str:
+    """A count at the reference point and at the end, a drop said as such:
+    ``"71 -> 65 (6 fewer)"``, ``"54 -> 58 (+4)"``, ``"69 -> 69"``."""
+    d = end - ref
+    return f"{ref} -> {end}" + ("" if d == 0 else f" (+{d})" if d > 0 else f" ({-d} fewer)")
+
+
 def summary_rows(soak: Soak, res: dict, grow: list[dict], gui: dict) -> list[list[str]]:
     """The table: what, measured, target, met."""
     rows = []
@@ -1665,8 +1678,9 @@ def summary_rows(soak: Soak, res: dict, grow: list[dict], gui: dict) -> list[lis
             f"{r['rss_ref']:.0f} -> {r['rss_end']:.0f} MB ({r['rss_growth'] * 100:+.1f} %)",
             "<= +10 %", r["rss_growth"] <= 0.10)
         add(f"fds / threads {r['label']} (PID {r['pid']})",
-            f"{r['fds_ref']} -> {r['fds_end']} / {r['threads_ref']} -> {r['threads_end']}",
-            "flat (+-5)", abs(r["fds_growth"]) <= 5 and abs(r["threads_growth"]) <= 5)
+            f"{count_change(r['fds_ref'], r['fds_end'])} / "
+            f"{count_change(r['threads_ref'], r['threads_end'])}",
+            f"no rise above +{FLAT}", r["fds_growth"] <= FLAT and r["threads_growth"] <= FLAT)
     files = soak.sampler.files
     wal = max(f["wal"] for f in files) / 2**20 if files else 0
     add("WAL (runs.sqlite-wal), largest", f"{wal:.1f} MB", "<= 64 MB", wal <= 64)

@@ -223,6 +223,99 @@ def test_db_change_watcher_forgets_values_older_than_its_overlap(gui_ctx, monkey
     w.close()
 
 
+def _big_table(ctx, n: int):
+    """A database of ``n`` runs (all done), a manual column ``sample``; returns the writer."""
+    from backend.store.manual import ManualStore
+    from backend.store.writer import RunDB
+    db = RunDB.create(ctx, GUI_PROPOSAL)
+    db.set_run_statuses((GUI_PROPOSAL, r, "done", None) for r in range(1, n + 1))
+    ManualStore(db).add_column("sample", "string")
+    return db
+
+
+def test_db_change_watcher_finds_changed_runs_by_their_stamp_on_a_big_table(tmp_path,
+                                                                          monkeypatch):
+    """On a database with change stamps (revision 0009) a poll reads only the runs changed
+    since its last look, never the whole runs table: a status change, a run comment, a manual
+    value and a new run each come as that one run's update; a write that changes nothing in
+    a run's fields (the same status again) is no update."""
+    from backend.store.manual import ManualStore
+    ctx = tmp_path / "ctx"
+    db = _big_table(ctx, 2000)
+    res = dbread.load_table(ctx)
+    assert res.runs_stamp is not None and res.data.nrows == 2000
+    w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
+                               res.comments_sig, res.runs_stamp)
+
+    def whole_table(con):
+        raise AssertionError("the watcher read the whole runs table")
+    monkeypatch.setattr(dbread, "read_runs", whole_table)
+    w.poll(force=True)
+    assert not w.poll()
+
+    def one(ch):
+        assert [(u.proposal, u.run) for u in ch.updates] == [(GUI_PROPOSAL, run)], ch.updates
+        return ch.updates[0]
+
+    run = 1500
+    db.set_run_status(GUI_PROPOSAL, run, "failed", "disk full")
+    u = one(w.poll())
+    assert (u.info["status"], u.info["status_message"]) == ("failed", "disk full")
+    run = 7
+    db.set_comment(GUI_PROPOSAL, run, "beam lost")
+    assert one(w.poll()).info["comment"] == "beam lost"
+    run = 1999
+    ManualStore(db).set_values([run], "sample", "Cu foil", via="cli")
+    u = one(w.poll())
+    assert u.values["sample"].obj == "Cu foil" and u.info["status"] == "done"
+    run = 2001
+    db.ensure_run(GUI_PROPOSAL, run, start_time=1.5e9)
+    u = one(w.poll())
+    assert (u.info["status"], u.info["start_time"]) == ("pending", 1.5e9)
+    db.set_run_status(GUI_PROPOSAL, 1500, "failed", "disk full")     # no change
+    assert not w.poll().updates
+    db.close()
+    w.close()
+
+
+def test_db_change_watcher_without_stamps_reads_the_whole_table_until_migrated(tmp_path):
+    """A database older than revision 0009 (no change stamps: one the backend has not
+    migrated yet) is watched by comparing the whole runs table, as before; once migrated
+    while watched, the watcher continues with the stamps and still misses nothing."""
+    import sqlite3
+
+    from backend.store.writer import RunDB, upgrade_schema
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    path = ctx / "runs.sqlite"
+    upgrade_schema(path, "0008")
+    con = sqlite3.connect(path)
+    con.executemany("INSERT INTO runs(proposal, run, status) VALUES (?, ?, 'done')",
+                    [(GUI_PROPOSAL, r) for r in range(1, 51)])
+    con.execute("INSERT INTO metadata VALUES ('proposal', ?)", (str(GUI_PROPOSAL),))
+    con.commit()
+    res = dbread.load_table(ctx)
+    assert res.runs_stamp is None and res.data.nrows == 50
+    w = dbread.DbChangeWatcher(ctx, res.data.max_timestamp, res.runs, res.variables_sig,
+                               res.comments_sig, res.runs_stamp)
+    assert not w.poll(force=True)
+    with con:
+        con.execute("UPDATE runs SET status = 'failed', comment = 'old' WHERE run = 5")
+    ups = w.poll().updates
+    assert [(u.run, u.info["status"], u.info["comment"]) for u in ups] == [(5, "failed", "old")]
+    con.close()
+    db = RunDB(ctx)                         # the backend opens it: migrated to the head
+    db.set_comment(GUI_PROPOSAL, 6, "after the migration")
+    ups = w.poll().updates
+    assert [(u.run, u.info["comment"]) for u in ups] == [(6, "after the migration")]
+    db.set_run_status(GUI_PROPOSAL, 51, "processing")
+    ups = w.poll().updates
+    assert [(u.run, u.info["status"]) for u in ups] == [(51, "processing")]
+    assert w.runs is None, "still comparing the whole table after the migration"
+    db.close()
+    w.close()
+
+
 # --- export, settings, locating, checks, backend status -------------------------------------
 
 def test_export_csv_and_excel(tmp_path):

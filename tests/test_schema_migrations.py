@@ -13,7 +13,8 @@ What SQLite and Alembic compare reliably, and what is compared by hand:
   inspector and compares them itself.
 * Not compared, on purpose: the ``run_snapshots`` triggers of revision 0005 (SQLAlchemy metadata
   cannot declare triggers; ``tests/test_trust.py`` checks that UPDATE and DELETE are refused on a
-  database made by the migrations) and column order (SQLite cannot reorder columns; readers
+  database made by the migrations), the ``runs`` change-stamp triggers of revision 0009
+  (``tests/test_storage.py`` checks what they do) and column order (SQLite cannot reorder columns; readers
   select columns by name).
 """
 from __future__ import annotations

@@ -263,3 +263,50 @@ def test_a_reader_keeps_seeing_writes_when_another_thread_identified_the_databas
         seen = con.execute("SELECT value FROM metadata WHERE key = 'probe'").fetchall()
         assert seen == [(f"write {i}",)], f"the reader no longer sees what another process commits: {seen}"
     con.close()
+
+
+def test_runs_change_stamp_grows_in_commit_order_whoever_writes(tmp_path):
+    """``runs.changed`` (revision 0009) is set by the database's triggers: every insert and
+    every update that changes a run's fields gives the run a stamp above all others, whether
+    the writer is AMORE's writer (two of them, as the backend and a GUI) or a plain SQL
+    statement that knows nothing of stamps; a write that changes nothing keeps the stamp. A
+    database from before 0009 keeps its runs through the migration (stamp 0)."""
+    from backend.store import reader
+    from backend.store.writer import upgrade_schema
+    path = tmp_path / "runs.sqlite"
+    upgrade_schema(path, "0008")
+    with sqlite3.connect(path) as con:
+        con.execute("INSERT INTO metadata VALUES ('proposal', '1234')")
+        con.execute("INSERT INTO runs(proposal, run, status, comment) VALUES (1234, 1, 'done', 'old')")
+    backend, gui = RunDB(tmp_path), RunDB(tmp_path)          # migrated by the first
+    plain = sqlite3.connect(path)
+    rd = reader.connect(tmp_path)
+
+    def stamps():
+        return dict(rd.execute("SELECT run, changed FROM runs"))
+
+    assert stamps() == {1: 0}
+    assert rd.execute("SELECT comment FROM runs WHERE run = 1").fetchone() == ("old",)
+    writes = [lambda: backend.ensure_run(1234, 2), lambda: gui.set_comment(1234, 1, "new"),
+              lambda: backend.set_run_status(1234, 2, "processing"),
+              lambda: plain.executescript("UPDATE runs SET status = 'failed' WHERE run = 1"),
+              lambda: backend.write_values(1234, 3, {"a": StoredValue(1.0, "number")},
+                                           status="done"),
+              lambda: gui.set_run_statuses([(1234, 2, "done", None), (1234, 1, "done", "ok")])]
+    for k, write in enumerate(writes):
+        before = stamps()
+        write()
+        after = stamps()
+        moved = {r for r in after if after[r] != before.get(r)}
+        assert moved, f"write {k} changed no stamp: {after}"
+        assert all(after[r] > max(before.values()) for r in moved), (k, before, after)
+        found = rd.execute(reader.RUNS_CHANGED_SQL, (max(before.values()),)).fetchall()
+        assert sorted(r[1] for r in found) == sorted(moved), (k, found)
+    before = stamps()
+    backend.set_run_status(1234, 2, "done")                  # as it is: nothing changes
+    gui.set_comment(1234, 1, "new")
+    assert stamps() == before
+    for db in (backend, gui):
+        db.close()
+    plain.close()
+    rd.close()

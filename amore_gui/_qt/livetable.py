@@ -152,7 +152,8 @@ class LiveTable(QObject):
     def _start_updates(self, res):
         t = UpdateThread(self.session.context_dir, res.metadata.get("db_id"),
                          self.load_thread.t_start, res.runs, res.variables_sig,
-                         res.comments_sig, use_kafka=self.use_kafka, parent=self)
+                         res.comments_sig, use_kafka=self.use_kafka, parent=self,
+                         runs_stamp=res.runs_stamp)
         self.update_thread = t
         t.source.connect(self.session.set_source)
         t.updates.connect(self.apply_updates)

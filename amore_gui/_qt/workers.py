@@ -86,10 +86,11 @@ class UpdateThread(QThread):
     ready = Signal()
 
     def __init__(self, context_dir: Path, db_id: str | None, since: float, runs: dict,
-                 variables_sig: str, comments_sig: tuple, use_kafka: bool = True, parent=None):
+                 variables_sig: str, comments_sig: tuple, use_kafka: bool = True, parent=None,
+                 runs_stamp: int | None = None):
         super().__init__(parent)
         self.live = LiveUpdates(context_dir, db_id, since, runs, variables_sig, comments_sig,
-                                use_kafka=use_kafka)
+                                use_kafka=use_kafka, runs_stamp=runs_stamp)
         for name in LiveUpdates.EVENTS:      # emitted on this thread, delivered queued
             getattr(self.live.events, name).connect(getattr(self, name).emit)
 

@@ -7,7 +7,8 @@
   read here: :func:`read_thumbnail` fetches one when its cell becomes visible.
 * :func:`read_run_update` - one run's row and values (the live-update path).
 * :class:`DbChangeWatcher` - finds what other processes changed (``PRAGMA data_version``,
-  then values newer than the last seen timestamp, and a diff of the small ``runs`` table);
+  then values newer than the last seen timestamp, and the runs whose change stamp is newer
+  than the last seen one; a diff of the whole ``runs`` table on a database without stamps);
   the update source when no Kafka broker is available.
 
 The SQL comes from :mod:`backend.store.reader` (SQL text for :mod:`sqlite3`, checked against the
@@ -125,6 +126,17 @@ def read_runs(con: sqlite3.Connection) -> dict[tuple[int, int], tuple]:
     return {(p, r): rest for p, r, *rest in con.execute(sql.RUNS_SQL)}
 
 
+def read_runs_stamp(con: sqlite3.Connection) -> int | None:
+    """The largest change stamp of the ``runs`` table (``runs.changed``, set by the database's
+    triggers, see :mod:`backend.store.schema`): an int, 0 for a table without changes since
+    revision 0009; None for a database without stamps (older than revision 0009: one the
+    backend has not migrated yet)."""
+    try:
+        return con.execute(sql.RUNS_STAMP_SQL).fetchone()[0]
+    except sqlite3.OperationalError:
+        return None
+
+
 def _info(t: tuple) -> dict:
     return dict(zip(RUN_FIELDS, t))
 
@@ -139,6 +151,9 @@ class LoadResult:
     variables_sig: str
     comments_sig: tuple
     seconds: float = 0.0
+    #: the largest change stamp of ``runs`` before it was read (:func:`read_runs_stamp`);
+    #: None for a database without stamps
+    runs_stamp: int | None = None
 
 
 def variables_signature(con: sqlite3.Connection) -> str:
@@ -428,6 +443,7 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
     try:
         variables = read_variables(con)
         metadata = read_metadata(con)
+        stamp = read_runs_stamp(con)    # before the runs: a change after it is read again
         runs = read_runs(con)
         vsig = variables_signature(con)
         csig = comments_signature(con)
@@ -444,7 +460,7 @@ def iter_load(context_dir: str | Path, threads: int = 2, first: int = 200, size:
     row_of = dict(data.row_of)
     nvars = len(variables)
     chunks = _chunks(runs, first, size)
-    res = LoadResult(data, metadata, runs, vsig, csig)
+    res = LoadResult(data, metadata, runs, vsig, csig, runs_stamp=stamp)
     if not chunks:
         res.seconds = time.perf_counter() - t0
         yield res
@@ -556,12 +572,21 @@ class DbChangeWatcher:
 
     ``PRAGMA data_version`` says cheaply whether anything was committed; only then are values
     with a timestamp newer than the last seen one read (with :data:`TIMESTAMP_OVERLAP` seconds
-    of overlap, de-duplicated), the ``runs`` table diffed, and the variable definitions and
-    comments compared. Use from one thread.
+    of overlap, de-duplicated), the runs changed since read, and the variable definitions and
+    comments compared. Changed runs are found by their change stamp (``runs.changed``,
+    revision 0009: only the runs stamped after the last one seen are read, whatever the size
+    of the table) or, on a database without stamps, by reading the whole ``runs`` table and
+    comparing it with a hash per run; a database migrated while watched switches to stamps at
+    the next poll. Use from one thread.
+
+    ``since``: Unix time values are new after. ``runs`` (:func:`read_runs`) and
+    ``runs_stamp`` (:func:`read_runs_stamp`, read before ``runs``): the table as the caller
+    read it, the baseline of the first poll; both default to the database now.
     """
 
     def __init__(self, path: str | Path, since: float = 0.0, runs: dict | None = None,
-                 variables_sig: str | None = None, comments_sig: tuple | None = None):
+                 variables_sig: str | None = None, comments_sig: tuple | None = None,
+                 runs_stamp: int | None = None):
         self.path = db_file(path)
         self.con = connect(self.path)
         self.data_version = None
@@ -569,9 +594,16 @@ class DbChangeWatcher:
         #: (proposal, run, name) -> timestamp of the values read within the overlap
         self._seen: dict[tuple, float] = {}
         self._prune_at = 1000
-        #: ``(proposal, run) -> hash`` of its runs-table fields: enough to tell a change, and
-        #: a fraction of the memory of the fields (a window follows thousands of runs for days)
-        self.runs = _fingerprints(runs if runs is not None else read_runs(self.con))
+        #: the largest change stamp of ``runs`` seen (None: no stamps, see :attr:`runs`)
+        self.stamp = runs_stamp
+        if self.stamp is None and runs is None:
+            self.stamp = read_runs_stamp(self.con)
+        #: without a stamp: ``(proposal, run) -> hash`` of its runs-table fields: enough to
+        #: tell a change, and a fraction of the memory of the fields (a window follows
+        #: thousands of runs for days); None once stamps are used
+        self.runs = None
+        if self.stamp is None:
+            self.runs = _fingerprints(runs if runs is not None else read_runs(self.con))
         self.variables_sig = (variables_signature(self.con) if variables_sig is None
                               else variables_sig)
         self.comments_sig = comments_signature(self.con) if comments_sig is None else comments_sig
@@ -595,10 +627,7 @@ class DbChangeWatcher:
         if csig != self.comments_sig:
             self.comments_sig = csig
             ch.comments_changed = True
-        runs = read_runs(self.con)
-        seen = _fingerprints(runs)
-        changed_info = {k: runs[k] for k, h in seen.items() if self.runs.get(k) != h}
-        self.runs = seen
+        changed_info = self._changed_runs()
         since = self.last_ts - TIMESTAMP_OVERLAP
         rows = self.con.execute(sql.VALUES_SINCE_SQL, (since,)).fetchall()
         per_run: dict[tuple[int, int], list] = {}
@@ -618,13 +647,34 @@ class DbChangeWatcher:
             self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
             self._prune_at = max(1000, 2 * len(self._seen))
         for key in sorted(set(per_run) | set(changed_info)):
-            t = runs.get(key)
+            t = changed_info.get(key)
+            if t is None:       # new values of a run whose fields did not change
+                t = self.con.execute(sql.RUN_INFO_SQL, key).fetchone()
             upd = _value_rows_to_update(key[0], key[1], per_run.get(key, ()),
                                         _info(t) if t else None, False)
             if key in per_run:   # new values: which of the run's values are stale now
                 upd.stale = run_staleness(self.con, self.path, key[0], key[1], self.current)
             ch.updates.append(upd)
         return ch
+
+    def _changed_runs(self) -> dict:
+        """``(proposal, run) -> runs-table fields`` of the runs changed since the last look."""
+        if self.stamp is not None:
+            out = {}
+            for p, r, *fields, stamp in self.con.execute(sql.RUNS_CHANGED_SQL, (self.stamp,)):
+                out[(p, r)] = tuple(fields)
+                if stamp > self.stamp:
+                    self.stamp = stamp
+            return out
+        stamp = read_runs_stamp(self.con)   # before the runs: a change after it is read again
+        runs = read_runs(self.con)
+        seen = _fingerprints(runs)
+        changed = {k: runs[k] for k, h in seen.items() if self.runs.get(k) != h}
+        if stamp is None:
+            self.runs = seen
+        else:               # migrated meanwhile: from now on what is stamped after this look
+            self.stamp, self.runs = stamp, None
+        return changed
 
     def refresh_current(self) -> None:
         """Read the context file's recorded code again (an update message said it changed)."""

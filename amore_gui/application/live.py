@@ -84,9 +84,10 @@ class LiveUpdates:
     ``context_dir``: the context directory. ``db_id``: the database's id (``metadata`` table;
     names the Kafka update topic; None: database watching only). ``since``: Unix time the
     table was read at (values stored after it are new). ``runs``, ``variables_sig``,
-    ``comments_sig``: what the table was read with
+    ``comments_sig``, ``runs_stamp``: what the table was read with
     (:class:`~amore_gui.application.dbread.LoadResult`), the baseline changes are found
-    against. ``use_kafka``: False forces database watching.
+    against (``runs_stamp`` None: the database has no change stamps, or not known: ``runs``
+    is the baseline). ``use_kafka``: False forces database watching.
 
     Construction does no I/O; :meth:`run` does all of it. Thread-safe: :meth:`stop`,
     :meth:`poke` and :meth:`publish`; everything else belongs to the thread running :meth:`run`.
@@ -100,13 +101,15 @@ class LiveUpdates:
     POLL_KAFKA = 0.25      #: longest wait for update messages (how fast stop() is noticed)
 
     def __init__(self, context_dir, db_id: str | None, since: float, runs: dict,
-                 variables_sig: str, comments_sig: tuple, use_kafka: bool = True):
+                 variables_sig: str, comments_sig: tuple, use_kafka: bool = True,
+                 runs_stamp: int | None = None):
         self.context_dir = Path(context_dir)
         self.db_id = db_id
         self.since = since
         self.runs = runs
         self.variables_sig = variables_sig
         self.comments_sig = comments_sig
+        self.runs_stamp = runs_stamp
         self.use_kafka = use_kafka
         self.events = EventGroup(*self.EVENTS)
         #: ``kafka``, ``db`` or ``none`` once :meth:`run` decided (None before)
@@ -123,7 +126,8 @@ class LiveUpdates:
         """Live updates continuing from a table read by :func:`dbread.iter_load` /
         :func:`dbread.load_table` that started at Unix time ``since``."""
         return cls(context_dir, loaded.metadata.get("db_id"), since, loaded.runs,
-                   loaded.variables_sig, loaded.comments_sig, use_kafka=use_kafka)
+                   loaded.variables_sig, loaded.comments_sig, use_kafka=use_kafka,
+                   runs_stamp=loaded.runs_stamp)
 
     # -- called from any thread ----------------------------------------------------------------
     def stop(self) -> None:
@@ -154,7 +158,8 @@ class LiveUpdates:
         ev = self.events
         try:
             watcher = dbread.DbChangeWatcher(self.context_dir, self.since, self.runs,
-                                             self.variables_sig, self.comments_sig)
+                                             self.variables_sig, self.comments_sig,
+                                             self.runs_stamp)
             self.runs = None      # the watcher keeps what it needs of the table as read
         except Exception as e:
             self.mode = NONE

@@ -57,7 +57,7 @@ from backend.contextdir import db_file
 #: database at another revision is migrated when opened with
 #: :class:`backend.store.writer.RunDB`. Defined here, not in :mod:`backend.store.schema`, so
 #: that the readers know it without importing SQLAlchemy.
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 #: The 100-byte header of an SQLite 3 file starts with this.
 SQLITE_MAGIC = b"SQLite format 3\x00"

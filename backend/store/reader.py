@@ -62,6 +62,13 @@ METADATA_SQL = 'SELECT "key", value FROM metadata'
 VARIABLES_SQL = f"SELECT {_cols(VARIABLE_FIELDS)} FROM variables ORDER BY rowid"
 #: () -> (proposal, run, *RUN_FIELDS), ordered by proposal and run
 RUNS_SQL = f"SELECT proposal, run, {_cols(RUN_FIELDS)} FROM runs ORDER BY proposal, run"
+#: () -> (largest change stamp of ``runs``,) (revision 0009; raises
+#: ``sqlite3.OperationalError`` on an older database, which has no stamp)
+RUNS_STAMP_SQL = "SELECT ifnull(max(changed), 0) FROM runs"
+#: (stamp,) -> (proposal, run, *RUN_FIELDS, changed) of the runs changed after that stamp
+#: (revision 0009: see ``runs.changed`` in :mod:`backend.store.schema`; an indexed range)
+RUNS_CHANGED_SQL = (f"SELECT proposal, run, {_cols(RUN_FIELDS)}, changed FROM runs "
+                    "WHERE changed > ?")
 #: (proposal, run) -> RUN_FIELDS
 RUN_INFO_SQL = f"SELECT {_cols(RUN_FIELDS)} FROM runs WHERE proposal = ? AND run = ?"
 #: () -> COMMENT_FIELDS, oldest first

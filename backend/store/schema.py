@@ -8,7 +8,14 @@ Tables (long/narrow):
 ``runs``
     one row per (proposal, run): ``start_time`` (Unix seconds, UTC, from the first train
     timestamp), ``added_at`` (Unix seconds, when AMORE first heard of the run), ``status``
-    (a :class:`backend.vocab.RunStatus`), ``status_message``, ``comment`` (the editable run comment).
+    (a :class:`backend.vocab.RunStatus`), ``status_message``, ``comment`` (the editable run comment),
+    ``changed`` (revision 0009: a change stamp, set by the database's triggers ``runs_stamp_insert``
+    and ``runs_stamp_update`` to one more than the table's largest on every insert and every
+    update that changes one of the fields before it, so it grows in commit order whichever
+    process writes; 0 for runs recorded before 0009; indexed). A reader that saw stamp S finds
+    every run changed since with ``changed > S``
+    (:class:`amore_gui.application.dbread.DbChangeWatcher`). A new field of ``runs`` must be
+    added to ``runs_stamp_update``'s column list (a new migration), or its changes go unseen.
 ``run_values``
     one row per (proposal, run, variable name): ``value`` (SQLite integer, real, text or blob,
     stored without type conversion), ``summary_type`` (a :class:`backend.vocab.SummaryType`, tells
@@ -147,6 +154,8 @@ runs_table = sa.Table(
     sa.Column("status", sa.Text, nullable=False, server_default="pending"),
     sa.Column("status_message", sa.Text),
     sa.Column("comment", sa.Text),
+    sa.Column("changed", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_runs_changed", "changed"),
 )
 run_values_table = sa.Table(
     "run_values", metadata_obj,

@@ -246,15 +246,16 @@ def make_engine(path: str | os.PathLike, keep_connections: bool = False) -> sa.E
     return engine
 
 
-def upgrade_schema(path: str | os.PathLike) -> None:
-    """Run the Alembic migrations on the SQLite file at ``path`` up to the head revision."""
+def upgrade_schema(path: str | os.PathLike, revision: str = "head") -> None:
+    """Run the Alembic migrations on the SQLite file at ``path`` up to ``revision`` (default:
+    the head; an older one makes a database as an older AMORE left it, for tests)."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", f"sqlite:///{Path(path)}")
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
 class RunDB:
