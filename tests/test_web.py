@@ -287,6 +287,25 @@ def test_a_manual_value_edited_in_the_browser_is_in_the_history_and_the_qt_gui(
     win.close()
 
 
+def test_the_selected_run_stays_selected_when_the_table_is_read_again(gui_ctx, web_server,
+                                                                      browser_page):
+    """A manual column added elsewhere makes the page read its table again: the run a person
+    had selected (to set a value, to reprocess) is still selected afterwards."""
+    ctx = gui_ctx["ctx"]
+    server = web_server(ctx)
+    page = open_table(browser_page, server)
+    assert page.evaluate("amore.jumpTo('3', true)")
+    assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
+    page.evaluate("window.__grid_before = amore.state.grid")
+    subprocess.run(amore_cmd("column", "add", "beamline_note", "--type", "string", "-d", ctx),
+                   check=True, capture_output=True)
+    page.wait_for_function("() => amore.state.columns.some(c => c.key === 'beamline_note') "
+                           "&& !amore.state.loading", timeout=WAIT)
+    assert page.evaluate("amore.state.grid !== window.__grid_before")   # read again: a new grid
+    page.wait_for_function("() => amore.state.grid.getDisplayedRowCount() > 0", timeout=WAIT)
+    assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
+
+
 def test_a_filter_expression_narrows_the_rows_and_a_mistake_shows_where(gui_ctx, web_server,
                                                                        browser_page):
     server = web_server(gui_ctx["ctx"])

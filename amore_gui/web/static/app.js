@@ -300,6 +300,8 @@ async function saveLayout() {
 }
 
 function createGrid(first) {
+  // the runs selected before a reload stay selected once their rows are back (applyRows)
+  state.keepSelected = new Set([...(state.keepSelected || []), ...selectedRows().map((r) => r.id)]);
   if (state.grid) state.grid.destroy();
   $("grid").classList.toggle("tall", state.tall);
   state.columns = first.columns;
@@ -322,9 +324,18 @@ function applyRows(rows, fromPage) {
   if (!state.grid || (!add.length && !update.length)) return;
   state.grid.applyTransactionAsync({add, update}, () => {
     if (!fromPage) refilterSoon();
+    reselectKept();
     maybeJump();
   });
   if (!fromPage && state.plot) refreshPlotSoon();
+}
+
+function reselectKept() {
+  if (!state.keepSelected || !state.keepSelected.size) return;
+  for (const id of [...state.keepSelected]) {
+    const node = state.grid.getRowNode(id);
+    if (node) { node.setSelected(true); state.keepSelected.delete(id); }
+  }
 }
 
 async function loadTable() {
@@ -357,6 +368,9 @@ async function loadTable() {
     next = page.next;
   }
   state.loading = false;
+  state.grid.flushAsyncTransactions();
+  reselectKept();
+  state.keepSelected = null;       // rows that did not come back are gone
   document.body.dataset.loaded = "1";
   if (state.filterText) applyFilter(state.filterText);
   maybeJump();
