@@ -415,7 +415,19 @@ def browser_set(run: int, name: str, value: str):
                                    timeout=60_000)
         except Exception:
             return f"run {run} is not in the page within 60 s"
-        page.locator("#btn-set").click()
+        for attempt in range(3):
+            # a reload of the table (a context edit, a column added) between the jump and the
+            # click may come first: the page then says "Select one or more runs first", and a
+            # person selects the run again
+            page.locator("#btn-set").click()
+            try:
+                page.locator("#set-column").wait_for(timeout=10_000)
+                break
+            except Exception:
+                if attempt == 2:
+                    return "the Set value dialog did not open after 3 tries"
+                page.wait_for_function("r => amore.jumpTo(String(r), true)", arg=run,
+                                       timeout=60_000)
         page.locator("#set-column").select_option(name)
         box = page.locator("#set-value")
         if box.evaluate("e => e.tagName") == "SELECT":
@@ -1103,6 +1115,10 @@ class Soak:
         self.slurm_threads = getattr(self, "slurm_threads", []) + [th]
 
     def act_reprocess_local(self, n: int) -> None:
+        with self.context_lock:     # not while the context file is broken (a late schedule)
+            self._reprocess_local(n)
+
+    def _reprocess_local(self, n: int) -> None:
         runs = self._pick(n)
         self.mark(f"reprocess locally (own workers): {len(runs)} runs")
         p = self.amore("reprocess", *map(str, runs), "--local", "-q", "-d", self.ctx,
@@ -1114,6 +1130,10 @@ class Soak:
                                  f"{(p.stdout + p.stderr)[-1000:]}")
 
     def act_reprocess_handover(self, n: int, k: int) -> None:
+        with self.context_lock:     # not while the context file is broken (a late schedule)
+            self._reprocess_handover(n, k)
+
+    def _reprocess_handover(self, n: int, k: int) -> None:
         runs = self._pick(n)
         self.mark(f"reprocess {len(runs)} runs (handed to the backend)")
         p = self.amore("reprocess", *map(str, runs), "-d", self.ctx, timeout=600)
@@ -1124,6 +1144,10 @@ class Soak:
                                  f"{(p.stdout + p.stderr)[-1000:]}")
 
     def act_reprocess_cancel(self, n: int) -> None:
+        with self.context_lock:     # not while the context file is broken (a late schedule)
+            self._reprocess_cancel(n)
+
+    def _reprocess_cancel(self, n: int) -> None:
         runs = self._pick(n)
         self.mark(f"reprocess {len(runs)} runs, cancelled half-way")
         con = self.db()
