@@ -127,6 +127,12 @@ DEFAULTS: dict[str, Any] = {
         # would start recomputing past runs at once, taking workers from new runs; run
         # 'amore-proto reprocess all' (or the GUI's Reprocess) when the edit is done.
         "recompute_on_change": False,
+        # 'amore-proto reprocess all' (also the GUI's and the browser's Reprocess) on the
+        # machine where the backend runs hands what is stale to the backend's warm workers when
+        # that work is estimated at most this many seconds (a changed function of a light
+        # variable: no new Python, no imports, no load of the context file); more is computed
+        # in workers of the command's own, so that new runs do not wait for it. 0 = never.
+        "handover_seconds": 5.0,
     },
     "mymdc": {
         # The facility's metadata service (for "mymdc#..." inputs; backend/mymdc.py): base URL

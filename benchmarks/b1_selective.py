@@ -11,11 +11,14 @@ Per repeat, on a fresh ``amore-proto init`` filled by an untimed ``reprocess 1-4
    (evaluations) one run got, i.e. how many times a run was opened (target 1).
 
     python benchmarks/b1_selective.py [--repeats 3] [--runs 1-40] [--out FILE.json]
-                                      [--tree NAME=DIR ...]
+                                      [--tree NAME=DIR ...] [--backend none|running|both]
 
-No backend runs meanwhile: the command computes everything in worker processes of its own
-(with a backend of the directory running, ``reprocess`` of a few named runs hands them to it
-instead; ``reprocess all`` never does). ``--tree NAME=DIR`` (repeatable) measures, in each
+By default no backend runs meanwhile: the command computes everything in worker processes of
+its own. ``--backend running`` starts ``amore-proto listen`` on the directory first (as during a
+beamtime; no run source), so that ``reprocess all`` hands what is stale to the backend's warm
+workers when it is little work (``[processing] handover_seconds``; ``--force`` is always the
+command's own); ``--backend both`` measures both ways in each repeat, one column each.
+``--tree NAME=DIR`` (repeatable) measures, in each
 repeat one after the other, the code of other checkouts of AMORE (e.g. ``git archive main |
 tar -x -C /tmp/before``) in place of this one: one column each. Each checkout's bytecode is
 written first (:func:`common.compile_code`), as an installed AMORE has it. ``--out`` (default
@@ -49,28 +52,34 @@ def main():
     ap.add_argument("--out", help="write all measurements to this JSON file")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
                     help="measure the AMORE code in checkout DIR (side by side, repeatable)")
+    ap.add_argument("--backend", choices=["none", "running", "both"], default="none",
+                    help="a backend of the directory running meanwhile (both: each way)")
     a = ap.parse_args()
     trees = [("this", None)] if not a.tree else [tuple(t.split("=", 1)) for t in a.tree]
+    modes = {"none": [False], "running": [True], "both": [False, True]}[a.backend]
+    trees = [(name + (", backend running" if running else ""), tree, running)
+             for name, tree in trees for running in modes]
     first, last = warm_proposal(a.runs)
     n = last - first + 1
     env = bench_env()
-    for _name, tree in trees:
+    for tree in {tree for _name, tree, _running in trees}:
         compile_code(tree)
     res = {name: {"forced": [], "nothing": [], "changed": [], "ratio": [], "computed": [],
-                  "opened_max": []} for name, _ in trees}
+                  "opened_max": [], "handed": []} for name, _, _ in trees}
     res["runs"] = n
     amore = [sys.executable, "-m", "amore.cli"]
     for rep in range(1, a.repeats + 1):
-        for name, tree in trees:
+        for i, (name, tree, running) in enumerate(trees):
             tenv = env if tree is None else dict(env, PYTHONPATH=str(Path(tree).resolve()))
-            one = measure_one(amore, work_dir() / "b1sel" / f"ctx{rep}-{name}", first, last,
-                              tenv, tree)
+            one = measure_one(amore, work_dir() / "b1sel" / f"ctx{rep}-{i}", first, last,
+                              tenv, tree, running)
             for k, v in one.items():
                 res[name][k].append(v)
             print(f"repeat {rep}, {name}: forced {one['forced']:.2f} s, nothing stale "
                   f"{one['nothing']:.2f} s, one function changed {one['changed']:.2f} s "
                   f"(ratio {one['ratio']:.2f}; {one['computed']} values, each run opened at "
-                  f"most {one['opened_max']} time(s))", flush=True)
+                  f"most {one['opened_max']} time(s)"
+                  f"{'; in the running backend' if one['handed'] else ''})", flush=True)
     rows = []
     for label, key, target in [
             ("`reprocess all --force` (every value)", "forced", None),
@@ -78,30 +87,32 @@ def main():
             ("`reprocess all`, one light function changed", "changed", None),
             ("ratio changed / forced (each repeat)", "ratio", 0.25)]:
         row = [label]
-        for name, _ in trees:
+        for name, _, _ in trees:
             xs = res[name][key]
             unit = "" if key == "ratio" else " s"
             row.append(f"**{med(xs):.2f}{unit}** {rng(xs)}")
-        worst = max(med(res[name][key]) for name, _ in trees)
+        worst = max(med(res[name][key]) for name, _, _ in trees)
         row.append("" if target is None else f"<= {target:g}" + (
             "" if len(trees) > 1 else (" met" if worst <= target else " MISSED")))
         rows.append(row)
     rows.append(["values computed after the change"]
-                + [f"{max(res[name]['computed'])}" for name, _ in trees] + [f"= {n}"])
+                + [f"{max(res[name]['computed'])}" for name, _, _ in trees] + [f"= {n}"])
+    rows.append(["after the change, computed by the running backend"]
+                + [f"{sum(res[name]['handed'])} of {len(res[name]['handed'])}"
+                   for name, _, _ in trees] + [""])
     rows.append(["most times one run was opened"]
-                + [f"{max(res[name]['opened_max'])}" for name, _ in trees] + ["<= 1"])
-    print_table(f"B1 after a change: {n} runs x 11 variables, no backend running (median "
-                f"[range] of {a.repeats})", ["measure"] + [name for name, _ in trees]
-                + ["target"], rows)
+                + [f"{max(res[name]['opened_max'])}" for name, _, _ in trees] + ["<= 1"])
+    print_table(f"B1 after a change: {n} runs x 11 variables (median [range] of {a.repeats})",
+                ["measure"] + [name for name, _, _ in trees] + ["target"], rows)
     out = a.out or work_dir() / "b1sel" / "results.json"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(res, indent=1))
 
 
 def measure_one(amore: list[str], ctx: Path, first: int, last: int, env: dict,
-                tree: str | None) -> dict:
-    """One repeat on a fresh context directory ``ctx``: the three timings (seconds), their
-    ratio, what the changed one computed."""
+                tree: str | None, backend: bool = False) -> dict:
+    """One repeat on a fresh context directory ``ctx`` (``backend``: with ``amore-proto listen``
+    running on it): the three timings (seconds), their ratio, what the changed one computed."""
     if ctx.exists():
         subprocess.run(["rm", "-rf", str(ctx)], check=True)
     subprocess.run(amore + ["init", str(ctx), "--proposal", str(PROPOSAL), "--context",
@@ -109,6 +120,32 @@ def measure_one(amore: list[str], ctx: Path, first: int, last: int, env: dict,
                    stdout=subprocess.DEVNULL)
     subprocess.run(amore + ["reprocess", f"{first}-{last}", "-d", str(ctx), "--quiet"],
                    check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
+    listener = start_backend(amore, ctx, env, tree) if backend else None
+    try:
+        return _measure_one(amore, ctx, env, tree)
+    finally:
+        if listener is not None:
+            listener.terminate()
+            listener.wait(30)
+
+
+def start_backend(amore: list[str], ctx: Path, env: dict, tree: str | None):
+    """``amore-proto listen ctx`` in the background, once its log says it is ready."""
+    log = ctx / "amore.log"
+    seen = log.stat().st_size if log.exists() else 0
+    proc = subprocess.Popen(amore + ["listen", str(ctx)], env=env, cwd=tree,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and " Ready" in log.read_bytes()[seen:].decode(errors="replace")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the backend did not start (see {log})")
+        time.sleep(0.1)
+    time.sleep(2.0)   # its workers warmed up
+    return proc
+
+
+def _measure_one(amore: list[str], ctx: Path, env: dict, tree: str | None) -> dict:
     forced = measure(amore + ["reprocess", "all", "--force", "-d", str(ctx), "--quiet"],
                      env=env, cwd=tree)
     nothing = measure(amore + ["reprocess", "all", "-d", str(ctx), "--quiet"], env=env,
@@ -124,7 +161,8 @@ def measure_one(amore: list[str], ctx: Path, first: int, last: int, env: dict,
     computed, opened = count_since(ctx, t0)
     return {"forced": forced["wall_s"], "nothing": nothing["wall_s"],
             "changed": changed["wall_s"], "ratio": changed["wall_s"] / forced["wall_s"],
-            "computed": computed, "opened_max": opened}
+            "computed": computed, "opened_max": opened,
+            "handed": "running backend" in changed["output"]}
 
 
 def count_since(ctx: Path, t0: float) -> tuple[int, int]:

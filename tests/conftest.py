@@ -182,9 +182,11 @@ class Backend:
     def __init__(self, ctx_dir):
         self.dir = ctx_dir
         self.log = ctx_dir / "amore.log"
+        # (a backend started before on this directory said "Ready" already: read past it)
+        seen = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(amore_cmd("listen", ctx_dir), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.log.exists() and " Ready" in self.log.read_text()
+        wait_for(lambda: self.log.exists() and " Ready" in self.log.read_bytes()[seen:].decode()
                  or self.proc.poll() is not None, 60, what="backend ready")
         assert self.proc.poll() is None, self.proc.stdout.read().decode()
 

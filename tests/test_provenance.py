@@ -162,6 +162,46 @@ def test_nothing_stale_starts_no_worker(two_runs):
     assert calls(ctx) == []
 
 
+def test_reprocess_all_with_a_backend_running_computes_what_is_stale_in_its_workers(
+        make_context_dir, write_run, backend):
+    ctx = make_context_dir(CONTEXT)
+    for r in (1, 2):
+        write_run(r, ntrains=20)
+    cli("reprocess", "1", "2", "-d", ctx)
+    b = backend(ctx)
+    workers = {p.pid for p in b.workers()}
+    calls(ctx)
+    # the change is made and 'reprocess all' run at once: the backend loads the file first
+    edit(ctx, "return n * SCALE", "return n * SCALE + 1")
+    out = cli("reprocess", "all", "-d", ctx)
+    assert "Stale: 2 run(s), 4 value(s) to compute" in out.stdout, out.stdout
+    assert f"in the running backend, PID {b.proc.pid}" in out.stdout, out.stdout
+    assert calls(ctx) == [("doubled", 1), ("doubled", 2), ("many", 1), ("many", 2)]
+    assert RunDB(ctx).get_values(PROPOSAL, 2)["doubled"].value == 41
+    assert stale(ctx) == set()
+    assert {p.pid for p in b.workers()} == workers      # its warm workers did it
+    assert "Reprocess of what is stale requested by PID" in b.log.read_text()
+    out = cli("reprocess", "all", "-d", ctx)
+    assert out.stdout.startswith("Nothing to reprocess: every value of the 2 run(s) is up to "
+                                 "date"), out.stdout
+    assert calls(ctx) == []
+    # --force is the command's own work, as before
+    out = cli("reprocess", "all", "--force", "-d", ctx)
+    assert "running backend" not in out.stdout and len(calls(ctx)) == 8
+    assert b.stop() == 0
+    # a backend whose workers take no such work from new runs: the command computes it
+    with open(ctx / "amore.toml", "a") as f:
+        f.write("\n[processing]\nhandover_seconds = 0\n")
+    b = backend(ctx)
+    edit(ctx, "THRESHOLD = 10", "THRESHOLD = 100")
+    out = cli("reprocess", "all", "-d", ctx)
+    assert "Stale: 2 run(s), 2 value(s) to compute" in out.stdout, out.stdout
+    assert "running backend" not in out.stdout, out.stdout
+    assert calls(ctx) == [("many", 1), ("many", 2)]
+    assert "left to the command: 2 run(s)" in b.log.read_text()
+    assert stale(ctx) == set()
+
+
 def test_editing_a_manual_value_marks_its_readers_in_that_run_only(make_context_dir, write_run):
     code = CONTEXT + textwrap.dedent('''
         @Variable(title="At distance")

@@ -46,6 +46,11 @@ def _reprocess(a) -> int:
             handed = _hand_to_backend(a, d, few, _params(a))
             if handed is not None:
                 return handed
+    elif "all" in a.runs and not (a.force or a.slurm or a.jobs or a.match or a.dry_run):
+        # what is stale, to a backend here if it is little work (the backend decides)
+        handed = _hand_to_backend(a, d, None, _params(a))
+        if handed is not None:
+            return handed
     # No automatic garbage collection while the command starts (SQLAlchemy's import, the
     # database, the context file's load and the plan: ~100 collections, ~25 ms of CPU on the
     # way to the first run otherwise); it resumes, what exists then frozen, once the runs
@@ -420,9 +425,11 @@ def _read_db(d, read):
 
 
 def _hand_to_backend(a, d, runs, params):
-    """Reprocess in the running backend's warm workers (:mod:`backend.service.control`) when a
-    backend of this directory runs on this machine. Returns the exit status, or None to
-    process here (no backend here, or it refused)."""
+    """Reprocess ``runs`` (None: what is stale, ``reprocess all``) in the running backend's warm
+    workers (:mod:`backend.service.control`) when a backend of this directory runs on this
+    machine. Returns the exit status, or None to process here (no backend here, or it
+    refused: for what is stale also when it is more work than ``[processing]
+    handover_seconds``)."""
     from backend.service.control import BackendUnavailable, UntrustedPeer, request_reprocess
     from backend.service.lock import lock_held
     if not lock_held(d):
@@ -435,15 +442,21 @@ def _hand_to_backend(a, d, runs, params):
     if names and (not known or any(n not in known for n in names)):
         return None  # the local path says which names the context file defines
     failed = []
+    planned: dict = {}
 
     def on_run(msg):
         log.info("Run %d: %s%s", msg["run"], msg["status"],
                  f" ({msg['message']})" if msg.get("message") else "")
         if msg["status"] != "done":
             failed.append(msg)
+
+    def on_plan(msg):
+        planned.update(msg)
+        if msg["runs"]:
+            print(f"Stale: {msg['describe']} (--force recomputes everything)", flush=True)
     t0 = time.perf_counter()
     try:
-        acc = request_reprocess(db_id, d, runs, names, params, on_run)
+        acc = request_reprocess(db_id, d, runs, names, params, on_run, on_plan=on_plan)
     except UntrustedPeer as e:
         print(f"amore-proto reprocess: {e}. Processing here instead.", file=sys.stderr)
         return None
@@ -458,6 +471,10 @@ def _hand_to_backend(a, d, runs, params):
               "computed (they keep their values from before).", file=sys.stderr)
         return 130
     dt = time.perf_counter() - t0
+    if runs is None:
+        if not planned.get("runs"):
+            return _nothing_stale(a, [None] * int(planned.get("of", 0)))
+        runs = [None] * planned["runs"]
     print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "
           f"(in the running backend, PID {acc['pid']})")
     for m in failed:

@@ -19,6 +19,16 @@ replies  ``{"version": 1, "kind": "accepted", "pid": int, "host": str}``, then o
          ``{"version": 1, "kind": "run", "run": int, "status": str, "message": str|null,
          "n_errors": int, "seconds": float}`` per run as it finishes, then
          ``{"version": 1, "kind": "done"}``; or ``{"version": 1, "kind": "error", "error": str}``.
+
+``amore-proto reprocess all`` (what is stale, :mod:`backend.processing.selective`) is handed
+over too when its work is small: request ``{"version": 1, "op": "reprocess-stale", "names":
+[str] | null, "params": {}, "context_dir": str}``. The backend first makes sure it has loaded the
+context file as it is now (waiting up to :data:`RELOAD_WAIT_S` for its reload), plans, and
+refuses (``error``: the command then computes in workers of its own) when the plan's estimated
+work exceeds ``[processing] handover_seconds`` (its workers are there for new runs first) or
+the context file is broken. Otherwise ``accepted``, then ``{"version": 1, "kind": "plan",
+"runs": int (runs to compute), "values": int, "of": int (runs looked at), "describe": str}``,
+the ``run`` replies and ``done`` as above.
 The client sends nothing more; when it goes away (Ctrl+C, the GUI's Cancel) the runs of its
 request that have not started are dropped and those being computed are stopped (their values
 and status from before are kept).
@@ -42,6 +52,11 @@ from backend.vocab import RunStatus
 log = logging.getLogger(__name__)
 
 VERSION = 1
+#: Seconds a ``reprocess-stale`` request waits for the backend to load a changed context file.
+RELOAD_WAIT_S = 10.0
+#: Seconds a command waits, besides :data:`RELOAD_WAIT_S`, for the backend's plan of what is
+#: stale before it plans and computes itself.
+STALE_PLAN_S = 20.0
 
 
 def socket_name(db_id: str, context_dir) -> bytes:
@@ -121,16 +136,22 @@ class ControlServer:
                     return
                 line = f.readline(1 << 20)
                 req = json.loads(line)
-                if req.get("version") != VERSION or req.get("op") != "reprocess":
+                op = req.get("op")
+                if req.get("version") != VERSION or op not in ("reprocess", "reprocess-stale"):
                     send(kind="error", error=f"unsupported request (version {req.get('version')!r}, "
-                                             f"op {req.get('op')!r})")
+                                             f"op {op!r})")
                     return
                 if Path(req.get("context_dir", "")).resolve() != Path(self.listener.context_dir).resolve():
                     send(kind="error", error=f"this backend serves {self.listener.context_dir}")
                     return
-                runs = [int(r) for r in req["runs"]]
+                runs = [int(r) for r in req["runs"]] if op == "reprocess" else None
                 names = req.get("names")
+                if names is not None and not (isinstance(names, list)
+                                              and all(isinstance(n, str) for n in names)):
+                    raise ValueError(f"names must be a list of strings: {names!r}")
                 params = req.get("params") or {}
+                if not isinstance(params, dict):
+                    raise ValueError(f"params must be an object: {params!r}")
             except (ValueError, KeyError, TypeError, OSError) as e:
                 try:
                     send(kind="error", error=f"bad request: {e}")
@@ -142,11 +163,37 @@ class ControlServer:
             if is_closed(lst.db):  # the command line then says so, as without a backend
                 send(kind="error", error="the proposal is closed")
                 return
-            log.info("Reprocess of run(s) %s requested by PID %d (user %d)",
-                     ", ".join(map(str, runs)), pid, uid)
-            send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
-            futs = {lst.executor.submit(lst.processor.process, lst.proposal, r, "all", names,
-                                        params): r for r in runs}
+            if runs is None:   # reprocess-stale: what is stale, if the work is small
+                try:
+                    work, refusal = self._stale_work(names)
+                except Exception as e:  # noqa: BLE001 - the command then plans itself
+                    log.exception("Planning a reprocess of what is stale failed")
+                    work, refusal = None, f"the backend could not plan it ({e})"
+                try:
+                    if refusal:
+                        log.info("Reprocess of what is stale requested by PID %d (user %d) left "
+                                 "to the command: %s", pid, uid, refusal)
+                        send(kind="error", error=refusal)
+                        return
+                    todo, reuse, kinds, n_looked, described = work
+                    log.info("Reprocess of what is stale requested by PID %d (user %d): %s",
+                             pid, uid, described)
+                    send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
+                    send(kind="plan", runs=len(todo), values=sum(
+                        len(lst.processor.variables) if v is None else len(v)
+                        for v in todo.values()), of=n_looked, describe=described)
+                except OSError:   # the command went away (gave up waiting: it computes itself)
+                    return
+                futs = {lst.executor.submit(lst.processor.process, p, r,
+                                            kinds.get((p, r), "all"), todo[p, r], params,
+                                            only=todo[p, r] is not None, reuse=reuse.get((p, r))): r
+                        for p, r in sorted(todo, key=lambda k: -k[1])}
+            else:
+                log.info("Reprocess of run(s) %s requested by PID %d (user %d)",
+                         ", ".join(map(str, runs)), pid, uid)
+                send(kind="accepted", pid=os.getpid(), host=socket.gethostname())
+                futs = {lst.executor.submit(lst.processor.process, lst.proposal, r, "all", names,
+                                            params): r for r in runs}
             finished = threading.Event()
             threading.Thread(target=self._cancel_when_gone, args=(f, futs, finished, pid),
                              name="control-watch", daemon=True).start()
@@ -166,6 +213,50 @@ class ControlServer:
                 pass
             finally:
                 finished.set()
+
+    def _stale_work(self, names: list[str] | None):
+        """For ``reprocess-stale``: ``((todo, reuse, kinds, n_looked, described), None)`` -- the
+        plan (:func:`backend.processing.selective.plan`) of the runs in the database and in the
+        proposal's raw data, what its requests carry, how many runs were looked at, one line
+        for people -- or ``(None, why)`` when the command should compute it in workers of its
+        own: the context file is broken or not loaded as it is now within
+        :data:`RELOAD_WAIT_S`, a name is not a variable, or the work is more than ``[processing]
+        handover_seconds``."""
+        import time
+
+        from backend.processing.selective import (code_is_current, describe, estimated_seconds,
+                                                  plan, requests)
+        lst = self.listener
+        deadline = time.monotonic() + RELOAD_WAIT_S
+        while not code_is_current(lst.db, lst.config, lst.context_dir):
+            if lst.processor.context_error is not None and not lst.reload.reloading:
+                lst.reload.check(wait=True)   # loads it if it changed since it was found broken
+                if lst.processor.context_error is not None:
+                    return None, "the backend's context file is broken"
+                continue
+            if time.monotonic() > deadline:
+                return None, (f"the backend has not loaded the context file as it is now "
+                              f"within {RELOAD_WAIT_S:.0f} s")
+            lst.reload.check(wait=True)   # (returns at once while the main loop reloads it)
+            time.sleep(0.02)
+        known = [v.name for v in lst.processor.variables]
+        if names is not None and any(n not in known for n in names):
+            return None, "unknown variable name(s)"   # the command names the ones that exist
+        runs = set(lst.db.run_numbers())
+        if lst.proposal_dir is not None:
+            for p in (lst.proposal_dir / "raw").glob("r[0-9][0-9][0-9][0-9]*"):
+                if p.name[1:].isdigit():
+                    runs.add(int(p.name[1:]))
+        looked = [(lst.proposal, r) for r in sorted(runs)]
+        todo = plan(lst.db, looked, names)
+        limit = float(lst.config["processing"].get("handover_seconds", 0) or 0)
+        seconds = estimated_seconds(lst.db, todo)
+        if seconds > limit:
+            return None, (f"{len(todo)} run(s), about {seconds:.0f} s of work: more than the "
+                          f"backend's workers take from new runs ([processing] "
+                          f"handover_seconds = {limit:g})")
+        reuse, kinds = requests(lst.db, todo)
+        return (todo, reuse, kinds, len(looked), describe(todo, names or known)), None
 
     def _cancel_when_gone(self, f, futs: dict, finished: threading.Event, pid: int) -> None:
         """The client sends nothing after its request: end of file means it went away (Ctrl+C,
@@ -232,11 +323,12 @@ def check_backend_peer(sock: socket.socket, context_dir) -> None:
             f"it; if not, tell your computing admins (PID {pid} on {socket.gethostname()})")
 
 
-def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str] | None,
-                      params: dict, on_run: Callable[[dict], None], timeout: float = 2.0) -> dict:
-    """Ask the backend of ``db_id`` in ``context_dir`` on this machine to reprocess ``runs``;
-    ``on_run(reply)`` for
-    each finished run. Returns the ``accepted`` reply. Raises :class:`BackendUnavailable` if
+def request_reprocess(db_id: str, context_dir, runs: list[int] | None, names: list[str] | None,
+                      params: dict, on_run: Callable[[dict], None], timeout: float = 2.0,
+                      on_plan: Callable[[dict], None] | None = None) -> dict:
+    """Ask the backend of ``db_id`` in ``context_dir`` on this machine to reprocess ``runs``
+    (None: what is stale, ``reprocess-stale``; ``on_plan(reply)`` with its plan, before any run
+    is computed); ``on_run(reply)`` for each finished run. Returns the ``accepted`` reply. Raises :class:`BackendUnavailable` if
     no backend answers (within ``timeout`` seconds) or it refuses, before anything was
     processed; its subclass :class:`UntrustedPeer`, before anything is sent, if what answers
     is not the backend's user (:func:`check_backend_peer`); ``ConnectionError`` if the backend
@@ -253,9 +345,13 @@ def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str]
         s.close()
         raise
     with s, s.makefile("rwb", buffering=0) as f:
-        f.write((json.dumps({"version": VERSION, "op": "reprocess", "runs": list(runs),
-                             "names": names, "params": params,
-                             "context_dir": str(Path(context_dir).resolve())}) + "\n").encode())
+        req = {"version": VERSION, "op": "reprocess", "runs": list(runs or ())}
+        if runs is None:
+            req = {"version": VERSION, "op": "reprocess-stale"}
+        req.update(names=names, params=params, context_dir=str(Path(context_dir).resolve()))
+        f.write((json.dumps(req) + "\n").encode())
+        if runs is None:   # the backend may load the changed context file first, then plans
+            s.settimeout(timeout + RELOAD_WAIT_S + STALE_PLAN_S)
         try:
             first = json.loads(f.readline() or b"{}")
         except (OSError, ValueError) as e:
@@ -270,5 +366,7 @@ def request_reprocess(db_id: str, context_dir, runs: list[int], names: list[str]
             msg = json.loads(line)
             if msg.get("kind") == "run":
                 on_run(msg)
+            elif msg.get("kind") == "plan" and on_plan is not None:
+                on_plan(msg)
             elif msg.get("kind") == "done":
                 return first

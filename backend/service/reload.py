@@ -35,11 +35,17 @@ class ContextReload:
         self.context_file = ContextDir(processor.context_dir).context_file
         self._mtime = None
         self._reloading = threading.Event()
+        self._checking = threading.Lock()   # the main loop and control requests both check
         self._force = False
 
     def force(self) -> None:
         """Reload at the next :meth:`check` even if the file did not change."""
         self._force = True
+
+    @property
+    def reloading(self) -> bool:
+        """Whether a load of the context file is under way."""
+        return self._reloading.is_set()
 
     def _file_mtime(self):
         """Modification times of the context file and of the watched modules' files (those
@@ -58,14 +64,17 @@ class ContextReload:
     def check(self, wait: bool = False) -> None:
         """(Re)load the context file if it changed. The load borrows a worker, which may be busy
         with a long run, so the main loop does not wait for it (``wait=False``): the loop must
-        keep writing the status heartbeat."""
-        mtime = self._file_mtime()
-        if (mtime == self._mtime and not self._force) or self._reloading.is_set():
-            return
-        self._force = False
-        first = self._mtime is None
-        self._mtime = mtime
-        self._reloading.set()
+        keep writing the status heartbeat. Safe to call from several threads (the main loop, a
+        ``reprocess all`` handed over: :mod:`backend.service.control`); one load at a time, a
+        call during one returns at once."""
+        with self._checking:
+            mtime = self._file_mtime()
+            if (mtime == self._mtime and not self._force) or self._reloading.is_set():
+                return
+            self._force = False
+            first = self._mtime is None
+            self._mtime = mtime
+            self._reloading.set()
         if wait:
             self._reload(first)
         else:
