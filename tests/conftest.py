@@ -191,8 +191,15 @@ class Backend:
         assert self.proc.poll() is None, self.proc.stdout.read().decode()
 
     def workers(self):
+        """The backend's worker processes (not the short-lived children that come and go
+        beside them, e.g. one exiting while they are listed)."""
+        def cmdline(p):
+            try:
+                return " ".join(p.cmdline())
+            except psutil.Error:    # gone, or a zombie not reaped yet
+                return ""
         return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "backend.ctxrunner.worker" in " ".join(p.cmdline())]
+                if "backend.ctxrunner.worker" in cmdline(p)]
 
     def stop(self):
         if self.proc.poll() is None:
