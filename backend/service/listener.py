@@ -51,7 +51,7 @@ class Listener:
     def __init__(self, context_dir: str | os.PathLike, config: Config | None = None):
         self.context_dir = Path(context_dir).resolve()
         self.config = config or load_config(self.context_dir)
-        self.db = RunDB(self.context_dir)
+        self.db = RunDB(self.context_dir, keep_connections=True)
         self.db.keep_open()   # the database stays readable and fails cleanly on a full disk
         self.proposal = self.db.proposal
         #: the facility's plug-in (:class:`backend.facilities.Facility`)
