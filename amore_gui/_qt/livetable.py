@@ -12,6 +12,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QLabel
 
 from amore_gui._qt.workers import LoadThread, UpdateThread
+from amore_gui.application.process import hand_back_memory
 
 
 class LiveTable(QObject):
@@ -103,6 +104,7 @@ class LiveTable(QObject):
             win.columns.refresh_tags()
             win.columns.apply_layout()
             self.update_counts()
+            self._hand_back()      # the value arrays of the columns before were copied
         finally:
             self.model.release_updates()     # while a load runs: applied when it is done
 
@@ -136,6 +138,16 @@ class LiveTable(QObject):
         self.update_counts()
         self.window.logbook.load()
         self.fully_loaded.emit()
+        self._hand_back()          # the table shown before (a reload) is freed now
+
+    def _hand_back(self) -> None:
+        """Hand the memory the C allocator keeps freed back to the system, off the GUI thread
+        (:func:`~amore_gui.application.process.hand_back_memory`, a few ms). After a table was
+        read again (a manual column deleted, a variable removed, *Reload*) or its columns
+        taken in place, the table shown before and the copies of its arrays are freed, but
+        glibc kept their pages: a window open for a beamtime grew by 1.5-3 MB at each such
+        step in the soak (issue 23, docs/reliability.rst)."""
+        self.window.tasks.submit(hand_back_memory)
 
     def _on_load_thread_finished(self):
         """Start the load asked for while the last one ran."""
