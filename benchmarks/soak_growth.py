@@ -8,7 +8,11 @@ processing, then its values, as the backend writes them; a manual value on every
 ``--reloads`` context edits, each making the front-end read its whole table again) while one
 front-end follows it live (database watching, no broker):
 
-* ``--front gui``: the real main window (offscreen), as ``amore-proto gui``;
+* ``--front gui``: the real main window (offscreen), as ``amore-proto gui``; with
+  ``--broker`` it follows the update messages over Kafka (as in the soak), ``--edits N``
+  types a manual value and a comment into every N-th run's cells, ``--columns N`` adds a
+  manual column and deletes it later, N times (each deletion makes the window read its whole
+  table again, as the soak's ``note`` columns);
 * ``--front web``: the web server of ``amore-proto web`` (a child process), with ``--viewers``
   WebSocket viewers of its push channel in this process that read every page of the table
   again when told to reload (as the soak's viewers do). What the soak has besides:
@@ -25,7 +29,8 @@ replay buffer (web) or the QObjects under the window and the thumbnail cache (Qt
 includes the tracing's own memory). Usage::
 
     python benchmarks/soak_growth.py --front gui|web [--runs 2000] [--from 200] [--rate 40]
-        [--reloads 20] [--viewers 5] [--broker] [--reconnect] [--thumbs N] [--trace]
+        [--reloads 20] [--viewers 5] [--broker] [--reconnect] [--thumbs N] [--edits N]
+        [--columns N] [--trace]
 
 Prints the two measurements as JSON (and, with ``--trace``, the allocation lines that grew
 most between them). Measured on 2026-12-07 (2,000 runs at 50/s, 20 reloads, 20 viewers): a GUI
@@ -425,7 +430,7 @@ def main() -> int:
                     help="tracemalloc in the front-end (its RSS then includes the tracing)")
     ap.add_argument("--broker", action="store_true",
                     help="a tansu broker: the writer announces every write with update "
-                         "messages and the web server follows them over Kafka (as in the soak)")
+                         "messages and the front-end follows them over Kafka (as in the soak)")
     ap.add_argument("--reconnect", action="store_true",
                     help="viewers open a new WebSocket at each reload (as the soak's)")
     ap.add_argument("--thumbs", type=int, default=0,
