@@ -8,7 +8,11 @@ processing, then its values, as the backend writes them; a manual value on every
 ``--reloads`` context edits, each making the front-end read its whole table again) while one
 front-end follows it live (database watching, no broker):
 
-* ``--front gui``: the real main window (offscreen), as ``amore-proto gui``;
+* ``--front gui``: the real main window (offscreen), as ``amore-proto gui``; with
+  ``--broker`` it follows the update messages over Kafka (as in the soak), ``--edits N``
+  types a manual value and a comment into every N-th run's cells, ``--columns N`` adds a
+  manual column and deletes it later, N times (each deletion makes the window read its whole
+  table again, as the soak's ``note`` columns);
 * ``--front web``: the web server of ``amore-proto web`` (a child process), with ``--viewers``
   WebSocket viewers of its push channel in this process that read every page of the table
   again when told to reload (as the soak's viewers do). What the soak has besides:
@@ -25,7 +29,8 @@ replay buffer (web) or the QObjects under the window and the thumbnail cache (Qt
 includes the tracing's own memory). Usage::
 
     python benchmarks/soak_growth.py --front gui|web [--runs 2000] [--from 200] [--rate 40]
-        [--reloads 20] [--viewers 5] [--broker] [--reconnect] [--thumbs N] [--trace]
+        [--reloads 20] [--viewers 5] [--broker] [--reconnect] [--thumbs N] [--edits N]
+        [--columns N] [--trace]
 
 Prints the two measurements as JSON (and, with ``--trace``, the allocation lines that grew
 most between them). Measured on 2026-12-07 (2,000 runs at 50/s, 20 reloads, 20 viewers): a GUI
@@ -194,9 +199,12 @@ def update_publisher(ctx: Path):
     return UpdatePublisher(cfg, db_id)
 
 
-def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0, publisher=None) -> None:
+def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0, publisher=None,
+               columns: int = 0) -> None:
     """Write ``n`` runs at ``rate`` per second; with ``publisher`` (a broker) also announce
-    every write with the backend's update messages, as the backend does."""
+    every write with the backend's update messages, as the backend does. ``columns``: that
+    many times a manual column is added and, a while later, deleted (as the soak's ``note``
+    columns: a deleted column makes a GUI read its whole table again)."""
     import numpy as np
     from backend.ctxrunner.results import thumbnail_png
     from backend.store.manual import ManualStore
@@ -236,6 +244,14 @@ def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0, publisher=None)
             # a context edit: the variables change, every front-end reads its table again
             db.set_variables(variables(r))
             publish(UpdateKind.VARIABLES_CHANGED, {"names": [v.name for v in variables(r)]})
+        step = n // (2 * columns + 1) if columns else 0
+        if step and r % step == 0 and r // step <= 2 * columns:
+            k = (r // step + 1) // 2
+            if (r // step) % 2:
+                m.add_column(f"note{k}", "string")
+            else:
+                m.delete(f"note{k}")
+            publish(UpdateKind.VARIABLES_CHANGED, {"names": [f"note{k}"]})
         if r % 4 == 0:
             m.set_values([r], "distance", f"{r % 50 + 1} mm", via="api")
             publish(UpdateKind.RUN_VALUES_UPDATED, {"proposal": PROPOSAL, "run": r,
@@ -249,7 +265,10 @@ def write_runs(ctx: Path, n: int, rate: float, reloads: int = 0, publisher=None)
 
 # --- the front-ends --------------------------------------------------------------------------
 
-def gui_child(ctx: Path, first: int, last: int) -> None:
+def gui_child(ctx: Path, first: int, last: int, edits: int = 0) -> None:
+    """The GUI following ``ctx`` (over Kafka with a broker, else watching the database);
+    ``edits``: every ``edits``-th run gets a manual value and a comment typed into its cells
+    (the model's edit path, as the soak's GUIs)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["AMORE_GUI_NO_DIALOGS"] = "1"
     if os.environ.get("SOAK_GROWTH_TRACE"):
@@ -262,7 +281,7 @@ def gui_child(ctx: Path, first: int, last: int) -> None:
     from amore_gui.application.settings import Settings
     app = make_app([sys.argv[0]])
     win = MainWindow(ctx, live_updates=True, settings=Settings(Path(tempfile.mkdtemp()) / "s.json"),
-                     use_kafka=False)
+                     use_kafka=os.environ.get("AMORE_BROKER") != "none")
     win.resize(1400, 900)
     win.show()
 
@@ -280,9 +299,26 @@ def gui_child(ctx: Path, first: int, last: int) -> None:
                 "sparks": len(getattr(deleg, "_sparks", ())),
                 "pixmap_cache_kb": QPixmapCache.cacheLimit()}
     probe = Probe(first, last, extra)
+    edited = {"upto": 0}
+
+    def type_edits(rows: int) -> None:
+        from qtpy.QtCore import Qt
+        model = win.model
+        while edits and edited["upto"] + edits <= rows:
+            edited["upto"] += edits
+            run = edited["upto"]
+            row = model.view_row_of(PROPOSAL, run)
+            if row < 0:
+                continue
+            for name, value in (("sample", f"sample {run % 9}"), ("#comment", f"note {run}")):
+                col = model.column_of(name)
+                if col >= 0:
+                    model.setData(model.index(row, col), value, Qt.EditRole)
 
     def tick():
-        if probe.check(win.model.rowCount()):
+        rows = win.model.rowCount()
+        type_edits(rows)
+        if probe.check(rows):
             app.quit()
     timer = QTimer()
     timer.timeout.connect(tick)
@@ -394,17 +430,22 @@ def main() -> int:
                     help="tracemalloc in the front-end (its RSS then includes the tracing)")
     ap.add_argument("--broker", action="store_true",
                     help="a tansu broker: the writer announces every write with update "
-                         "messages and the web server follows them over Kafka (as in the soak)")
+                         "messages and the front-end follows them over Kafka (as in the soak)")
     ap.add_argument("--reconnect", action="store_true",
                     help="viewers open a new WebSocket at each reload (as the soak's)")
     ap.add_argument("--thumbs", type=int, default=0,
                     help="the first viewer fetches the thumbnails of this many rows (the page)")
+    ap.add_argument("--columns", type=int, default=0,
+                    help="a manual column added and later deleted, this many times (the GUI "
+                         "reads its whole table again at each deletion)")
+    ap.add_argument("--edits", type=int, default=0,
+                    help="gui: a manual value and a comment typed into every N-th run's cells")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         ctx = Path(a.child[1])
         if a.child[0] == "gui":
-            gui_child(ctx, a.first, a.runs)
+            gui_child(ctx, a.first, a.runs, a.edits)
         else:
             web_child(ctx, a.first, a.runs, a.port)
         return 0
@@ -422,7 +463,7 @@ def main() -> int:
                AMORE_WEB_ACCESS=str(work / "config" / "web-access.json"))
     child = subprocess.Popen([sys.executable, __file__, "--front", a.front, "--runs", str(a.runs),
                               "--from", str(a.first), "--viewers", str(a.viewers), "--port",
-                              str(a.port), "--child", a.front, str(ctx)], env=env)
+                              str(a.port), "--edits", str(a.edits), "--child", a.front, str(ctx)], env=env)
     time.sleep(4)
     if a.front == "web" and a.viewers:
         from amore_gui.web.data import directory_label
@@ -430,7 +471,8 @@ def main() -> int:
         time.sleep(2)
     t0 = time.monotonic()
     try:
-        write_runs(ctx, a.runs, a.rate, a.reloads, update_publisher(ctx) if broker else None)
+        write_runs(ctx, a.runs, a.rate, a.reloads, update_publisher(ctx) if broker else None,
+                   a.columns)
         print(f"wrote {a.runs} runs in {time.monotonic() - t0:.0f} s", flush=True)
         try:
             child.wait(300)

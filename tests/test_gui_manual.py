@@ -328,3 +328,31 @@ def test_a_context_edit_changes_the_columns_without_reading_the_table_again(qtbo
         f"Edited {old[1].name}")
     assert cell(w, 2, "crystal") == "buffer" and cell(w, 2, first) == shown
     assert w.model.headerData(w.model.column_of(first), Qt.Horizontal) == first
+
+
+def test_a_window_hands_back_the_memory_of_a_table_read_again(qtbot, open_window, gui_ctx,
+                                                               monkeypatch):
+    """A window that read its table again (a manual column deleted elsewhere) or took new
+    column definitions in place hands the memory glibc keeps freed (the table shown before,
+    the copies of its arrays) back to the system, off the GUI thread: without it a window
+    open for a beamtime kept 1.5-3 MB more after each such step (issue 23's soak)."""
+    import threading
+
+    from amore_gui._qt import livetable
+    calls = []
+    monkeypatch.setattr(livetable, "hand_back_memory",
+                        lambda: calls.append(threading.current_thread()))
+    ctx = gui_ctx["ctx"]
+    w = open_window()
+    data = w.model.data_obj
+    db = RunDB(ctx)
+    ManualStore(db).add_column("note", "string")           # taken in place
+    qtbot.waitUntil(lambda: w.model.column_of("note") >= 0, timeout=WAIT)
+    qtbot.waitUntil(lambda: len(calls) >= 1, timeout=WAIT)
+    assert w.model.data_obj is data
+    ManualStore(db).delete("note")                         # the table is read again
+    db.close()
+    qtbot.waitUntil(lambda: w.model.data_obj is not data and w.is_fully_loaded, timeout=WAIT)
+    qtbot.waitUntil(lambda: len(calls) >= 2, timeout=WAIT)
+    assert w.model.column_of("note") < 0
+    assert threading.main_thread() not in calls, "memory handed back on the GUI thread"

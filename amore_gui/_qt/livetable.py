@@ -12,6 +12,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QLabel
 
 from amore_gui._qt.workers import LoadThread, UpdateThread
+from amore_gui.application.process import hand_back_memory
 
 
 class LiveTable(QObject):
@@ -43,6 +44,14 @@ class LiveTable(QObject):
         self._counts_timer = QTimer(self, singleShot=True, interval=200)
         self._counts_timer.timeout.connect(self.update_counts)
         self.session.events.source.connect(self._on_source)
+        #: live updates applied since the memory was last handed back
+        self._applied = 0
+        self._trim_timer = QTimer(self, interval=self.HAND_BACK_MS)
+        self._trim_timer.timeout.connect(self._hand_back_after_updates)
+        self._trim_timer.start()
+
+    #: how often the memory freed while following the table is handed back (ms)
+    HAND_BACK_MS = 60_000
 
     # -- loading ---------------------------------------------------------------------------
     def start_load(self) -> None:
@@ -103,6 +112,7 @@ class LiveTable(QObject):
             win.columns.refresh_tags()
             win.columns.apply_layout()
             self.update_counts()
+            self._hand_back()      # the value arrays of the columns before were copied
         finally:
             self.model.release_updates()     # while a load runs: applied when it is done
 
@@ -136,6 +146,25 @@ class LiveTable(QObject):
         self.update_counts()
         self.window.logbook.load()
         self.fully_loaded.emit()
+        self._hand_back()          # the table shown before (a reload) is freed now
+
+    def _hand_back(self) -> None:
+        """Hand the memory the C allocator keeps freed back to the system, off the GUI thread
+        (:func:`~amore_gui.application.process.hand_back_memory`, a few ms). After a table was
+        read again (a manual column deleted, a variable removed, *Reload*) or its columns
+        taken in place, the table shown before and the copies of its arrays are freed, but
+        glibc kept their pages: a window open for a beamtime grew by 1.5-3 MB at each such
+        step in the soak (issue 23, docs/reliability.rst)."""
+        self._applied = 0
+        self.window.tasks.submit(hand_back_memory)
+
+    def _hand_back_after_updates(self) -> None:
+        """Every :attr:`HAND_BACK_MS`, if live updates were applied meanwhile: what reading
+        and applying them freed (a reprocess of hundreds of runs at once, the catch-up after
+        the broker was away) is handed back as after a reload, instead of being kept by glibc
+        for good."""
+        if self._applied and not self.window.closing:
+            self._hand_back()
 
     def _on_load_thread_finished(self):
         """Start the load asked for while the last one ran."""
@@ -168,6 +197,7 @@ class LiveTable(QObject):
         """Apply RunUpdates from the live updates (GUI thread; cheap per run)."""
         for upd in updates:
             self.model.apply_run_update(upd)
+        self._applied += len(updates)
         self._counts_timer.start()
         # A table opened (nearly) empty sized its columns and rows from the headers alone: fit
         # them again while the first runs arrive, unless the user has arranged them.
