@@ -34,7 +34,8 @@ side by side under the lock (docs/reliability.rst): the web server on ``main`` +
 on ``grow23b`` (large blocks handed back, ASCII row texts, pages in chunks) +14.1 to +14.5 %.
 With ``--broker --reconnect --thumbs 30`` (as the soak): ``main`` +56 to +57 %, the web server
 without WebSocket compression +20.5 to +21.8 %, with the reader thread and the trim after a
-reload +18.7 % (docs/reliability.rst).
+reload +18.7 % (docs/reliability.rst); on web23d, with one heap for every thread and a
+smaller replay buffer, about +12.5 % against +16 to +20 % on ``main`` (not yet 10 %).
 """
 from __future__ import annotations
 
