@@ -443,12 +443,12 @@ def main() -> int:
     ctx = work / "ctx"
     broker = None
     os.environ["AMORE_BROKER"] = "none"
+    make_context(ctx)       # before the broker: a failure here leaves no broker running
     if a.broker:
         from tests.kafka_broker import TansuBroker, tansu_binary
         work.mkdir(parents=True, exist_ok=True)
         broker = TansuBroker(tansu_binary(), work / "tansu.log")
         os.environ["AMORE_BROKER"] = broker.start()
-    make_context(ctx)
     env = dict(os.environ, SOAK_GROWTH_TRACE="1" if a.trace else "", AMORE_CONFIG_DIR=str(work / "config"),
                AMORE_WEB_ACCESS=str(work / "config" / "web-access.json"))
     child = subprocess.Popen([sys.executable, __file__, "--front", a.front, "--runs", str(a.runs),
