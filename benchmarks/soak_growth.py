@@ -39,7 +39,8 @@ side by side under the lock (docs/reliability.rst): the web server on ``main`` +
 on ``grow23b`` (large blocks handed back, ASCII row texts, pages in chunks) +14.1 to +14.5 %.
 With ``--broker --reconnect --thumbs 30`` (as the soak): ``main`` +56 to +57 %, the web server
 without WebSocket compression +20.5 to +21.8 %, with the reader thread and the trim after a
-reload +18.7 % (docs/reliability.rst).
+reload +18.7 % (docs/reliability.rst); on web23d, with one heap for every thread and a
+smaller replay buffer, about +12.5 % against +16 to +20 % on ``main`` (not yet 10 %).
 """
 from __future__ import annotations
 
@@ -101,6 +102,35 @@ def rss_by_mapping() -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])[:8]}
 
 
+def pymalloc_stats() -> dict:
+    """Python's own allocator (``sys._debugmallocstats``): its arenas now (1 MiB each in
+    Python 3.10+), the MB in blocks in use and free in them, and the pools unused."""
+    out: dict = {}
+    # pymalloc's own count: blocks in use against the arenas' size
+    r, w = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(w, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(w)
+        os.close(saved)
+    text = b""
+    while chunk := os.read(r, 65536):
+        text += chunk
+    os.close(r)
+    for line in text.decode().splitlines():
+        for key, name in (("# arenas allocated current", "py_arenas"),
+                          ("# bytes in allocated blocks", "py_used_mb"),
+                          ("# bytes in available blocks", "py_free_mb"),
+                          ("unused pools", "py_unused_pools")):
+            if line.startswith(key):
+                v = int(line.split("=")[-1].replace(",", "").split()[0])
+                out[name] = round(v / 2**20, 1) if name.endswith("_mb") else v
+    return out
+
+
 def malloc_mb() -> dict:
     """glibc's ``mallinfo2`` (summed over every arena, MB): ``arena`` (taken from the system
     without ``mmap``), ``used`` (in use), ``free`` (freed, kept), ``mmap`` (large blocks)."""
@@ -136,12 +166,13 @@ class Probe:
             # no malloc_trim here: it would hand back what the end's RSS is compared with
             self.out.append({"rows": rows, "rss_mb": round(rss_mb(), 1), **self.extra()})
             self.out[-1].update(sqlite_mb=sqlite_mb(), malloc=malloc_mb(),
-                                mappings=rss_by_mapping())
+                                mappings=rss_by_mapping(), pymalloc=pymalloc_stats())
         elif self.snap is not None and not self.done and rows >= self.last:
             gc.collect()
             self.out.append({"rows": rows, "rss_mb": round(rss_mb(), 1), **self.extra()})
             self.out[-1].update(sqlite_mb=sqlite_mb(), malloc=malloc_mb(),
-                                mappings=rss_by_mapping(), trimmed_rss_mb=trimmed_rss_mb())
+                                mappings=rss_by_mapping(), pymalloc=pymalloc_stats(),
+                                trimmed_rss_mb=trimmed_rss_mb())
             if not self.trace:
                 print(json.dumps({"marks": self.out}), flush=True)
                 self.done = True
@@ -453,12 +484,12 @@ def main() -> int:
     ctx = work / "ctx"
     broker = None
     os.environ["AMORE_BROKER"] = "none"
+    make_context(ctx)       # before the broker: a failure here leaves no broker running
     if a.broker:
         from tests.kafka_broker import TansuBroker, tansu_binary
         work.mkdir(parents=True, exist_ok=True)
         broker = TansuBroker(tansu_binary(), work / "tansu.log")
         os.environ["AMORE_BROKER"] = broker.start()
-    make_context(ctx)
     env = dict(os.environ, SOAK_GROWTH_TRACE="1" if a.trace else "", AMORE_CONFIG_DIR=str(work / "config"),
                AMORE_WEB_ACCESS=str(work / "config" / "web-access.json"))
     child = subprocess.Popen([sys.executable, __file__, "--front", a.front, "--runs", str(a.runs),

@@ -2,17 +2,20 @@
 
 ``steady_memory()`` (once, at start, before the threads): large blocks go back to the
 system when freed (:func:`backend.ctxrunner.memory.map_large_blocks`), so a front-end that
-builds a whole table's text or arrays now and then does not keep their pages for good.
+builds a whole table's text or arrays now and then does not keep their pages for good, and
+every thread allocates from one heap (:func:`backend.ctxrunner.memory.share_one_heap`), so
+that what a reload frees is not kept in the heaps of several threads.
 """
 from __future__ import annotations
 
-from backend.ctxrunner.memory import hand_back, map_large_blocks
+from backend.ctxrunner.memory import hand_back, map_large_blocks, share_one_heap
 
 
 def steady_memory() -> bool:
-    """Hand every freed block of 128 KiB or more back to the system at once (glibc; False
-    elsewhere, where nothing is done)."""
-    return map_large_blocks(128)
+    """Hand every freed block of 128 KiB or more back to the system at once, and let every
+    thread allocate from the one main heap (glibc; False elsewhere, where nothing is done).
+    Call it before the process starts its threads."""
+    return map_large_blocks(128) & share_one_heap()
 
 
 def hand_back_memory() -> None:

@@ -81,3 +81,18 @@ def map_large_blocks(threshold_kb: int = 128) -> bool:
         return False
     M_MMAP_THRESHOLD = -3
     return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold_kb) * 1024))
+
+
+def share_one_heap() -> bool:
+    """Let every thread allocate from the one main heap (``M_ARENA_MAX`` = 1). Left alone,
+    glibc gives threads that allocate at the same moment heaps of their own (up to 8 per
+    core), and each keeps its own freed pieces between the blocks still in use, where
+    ``malloc_trim`` cannot hand back the pages. In a process whose threads mostly take turns
+    (the web server's: Python's lock) one heap is seldom contended, and it keeps less: ``benchmarks/soak_growth.py --front web`` (docs/reliability.rst). Call it
+    before the threads start: heaps made before stay. Returns False where it cannot be done
+    (not glibc)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    M_ARENA_MAX = -8
+    return bool(libc.mallopt(M_ARENA_MAX, 1))
