@@ -891,11 +891,15 @@ class Soak:
         started = rec.get("started") or 0
         if started < time.time() - (time.monotonic() - since_monotonic) - 1:
             return False
-        try:
-            text = (self.ctx / "amore.log").read_text(errors="replace")[-200_000:]
-        except OSError:
-            return False
-        return f"Ready" in text.split(f"PID {rec['pid']}")[-1]
+        # the log may have been rotated right after "Ready" (it was, 10 ms after it, once):
+        # the last rotated file's end is read before the current one
+        text = ""
+        for name in ("amore.log.1", "amore.log"):
+            try:
+                text += (self.ctx / name).read_text(errors="replace")[-200_000:]
+            except OSError:
+                pass
+        return "Ready" in text.split(f"PID {rec['pid']}")[-1]
 
     def status_record(self) -> dict | None:
         try:
