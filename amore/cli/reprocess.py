@@ -142,12 +142,8 @@ def _reprocess_here(a, d, early, opened: list) -> int:
         config["processing"]["jobs"] = a.jobs
     proposal = db.proposal
     known = set(db.run_numbers())
-    pdir = find_proposal_dir(proposal, config)
-    if pdir is not None:
-        for sub in ("raw",):
-            for p in (pdir / sub).glob("r[0-9][0-9][0-9][0-9]*"):
-                if p.name[1:].isdigit():
-                    known.add(int(p.name[1:]))
+    from backend.facilities import get as get_facility
+    known |= get_facility(config.facility).runs_on_disk(find_proposal_dir(proposal, config))
     try:
         runs = parse_runs(a.runs, sorted(known))
     except ValueError:
@@ -163,7 +159,7 @@ def _reprocess_here(a, d, early, opened: list) -> int:
         if code_is_current(db, config, d):   # decided without starting a worker
             todo = _stale_plan(a, db, runs, db.get_variables())
             if todo is None or not todo or a.dry_run:
-                return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
+                return 1 if todo is None else 0 if todo else _nothing_stale(len(runs))
             runs = sorted(r for _p, r in todo)
 
     # What is stale is computed by one worker first; more join once the plan says its work
@@ -192,7 +188,7 @@ def _reprocess_here(a, d, early, opened: list) -> int:
         todo = _stale_plan(a, db, runs, proc.variables, refresh=False)
         if todo is None or not todo or a.dry_run:
             pool.stop(wait=False)
-            return 1 if todo is None else 0 if todo else _nothing_stale(a, runs)
+            return 1 if todo is None else 0 if todo else _nothing_stale(len(runs))
         runs = sorted(r for _p, r in todo)
     _started()
     names = None
@@ -368,8 +364,8 @@ def _stale_plan(a, db, runs: list[int], variables, refresh: bool = True):
     return todo
 
 
-def _nothing_stale(a, runs: list[int]) -> int:
-    print(f"Nothing to reprocess: every value of the {len(runs)} run(s) is up to date "
+def _nothing_stale(n_runs: int) -> int:
+    print(f"Nothing to reprocess: every value of the {n_runs} run(s) is up to date "
           f"(--force recomputes everything)")
     return 0
 
@@ -471,11 +467,10 @@ def _hand_to_backend(a, d, runs, params):
               "computed (they keep their values from before).", file=sys.stderr)
         return 130
     dt = time.perf_counter() - t0
-    if runs is None:
-        if not planned.get("runs"):
-            return _nothing_stale(a, [None] * int(planned.get("of", 0)))
-        runs = [None] * planned["runs"]
-    print(f"Reprocessed {len(runs) - len(failed)}/{len(runs)} runs in {dt:.2f} s "
+    n_runs = len(runs) if runs is not None else int(planned.get("runs") or 0)
+    if runs is None and not n_runs:
+        return _nothing_stale(int(planned.get("of", 0)))
+    print(f"Reprocessed {n_runs - len(failed)}/{n_runs} runs in {dt:.2f} s "
           f"(in the running backend, PID {acc['pid']})")
     for m in failed:
         print(f"  run {m['run']}: {m['status']}: {m.get('message')}", file=sys.stderr)

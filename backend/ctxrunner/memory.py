@@ -88,9 +88,10 @@ def share_one_heap() -> bool:
     glibc gives threads that allocate at the same moment heaps of their own (up to 8 per
     core), and each keeps its own freed pieces between the blocks still in use, where
     ``malloc_trim`` cannot hand back the pages. In a process whose threads mostly take turns
-    (the web server's: Python's lock) one heap is seldom contended, and it keeps less: ``benchmarks/soak_growth.py --front web`` (docs/reliability.rst). Call it
-    before the threads start: heaps made before stay. Returns False where it cannot be done
-    (not glibc)."""
+    (the web server's: Python's lock) one heap is seldom contended, and it keeps less
+    (``benchmarks/soak_growth.py --front web``, docs/reliability.rst). Call it before the
+    threads start: heaps made before stay. Returns False where it cannot be done (not
+    glibc)."""
     libc = _libc()
     if libc is None:
         return False

@@ -242,11 +242,7 @@ class ControlServer:
         known = [v.name for v in lst.processor.variables]
         if names is not None and any(n not in known for n in names):
             return None, "unknown variable name(s)"   # the command names the ones that exist
-        runs = set(lst.db.run_numbers())
-        if lst.proposal_dir is not None:
-            for p in (lst.proposal_dir / "raw").glob("r[0-9][0-9][0-9][0-9]*"):
-                if p.name[1:].isdigit():
-                    runs.add(int(p.name[1:]))
+        runs = set(lst.db.run_numbers()) | lst.plugin.runs_on_disk(lst.proposal_dir)
         looked = [(lst.proposal, r) for r in sorted(runs)]
         todo = plan(lst.db, looked, names)
         limit = float(lst.config["processing"].get("handover_seconds", 0) or 0)
