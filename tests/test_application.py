@@ -2,13 +2,16 @@
 opening and creating context directories, the workspace's reads, writes and commands, and the
 live-update policy (database watching; Kafka with the real tansu broker, its backstop, a broker
 outage) - on real SQLite databases filled by the real backend."""
+import json
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from amore_gui.application import opening
+from backend.contextdir import STATUS_FILE_NAME
 from backend.store.writer import RunDB
 from tests.conftest import PROPOSAL, amore_cmd, wait_for
 from tests.gui_fixtures import GUI_PROPOSAL
@@ -314,8 +317,17 @@ def test_workspace_starts_follows_and_stops_the_backend(data_root):
     ws = Workspace(ctx)
     try:
         assert ws.backend_status().state == "stopped"
-        error, st = ws.backend_action("start")
-        assert error is None and st.state == "running_here" and st.alive
+        # started from a front-end's process, as the GUI does: the start runs in a child
+        # process, so tmux's library does not stay in the front-end's memory
+        probe = ("import json, sys\n"
+                 "from amore_gui.application.workspace import Workspace\n"
+                 f"error, st = Workspace({str(ctx)!r}).backend_action('start')\n"
+                 "print(json.dumps([error, st.state, 'libtmux' in sys.modules]))\n")
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           timeout=120)
+        assert json.loads(r.stdout.splitlines()[-1]) == [None, "running_here", False], r.stderr
+        st = ws.backend_status()
+        assert st.state == "running_here" and st.alive
         log = ws.backend_log(initial_lines=50)
         wait_for(lambda: any("Running on" in line for line in log.read_new()), 30,
                  what="the backend's log")
@@ -325,6 +337,15 @@ def test_workspace_starts_follows_and_stops_the_backend(data_root):
         assert error is None and st.state == "stopped" and ws.backend_status().alive is False
         error, _ = ws.backend_action("explode")
         assert "unknown backend action" in error
+        # a refusal of the command comes back as the message a user reads, without its prefix
+        (ctx / STATUS_FILE_NAME).write_text(json.dumps(
+            {"host": "max-exfl-display999.desy.de", "hostname": "max-exfl-display999",
+             "user": "someone", "uid": 12345, "pid": 4242, "pid_create_time": time.time() - 100,
+             "started": time.time() - 100, "heartbeat": time.time(), "version": "0.1.0"}))
+        error, st = ws.backend_action("start")
+        assert st.state == "running_elsewhere"
+        assert "max-exfl-display999" in error and not error.startswith("amore-proto"), error
+        (ctx / STATUS_FILE_NAME).unlink()
     finally:
         if ws.backend_status().state == "running_here":
             ws.backend_action("stop")

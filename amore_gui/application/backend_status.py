@@ -87,19 +87,55 @@ def backend_action(context_dir: str | os.PathLike, action: str,
     backend runs on another host, or died right after starting, with its last output);
     ``status`` the state afterwards. Blocks until the backend is up or down (up to
     ``[backend] start_timeout`` / ``stop_timeout`` seconds); never raises (an unknown
-    ``action`` is an error message)."""
-    from backend.service import manager
-    calls = {"start": lambda: manager.start_backend(context_dir, force=force),
-             "stop": lambda: manager.stop_backend(context_dir),
-             "restart": lambda: manager.restart_backend(context_dir)}
-    try:
-        calls[action]()
-        error = None
-    except KeyError:
-        error = f"unknown backend action {action!r}; one of {', '.join(ACTIONS)}"
-    except Exception as e:  # reported to the user, never raised into a front-end
-        error = str(e) or type(e).__name__
+    ``action`` is an error message).
+
+    The action runs in a child process (``amore-proto backend ACTION DIR``), as a user would
+    type it: starting tmux and the backend loads libtmux and more, which would otherwise stay in
+    the front-end's memory for as long as it runs (the soak's GUI grew by ~3 MB at each start)."""
+    if action not in ACTIONS:
+        return (f"unknown backend action {action!r}; one of {', '.join(ACTIONS)}",
+                backend_status(context_dir))
+    error = _run_backend_command(Path(context_dir), action, force)
     return error, backend_status(context_dir)
+
+
+def _run_backend_command(context_dir: Path, action: str, force: bool) -> str | None:
+    """Run ``amore-proto backend ACTION [--force] DIR`` in a child process (this Python, this
+    source tree) and wait for it; None if it exited 0, else its message (its standard error
+    without the ``amore-proto backend ACTION:`` prefix, or how it ended)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from backend import PACKAGE_PARENT
+    from backend.service.status import backend_settings
+    cfg = backend_settings(context_dir)
+    timeout = 30.0 + float(cfg.get("start_timeout") or 30) + float(cfg.get("stop_timeout") or 30)
+    cmd = [sys.executable, "-m", "amore.cli", "backend", action, str(context_dir)]
+    if force and action == "start":
+        cmd.append("--force")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    # stderr to a file, not a pipe: the tmux server it starts must not hold our pipe open
+    with tempfile.TemporaryFile("w+") as err:
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=err, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"'amore-proto backend {action}' did not finish within {timeout:.0f} s"
+        except OSError as e:
+            return f"could not run 'amore-proto backend {action}': {e}"
+        if r.returncode == 0:
+            return None
+        err.seek(0)
+        text = err.read().strip()
+    prefix = f"amore-proto backend {action}: "
+    lines = [line[len(prefix):] if line.startswith(prefix) else line
+             for line in text.splitlines()]
+    mine = [i for i, line in enumerate(text.splitlines()) if line.startswith(prefix)]
+    if mine:  # the command's own message (and what follows it), not log lines before it
+        lines = lines[mine[0]:]
+    return "\n".join(lines).strip() or f"'amore-proto backend {action}' exited with {r.returncode}"
 
 
 class BackendLog:
