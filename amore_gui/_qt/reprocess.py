@@ -66,7 +66,11 @@ class ReprocessDialog(QDialog):
         row.addWidget(self.runs_edit, 1)
         lay.addLayout(row)
         lay.addWidget(QLabel("<b>Where</b>"))
-        self.rb_local = QRadioButton("Here, in local worker processes")
+        self.rb_local = QRadioButton("On this machine (small work in the running backend's workers)")
+        self.rb_local.setToolTip(
+            "A few named runs, or a 'Reprocess all' of a few seconds of stale work, are computed "
+            "by the backend running on this machine, in its warm workers; anything larger, or "
+            "with no backend here, in worker processes of their own.")
         self.rb_slurm = QRadioButton("On Slurm, as array jobs ([slurm] settings)")
         has_sbatch = slurm_available()
         self.rb_slurm.setEnabled(has_sbatch)

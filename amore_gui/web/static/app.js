@@ -812,7 +812,7 @@ function openReprocess() {
   const syncForce = () => { force.disabled = which.value !== "all"; };
   which.addEventListener("change", syncForce);
   syncForce();
-  const where = el("select", {id: "rp-where"}, el("option", {value: "local", text: "Here, in local worker processes"}),
+  const where = el("select", {id: "rp-where"}, el("option", {value: "local", text: "On this machine (small work in the running backend's workers)"}),
     el("option", {value: "slurm", text: "On Slurm, as array jobs", disabled: !state.slurm}));
   const list = el("div", {class: "checklist"});
   for (const c of state.columns.filter((c) => c.variable && !c.manual && !c.key.startsWith("amore.")))
