@@ -306,6 +306,41 @@ def test_the_selected_run_stays_selected_when_the_table_is_read_again(gui_ctx, w
     assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
 
 
+def test_a_selection_changed_during_a_reload_is_not_overridden(gui_ctx, web_server,
+                                                                browser_page):
+    """While the table is read again, the person selects another run before the rows of the
+    run selected before have come back: their new selection stays, the old one does not
+    return with its row."""
+    ctx = gui_ctx["ctx"]
+    server = web_server(ctx)
+    page = open_table(browser_page, server)
+    assert page.evaluate("amore.jumpTo('1', true)")
+    assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [1]
+    held = []
+
+    def pages(route):   # the reload's first page holds 2 rows; the rest waits until released
+        url = route.request.url
+        if "below=" in url:
+            held.append(route)
+        else:
+            route.continue_(url=url + ("&" if "?" in url else "?") + "limit=2")
+    page.route("**/table*", pages)
+    page.evaluate("window.__grid_before = amore.state.grid")
+    subprocess.run(amore_cmd("column", "add", "shift_note", "--type", "string", "-d", ctx),
+                   check=True, capture_output=True)
+    page.wait_for_function("() => amore.state.grid !== window.__grid_before && amore.state.loading"
+                           " && amore.state.grid.getDisplayedRowCount() === 2", timeout=WAIT)
+    wait_for(lambda: held or page.evaluate("0"), WAIT / 1000, 0.05, "the reload's next page")
+    cell(page, 3, "#comment").click()                 # the person selects run 3 instead
+    assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
+    for route in held:
+        route.continue_()
+    page.unroute("**/table*")
+    page.wait_for_function("() => !amore.state.loading && "
+                           "amore.state.grid.getDisplayedRowCount() === 4", timeout=WAIT)
+    assert page.evaluate("amore.state.grid.getSelectedRows().map(r => r.r)") == [3]
+
+
 def test_a_filter_expression_narrows_the_rows_and_a_mistake_shows_where(gui_ctx, web_server,
                                                                        browser_page):
     server = web_server(gui_ctx["ctx"])

@@ -273,6 +273,9 @@ function gridOptions(columns, layout, rows) {
     onColumnResized: (e) => { if (e.finished && e.source === "uiColumnResized") saveLayoutSoon(e.columns); },
     onSortChanged: saveLayoutSoon,
     onModelUpdated: updateCounts,
+    // a selection the person changes while the table is read again is theirs: the runs
+    // selected before the reload are not selected again when their rows come back
+    onSelectionChanged: (e) => { if (USER_SELECTION.test(e.source || "")) state.keepSelected = null; },
     // the first rows are on screen once the frame after the one that drew them begins
     onFirstDataRendered: () => requestAnimationFrame(() => requestAnimationFrame(() => {
       document.body.dataset.painted = String(performance.now());
@@ -329,6 +332,10 @@ function applyRows(rows, fromPage) {
   });
   if (!fromPage && state.plot) refreshPlotSoon();
 }
+
+/** Sources of AG Grid's selectionChanged events that are a person's doing (click, space key,
+ * Ctrl+A, the header's select-all), not this page's own calls. */
+const USER_SELECTION = /^(rowClicked|checkboxSelected|spaceKey|keyboardSelectAll|uiSelectAll)/;
 
 function reselectKept() {
   if (!state.keepSelected || !state.keepSelected.size) return;
@@ -503,6 +510,7 @@ function jumpTo(spec, quiet) {
     return !!node;
   }
   state.grid.ensureNodeVisible(node, "middle");
+  state.keepSelected = null;       // a jump selects its run alone, also during a reload
   state.grid.deselectAll();
   node.setSelected(true);
   state.grid.flashCells({rowNodes: [node]});
