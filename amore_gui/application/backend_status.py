@@ -111,16 +111,18 @@ def _run_backend_command(context_dir: Path, action: str, force: bool) -> str | N
     from backend.service.status import backend_settings
     cfg = backend_settings(context_dir)
     timeout = 30.0 + float(cfg.get("start_timeout") or 30) + float(cfg.get("stop_timeout") or 30)
-    cmd = [sys.executable, "-m", "amore.cli", "backend", action, str(context_dir)]
+    # this source tree last on the path: found when AMORE is not installed, never ahead of
+    # anything the installed Python has
+    code = (f"import sys; sys.path.append({PACKAGE_PARENT!r}); "
+            "from amore.cli.main import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", code, "backend", action, str(context_dir)]
     if force and action == "start":
         cmd.append("--force")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     # stderr to a file, not a pipe: the tmux server it starts must not hold our pipe open
     with tempfile.TemporaryFile("w+") as err:
         try:
             r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=err, env=env, timeout=timeout)
+                               stderr=err, timeout=timeout)
         except subprocess.TimeoutExpired:
             return f"'amore-proto backend {action}' did not finish within {timeout:.0f} s"
         except OSError as e:
