@@ -498,7 +498,10 @@ def register(sub) -> None:
     where.add_argument("--slurm", action="store_true",
                        help="submit as Slurm array jobs ([slurm] settings) and follow them")
     where.add_argument("--local", action="store_true",
-                       help="compute on this machine (the default): up to 8 named runs, or a 'reprocess all' of little stale work, in the workers of a backend running here, else in worker processes of this command")
+                       help=f"compute on this machine (the default): up to "
+                            f"{HANDOVER_MAX_RUNS} named runs, or a 'reprocess all' of little "
+                            f"stale work, in the workers of a backend running here, else in "
+                            f"worker processes of this command")
     s.add_argument("--force", action="store_true",
                    help="with 'all': recompute every value, not only the stale ones")
     s.add_argument("--dry-run", action="store_true",
