@@ -110,7 +110,7 @@ def _run_backend_command(context_dir: Path, action: str, force: bool) -> str | N
     from backend import PACKAGE_PARENT
     from backend.service.status import backend_settings
     cfg = backend_settings(context_dir)
-    timeout = 30.0 + float(cfg.get("start_timeout") or 30) + float(cfg.get("stop_timeout") or 30)
+    timeout = 30.0 + float(cfg["start_timeout"]) + float(cfg["stop_timeout"])
     # this source tree last on the path: found when AMORE is not installed, never ahead of
     # anything the installed Python has
     code = (f"import sys; sys.path.append({PACKAGE_PARENT!r}); "
@@ -131,13 +131,12 @@ def _run_backend_command(context_dir: Path, action: str, force: bool) -> str | N
             return None
         err.seek(0)
         text = err.read().strip()
+    # the command's own message (and what follows it), not log lines before it
     prefix = f"amore-proto backend {action}: "
-    lines = [line[len(prefix):] if line.startswith(prefix) else line
-             for line in text.splitlines()]
-    mine = [i for i, line in enumerate(text.splitlines()) if line.startswith(prefix)]
-    if mine:  # the command's own message (and what follows it), not log lines before it
-        lines = lines[mine[0]:]
-    return "\n".join(lines).strip() or f"'amore-proto backend {action}' exited with {r.returncode}"
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(prefix)), 0)
+    message = "\n".join(lines[first:]).removeprefix(prefix).strip()
+    return message or f"'amore-proto backend {action}' exited with {r.returncode}"
 
 
 class BackendLog:
