@@ -892,13 +892,9 @@ class Soak:
         if started < time.time() - (time.monotonic() - since_monotonic) - 1:
             return False
         # the log may have been rotated right after "Ready" (it was, 10 ms after it, once):
-        # the last rotated file's end is read before the current one
-        text = ""
-        for name in ("amore.log.1", "amore.log"):
-            try:
-                text += (self.ctx / name).read_text(errors="replace")[-200_000:]
-            except OSError:
-                pass
+        # the backend's own tail reads on into the rotated file
+        from backend.service.manager import log_tail
+        text = "\n".join(log_tail(self.ctx, 2000))
         return "Ready" in text.split(f"PID {rec['pid']}")[-1]
 
     def status_record(self) -> dict | None:
