@@ -1905,6 +1905,7 @@ def main(argv=None) -> int:
             "growth": grow,
             "gui": gui, "timeline": soak.timeline, "commands": soak.commands,
             "files": soak.sampler.files,
+            "gui_stats": {name: g.stats for name, g in soak.guis.items()},
             "series": {f"{s.label} {s.pid}": s.samples for s in soak.sampler.series.values()}},
             indent=1, default=str))
     if not a.work:
