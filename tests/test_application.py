@@ -352,3 +352,43 @@ def test_workspace_starts_follows_and_stops_the_backend(data_root):
         for p in find_tmux_servers(ctx):
             p.kill()
         shutil.rmtree(short, ignore_errors=True)
+
+
+def _sqlite_memory_used():
+    """Bytes SQLite holds in this process (``sqlite3_memory_used`` of the library Python's
+    ``sqlite3`` uses)."""
+    import ctypes
+    import _sqlite3
+    lib = ctypes.CDLL(_sqlite3.__file__)
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return lib.sqlite3_memory_used()
+
+
+def test_connections_kept_open_for_days_keep_a_small_page_cache(gui_ctx):
+    """A window reads thumbnails and live updates through connections it keeps open for the
+    beamtime: their page cache must not fill to SQLite's 2 MB as the database grows (issue
+    23's soak: a GUI grew by ~4 MB that way)."""
+    import os
+    from amore_gui.application import dbread
+    from amore_gui.application.workspace import Workspace
+    from backend.vocab import StoredValue
+    ctx = gui_ctx["ctx"]
+    db = RunDB(ctx)
+    try:            # ~6 MB of thumbnails, 8 KiB each, on one run
+        db.write_values(GUI_PROPOSAL, 2, {f"cam{i}": StoredValue(os.urandom(8192), "thumbnail")
+                                          for i in range(750)})
+    finally:
+        db.close()
+
+    def grown_by_reading(con):
+        before = _sqlite_memory_used()
+        for i in range(750):
+            assert dbread.read_thumbnail(con, GUI_PROPOSAL, 2, f"cam{i}") is not None
+        grown = _sqlite_memory_used() - before
+        con.close()
+        return grown
+    default = grown_by_reading(dbread.connect(ctx))
+    assert default > 1.5 * 2**20         # SQLite's default: the read fills ~2 MB of cache
+    assert grown_by_reading(Workspace(ctx).connect()) < 0.5 * 2**20
+    watcher = dbread.DbChangeWatcher(ctx)
+    assert grown_by_reading(watcher.con) < 0.5 * 2**20

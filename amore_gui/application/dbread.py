@@ -49,13 +49,15 @@ _SPARKLINE = SummaryType.SPARKLINE.value
 _NUMBER = SummaryType.NUMBER.value
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path, kept: bool = False) -> sqlite3.Connection:
     """A read-only (``query_only``) connection to an existing database file (or its context
-    directory): :func:`backend.store.reader.connect`.
+    directory): :func:`backend.store.reader.connect`. ``kept``: for a connection kept open
+    for the process's life, reading a few rows at a time; its page cache is kept small
+    (:data:`backend.store.reader.KEPT_CACHE_KIB`).
 
     Raises ``FileNotFoundError`` if it does not exist. Usable from any one thread at a time.
     """
-    return sql.connect(path)
+    return sql.connect(path, cache_kib=sql.KEPT_CACHE_KIB if kept else None)
 
 
 def has_amore_schema(path: str | Path) -> bool:
@@ -588,7 +590,7 @@ class DbChangeWatcher:
                  variables_sig: str | None = None, comments_sig: tuple | None = None,
                  runs_stamp: int | None = None):
         self.path = db_file(path)
-        self.con = connect(self.path)
+        self.con = connect(self.path, kept=True)
         self.data_version = None
         self.last_ts = since
         #: (proposal, run, name) -> timestamp of the values read within the overlap

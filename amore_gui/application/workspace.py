@@ -101,8 +101,9 @@ class Workspace:
 
     def connect(self) -> sqlite3.Connection:
         """A read-only SQLite connection (for many small reads from one thread, e.g.
-        :meth:`read_thumbnail`); the caller closes it. Raises ``FileNotFoundError``."""
-        return dbread.connect(self.context_dir)
+        :meth:`read_thumbnail`), with a small page cache (it may be kept open for the
+        window's life); the caller closes it. Raises ``FileNotFoundError``."""
+        return dbread.connect(self.context_dir, kept=True)
 
     @staticmethod
     def read_thumbnail(con: sqlite3.Connection, proposal: int | str, run: int,

@@ -572,7 +572,7 @@ class ServedDirectory:
     def _con(self):
         con = getattr(self._local, "con", None)
         if con is None:
-            con = self._local.con = dbread.connect(self.path)
+            con = self._local.con = dbread.connect(self.path, kept=True)
         return con
 
     def thumbnail(self, p, r: int, name: str) -> bytes | None:

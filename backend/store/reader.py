@@ -168,7 +168,7 @@ SCHEMA_REVISION_SQL = "SELECT version_num FROM alembic_version"
 
 
 def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
-            timeout: float = 30.0) -> sqlite3.Connection:
+            timeout: float = 30.0, cache_kib: int | None = None) -> sqlite3.Connection:
     """A read-only connection to an existing ``runs.sqlite`` (``path``: the file or its context
     directory).
 
@@ -176,6 +176,10 @@ def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
     through it, not even by mistake); otherwise the connection is ``PRAGMA query_only``.
     Either way it reads consistently while the backend writes (WAL mode); ``timeout`` seconds
     of waiting for a lock. ``check_same_thread`` is off: use it from one thread at a time.
+    ``cache_kib``: the most memory (KiB) SQLite keeps of the file's pages for this connection
+    (``PRAGMA cache_size``); None leaves SQLite's default, 2,000 KiB. A connection kept open
+    for days that reads a few rows at a time gains nothing from that (the system's page cache
+    keeps the file), and its cache fills as the database grows: see :data:`KEPT_CACHE_KIB`.
     Raises ``FileNotFoundError`` if there is no database,
     :class:`backend.store.identify.NotAmoreDatabase` (saying what it is) for a database that
     is not AMORE's: that one is not opened at all (reading a WAL database would add files
@@ -192,7 +196,17 @@ def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
     else:
         con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False)
     con.execute("PRAGMA query_only = 1")
+    if cache_kib is not None:
+        con.execute(f"PRAGMA cache_size = -{max(int(cache_kib), 1)}")
     return con
+
+
+#: ``cache_kib`` for a reading connection a process keeps open for its life (a front-end's
+#: live updates and thumbnails, the web server's threads): with SQLite's default each such
+#: connection's cache grew to 2 MB as the table grew, and a GUI with three of them grew for
+#: the first half of a beamtime (issue 23's soak, docs/reliability.rst). Reading the latest
+#: run's row or a thumbnail was as quick with 256 KiB (measured on the soak's database).
+KEPT_CACHE_KIB = 256
 
 
 def schema_revision(con: sqlite3.Connection) -> str | None:
