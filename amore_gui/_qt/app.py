@@ -8,6 +8,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QFont, QKeySequence, QPalette
 from qtpy.QtWidgets import QAction, QApplication
 
+from amore_gui.application.process import one_heap
+
 STYLE_SHEET = """
 QTableView { gridline-color: #e6e6e6; selection-background-color: #cfe3fa;
              selection-color: #1b1b1b; }
@@ -31,6 +33,7 @@ def make_app(argv=None) -> QApplication:
     app = QApplication.instance()
     if app is not None:
         return app
+    one_heap()              # before Qt and AMORE start their threads
     for attr in ("AA_EnableHighDpiScaling", "AA_UseHighDpiPixmaps"):  # always on in Qt 6
         if hasattr(Qt, attr):
             QApplication.setAttribute(getattr(Qt, attr), True)
