@@ -203,9 +203,11 @@ def connect(path: str | os.PathLike, *, uri_readonly: bool = False,
 
 #: ``cache_kib`` for a reading connection a process keeps open for its life (a front-end's
 #: live updates and thumbnails, the web server's threads): with SQLite's default each such
-#: connection's cache grew to 2 MB as the table grew, and a GUI with three of them grew for
-#: the first half of a beamtime (issue 23's soak, docs/reliability.rst). Reading the latest
-#: run's row or a thumbnail was as quick with 256 KiB (measured on the soak's database).
+#: connection's cache fills to 2 MB as it reads more of a growing database (scrolling through
+#: every run's thumbnails: ``tests/test_application.py``), and keeps it. Reading the latest
+#: run's row or a thumbnail was as quick with 256 KiB (measured on the soak's database; in the
+#: soak itself, where the GUIs read mostly the newest runs, it made no difference:
+#: docs/reliability.rst).
 KEPT_CACHE_KIB = 256
 
 
