@@ -366,8 +366,8 @@ def _sqlite_memory_used():
 
 def test_connections_kept_open_for_days_keep_a_small_page_cache(gui_ctx):
     """A window reads thumbnails and live updates through connections it keeps open for the
-    beamtime: their page cache must not fill to SQLite's 2 MB as the database grows (issue
-    23's soak: a GUI grew by ~4 MB that way)."""
+    beamtime: their page cache must not fill to SQLite's 2 MB as the user scrolls through a
+    growing table (the web server's threads keep such connections too)."""
     import os
     from amore_gui.application import dbread
     from amore_gui.application.workspace import Workspace
