@@ -85,9 +85,15 @@ def sqlite_mb() -> float | None:
         return None
 
 
+#: glibc's HEAP_MAX_SIZE on 64-bit: the heap it gives a thread starts at a multiple of it
+THREAD_HEAP_ALIGN = 64 << 20
+
+
 def rss_by_mapping() -> dict[str, float]:
-    """RSS (MB) by kind of mapping: the heap, anonymous mappings (malloc's arenas and large
-    blocks, Python's arenas, thread stacks), files (libraries, SQLite's shared memory)."""
+    """RSS (MB) by kind of mapping: the main heap (``[heap]``), ``thread heaps`` (the heaps
+    glibc gives other threads: anonymous, writable, aligned to 64 MiB), other anonymous
+    mappings (large blocks, Python's arenas, thread stacks), files (libraries, SQLite's shared
+    memory); the eight largest."""
     out: dict[str, float] = {}
     name = "anon"
     with open("/proc/self/smaps") as f:
@@ -95,8 +101,11 @@ def rss_by_mapping() -> dict[str, float]:
             head = line.split()
             if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
                 name = head[5] if len(head) > 5 else "anon"
-                name = name if name.startswith("[") else (
-                    "anon" if name == "anon" else "file " + Path(name).name.split(".so")[0])
+                if name == "anon" and int(head[0].split("-")[0], 16) % THREAD_HEAP_ALIGN == 0 \
+                        and head[1].startswith("rw"):
+                    name = "thread heaps"
+                name = name if name.startswith("[") or name in ("anon", "thread heaps") else (
+                    "file " + Path(name).name.split(".so")[0])
             elif head[0] == "Rss:":
                 out[name] = out.get(name, 0.0) + int(head[1]) / 1024
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])[:8]}

@@ -19,7 +19,7 @@ and ``id`` back with the result):
 Unasked, it writes ``{"op": "ready"}`` once the table is loaded and live, and every 10 s
 ``{"op": "stats", "rows": N, "max_stall_ms": ...}`` (the longest time the event loop was blocked
 since the last report) with ``"memory"``: where the process's resident memory is
-(:func:`memory_breakdown`, kB). Each batch of live updates applied to the table is timed:
+(:func:`memory_breakdown`). Each batch of live updates applied to the table is timed:
 ``{"op": "apply", "rows": rows in the table, "runs": runs in the batch, "read_ms": reading
 the runs of the batch (and of batches not applied) from runs.sqlite (live-update thread: the
 runs an update message names, or the database watcher's poll that found them),
@@ -37,53 +37,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ARENA_ALIGN = 64 << 20        # glibc's HEAP_MAX_SIZE on 64-bit: a thread's heap starts aligned
-
 
 def memory_breakdown() -> dict:
-    """Where this process's resident memory is, in kB, from ``/proc/self/smaps``: ``heap``
-    (the main heap, ``[heap]``), ``thread_heaps`` (glibc's heaps of other threads: anonymous
-    mappings aligned to 64 MiB), ``anon`` (other anonymous mappings: large blocks, Python's
-    object arenas, Qt's image buffers, thread stacks), ``files`` (mapped files: libraries);
-    ``n_thread_heaps``; glibc's ``mallinfo2`` (``in_use``, ``free``, ``mmapped``: bytes / 1024,
-    summed over its heaps); Python's allocated blocks (``py_blocks``)."""
-    import ctypes
-    out = {"heap": 0, "thread_heaps": 0, "anon": 0, "files": 0, "n_thread_heaps": 0}
-    kind = None
-    try:
-        with open("/proc/self/smaps") as f:
-            for line in f:
-                head = line.split(None, 6)
-                if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
-                    start = int(head[0].split("-")[0], 16)
-                    path = head[5].strip() if len(head) > 5 else ""
-                    if path == "[heap]":
-                        kind = "heap"
-                    elif not path and start % ARENA_ALIGN == 0 and "rw" in head[1]:
-                        kind = "thread_heaps"
-                        out["n_thread_heaps"] += 1
-                    elif not path or path.startswith("["):
-                        kind = "anon"
-                    else:
-                        kind = "files"
-                elif head[0] == "Rss:" and kind:
-                    out[kind] += int(head[1])
-    except OSError:
-        pass
-
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = Mallinfo2
-        mi = libc.mallinfo2()
-        out.update(in_use=mi.uordblks >> 10, free=mi.fordblks >> 10, mmapped=mi.hblkhd >> 10)
-    except (OSError, AttributeError):
-        pass
-    out.update(py_blocks=sys.getallocatedblocks())
-    return out
+    """Where this process's resident memory is: ``mappings`` (RSS in MB by kind of mapping,
+    :func:`soak_growth.rss_by_mapping`: the main heap, other threads' heaps, other anonymous
+    memory, files), ``malloc`` (glibc's bytes in use and freed, MB,
+    :func:`soak_growth.malloc_mb`), ``py_blocks`` (Python's allocated blocks)."""
+    from soak_growth import malloc_mb, rss_by_mapping   # (this script's folder is on sys.path)
+    return {"mappings": rss_by_mapping(), "malloc": malloc_mb(),
+            "py_blocks": sys.getallocatedblocks()}
 
 
 def main() -> int:
